@@ -1,0 +1,20 @@
+# The image a Fly machine boots for your flyjobs calls: Python, flyjobs and your code.
+# Build it from your project folder (the one with pyproject.toml) and push it to Fly:
+#   fly deploy --build-only --push --image-label latest   (or: docker build -t registry.fly.io/APP:latest .)
+# then set FLYJOBS_IMAGE (or [tool.flyjobs] image) to that reference.
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# Your project and its dependencies (flyjobs among them).
+COPY . /app
+RUN pip install /app
+
+# Each machine runs one call: read /flyjobs/call.msgpack, run the function, deliver, exit.
+# It is the image's command (not ENTRYPOINT) so that the machine config's init.cmd, which names
+# the same command, replaces it instead of being appended to it.
+CMD ["python", "-m", "flyjobs.worker"]

@@ -1,0 +1,98 @@
+"""flyjobs: run Python functions on Fly.io Machines, one ephemeral machine per call.
+
+```python
+import flyjobs
+
+@flyjobs.remote(memory_mb=512, timeout_s=120)
+def square(x: int) -> int:
+    return x * x
+
+square.remote(7)  # 49, computed on a machine
+```
+
+The public names are imported lazily: ``python -m flyjobs.worker`` (which every machine runs)
+imports this package first, and must not pay for httpx, pydantic or the emulator.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from ._call import Call as Call
+    from ._call import CallStatus as CallStatus
+    from ._exceptions import APIError as APIError
+    from ._exceptions import AuthenticationError as AuthenticationError
+    from ._exceptions import BadRequestError as BadRequestError
+    from ._exceptions import CallCancelledError as CallCancelledError
+    from ._exceptions import CallError as CallError
+    from ._exceptions import CallTimeoutError as CallTimeoutError
+    from ._exceptions import ConfigError as ConfigError
+    from ._exceptions import ConflictError as ConflictError
+    from ._exceptions import FlyjobsError as FlyjobsError
+    from ._exceptions import FlyjobsTimeoutError as FlyjobsTimeoutError
+    from ._exceptions import LeaseHeldError as LeaseHeldError
+    from ._exceptions import MachineCrashedError as MachineCrashedError
+    from ._exceptions import NotFoundError as NotFoundError
+    from ._exceptions import OutOfMemoryError as OutOfMemoryError
+    from ._exceptions import PreconditionFailedError as PreconditionFailedError
+    from ._exceptions import RateLimitedError as RateLimitedError
+    from ._exceptions import RemoteError as RemoteError
+    from ._exceptions import SerializationError as SerializationError
+    from ._exceptions import ServerError as ServerError
+    from ._exceptions import TransportError as TransportError
+    from ._exceptions import UnprocessableError as UnprocessableError
+    from ._exceptions import WaitTimeoutError as WaitTimeoutError
+    from ._function import Function as Function
+    from ._function import remote as remote
+
+_EXCEPTIONS = (
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CallCancelledError",
+    "CallError",
+    "CallTimeoutError",
+    "ConfigError",
+    "ConflictError",
+    "FlyjobsError",
+    "FlyjobsTimeoutError",
+    "LeaseHeldError",
+    "MachineCrashedError",
+    "NotFoundError",
+    "OutOfMemoryError",
+    "PreconditionFailedError",
+    "RateLimitedError",
+    "RemoteError",
+    "SerializationError",
+    "ServerError",
+    "TransportError",
+    "UnprocessableError",
+    "WaitTimeoutError",
+)
+
+_WHERE: dict[str, str] = {
+    "Call": "._call",
+    "CallStatus": "._call",
+    "Function": "._function",
+    "remote": "._function",
+    **dict.fromkeys(_EXCEPTIONS, "._exceptions"),
+}
+
+__all__ = tuple(sorted(_WHERE)) + ("__version__",)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flyjobs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -1,0 +1,383 @@
+"""One call's life: encode → create the machine → wait → collect result and exit → clean up.
+
+Every exit path (value, error, timeout, cancellation, interpreter exit) leaves the machine
+destroyed or on its way to ``destroyed`` by its own ``auto_destroy``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from ._call import Call, CallState, CallStatus
+from ._codec import decode_result, encode_call, function_reference, rebuild_exception
+from ._exceptions import (
+    APIError,
+    CallCancelledError,
+    CallError,
+    CallTimeoutError,
+    ConfigError,
+    MachineCrashedError,
+    NotFoundError,
+    OutOfMemoryError,
+    TransportError,
+)
+from ._options import CallOptions
+from ._protocol import (
+    EXIT_BAD_PAYLOAD,
+    EXIT_DEADLINE,
+    EXIT_DELIVERY_FAILED,
+    EXIT_IMPORT_FAILED,
+    PAYLOAD_GUEST_PATH,
+)
+from ._runtime import Runtime, get_runtime
+from .machines import Machine, MachineConfig
+
+__all__ = ("MAX_INLINE_PAYLOAD_BYTES", "spawn")
+
+logger = logging.getLogger("flyjobs.dispatch")
+
+#: Largest payload sent inline in ``files[].raw_value`` (before base64, which adds a third).
+#: Fly does not document a config size limit; 1 MiB keeps the create request well-behaved.
+MAX_INLINE_PAYLOAD_BYTES = 1024 * 1024
+#: Seconds a machine may take to exit after delivering its result before it is destroyed.
+_EXIT_GRACE_S = 10.0
+#: Seconds a result may lag behind the exit it preceded (delivery is acknowledged before the
+#: worker exits, so on one host this is only scheduling slack).
+_RESULT_GRACE_S = 1.0
+#: Seconds the worker's own deadline is set after the client's, so the client decides first.
+_WORKER_DEADLINE_SLACK_S = 5.0
+_WORKER_CMD = ["python", "-m", "flyjobs.worker"]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a call needs, fixed before it is submitted."""
+
+    call_id: str
+    fn_ref: str
+    sys_path: Sequence[str]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    options: CallOptions
+    batch_id: str | None
+
+
+def new_call_id() -> str:
+    """A fresh call id, usable as a machine name (lowercase letters, digits, dashes)."""
+    return "fj-" + secrets.token_hex(8)
+
+
+def spawn(
+    fn: Callable[..., Any],
+    options: CallOptions,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    call_id: str | None = None,
+    batch_id: str | None = None,
+) -> Call[Any]:
+    """Check and submit one call; return its handle.
+
+    :raises ConfigError: the function cannot be referenced by the worker.
+    :raises SerializationError: an argument cannot be encoded (no machine is created).
+    """
+    fn_ref, sys_path = function_reference(fn)
+    call_id = call_id or new_call_id()
+    # Encode once here, in the caller's thread, so a bad argument raises before anything runs.
+    _encode(call_id, fn_ref, sys_path, args, kwargs, options, deadline=0.0, result_url="")
+    runtime = get_runtime()
+    plan = _Plan(call_id, fn_ref, sys_path, args, dict(kwargs), options, batch_id)
+    state = CallState(call_id)
+    done = threading.Event()
+
+    async def run() -> Any:
+        try:
+            return await _run(runtime, plan, state)
+        finally:
+            done.set()
+
+    return Call(state, runtime.submit(run), done)
+
+
+def _encode(
+    call_id: str,
+    fn_ref: str,
+    sys_path: Sequence[str],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    options: CallOptions,
+    *,
+    deadline: float,
+    result_url: str,
+) -> bytes:
+    payload = encode_call(
+        call_id=call_id,
+        fn=fn_ref,
+        args=args,
+        kwargs=dict(kwargs),
+        deadline=deadline,
+        result_url=result_url,
+        sys_path=list(sys_path),
+        pickle=options.pickle,
+    )
+    if len(payload) > MAX_INLINE_PAYLOAD_BYTES:
+        raise ConfigError(
+            f"the arguments of {fn_ref} encode to {len(payload) / 1048576:.1f} MiB, over the"
+            f" {MAX_INLINE_PAYLOAD_BYTES // 1048576} MiB that travel inside the machine config;"
+            " pass large data by reference (a URL or object-store key) instead"
+        )
+    return payload
+
+
+async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
+    options = plan.options.merged(runtime.settings.defaults)
+    attempts = options.retries + 1
+    try:
+        for attempt in range(attempts):
+            call_id = plan.call_id if attempt == 0 else f"{plan.call_id}-r{attempt}"
+            try:
+                value = await _attempt(runtime, plan, options, call_id, state)
+            except (OutOfMemoryError, CallTimeoutError):
+                raise  # the same machine size or deadline would fail again
+            except (MachineCrashedError, APIError, TransportError) as exc:
+                if attempt + 1 == attempts:
+                    raise
+                logger.warning("%s failed (%s); retrying on a new machine", call_id, exc)
+                continue
+            state.status = CallStatus.succeeded
+            return value
+        raise AssertionError("unreachable")  # pragma: no cover
+    except anyio.get_cancelled_exc_class():
+        state.status = CallStatus.cancelled
+        raise
+    except BaseException:
+        state.status = CallStatus.failed
+        raise
+    finally:
+        state.timings.finished_at = time.time()
+
+
+def _machine_config(
+    runtime: Runtime, plan: _Plan, options: CallOptions, call_id: str, payload: bytes
+) -> MachineConfig:
+    image = options.image or runtime.image
+    if image is None:
+        image = runtime.settings.require("image")
+    return MachineConfig.model_validate(
+        {
+            "image": image,
+            "auto_destroy": True,
+            "restart": {"policy": "no"},
+            **options.guest(),
+            "env": dict(options.env),
+            "init": {"cmd": _WORKER_CMD},
+            "files": [
+                {
+                    "guest_path": PAYLOAD_GUEST_PATH,
+                    "raw_value": base64.b64encode(payload).decode("ascii"),
+                }
+            ],
+            "metadata": {
+                "flyjobs_call_id": call_id,
+                "flyjobs_batch_id": plan.batch_id or "",
+                "flyjobs_function": plan.fn_ref,
+            },
+        }
+    )
+
+
+async def _attempt(
+    runtime: Runtime, plan: _Plan, options: CallOptions, call_id: str, state: CallState
+) -> Any:
+    app = options.app or runtime.app
+    timeout_s = options.timeout
+    ticket = runtime.inbox.expect(call_id, ttl_s=timeout_s + _WORKER_DEADLINE_SLACK_S + 60)
+    try:
+        async with runtime.limiter:
+            state.status = CallStatus.creating
+            started = time.time()
+            state.timings.create_started_at = started
+            deadline = started + timeout_s
+            payload = _encode(
+                call_id,
+                plan.fn_ref,
+                plan.sys_path,
+                plan.args,
+                plan.kwargs,
+                options,
+                deadline=deadline + _WORKER_DEADLINE_SLACK_S,
+                result_url=ticket.url,
+            )
+            config = _machine_config(runtime, plan, options, call_id, payload)
+            machine = await runtime.client.create_machine(
+                app, config, name=call_id, region=options.region
+            )
+            state.machine_id = machine.id
+            state.timings.created_at = time.time()
+            state.status = CallStatus.running
+            return await _supervise(runtime, app, machine, ticket, state, deadline, options)
+    finally:
+        ticket.close()
+
+
+async def _supervise(
+    runtime: Runtime,
+    app: str,
+    machine: Machine,
+    ticket: Any,
+    state: CallState,
+    deadline: float,
+    options: CallOptions,
+) -> Any:
+    try:
+        with anyio.fail_after(max(deadline - time.time(), 0.001)):
+            body, exited = await _collect(runtime, app, machine.id, ticket, state)
+    except TimeoutError:
+        await _destroy(runtime, app, machine.id)
+        raise _tag(
+            CallTimeoutError(
+                f"call {state.call_id} did not finish within timeout_s={options.timeout:g};"
+                f" machine {machine.id} was destroyed"
+            ),
+            state,
+        ) from None
+    except BaseException:
+        # Cancelled, or the API failed while waiting: the machine must not outlive the call.
+        with anyio.CancelScope(shield=True):
+            await _destroy(runtime, app, machine.id)
+        raise
+    if not exited:
+        await _destroy(runtime, app, machine.id)
+    if body is not None:
+        return _outcome(body, state)
+    raise _tag(await _exit_error(runtime, app, machine.id, options), state)
+
+
+async def _collect(
+    runtime: Runtime, app: str, machine_id: str, ticket: Any, state: CallState
+) -> tuple[bytes | None, bool]:
+    """Wait for the result and the machine's exit together.
+
+    Returns once both are in, or one is in and the other's grace has passed.
+    """
+    body: bytes | None = None
+    got_result = anyio.Event()
+    exited = anyio.Event()
+
+    async with anyio.create_task_group() as tg:
+
+        async def result() -> None:
+            nonlocal body
+            body = await ticket.result()
+            state.timings.result_at = time.time()
+            got_result.set()
+            with anyio.move_on_after(_EXIT_GRACE_S):
+                await exited.wait()
+            tg.cancel_scope.cancel()
+
+        async def exit_() -> None:
+            await runtime.client.wait(
+                app, machine_id, ("stopped", "destroyed"), timeout_s=24 * 3600.0
+            )
+            state.timings.exited_at = time.time()
+            exited.set()
+            with anyio.move_on_after(_RESULT_GRACE_S):
+                await got_result.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(result)
+        tg.start_soon(exit_)
+    return body, exited.is_set()
+
+
+def _outcome(body: bytes, state: CallState) -> Any:
+    result = decode_result(body)
+    _echo_output(state.call_id, result.stdout_tail, result.stderr_tail)
+    if result.ok:
+        return result.value
+    raise _tag(rebuild_exception(result.error), state)
+
+
+def _echo_output(call_id: str, stdout: str, stderr: str) -> None:
+    # The remote output is shown here, each line marked with the call it came from.
+    for text, stream in ((stdout, sys.stdout), (stderr, sys.stderr)):
+        if text:
+            stream.write("".join(f"[{call_id}] {line}\n" for line in text.splitlines()))
+            stream.flush()
+
+
+async def _exit_error(
+    runtime: Runtime, app: str, machine_id: str, options: CallOptions
+) -> CallError:
+    exit_event = await _exit_event(runtime, app, machine_id)
+    code = exit_event.get("exit_code") if exit_event else None
+    tail = await _log_tail(runtime, app, machine_id)
+    if exit_event and exit_event.get("oom_killed"):
+        memory = options.guest().get("guest", {}).get("memory_mb", options.size)
+        return OutOfMemoryError(
+            f"machine {machine_id} ran out of memory ({memory} MB) and was killed;"
+            " raise memory_mb= in @flyjobs.remote",
+            exit_code=code,
+            output_tail=tail,
+        )
+    if code == EXIT_DEADLINE:
+        return CallTimeoutError(f"the call reached its deadline on machine {machine_id}")
+    reasons = {
+        EXIT_BAD_PAYLOAD: "the worker could not read its payload (is the image's flyjobs"
+        " version the same as this one?)",
+        EXIT_IMPORT_FAILED: "the worker could not import the function (is your code in the"
+        " image?)",
+        EXIT_DELIVERY_FAILED: "the worker could not deliver its result (can machines reach"
+        " this host? see FLYJOBS_INBOX_HOST)",
+    }
+    what = reasons.get(code if isinstance(code, int) else -1, "it crashed")
+    shown = "unknown" if code is None else str(code)
+    return MachineCrashedError(
+        f"machine {machine_id} exited with code {shown} without a result: {what}",
+        exit_code=code if isinstance(code, int) else None,
+        output_tail=tail,
+    )
+
+
+async def _exit_event(runtime: Runtime, app: str, machine_id: str) -> dict[str, Any] | None:
+    try:
+        machine = await runtime.client.get_machine(app, machine_id)
+    except NotFoundError:
+        return None  # destroyed and past retention: the exit code is no longer known
+    for event in machine.events or ():
+        if event.type == "exit" and event.exit_event is not None:
+            return event.exit_event.model_dump()
+    return None
+
+
+async def _log_tail(runtime: Runtime, app: str, machine_id: str, lines: int = 20) -> str:
+    try:
+        return await runtime.client.log_tail(app, machine_id, lines=lines)
+    except (APIError, TransportError):
+        return ""
+
+
+async def _destroy(runtime: Runtime, app: str, machine_id: str) -> None:
+    try:
+        await runtime.client.delete_machine(app, machine_id, force=True)
+    except NotFoundError:
+        pass  # already gone
+    except (APIError, TransportError) as exc:
+        logger.error("could not destroy machine %s: %s; `flyjobs gc` will find it", machine_id, exc)
+
+
+def _tag(exc: BaseException, state: CallState) -> BaseException:
+    if isinstance(exc, CallError):
+        exc.call_id = state.call_id
+        exc.machine_id = state.machine_id
+    return exc

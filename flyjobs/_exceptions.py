@@ -1,0 +1,224 @@
+"""The one exception tree of flyjobs.
+
+Every error flyjobs raises derives from `FlyjobsError`; no httpx, msgpack or pydantic exception
+reaches a caller through flyjobs' own calls (they are translated at the boundary, with the original
+kept as ``__cause__``)::
+
+    FlyjobsError
+    ├── ConfigError               a setting is missing or invalid (names the variable / key)
+    ├── SerializationError        (also TypeError) a value cannot be encoded or decoded
+    ├── APIError                  the Machines API answered with an error status
+    │   ├── BadRequestError           400
+    │   ├── AuthenticationError       401
+    │   ├── NotFoundError             404
+    │   ├── ConflictError             409
+    │   │   └── LeaseHeldError            409 because another holder's lease is live
+    │   ├── PreconditionFailedError   412
+    │   ├── UnprocessableError        422 (e.g. app name taken)
+    │   ├── RateLimitedError          429, after the retry budget was spent
+    │   └── ServerError               5xx, after the retry budget was spent
+    ├── TransportError            the API could not be reached (connection refused/reset, ...)
+    ├── FlyjobsTimeoutError       (also TimeoutError) a deadline passed
+    │   ├── WaitTimeoutError          a machine did not reach a state in time
+    │   └── CallTimeoutError          a remote call passed its `timeout_s`
+    └── CallError                 a remote call ended without a value
+        ├── RemoteError               the function raised; carries the remote traceback
+        ├── MachineCrashedError       the machine exited without delivering a result
+        │   └── OutOfMemoryError          ... because it ran out of `memory_mb`
+        └── CallCancelledError        the call was cancelled (its machine was destroyed)
+
+Secrets never appear in these messages: they are built from status codes, Fly's error text,
+method and path only (never headers or bodies of requests).
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CallCancelledError",
+    "CallError",
+    "CallTimeoutError",
+    "ConfigError",
+    "ConflictError",
+    "FlyjobsError",
+    "FlyjobsTimeoutError",
+    "LeaseHeldError",
+    "MachineCrashedError",
+    "NotFoundError",
+    "OutOfMemoryError",
+    "PreconditionFailedError",
+    "RateLimitedError",
+    "RemoteError",
+    "SerializationError",
+    "ServerError",
+    "TransportError",
+    "UnprocessableError",
+    "WaitTimeoutError",
+)
+
+
+class FlyjobsError(Exception):
+    """Root of every error flyjobs raises."""
+
+
+class ConfigError(FlyjobsError):
+    """A setting is missing or invalid; the message names where it can be supplied."""
+
+
+class SerializationError(FlyjobsError, TypeError):
+    """A value cannot be encoded into, or decoded from, a flyjobs payload."""
+
+
+class APIError(FlyjobsError):
+    """The Machines API answered with an error status.
+
+    :ivar status_code: the HTTP status code.
+    :ivar error: Fly's ``error`` text from the body (or the raw body when it was not JSON).
+    :ivar code: Fly's ``status`` code from the body (``name_taken``, ``unknown``, ...), if any.
+    :ivar method: the HTTP method of the request.
+    :ivar path: the URL path of the request (never the query, which may carry nothing secret but
+        is noise; never the headers).
+    :ivar request_id: the ``fly-request-id`` response header, if any.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        *,
+        code: str | None = None,
+        method: str = "",
+        path: str = "",
+        request_id: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.error = error
+        self.code = code
+        self.method = method
+        self.path = path
+        self.request_id = request_id
+        where = f" on {method} {path}" if method else ""
+        extra = f" [{code}]" if code else ""
+        rid = f" (fly-request-id {request_id})" if request_id else ""
+        super().__init__(f"{status_code}{extra}{where}: {error}{rid}")
+
+
+class BadRequestError(APIError):
+    """400: the API rejected the request as malformed."""
+
+
+class AuthenticationError(APIError):
+    """401: the token is missing or not accepted. Check ``FLY_API_TOKEN``."""
+
+
+class NotFoundError(APIError):
+    """404: the app or machine does not exist (or no longer exists)."""
+
+
+class ConflictError(APIError):
+    """409: the request conflicts with the machine's current state or version."""
+
+
+class LeaseHeldError(ConflictError):
+    """409: another holder's lease on the machine is live (or the nonce sent is stale)."""
+
+
+class PreconditionFailedError(APIError):
+    """412: a version guard (``machine_version``) did not match."""
+
+
+class UnprocessableError(APIError):
+    """422: the request was understood but refused (for example ``name_taken``)."""
+
+
+class RateLimitedError(APIError):
+    """429 after the retry budget was spent.
+
+    :ivar retry_after_s: the server's ``Retry-After`` in seconds, if it sent one.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        *,
+        retry_after_s: float | None = None,
+        code: str | None = None,
+        method: str = "",
+        path: str = "",
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            status_code, error, code=code, method=method, path=path, request_id=request_id
+        )
+        self.retry_after_s = retry_after_s
+
+
+class ServerError(APIError):
+    """5xx after the retry budget was spent."""
+
+
+class TransportError(FlyjobsError):
+    """The API could not be reached, or the connection broke mid-request."""
+
+
+class FlyjobsTimeoutError(FlyjobsError, TimeoutError):
+    """A flyjobs deadline passed."""
+
+
+class WaitTimeoutError(FlyjobsTimeoutError):
+    """A machine did not reach any of the awaited states within the timeout."""
+
+
+class CallTimeoutError(FlyjobsTimeoutError):
+    """A remote call did not finish within its ``timeout_s``; its machine was destroyed."""
+
+
+class CallError(FlyjobsError):
+    """A remote call ended without a value.
+
+    :ivar call_id: the call's id (it names the machine too).
+    :ivar machine_id: the machine that ran the call, if one was created.
+    """
+
+    call_id: str | None = None
+    machine_id: str | None = None
+
+
+class RemoteError(CallError):
+    """The remote function raised an exception whose type cannot be rebuilt here.
+
+    :ivar type_name: the remote exception's ``module.qualname``.
+    :ivar remote_traceback: the formatted remote traceback text.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+        super().__init__(f"{type_name}: {message}\n\nRemote traceback:\n{remote_traceback}")
+
+
+class MachineCrashedError(CallError):
+    """The machine exited without delivering a result.
+
+    :ivar exit_code: the machine's exit code, if known.
+    :ivar output_tail: the last lines the machine printed, if known.
+    """
+
+    def __init__(self, message: str, *, exit_code: int | None, output_tail: str = "") -> None:
+        self.exit_code = exit_code
+        self.output_tail = output_tail
+        text = message
+        if output_tail:
+            text += "\n\nLast output of the machine:\n" + output_tail
+        super().__init__(text)
+
+
+class OutOfMemoryError(MachineCrashedError):
+    """The machine was killed for exceeding its memory; raise ``memory_mb``."""
+
+
+class CallCancelledError(CallError):
+    """The call was cancelled before it finished; its machine was destroyed."""

@@ -1,0 +1,149 @@
+"""The ``@remote`` decorator and the remote function object it makes.
+
+Kept light on purpose: a user's module imports this at decoration time, and that module is also
+imported by the worker on every machine, so the client machinery (httpx, pydantic, the runtime)
+is imported only when a call is actually made.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from ._options import CallOptions
+
+if TYPE_CHECKING:
+    from ._call import Call
+
+__all__ = ("Function", "remote")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _RemoteFace(Generic[P, R]):
+    """``fn.remote(...)`` runs one call and returns its value; ``await fn.remote.aio(...)`` is the
+    same from async code."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Function[P, R]) -> None:
+        self._function = function
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._function.spawn(*args, **kwargs).result()
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run one call on a machine and await its value."""
+        from ._runtime import get_runtime_async
+
+        await get_runtime_async()
+        return await self._function.spawn(*args, **kwargs).result_async()
+
+
+class Function(Generic[P, R]):
+    """A function whose calls run on Fly Machines. Made by :func:`remote`.
+
+    - ``fn.remote(*args, **kwargs)``: run on a machine, block, return the value.
+    - ``await fn.remote.aio(*args, **kwargs)``: the same, awaited.
+    - ``fn.spawn(*args, **kwargs)``: start a call, return a :class:`~flyjobs.Call` handle.
+    - ``fn.local(*args, **kwargs)`` or ``fn(*args, **kwargs)``: run here, in this process.
+    """
+
+    def __init__(self, fn: Callable[P, R], options: CallOptions) -> None:
+        self._fn = fn
+        self.options = options
+        functools.update_wrapper(self, fn)
+
+    @property
+    def remote(self) -> _RemoteFace[P, R]:
+        """Run one call on its own machine (``fn.remote(...)``, ``await fn.remote.aio(...)``)."""
+        return _RemoteFace(self)
+
+    def spawn(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
+        """Start one call on its own machine and return its handle at once.
+
+        Arguments are encoded here, so one that cannot be sent raises
+        :class:`~flyjobs.SerializationError` (a ``TypeError``) before any machine exists.
+        """
+        from ._dispatch import spawn
+
+        return spawn(self._fn, self.options, args, kwargs)
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function here, in this process, as a plain call."""
+        return self._fn(*args, **kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        # A plain call runs locally: that is also how the worker on a machine runs it.
+        return self._fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<flyjobs.Function {self.__module__}.{self.__qualname__}>"
+
+
+@overload
+def remote(fn: Callable[P, R], /) -> Function[P, R]: ...
+
+
+@overload
+def remote(
+    *,
+    image: str | None = None,
+    cpus: int | None = None,
+    memory_mb: int | None = None,
+    size: str | None = None,
+    region: str | None = None,
+    env: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
+    timeout_s: float | None = None,
+    retries: int = 0,
+    app: str | None = None,
+    pickle: bool = False,
+) -> Callable[[Callable[P, R]], Function[P, R]]: ...
+
+
+def remote(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    image: str | None = None,
+    cpus: int | None = None,
+    memory_mb: int | None = None,
+    size: str | None = None,
+    region: str | None = None,
+    env: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
+    timeout_s: float | None = None,
+    retries: int = 0,
+    app: str | None = None,
+    pickle: bool = False,
+) -> Function[P, R] | Callable[[Callable[P, R]], Function[P, R]]:
+    """Make a function whose calls each run on their own ephemeral Fly Machine.
+
+    Use bare (``@flyjobs.remote``) or with options (``@flyjobs.remote(memory_mb=512)``); the
+    options are described on :class:`~flyjobs._options.CallOptions`. Unset options come from
+    ``[tool.flyjobs]`` in pyproject.toml and the environment (``FLY_APP``, ``FLYJOBS_IMAGE``).
+
+    :raises ConfigError: at decoration time for an invalid option (memory not a multiple of
+        256, unknown cpus, size together with cpus/memory_mb, ...).
+    """
+    options = CallOptions(
+        image=image,
+        cpus=cpus,
+        memory_mb=memory_mb,
+        size=size,
+        region=region,
+        env=dict(env or {}),
+        secrets=tuple(secrets),
+        timeout_s=timeout_s,
+        retries=retries,
+        app=app,
+        pickle=pickle,
+    )
+
+    def decorate(f: Callable[P, R]) -> Function[P, R]:
+        return Function(f, options)
+
+    return decorate(fn) if fn is not None else decorate

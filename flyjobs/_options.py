@@ -1,0 +1,91 @@
+"""The options of a remote function, checked when it is decorated."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._exceptions import ConfigError
+
+__all__ = ("CallOptions",)
+
+DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_MEMORY_MB = 256
+DEFAULT_CPUS = 1
+_CPUS = (1, 2, 4, 8, 16)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """How each call of a remote function runs. Unset fields (None) fall back to
+    ``[tool.flyjobs]`` in pyproject.toml, then to flyjobs' defaults.
+
+    :ivar image: the image machines boot (required on Fly; ignored by the embedded emulator).
+    :ivar cpus: vCPUs per machine (1, 2, 4, 8 or 16).
+    :ivar memory_mb: memory per machine in MB, a multiple of 256.
+    :ivar size: a named Fly size (``shared-cpu-2x``...), instead of ``cpus``/``memory_mb``.
+    :ivar region: Fly region code; None lets Fly choose.
+    :ivar env: extra environment variables of the machine.
+    :ivar secrets: names of app secrets the function needs; checked to exist before a call.
+    :ivar timeout_s: seconds a call may take from machine creation to result.
+    :ivar retries: how many times a call whose machine failed without a result is run again on
+        a fresh machine (the function's own exceptions are never retried).
+    :ivar app: the Fly app (defaults to ``FLY_APP``).
+    :ivar pickle: send arguments and results with pickle instead of flyjobs' msgpack codec.
+    """
+
+    image: str | None = None
+    cpus: int | None = None
+    memory_mb: int | None = None
+    size: str | None = None
+    region: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Sequence[str] = ()
+    timeout_s: float | None = None
+    retries: int = 0
+    app: str | None = None
+    pickle: bool = False
+
+    def __post_init__(self) -> None:
+        if self.memory_mb is not None and (self.memory_mb <= 0 or self.memory_mb % 256):
+            raise ConfigError(
+                f"memory_mb={self.memory_mb}: Fly machines take memory in multiples of 256 MB"
+                " (256, 512, 1024, ...)"
+            )
+        if self.cpus is not None and self.cpus not in _CPUS:
+            raise ConfigError(f"cpus={self.cpus}: choose one of {', '.join(map(str, _CPUS))}")
+        if self.size is not None and (self.cpus is not None or self.memory_mb is not None):
+            raise ConfigError("size= names cpus and memory together; pass either size or cpus/memory_mb")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s={self.timeout_s}: must be a positive number of seconds")
+        if self.retries < 0:
+            raise ConfigError(f"retries={self.retries}: must be 0 or more")
+        for name in (*self.env, *self.secrets):
+            if not _ENV_NAME.match(name):
+                raise ConfigError(f"{name!r} is not a valid environment variable or secret name")
+
+    def merged(self, defaults: Mapping[str, Any]) -> CallOptions:
+        """These options with unset fields taken from ``defaults`` (``[tool.flyjobs]``)."""
+        keys = ["region", "timeout_s"] + ([] if self.size else ["cpus", "memory_mb"])
+        updates = {k: defaults[k] for k in keys if getattr(self, k) is None and k in defaults}
+        return replace(self, **updates) if updates else self
+
+    @property
+    def timeout(self) -> float:
+        """The call timeout in seconds, default applied."""
+        return float(self.timeout_s if self.timeout_s is not None else DEFAULT_TIMEOUT_S)
+
+    def guest(self) -> dict[str, Any]:
+        """The machine config's sizing part: ``{"size": ...}`` or ``{"guest": {...}}``."""
+        if self.size is not None:
+            return {"size": self.size}
+        return {
+            "guest": {
+                "cpu_kind": "shared",
+                "cpus": self.cpus or DEFAULT_CPUS,
+                "memory_mb": self.memory_mb or DEFAULT_MEMORY_MB,
+            }
+        }

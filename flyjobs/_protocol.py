@@ -1,0 +1,34 @@
+"""Protocol rules that cross components, kept in one place.
+
+Imported by the worker runtime, so it must stay standard-library only and cheap to import.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "EXIT_BAD_PAYLOAD",
+    "EXIT_DEADLINE",
+    "EXIT_DELIVERY_FAILED",
+    "EXIT_IMPORT_FAILED",
+    "EXIT_OK",
+    "MACHINE_ROOT_ENV",
+    "PAYLOAD_GUEST_PATH",
+)
+
+#: Absolute guest path of the call payload file (``config.files[].guest_path``).
+PAYLOAD_GUEST_PATH = "/flyjobs/call.msgpack"
+
+#: Environment variable through which the local emulator gives a machine process its root folder.
+#: A machine on Fly has its own filesystem, so there the variable is unset and guest paths are
+#: used as they are; in the emulator every guest path lives under this root. This is the
+#: emulator's one documented deviation from Fly.
+MACHINE_ROOT_ENV = "FLYJOBS_MACHINE_ROOT"
+
+# Worker exit codes. 0 means a result was delivered (the function's own exception counts as a
+# delivered result); each failure before or after that has its own code so the exit event alone
+# tells the client what went wrong.
+EXIT_OK = 0
+EXIT_BAD_PAYLOAD = 65  # payload file missing, unreadable or not a flyjobs call (EX_DATAERR)
+EXIT_IMPORT_FAILED = 66  # the function reference could not be imported
+EXIT_DELIVERY_FAILED = 75  # the result could not be delivered (EX_TEMPFAIL)
+EXIT_DEADLINE = 124  # the call's deadline passed inside the worker (as timeout(1) exits)

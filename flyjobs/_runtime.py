@@ -1,0 +1,221 @@
+"""The process-wide runtime of remote calls.
+
+One daemon thread runs an event loop (behind an anyio blocking portal) that holds the Machines
+client, the result inbox, the pool limiter and, when no Fly token is configured, the embedded
+emulator. Every remote call runs there, whichever face (sync or async) it came from, so the
+connection pool and the inbox are shared by all calls of the process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from ._exceptions import CallCancelledError, ConfigError
+from ._inbox import ResultInbox
+from ._settings import Settings
+from .machines import MachinesClient
+
+__all__ = ("EMBEDDED_APP", "Runtime", "get_runtime", "get_runtime_async", "shutdown_runtime")
+
+T = TypeVar("T")
+
+#: App the embedded emulator's machines run in.
+EMBEDDED_APP = "flyjobs-local"
+#: Image recorded on embedded machines (the emulator runs the worker command, never pulls it).
+EMBEDDED_IMAGE = "flyjobs-local"
+#: Seconds shutdown waits for in-flight calls to destroy their machines.
+_SHUTDOWN_GRACE_S = 30.0
+
+
+@dataclass
+class Runtime:
+    """What every call of this process shares. Created by :func:`get_runtime`.
+
+    :ivar settings: the settings read at start.
+    :ivar client: the Machines API client.
+    :ivar inbox: the result inbox the workers deliver to.
+    :ivar app: the app machines are created in.
+    :ivar image: the default image, if known.
+    :ivar limiter: bounds machines in flight (``max_machines``).
+    """
+
+    settings: Settings
+    client: MachinesClient
+    inbox: ResultInbox
+    app: str
+    image: str | None
+    limiter: anyio.CapacityLimiter
+    portal: BlockingPortal = field(repr=False)
+    _active: set[anyio.CancelScope] = field(default_factory=set, repr=False)
+    _idle: anyio.Event = field(default_factory=anyio.Event, repr=False)
+
+    def submit(self, fn: Callable[[], Awaitable[T]]) -> Future[T]:
+        """Run ``fn()`` on the runtime's loop as a tracked call; return its future."""
+
+        async def tracked() -> T:
+            with anyio.CancelScope() as scope:
+                self._active.add(scope)
+                try:
+                    return await fn()
+                finally:
+                    self._active.discard(scope)
+                    if not self._active:
+                        self._idle.set()
+            raise CallCancelledError("the call was cancelled because the interpreter is exiting")
+
+        return self.portal.start_task_soon(tracked)
+
+    async def _cancel_all(self) -> None:
+        if not self._active:
+            return
+        self._idle = anyio.Event()
+        for scope in list(self._active):
+            scope.cancel()
+        with anyio.move_on_after(_SHUTDOWN_GRACE_S):
+            await self._idle.wait()
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_stack: ExitStack | None = None
+
+
+def get_runtime() -> Runtime:
+    """Return the process's runtime, starting it (and the embedded emulator) on first use."""
+    global _runtime, _stack
+    with _lock:
+        if _runtime is not None:
+            return _runtime
+        settings = Settings.load()
+        stack = ExitStack()
+        try:
+            portal = stack.enter_context(_portal_thread())
+            base_url, token = _api_endpoint(settings, stack)
+            _runtime = stack.enter_context(
+                portal.wrap_async_context_manager(_open(settings, portal, base_url, token))
+            )
+        except BaseException:
+            stack.close()
+            raise
+        _stack = stack
+        atexit.register(shutdown_runtime)
+        return _runtime
+
+
+async def get_runtime_async() -> Runtime:
+    """:func:`get_runtime` for async callers: a first start runs in a worker thread so the
+    caller's event loop is not blocked while the emulator boots."""
+    if _runtime is not None:
+        return _runtime
+    return await anyio.to_thread.run_sync(get_runtime)
+
+
+def shutdown_runtime() -> None:
+    """Cancel in-flight calls (destroying their machines) and stop the runtime."""
+    global _runtime, _stack
+    with _lock:
+        runtime, stack = _runtime, _stack
+        _runtime = _stack = None
+    if runtime is None or stack is None:
+        return
+    with contextlib.suppress(Exception):
+        runtime.portal.call(runtime._cancel_all)
+    stack.close()
+
+
+@contextlib.contextmanager
+def _portal_thread() -> Any:
+    # A daemon thread of our own rather than anyio's start_blocking_portal: that one runs on a
+    # non-daemon executor thread, which the interpreter joins *before* atexit handlers run, so a
+    # script would hang at exit instead of reaching shutdown_runtime.
+    ready: Future[BlockingPortal] = Future()
+
+    def run() -> None:
+        async def main() -> None:
+            async with BlockingPortal() as portal:
+                ready.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        try:
+            anyio.run(main)
+        except BaseException as exc:  # surfaced to the starting thread below
+            if not ready.done():
+                ready.set_exception(exc)
+
+    thread = threading.Thread(target=run, name="flyjobs-runtime", daemon=True)
+    thread.start()
+    portal = ready.result()
+    try:
+        yield portal
+    finally:
+        with contextlib.suppress(RuntimeError):
+            portal.call(portal.stop, True)
+        thread.join(10)
+
+
+def _api_endpoint(settings: Settings, stack: ExitStack) -> tuple[str, str]:
+    if not settings.embedded:
+        assert settings.api_token is not None
+        return settings.api_hostname, settings.api_token
+    # Imported here: only a process without a Fly token pays for the emulator.
+    from .emulator import EmulatorConfig, serve_in_thread
+
+    emulator = stack.enter_context(
+        serve_in_thread(EmulatorConfig(tokens=[secrets.token_urlsafe(24)]))
+    )
+    return emulator.url, emulator.token
+
+
+def _inbox_addresses(settings: Settings) -> tuple[str, str]:
+    """(bind host, host machines use) for the result inbox."""
+    if settings.embedded:
+        return "127.0.0.1", "127.0.0.1"
+    advertise = os.environ.get("FLYJOBS_INBOX_HOST")
+    if advertise:
+        return os.environ.get("FLYJOBS_INBOX_BIND", "::"), advertise
+    private_ip = os.environ.get("FLY_PRIVATE_IP")
+    if private_ip:
+        return "::", private_ip
+    raise ConfigError(
+        "results of calls on Fly come back to an inbox this process serves, which machines must"
+        " be able to reach: run the client on a Fly machine (FLY_PRIVATE_IP is then set), or set"
+        " FLYJOBS_INBOX_HOST to this host's address in your app's private network (for example"
+        " its WireGuard address)"
+    )
+
+
+@asynccontextmanager
+async def _open(
+    settings: Settings, portal: BlockingPortal, base_url: str, token: str
+) -> AsyncIterator[Runtime]:
+    bind, advertise = _inbox_addresses(settings)
+    async with (
+        MachinesClient(base_url=base_url, token=token) as client,
+        ResultInbox(host=bind, advertise_host=advertise) as inbox,
+    ):
+        if settings.embedded:
+            app, image = EMBEDDED_APP, settings.image or EMBEDDED_IMAGE
+            await client.create_app(app, org_slug="personal")
+        else:
+            app, image = settings.require("app"), settings.image
+        yield Runtime(
+            settings=settings,
+            client=client,
+            inbox=inbox,
+            app=app,
+            image=image,
+            limiter=anyio.CapacityLimiter(settings.max_machines),
+            portal=portal,
+        )

@@ -1,0 +1,138 @@
+"""Where flyjobs finds its settings: code, then the environment, then ``[tool.flyjobs]``.
+
+Read once, at the edge (when the first remote call needs them), and passed on explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ConfigError
+
+__all__ = ("Settings", "find_pyproject")
+
+DEFAULT_API_HOSTNAME = "https://api.machines.dev"
+
+# Keys accepted under [tool.flyjobs], with the environment variable that overrides each.
+_KEYS: dict[str, str | None] = {
+    "app": "FLY_APP",
+    "image": "FLYJOBS_IMAGE",
+    "api_hostname": "FLY_API_HOSTNAME",
+    "region": "FLYJOBS_REGION",
+    "memory_mb": None,
+    "cpus": None,
+    "timeout_s": None,
+    "max_machines": "FLYJOBS_MAX_MACHINES",
+}
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """Return the nearest ``pyproject.toml`` at or above ``start``, or None."""
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one process.
+
+    :ivar api_token: the Fly API token (``FLY_API_TOKEN``); None selects the embedded emulator.
+        Never shown in a repr.
+    :ivar api_hostname: base URL of the Machines API (``FLY_API_HOSTNAME``).
+    :ivar app: the Fly app the machines run in (``FLY_APP``, ``[tool.flyjobs] app``).
+    :ivar image: the image machines boot (``FLYJOBS_IMAGE``, ``[tool.flyjobs] image``).
+    :ivar defaults: other ``[tool.flyjobs]`` keys (``region``, ``memory_mb``, ``cpus``,
+        ``timeout_s``) used when a function does not set them.
+    :ivar max_machines: machines in flight at once, across all calls of this process.
+    :ivar source: the pyproject.toml the settings were read from, if any.
+    """
+
+    api_token: str | None = field(default=None, repr=False)
+    api_hostname: str = DEFAULT_API_HOSTNAME
+    app: str | None = None
+    image: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    max_machines: int = 64
+    source: Path | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Fly token is configured, so calls run on the embedded emulator."""
+        return not self.api_token
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+        """Read the environment and the nearest ``pyproject.toml``'s ``[tool.flyjobs]`` table.
+
+        :raises ConfigError: when the table has an unknown key or a value of the wrong type.
+        """
+        env = os.environ if environ is None else environ
+        pyproject = find_pyproject(cwd or Path.cwd())
+        table = _read_table(pyproject) if pyproject else {}
+        merged: dict[str, Any] = dict(table)
+        for key, var in _KEYS.items():
+            if var and env.get(var):
+                merged[key] = env[var]
+        try:
+            max_machines = int(merged.pop("max_machines", 64))
+        except ValueError:
+            raise ConfigError(
+                "max_machines (FLYJOBS_MAX_MACHINES or [tool.flyjobs] max_machines) must be an"
+                " integer"
+            ) from None
+        if max_machines < 1:
+            raise ConfigError("max_machines must be at least 1")
+        return cls(
+            api_token=env.get("FLY_API_TOKEN") or None,
+            api_hostname=str(merged.pop("api_hostname", DEFAULT_API_HOSTNAME)),
+            app=merged.pop("app", None),
+            image=merged.pop("image", None),
+            defaults=merged,
+            max_machines=max_machines,
+            source=pyproject,
+        )
+
+    def require(self, key: str) -> str:
+        """Return a setting that must be present, or say where it can be supplied.
+
+        :raises ConfigError: naming the environment variable and the pyproject key.
+        """
+        value = getattr(self, key, None) or self.defaults.get(key)
+        if value:
+            return str(value)
+        var = _KEYS.get(key)
+        where = f"set {var} or " if var else ""
+        raise ConfigError(
+            f"flyjobs needs '{key}' to run on Fly: {where}add `{key} = ...` under [tool.flyjobs]"
+            f" in pyproject.toml, or pass {key}=... to @flyjobs.remote"
+        )
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    table = data.get("tool", {}).get("flyjobs", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[tool.flyjobs] in {path} must be a table")
+    unknown = sorted(set(table) - set(_KEYS))
+    if "token" in table or "api_token" in table:
+        raise ConfigError(
+            f"{path}: never put a Fly token in pyproject.toml; set FLY_API_TOKEN in the environment"
+        )
+    if unknown:
+        raise ConfigError(
+            f"[tool.flyjobs] in {path} has unknown key(s) {', '.join(unknown)};"
+            f" known keys: {', '.join(sorted(_KEYS))}"
+        )
+    return table

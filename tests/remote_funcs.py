@@ -1,0 +1,79 @@
+"""Remote functions the end-to-end tests call; the worker imports this module by reference."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import flyjobs
+
+
+@flyjobs.remote(timeout_s=60)
+def echo(value: Any) -> Any:
+    return value
+
+
+@flyjobs.remote(timeout_s=60)
+def add(a: int, b: int = 0, *, scale: int = 1) -> int:
+    return (a + b) * scale
+
+
+@flyjobs.remote(timeout_s=60)
+async def async_double(x: int) -> int:
+    return 2 * x
+
+
+@flyjobs.remote(timeout_s=60)
+def chatty(n: int) -> int:
+    for i in range(n):
+        print(f"line {i}")
+    return n
+
+
+class LocalOnlyError(Exception):
+    """Raised remotely; importable here too, so it is rebuilt as itself."""
+
+
+@flyjobs.remote(timeout_s=60)
+def fail(message: str) -> None:
+    try:
+        raise KeyError("inner cause")
+    except KeyError as exc:
+        raise LocalOnlyError(message) from exc
+
+
+@flyjobs.remote(timeout_s=60)
+def fail_unimportable() -> None:
+    cls = type("Ghost", (Exception,), {"__module__": "no_such_module_anywhere"})
+    raise cls("boo")
+
+
+@flyjobs.remote(timeout_s=60, memory_mb=256)
+def hog(mb: int) -> int:
+    blob = b"x" * (mb * 1024 * 1024)
+    time.sleep(5)
+    return len(blob)
+
+
+@flyjobs.remote(timeout_s=60)
+def crash(code: int) -> None:
+    print("about to crash")
+    os._exit(code)
+
+
+@flyjobs.remote(timeout_s=2)
+def sleepy(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@flyjobs.remote(timeout_s=60)
+def slow(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@flyjobs.remote(timeout_s=60)
+def env_value(name: str) -> str | None:
+    return os.environ.get(name)

@@ -1,0 +1,48 @@
+"""The curated public API: every exported name resolves, and the package stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import flyjobs
+
+
+def test_all_is_sorted_and_resolves() -> None:
+    names = [n for n in flyjobs.__all__ if n != "__version__"]
+    assert names == sorted(names)
+    for name in flyjobs.__all__:
+        assert getattr(flyjobs, name) is not None
+
+
+def test_unknown_attribute_raises() -> None:
+    try:
+        flyjobs.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_exceptions_share_one_root() -> None:
+    for name in flyjobs.__all__:
+        value = getattr(flyjobs, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert issubclass(value, flyjobs.FlyjobsError), name
+
+
+def test_importing_flyjobs_and_decorating_stays_light() -> None:
+    # The worker imports flyjobs, and the user's module decorates with it, on every machine:
+    # neither may pull in the client's stack.
+    code = (
+        "import sys, flyjobs\n"
+        "@flyjobs.remote(memory_mb=512)\n"
+        "def f(x): return x\n"
+        "heavy = sorted(m for m in ('httpx', 'pydantic', 'anyio', 'starlette', 'uvicorn')"
+        " if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == ""
