@@ -7,13 +7,16 @@ destroyed or on its way to ``destroyed`` by its own ``auto_destroy``.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import inspect
 import logging
+import os
 import secrets
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -22,15 +25,17 @@ from ._call import Call, CallState, CallStatus
 from ._codec import decode_result, encode_call, function_reference, rebuild_exception
 from ._exceptions import (
     APIError,
-    CallCancelledError,
     CallError,
     CallTimeoutError,
     ConfigError,
+    FlyjobsError,
     MachineCrashedError,
     NotFoundError,
     OutOfMemoryError,
     TransportError,
+    WaitTimeoutError,
 )
+from ._inbox import Ticket
 from ._options import CallOptions
 from ._protocol import (
     EXIT_BAD_PAYLOAD,
@@ -59,13 +64,14 @@ _WORKER_DEADLINE_SLACK_S = 5.0
 _WORKER_CMD = ["python", "-m", "flyjobs.worker"]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Plan:
     """Everything a call needs, fixed before it is submitted."""
 
     call_id: str
     fn_ref: str
     sys_path: Sequence[str]
+    arg_names: Sequence[str]
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
     options: CallOptions
@@ -92,11 +98,13 @@ def spawn(
     :raises SerializationError: an argument cannot be encoded (no machine is created).
     """
     fn_ref, sys_path = function_reference(fn)
+    sys_path = [*sys_path, *_import_root(fn_ref)]
+    arg_names = _positional_names(fn)
     call_id = call_id or new_call_id()
     # Encode once here, in the caller's thread, so a bad argument raises before anything runs.
-    _encode(call_id, fn_ref, sys_path, args, kwargs, options, deadline=0.0, result_url="")
+    plan = _Plan(call_id, fn_ref, sys_path, arg_names, args, dict(kwargs), options, batch_id)
+    _encode(plan, options, deadline=0.0, result_url="")
     runtime = get_runtime()
-    plan = _Plan(call_id, fn_ref, sys_path, args, dict(kwargs), options, batch_id)
     state = CallState(call_id)
     done = threading.Event()
 
@@ -109,30 +117,50 @@ def spawn(
     return Call(state, runtime.submit(run), done)
 
 
-def _encode(
-    call_id: str,
-    fn_ref: str,
-    sys_path: Sequence[str],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    options: CallOptions,
-    *,
-    deadline: float,
-    result_url: str,
-) -> bytes:
+def _import_root(fn_ref: str) -> list[str]:
+    """The folder the function's top-level package was imported from.
+
+    A local machine (the emulator) runs in this process's working directory, from which a module
+    imported through a path pytest or the user added is not importable; naming the folder lets
+    the worker find it. On Fly the folder does not exist in the image and the worker skips it.
+    """
+    module = sys.modules.get(fn_ref.partition(":")[0])
+    path = getattr(module, "__file__", None)
+    if module is None or not path:
+        return []
+    root = os.path.dirname(os.path.abspath(path))
+    depth = module.__name__.count(".") + (os.path.basename(path) == "__init__.py")
+    for _ in range(depth):
+        root = os.path.dirname(root)
+    return [root]
+
+
+def _positional_names(fn: Callable[..., Any]) -> list[str]:
+    """Names of ``fn``'s positional parameters, so errors can name an argument."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in parameters if p.kind in kinds]
+
+
+def _encode(plan: _Plan, options: CallOptions, *, deadline: float, result_url: str) -> bytes:
     payload = encode_call(
-        call_id=call_id,
-        fn=fn_ref,
-        args=args,
-        kwargs=dict(kwargs),
+        plan.fn_ref,
+        plan.args,
+        plan.kwargs,
+        call_id=plan.call_id,
         deadline=deadline,
         result_url=result_url,
-        sys_path=list(sys_path),
+        batch_id=plan.batch_id,
+        sys_path=plan.sys_path,
         pickle=options.pickle,
+        arg_names=plan.arg_names,
     )
     if len(payload) > MAX_INLINE_PAYLOAD_BYTES:
         raise ConfigError(
-            f"the arguments of {fn_ref} encode to {len(payload) / 1048576:.1f} MiB, over the"
+            f"the arguments of {plan.fn_ref} encode to {len(payload) / 1048576:.1f} MiB, over the"
             f" {MAX_INLINE_PAYLOAD_BYTES // 1048576} MiB that travel inside the machine config;"
             " pass large data by reference (a URL or object-store key) instead"
         )
@@ -209,11 +237,7 @@ async def _attempt(
             state.timings.create_started_at = started
             deadline = started + timeout_s
             payload = _encode(
-                call_id,
-                plan.fn_ref,
-                plan.sys_path,
-                plan.args,
-                plan.kwargs,
+                dataclasses.replace(plan, call_id=call_id),
                 options,
                 deadline=deadline + _WORKER_DEADLINE_SLACK_S,
                 result_url=ticket.url,
@@ -234,14 +258,14 @@ async def _supervise(
     runtime: Runtime,
     app: str,
     machine: Machine,
-    ticket: Any,
+    ticket: Ticket,
     state: CallState,
     deadline: float,
     options: CallOptions,
 ) -> Any:
     try:
         with anyio.fail_after(max(deadline - time.time(), 0.001)):
-            body, exited = await _collect(runtime, app, machine.id, ticket, state)
+            body = await _collect(runtime, app, machine.id, ticket, state)
     except TimeoutError:
         await _destroy(runtime, app, machine.id)
         raise _tag(
@@ -256,23 +280,23 @@ async def _supervise(
         with anyio.CancelScope(shield=True):
             await _destroy(runtime, app, machine.id)
         raise
-    if not exited:
-        await _destroy(runtime, app, machine.id)
-    if body is not None:
-        return _outcome(body, state)
-    raise _tag(await _exit_error(runtime, app, machine.id, options), state)
+    if body is None:
+        raise _tag(await _exit_error(runtime, app, machine.id, options), state)
+    if state.timings.exited_at is None:
+        # The value is ready now; the machine's exit is seen to in the background.
+        runtime.submit(partial(_reap, runtime, app, machine.id))
+    return _outcome(body, state)
 
 
 async def _collect(
-    runtime: Runtime, app: str, machine_id: str, ticket: Any, state: CallState
-) -> tuple[bytes | None, bool]:
-    """Wait for the result and the machine's exit together.
+    runtime: Runtime, app: str, machine_id: str, ticket: Ticket, state: CallState
+) -> bytes | None:
+    """The result body as soon as it is in, or None if the machine exited without one.
 
-    Returns once both are in, or one is in and the other's grace has passed.
+    Both are awaited together: a machine that dies never leaves the call waiting for a result
+    until its timeout.
     """
     body: bytes | None = None
-    got_result = anyio.Event()
-    exited = anyio.Event()
 
     async with anyio.create_task_group() as tg:
 
@@ -280,9 +304,6 @@ async def _collect(
             nonlocal body
             body = await ticket.result()
             state.timings.result_at = time.time()
-            got_result.set()
-            with anyio.move_on_after(_EXIT_GRACE_S):
-                await exited.wait()
             tg.cancel_scope.cancel()
 
         async def exit_() -> None:
@@ -290,20 +311,35 @@ async def _collect(
                 app, machine_id, ("stopped", "destroyed"), timeout_s=24 * 3600.0
             )
             state.timings.exited_at = time.time()
-            exited.set()
-            with anyio.move_on_after(_RESULT_GRACE_S):
-                await got_result.wait()
+            await anyio.sleep(_RESULT_GRACE_S)
             tg.cancel_scope.cancel()
 
         tg.start_soon(result)
         tg.start_soon(exit_)
-    return body, exited.is_set()
+    return body
+
+
+async def _reap(runtime: Runtime, app: str, machine_id: str) -> None:
+    """See that a machine which delivered its result goes away: it gets ``_EXIT_GRACE_S`` to
+    exit by itself (and auto-destroy), then it is destroyed."""
+    try:
+        await runtime.client.wait(
+            app, machine_id, ("stopped", "destroyed"), timeout_s=_EXIT_GRACE_S
+        )
+        return
+    except (APIError, TransportError, WaitTimeoutError):
+        pass
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _destroy(runtime, app, machine_id)
+        raise
+    await _destroy(runtime, app, machine_id)
 
 
 def _outcome(body: bytes, state: CallState) -> Any:
     result = decode_result(body)
     _echo_output(state.call_id, result.stdout_tail, result.stderr_tail)
-    if result.ok:
+    if result.ok or result.error is None:
         return result.value
     raise _tag(rebuild_exception(result.error), state)
 
@@ -318,7 +354,7 @@ def _echo_output(call_id: str, stdout: str, stderr: str) -> None:
 
 async def _exit_error(
     runtime: Runtime, app: str, machine_id: str, options: CallOptions
-) -> CallError:
+) -> FlyjobsError:
     exit_event = await _exit_event(runtime, app, machine_id)
     code = exit_event.get("exit_code") if exit_event else None
     tail = await _log_tail(runtime, app, machine_id)
@@ -335,8 +371,7 @@ async def _exit_error(
     reasons = {
         EXIT_BAD_PAYLOAD: "the worker could not read its payload (is the image's flyjobs"
         " version the same as this one?)",
-        EXIT_IMPORT_FAILED: "the worker could not import the function (is your code in the"
-        " image?)",
+        EXIT_IMPORT_FAILED: "the worker could not import the function (is your code in the image?)",
         EXIT_DELIVERY_FAILED: "the worker could not deliver its result (can machines reach"
         " this host? see FLYJOBS_INBOX_HOST)",
     }

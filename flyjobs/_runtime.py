@@ -205,6 +205,7 @@ async def _open(
         MachinesClient(base_url=base_url, token=token) as client,
         ResultInbox(host=bind, advertise_host=advertise) as inbox,
     ):
+        image: str | None
         if settings.embedded:
             app, image = EMBEDDED_APP, settings.image or EMBEDDED_IMAGE
             await client.create_app(app, org_slug="personal")

@@ -1,0 +1,397 @@
+"""The worker runtime: ``python -m flyjobs.worker`` runs one call inside a machine.
+
+It reads the call payload at the fixed guest path (under ``$FLYJOBS_MACHINE_ROOT`` in the local
+emulator), imports the function, runs it under the call's deadline, delivers the result envelope
+with one HTTP PUT to the URL the payload names, and exits with a code from `flyjobs._protocol`:
+
+- ``EXIT_OK``: a result was delivered (the function's own exception is a delivered result);
+- ``EXIT_BAD_PAYLOAD``: the payload is missing, unreadable, or not a flyjobs call;
+- ``EXIT_IMPORT_FAILED``: the function (or a class its arguments name) could not be imported;
+  an error result describing it is delivered first when possible;
+- ``EXIT_DEADLINE``: the deadline passed before the result was delivered (code stuck in C
+  that holds the GIL is ended by faulthandler a few seconds later, with exit code 1 and the
+  stacks of its threads on stderr);
+- ``EXIT_DELIVERY_FAILED``: the result could not be delivered (after two quick retries).
+
+Every call pays this module's start-up, so it imports only the standard library's cheapest
+modules and msgpack; anything else is imported on the path that needs it. Usage::
+
+    python -m flyjobs.worker [--payload PATH]
+"""
+
+from __future__ import annotations
+
+import _socket
+import _thread
+import faulthandler
+import os
+import sys
+import time
+import types
+
+from flyjobs._codec import (
+    CallEnvelope,
+    ErrorInfo,
+    decode_call,
+    describe_exception,
+    encode_result,
+)
+from flyjobs._exceptions import SerializationError
+from flyjobs._protocol import (
+    EXIT_BAD_PAYLOAD,
+    EXIT_DEADLINE,
+    EXIT_DELIVERY_FAILED,
+    EXIT_IMPORT_FAILED,
+    EXIT_OK,
+    MACHINE_ROOT_ENV,
+    PAYLOAD_GUEST_PATH,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TextIO
+
+__all__ = ("main", "payload_path")
+
+#: Characters of stdout and of stderr kept for the result envelope.
+TAIL_CHARS = 64 * 1024
+#: Seconds to wait before each retry of a failed delivery.
+_RETRY_DELAYS_S = (0.2, 1.0)
+#: Socket timeout (s) of one delivery attempt.
+_PUT_TIMEOUT_S = 10.0
+#: Seconds past the deadline after which a function stuck in C code (so that not even the
+#: deadline thread gets to run) is stopped by faulthandler's watchdog, with exit code 1.
+_HARD_STOP_GRACE_S = 5.0
+
+
+def _log(message: str) -> None:
+    """One line to the machine's own stderr (never into the captured tail)."""
+    stream = sys.__stderr__
+    if stream is not None:
+        stream.write(f"flyjobs.worker: {message}\n")
+        stream.flush()
+
+
+def payload_path() -> str:
+    """Where the payload file is: the fixed guest path, under ``$FLYJOBS_MACHINE_ROOT`` if set."""
+    root = os.environ.get(MACHINE_ROOT_ENV, "")
+    if not root:
+        return PAYLOAD_GUEST_PATH
+    return os.path.join(root, PAYLOAD_GUEST_PATH.lstrip("/"))
+
+
+class _Tail:
+    """A text stream that writes through to `stream` and keeps the last `limit` characters."""
+
+    def __init__(self, stream: TextIO, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._chunks: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> int:
+        written = self._stream.write(text)
+        self._chunks.append(text)
+        self._size += len(text)
+        if self._size > 2 * self._limit:
+            self._chunks = [self.text()]
+            self._size = len(self._chunks[0])
+        return written
+
+    def text(self) -> str:
+        return "".join(self._chunks)[-self._limit :]
+
+    def __getattr__(self, name: str) -> Any:
+        # flush, fileno, isatty, encoding, buffer, ...: those of the real stream.
+        return getattr(self._stream, name)
+
+
+def _arm_deadline(remaining_s: float, fn_ref: str) -> None:
+    """End the process with EXIT_DEADLINE once `remaining_s` seconds have passed.
+
+    It stays armed through delivery too, so that a machine never outlives its deadline. A
+    thread rather than SIGALRM: the function may use ``signal.alarm`` itself and would silently
+    replace the handler. Code that holds the GIL in C for long starves the thread (as it would
+    a signal handler); faulthandler's C watchdog ends such a process a little later.
+    """
+
+    def watch() -> None:
+        time.sleep(remaining_s)
+        # No flush of the output streams: they are line buffered (see _capture_output), and
+        # flushing could block on a lock the stuck main thread holds.
+        _log(f"deadline passed while running {fn_ref}; exiting {EXIT_DEADLINE}")
+        os._exit(EXIT_DEADLINE)
+
+    _thread.start_new_thread(watch, ())
+    stderr = sys.__stderr__
+    if stderr is not None:
+        faulthandler.dump_traceback_later(remaining_s + _HARD_STOP_GRACE_S, exit=True, file=stderr)
+
+
+def _capture_output() -> tuple[_Tail, _Tail]:
+    streams = []
+    for name in ("stdout", "stderr"):
+        real = getattr(sys, name)
+        reconfigure = getattr(real, "reconfigure", None)
+        if reconfigure is not None:
+            # So that the machine's log gets each line as it is printed.
+            reconfigure(line_buffering=True)
+        tail = _Tail(real, TAIL_CHARS)
+        setattr(sys, name, tail)
+        streams.append(tail)
+    return streams[0], streams[1]
+
+
+def _import_function(ref: str) -> Callable[..., Any]:
+    module_name, _, qualname = ref.partition(":")
+    if not module_name or not qualname:
+        raise ImportError(f"{ref!r} is not a 'module:qualname' function reference")
+    __import__(module_name)
+    obj: Any = sys.modules[module_name]
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ImportError(f"{ref} is not callable")
+    fn: Callable[..., Any] = obj
+    return fn
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = fn(*args, **kwargs)
+    if isinstance(result, types.CoroutineType):
+        import asyncio
+
+        return asyncio.run(result)
+    return result
+
+
+def _from_user_code(exc: BaseException) -> BaseException:
+    """`exc` with the leading frames of the worker (and of asyncio.run) cut from its traceback."""
+    ours = [__file__]
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio.__file__:
+        ours.append(os.path.dirname(asyncio.__file__) + os.sep)
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(tuple(ours)):
+            break
+        tb = tb.tb_next
+    return exc.with_traceback(tb)
+
+
+class _Worker:
+    """One call's run: state shared by the steps of `run`."""
+
+    def __init__(self, call: CallEnvelope, started: float) -> None:
+        self.call = call
+        self.timings = {"worker_start": started}
+        self.stdout: _Tail | None = None
+        self.stderr: _Tail | None = None
+
+    def run(self) -> int:
+        call = self.call
+        remaining_s = call.deadline - time.time()
+        if remaining_s <= 0:
+            _log(f"deadline passed before {call.call_id} started; exiting {EXIT_DEADLINE}")
+            return EXIT_DEADLINE
+        _arm_deadline(remaining_s, call.fn)
+        self.stdout, self.stderr = _capture_output()
+        sys.path[:0] = call.sys_path
+        try:
+            fn = _import_function(call.fn)
+        except (Exception, SystemExit) as exc:
+            _log(f"cannot import {call.fn}: {type(exc).__name__}: {exc}")
+            self._deliver_error("import", exc)
+            return EXIT_IMPORT_FAILED
+        try:
+            args, kwargs = call.arguments()
+        except SerializationError as exc:
+            _log(f"cannot decode the arguments of {call.call_id}: {exc}")
+            self._deliver_error("arguments", exc)
+            missing_class = isinstance(exc.__cause__, (ImportError, AttributeError))
+            return EXIT_IMPORT_FAILED if missing_class else EXIT_BAD_PAYLOAD
+        body = self._run_function(fn, args, kwargs)
+        return EXIT_OK if self._deliver(body) else EXIT_DELIVERY_FAILED
+
+    def _run_function(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bytes:
+        """Run the function; return the encoded result (its value or its exception)."""
+        self.timings["function_start"] = time.time()
+        try:
+            value = _call(fn, args, kwargs)
+        except (Exception, SystemExit) as exc:
+            self.timings["function_end"] = time.time()
+            return self._encode_error("call", _from_user_code(exc))
+        self.timings["function_end"] = time.time()
+        try:
+            return self._encode(value=value)
+        except SerializationError as exc:
+            return self._encode_error("result", exc)
+
+    def _encode(self, value: object = None, error: ErrorInfo | None = None) -> bytes:
+        return encode_result(
+            self.call.call_id,
+            value=value,
+            error=error,
+            stdout_tail=self.stdout.text() if self.stdout else "",
+            stderr_tail=self.stderr.text() if self.stderr else "",
+            timings=self.timings,
+            pickle=self.call.pickle,
+        )
+
+    def _encode_error(self, stage: str, exc: BaseException) -> bytes:
+        return self._encode(error=describe_exception(exc, stage=stage, pickle=self.call.pickle))
+
+    def _deliver_error(self, stage: str, exc: BaseException) -> None:
+        self._deliver(self._encode_error(stage, exc))
+
+    def _deliver(self, body: bytes) -> bool:
+        """PUT `body` to the result URL; True once the inbox accepted it."""
+        url = self.call.result_url
+        for attempt in range(len(_RETRY_DELAYS_S) + 1):
+            if attempt:
+                time.sleep(_RETRY_DELAYS_S[attempt - 1])
+            try:
+                status = _put(url, body)
+            except OSError as exc:
+                _log(f"result delivery attempt {attempt + 1} failed: {exc}")
+                continue
+            if 200 <= status < 300:
+                return True
+            if status == 409 and attempt:
+                # A retry refused as a second delivery: the attempt before it reached the inbox
+                # and only its answer was lost.
+                return True
+            if status < 500:
+                _log(f"result delivery refused: HTTP {status}")
+                return False
+            _log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")
+        return False
+
+
+def _put(url: str, body: bytes) -> int:
+    """PUT `body` to `url`; return the HTTP status."""
+    if url.startswith("http://"):
+        return _put_http(url, body)
+    return _put_urllib(url, body)
+
+
+def _split_http_url(url: str) -> tuple[str, str, int, str]:
+    """(host header, host, port, request target) of an ``http://`` URL."""
+    authority, _, path = url[len("http://") :].partition("/")
+    authority = authority.rpartition("@")[2]
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = authority.partition(":")
+    return authority, host, int(port_text or 80), "/" + path.partition("#")[0]
+
+
+def _put_http(url: str, body: bytes) -> int:
+    # HTTP/1.1 by hand over _socket (socket's C core), because every call pays the worker's
+    # imports: http.client pulls in the email package (about 18 ms measured here, more than the
+    # ~13 ms an interpreter that imports msgpack needs in all), urllib.request adds ssl on top
+    # (about 23 ms), and even the socket module adds enum and selectors (about 3 ms); all this
+    # for one request and one status line.
+    authority, host, port, target = _split_http_url(url)
+    request = (
+        f"PUT {target} HTTP/1.1\r\nHost: {authority}\r\n"
+        f"Content-Type: application/msgpack\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("latin-1") + body
+    error: OSError = OSError(f"cannot resolve {host}")
+    # An ASCII host given as bytes: as str, getaddrinfo imports the idna codec (a few ms).
+    name = host.encode("ascii") if host.isascii() else host
+    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_PUT_TIMEOUT_S)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        try:
+            return _exchange(sock, request)
+        finally:
+            sock.close()
+    raise error
+
+
+def _exchange(sock: _socket.socket, request: bytes) -> int:
+    try:
+        sock.sendall(request)
+    except OSError:
+        # The server may answer (413, 403) and close before reading the whole body; its answer
+        # is then still readable and says more than the broken pipe does.
+        status = _read_status(sock)
+        if status is None:
+            raise
+        return status
+    status = _read_status(sock)
+    if status is None:
+        raise OSError("the result inbox closed the connection without an HTTP status")
+    return status
+
+
+def _read_status(sock: _socket.socket) -> int | None:
+    response = b""
+    try:
+        while b"\r\n" not in response and len(response) < 8192:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            response += chunk
+    except OSError:
+        pass
+    parts = response.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _put_urllib(url: str, body: bytes) -> int:
+    # https (presigned object-storage URLs): TLS is worth its import cost there.
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=body, method="PUT", headers={"Content-Type": "application/msgpack"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=_PUT_TIMEOUT_S) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the call in the payload file; return the exit code (see the module docstring).
+
+    :param argv: command-line arguments (default ``sys.argv[1:]``): none, or
+        ``--payload PATH`` to read another payload file (for debugging).
+    """
+    started = time.time()
+    args = sys.argv[1:] if argv is None else argv
+    if args and (len(args) != 2 or args[0] != "--payload"):
+        _log("usage: python -m flyjobs.worker [--payload PATH]")
+        return EXIT_BAD_PAYLOAD
+    path = args[1] if args else payload_path()
+    try:
+        with open(path, "rb") as file:
+            call = decode_call(file.read())
+    except OSError as exc:
+        _log(f"cannot read the payload {path}: {exc.strerror or exc}")
+        return EXIT_BAD_PAYLOAD
+    except SerializationError as exc:
+        _log(f"bad payload {path}: {exc}")
+        return EXIT_BAD_PAYLOAD
+    return _Worker(call, started).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""@remote end to end: the embedded emulator, real worker processes, the real inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pydantic
+import pytest
+
+import flyjobs
+from flyjobs._codec import decode_call
+from flyjobs._protocol import PAYLOAD_GUEST_PATH
+from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime
+
+import remote_funcs as funcs
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+class Colour(enum.Enum):
+    red = "r"
+
+
+class Model(pydantic.BaseModel):
+    name: str
+    tags: list[str]
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[Runtime]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("FLY_API_TOKEN", raising=False)
+        mp.delenv("FLYJOBS_IMAGE", raising=False)
+        shutdown_runtime()
+        yield get_runtime()
+        shutdown_runtime()
+
+
+def _machines(rt: Runtime) -> list[Any]:
+    return rt.portal.call(lambda: rt.client.list_machines(rt.app, include_deleted=True))
+
+
+@pytest.fixture(autouse=True)
+def no_machine_left(runtime: Runtime) -> Iterator[None]:
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        live = [(m.id, m.state) for m in _machines(runtime) if m.state != "destroyed"]
+        if not live or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert live == [], "machines left behind"
+
+
+VALUES = [
+    None,
+    True,
+    42,
+    2**80,
+    -1.5,
+    "héllo",
+    b"\x00bytes",
+    [1, "two", [3]],
+    (1, (2, 3)),
+    {1, 2, 3},
+    frozenset({"a"}),
+    {"nested": {"k": [1, 2]}, 3: "int key", (1, 2): "tuple key"},
+    dt.datetime(2026, 11, 27, 12, 30, tzinfo=dt.UTC),
+    dt.datetime(2026, 11, 27, 12, 30),
+    dt.date(2026, 1, 2),
+    dt.timedelta(seconds=90),
+    decimal.Decimal("3.14159265358979323846"),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    Point(1, 2.5),
+    Colour.red,
+    Model(name="m", tags=["a", "b"]),
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_values_round_trip_through_a_machine(runtime: Runtime, value: Any) -> None:
+    back = funcs.echo.remote(value)
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_args_kwargs_and_async_function(runtime: Runtime) -> None:
+    assert funcs.add.remote(2, b=3, scale=10) == 50
+    assert funcs.async_double.remote(21) == 42
+
+
+@pytest.mark.anyio
+async def test_async_face(runtime: Runtime) -> None:
+    results = await asyncio.gather(*(funcs.add.remote.aio(i, 1) for i in range(4)))
+    assert results == [1, 2, 3, 4]
+
+
+def test_spawn_handle_reports_status_machine_and_timings(runtime: Runtime) -> None:
+    call = funcs.add.spawn(1, 2)
+    assert call.result(timeout_s=30) == 3
+    assert call.status is flyjobs.CallStatus.succeeded
+    assert call.machine_id is not None
+    machine = runtime.portal.call(lambda: runtime.client.get_machine(runtime.app, call.machine_id))
+    assert machine.name == call.call_id
+    assert machine.config.metadata is not None
+    assert machine.config.metadata["flyjobs_call_id"] == call.call_id
+    assert machine.config.metadata["flyjobs_function"] == "remote_funcs:add"
+    timings = call.timings
+    assert timings.created_at is not None and timings.result_at is not None
+    assert timings.total_s is not None and timings.total_s > 0
+    assert call.call_id in repr(call)
+
+
+def test_remote_output_is_echoed_with_call_id(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    call = funcs.chatty.spawn(3)
+    assert call.result(timeout_s=30) == 3
+    out = capsys.readouterr().out
+    assert f"[{call.call_id}] line 0" in out
+    assert f"[{call.call_id}] line 2" in out
+
+
+def test_exception_comes_back_as_its_type_with_remote_traceback(runtime: Runtime) -> None:
+    with pytest.raises(funcs.LocalOnlyError, match="boom") as exc:
+        funcs.fail.remote("boom")
+    text = getattr(exc.value, "remote_traceback", "")
+    assert "raise LocalOnlyError(message) from exc" in text
+    assert "KeyError" in text  # the cause chain travels too
+
+
+def test_unimportable_exception_type_becomes_remote_error(runtime: Runtime) -> None:
+    with pytest.raises(flyjobs.RemoteError) as exc:
+        funcs.fail_unimportable.remote()
+    assert exc.value.type_name.endswith("Ghost")
+    assert "boo" in str(exc.value)
+    assert "raise cls" in exc.value.remote_traceback
+
+
+def test_non_serializable_argument_fails_before_any_machine(runtime: Runtime) -> None:
+    before = len(_machines(runtime))
+    with pytest.raises(flyjobs.SerializationError, match="argument 'value'") as exc:
+        funcs.echo.remote({"ok": [1, object()]})
+    assert isinstance(exc.value, TypeError)
+    assert len(_machines(runtime)) == before
+
+
+def test_unreferenceable_functions_are_refused_with_a_fix(runtime: Runtime) -> None:
+    def inner(x: int) -> int:
+        return x
+
+    with pytest.raises(flyjobs.SerializationError, match="module top level"):
+        flyjobs.remote(inner).remote(1)
+    with pytest.raises(flyjobs.SerializationError, match="lambda"):
+        flyjobs.remote(lambda x: x).remote(1)
+
+
+def test_out_of_memory_suggests_more_memory(runtime: Runtime) -> None:
+    with pytest.raises(flyjobs.OutOfMemoryError, match="memory_mb") as exc:
+        funcs.hog.remote(600)
+    assert exc.value.machine_id is not None
+
+
+def test_crash_without_result_reports_exit_code_and_output(runtime: Runtime) -> None:
+    with pytest.raises(flyjobs.MachineCrashedError) as exc:
+        funcs.crash.remote(3)
+    assert exc.value.exit_code == 3
+    assert "about to crash" in exc.value.output_tail
+    assert not isinstance(exc.value, flyjobs.OutOfMemoryError)
+
+
+def test_timeout_destroys_the_machine(runtime: Runtime) -> None:
+    call = funcs.sleepy.spawn(30)
+    with pytest.raises(flyjobs.CallTimeoutError, match="timeout_s=2"):
+        call.result()
+    assert call.machine_id is not None
+    machine = runtime.portal.call(lambda: runtime.client.get_machine(runtime.app, call.machine_id))
+    assert machine.state in ("destroying", "destroyed")
+
+
+def test_cancel_destroys_the_machine(runtime: Runtime) -> None:
+    call = funcs.slow.spawn(30)
+    deadline = time.monotonic() + 20
+    while call.status is not flyjobs.CallStatus.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert call.cancel() is True
+    assert call.status is flyjobs.CallStatus.cancelled
+    with pytest.raises(flyjobs.CallCancelledError):
+        call.result()
+    machine = runtime.portal.call(lambda: runtime.client.get_machine(runtime.app, call.machine_id))
+    assert machine.state in ("destroying", "destroyed")
+
+
+def test_forged_and_replayed_results_are_refused(runtime: Runtime) -> None:
+    call = funcs.slow.spawn(1.0)
+    deadline = time.monotonic() + 20
+    while call.machine_id is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    machine = runtime.portal.call(lambda: runtime.client.get_machine(runtime.app, call.machine_id))
+    payload = next(f for f in machine.config.files or [] if f.guest_path == PAYLOAD_GUEST_PATH)
+    url = decode_call(base64.b64decode(payload.raw_value or "")).result_url
+    forged = url[:-4] + ("0000" if not url.endswith("0000") else "1111")
+    assert httpx.put(forged, content=b"\x80").status_code == 403
+    assert call.result(timeout_s=30) == 1.0  # the real result still lands
+    assert httpx.put(url, content=b"\x80").status_code in (404, 409)
+
+
+def test_local_runs_here(runtime: Runtime) -> None:
+    before = len(_machines(runtime))
+    assert funcs.add.local(1, 2) == 3
+    assert funcs.add(1, 2) == 3
+    assert len(_machines(runtime)) == before
