@@ -284,7 +284,7 @@ async def _supervise(
         raise _tag(await _exit_error(runtime, app, machine.id, options), state)
     if state.timings.exited_at is None:
         # The value is ready now; the machine's exit is seen to in the background.
-        runtime.submit(partial(_reap, runtime, app, machine.id))
+        runtime.background(partial(_reap, runtime, app, machine.id))
     return _outcome(body, state)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal
 
 from ._exceptions import CallCancelledError, ConfigError
@@ -58,24 +59,35 @@ class Runtime:
     image: str | None
     limiter: anyio.CapacityLimiter
     portal: BlockingPortal = field(repr=False)
+    _tasks: TaskGroup = field(repr=False)
     _active: set[anyio.CancelScope] = field(default_factory=set, repr=False)
     _idle: anyio.Event = field(default_factory=anyio.Event, repr=False)
 
     def submit(self, fn: Callable[[], Awaitable[T]]) -> Future[T]:
-        """Run ``fn()`` on the runtime's loop as a tracked call; return its future."""
+        """Run ``fn()`` on the runtime's loop, from another thread, as a tracked task; return
+        its future. Tasks still running at shutdown are cancelled (and raise
+        `CallCancelledError`)."""
+        return self.portal.start_task_soon(self._tracked, fn)
 
-        async def tracked() -> T:
-            with anyio.CancelScope() as scope:
-                self._active.add(scope)
-                try:
-                    return await fn()
-                finally:
-                    self._active.discard(scope)
-                    if not self._active:
-                        self._idle.set()
-            raise CallCancelledError("the call was cancelled because the interpreter is exiting")
+    def background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn()`` as a tracked task, from the runtime's own loop; it must not raise."""
 
-        return self.portal.start_task_soon(tracked)
+        async def run() -> None:
+            with contextlib.suppress(CallCancelledError):
+                await self._tracked(fn)
+
+        self._tasks.start_soon(run)
+
+    async def _tracked(self, fn: Callable[[], Awaitable[T]]) -> T:
+        with anyio.CancelScope() as scope:
+            self._active.add(scope)
+            try:
+                return await fn()
+            finally:
+                self._active.discard(scope)
+                if not self._active:
+                    self._idle.set()
+        raise CallCancelledError("the call was cancelled because the interpreter is exiting")
 
     async def _cancel_all(self) -> None:
         if not self._active:
@@ -204,6 +216,7 @@ async def _open(
     async with (
         MachinesClient(base_url=base_url, token=token) as client,
         ResultInbox(host=bind, advertise_host=advertise) as inbox,
+        anyio.create_task_group() as tasks,
     ):
         image: str | None
         if settings.embedded:
@@ -219,4 +232,5 @@ async def _open(
             image=image,
             limiter=anyio.CapacityLimiter(settings.max_machines),
             portal=portal,
+            _tasks=tasks,
         )

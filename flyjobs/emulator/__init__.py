@@ -1,0 +1,20 @@
+"""A local emulator of the Fly.io Machines REST API, running each machine as a local process.
+
+Start it with `serve` (in the current event loop), `serve_in_thread`, or ``flyjobs dev``,
+then point a client at `RunningEmulator.url` with `RunningEmulator.token`. Linux only
+(machine processes are reaped through ``pidfd_open``).
+
+The one documented deviation from Fly: a machine has no private filesystem, so its
+``config.files`` are written under a per-machine root folder whose path is given to the
+process in ``FLYJOBS_MACHINE_ROOT`` (`flyjobs._protocol.MACHINE_ROOT_ENV`). Its output goes
+to ``machine.log`` beside that root, served in the shape of Fly's logs API at
+``/api/v1/apps/{app}/logs``.
+"""
+
+from __future__ import annotations
+
+from ._cli import dev as dev_command
+from ._config import EmulatorConfig
+from ._server import RunningEmulator, serve, serve_in_thread
+
+__all__ = ("EmulatorConfig", "RunningEmulator", "dev_command", "serve", "serve_in_thread")

@@ -1,0 +1,36 @@
+"""The ASGI application: Starlette routes behind the `Gate` middleware."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from ._errors import ApiError, error_body
+from ._faults import Gate
+from ._http import api_error_response
+from ._logs import LOG_ROUTES
+from ._routes_apps import APP_ROUTES
+from ._routes_machines import MACHINE_ROUTES
+from ._state import Emulator
+
+__all__ = ("build_app",)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods, in Fly's error body (Fly answers "404 page not found")."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    message = "page not found" if status == 404 else str(getattr(exc, "detail", "error"))
+    return Response(error_body(message), status, media_type="application/json")
+
+
+def build_app(emulator: Emulator, tokens: list[str]) -> ASGIApp:
+    """The whole API for ``emulator``, accepting ``tokens``."""
+    app = Starlette(
+        routes=[*APP_ROUTES, *MACHINE_ROUTES, *LOG_ROUTES],
+        exception_handlers={ApiError: api_error_response, HTTPException: _http_error},
+    )
+    app.state.emulator = emulator
+    return Gate(app, emulator.config, tokens)

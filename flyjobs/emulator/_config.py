@@ -1,0 +1,90 @@
+"""`EmulatorConfig`: every knob of the local Machines API emulator, in one frozen value object.
+
+Each field's description is also its ``flyjobs dev`` option's help text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ("EmulatorConfig",)
+
+
+class EmulatorConfig(BaseModel):
+    """Settings of one emulator instance. All faults and Fly's limits are off by default.
+
+    Durations are in seconds (``_s``), rates are fractions in ``[0, 1]``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tokens: list[str] = Field(
+        default_factory=list,
+        description="Accepted bearer tokens. Empty: one random token is generated at start.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="Interface to listen on. Only the token guards the API: keep it local.",
+    )
+    port: int = Field(default=0, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    default_region: str = Field(
+        default="lcl", description="Region of machines created without one."
+    )
+    org_slug: str = Field(default="personal", description="Organization slug of apps.")
+    lease_owner: str = Field(
+        default="local@flyjobs.dev", description="Owner recorded on leases (Fly: the user)."
+    )
+    image_commands: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Image name (exact, or without tag/digest) -> argv run when the machine "
+        "config names no command.",
+    )
+    retention_s: float = Field(
+        default=600.0, ge=0, description="Seconds a destroyed machine stays readable, then 404."
+    )
+    time_scale: float = Field(
+        default=1.0, gt=0, description="Schedule intervals (hourly...) are divided by this."
+    )
+    rate_limits: bool = Field(
+        default=False, description="Answer with Fly's per-action limits (429 + Retry-After)."
+    )
+    rate_per_s: float = Field(
+        default=1.0, gt=0, description="Requests per second per action and machine (or app)."
+    )
+    rate_burst: int = Field(default=3, ge=1, description="Burst per action and machine (or app).")
+    get_rate_per_s: float = Field(
+        default=5.0, gt=0, description="Get Machine requests per second per machine."
+    )
+    get_rate_burst: int = Field(default=10, ge=1, description="Get Machine burst per machine.")
+    latency_s: float = Field(default=0.0, ge=0, description="Seconds added before every answer.")
+    boot_delay_s: float = Field(
+        default=0.0, ge=0, description="Seconds a machine spends starting before its process runs."
+    )
+    error_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Fraction of requests answered 5xx, unhandled."
+    )
+    drop_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Fraction of requests whose connection is closed without an answer; for "
+        "changes, half of the drops happen after the change was made.",
+    )
+    seed: int | None = Field(default=None, description="Seed of the fault dice (reproducible).")
+    data_dir: Path | None = Field(
+        default=None,
+        description="Folder for machine roots and logs (default: a temporary folder, in "
+        "/dev/shm when possible, removed at stop).",
+    )
+    memory_poll_s: float = Field(
+        default=0.075, gt=0, description="Seconds between checks of guest.memory_mb."
+    )
+    default_stop_timeout_s: float = Field(
+        default=5.0, ge=0, description="Seconds a stop waits after its signal before SIGKILL."
+    )
+    default_exec_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds an exec may run when the request sets none."
+    )
+    log_page_lines: int = Field(default=1000, ge=1, description="Log lines per logs answer.")

@@ -1,0 +1,63 @@
+"""The one error the emulator's handlers raise, rendered as Fly's error body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ("ApiError", "bad_request", "conflict", "error_body", "not_found")
+
+
+def error_body(text: str, code: str = "unknown", extra: dict[str, Any] | None = None) -> bytes:
+    """Fly's error body: ``{"error": text, "status": code}`` plus any extra fields.
+
+    ``code`` is one of the spec's ``main.statusCode`` values (``unknown``, ``name_taken``, ...);
+    the HTTP status goes on the response line, not in the body.
+    """
+    return json.dumps({"error": text, "status": code, **(extra or {})}).encode()
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, Fly's error text, and Fly's status code.
+
+    :param status_code: the HTTP status (400, 401, 404, 408, 409, 412, 422, 429, 5xx).
+    :param message: Fly's ``error`` text.
+    :param code: Fly's ``status`` code in the body.
+    :param extra: more body fields (the lease conflict body carries ``message`` and ``code``).
+    :param headers: response headers (``Retry-After``).
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        code: str = "unknown",
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        """The JSON body of this error."""
+        return error_body(self.message, self.code, self.extra)
+
+
+def bad_request(message: str) -> ApiError:
+    """400 with ``message``."""
+    return ApiError(400, message)
+
+
+def not_found(message: str) -> ApiError:
+    """404 with ``message``."""
+    return ApiError(404, message)
+
+
+def conflict(message: str) -> ApiError:
+    """409: the request conflicts with the machine's state or version."""
+    return ApiError(409, message)

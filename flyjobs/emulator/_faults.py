@@ -1,0 +1,147 @@
+"""The gate every request passes first, as one pure ASGI middleware: auth, Fly's rate
+limits, added latency, and injected faults (5xx answers, dropped connections).
+
+Order matters: a request without a valid token is answered 401 before anything else, so it
+touches nothing and costs no rate-limit tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import random
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._config import EmulatorConfig
+from ._errors import error_body
+
+__all__ = ("Gate", "RateLimiter")
+
+_SERVER_ERRORS = (500, 502, 503)
+
+
+class RateLimiter:
+    """Token buckets per action and per machine (or app), with Fly's published figures.
+
+    An action is the method plus the route template (``POST /v1/apps/{app}/machines/{id}/stop``);
+    Get Machine has its own, larger budget.
+    """
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self._config = config
+        self._buckets: dict[tuple[str, str, str], tuple[float, float]] = {}
+
+    def take(self, method: str, path: str) -> float | None:
+        """Spend one token; return None if allowed, else seconds until a token is available."""
+        template, subject = _action_of(path)
+        is_get_machine = method == "GET" and template == "/v1/apps/{app}/machines/{id}"
+        rate = self._config.get_rate_per_s if is_get_machine else self._config.rate_per_s
+        burst = self._config.get_rate_burst if is_get_machine else self._config.rate_burst
+        key = (method, template, subject)
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / rate
+        self._buckets[key] = (tokens - 1.0, now)
+        return None
+
+
+class Gate:
+    """Pure ASGI middleware in front of the API (must be the outermost layer: a dropped
+    connection needs the server's own ``send``)."""
+
+    def __init__(self, app: ASGIApp, config: EmulatorConfig, tokens: list[str]) -> None:
+        self._app = app
+        self._config = config
+        self._tokens = [token.encode() for token in tokens]
+        self._limiter = RateLimiter(config)
+        self._random = random.Random(config.seed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if not self._authorized(scope):
+            await _answer(send, 401, error_body("You must be authenticated to view this."))
+            return
+        config = self._config
+        if config.rate_limits:
+            wait_s = self._limiter.take(scope["method"], scope["path"])
+            if wait_s is not None:
+                body = error_body("rate limit exceeded: too many requests for this action")
+                await _answer(send, 429, body, retry_after=str(max(1, math.ceil(wait_s))))
+                return
+        if config.latency_s > 0:
+            await asyncio.sleep(config.latency_s)
+        if config.error_rate > 0 and self._random.random() < config.error_rate:
+            status = self._random.choice(_SERVER_ERRORS)
+            await _answer(send, status, error_body("injected server error"))
+            return
+        if config.drop_rate > 0 and self._random.random() < config.drop_rate:
+            if scope["method"] != "GET" and self._random.random() < 0.5:
+                # The change happens, the answer is lost: the client cannot know which.
+                await self._app(scope, receive, _discard)
+            await _drop_connection(send)
+            return
+        await self._app(scope, receive, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        value = b""
+        for name, header in scope["headers"]:
+            if name == b"authorization":
+                value = header
+                break
+        scheme, _, token = value.partition(b" ")
+        if scheme.lower() != b"bearer":
+            token = value  # fly-go sends "FlyV1 …" tokens whole
+        token = token.strip()
+        matched = False
+        for accepted in self._tokens:
+            # Compare with every token, in constant time, so timing tells nothing.
+            matched |= hmac.compare_digest(token, accepted)
+        return matched and bool(token)
+
+
+def _action_of(path: str) -> tuple[str, str]:
+    """(route template, subject) of a path; the subject is the machine id, else the app."""
+    parts = path.strip("/").split("/")
+    offset = 1 if parts[:1] == ["api"] else 0
+    app_index, machine_index = 2 + offset, 4 + offset
+    subject = ""
+    if len(parts) > app_index:
+        subject = parts[app_index]
+        parts[app_index] = "{app}"
+    if len(parts) > machine_index and parts[3 + offset] == "machines":
+        subject = parts[machine_index]
+        parts[machine_index] = "{id}"
+    return "/" + "/".join(parts[: machine_index + 2]), subject
+
+
+async def _answer(send: Send, status: int, body: bytes, *, retry_after: str | None = None) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _discard(_message: Message) -> None:
+    return None
+
+
+async def _drop_connection(send: Send) -> None:
+    """Close the connection without a word (as a network failure would)."""
+    # uvicorn's ``send`` is a bound method of the request cycle, which holds the transport.
+    cycle: Any = getattr(send, "__self__", None)
+    transport: Any = getattr(cycle, "transport", None)
+    if transport is None:
+        raise RuntimeError("dropping connections needs uvicorn's h11 server")
+    transport.abort()
+    # Let uvicorn see the disconnect, so it does not try to answer on our behalf.
+    await asyncio.sleep(0)

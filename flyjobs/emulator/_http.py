@@ -1,0 +1,81 @@
+"""Small request/response helpers shared by the route modules."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ._errors import ApiError, bad_request
+from ._leases import NONCE_HEADER
+from ._state import Emulator
+
+__all__ = ("emulator_of", "json_response", "nonce_of", "query_bool", "read_json")
+
+_TRUE = frozenset({"true", "1", "yes", "t"})
+
+
+def emulator_of(request: Request) -> Emulator:
+    """The `Emulator` serving this request."""
+    return cast(Emulator, request.app.state.emulator)
+
+
+def json_response(
+    body: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A JSON response; ``bytes`` are sent as they are (already serialized)."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Response(content, status_code, headers=headers, media_type="application/json")
+
+
+async def read_json(request: Request, *, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object; an empty body is ``{}`` unless ``required``.
+
+    :raises ApiError: 400 when the body is not a JSON object.
+    """
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise bad_request("a JSON request body is required")
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise bad_request("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    return body
+
+
+def query_bool(request: Request, name: str) -> bool:
+    """True when the query parameter is ``true`` (or ``1``)."""
+    return request.query_params.get(name, "").lower() in _TRUE
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]. :raises ApiError: 400 otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"invalid_argument: {name} must be an integer") from None
+    if not low <= value <= high:
+        raise bad_request(f"invalid_argument: {name} must be between {low} and {high}")
+    return value
+
+
+def nonce_of(request: Request) -> str | None:
+    """The lease nonce sent in ``fly-machine-lease-nonce``, if any."""
+    return request.headers.get(NONCE_HEADER) or None
+
+
+async def api_error_response(_request: Request, exc: Exception) -> Response:
+    """Render an `ApiError` as Fly's error body."""
+    error = cast(ApiError, exc)
+    return Response(
+        error.body(), error.status_code, headers=error.headers, media_type="application/json"
+    )

@@ -1,0 +1,167 @@
+"""What a machine runs and with which environment and files.
+
+A machine runs ``config.init`` (``exec``, or ``entrypoint`` + ``cmd``) or ``config.processes``;
+failing both, the command the emulator's ``image_commands`` maps its image to; failing that, a
+stand-in that stays up until stopped, as a service would. An argv[0] of ``python`` or
+``python3`` is the emulator's own interpreter, so ``python -m …`` works in the user's venv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._protocol import MACHINE_ROOT_ENV
+from ._validate import effective_guest, validate_files
+
+__all__ = ("Identity", "LaunchPlan", "machine_log", "plan_launch", "prepare_root")
+
+#: A stand-in service: sleeps until a stop signal, then exits cleanly (code 0).
+_SLEEPER = (
+    "import signal,sys\n"
+    "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n"
+    "    signal.signal(s, lambda *_: sys.exit(0))\n"
+    "while True:\n"
+    "    signal.pause()\n"
+)
+_SUPERVISOR = Path(__file__).with_name("_supervise.py")
+_PYTHON_NAMES = frozenset({"python", "python3"})
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The machine facts Fly injects into its environment."""
+
+    app_name: str
+    machine_id: str
+    region: str
+    version: str
+    private_ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchPlan:
+    """Everything needed to spawn one run of a machine."""
+
+    argv: list[str]
+    env: dict[str, str]
+    files: list[tuple[str, bytes, int | None]]
+
+
+def plan_launch(
+    identity: Identity,
+    config: dict[str, Any],
+    secrets: dict[str, str],
+    image_commands: dict[str, list[str]],
+    machine_dir: Path,
+) -> LaunchPlan:
+    """Work out argv, environment and files of a machine whose config was validated.
+
+    Several ``processes`` run under a small supervisor whose spec file is written into
+    ``machine_dir`` (beside the root, so the machine cannot rewrite it).
+
+    :raises ApiError: 400 when a file names a secret the app does not have.
+    """
+    root = machine_dir / "root"
+    base = dict(os.environ)
+    base.update(config.get("env") or {})
+    base.update(_fly_env(identity, config))
+    base[MACHINE_ROOT_ENV] = str(root)
+    files = validate_files(config, secrets=secrets)
+    processes = config.get("processes") or []
+    if not processes:
+        argv = _argv_of(config.get("init") or {}) or _image_argv(config["image"], image_commands)
+        return LaunchPlan(argv=argv, env={**base, **secrets}, files=files)
+    specs: list[tuple[list[str], dict[str, str]]] = []
+    for process in processes:
+        argv = _argv_of(process) or _image_argv(config["image"], image_commands)
+        env = {**base, **_process_secrets(process, secrets), **(process.get("env") or {})}
+        specs.append((argv, env))
+    if len(specs) == 1:
+        return LaunchPlan(argv=specs[0][0], env=specs[0][1], files=files)
+    spec_path = machine_dir / "processes.json"
+    fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as spec_file:
+        json.dump([{"argv": argv, "env": env} for argv, env in specs], spec_file)
+    return LaunchPlan(
+        argv=[sys.executable, str(_SUPERVISOR), str(spec_path)], env=base, files=files
+    )
+
+
+def machine_log(machine_dir: Path) -> Path:
+    """The file a machine's stdout and stderr go to (beside its root, out of its reach)."""
+    return machine_dir / "machine.log"
+
+
+def prepare_root(machine_dir: Path, files: list[tuple[str, bytes, int | None]]) -> Path:
+    """Reset the machine's root folder and write its files; return the root.
+
+    Every run starts from a clean root, as a Fly machine's filesystem is reset to its image on
+    start. Paths were checked at create, so each stays inside the root.
+    """
+    root = machine_dir / "root"
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir()
+    for relative, content, mode in files:
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        if mode is not None:
+            target.chmod(mode)
+    return root
+
+
+def _fly_env(identity: Identity, config: dict[str, Any]) -> dict[str, str]:
+    _kind, _cpus, memory_mb = effective_guest(config)
+    metadata = config.get("metadata") or {}
+    return {
+        "FLY_APP_NAME": identity.app_name,
+        "FLY_MACHINE_ID": identity.machine_id,
+        "FLY_ALLOC_ID": identity.machine_id,
+        "FLY_REGION": identity.region,
+        "FLY_IMAGE_REF": config["image"],
+        "FLY_MACHINE_VERSION": identity.version,
+        "FLY_PRIVATE_IP": identity.private_ip,
+        "FLY_PROCESS_GROUP": metadata.get("fly_process_group", "app"),
+        "FLY_VM_MEMORY_MB": str(memory_mb),
+        "PRIMARY_REGION": (config.get("env") or {}).get("PRIMARY_REGION", identity.region),
+    }
+
+
+def _process_secrets(process: dict[str, Any], secrets: dict[str, str]) -> dict[str, str]:
+    chosen = {} if process.get("ignore_app_secrets") else dict(secrets)
+    for selection in process.get("secrets") or []:
+        name = selection.get("name") or selection.get("env_var")
+        if name in secrets and selection.get("env_var"):
+            chosen[selection["env_var"]] = secrets[name]
+    return chosen
+
+
+def _argv_of(spec: dict[str, Any]) -> list[str]:
+    argv = list(spec.get("exec") or []) or [
+        *(spec.get("entrypoint") or []),
+        *(spec.get("cmd") or []),
+    ]
+    return _resolve_python(argv)
+
+
+def _image_argv(image: str, image_commands: dict[str, list[str]]) -> list[str]:
+    bare = image.split("@", 1)[0]
+    if ":" in bare.rsplit("/", 1)[-1]:
+        bare = bare.rsplit(":", 1)[0]
+    argv = image_commands.get(image) or image_commands.get(bare)
+    if argv:
+        return _resolve_python(list(argv))
+    return [sys.executable, "-c", _SLEEPER]
+
+
+def _resolve_python(argv: list[str]) -> list[str]:
+    if argv and argv[0] in _PYTHON_NAMES:
+        return [sys.executable, *argv[1:]]
+    return argv

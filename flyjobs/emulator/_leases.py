@@ -1,0 +1,76 @@
+"""Machine leases: an exclusive hold on changing a machine, proven by a nonce.
+
+While a lease is live, every change to the machine must carry its nonce in the
+``fly-machine-lease-nonce`` header; without it (or with a stale one) the answer is 409.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from ._errors import ApiError
+from ._ids import new_nonce
+from ._machine import Lease, Machine
+
+__all__ = ("DEFAULT_TTL_S", "NONCE_HEADER", "acquire", "check", "release")
+
+NONCE_HEADER = "fly-machine-lease-nonce"
+#: Lease time to live when the request gives none, in seconds.
+DEFAULT_TTL_S = 30
+
+
+def acquire(
+    machine: Machine, *, ttl_s: int, description: str, nonce: str | None, owner: str
+) -> Lease:
+    """Take a new lease, or refresh the live one when ``nonce`` is its nonce.
+
+    :raises ApiError: 409 while another holder's lease is live.
+    """
+    lease = machine.live_lease()
+    expires_at = time.time() + ttl_s
+    if lease is not None:
+        if nonce != lease.nonce:
+            raise held_error(machine, lease)
+        lease.expires_at = expires_at
+        if description:
+            lease.description = description
+    else:
+        lease = Lease(new_nonce(), expires_at, owner, description, machine.version)
+        machine.lease = lease
+    machine.touch()
+    return lease
+
+
+def check(machine: Machine, nonce: str | None) -> None:
+    """Allow a change to ``machine`` only if no lease is live or ``nonce`` is its nonce.
+
+    :raises ApiError: 409 with Fly's lease body otherwise.
+    """
+    lease = machine.live_lease()
+    if lease is not None and nonce != lease.nonce:
+        raise held_error(machine, lease)
+
+
+def release(machine: Machine, nonce: str | None) -> None:
+    """Drop the live lease whose nonce is ``nonce``.
+
+    :raises ApiError: 404 when no lease is live; 409 when ``nonce`` is not its nonce.
+    """
+    lease = machine.live_lease()
+    if lease is None:
+        raise ApiError(404, f"machine {machine.id} has no active lease")
+    if nonce != lease.nonce:
+        raise held_error(machine, lease)
+    machine.lease = None
+    machine.touch()
+
+
+def held_error(machine: Machine, lease: Lease) -> ApiError:
+    """409 in the shape of Fly's lease conflict (``status``/``message``/``code``) plus ``error``."""
+    until = dt.datetime.fromtimestamp(int(lease.expires_at), dt.UTC)
+    message = (
+        f"machine ID {machine.id} lease currently held by {lease.owner}, "
+        f"expires at {until:%Y-%m-%d %H:%M:%S} +0000 UTC"
+    )
+    return ApiError(409, message, code="error", extra={"message": message, "code": "invalid"})

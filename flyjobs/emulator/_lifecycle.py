@@ -1,0 +1,290 @@
+"""Machine runs: launch, exit handling with restart policies, stop, replace, destroy, schedules.
+
+Transitions follow Fly: a launch goes ``starting → started``; a process that ends goes
+``stopping → stopped`` with an ``exit`` event, unless the restart policy restarts it
+(``started → starting``); an ``auto_destroy`` machine then goes ``destroying → destroyed``,
+and a destroyed machine stays readable for ``retention_s`` before it is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._config import EmulatorConfig
+from ._errors import ApiError
+from ._ids import now_ms
+from ._launch import Identity, machine_log, plan_launch, prepare_root
+from ._machine import Machine
+from ._process import ExitStatus, MemoryMonitor, spawn
+from ._validate import SCHEDULE_INTERVALS_S, effective_guest, restart_policy, stop_settings
+
+__all__ = ("Lifecycle",)
+
+#: Exit code of a run whose program could not be started, as a shell reports it.
+_EXIT_NOT_STARTED = 127
+
+
+class Lifecycle:
+    """Drives the runs of every machine. All methods run on the emulator's event loop."""
+
+    def __init__(
+        self, config: EmulatorConfig, monitor: MemoryMonitor, forget: Callable[[Machine], None]
+    ) -> None:
+        self._config = config
+        self._monitor = monitor
+        self._forget = forget
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.closing = False
+
+    # Runs -----------------------------------------------------------------------------------
+
+    def launch(self, machine: Machine, *, new_run: bool) -> None:
+        """Start a run: ``starting``, then (after ``boot_delay_s``) spawn and ``started``."""
+        if self.closing:
+            return
+        if new_run:
+            machine.new_run()
+        machine.set_state("starting")
+        # Spawning from the loop, not inline, lets the request that launched the machine
+        # answer first, with the state Fly shows at that point (created, or starting).
+        loop = asyncio.get_running_loop()
+        if self._config.boot_delay_s > 0:
+            machine.boot_timer = loop.call_later(self._config.boot_delay_s, self._spawn, machine)
+        else:
+            machine.boot_timer = loop.call_soon(self._spawn, machine)
+
+    def _spawn(self, machine: Machine) -> None:
+        machine.boot_timer = None
+        identity = Identity(
+            machine.app_name, machine.id, machine.region, machine.version, machine.private_ip
+        )
+        log_path = machine_log(machine.machine_dir)
+        plan = plan_launch(
+            identity,
+            machine.config,
+            machine.secrets,
+            self._config.image_commands,
+            machine.machine_dir,
+        )
+        prepare_root(machine.machine_dir, plan.files)
+        try:
+            handle = spawn(
+                plan.argv,
+                plan.env,
+                log_path=log_path,
+                on_exit=lambda status: self._on_exit(machine, status),
+            )
+        except OSError as exc:
+            with log_path.open("a", encoding="utf-8") as log:
+                log.write(f"Error: failed to spawn command {plan.argv[0]!r}: {exc.strerror}\n")
+            status = ExitStatus(_EXIT_NOT_STARTED, -1, False, now_ms())
+            asyncio.get_running_loop().call_soon(self._on_exit, machine, status)
+            return
+        machine.handle = handle
+        self._monitor.watch(handle, effective_guest(machine.config)[2])
+        machine.set_state("started", ("start", "flyd"))
+
+    def _on_exit(self, machine: Machine, status: ExitStatus) -> None:
+        machine.handle = None
+        pending, machine.pending = machine.pending, None
+        restart = not self.closing and self._should_restart(machine, pending, status)
+        request = {
+            "exit_event": {
+                "exit_code": status.exit_code,
+                "guest_exit_code": status.exit_code,
+                "guest_signal": status.signal,
+                "oom_killed": status.oom_killed,
+                "requested_stop": pending is not None,
+                "restarting": restart,
+                "signal": status.signal,
+                "exited_at": status.exited_at_ms,
+            },
+            "restart_count": machine.restart_count,
+        }
+        if pending == "replace":
+            machine.add_event("exit", "stopped", "flyd", request)
+            return
+        if restart:
+            machine.add_event("exit", "stopped", "flyd", request)
+            if pending != "restart":
+                machine.restart_count += 1
+            self.launch(machine, new_run=pending == "restart")
+            return
+        if machine.state != "stopping":
+            machine.set_state("stopping")
+        machine.set_state("stopped", ("exit", "flyd"), request)
+        if pending == "destroy" or machine.config.get("auto_destroy"):
+            self.destroy(machine, source="user" if pending == "destroy" else "flyd")
+
+    def _should_restart(self, machine: Machine, pending: str | None, status: ExitStatus) -> bool:
+        if pending is not None:
+            return pending == "restart"
+        policy, max_retries = restart_policy(machine.config)
+        if policy == "always":
+            return True
+        failed = status.exit_code != 0 or status.oom_killed
+        return policy == "on-failure" and failed and machine.restart_count < max_retries
+
+    # Requests from the API ------------------------------------------------------------------
+
+    def stop(self, machine: Machine, signum: int | None, timeout_s: float | None) -> None:
+        """Stop the current run: signal the group, SIGKILL after the timeout.
+
+        ``signum``/``timeout_s`` default to the machine's ``stop_config`` (SIGINT, then the
+        emulator's ``default_stop_timeout_s``). A machine still booting simply does not boot.
+
+        :raises ApiError: 409 while the machine is being replaced.
+        """
+        _refuse_while_replacing(machine)
+        if machine.state == "starting" and machine.boot_timer is not None:
+            machine.boot_timer.cancel()
+            machine.boot_timer = None
+            machine.set_state("stopping", ("stop", "user"))
+            machine.set_state("stopped")
+            if machine.config.get("auto_destroy"):
+                self.destroy(machine, source="flyd")
+            return
+        if machine.handle is None:
+            return
+        machine.pending = "stop"
+        machine.new_run()  # a wait for "started" from now on means a later run
+        machine.set_state("stopping", ("stop", "user"))
+        self._signal_stop(machine, signum, timeout_s)
+
+    def restart(self, machine: Machine, signum: int | None, timeout_s: float | None) -> None:
+        """Stop the current run and start a new one (or start a machine that is not running).
+
+        :raises ApiError: 409 while the machine is being replaced.
+        """
+        _refuse_while_replacing(machine)
+        if machine.handle is None:
+            if machine.boot_timer is None:
+                self.launch(machine, new_run=True)
+            return
+        machine.pending = "restart"
+        machine.new_run()  # a wait for "started" from now on means the new run
+        machine.set_state("stopping", ("restart", "user"))
+        self._signal_stop(machine, signum, timeout_s)
+
+    async def kill_and_destroy(self, machine: Machine) -> None:
+        """SIGKILL a running machine and destroy it once it has exited."""
+        handle = machine.handle
+        if machine.boot_timer is not None:
+            machine.boot_timer.cancel()
+            machine.boot_timer = None
+        if handle is None:
+            self.destroy(machine, source="user")
+            return
+        machine.pending = "destroy"
+        handle.signal(signal.SIGKILL)
+        await asyncio.shield(handle.done)
+
+    async def replace(
+        self, machine: Machine, version: str, config: dict[str, Any], *, launch: bool
+    ) -> None:
+        """Update to a new version: ``replacing``, stop the old run, start the new one.
+
+        A machine that was running (or booting) runs again unless ``launch`` is False.
+        """
+        was_running = machine.handle is not None or machine.boot_timer is not None
+        previous = machine.state
+        machine.set_state("replacing", ("update", "user"))
+        if machine.boot_timer is not None:
+            machine.boot_timer.cancel()
+            machine.boot_timer = None
+        handle = machine.handle
+        if handle is not None:
+            machine.pending = "replace"
+            self._signal_stop(machine, None, None)
+            await asyncio.shield(handle.done)
+            if machine.state == "destroyed":  # force-deleted while its old run was stopping
+                return
+        machine.replace_version(version, config)
+        if was_running and launch:
+            self.launch(machine, new_run=False)
+        else:
+            machine.set_state("stopped" if was_running else previous)
+        self.schedule(machine)
+
+    def destroy(self, machine: Machine, *, source: str) -> None:
+        """``destroying → destroyed``; forget the machine after ``retention_s``."""
+        machine.set_state("destroying")
+        machine.lease = None
+        if machine.schedule_timer is not None:
+            machine.schedule_timer.cancel()
+            machine.schedule_timer = None
+        machine.destroyed_at = time.time()
+        machine.set_state("destroyed", ("destroy", source))
+        if not self.closing:
+            self._call_later(self._config.retention_s, self._remove, machine)
+
+    def _remove(self, machine: Machine) -> None:
+        self._forget(machine)
+        shutil.rmtree(machine.machine_dir, ignore_errors=True)
+
+    def _signal_stop(self, machine: Machine, signum: int | None, timeout_s: float | None) -> None:
+        default_sig, default_timeout_s = stop_settings(
+            machine.config, default_timeout_s=self._config.default_stop_timeout_s
+        )
+        handle = machine.handle
+        if handle is not None:
+            handle.signal(default_sig if signum is None else signum)
+            handle.kill_after(default_timeout_s if timeout_s is None else timeout_s)
+
+    # Schedules ------------------------------------------------------------------------------
+
+    def schedule(self, machine: Machine) -> None:
+        """Arm ``config.schedule``: runs every interval (÷ ``time_scale``) from creation."""
+        if machine.schedule_timer is not None:
+            machine.schedule_timer.cancel()
+            machine.schedule_timer = None
+        interval = SCHEDULE_INTERVALS_S.get(machine.config.get("schedule") or "")
+        if interval is None or machine.state == "destroyed":
+            return
+        period_s = interval / self._config.time_scale
+        elapsed_s = time.time() - machine.created_at
+        delay_s = period_s - (elapsed_s % period_s)
+        machine.schedule_timer = asyncio.get_running_loop().call_later(
+            delay_s, self._scheduled_run, machine
+        )
+
+    def _scheduled_run(self, machine: Machine) -> None:
+        machine.schedule_timer = None
+        if machine.state in ("created", "stopped"):
+            self.launch(machine, new_run=True)
+        self.schedule(machine)
+
+    # Shutdown -------------------------------------------------------------------------------
+
+    def close(self, machines: Iterable[Machine]) -> None:
+        """Kill every machine process (and reap it), cancel timers, answer every waiter."""
+        self.closing = True
+        for timer in self._timers:
+            timer.cancel()
+        for machine in machines:
+            for pending_timer in (machine.boot_timer, machine.schedule_timer):
+                if pending_timer is not None:
+                    pending_timer.cancel()
+            if machine.handle is not None:
+                machine.handle.kill_now()
+            machine.fail_waiters(ApiError(503, "the emulator is shutting down"))
+
+    def _call_later(
+        self, delay_s: float, callback: Callable[[Machine], None], machine: Machine
+    ) -> None:
+        def fire() -> None:
+            self._timers.discard(timer)
+            callback(machine)
+
+        timer = asyncio.get_running_loop().call_later(delay_s, fire)
+        self._timers.add(timer)
+
+
+def _refuse_while_replacing(machine: Machine) -> None:
+    if machine.state == "replacing":
+        raise ApiError(409, f"machine {machine.id} is being replaced; try again")

@@ -1,0 +1,111 @@
+"""Fly's logs API shape (``GET /api/v1/apps/{app}/logs``) over each machine's log file.
+
+Fly serves logs from api.fly.io, not from the Machines API; the emulator serves the same path
+so a client can show the last output of a machine, destroyed ones included while retained.
+Without ``next_token`` the answer is the tail of the logs; ``meta.next_token`` continues from
+where the answer ended. A line's timestamp is the time its file was last written (the file
+keeps no per-line times).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ._errors import bad_request, not_found
+from ._http import emulator_of, json_response
+from ._launch import machine_log
+from ._machine import Machine
+
+__all__ = ("LOG_ROUTES",)
+
+
+async def app_logs(request: Request) -> Response:
+    """``GET /api/v1/apps/{app}/logs?instance=&region=&next_token=``."""
+    emulator = emulator_of(request)
+    app_name = request.path_params["app_name"]
+    emulator.app(app_name)
+    params = request.query_params
+    machines = emulator.app_machines(app_name, include_deleted=True)
+    if params.get("instance"):
+        machines = [m for m in machines if m.id == params["instance"]]
+        if not machines:
+            raise not_found(f"machine {params['instance']} not found")
+    if params.get("region"):
+        machines = [m for m in machines if m.region == params["region"]]
+    offsets = _decode_token(params.get("next_token"))
+    budget = emulator.config.log_page_lines
+    entries: list[dict[str, Any]] = []
+    for machine in machines:
+        lines, offsets[machine.id] = _read(machine, offsets.get(machine.id), budget - len(entries))
+        entries.extend(_entry(machine, position, line) for position, line in lines)
+    return json_response({"data": entries, "meta": {"next_token": _encode_token(offsets)}})
+
+
+def _read(machine: Machine, offset: int | None, budget: int) -> tuple[list[tuple[int, str]], int]:
+    """Complete lines after ``offset`` (the last ``budget`` lines when None), and the new offset."""
+    path = machine_log(machine.machine_dir)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], offset or 0
+    start = offset or 0
+    end = len(data)
+    if machine.handle is not None:
+        end = data.rfind(b"\n", start) + 1 or start  # a running process may be mid-line
+    lines: list[tuple[int, str]] = []
+    position = start
+    for raw in data[start:end].splitlines(keepends=True):
+        lines.append((position, raw.rstrip(b"\r\n").decode(errors="replace")))
+        position += len(raw)
+    if budget <= 0:
+        return [], start
+    if offset is None:
+        return lines[-budget:], end
+    if len(lines) > budget:
+        lines = lines[:budget]
+        end = lines[-1][0] + len(data[lines[-1][0] :].split(b"\n", 1)[0]) + 1
+    return lines, end
+
+
+def _entry(machine: Machine, position: int, message: str) -> dict[str, Any]:
+    mtime = machine_log(machine.machine_dir).stat().st_mtime
+    timestamp = dt.datetime.fromtimestamp(mtime, dt.UTC).isoformat(timespec="milliseconds")
+    return {
+        "id": f"{machine.id}-{position}",
+        "type": "logs",
+        "attributes": {
+            "timestamp": timestamp.replace("+00:00", "Z"),
+            "message": message,
+            "level": "info",
+            "instance": machine.id,
+            "region": machine.region,
+            "meta": {},
+        },
+    }
+
+
+def _decode_token(token: str | None) -> dict[str, int]:
+    if not token:
+        return {}
+    try:
+        offsets = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError):
+        raise bad_request("invalid next_token") from None
+    if not isinstance(offsets, dict) or not all(isinstance(v, int) for v in offsets.values()):
+        raise bad_request("invalid next_token")
+    return {str(k): v for k, v in offsets.items()}
+
+
+def _encode_token(offsets: dict[str, int]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(offsets).encode()).decode()
+
+
+LOG_ROUTES = [Route("/api/v1/apps/{app_name}/logs", app_logs, methods=["GET"])]

@@ -1,0 +1,238 @@
+"""Machine processes: spawn, reap without a thread per process, signal, and enforce memory.
+
+Linux only: a process is spawned with `subprocess.Popen` (no ``preexec_fn``, so CPython can
+use vfork) in a new session, so its whole tree shares one process group that can be signalled
+at once. Its exit is noticed through ``os.pidfd_open`` watched by the event loop, not by a
+waiting thread (Python 3.11's asyncio child watcher spends one thread per child).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._ids import now_ms
+
+__all__ = ("CommandResult", "ExitStatus", "MemoryMonitor", "ProcessHandle", "run_command", "spawn")
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a machine's main process ended.
+
+    ``exit_code`` is the process's own code, or 128 + the signal number when a signal killed
+    it (as a shell reports it); ``signal`` is that signal number, else -1, as in Fly's
+    ``exit_event``.
+    """
+
+    exit_code: int
+    signal: int
+    oom_killed: bool
+    exited_at_ms: int
+
+
+class ProcessHandle:
+    """One running process tree. ``done`` resolves with its `ExitStatus` once it is reaped."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        loop: asyncio.AbstractEventLoop,
+        on_exit: Callable[[ExitStatus], None],
+    ) -> None:
+        self.pid = popen.pid
+        self.oom_killed = False
+        self.done: asyncio.Future[ExitStatus] = loop.create_future()
+        self._popen = popen
+        self._loop = loop
+        self._on_exit = on_exit
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._pidfd = os.pidfd_open(popen.pid)
+        loop.add_reader(self._pidfd, self._reap)
+
+    @property
+    def running(self) -> bool:
+        """True until the process has been reaped."""
+        return not self.done.done()
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the whole process group (no-op once the leader is reaped)."""
+        if self._popen.returncode is None:
+            # Until the leader is reaped it is at worst a zombie, so its pid (= the group id)
+            # cannot have been reused by an unrelated process.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
+
+    def kill_after(self, delay_s: float) -> None:
+        """SIGKILL the group if it is still running ``delay_s`` seconds from now."""
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        self._kill_timer = self._loop.call_later(delay_s, self.signal, signal.SIGKILL)
+
+    def kill_for_memory(self) -> None:
+        """SIGKILL the group because it used more memory than its machine has."""
+        if self.running:
+            self.oom_killed = True
+            self.signal(signal.SIGKILL)
+
+    def kill_now(self) -> None:
+        """SIGKILL the group and reap it at once, blocking briefly (used at shutdown)."""
+        if self.running:
+            self.signal(signal.SIGKILL)
+            self._popen.wait()
+            self._reap()
+
+    def _reap(self) -> None:
+        if self.done.done():
+            return
+        self._loop.remove_reader(self._pidfd)
+        # The main process ended: like a VM shutting down, nothing else in its group survives.
+        self.signal(signal.SIGKILL)
+        code = self._popen.wait()
+        os.close(self._pidfd)
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        status = ExitStatus(
+            exit_code=128 - code if code < 0 else code,
+            signal=-code if code < 0 else -1,
+            oom_killed=self.oom_killed,
+            exited_at_ms=now_ms(),
+        )
+        self.done.set_result(status)
+        self._on_exit(status)
+
+
+def spawn(
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    log_path: Path,
+    on_exit: Callable[[ExitStatus], None],
+    stdin_path: Path | None = None,
+    stderr_path: Path | None = None,
+) -> ProcessHandle:
+    """Start ``argv`` in a new session with stdout and stderr appended to ``log_path``.
+
+    ``stderr_path`` separates stderr. The working directory is the emulator's own, so the
+    user's code is importable as it would be from an image's workdir.
+
+    :raises OSError: when the program cannot be started (not found, not executable).
+    """
+    loop = asyncio.get_running_loop()
+    with contextlib.ExitStack() as files:
+        stdout = files.enter_context(log_path.open("ab"))
+        stderr = files.enter_context(stderr_path.open("ab")) if stderr_path else subprocess.STDOUT
+        stdin = files.enter_context(stdin_path.open("rb")) if stdin_path else subprocess.DEVNULL
+        popen = subprocess.Popen(
+            argv, env=env, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True
+        )
+    return ProcessHandle(popen, loop, on_exit)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """Outcome of `run_command`."""
+
+    exit_code: int
+    signal: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def run_command(
+    argv: list[str], env: dict[str, str], *, stdin: bytes, limit_s: float
+) -> CommandResult:
+    """Run ``argv`` to completion and capture its output (for exec).
+
+    :raises TimeoutError: when it runs longer than ``limit_s``; its group is killed first.
+    :raises OSError: when the program cannot be started.
+    """
+    with tempfile.TemporaryDirectory(prefix="flyjobs-exec-") as scratch:
+        folder = Path(scratch)
+        (folder / "stdin").write_bytes(stdin)
+        handle = spawn(
+            argv,
+            env,
+            log_path=folder / "stdout",
+            stderr_path=folder / "stderr",
+            stdin_path=folder / "stdin",
+            on_exit=lambda _status: None,
+        )
+        try:
+            async with asyncio.timeout(limit_s):
+                status = await asyncio.shield(handle.done)
+        except TimeoutError:
+            handle.signal(signal.SIGKILL)
+            await handle.done
+            raise
+        return CommandResult(
+            exit_code=status.exit_code,
+            signal=status.signal,
+            stdout=(folder / "stdout").read_bytes(),
+            stderr=(folder / "stderr").read_bytes(),
+        )
+
+
+class MemoryMonitor:
+    """One polling task that kills any watched process group using more than its limit.
+
+    Every ``interval_s`` it reads ``/proc`` once (in a worker thread, so the event loop keeps
+    answering) and sums the resident memory of each watched group.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._limits: dict[int, tuple[ProcessHandle, int]] = {}
+
+    def watch(self, handle: ProcessHandle, limit_mb: int) -> None:
+        """Enforce ``limit_mb`` megabytes on ``handle``'s group until it exits."""
+        self._limits[handle.pid] = (handle, limit_mb * 1024 * 1024)
+        handle.done.add_done_callback(lambda _: self._unwatch(handle))
+
+    def _unwatch(self, handle: ProcessHandle) -> None:
+        watched = self._limits.get(handle.pid)
+        if watched is not None and watched[0] is handle:
+            del self._limits[handle.pid]
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        while True:
+            await asyncio.sleep(self._interval_s)
+            if not self._limits:
+                continue
+            usage = await asyncio.to_thread(_group_rss, frozenset(self._limits))
+            for pgid, rss in usage.items():
+                watched = self._limits.get(pgid)
+                if watched is not None and rss > watched[1]:
+                    watched[0].kill_for_memory()
+
+
+def _group_rss(pgids: frozenset[int]) -> dict[int, int]:
+    """Resident bytes per process group, for the groups in ``pgids``."""
+    usage = dict.fromkeys(pgids, 0)
+    for stat in _proc_stats():
+        # Fields after the parenthesised command name: state ppid pgrp ... rss is the 22nd.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        pgrp = int(fields[2])
+        if pgrp in usage:
+            usage[pgrp] += int(fields[21]) * _PAGE_SIZE
+    return usage
+
+
+def _proc_stats() -> Iterator[str]:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", encoding="utf-8", errors="replace") as f:
+                    yield f.read()
+            except OSError:
+                continue

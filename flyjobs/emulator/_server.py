@@ -1,0 +1,168 @@
+"""Run the emulator: `serve` in the current event loop, `serve_in_thread` beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from ._app import build_app
+from ._config import EmulatorConfig
+from ._state import Emulator
+
+__all__ = ("RunningEmulator", "serve", "serve_in_thread")
+
+#: Seconds uvicorn may spend finishing in-flight requests at stop (waits are answered first).
+_GRACEFUL_STOP_S = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RunningEmulator:
+    """A running emulator.
+
+    :ivar url: base URL without ``/v1`` (``http://127.0.0.1:43121``), for ``FLY_API_HOSTNAME``.
+    :ivar token: the first accepted bearer token, for ``FLY_API_TOKEN``.
+    :ivar config: the settings it runs with.
+    :ivar data_dir: the folder holding machine roots and logs.
+    """
+
+    url: str
+    token: str
+    config: EmulatorConfig
+    data_dir: Path
+
+
+class _Server(uvicorn.Server):
+    # The host program owns its signals (the emulator may be embedded in a user's program, and
+    # `flyjobs dev` installs its own handlers), so uvicorn must not capture them.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]:
+    """Serve the API in the current event loop until the block exits.
+
+    Yields once the server answers. On exit every machine process is killed (its whole
+    process group) and reaped, pending waits are answered 503, and the server stops.
+    """
+    tokens = list(config.tokens) or [secrets.token_urlsafe(24)]
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    # proto must say TCP: asyncio only sets TCP_NODELAY on such sockets, and without it each
+    # answer (headers and body are separate writes) waits on the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+    except OSError:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
+    data_dir = config.data_dir or _temporary_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    emulator = Emulator(config, data_dir)
+    server = _Server(
+        uvicorn.Config(
+            build_app(emulator, tokens),
+            lifespan="off",
+            http="h11",
+            ws="none",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=_GRACEFUL_STOP_S,
+        )
+    )
+
+    def abandon() -> None:
+        # The interpreter exits without leaving this block: still kill every machine.
+        emulator.kill_processes()
+        if config.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    atexit.register(abandon)
+    monitor = asyncio.create_task(emulator.run_monitor())
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()
+                raise RuntimeError("the emulator's server stopped while starting")
+            await asyncio.sleep(0.005)
+        host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
+        yield RunningEmulator(f"http://{host}:{port}", tokens[0], config, data_dir)
+    finally:
+        atexit.unregister(abandon)
+        emulator.close()
+        server.should_exit = True
+        await serving
+        monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor
+        sock.close()
+        if config.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _temporary_data_dir() -> Path:
+    """A fresh temporary folder, in RAM (``/dev/shm``) when possible.
+
+    Every run creates a root folder and a log file: on a disk filesystem that costs about a
+    millisecond of CPU each, on tmpfs microseconds.
+    """
+    shm = Path("/dev/shm")
+    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="flyjobs-emulator-", dir=where))
+
+
+@contextlib.contextmanager
+def serve_in_thread(config: EmulatorConfig) -> Iterator[RunningEmulator]:
+    """Serve the API from a daemon thread with its own event loop until the block exits.
+
+    Returns once the server answers; on exit stops everything as `serve` does and joins the
+    thread. Errors raised while starting are raised here.
+    """
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        box["loop"], box["stop"] = asyncio.get_running_loop(), stop
+        async with serve(config) as running:
+            box["running"] = running
+            ready.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="flyjobs-emulator", daemon=True)
+    thread.start()
+    ready.wait()
+    if "running" not in box:
+        thread.join()
+        raise box["error"]
+    try:
+        yield box["running"]
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join()
+        if "error" in box:
+            raise box["error"]

@@ -1,0 +1,306 @@
+"""The emulator's registry of apps and machines, and the operations the routes call.
+
+Handlers stay thin: they parse the request and call one method here. Every method runs on the
+event loop, so no locking is needed; the few that wait (wait, update, force delete, exec) are
+coroutines and re-check the machine when they resume.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from ._apps import App
+from ._config import EmulatorConfig
+from ._errors import ApiError, bad_request, conflict, not_found
+from ._ids import machine_id, machine_name, private_ip, ulid
+from ._launch import Identity, plan_launch
+from ._leases import acquire, check
+from ._lifecycle import Lifecycle
+from ._machine import Machine
+from ._process import CommandResult, MemoryMonitor, run_command
+from ._validate import validate_config, validate_files
+
+__all__ = ("Emulator",)
+
+_RUNNING = frozenset({"starting", "started", "stopping"})
+_APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+class Emulator:
+    """All state of one emulator instance."""
+
+    def __init__(self, config: EmulatorConfig, data_dir: Path) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.apps: dict[str, App] = {}
+        self.machines: dict[str, Machine] = {}
+        self.monitor = MemoryMonitor(config.memory_poll_s)
+        self.lifecycle = Lifecycle(config, self.monitor, self._forget)
+
+    # Apps -----------------------------------------------------------------------------------
+
+    def create_app(self, name: object, org_slug: object, network: object) -> App:
+        """Create an app.
+
+        :raises ApiError: 400 without a name; 422 on a name that is not lowercase letters,
+            digits and dashes (it also names the app's folder), or ``name_taken``.
+        """
+        if not isinstance(name, str) or not name:
+            raise bad_request("app name is required")
+        if not _APP_NAME.fullmatch(name):
+            raise ApiError(
+                422, "Name can only contain lowercase letters, numbers and dashes (at most 63)"
+            )
+        if name in self.apps:
+            raise ApiError(422, "Name has already been taken", code="name_taken")
+        app = App(
+            name=name,
+            org_slug=org_slug if isinstance(org_slug, str) and org_slug else self.config.org_slug,
+            network=network if isinstance(network, str) and network else "default",
+        )
+        self.apps[name] = app
+        return app
+
+    def app(self, name: str) -> App:
+        """The app called ``name``. :raises ApiError: 404."""
+        app = self.apps.get(name)
+        if app is None:
+            raise not_found(f'Could not find App "{name}"')
+        return app
+
+    def app_machines(self, app_name: str, *, include_deleted: bool = False) -> list[Machine]:
+        """The app's machines in creation order."""
+        return [
+            m
+            for m in self.machines.values()
+            if m.app_name == app_name and (include_deleted or m.state != "destroyed")
+        ]
+
+    async def delete_app(self, name: str, *, force: bool) -> None:
+        """Delete an app and its machines; running machines need ``force`` (killed first).
+
+        :raises ApiError: 404; 409 while machines run and ``force`` is not set.
+        """
+        self.app(name)
+        machines = self.app_machines(name, include_deleted=True)
+        running = [m for m in machines if m.state in _RUNNING | {"replacing"}]
+        if running and not force:
+            raise conflict(
+                f"app {name} has {len(running)} running machine(s): stop them or use force=true"
+            )
+        for machine in machines:
+            if machine.state != "destroyed":
+                await self.lifecycle.kill_and_destroy(machine)
+        del self.apps[name]
+        for machine in machines:
+            self._forget(machine)
+        shutil.rmtree(self.data_dir / name, ignore_errors=True)
+
+    # Machines -------------------------------------------------------------------------------
+
+    def create_machine(self, app_name: str, body: dict[str, Any]) -> bytes:
+        """Create (and unless ``skip_launch``, launch) a machine; return the response JSON.
+
+        The response is serialized before the launch, so it shows ``state: created``.
+
+        :raises ApiError: 404 unknown app; 400 invalid config; 409 name already used.
+        """
+        app = self.app(app_name)
+        config = validate_config(body.get("config"))
+        secrets = {} if body.get("skip_secrets") else app.secret_values()
+        validate_files(config, secrets=secrets)
+        name = body.get("name") or machine_name()
+        if not isinstance(name, str):
+            raise bad_request("invalid name: must be a string")
+        for other in self.app_machines(app_name):
+            if other.name == name:
+                raise conflict(f"a machine named {name!r} already exists: {other.id}")
+        region = body.get("region") or self.config.default_region
+        lease_ttl = body.get("lease_ttl")
+        if lease_ttl is not None and (not isinstance(lease_ttl, int) or lease_ttl <= 0):
+            raise bad_request("invalid lease_ttl: must be a positive number of seconds")
+        new_id = machine_id()
+        machine_dir = self.data_dir / app_name / new_id
+        machine_dir.mkdir(parents=True)
+        machine = Machine(
+            id=new_id,
+            name=name,
+            app_name=app_name,
+            region=str(region),
+            private_ip=private_ip(),
+            config=config,
+            version=ulid(),
+            machine_dir=machine_dir,
+            secrets=secrets,
+        )
+        machine.set_state("created", ("launch", "user"))
+        self.machines[new_id] = machine
+        if lease_ttl is None:
+            serialized = machine.json()
+        else:
+            lease = acquire(
+                machine, ttl_s=lease_ttl, description="", nonce=None, owner=self.config.lease_owner
+            )
+            serialized = json.dumps({**machine.to_dict(), "nonce": lease.nonce}).encode()
+        if not body.get("skip_launch"):
+            self.lifecycle.launch(machine, new_run=False)
+        self.lifecycle.schedule(machine)
+        return serialized
+
+    def machine(self, app_name: str, machine_id_: str) -> Machine:
+        """A machine of the app (destroyed ones too, while retained). :raises ApiError: 404."""
+        self.app(app_name)
+        machine = self.machines.get(machine_id_)
+        if machine is None or machine.app_name != app_name:
+            raise not_found("machine not found")
+        return machine
+
+    def live_machine(self, app_name: str, machine_id_: str, nonce: str | None) -> Machine:
+        """A machine that may be changed: not destroyed, and ``nonce`` fits its lease.
+
+        :raises ApiError: 404 (missing or destroyed); 409 (lease held).
+        """
+        machine = self.machine(app_name, machine_id_)
+        if machine.state in ("destroying", "destroyed"):
+            raise not_found(f"machine {machine.id} is destroyed")
+        check(machine, nonce)
+        return machine
+
+    async def update_machine(
+        self, app_name: str, machine_id_: str, body: dict[str, Any], nonce: str | None
+    ) -> Machine:
+        """Replace the whole config; a running machine restarts on the new version.
+
+        :raises ApiError: 400 invalid config or a changed name/region; 409 stale
+            ``current_version``, lease held, or the machine is busy changing.
+        """
+        machine = self.live_machine(app_name, machine_id_, nonce)
+        config = validate_config(body.get("config"))
+        for field, current in (("name", machine.name), ("region", machine.region)):
+            if body.get(field) not in (None, "", current):
+                raise bad_request(f"{field} is immutable and cannot be updated")
+        current_version = body.get("current_version")
+        if current_version not in (None, "", machine.version):
+            raise conflict(
+                f"machine {machine.id} is at version {machine.version}, not {current_version}"
+            )
+        if machine.state in ("replacing", "stopping"):
+            raise conflict(f"machine {machine.id} is {machine.state}; try again")
+        app = self.app(app_name)
+        secrets = {} if body.get("skip_secrets") else app.secret_values()
+        validate_files(config, secrets=secrets)
+        machine.secrets = secrets
+        await self.lifecycle.replace(machine, ulid(), config, launch=not body.get("skip_launch"))
+        return machine
+
+    def start(self, app_name: str, machine_id_: str, nonce: str | None) -> str:
+        """Start a stopped or created machine; return its previous state.
+
+        :raises ApiError: 400 for a scheduled machine; 409 while it is changing state.
+        """
+        machine = self.live_machine(app_name, machine_id_, nonce)
+        previous = machine.state
+        if machine.config.get("schedule"):
+            raise bad_request(
+                f"machine {machine.id} has a schedule ({machine.config['schedule']}); "
+                "it runs on its schedule and cannot be started"
+            )
+        if previous in ("created", "stopped"):
+            self.lifecycle.launch(machine, new_run=True)
+        elif previous not in ("starting", "started"):
+            raise conflict(f"machine {machine.id} is {previous} and cannot be started now")
+        return previous
+
+    async def delete_machine(
+        self, app_name: str, machine_id_: str, *, force: bool, nonce: str | None
+    ) -> None:
+        """Destroy a machine; a running one needs ``force`` (it is killed first).
+
+        :raises ApiError: 404; 409 running without ``force``, or lease held.
+        """
+        machine = self.live_machine(app_name, machine_id_, nonce)
+        running = machine.state in _RUNNING or machine.state == "replacing"
+        if running and not force:
+            raise conflict(
+                "failed_precondition: unable to destroy machine, not currently stopped, "
+                "suspended or failed (use force=true to kill it)"
+            )
+        if running:
+            await self.lifecycle.kill_and_destroy(machine)
+        else:
+            self.lifecycle.destroy(machine, source="user")
+
+    async def exec_command(
+        self, machine: Machine, *, command: object, cmd: object, stdin: object, timeout_s: object
+    ) -> dict[str, Any]:
+        """Run a command in the machine's environment; its failure is still a 200.
+
+        :raises ApiError: 400 bad request; 409 machine not started; 408 timed out.
+        """
+        if isinstance(command, list) and command and all(isinstance(a, str) for a in command):
+            argv = list(command)
+        elif isinstance(cmd, str) and cmd.strip():
+            argv = shlex.split(cmd)
+        else:
+            raise bad_request("command is required: an array of strings")
+        if machine.state != "started":
+            raise conflict(f"machine {machine.id} is {machine.state}, not started")
+        if timeout_s is not None and (
+            not isinstance(timeout_s, int | float) or isinstance(timeout_s, bool) or timeout_s <= 0
+        ):
+            raise bad_request("invalid timeout: must be a positive number of seconds")
+        if stdin is not None and not isinstance(stdin, str):
+            raise bad_request("invalid stdin: must be a string")
+        identity = Identity(
+            machine.app_name, machine.id, machine.region, machine.version, machine.private_ip
+        )
+        plan = plan_launch(
+            identity,
+            {**machine.config, "init": {"exec": argv}, "processes": []},
+            machine.secrets,
+            {},
+            machine.machine_dir,
+        )
+        limit_s = float(timeout_s) if timeout_s else self.config.default_exec_timeout_s
+        try:
+            result: CommandResult = await run_command(
+                plan.argv, plan.env, stdin=(stdin or "").encode(), limit_s=limit_s
+            )
+        except TimeoutError:
+            raise ApiError(408, "deadline_exceeded: the command did not finish in time") from None
+        except OSError as exc:
+            return {"exit_code": 127, "stdout": "", "stderr": f"{argv[0]}: {exc.strerror}\n"}
+        response: dict[str, Any] = {
+            "exit_code": result.exit_code,
+            "stdout": result.stdout.decode(errors="replace"),
+            "stderr": result.stderr.decode(errors="replace"),
+        }
+        if result.signal > 0:
+            response["exit_signal"] = result.signal
+        return response
+
+    # Shutdown -------------------------------------------------------------------------------
+
+    async def run_monitor(self) -> None:
+        """Enforce guest memory until cancelled."""
+        await self.monitor.run()
+
+    def close(self) -> None:
+        """Kill every machine process and answer every pending wait."""
+        self.lifecycle.close(list(self.machines.values()))
+
+    def kill_processes(self) -> None:
+        """SIGKILL every machine's process group without reaping (safe from any thread)."""
+        for machine in list(self.machines.values()):
+            if machine.handle is not None:
+                machine.handle.signal(signal.SIGKILL)
+
+    def _forget(self, machine: Machine) -> None:
+        if self.machines.get(machine.id) is machine:
+            del self.machines[machine.id]

@@ -1,0 +1,320 @@
+"""Validation of machine configs as Fly's API does it, before anything runs.
+
+Everything a handler accepts goes through here; what passes is recorded as sent (plus the
+defaults Fly fills in) and read back by the rest of the emulator without further checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import posixpath
+import re
+import signal
+from typing import Any
+
+from ._errors import bad_request
+
+__all__ = (
+    "SCHEDULE_INTERVALS_S",
+    "STOP_SIGNALS",
+    "effective_guest",
+    "parse_duration_s",
+    "parse_signal",
+    "restart_policy",
+    "stop_settings",
+    "validate_config",
+    "validate_files",
+)
+
+#: Seconds between runs of each ``config.schedule`` value (a month is taken as 30 days).
+SCHEDULE_INTERVALS_S = {
+    "hourly": 3600.0,
+    "daily": 86400.0,
+    "weekly": 7 * 86400.0,
+    "monthly": 30 * 86400.0,
+}
+
+#: Named sizes → (cpu_kind, cpus, memory_mb), as fly-go's presets.
+_SIZES: dict[str, tuple[str, int, int]] = {
+    "shared-cpu-1x": ("shared", 1, 256),
+    "shared-cpu-2x": ("shared", 2, 512),
+    "shared-cpu-4x": ("shared", 4, 1024),
+    "shared-cpu-8x": ("shared", 8, 2048),
+    "performance-1x": ("performance", 1, 2048),
+    "performance-2x": ("performance", 2, 4096),
+    "performance-4x": ("performance", 4, 8192),
+    "performance-8x": ("performance", 8, 16384),
+    "performance-16x": ("performance", 16, 32768),
+    "a10": ("performance", 8, 32768),
+    "a100-40gb": ("performance", 8, 32768),
+    "a100-80gb": ("performance", 8, 32768),
+    "l40s": ("performance", 8, 32768),
+}
+#: cpu_kind → (allowed cpu counts, min MB per cpu, max MB per cpu).
+_CPU_KINDS: dict[str, tuple[frozenset[int], int, int]] = {
+    "shared": (frozenset({1, 2, 4, 8}), 256, 2048),
+    "performance": (frozenset({1, 2, 4, 8, 16}), 2048, 8192),
+}
+_DEFAULT_GUEST = {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256}
+_RESTART_POLICIES = frozenset({"", "no", "always", "on-failure"})
+#: Signals a stop may send (the spec's ``StopRequest.signal``).
+STOP_SIGNALS = frozenset(
+    {"SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGTERM"}
+)
+_MAX_STOP_TIMEOUT_S = 300.0
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS_S = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}  # fmt: skip
+
+
+def validate_config(raw: object) -> dict[str, Any]:
+    """Check a ``config`` object and return it with Fly's defaults filled in.
+
+    :raises ApiError: 400 naming the first invalid field.
+    """
+    if not isinstance(raw, dict):
+        raise bad_request("config is required and must be an object")
+    config = dict(raw)
+    image = config.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise bad_request("invalid config.image: an image is required")
+    _check_str_map(config, "env")
+    _check_str_map(config, "metadata")
+    _check_init(config.get("init"))
+    _check_processes(config.get("processes"))
+    _check_guest_and_size(config)
+    restart_policy(config)
+    stop_settings(config, default_timeout_s=0.0)
+    schedule = config.get("schedule")
+    if schedule not in (None, "") and schedule not in SCHEDULE_INTERVALS_S:
+        raise bad_request(
+            f"invalid config.schedule {schedule!r}: use hourly, daily, weekly or monthly"
+        )
+    if config.get("auto_destroy") is not None and not isinstance(config["auto_destroy"], bool):
+        raise bad_request("invalid config.auto_destroy: must be a boolean")
+    validate_files(config, secrets=None)
+    if "guest" not in config and not config.get("size"):
+        config["guest"] = dict(_DEFAULT_GUEST)
+    return config
+
+
+def effective_guest(config: dict[str, Any]) -> tuple[str, int, int]:
+    """(cpu_kind, cpus, memory_mb) the machine gets, from ``guest`` or the named ``size``."""
+    size = config.get("size")
+    if size:
+        return _SIZES[size]
+    guest = config.get("guest") or {}
+    return (
+        guest.get("cpu_kind") or "shared",
+        guest.get("cpus") or 1,
+        guest.get("memory_mb") or 256,
+    )
+
+
+def restart_policy(config: dict[str, Any]) -> tuple[str, int]:
+    """(policy, max_retries) with Fly's defaults: ``on-failure`` and 10 retries.
+
+    :raises ApiError: 400 on an unknown policy or a negative ``max_retries``.
+    """
+    restart = config.get("restart") or {}
+    if not isinstance(restart, dict):
+        raise bad_request("invalid config.restart: must be an object")
+    policy = restart.get("policy") or ""
+    if policy not in _RESTART_POLICIES:
+        raise bad_request(f"invalid config.restart.policy {policy!r}: use no, always or on-failure")
+    max_retries = restart.get("max_retries")
+    if max_retries is None:
+        max_retries = 10
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        raise bad_request("invalid config.restart.max_retries: must be a non-negative integer")
+    return (policy or "on-failure", max_retries)
+
+
+def stop_settings(config: dict[str, Any], *, default_timeout_s: float) -> tuple[int, float]:
+    """(signal number, timeout in seconds) from ``stop_config``; Fly's default signal is SIGINT.
+
+    :raises ApiError: 400 on an unknown signal or a timeout over 5 minutes.
+    """
+    stop_config = config.get("stop_config") or {}
+    if not isinstance(stop_config, dict):
+        raise bad_request("invalid config.stop_config: must be an object")
+    sig = parse_signal(stop_config.get("signal") or "SIGINT", allowed=STOP_SIGNALS)
+    timeout = stop_config.get("timeout")
+    timeout_s = default_timeout_s if timeout in (None, "") else parse_duration_s(timeout)
+    if timeout_s > _MAX_STOP_TIMEOUT_S:
+        raise bad_request("invalid stop_config.timeout, cannot exceed 5 minutes")
+    return (sig, timeout_s)
+
+
+def parse_signal(name: object, *, allowed: frozenset[str] | None = None) -> int:
+    """Signal number of a name such as ``SIGTERM`` (or ``TERM``, or a number).
+
+    :raises ApiError: 400 on an unknown signal, or one outside ``allowed``.
+    """
+    if isinstance(name, int) and not isinstance(name, bool):
+        try:
+            return int(signal.Signals(name))
+        except ValueError:
+            raise bad_request(f"invalid signal {name}") from None
+    if not isinstance(name, str):
+        raise bad_request("invalid signal: must be a signal name such as SIGTERM")
+    full = name.upper() if name.upper().startswith("SIG") else "SIG" + name.upper()
+    if (allowed is not None and full not in allowed) or full not in signal.Signals.__members__:
+        raise bad_request(f"invalid signal {name!r}")
+    return int(signal.Signals[full])
+
+
+def parse_duration_s(value: object) -> float:
+    """Seconds of a Go duration string (``"10s"``, ``"1m30s"``, ``"500ms"``) or a number.
+
+    :raises ApiError: 400 when the value is neither.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return max(float(text), 0.0)
+        except ValueError:
+            pass
+        parts = _DURATION_PART.findall(text)
+        if parts and "".join(number + unit for number, unit in parts) == text:
+            return sum(float(number) * _DURATION_UNITS_S[unit] for number, unit in parts)
+    raise bad_request(f"invalid duration {value!r}: use a Go duration such as 10s")
+
+
+def validate_files(
+    config: dict[str, Any], *, secrets: dict[str, str] | None
+) -> list[tuple[str, bytes, int | None]]:
+    """Check ``config.files`` and return (path relative to the machine root, content, mode).
+
+    With ``secrets`` None only the shape is checked; otherwise ``secret_name`` is resolved
+    against them (a secret holds base64, as on Fly).
+
+    :raises ApiError: 400 on a relative or escaping ``guest_path``, a missing or doubled
+        source, bad base64, or an unknown secret.
+    """
+    files = config.get("files") or []
+    if not isinstance(files, list):
+        raise bad_request("invalid config.files: must be an array")
+    result = []
+    for item in files:
+        if not isinstance(item, dict):
+            raise bad_request("invalid config.files entry: must be an object")
+        relative = _guest_relative_path(item.get("guest_path"))
+        sources = [key for key in ("raw_value", "secret_name", "image_config") if item.get(key)]
+        if len(sources) != 1:
+            raise bad_request(
+                f"file {item.get('guest_path')}: set exactly one of raw_value or secret_name"
+            )
+        if sources[0] == "image_config":
+            raise bad_request("file image_config is not supported by the local emulator")
+        mode = item.get("mode")
+        if mode is not None and (not isinstance(mode, int) or not 0 <= mode <= 0o7777):
+            raise bad_request(f"file {item['guest_path']}: invalid mode")
+        encoded = item.get("raw_value")
+        if sources[0] == "secret_name" and secrets is not None:
+            encoded = secrets.get(item["secret_name"])
+            if encoded is None:
+                raise bad_request(
+                    f"file {item['guest_path']}: secret {item['secret_name']!r} not found"
+                )
+        if encoded is not None:
+            result.append((relative, _b64decode(encoded, item["guest_path"]), mode))
+    return result
+
+
+def _guest_relative_path(guest_path: object) -> str:
+    if not isinstance(guest_path, str) or not guest_path.startswith("/") or "\0" in guest_path:
+        raise bad_request(f"invalid guest_path {guest_path!r}: must be an absolute path")
+    parts = [part for part in guest_path.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        # ".." is refused outright: joined under the machine root it could climb out of it.
+        raise bad_request(f"invalid guest_path {guest_path!r}: must name a file inside the machine")
+    return posixpath.join(*parts)
+
+
+def _b64decode(value: object, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise bad_request(f"file {where}: content must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"file {where}: content is not valid base64") from None
+
+
+def _check_str_map(config: dict[str, Any], field: str) -> None:
+    value = config.get(field)
+    if value is None:
+        return
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise bad_request(f"invalid config.{field}: must map strings to strings")
+
+
+def _check_argv(value: object, where: str) -> None:
+    if value is not None and (
+        not isinstance(value, list) or not all(isinstance(arg, str) for arg in value)
+    ):
+        raise bad_request(f"invalid {where}: must be an array of strings")
+
+
+def _check_init(init: object) -> None:
+    if init is None:
+        return
+    if not isinstance(init, dict):
+        raise bad_request("invalid config.init: must be an object")
+    for key in ("exec", "entrypoint", "cmd", "kernel_args"):
+        _check_argv(init.get(key), f"config.init.{key}")
+
+
+def _check_processes(processes: object) -> None:
+    if processes is None:
+        return
+    if not isinstance(processes, list) or not all(isinstance(p, dict) for p in processes):
+        raise bad_request("invalid config.processes: must be an array of objects")
+    for index, process in enumerate(processes):
+        for key in ("exec", "entrypoint", "cmd"):
+            _check_argv(process.get(key), f"config.processes[{index}].{key}")
+        env = process.get("env")
+        if env is not None and (
+            not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values())
+        ):
+            raise bad_request(f"invalid config.processes[{index}].env")
+
+
+def _check_guest_and_size(config: dict[str, Any]) -> None:
+    size = config.get("size")
+    guest = config.get("guest")
+    if size and guest:
+        raise bad_request("guest and size are mutually exclusive: set one of them")
+    if size:
+        if size not in _SIZES:
+            raise bad_request(f"invalid config.size {size!r}: unknown size name")
+        return
+    if guest is None:
+        return
+    if not isinstance(guest, dict):
+        raise bad_request("invalid config.guest: must be an object")
+    kind = guest.get("cpu_kind") or "shared"
+    if kind not in _CPU_KINDS:
+        raise bad_request(f"invalid guest.cpu_kind {kind!r}: use shared or performance")
+    allowed_cpus, min_mb_per_cpu, max_mb_per_cpu = _CPU_KINDS[kind]
+    cpus = guest.get("cpus", 1)
+    if not isinstance(cpus, int) or isinstance(cpus, bool) or cpus not in allowed_cpus:
+        raise bad_request(f"invalid guest.cpus {cpus!r} for cpu_kind {kind}")
+    # Shared cpus start at 256 MB whatever their count; performance cpus need 2 GB each.
+    min_mb = min_mb_per_cpu * (cpus if kind == "performance" else 1)
+    max_mb = max_mb_per_cpu * cpus
+    memory_mb = guest.get("memory_mb", min_mb)
+    if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb % 256:
+        raise bad_request(f"invalid guest.memory_mb {memory_mb!r}: must be a multiple of 256")
+    if not min_mb <= memory_mb <= max_mb:
+        raise bad_request(
+            f"invalid guest.memory_mb {memory_mb}: {kind} with {cpus} cpu(s) allows "
+            f"{min_mb} to {max_mb} MB"
+        )
+    _check_argv(guest.get("kernel_args"), "guest.kernel_args")

@@ -1,0 +1,100 @@
+"""Fly's rate limits (429 + Retry-After), added latency and boot delay, injected 5xx answers
+and dropped connections (some after the change was made)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+from _emu_helpers import SLEEP, create, new_app, sync_client
+
+from flyjobs.emulator import RunningEmulator
+
+
+def test_per_action_rate_limit(make_emulator: Callable[..., RunningEmulator]) -> None:
+    with sync_client(make_emulator(rate_limits=True)) as c:
+        app = new_app(c)
+        machine = create(c, app, SLEEP)
+        base = f"/v1/apps/{app}/machines/{machine['id']}"
+        codes = [c.get(f"{base}/metadata").status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        r = c.get(f"{base}/metadata")
+        assert r.status_code == 429
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]
+        # Another action, and the same action on another subject, have their own budgets.
+        assert c.get(f"{base}/events").status_code == 200
+        time.sleep(1.05)
+        assert c.get(f"{base}/metadata").status_code == 200
+
+
+def test_get_machine_has_a_larger_budget(make_emulator: Callable[..., RunningEmulator]) -> None:
+    with sync_client(make_emulator(rate_limits=True)) as c:
+        app = new_app(c)
+        machine = create(c, app, SLEEP)
+        codes = [c.get(f"/v1/apps/{app}/machines/{machine['id']}").status_code for _ in range(11)]
+        assert codes == [200] * 10 + [429]
+
+
+def test_latency_is_added(make_emulator: Callable[..., RunningEmulator]) -> None:
+    with sync_client(make_emulator(latency_s=0.2)) as c:
+        started = time.monotonic()
+        c.get("/v1/apps", params={"org_slug": "personal"})
+        assert time.monotonic() - started >= 0.2
+
+
+def test_boot_delay(make_emulator: Callable[..., RunningEmulator]) -> None:
+    with sync_client(make_emulator(boot_delay_s=0.5)) as c:
+        app = new_app(c)
+        started = time.monotonic()
+        machine = create(c, app, SLEEP)
+        r = c.get(f"/v1/apps/{app}/machines/{machine['id']}/wait", params={"state": "started"})
+        assert r.status_code == 200
+        assert time.monotonic() - started >= 0.5
+
+
+def test_error_rate_answers_5xx_and_changes_nothing(
+    make_emulator: Callable[..., RunningEmulator],
+) -> None:
+    with sync_client(make_emulator(error_rate=1.0, seed=1)) as c:
+        r = c.post("/v1/apps", json={"name": "never", "org_slug": "personal"})
+        assert r.status_code in (500, 502, 503)
+        assert r.json()["error"]
+
+
+def test_error_rate_is_a_fraction(make_emulator: Callable[..., RunningEmulator]) -> None:
+    with sync_client(make_emulator(error_rate=0.3, seed=7)) as c:
+        codes = [c.get("/v1/apps", params={"org_slug": "personal"}).status_code for _ in range(200)]
+    failures = sum(code >= 500 for code in codes)
+    assert 30 <= failures <= 90
+
+
+def test_dropped_connection(make_emulator: Callable[..., RunningEmulator]) -> None:
+    emu = make_emulator(drop_rate=1.0, seed=3)
+    with sync_client(emu) as c, pytest.raises(httpx.TransportError):
+        c.get("/v1/apps", params={"org_slug": "personal"})
+
+
+def test_some_drops_happen_after_the_change(make_emulator: Callable[..., RunningEmulator]) -> None:
+    with sync_client(make_emulator(drop_rate=0.5, seed=11)) as c:
+        dropped: list[str] = []
+        for index in range(40):
+            name = f"drop-{index}"
+            try:
+                c.post("/v1/apps", json={"name": name, "org_slug": "personal"})
+            except httpx.TransportError:
+                dropped.append(name)
+        assert dropped, "no connection was dropped"
+        made_anyway = [name for name in dropped if _get_through_drops(c, f"/v1/apps/{name}") == 200]
+    assert 0 < len(made_anyway) < len(dropped)
+
+
+def _get_through_drops(c: httpx.Client, url: str) -> int:
+    for _ in range(50):
+        try:
+            return c.get(url).status_code
+        except httpx.TransportError:
+            continue
+    raise AssertionError(f"every GET {url} was dropped")

@@ -1,0 +1,52 @@
+"""Fly's logs API shape at ``/api/v1/apps/{app}/logs``, from the machine's output."""
+
+from __future__ import annotations
+
+import httpx
+from _emu_helpers import create, wait_ok
+
+PRINT_LINES = [
+    "python",
+    "-c",
+    "import sys\nfor i in range(5): print('line', i)\nprint('err', file=sys.stderr)",
+]
+
+
+def test_logs_shape_and_paging(client: httpx.Client, app: str) -> None:
+    machine = create(client, app, PRINT_LINES, auto_destroy=True, restart={"policy": "no"})
+    wait_ok(client, app, machine["id"], "destroyed")
+    url = f"/api/v1/apps/{app}/logs"
+    body = client.get(url, params={"instance": machine["id"]}).json()
+    messages = [entry["attributes"]["message"] for entry in body["data"]]
+    assert messages == [f"line {i}" for i in range(5)] + ["err"]
+    entry = body["data"][0]
+    assert set(entry["attributes"]) == {
+        "timestamp",
+        "message",
+        "level",
+        "instance",
+        "region",
+        "meta",
+    }
+    assert entry["attributes"]["instance"] == machine["id"]
+    assert entry["attributes"]["timestamp"].endswith("Z")
+    assert len({e["id"] for e in body["data"]}) == 6
+    later = client.get(
+        url, params={"instance": machine["id"], "next_token": body["meta"]["next_token"]}
+    )
+    assert later.json()["data"] == []
+
+
+def test_logs_of_the_whole_app_and_unknowns(client: httpx.Client, app: str) -> None:
+    one = create(client, app, ["python", "-c", "print('one')"], restart={"policy": "no"})
+    two = create(client, app, ["python", "-c", "print('two')"], restart={"policy": "no"})
+    wait_ok(client, app, one["id"], "stopped")
+    wait_ok(client, app, two["id"], "stopped")
+    data = client.get(f"/api/v1/apps/{app}/logs").json()["data"]
+    assert sorted(e["attributes"]["message"] for e in data) == ["one", "two"]
+    assert (
+        client.get(f"/api/v1/apps/{app}/logs", params={"instance": "00000000000000"}).status_code
+        == 404
+    )
+    assert client.get("/api/v1/apps/no-such-app/logs").status_code == 404
+    assert client.get(f"/api/v1/apps/{app}/logs", params={"next_token": "%%%"}).status_code == 400
