@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import importlib
 
+from . import _exceptions  # standard library only: cheap for the worker
+
 __version__ = "0.1.0"
 
 # Not `from typing import TYPE_CHECKING`: importing typing costs every machine ~5 ms of start.
@@ -52,37 +54,13 @@ if TYPE_CHECKING:
     from ._function import Function as Function
     from ._function import remote as remote
 
-_EXCEPTIONS = (
-    "APIError",
-    "AuthenticationError",
-    "BadRequestError",
-    "CallCancelledError",
-    "CallError",
-    "CallTimeoutError",
-    "ConfigError",
-    "ConflictError",
-    "FlyjobsError",
-    "FlyjobsTimeoutError",
-    "LeaseHeldError",
-    "MachineCrashedError",
-    "NotFoundError",
-    "OutOfMemoryError",
-    "PreconditionFailedError",
-    "RateLimitedError",
-    "RemoteError",
-    "SerializationError",
-    "ServerError",
-    "TransportError",
-    "UnprocessableError",
-    "WaitTimeoutError",
-)
 
 _WHERE: dict[str, str] = {
     "Call": "._call",
     "CallStatus": "._call",
     "Function": "._function",
     "remote": "._function",
-    **dict.fromkeys(_EXCEPTIONS, "._exceptions"),
+    **dict.fromkeys(_exceptions.__all__, "._exceptions"),
 }
 
 __all__ = tuple(sorted(_WHERE)) + ("__version__",)

@@ -18,7 +18,7 @@ __all__ = ("Call", "CallState", "CallStatus", "Timings")
 R = TypeVar("R")
 
 
-class CallStatus(str, enum.Enum):
+class CallStatus(enum.StrEnum):
     """Where a call is in its life."""
 
     #: waiting for a place in the pool of machines in flight

@@ -2,9 +2,7 @@
 
 Kept light on purpose: a user's module imports this at decoration time, and that module is also
 imported by the worker on every machine, so the client machinery (httpx, pydantic, the runtime)
-is imported only when a call is actually made. For the same reason ``typing`` is not imported
-at run time (it alone costs a machine ~6 ms of start): the generic parameters exist for type
-checkers only, and at run time ``Generic[P, R]`` is a plain base class.
+is imported only when a call is actually made, and ``typing`` not at all (see ``_typing``).
 """
 
 from __future__ import annotations
@@ -12,27 +10,16 @@ from __future__ import annotations
 import functools
 
 from ._options import CallOptions
+from ._typing import Generic, ParamSpec, TypeVar, overload
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-    from typing import Generic, ParamSpec, TypeVar, overload
 
     from ._call import Call
 
-    P = ParamSpec("P")
-    R = TypeVar("R")
-else:
-
-    class Generic:
-        def __class_getitem__(cls, _params: object) -> type:
-            return cls
-
-    P = R = None
-
-    def overload(fn: object) -> object:
-        return fn
-
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = ("Function", "remote")
 

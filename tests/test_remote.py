@@ -16,13 +16,12 @@ from typing import Any
 import httpx
 import pydantic
 import pytest
+import remote_funcs as funcs
 
 import flyjobs
 from flyjobs._codec import decode_call
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
 from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime
-
-import remote_funcs as funcs
 
 
 @dataclasses.dataclass

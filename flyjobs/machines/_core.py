@@ -1,0 +1,193 @@
+"""The part of `MachinesClient` every endpoint group builds on: settings, pool, request layer."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from .._exceptions import ConfigError
+from ._held import held_nonce
+from ._http import Call, Params, Requester, normalize_token
+from ._ratelimit import RateLimiter, RateLimits
+from ._retry import RetryPolicy
+
+__all__ = (
+    "DEFAULT_BASE_URL",
+    "ClientCore",
+    "RateLimitSetting",
+    "app_path",
+    "params",
+    "quote_segment",
+    "without_none",
+)
+
+#: Public endpoint of the Machines API (``FLY_API_HOSTNAME`` overrides it).
+DEFAULT_BASE_URL: Final = "https://api.machines.dev"
+#: Where Fly serves app logs: not the Machines API, but the platform API.
+FLY_PLATFORM_URL: Final = "https://api.fly.io"
+_FLY_MACHINES_HOSTS: Final = ("api.machines.dev", "_api.internal")
+NONCE_HEADER: Final = "fly-machine-lease-nonce"
+
+#: ``"fly"``, ``"off"``, ``"auto"`` or custom `RateLimits`; see `MachinesClient`.
+RateLimitSetting = RateLimits | Literal["auto", "fly", "off"]
+
+
+class ClientCore:
+    """Settings, connection pool and request layer shared by the endpoint groups."""
+
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        base_url: str | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limits: RateLimitSetting = "auto",
+        timeout_s: float = 30.0,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        logs_url: str | None = None,
+    ) -> None:
+        if http is not None and transport is not None:
+            raise ConfigError("pass either http or transport to MachinesClient, not both")
+        raw_url = base_url if base_url is not None else os.environ.get("FLY_API_HOSTNAME")
+        #: The API's base URL, without ``/v1``.
+        self.base_url = _normalize_base_url(raw_url or DEFAULT_BASE_URL)
+        #: Where app logs are read from (Fly's platform API, or the emulator itself).
+        self.logs_url = _normalize_base_url(
+            logs_url or _default_logs_url(self.base_url), setting="logs_url"
+        )
+        raw_token = token if token is not None else os.environ.get("FLY_API_TOKEN")
+        bare_token = normalize_token(raw_token)
+        #: The client-side rate limits in force (``None``: off).
+        self.rate_limits = _resolve_rate_limits(rate_limits, self.base_url)
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            transport=transport,
+            # Waits hold a connection for up to a minute each; the caller bounds concurrency.
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        )
+        self._requester = Requester(
+            self._http,
+            base_url=self.base_url,
+            token=bare_token,
+            retry=retry or RetryPolicy(),
+            limiter=RateLimiter(self.rate_limits) if self.rate_limits is not None else None,
+            timeout_s=timeout_s,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, token=[redacted])"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless it was passed in as ``http``). Idempotent."""
+        self._requester.closed = True
+        if self._owns_http:
+            await self._http.aclose()
+
+    def _machine_call(
+        self,
+        method: str,
+        app: str,
+        machine_id: str,
+        suffix: str,
+        action: str,
+        *,
+        safe: bool = True,
+        query: Params = (),
+        json: Any = None,
+        nonce: str | None = None,
+        with_held_nonce: bool = True,
+        long_poll: bool = False,
+        read_timeout_s: float | None = None,
+    ) -> Call:
+        """A `Call` on ``/apps/{app}/machines/{machine_id}{suffix}``, rate-limited per machine,
+        carrying the lease nonce (``nonce``, else the one held in this context)."""
+        nonce = nonce or (held_nonce(self, app, machine_id) if with_held_nonce else None)
+        return Call(
+            method,
+            f"{app_path(app)}/machines/{quote_segment(machine_id)}{suffix}",
+            action,
+            machine_id,
+            safe,
+            params=query,
+            json=json,
+            headers={NONCE_HEADER: nonce} if nonce else {},
+            long_poll=long_poll,
+            read_timeout_s=read_timeout_s,
+        )
+
+
+def quote_segment(segment: str) -> str:
+    """``segment`` quoted for use as one path segment (``/`` included)."""
+    return quote(segment, safe="")
+
+
+def app_path(app: str) -> str:
+    """The path of an app."""
+    return f"/v1/apps/{quote_segment(app)}"
+
+
+def without_none(**fields: Any) -> dict[str, Any]:
+    """A JSON body of ``fields`` with the ``None`` ones left out."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def params(**values: str | bool | None) -> list[tuple[str, str]]:
+    """Query parameters; ``None`` and ``False`` are left out, ``True`` is sent as ``true``."""
+    return [
+        (key, "true" if value is True else str(value))
+        for key, value in values.items()
+        if value is not None and value is not False
+    ]
+
+
+def _normalize_base_url(url: str, setting: str = "FLY_API_HOSTNAME or base_url") -> str:
+    url = url.strip().rstrip("/").removesuffix("/v1")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{setting} must be an http(s) URL, not {url!r}")
+    return url
+
+
+def _default_logs_url(base_url: str) -> str:
+    host = urlsplit(base_url).hostname or ""
+    return FLY_PLATFORM_URL if host in _FLY_MACHINES_HOSTS else base_url
+
+
+def _resolve_rate_limits(setting: RateLimitSetting, base_url: str) -> RateLimits | None:
+    if isinstance(setting, RateLimits):
+        return setting
+    choices: Mapping[str, RateLimits | None] = {"fly": RateLimits(), "off": None}
+    if setting in choices:
+        return choices[setting]
+    if setting != "auto":
+        raise ConfigError(
+            f"rate_limits must be 'auto', 'fly', 'off' or a RateLimits, not {setting!r}"
+        )
+    return None if _is_loopback(urlsplit(base_url).hostname or "") else RateLimits()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
