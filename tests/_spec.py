@@ -7,8 +7,7 @@ an httpx response and is meant as a response event hook, so every response a tes
 receives is checked. Where the spec and Fly's guide (or fly-go) disagree, the emulator follows
 the guide and the difference is listed once, in `SPEC_EXCEPTIONS`.
 
-The spec is found beside the repository (``../shared/spec/machines-openapi.yaml``) or at
-``$FLYJOBS_SPEC``.
+The spec is the copy in ``tests/spec/`` (see its README), or ``$FLYJOBS_SPEC``.
 """
 
 from __future__ import annotations
@@ -105,11 +104,11 @@ SPEC_EXCEPTIONS = (
 
 
 def spec_path() -> Path:
-    """Where the spec is: ``$FLYJOBS_SPEC`` or ``shared/spec`` beside the repository."""
+    """Where the spec is: ``$FLYJOBS_SPEC``, else the copy in ``tests/spec/``."""
     override = os.environ.get("FLYJOBS_SPEC")
     if override:
         return Path(override)
-    return Path(__file__).parents[2] / "shared/spec/machines-openapi.yaml"
+    return Path(__file__).parent / "spec" / "machines-openapi.yaml"
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
