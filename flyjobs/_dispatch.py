@@ -76,6 +76,8 @@ class _Plan:
     kwargs: Mapping[str, Any]
     options: CallOptions
     batch_id: str | None
+    app: str
+    image: str
 
 
 def new_call_id() -> str:
@@ -101,10 +103,17 @@ def spawn(
     sys_path = [*sys_path, *_import_root(fn_ref)]
     arg_names = _positional_names(fn)
     call_id = call_id or new_call_id()
-    # Encode once here, in the caller's thread, so a bad argument raises before anything runs.
-    plan = _Plan(call_id, fn_ref, sys_path, arg_names, args, dict(kwargs), options, batch_id)
-    _encode(plan, options, deadline=0.0, result_url="")
     runtime = get_runtime()
+    options = options.merged(runtime.settings.defaults)
+    # A missing image or app is a ConfigError naming where to set it, raised here, before any
+    # machine.
+    image = options.image or runtime.image or runtime.settings.require("image")
+    app = options.app or runtime.app or runtime.settings.require("app")
+    plan = _Plan(
+        call_id, fn_ref, sys_path, arg_names, args, dict(kwargs), options, batch_id, app, image
+    )
+    # Encode once here, in the caller's thread, so a bad argument raises before anything runs.
+    _encode(plan, deadline=0.0, result_url="")
     state = CallState(call_id)
     done = threading.Event()
 
@@ -145,7 +154,7 @@ def _positional_names(fn: Callable[..., Any]) -> list[str]:
     return [p.name for p in parameters if p.kind in kinds]
 
 
-def _encode(plan: _Plan, options: CallOptions, *, deadline: float, result_url: str) -> bytes:
+def _encode(plan: _Plan, *, deadline: float, result_url: str) -> bytes:
     payload = encode_call(
         plan.fn_ref,
         plan.args,
@@ -155,7 +164,7 @@ def _encode(plan: _Plan, options: CallOptions, *, deadline: float, result_url: s
         result_url=result_url,
         batch_id=plan.batch_id,
         sys_path=plan.sys_path,
-        pickle=options.pickle,
+        pickle=plan.options.pickle,
         arg_names=plan.arg_names,
     )
     if len(payload) > MAX_INLINE_PAYLOAD_BYTES:
@@ -168,9 +177,10 @@ def _encode(plan: _Plan, options: CallOptions, *, deadline: float, result_url: s
 
 
 async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
-    options = plan.options.merged(runtime.settings.defaults)
+    options = plan.options
     attempts = options.retries + 1
     try:
+        await runtime.check_secrets(plan.app, options.secrets)
         for attempt in range(attempts):
             call_id = plan.call_id if attempt == 0 else f"{plan.call_id}-r{attempt}"
             try:
@@ -195,15 +205,11 @@ async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
         state.timings.finished_at = time.time()
 
 
-def _machine_config(
-    runtime: Runtime, plan: _Plan, options: CallOptions, call_id: str, payload: bytes
-) -> MachineConfig:
-    image = options.image or runtime.image
-    if image is None:
-        image = runtime.settings.require("image")
+def _machine_config(plan: _Plan, call_id: str, payload: bytes) -> MachineConfig:
+    options = plan.options
     return MachineConfig.model_validate(
         {
-            "image": image,
+            "image": plan.image,
             "auto_destroy": True,
             "restart": {"policy": "no"},
             **options.guest(),
@@ -227,7 +233,7 @@ def _machine_config(
 async def _attempt(
     runtime: Runtime, plan: _Plan, options: CallOptions, call_id: str, state: CallState
 ) -> Any:
-    app = options.app or runtime.app
+    app = plan.app
     timeout_s = options.timeout
     ticket = runtime.inbox.expect(call_id, ttl_s=timeout_s + _WORKER_DEADLINE_SLACK_S + 60)
     try:
@@ -238,11 +244,10 @@ async def _attempt(
             deadline = started + timeout_s
             payload = _encode(
                 dataclasses.replace(plan, call_id=call_id),
-                options,
                 deadline=deadline + _WORKER_DEADLINE_SLACK_S,
                 result_url=ticket.url,
             )
-            config = _machine_config(runtime, plan, options, call_id, payload)
+            config = _machine_config(plan, call_id, payload)
             machine = await runtime.client.create_machine(
                 app, config, name=call_id, region=options.region
             )

@@ -13,7 +13,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,7 +47,7 @@ class Runtime:
     :ivar settings: the settings read at start.
     :ivar client: the Machines API client.
     :ivar inbox: the result inbox the workers deliver to.
-    :ivar app: the app machines are created in.
+    :ivar app: the app machines are created in, if configured.
     :ivar image: the default image, if known.
     :ivar limiter: bounds machines in flight (``max_machines``).
     """
@@ -55,13 +55,31 @@ class Runtime:
     settings: Settings
     client: MachinesClient
     inbox: ResultInbox
-    app: str
+    app: str | None
     image: str | None
     limiter: anyio.CapacityLimiter
     portal: BlockingPortal = field(repr=False)
     _tasks: TaskGroup = field(repr=False)
     _active: set[anyio.CancelScope] = field(default_factory=set, repr=False)
     _idle: anyio.Event = field(default_factory=anyio.Event, repr=False)
+    _secrets: dict[str, set[str]] = field(default_factory=dict, repr=False)
+
+    async def check_secrets(self, app: str, names: Sequence[str]) -> None:
+        """Check that the app has the secrets ``names`` (app secrets are injected into every
+        machine's environment); the app's secret names are read once and cached.
+
+        :raises ConfigError: naming the missing secrets and how to set them.
+        """
+        missing = [n for n in names if n not in self._secrets.get(app, ())]
+        if not missing:
+            return
+        self._secrets[app] = {s.name for s in await self.client.list_secrets(app)}
+        missing = [n for n in names if n not in self._secrets[app]]
+        if missing:
+            raise ConfigError(
+                f"app {app!r} has no secret(s) {', '.join(missing)}; set them with"
+                f" `fly secrets set NAME=VALUE -a {app}` (or MachinesClient.set_secret)"
+            )
 
     def submit(self, fn: Callable[[], Awaitable[T]]) -> Future[T]:
         """Run ``fn()`` on the runtime's loop, from another thread, as a tracked task; return
@@ -218,12 +236,10 @@ async def _open(
         ResultInbox(host=bind, advertise_host=advertise) as inbox,
         anyio.create_task_group() as tasks,
     ):
-        image: str | None
+        app, image = settings.app, settings.image
         if settings.embedded:
-            app, image = EMBEDDED_APP, settings.image or EMBEDDED_IMAGE
+            app, image = EMBEDDED_APP, image or EMBEDDED_IMAGE
             await client.create_app(app, org_slug="personal")
-        else:
-            app, image = settings.require("app"), settings.image
         yield Runtime(
             settings=settings,
             client=client,

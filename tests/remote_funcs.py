@@ -77,3 +77,8 @@ def slow(seconds: float) -> float:
 @flyjobs.remote(timeout_s=60)
 def env_value(name: str) -> str | None:
     return os.environ.get(name)
+
+
+@flyjobs.remote(timeout_s=60, secrets=["DATABASE_URL"])
+def needs_database(name: str) -> str | None:
+    return os.environ.get(name)

@@ -223,3 +223,11 @@ def test_local_runs_here(runtime: Runtime) -> None:
     assert funcs.add.local(1, 2) == 3
     assert funcs.add(1, 2) == 3
     assert len(_machines(runtime)) == before
+
+
+@pytest.mark.anyio
+async def test_sync_face_works_inside_a_running_event_loop(runtime: Runtime) -> None:
+    # As in a Jupyter cell: a running loop in this thread, and a plain blocking call.
+    assert funcs.add.remote(20, 22) == 42
+    call = funcs.add.spawn(1, 1)
+    assert await call.result_async() == 2

@@ -1,0 +1,110 @@
+"""@remote with a Fly token: flyjobs talks to a Machines API it did not start (here a standalone
+emulator standing in for Fly) and needs the settings a real Fly run needs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import remote_funcs as funcs
+from conftest import TEST_TOKEN
+
+import flyjobs
+from flyjobs._runtime import get_runtime, shutdown_runtime
+from flyjobs.emulator import RunningEmulator
+
+APP = "flyjobs-fly-mode"
+
+
+@pytest.fixture
+def fly(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningEmulator]:
+    emulator = make_emulator()
+    headers = {"Authorization": f"Bearer {TEST_TOKEN}"}
+    with httpx.Client(base_url=emulator.url, headers=headers) as http:
+        assert http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"}).is_success
+        assert http.post(f"/v1/apps/{APP}/secrets/API_KEY", json={"value": "s3cret"}).is_success
+    for name, value in {
+        "FLY_API_TOKEN": TEST_TOKEN,
+        "FLY_API_HOSTNAME": emulator.url,
+        "FLY_APP": APP,
+        "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-fly-mode:latest",
+        # Results come back to an inbox on this host, as on a Fly machine's private address.
+        "FLYJOBS_INBOX_HOST": "127.0.0.1",
+        "FLYJOBS_INBOX_BIND": "127.0.0.1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    shutdown_runtime()
+    yield emulator
+    shutdown_runtime()
+
+
+def test_calls_run_in_the_configured_app_with_its_secrets(fly: RunningEmulator) -> None:
+    call = funcs.env_value.spawn("API_KEY")
+    assert call.result(timeout_s=30) == "s3cret"
+    runtime = get_runtime()
+    assert runtime.app == APP
+    machine = runtime.portal.call(lambda: runtime.client.get_machine(APP, call.machine_id))
+    assert machine.config.image == "registry.fly.io/flyjobs-fly-mode:latest"
+    assert machine.config.auto_destroy is True
+    assert machine.config.restart is not None and machine.config.restart.policy == "no"
+
+
+def test_a_missing_secret_is_named_before_any_machine(fly: RunningEmulator) -> None:
+    with pytest.raises(flyjobs.ConfigError, match="DATABASE_URL") as exc:
+        funcs.needs_database.remote("DATABASE_URL")
+    assert "fly secrets set" in str(exc.value)
+    runtime = get_runtime()
+    assert runtime.portal.call(lambda: runtime.client.list_machines(APP)) == []
+
+
+def test_missing_image_names_variable_and_pyproject_key(
+    fly: RunningEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    monkeypatch.delenv("FLYJOBS_IMAGE")
+    monkeypatch.chdir(str(tmp_path))  # no pyproject.toml with an image above it
+    shutdown_runtime()
+    with pytest.raises(flyjobs.ConfigError, match="FLYJOBS_IMAGE") as exc:
+        funcs.add.remote(1, 2)
+    assert "[tool.flyjobs]" in str(exc.value)
+
+
+def test_missing_app_names_variable_and_pyproject_key(
+    fly: RunningEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    monkeypatch.delenv("FLY_APP")
+    monkeypatch.chdir(str(tmp_path))
+    shutdown_runtime()
+    with pytest.raises(flyjobs.ConfigError, match="FLY_APP"):
+        funcs.add.remote(1, 2)
+
+
+def test_no_reachable_inbox_is_a_clear_error(
+    fly: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLYJOBS_INBOX_HOST")
+    monkeypatch.delenv("FLY_PRIVATE_IP", raising=False)
+    shutdown_runtime()
+    with pytest.raises(flyjobs.ConfigError, match="FLYJOBS_INBOX_HOST"):
+        funcs.add.remote(1, 2)
+
+
+def test_pool_limit_queues_calls_beyond_max_machines(
+    fly: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYJOBS_MAX_MACHINES", "2")
+    shutdown_runtime()
+    calls = [funcs.slow.spawn(1.0) for _ in range(4)]
+    deadline = time.monotonic() + 20
+    statuses: list[flyjobs.CallStatus] = []
+    while time.monotonic() < deadline:
+        statuses = [c.status for c in calls]
+        if statuses.count(flyjobs.CallStatus.running) == 2:
+            break
+        time.sleep(0.01)
+    assert statuses.count(flyjobs.CallStatus.running) == 2
+    assert statuses.count(flyjobs.CallStatus.queued) == 2
+    assert [c.result(timeout_s=30) for c in calls] == [1.0] * 4
