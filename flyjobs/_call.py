@@ -106,7 +106,8 @@ class Call(Generic[R]):
         return self._state.timings
 
     def done(self) -> bool:
-        """True once the call has an outcome and its machine is cleaned up."""
+        """True once the call has an outcome. Its machine is then destroyed, or (after it
+        delivered its result) exiting by itself and watched until it has."""
         return self._done.is_set()
 
     def result(self, timeout_s: float | None = None) -> R:

@@ -413,7 +413,8 @@ async def _destroy(runtime: Runtime, app: str, machine_id: str) -> None:
     except NotFoundError:
         pass  # already gone
     except (APIError, TransportError) as exc:
-        logger.error("could not destroy machine %s: %s; `flyjobs gc` will find it", machine_id, exc)
+        # Its own deadline still ends it (the worker exits, auto_destroy removes it).
+        logger.error("could not destroy machine %s: %s", machine_id, exc)
 
 
 def _tag(exc: BaseException, state: CallState) -> BaseException:
