@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 import remote_funcs as funcs
-from conftest import TEST_TOKEN
 
 import flyjobs
 from flyjobs._runtime import get_runtime, shutdown_runtime
@@ -23,12 +22,12 @@ def fly(
     make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[RunningEmulator]:
     emulator = make_emulator()
-    headers = {"Authorization": f"Bearer {TEST_TOKEN}"}
+    headers = {"Authorization": f"Bearer {emulator.token}"}
     with httpx.Client(base_url=emulator.url, headers=headers) as http:
         assert http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"}).is_success
         assert http.post(f"/v1/apps/{APP}/secrets/API_KEY", json={"value": "s3cret"}).is_success
     for name, value in {
-        "FLY_API_TOKEN": TEST_TOKEN,
+        "FLY_API_TOKEN": emulator.token,
         "FLY_API_HOSTNAME": emulator.url,
         "FLY_APP": APP,
         "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-fly-mode:latest",
