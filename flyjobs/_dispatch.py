@@ -27,11 +27,11 @@ from ._exceptions import (
     APIError,
     CallError,
     CallTimeoutError,
-    ConfigError,
     FlyjobsError,
     MachineCrashedError,
     NotFoundError,
     OutOfMemoryError,
+    SerializationError,
     TransportError,
     WaitTimeoutError,
 )
@@ -96,8 +96,10 @@ def spawn(
 ) -> Call[Any]:
     """Check and submit one call; return its handle.
 
-    :raises ConfigError: the function cannot be referenced by the worker.
-    :raises SerializationError: an argument cannot be encoded (no machine is created).
+    :raises ConfigError: a setting the call needs (image, app) is missing.
+    :raises SerializationError: the function cannot be referenced by the worker, or an argument
+        cannot be encoded, or the arguments are too large to travel inline (no machine is
+        created).
     """
     fn_ref, sys_path = function_reference(fn)
     sys_path = [*sys_path, *_import_root(fn_ref)]
@@ -168,7 +170,7 @@ def _encode(plan: _Plan, *, deadline: float, result_url: str) -> bytes:
         arg_names=plan.arg_names,
     )
     if len(payload) > MAX_INLINE_PAYLOAD_BYTES:
-        raise ConfigError(
+        raise SerializationError(
             f"the arguments of {plan.fn_ref} encode to {len(payload) / 1048576:.1f} MiB, over the"
             f" {MAX_INLINE_PAYLOAD_BYTES // 1048576} MiB that travel inside the machine config;"
             " pass large data by reference (a URL or object-store key) instead"

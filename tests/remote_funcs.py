@@ -82,3 +82,32 @@ def env_value(name: str) -> str | None:
 @flyjobs.remote(timeout_s=60, secrets=["DATABASE_URL"])
 def needs_database(name: str) -> str | None:
     return os.environ.get(name)
+
+
+@flyjobs.remote(timeout_s=60, pickle=True)
+def echo_pickled(value: Any) -> Any:
+    return value
+
+
+class Opaque:
+    """Not plain data: only pickle carries it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Opaque) and other.n == self.n
+
+
+@flyjobs.remote(timeout_s=60, env={"GREETING": "hi from env"})
+def greeting() -> str | None:
+    return os.environ.get("GREETING")
+
+
+@flyjobs.remote(timeout_s=60, retries=1)
+def crash_once(marker: str) -> str:
+    # The first machine finds no marker, leaves one and crashes; the retry finds it.
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(7)
+    return "second time lucky"

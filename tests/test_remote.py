@@ -11,6 +11,7 @@ import enum
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ import remote_funcs as funcs
 
 import flyjobs
 from flyjobs._codec import decode_call
+from flyjobs._dispatch import MAX_INLINE_PAYLOAD_BYTES
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
 from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime
 
@@ -231,3 +233,29 @@ async def test_sync_face_works_inside_a_running_event_loop(runtime: Runtime) -> 
     assert funcs.add.remote(20, 22) == 42
     call = funcs.add.spawn(1, 1)
     assert await call.result_async() == 2
+
+
+def test_pickle_opt_in_carries_arbitrary_objects(runtime: Runtime) -> None:
+    with pytest.raises(flyjobs.SerializationError, match="pickle=True"):
+        funcs.echo.remote(funcs.Opaque(3))
+    assert funcs.echo_pickled.remote(funcs.Opaque(3)) == funcs.Opaque(3)
+
+
+def test_env_option_reaches_the_machine(runtime: Runtime) -> None:
+    assert funcs.greeting.remote() == "hi from env"
+
+
+def test_retries_run_a_crashed_call_again_on_a_new_machine(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    call = funcs.crash_once.spawn(str(tmp_path / "marker"))
+    assert call.result(timeout_s=60) == "second time lucky"
+    names = {m.name for m in _machines(runtime)}
+    assert {call.call_id, f"{call.call_id}-r1"} <= names
+
+
+def test_oversized_payload_is_refused_before_any_machine(runtime: Runtime) -> None:
+    before = len(_machines(runtime))
+    with pytest.raises(flyjobs.SerializationError, match="MiB"):
+        funcs.echo.remote(b"x" * (MAX_INLINE_PAYLOAD_BYTES + 1))
+    assert len(_machines(runtime)) == before
