@@ -44,6 +44,7 @@ def fly(
 def test_calls_run_in_the_configured_app_with_its_secrets(fly: RunningEmulator) -> None:
     call = funcs.env_value.spawn("API_KEY")
     assert call.result(timeout_s=30) == "s3cret"
+    assert funcs.env_value.remote("FLY_API_TOKEN") is None  # the caller's token stays here
     runtime = get_runtime()
     assert runtime.app == APP
     machine = runtime.portal.call(lambda: runtime.client.get_machine(APP, call.machine_id))

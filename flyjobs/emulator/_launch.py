@@ -53,6 +53,11 @@ class LaunchPlan:
     files: list[tuple[str, bytes, int | None]]
 
 
+# The host's environment stands in for the image's, but a Fly machine never sees the token of
+# whoever created it (unless the app sets it as a secret), so neither does a local one.
+_HOST_ONLY_ENV = frozenset({"FLY_API_TOKEN"})
+
+
 def plan_launch(
     identity: Identity,
     config: dict[str, Any],
@@ -68,7 +73,7 @@ def plan_launch(
     :raises ApiError: 400 when a file names a secret the app does not have.
     """
     root = machine_dir / "root"
-    base = dict(os.environ)
+    base = {k: v for k, v in os.environ.items() if k not in _HOST_ONLY_ENV}
     base.update(config.get("env") or {})
     base.update(_fly_env(identity, config))
     base[MACHINE_ROOT_ENV] = str(root)
