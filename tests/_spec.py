@@ -28,6 +28,7 @@ from referencing.jsonschema import DRAFT202012
 
 __all__ = (
     "SPEC_EXCEPTIONS",
+    "SpecCheckingTransport",
     "SpecException",
     "acheck_response",
     "assert_matches_spec",
@@ -233,3 +234,21 @@ async def acheck_response(response: httpx.Response) -> None:
     """httpx response hook (async client): validate the response against the spec."""
     await response.aread()
     _check(response)
+
+
+class SpecCheckingTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that validates every response against the spec, for clients (such as
+    `MachinesClient`) that build their own ``httpx.AsyncClient``."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        await response.aread()
+        response.request = request
+        _check(response)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from _spec import SpecCheckingTransport
 
 from flyjobs.emulator import RunningEmulator
 from flyjobs.machines import MachineConfig, MachinesClient, RetryPolicy
@@ -32,8 +33,10 @@ def sleeper_config(seconds: int = 60, **fields: Any) -> MachineConfig:
 
 
 def client_for(emu: RunningEmulator, **kwargs: Any) -> MachinesClient:
-    """A client of ``emu`` with fast retries."""
+    """A client of ``emu`` with fast retries; every answer is checked against Fly's spec."""
     kwargs.setdefault("retry", FAST_RETRY)
+    if "http" not in kwargs:
+        kwargs.setdefault("transport", SpecCheckingTransport())
     return MachinesClient(emu.token, base_url=emu.url, **kwargs)
 
 
