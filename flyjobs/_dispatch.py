@@ -31,6 +31,7 @@ from ._exceptions import (
     MachineCrashedError,
     NotFoundError,
     OutOfMemoryError,
+    RemoteImportError,
     SerializationError,
     TransportError,
     WaitTimeoutError,
@@ -186,7 +187,7 @@ async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
         for attempt in range(attempts):
             call_id = plan.call_id if attempt == 0 else f"{plan.call_id}-r{attempt}"
             try:
-                value = await _attempt(runtime, plan, options, call_id, state)
+                value = await _attempt(runtime, plan, call_id, state)
             except (OutOfMemoryError, CallTimeoutError):
                 raise  # the same machine size or deadline would fail again
             except (MachineCrashedError, APIError, TransportError) as exc:
@@ -232,10 +233,8 @@ def _machine_config(plan: _Plan, call_id: str, payload: bytes) -> MachineConfig:
     )
 
 
-async def _attempt(
-    runtime: Runtime, plan: _Plan, options: CallOptions, call_id: str, state: CallState
-) -> Any:
-    app = plan.app
+async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState) -> Any:
+    app, options = plan.app, plan.options
     timeout_s = options.timeout
     ticket = runtime.inbox.expect(call_id, ttl_s=timeout_s + _WORKER_DEADLINE_SLACK_S + 60)
     try:
@@ -256,20 +255,20 @@ async def _attempt(
             state.machine_id = machine.id
             state.timings.created_at = time.time()
             state.status = CallStatus.running
-            return await _supervise(runtime, app, machine, ticket, state, deadline, options)
+            return await _supervise(runtime, plan, machine, ticket, state, deadline)
     finally:
         ticket.close()
 
 
 async def _supervise(
     runtime: Runtime,
-    app: str,
+    plan: _Plan,
     machine: Machine,
     ticket: Ticket,
     state: CallState,
     deadline: float,
-    options: CallOptions,
 ) -> Any:
+    app, options = plan.app, plan.options
     try:
         with anyio.fail_after(max(deadline - time.time(), 0.001)):
             body = await _collect(runtime, app, machine.id, ticket, state)
@@ -292,7 +291,7 @@ async def _supervise(
     if state.timings.exited_at is None:
         # The value is ready now; the machine's exit is seen to in the background.
         runtime.background(partial(_reap, runtime, app, machine.id))
-    return _outcome(body, state)
+    return _outcome(body, state, plan.fn_ref)
 
 
 async def _collect(
@@ -343,12 +342,16 @@ async def _reap(runtime: Runtime, app: str, machine_id: str) -> None:
     await _destroy(runtime, app, machine_id)
 
 
-def _outcome(body: bytes, state: CallState) -> Any:
+def _outcome(body: bytes, state: CallState, fn_ref: str) -> Any:
     result = decode_result(body)
     _echo_output(state.call_id, result.stdout_tail, result.stderr_tail)
-    if result.ok or result.error is None:
+    error = result.error
+    if result.ok or error is None:
         return result.value
-    raise _tag(rebuild_exception(result.error), state)
+    if error.stage in ("import", "arguments"):
+        what = fn_ref if error.stage == "import" else f"a class in the arguments of {fn_ref}"
+        raise _tag(RemoteImportError(what, error.type, error.message, error.traceback), state)
+    raise _tag(rebuild_exception(error), state)
 
 
 def _echo_output(call_id: str, stdout: str, stderr: str) -> None:

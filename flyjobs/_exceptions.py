@@ -23,6 +23,8 @@ kept as ``__cause__``)::
     │   └── CallTimeoutError          a remote call passed its `timeout_s`
     └── CallError                 a remote call ended without a value
         ├── RemoteError               the function raised; carries the remote traceback
+        ├── RemoteImportError         the machine could not import the function (or a class
+        │                             its arguments name): the image lacks the code
         ├── MachineCrashedError       the machine exited without delivering a result
         │   └── OutOfMemoryError          ... because it ran out of `memory_mb`
         └── CallCancelledError        the call was cancelled (its machine was destroyed)
@@ -51,6 +53,7 @@ __all__ = (
     "PreconditionFailedError",
     "RateLimitedError",
     "RemoteError",
+    "RemoteImportError",
     "SerializationError",
     "ServerError",
     "TransportError",
@@ -198,6 +201,25 @@ class RemoteError(CallError):
         self.type_name = type_name
         self.remote_traceback = remote_traceback
         super().__init__(f"{type_name}: {message}\n\nRemote traceback:\n{remote_traceback}")
+
+
+class RemoteImportError(CallError):
+    """The machine could not import the function, or a class its arguments name.
+
+    :ivar type_name: the remote exception's ``module.qualname`` (``ModuleNotFoundError``...).
+    :ivar remote_traceback: the formatted remote traceback text.
+    """
+
+    def __init__(self, what: str, type_name: str, message: str, remote_traceback: str) -> None:
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+        super().__init__(
+            f"the machine could not import {what}: {type_name}: {message}. The image a machine"
+            " boots must hold your code and its dependencies: build it from your project with"
+            " flyjobs' Dockerfile, or point image= (FLYJOBS_IMAGE) at one that does; on the"
+            " local emulator, the module must be importable from this working directory."
+            f"\n\nRemote traceback:\n{remote_traceback}"
+        )
 
 
 class MachineCrashedError(CallError):

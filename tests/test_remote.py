@@ -259,3 +259,20 @@ def test_oversized_payload_is_refused_before_any_machine(runtime: Runtime) -> No
     with pytest.raises(flyjobs.SerializationError, match="MiB"):
         funcs.echo.remote(b"x" * (MAX_INLINE_PAYLOAD_BYTES + 1))
     assert len(_machines(runtime)) == before
+
+
+def test_code_missing_on_the_machine_is_named_with_the_fix(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module importable here but absent where the machine runs, as when the image lacks it.
+    (tmp_path / "vanishing_jobs.py").write_text(
+        "import flyjobs\n\n@flyjobs.remote(timeout_s=30)\ndef job():\n    return 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import vanishing_jobs  # type: ignore[import-not-found]
+
+    (tmp_path / "vanishing_jobs.py").unlink()
+    with pytest.raises(flyjobs.RemoteImportError, match="vanishing_jobs:job") as exc:
+        vanishing_jobs.job.remote()
+    assert "Dockerfile" in str(exc.value)
+    assert "ModuleNotFoundError" in exc.value.type_name
