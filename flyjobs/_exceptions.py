@@ -10,6 +10,7 @@ kept as ``__cause__``)::
     ├── APIError                  the Machines API answered with an error status
     │   ├── BadRequestError           400
     │   ├── AuthenticationError       401
+    │   ├── ForbiddenError            403 (e.g. an app of an org the token cannot see)
     │   ├── NotFoundError             404
     │   ├── ConflictError             409
     │   │   └── LeaseHeldError            409 because another holder's lease is live
@@ -46,6 +47,7 @@ __all__ = (
     "ConflictError",
     "FlyjobsError",
     "FlyjobsTimeoutError",
+    "ForbiddenError",
     "LeaseHeldError",
     "MachineCrashedError",
     "NotFoundError",
@@ -114,6 +116,10 @@ class BadRequestError(APIError):
 
 class AuthenticationError(APIError):
     """401: the token is missing or not accepted. Check ``FLY_API_TOKEN``."""
+
+
+class ForbiddenError(APIError):
+    """403: the token may not do this (Fly answers 403 for an app of another organization)."""
 
 
 class NotFoundError(APIError):

@@ -14,6 +14,7 @@ from .._exceptions import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    ForbiddenError,
     LeaseHeldError,
     NotFoundError,
     PreconditionFailedError,
@@ -27,6 +28,7 @@ __all__ = ("api_error", "retry_after_s")
 _BY_STATUS: dict[int, type[APIError]] = {
     400: BadRequestError,
     401: AuthenticationError,
+    403: ForbiddenError,
     404: NotFoundError,
     409: ConflictError,
     412: PreconditionFailedError,

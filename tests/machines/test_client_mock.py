@@ -20,6 +20,7 @@ from flyjobs._exceptions import (
     BadRequestError,
     ConfigError,
     ConflictError,
+    ForbiddenError,
     LeaseHeldError,
     NotFoundError,
     PreconditionFailedError,
@@ -59,7 +60,7 @@ def _machine(name: str, machine_id: str = "m1", state: str = "started") -> dict[
     [
         (400, BadRequestError),
         (401, AuthenticationError),
-        (403, APIError),
+        (403, ForbiddenError),
         (404, NotFoundError),
         (409, ConflictError),
         (412, PreconditionFailedError),
