@@ -59,7 +59,7 @@ class Gate:
     def __init__(self, app: ASGIApp, config: EmulatorConfig, tokens: list[str]) -> None:
         self._app = app
         self._config = config
-        self._tokens = [token.encode() for token in tokens]
+        self._tokens = [_bare_token(token.encode()) for token in tokens]
         self._limiter = RateLimiter(config)
         self._random = random.Random(config.seed)
 
@@ -97,15 +97,24 @@ class Gate:
             if name == b"authorization":
                 value = header
                 break
-        scheme, _, token = value.partition(b" ")
-        if scheme.lower() != b"bearer":
-            token = value  # fly-go sends "FlyV1 …" tokens whole
-        token = token.strip()
+        token = _bare_token(value)
         matched = False
         for accepted in self._tokens:
             # Compare with every token, in constant time, so timing tells nothing.
             matched |= hmac.compare_digest(token, accepted)
         return matched and bool(token)
+
+
+def _bare_token(value: bytes) -> bytes:
+    """The token without its scheme: clients send ``Bearer <token>``, and fly-go and flyjobs
+    send Fly's macaroon tokens as ``FlyV1 <token>`` (some tools nest the two); every spelling
+    matches the same accepted token."""
+    token = value.strip()
+    while True:
+        scheme, _, rest = token.partition(b" ")
+        if scheme.lower() not in (b"bearer", b"flyv1"):
+            return token
+        token = rest.strip()
 
 
 def _action_of(path: str) -> tuple[str, str]:

@@ -73,11 +73,17 @@ def test_every_route_refuses_a_missing_or_bad_token(
 def test_several_tokens_and_flyv1_style(make_emulator: object) -> None:
     emu: RunningEmulator = make_emulator(tokens=["first", "FlyV1 fm2_second"])  # type: ignore[operator]
     assert emu.token == "first"
-    for header in ("Bearer first", "Bearer FlyV1 fm2_second", "FlyV1 fm2_second"):
+    accepted = ("Bearer first", "Bearer FlyV1 fm2_second", "FlyV1 fm2_second", "FlyV1 first")
+    for header in (*accepted, "Bearer fm2_second"):
         r = httpx.get(
             f"{emu.url}/v1/apps", params={"org_slug": "personal"}, headers={"Authorization": header}
         )
         assert r.status_code == 200, header
+    for header in ("FlyV1 fm2_third", "Bearer", "FlyV1"):
+        r = httpx.get(
+            f"{emu.url}/v1/apps", params={"org_slug": "personal"}, headers={"Authorization": header}
+        )
+        assert r.status_code == 401, header
 
 
 def test_a_token_is_generated_when_none_is_given(make_emulator: object) -> None:
