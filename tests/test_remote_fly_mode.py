@@ -108,3 +108,58 @@ def test_pool_limit_queues_calls_beyond_max_machines(
     assert statuses.count(flyjobs.CallStatus.running) == 2
     assert statuses.count(flyjobs.CallStatus.queued) == 2
     assert [c.result(timeout_s=30) for c in calls] == [1.0] * 4
+
+
+@pytest.fixture
+def faulty_fly(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningEmulator]:
+    emulator = make_emulator(error_rate=0.15, drop_rate=0.1, latency_s=0.01, seed=7)
+    headers = {"Authorization": f"Bearer {emulator.token}"}
+    with httpx.Client(base_url=emulator.url, headers=headers) as http:
+        for _ in range(20):  # the faults apply to this setup too
+            try:
+                if http.post("/v1/apps", json={"app_name": APP}).status_code in (201, 422):
+                    break
+            except httpx.TransportError:
+                pass
+    for name, value in {
+        "FLY_API_TOKEN": emulator.token,
+        "FLY_API_HOSTNAME": emulator.url,
+        "FLY_APP": APP,
+        "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-fly-mode:latest",
+        "FLYJOBS_INBOX_HOST": "127.0.0.1",
+        "FLYJOBS_INBOX_BIND": "127.0.0.1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    shutdown_runtime()
+    yield emulator
+    shutdown_runtime()
+
+
+def test_calls_survive_api_faults_without_twins_or_leftovers(faulty_fly: RunningEmulator) -> None:
+    calls = [funcs.add.spawn(i, 1) for i in range(12)]
+    outcomes: list[object] = []
+    for call in calls:
+        try:
+            outcomes.append(call.result(timeout_s=60))
+        except flyjobs.APIError as exc:  # a fault that outlasted the retry budget
+            outcomes.append(exc)
+        except flyjobs.TransportError as exc:
+            outcomes.append(exc)
+    values = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(values) >= 10, outcomes
+    for i, outcome in enumerate(outcomes):
+        if not isinstance(outcome, Exception):
+            assert outcome == i + 1
+    runtime = get_runtime()
+    machines = runtime.portal.call(lambda: runtime.client.list_machines(APP, include_deleted=True))
+    names = [m.name for m in machines]
+    assert len(names) == len(set(names)), "a create was repeated into a twin"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        machines = runtime.portal.call(lambda: runtime.client.list_machines(APP))
+        if all(m.state == "destroyed" for m in machines):
+            break
+        time.sleep(0.1)
+    assert [m.id for m in machines if m.state != "destroyed"] == []
