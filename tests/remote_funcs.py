@@ -111,3 +111,10 @@ def crash_once(marker: str) -> str:
         open(marker, "w").close()
         os._exit(7)
     return "second time lucky"
+
+
+@flyjobs.remote(timeout_s=2)
+def record_pid_and_hang(pid_file: str) -> None:
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)

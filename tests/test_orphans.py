@@ -1,0 +1,55 @@
+"""A machine outlives a client that dies without cleaning up by at most its deadline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+
+CLIENT = """
+import os, signal, sys, time
+sys.path.insert(0, {here!r})
+import remote_funcs
+call = remote_funcs.record_pid_and_hang.spawn({pid_file!r})
+while not os.path.exists({pid_file!r}):
+    time.sleep(0.01)
+time.sleep(0.2)
+os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no cleanup
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_worker_deadline_ends_the_machine_of_a_killed_client(tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker.pid"
+    env = {k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"}
+    client = subprocess.run(
+        [sys.executable, "-c", CLIENT.format(here=str(HERE), pid_file=str(pid_file))],
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert client.returncode == -signal.SIGKILL
+    worker = int(pid_file.read_text())
+    assert _alive(worker), "the machine should still run right after its client died"
+    # timeout_s=2 plus the worker's slack: gone well within 15 s, though nobody destroyed it.
+    deadline = time.monotonic() + 15
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
