@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import threading
 import time
 
 import httpx
@@ -120,6 +121,8 @@ async def test_many_concurrent_waiters(aclient: httpx.AsyncClient) -> None:
         ]
         await asyncio.sleep(1.0)
         assert not any(w.done() for w in waiters)
+        # The emulator serves from a thread of this process: no thread per waiter.
+        assert threading.active_count() < 50
         await aclient.post(
             f"/v1/apps/{app}/machines/{machine['id']}/stop", json={"signal": "SIGKILL"}
         )
