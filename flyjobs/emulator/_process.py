@@ -1,9 +1,11 @@
 """Machine processes: spawn, reap without a thread per process, signal, and enforce memory.
 
-Linux only: a process is spawned with `subprocess.Popen` (no ``preexec_fn``, so CPython can
-use vfork) in a new session, so its whole tree shares one process group that can be signalled
-at once. Its exit is noticed through ``os.pidfd_open`` watched by the event loop, not by a
-waiting thread (Python 3.11's asyncio child watcher spends one thread per child).
+A process is spawned with `subprocess.Popen` (no ``preexec_fn``, so CPython can use vfork) in a
+new session, so its whole tree shares one process group that can be signalled at once. On Linux
+its exit is noticed through ``os.pidfd_open`` watched by the event loop, not by a waiting thread
+(Python 3.11's asyncio child watcher spends one thread per child), and memory is read from
+``/proc``. Elsewhere (macOS) a daemon thread waits for each process and psutil reads memory:
+slower, but the embedded emulator works there too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,10 @@ from ._ids import now_ms
 __all__ = ("CommandResult", "ExitStatus", "MemoryMonitor", "ProcessHandle", "run_command", "spawn")
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: Whether exits are watched through pidfds (Linux), else by a waiting thread per process.
+USE_PIDFD = hasattr(os, "pidfd_open")
+#: Whether memory is read from /proc (Linux), else through psutil.
+USE_PROC = os.path.isdir("/proc/self")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +63,17 @@ class ProcessHandle:
         self._loop = loop
         self._on_exit = on_exit
         self._kill_timer: asyncio.TimerHandle | None = None
-        self._pidfd = os.pidfd_open(popen.pid)
-        loop.add_reader(self._pidfd, self._reap)
+        self._pidfd: int | None = None
+        if USE_PIDFD:
+            self._pidfd = os.pidfd_open(popen.pid)
+            loop.add_reader(self._pidfd, self._reap)
+        else:
+            threading.Thread(target=self._wait_in_thread, daemon=True).start()
+
+    def _wait_in_thread(self) -> None:
+        self._popen.wait()
+        with contextlib.suppress(RuntimeError):  # the loop closed first (shutdown)
+            self._loop.call_soon_threadsafe(self._reap)
 
     @property
     def running(self) -> bool:
@@ -94,11 +110,13 @@ class ProcessHandle:
     def _reap(self) -> None:
         if self.done.done():
             return
-        self._loop.remove_reader(self._pidfd)
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
         # The main process ended: like a VM shutting down, nothing else in its group survives.
         self.signal(signal.SIGKILL)
         code = self._popen.wait()
-        os.close(self._pidfd)
+        if self._pidfd is not None:
+            os.close(self._pidfd)
         if self._kill_timer is not None:
             self._kill_timer.cancel()
         status = ExitStatus(
@@ -218,6 +236,8 @@ class MemoryMonitor:
 
 def _group_rss(pgids: frozenset[int]) -> dict[int, int]:
     """Resident bytes per process group, for the groups in ``pgids``."""
+    if not USE_PROC:
+        return _group_rss_psutil(pgids)
     usage = dict.fromkeys(pgids, 0)
     for stat in _proc_stats():
         # Fields after the parenthesised command name: state ppid pgrp ... rss is the 22nd.
@@ -225,6 +245,21 @@ def _group_rss(pgids: frozenset[int]) -> dict[int, int]:
         pgrp = int(fields[2])
         if pgrp in usage:
             usage[pgrp] += int(fields[21]) * _PAGE_SIZE
+    return usage
+
+
+def _group_rss_psutil(pgids: frozenset[int]) -> dict[int, int]:
+    # Only where /proc is missing: psutil asks the kernel process by process, which is slower.
+    import psutil
+
+    usage = dict.fromkeys(pgids, 0)
+    for process in psutil.process_iter():
+        try:
+            pgrp = os.getpgid(process.pid)
+            if pgrp in usage:
+                usage[pgrp] += process.memory_info().rss
+        except (OSError, psutil.Error):
+            continue
     return usage
 
 
