@@ -31,8 +31,10 @@ from ._exceptions import (
     MachineCrashedError,
     NotFoundError,
     OutOfMemoryError,
+    RateLimitedError,
     RemoteImportError,
     SerializationError,
+    ServerError,
     TransportError,
     WaitTimeoutError,
 )
@@ -190,7 +192,9 @@ async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
                 value = await _attempt(runtime, plan, call_id, state)
             except (OutOfMemoryError, CallTimeoutError):
                 raise  # the same machine size or deadline would fail again
-            except (MachineCrashedError, APIError, TransportError) as exc:
+            except (MachineCrashedError, ServerError, RateLimitedError, TransportError) as exc:
+                # Failures of the machine or the platform; a refused request (4xx) would only
+                # be refused again.
                 if attempt + 1 == attempts:
                     raise
                 logger.warning("%s failed (%s); retrying on a new machine", call_id, exc)
