@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from ._aio import await_future
 from ._exceptions import CallCancelledError, FlyjobsTimeoutError
 
-__all__ = ("Call", "CallState", "CallStatus", "Timings")
+__all__ = ("Call", "CallState", "CallStatus", "Timings", "cancel_all")
 
 R = TypeVar("R")
 
@@ -150,3 +150,14 @@ class Call(Generic[R]):
     def __repr__(self) -> str:
         machine = f" machine={self.machine_id}" if self.machine_id else ""
         return f"<Call {self.call_id} {self.status.value}{machine}>"
+
+
+def cancel_all(calls: Iterable[Call[Any]], timeout_s: float = 30.0) -> None:
+    """Cancel every unfinished call at once, then wait (up to ``timeout_s`` seconds in all)
+    until their machines are destroyed. ``timeout_s=0`` does not wait."""
+    pending = [call for call in calls if not call._future.done()]
+    for call in pending:
+        call._future.cancel()
+    deadline = time.monotonic() + timeout_s
+    for call in pending:
+        call._done.wait(max(0.0, deadline - time.monotonic()))

@@ -15,7 +15,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -50,7 +50,7 @@ from ._protocol import (
 from ._runtime import Runtime, get_runtime
 from .machines import Machine, MachineConfig
 
-__all__ = ("MAX_INLINE_PAYLOAD_BYTES", "spawn")
+__all__ = ("MAX_INLINE_PAYLOAD_BYTES", "new_batch_id", "spawn", "spawn_batch")
 
 logger = logging.getLogger("flyjobs.dispatch")
 
@@ -88,14 +88,16 @@ def new_call_id() -> str:
     return "fj-" + secrets.token_hex(8)
 
 
+def new_batch_id() -> str:
+    """A fresh batch id; the batch's call ids are ``<batch_id>-<index>``."""
+    return "fjb-" + secrets.token_hex(6)
+
+
 def spawn(
     fn: Callable[..., Any],
     options: CallOptions,
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
-    *,
-    call_id: str | None = None,
-    batch_id: str | None = None,
 ) -> Call[Any]:
     """Check and submit one call; return its handle.
 
@@ -104,22 +106,52 @@ def spawn(
         cannot be encoded, or the arguments are too large to travel inline (no machine is
         created).
     """
+    return spawn_batch(fn, options, [(args, kwargs)], batch_id=None)[0]
+
+
+def spawn_batch(
+    fn: Callable[..., Any],
+    options: CallOptions,
+    inputs: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]],
+    *,
+    batch_id: str | None,
+) -> list[Call[Any]]:
+    """Check every input, then submit one call per input; return their handles in order.
+
+    Within a batch the call ids are deterministic (``<batch_id>-<index>``) and name the
+    machines. Every input is encoded before the first call is submitted, so a bad one raises
+    before any machine exists.
+
+    :raises ConfigError, SerializationError: as :func:`spawn`.
+    """
     fn_ref, sys_path = function_reference(fn)
     sys_path = [*sys_path, *_import_root(fn_ref)]
     arg_names = _positional_names(fn)
-    call_id = call_id or new_call_id()
     runtime = get_runtime()
     options = options.merged(runtime.settings.defaults)
     # A missing image or app is a ConfigError naming where to set it, raised here, before any
     # machine.
     image = options.image or runtime.image or runtime.settings.require("image")
     app = options.app or runtime.app or runtime.settings.require("app")
-    plan = _Plan(
-        call_id, fn_ref, sys_path, arg_names, args, dict(kwargs), options, batch_id, app, image
-    )
-    # Encode once here, in the caller's thread, so a bad argument raises before anything runs.
-    _encode(plan, deadline=0.0, result_url="")
-    state = CallState(call_id)
+    plans = []
+    for index, (args, kwargs) in enumerate(inputs):
+        call_id = f"{batch_id}-{index}" if batch_id else new_call_id()
+        plan = _Plan(
+            call_id, fn_ref, sys_path, arg_names, args, dict(kwargs), options, batch_id, app, image
+        )
+        # Encoded here, in the caller's thread, so a bad argument raises before anything runs.
+        try:
+            _encode(plan, deadline=0.0, result_url="")
+        except SerializationError as exc:
+            if batch_id is None:
+                raise
+            raise SerializationError(f"input {index}: {exc}") from exc.__cause__
+        plans.append(plan)
+    return [_submit(runtime, plan) for plan in plans]
+
+
+def _submit(runtime: Runtime, plan: _Plan) -> Call[Any]:
+    state = CallState(plan.call_id)
     done = threading.Event()
 
     async def run() -> Any:

@@ -14,7 +14,8 @@ from ._typing import Generic, ParamSpec, TypeVar, overload
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+    from typing import Any, Literal
 
     from ._call import Call
 
@@ -44,12 +45,73 @@ class _RemoteFace(Generic[P, R]):
         return await self._function.spawn(*args, **kwargs).result_async()
 
 
+class _MapFace(Generic[P, R]):
+    """``fn.map(*iterables)`` runs one call per input on its own machine and yields the values;
+    ``async for value in fn.map.aio(*iterables)`` is the same from async code."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Function[P, R]) -> None:
+        self._function = function
+
+    @overload
+    def __call__(
+        self,
+        *iterables: Iterable[Any],
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+    ) -> Iterator[R]: ...
+
+    @overload
+    def __call__(
+        self,
+        *iterables: Iterable[Any],
+        order_outputs: bool = True,
+        return_exceptions: Literal[True],
+    ) -> Iterator[R | Exception]: ...
+
+    def __call__(
+        self, *iterables: Iterable[Any], order_outputs: bool = True, return_exceptions: bool = False
+    ) -> Iterator[R] | Iterator[R | Exception]:
+        """Call the function once per input, zipped from ``iterables`` as in built-in ``map``.
+
+        Every input is encoded before the first machine is created, so a bad one raises
+        :class:`~flyjobs.SerializationError` (naming its index) with no machine made.
+
+        :param order_outputs: yield in input order (default), or as calls finish.
+        :param return_exceptions: yield a failed call's exception in place of its value
+            instead of raising it.
+        :raises: the first failure (unless ``return_exceptions``); leaving the loop early, or an
+            error, cancels the calls still running and destroys their machines.
+        """
+        return self._function._map(
+            zip(*iterables, strict=False),
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+        )
+
+    async def aio(
+        self, *iterables: Iterable[Any], order_outputs: bool = True, return_exceptions: bool = False
+    ) -> AsyncIterator[Any]:
+        """The async face of ``fn.map``: ``async for value in fn.map.aio(...)``."""
+        from ._map import map_async
+        from ._runtime import get_runtime_async
+
+        await get_runtime_async()
+        calls = self._function._start_map(zip(*iterables, strict=False))
+        async for value in map_async(
+            calls, order_outputs=order_outputs, return_exceptions=return_exceptions
+        ):
+            yield value
+
+
 class Function(Generic[P, R]):
     """A function whose calls run on Fly Machines. Made by :func:`remote`.
 
     - ``fn.remote(*args, **kwargs)``: run on a machine, block, return the value.
     - ``await fn.remote.aio(*args, **kwargs)``: the same, awaited.
     - ``fn.spawn(*args, **kwargs)``: start a call, return a :class:`~flyjobs.Call` handle.
+    - ``fn.map(*iterables)`` / ``fn.starmap(arg_tuples)``: one call per input, values yielded.
     - ``fn.local(*args, **kwargs)`` or ``fn(*args, **kwargs)``: run here, in this process.
     """
 
@@ -72,6 +134,34 @@ class Function(Generic[P, R]):
         from ._dispatch import spawn
 
         return spawn(self._fn, self.options, args, kwargs)
+
+    @property
+    def map(self) -> _MapFace[P, R]:
+        """One call per input, each on its own machine (``fn.map(xs)``, ``fn.map.aio(xs)``)."""
+        return _MapFace(self)
+
+    def starmap(
+        self,
+        inputs: Iterable[Sequence[Any]],
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> Iterator[Any]:
+        """Like ``fn.map``, with each input a tuple of positional arguments."""
+        return self._map(inputs, order_outputs=order_outputs, return_exceptions=return_exceptions)
+
+    def _map(
+        self, inputs: Iterable[Sequence[Any]], *, order_outputs: bool, return_exceptions: bool
+    ) -> Iterator[Any]:
+        from ._map import results
+
+        calls = self._start_map(inputs)
+        return results(calls, order_outputs=order_outputs, return_exceptions=return_exceptions)
+
+    def _start_map(self, inputs: Iterable[Sequence[Any]]) -> list[Call[Any]]:
+        from ._map import map_calls
+
+        return map_calls(self._fn, self.options, [(tuple(args), {}) for args in inputs])
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here, in this process, as a plain call."""

@@ -1,13 +1,17 @@
-"""Shared fixtures: the local emulator as a real HTTP server on 127.0.0.1."""
+"""Shared fixtures: the local emulator as a real HTTP server on 127.0.0.1, and the flyjobs
+runtime on its embedded emulator."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
+from _remote_helpers import machines
 
+from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime
 from flyjobs.emulator import EmulatorConfig, RunningEmulator, serve_in_thread
 
 TEST_TOKEN = "test-token-0123456789abcdef"
@@ -35,3 +39,27 @@ def make_emulator() -> Iterator[Callable[..., RunningEmulator]]:
             return stack.enter_context(serve_in_thread(EmulatorConfig(**settings)))
 
         yield make
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[Runtime]:
+    """The process's flyjobs runtime on its embedded emulator (no Fly token)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("FLY_API_TOKEN", raising=False)
+        mp.delenv("FLYJOBS_IMAGE", raising=False)
+        shutdown_runtime()
+        yield get_runtime()
+        shutdown_runtime()
+
+
+@pytest.fixture
+def no_machine_left(runtime: Runtime) -> Iterator[None]:
+    """After the test, every machine of the runtime's app reaches ``destroyed`` (within 10 s)."""
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        live = [(m.id, m.state) for m in machines(runtime) if m.state != "destroyed"]
+        if not live or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert live == [], "machines left behind"

@@ -118,3 +118,12 @@ def record_pid_and_hang(pid_file: str) -> None:
     with open(pid_file, "w") as f:
         f.write(str(os.getpid()))
     time.sleep(120)
+
+
+@flyjobs.remote(timeout_s=60)
+def crash_or_sleep(value: int) -> int:
+    # Below 10: crash at once; otherwise sleep that long.
+    if value < 10:
+        os._exit(value)
+    time.sleep(value)
+    return value

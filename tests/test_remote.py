@@ -10,7 +10,6 @@ import decimal
 import enum
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,13 @@ import httpx
 import pydantic
 import pytest
 import remote_funcs as funcs
+from _remote_helpers import machines as _machines
 
 import flyjobs
 from flyjobs._codec import decode_call
 from flyjobs._dispatch import MAX_INLINE_PAYLOAD_BYTES
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
-from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime
+from flyjobs._runtime import Runtime
 
 
 @dataclasses.dataclass
@@ -41,30 +41,7 @@ class Model(pydantic.BaseModel):
     tags: list[str]
 
 
-@pytest.fixture(scope="module")
-def runtime() -> Iterator[Runtime]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("FLY_API_TOKEN", raising=False)
-        mp.delenv("FLYJOBS_IMAGE", raising=False)
-        shutdown_runtime()
-        yield get_runtime()
-        shutdown_runtime()
-
-
-def _machines(rt: Runtime) -> list[Any]:
-    return rt.portal.call(lambda: rt.client.list_machines(rt.app, include_deleted=True))
-
-
-@pytest.fixture(autouse=True)
-def no_machine_left(runtime: Runtime) -> Iterator[None]:
-    yield
-    deadline = time.monotonic() + 10
-    while True:
-        live = [(m.id, m.state) for m in _machines(runtime) if m.state != "destroyed"]
-        if not live or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert live == [], "machines left behind"
+pytestmark = pytest.mark.usefixtures("no_machine_left")
 
 
 VALUES = [

@@ -1,0 +1,77 @@
+"""fn.map / fn.starmap: one machine per input, results in order, failures and early exits
+cancel the rest."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import remote_funcs as funcs
+from _remote_helpers import machines
+
+import flyjobs
+from flyjobs._runtime import Runtime
+
+pytestmark = pytest.mark.usefixtures("no_machine_left")
+
+
+def test_map_yields_values_in_input_order(runtime: Runtime) -> None:
+    assert list(funcs.add.map(range(6), range(6))) == [0, 2, 4, 6, 8, 10]
+
+
+def test_map_as_completed_yields_every_value(runtime: Runtime) -> None:
+    values = list(funcs.slow.map([0.6, 0.0, 0.3], order_outputs=False))
+    assert sorted(values) == [0.0, 0.3, 0.6]
+    assert values[0] == 0.0  # the quickest call comes first
+
+
+def test_starmap_spreads_tuples_over_parameters(runtime: Runtime) -> None:
+    assert list(funcs.add.starmap([(1, 2), (3, 4)])) == [3, 7]
+
+
+def test_batch_call_ids_are_deterministic_and_name_the_machines(runtime: Runtime) -> None:
+    before = {m.id for m in machines(runtime)}
+    assert list(funcs.add.map([1, 2, 3])) == [1, 2, 3]
+    new = [m for m in machines(runtime) if m.id not in before]
+    batch_ids = {m.config.metadata["flyjobs_batch_id"] for m in new}
+    assert len(batch_ids) == 1
+    (batch_id,) = batch_ids
+    assert sorted(m.name for m in new) == [f"{batch_id}-{i}" for i in range(3)]
+    assert all(m.config.metadata["flyjobs_call_id"] == m.name for m in new)
+
+
+def test_return_exceptions_yields_failures_in_place(runtime: Runtime) -> None:
+    results = list(funcs.fail.map(["a", "b"], return_exceptions=True))
+    assert [type(r) for r in results] == [funcs.LocalOnlyError, funcs.LocalOnlyError]
+    assert [str(r) for r in results] == ["a", "b"]
+
+
+def test_a_failure_raises_and_cancels_the_rest(runtime: Runtime) -> None:
+    started = time.monotonic()
+    with pytest.raises(flyjobs.MachineCrashedError):
+        for _ in funcs.crash_or_sleep.map([3, 30, 30]):
+            pass
+    # The sleepers were cancelled (their machines destroyed), not waited for.
+    assert time.monotonic() - started < 20
+
+
+def test_a_bad_input_raises_before_any_machine(runtime: Runtime) -> None:
+    before = len(machines(runtime))
+    with pytest.raises(flyjobs.SerializationError, match="input 2"):
+        funcs.echo.map([1, 2, object()])
+    assert len(machines(runtime)) == before
+
+
+def test_leaving_the_loop_early_cancels_the_rest(runtime: Runtime) -> None:
+    values = funcs.slow.map([0.0, 30, 30])
+    assert next(values) == 0.0
+    values.close()  # as a `break` out of a for loop does
+    # no_machine_left checks that the two sleepers were destroyed.
+
+
+@pytest.mark.anyio
+async def test_async_map(runtime: Runtime) -> None:
+    values = [v async for v in funcs.add.map.aio([1, 2, 3], [10, 20, 30])]
+    assert values == [11, 22, 33]
+    unordered = [v async for v in funcs.slow.map.aio([0.6, 0.0], order_outputs=False)]
+    assert unordered == [0.0, 0.6]
