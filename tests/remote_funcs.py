@@ -127,3 +127,10 @@ def crash_or_sleep(value: int) -> int:
         os._exit(value)
     time.sleep(value)
     return value
+
+
+@flyjobs.remote(timeout_s=60)
+def record_pid_and_sleep(pid_file: str) -> None:
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(60)

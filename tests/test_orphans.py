@@ -1,4 +1,5 @@
-"""A machine outlives a client that dies without cleaning up by at most its deadline."""
+"""No machine outlives its client: an exiting client destroys its machines; one killed without
+cleaning up leaves them at most until their deadline."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,6 +34,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
+EXITING_CLIENT = """
+import os, sys, time
+sys.path.insert(0, {here!r})
+import remote_funcs
+files = [os.path.join({folder!r}, f"{{i}}.pid") for i in range(6)]
+calls = [remote_funcs.record_pid_and_sleep.spawn(f) for f in files]
+while not all(os.path.exists(f) and os.path.getsize(f) for f in files):
+    time.sleep(0.01)
+print("exiting with", len(calls), "calls running")
+"""
+
+
+def test_an_exiting_client_destroys_its_running_machines(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"}
+    client = subprocess.run(
+        [sys.executable, "-c", EXITING_CLIENT.format(here=str(HERE), folder=str(tmp_path))],
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert client.returncode == 0, client.stderr
+    assert "exiting with 6 calls running" in client.stdout
+    assert "Traceback" not in client.stderr and "Exception ignored" not in client.stderr
+    pids = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
+    assert len(pids) == 6
+    assert [pid for pid in pids if _alive(pid)] == []
+
+
+@pytest.mark.slow
 def test_worker_deadline_ends_the_machine_of_a_killed_client(tmp_path: Path) -> None:
     pid_file = tmp_path / "worker.pid"
     env = {k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"}

@@ -227,7 +227,13 @@ class MemoryMonitor:
             await asyncio.sleep(self._interval_s)
             if not self._limits:
                 continue
-            usage = await asyncio.to_thread(_group_rss, frozenset(self._limits))
+            pgids = frozenset(self._limits)
+            try:
+                usage = await asyncio.to_thread(_group_rss, pgids)
+            except RuntimeError:
+                # The interpreter is exiting (an embedded emulator stopping from atexit) and
+                # takes no new worker threads: read memory on the loop for these last polls.
+                usage = _group_rss(pgids)
             for pgid, rss in usage.items():
                 watched = self._limits.get(pgid)
                 if watched is not None and rss > watched[1]:
