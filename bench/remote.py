@@ -23,6 +23,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +32,12 @@ import anyio
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 os.environ.pop("FLY_API_TOKEN", None)  # the embedded emulator, always
+# Machines inherit this environment. A real image runs from bytecode pip compiled at install;
+# with PYTHONDONTWRITEBYTECODE (set on some hosts, this one included) every local machine would
+# compile flyjobs from source instead, so give them a bytecode cache, as bench/worker.py does.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+_PYCACHE = tempfile.TemporaryDirectory(prefix="flyjobs-bench-pyc-")  # removed at exit
+os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE.name
 
 from _trivial import noop  # noqa: E402
 
