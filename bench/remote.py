@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,37 +29,13 @@ import anyio
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-os.environ.pop("FLY_API_TOKEN", None)  # the embedded emulator, always
-# Machines inherit this environment. A real image runs from bytecode pip compiled at install;
-# with PYTHONDONTWRITEBYTECODE (set on some hosts, this one included) every local machine would
-# compile flyjobs from source instead, so give them a bytecode cache, as bench/worker.py does.
-os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-_PYCACHE = tempfile.TemporaryDirectory(prefix="flyjobs-bench-pyc-")  # removed at exit
-os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE.name
 
+from _common import bare_config, bare_lifecycle  # noqa: E402  (sets up the environment first)
 from _trivial import noop  # noqa: E402
 
-from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime  # noqa: E402
-from flyjobs.machines import MachineConfig  # noqa: E402
+from flyjobs._runtime import get_runtime, shutdown_runtime  # noqa: E402
 
 CALL_GOAL = 1.2
-
-
-def _bare_config(runtime: Runtime) -> MachineConfig:
-    return MachineConfig.model_validate(
-        {
-            "image": runtime.image,
-            "auto_destroy": True,
-            "restart": {"policy": "no"},
-            "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
-            "init": {"cmd": ["python", "-c", "import msgpack"]},
-        }
-    )
-
-
-async def _bare(runtime: Runtime, config: MachineConfig) -> None:
-    machine = await runtime.client.create_machine(runtime.app, config)
-    await runtime.client.wait(runtime.app, machine.id, ("stopped", "destroyed"), timeout_s=60)
 
 
 def _timed(fn: object) -> float:
@@ -72,14 +46,14 @@ def _timed(fn: object) -> float:
 
 def bench_calls(runs: int) -> dict[str, float]:
     runtime = get_runtime()
-    config = _bare_config(runtime)
+    config = bare_config(runtime)
     samples: dict[str, list[float]] = {"flyjobs": [], "bare": []}
     for i in range(3):  # warm-up: connections, bytecode and page caches
         noop.remote(i)
-        runtime.portal.call(_bare, runtime, config)
+        runtime.portal.call(bare_lifecycle, runtime, config)
     for i in range(runs):
         samples["flyjobs"].append(_timed(lambda i=i: noop.remote(i)))
-        samples["bare"].append(_timed(lambda: runtime.portal.call(_bare, runtime, config)))
+        samples["bare"].append(_timed(lambda: runtime.portal.call(bare_lifecycle, runtime, config)))
     shutdown_runtime()
     medians = {name: statistics.median(v) * 1000 for name, v in samples.items()}
     return {
