@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import anyio
@@ -305,10 +304,13 @@ async def _supervise(
     deadline: float,
 ) -> Any:
     app, options = plan.app, plan.options
+    watch = _ExitWatch(runtime, app, machine.id, state)
+    runtime.background(watch.run)
     try:
         with anyio.fail_after(max(deadline - time.time(), 0.001)):
-            body = await _collect(runtime, app, machine.id, ticket, state)
+            body = await _collect(ticket, watch, state)
     except TimeoutError:
+        watch.stop()
         await _destroy(runtime, app, machine.id)
         raise _tag(
             CallTimeoutError(
@@ -319,20 +321,18 @@ async def _supervise(
         ) from None
     except BaseException:
         # Cancelled, or the API failed while waiting: the machine must not outlive the call.
+        watch.stop()
         with anyio.CancelScope(shield=True):
             await _destroy(runtime, app, machine.id)
         raise
     if body is None:
         raise _tag(await _exit_error(runtime, app, machine.id, options), state)
-    if state.timings.exited_at is None:
-        # The value is ready now; the machine's exit is seen to in the background.
-        runtime.background(partial(_reap, runtime, app, machine.id))
+    # The value is ready now; the watch sees the machine's exit to in the background.
+    watch.after_result()
     return _outcome(body, state, plan.fn_ref)
 
 
-async def _collect(
-    runtime: Runtime, app: str, machine_id: str, ticket: Ticket, state: CallState
-) -> bytes | None:
+async def _collect(ticket: Ticket, watch: _ExitWatch, state: CallState) -> bytes | None:
     """The result body as soon as it is in, or None if the machine exited without one.
 
     Both are awaited together: a machine that dies never leaves the call waiting for a result
@@ -349,10 +349,9 @@ async def _collect(
             tg.cancel_scope.cancel()
 
         async def exit_() -> None:
-            await runtime.client.wait(
-                app, machine_id, ("stopped", "destroyed"), timeout_s=24 * 3600.0
-            )
-            state.timings.exited_at = time.time()
+            await watch.exited.wait()
+            if watch.error is not None:
+                raise watch.error
             await anyio.sleep(_RESULT_GRACE_S)
             tg.cancel_scope.cancel()
 
@@ -361,21 +360,55 @@ async def _collect(
     return body
 
 
-async def _reap(runtime: Runtime, app: str, machine_id: str) -> None:
-    """See that a machine which delivered its result goes away: it gets ``_EXIT_GRACE_S`` to
-    exit by itself (and auto-destroy), then it is destroyed."""
-    try:
-        await runtime.client.wait(
-            app, machine_id, ("stopped", "destroyed"), timeout_s=_EXIT_GRACE_S
-        )
-        return
-    except (APIError, TransportError, WaitTimeoutError):
-        pass
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await _destroy(runtime, app, machine_id)
-        raise
-    await _destroy(runtime, app, machine_id)
+class _ExitWatch:
+    """Waits, in the background from its creation on, for a machine to stop or be destroyed.
+
+    One ``/wait`` serves both ends of a call: it tells the call that a machine died without a
+    result, and once the call has its result (`after_result`) the machine gets
+    ``_EXIT_GRACE_S`` to exit by itself before it is destroyed. `stop` ends the watch when the
+    call destroys the machine itself.
+    """
+
+    def __init__(self, runtime: Runtime, app: str, machine_id: str, state: CallState) -> None:
+        self.exited = anyio.Event()
+        self.error: FlyjobsError | None = None
+        self._runtime = runtime
+        self._app = app
+        self._machine_id = machine_id
+        self._state = state
+        self._scope = anyio.CancelScope()
+        self._result_in = False
+
+    def after_result(self) -> None:
+        """The call has its value: destroy the machine if it has not exited in the grace time."""
+        self._result_in = True
+        self._scope.deadline = anyio.current_time() + _EXIT_GRACE_S
+
+    def stop(self) -> None:
+        """The call is destroying the machine itself: stop watching."""
+        self._scope.cancel()
+
+    async def run(self) -> None:
+        exited = False
+        try:
+            with self._scope:
+                await self._runtime.client.wait(
+                    self._app, self._machine_id, ("stopped", "destroyed"), timeout_s=24 * 3600.0
+                )
+                exited = True
+                self._state.timings.exited_at = time.time()
+        except (APIError, TransportError, WaitTimeoutError) as exc:
+            self.error = exc
+        except BaseException:
+            # The runtime is shutting down: a machine whose call already returned is ours alone.
+            if self._result_in:
+                with anyio.CancelScope(shield=True):
+                    await _destroy(self._runtime, self._app, self._machine_id)
+            raise
+        finally:
+            self.exited.set()
+        if self._result_in and not exited:
+            await _destroy(self._runtime, self._app, self._machine_id)
 
 
 def _outcome(body: bytes, state: CallState, fn_ref: str) -> Any:
