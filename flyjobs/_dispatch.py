@@ -24,6 +24,7 @@ from ._call import Call, CallState, CallStatus
 from ._codec import decode_result, encode_call, function_reference, rebuild_exception
 from ._exceptions import (
     APIError,
+    AuthenticationError,
     CallError,
     CallTimeoutError,
     FlyjobsError,
@@ -284,9 +285,13 @@ async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState
                 result_url=ticket.url,
             )
             config = _machine_config(plan, call_id, payload)
-            machine = await runtime.client.create_machine(
-                app, config, name=call_id, region=options.region
-            )
+            try:
+                machine = await runtime.client.create_machine(
+                    app, config, name=call_id, region=options.region
+                )
+            except (APIError, TransportError) as exc:
+                _add_hint(exc, runtime, app)
+                raise
             state.machine_id = machine.id
             state.timings.created_at = time.time()
             state.status = CallStatus.running
@@ -489,6 +494,20 @@ async def _destroy(runtime: Runtime, app: str, machine_id: str) -> None:
     except (APIError, TransportError) as exc:
         # Its own deadline still ends it (the worker exits, auto_destroy removes it).
         logger.error("could not destroy machine %s: %s", machine_id, exc)
+
+
+def _add_hint(exc: FlyjobsError, runtime: Runtime, app: str) -> None:
+    """Note on a failed create what in the user's settings most likely caused it."""
+    api = runtime.client.base_url
+    if isinstance(exc, AuthenticationError):
+        exc.add_note(f"the Machines API at {api} refused the token: check FLY_API_TOKEN")
+    elif isinstance(exc, NotFoundError):
+        exc.add_note(
+            f"there is no app {app!r} at {api}: create it (`fly apps create {app}`), or name"
+            " another with FLY_APP, `app` under [tool.flyjobs], or app= on @flyjobs.remote"
+        )
+    elif isinstance(exc, TransportError):
+        exc.add_note(f"the Machines API at {api} could not be reached: check FLY_API_HOSTNAME")
 
 
 def _tag(exc: BaseException, state: CallState) -> BaseException:

@@ -163,3 +163,24 @@ def test_calls_survive_api_faults_without_twins_or_leftovers(faulty_fly: Running
             break
         time.sleep(0.1)
     assert [m.id for m in machines if m.state != "destroyed"] == []
+
+
+def test_an_unknown_app_says_how_to_create_or_name_one(
+    fly: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLY_APP", "no-such-app")
+    shutdown_runtime()
+    with pytest.raises(flyjobs.NotFoundError) as exc:
+        funcs.add.remote(1, 2)
+    assert any("fly apps create no-such-app" in note for note in exc.value.__notes__)
+
+
+def test_a_refused_token_points_at_fly_api_token(
+    fly: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLY_API_TOKEN", "not-the-token")
+    shutdown_runtime()
+    with pytest.raises(flyjobs.AuthenticationError) as exc:
+        funcs.add.remote(1, 2)
+    assert any("FLY_API_TOKEN" in note for note in exc.value.__notes__)
+    assert "not-the-token" not in str(exc.value) + "".join(exc.value.__notes__)
