@@ -125,7 +125,7 @@ def spawn_batch(
     :raises ConfigError, SerializationError: as :func:`spawn`.
     """
     fn_ref, sys_path = function_reference(fn)
-    sys_path = [*sys_path, *_import_root(fn_ref)]
+    sys_path = _portable([*sys_path, *_import_root(fn_ref)])
     arg_names = _positional_names(fn)
     runtime = get_runtime()
     options = options.merged(runtime.settings.defaults)
@@ -179,6 +179,21 @@ def _import_root(fn_ref: str) -> list[str]:
     for _ in range(depth):
         root = os.path.dirname(root)
     return [root]
+
+
+def _portable(roots: list[str]) -> list[str]:
+    """Import roots as the worker should try them: each absolute path (a local machine runs on
+    this host), then, for one inside the working directory, the same path relative to it. An
+    image copies the project to its WORKDIR, where the worker starts, so ``examples/`` here is
+    ``/app/examples`` there."""
+    cwd = os.getcwd()
+    portable: list[str] = []
+    for root in roots:
+        relative = os.path.relpath(root, cwd)
+        for entry in (root, relative):
+            if entry not in portable and entry != "." and not entry.startswith(".."):
+                portable.append(entry)
+    return portable
 
 
 def _positional_names(fn: Callable[..., Any]) -> list[str]:

@@ -56,9 +56,9 @@ async def test_image_command_runs_a_call(
 ) -> None:
     command = image_command(dockerfile)
     assert command == ["python", "-m", "flyjobs.worker"]
-    app = tmp_path / "app"  # the image's WORKDIR, holding the user's code
-    app.mkdir()
-    (app / "jobs.py").write_text(
+    app = tmp_path / "app"  # the image's WORKDIR, holding the user's project
+    (app / "scripts").mkdir(parents=True)
+    (app / "scripts" / "jobs.py").write_text(
         "import flyjobs\n\n@flyjobs.remote\ndef triple(x):\n    return 3 * x\n"
     )
     root = tmp_path / "machine"
@@ -73,6 +73,9 @@ async def test_image_command_runs_a_call(
                     call_id="image-call",
                     deadline=time.time() + 60,
                     result_url=ticket.url,
+                    # As the client sends a script's folder: its path on the client's host
+                    # (absent here), then relative to the project root (the image's WORKDIR).
+                    sys_path=["/home/someone/project/scripts", "scripts"],
                 )
             )
             env = {

@@ -21,7 +21,7 @@ from _remote_helpers import machines as _machines
 
 import flyjobs
 from flyjobs._codec import decode_call
-from flyjobs._dispatch import MAX_INLINE_PAYLOAD_BYTES
+from flyjobs._dispatch import MAX_INLINE_PAYLOAD_BYTES, _portable
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
 from flyjobs._runtime import Runtime
 
@@ -253,3 +253,16 @@ def test_code_missing_on_the_machine_is_named_with_the_fix(
         vanishing_jobs.job.remote()
     assert "Dockerfile" in str(exc.value)
     assert "ModuleNotFoundError" in exc.value.type_name
+
+
+def test_import_roots_travel_absolute_and_relative_to_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    inside, outside = str(tmp_path / "examples"), str(tmp_path.parent / "elsewhere")
+    assert _portable([inside, str(tmp_path), outside]) == [
+        inside,
+        "examples",
+        str(tmp_path),
+        outside,
+    ]
