@@ -9,10 +9,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The worker starts here, so your modules import as they do from your project's root.
 WORKDIR /app
-# Your project and its dependencies (flyjobs among them).
+# Your project and its dependencies (flyjobs among them): a pyproject.toml/setup.py project is
+# installed, a requirements.txt is installed from.
 COPY . /app
-RUN pip install /app
+RUN if [ -f pyproject.toml ] || [ -f setup.py ]; then pip install . ; fi \
+ && if [ -f requirements.txt ]; then pip install -r requirements.txt ; fi
 
 # Each machine runs one call: read /flyjobs/call.msgpack, run the function, deliver, exit.
 # It is the image's command (not ENTRYPOINT) so that the machine config's init.cmd, which names
