@@ -35,7 +35,13 @@ class _RemoteFace(Generic[P, R]):
         self._function = function
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._function.spawn(*args, **kwargs).result()
+        call = self._function.spawn(*args, **kwargs)
+        try:
+            return call.result()
+        except KeyboardInterrupt:
+            # Ctrl-C (or a Jupyter interrupt) abandons the call: its machine goes too.
+            call.cancel()
+            raise
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run one call on a machine and await its value."""

@@ -84,3 +84,40 @@ def test_worker_deadline_ends_the_machine_of_a_killed_client(tmp_path: Path) -> 
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(worker)
+
+
+INTERRUPTED_CLIENT = """
+import os, signal, sys, threading, time
+sys.path.insert(0, {here!r})
+import remote_funcs
+from flyjobs._runtime import get_runtime
+
+def interrupt_when_running():
+    rt = get_runtime()
+    while not rt.portal.call(lambda: rt.client.list_machines(rt.app, state="started")):
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C does
+
+threading.Thread(target=interrupt_when_running, daemon=True).start()
+try:
+    remote_funcs.slow.remote(30)
+except KeyboardInterrupt:
+    rt = get_runtime()
+    live = rt.portal.call(lambda: rt.client.list_machines(rt.app))
+    print("interrupted; live machines:", [m.state for m in live if m.state != "destroyed"])
+"""
+
+
+def test_ctrl_c_during_a_remote_call_destroys_its_machine(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"}
+    client = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_CLIENT.format(here=str(HERE))],
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert client.returncode == 0, client.stderr
+    assert "interrupted; live machines: []" in client.stdout
