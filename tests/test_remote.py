@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pydantic
 import pytest
@@ -266,3 +267,18 @@ def test_import_roots_travel_absolute_and_relative_to_the_project(
         str(tmp_path),
         outside,
     ]
+
+
+@pytest.mark.anyio
+async def test_cancelling_an_awaited_call_destroys_its_machine(runtime: Runtime) -> None:
+    before = {m.id for m in _machines(runtime)}
+    with anyio.move_on_after(1.0) as scope:
+        await funcs.slow.remote.aio(30)
+    assert scope.cancelled_caught
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        new = [m for m in _machines(runtime) if m.id not in before]
+        if new and all(m.state == "destroyed" for m in new):
+            break
+        await anyio.sleep(0.05)
+    assert [m.state for m in new] == ["destroyed"]
