@@ -330,6 +330,11 @@ async def _supervise(
         with anyio.fail_after(max(deadline - time.time(), 0.001)):
             body = await _collect(ticket, watch, state)
     except TimeoutError:
+        if ticket.delivered:
+            # The result came in as the deadline struck: a delivered result is never lost.
+            body = await ticket.result()
+            watch.after_result()
+            return _outcome(body, state, plan.fn_ref)
         watch.stop()
         await _destroy(runtime, app, machine.id)
         raise _tag(
