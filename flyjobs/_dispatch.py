@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from ._call import Call, CallState, CallStatus
-from ._codec import decode_result, encode_call, function_reference, rebuild_exception
+from ._envelopes import decode_result, encode_call, rebuild_exception
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -47,6 +47,7 @@ from ._protocol import (
     EXIT_IMPORT_FAILED,
     PAYLOAD_GUEST_PATH,
 )
+from ._reference import function_reference
 from ._runtime import Runtime, get_runtime
 from .machines import Machine, MachineConfig
 

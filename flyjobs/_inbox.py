@@ -34,7 +34,7 @@ import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 
-from ._codec import decode_result
+from ._envelopes import decode_result
 from ._exceptions import SerializationError
 
 __all__ = ("ResultInbox", "Ticket")
@@ -98,7 +98,7 @@ class Ticket:
 
     async def result(self) -> bytes:
         """Wait for the result; return the delivered body (a result envelope, see
-        `flyjobs._codec.decode_result`), already checked to be one for this call.
+        `flyjobs._envelopes.decode_result`), already checked to be one for this call.
 
         Waits without a limit: wrap it in ``anyio.fail_after`` for one.
 

@@ -29,7 +29,7 @@ import sys
 import time
 import types
 
-from flyjobs._codec import (
+from flyjobs._envelopes import (
     CallEnvelope,
     ErrorInfo,
     decode_call,

@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from flyjobs._codec import decode_result, encode_call
+from flyjobs._envelopes import decode_result, encode_call
 from flyjobs._inbox import ResultInbox
 from flyjobs._protocol import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH
 

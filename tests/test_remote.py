@@ -21,8 +21,8 @@ import remote_funcs as funcs
 from _remote_helpers import machines as _machines
 
 import flyjobs
-from flyjobs._codec import decode_call
 from flyjobs._dispatch import MAX_INLINE_PAYLOAD_BYTES, _portable
+from flyjobs._envelopes import decode_call
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
 from flyjobs._runtime import Runtime
 

@@ -21,19 +21,18 @@ import pydantic
 import pytest
 from worker_funcs import BoomError, Box, CodedError, Color, Level, Pair, Point, square
 
-from flyjobs._codec import (
+from flyjobs._codec import decode_value, encode_value
+from flyjobs._envelopes import (
     ErrorInfo,
     decode_call,
     decode_result,
-    decode_value,
     describe_exception,
     encode_call,
     encode_result,
-    encode_value,
-    function_reference,
     rebuild_exception,
 )
 from flyjobs._exceptions import RemoteError, SerializationError
+from flyjobs._reference import function_reference
 
 
 class Model(pydantic.BaseModel):
@@ -353,7 +352,8 @@ def _run_script(tmp_path: Path, body: str, *args: str) -> subprocess.CompletedPr
 def test_function_reference_maps_a_script_to_its_module_name(tmp_path: Path) -> None:
     body = """
         import dataclasses, json
-        from flyjobs._codec import function_reference, encode_value, decode_value
+        from flyjobs._codec import encode_value, decode_value
+        from flyjobs._reference import function_reference
 
         @dataclasses.dataclass
         class Item:
@@ -377,7 +377,7 @@ def test_function_reference_maps_a_script_to_its_module_name(tmp_path: Path) -> 
 def test_function_reference_refuses_interactive_functions(tmp_path: Path) -> None:
     body = textwrap.dedent(
         """
-        from flyjobs._codec import function_reference
+        from flyjobs._reference import function_reference
         def square(x):
             return x * x
         try:

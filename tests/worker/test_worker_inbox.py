@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from flyjobs import worker
-from flyjobs._codec import decode_result, encode_result
+from flyjobs._envelopes import decode_result, encode_result
 from flyjobs._inbox import ResultInbox, Ticket
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ from worker_funcs import BoomError, Point
 from worker_harness import RunWorker, run_worker_process
 
 from flyjobs import worker
-from flyjobs._codec import decode_result, encode_call, encode_result
+from flyjobs._envelopes import decode_result, encode_call, encode_result
 from flyjobs._exceptions import RemoteError
 from flyjobs._inbox import ResultInbox
 from flyjobs._protocol import (
