@@ -218,7 +218,6 @@ class Lifecycle:
         if machine.schedule_timer is not None:
             machine.schedule_timer.cancel()
             machine.schedule_timer = None
-        machine.destroyed_at = time.time()
         machine.set_state("destroyed", ("destroy", source))
         if not self.closing:
             self._call_later(self._config.retention_s, self._remove, machine)

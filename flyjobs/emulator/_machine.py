@@ -96,7 +96,6 @@ class Machine:
     #: The pending spawn of a run that is ``starting``.
     boot_timer: asyncio.Handle | None = None
     schedule_timer: asyncio.TimerHandle | None = None
-    destroyed_at: float | None = None
     #: States reached in the current run → event id. A run begins with each start, stop,
     #: restart or update asked by the user, so a wait never answers from before that request.
     reached: dict[str, str | None] = field(default_factory=dict)
