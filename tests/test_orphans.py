@@ -26,6 +26,20 @@ os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no cleanup
 """
 
 
+def _run_client(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` as a client process on the embedded emulator (no Fly token)."""
+    env = {k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -47,16 +61,7 @@ print("exiting with", len(calls), "calls running")
 
 
 def test_an_exiting_client_destroys_its_running_machines(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"}
-    client = subprocess.run(
-        [sys.executable, "-c", EXITING_CLIENT.format(here=str(HERE), folder=str(tmp_path))],
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    client = _run_client(EXITING_CLIENT.format(here=str(HERE), folder=str(tmp_path)), tmp_path)
     assert client.returncode == 0, client.stderr
     assert "exiting with 6 calls running" in client.stdout
     assert "Traceback" not in client.stderr and "Exception ignored" not in client.stderr
@@ -68,14 +73,7 @@ def test_an_exiting_client_destroys_its_running_machines(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_worker_deadline_ends_the_machine_of_a_killed_client(tmp_path: Path) -> None:
     pid_file = tmp_path / "worker.pid"
-    env = {k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"}
-    client = subprocess.run(
-        [sys.executable, "-c", CLIENT.format(here=str(HERE), pid_file=str(pid_file))],
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    client = _run_client(CLIENT.format(here=str(HERE), pid_file=str(pid_file)), tmp_path)
     assert client.returncode == -signal.SIGKILL
     worker = int(pid_file.read_text())
     assert _alive(worker), "the machine should still run right after its client died"
@@ -109,15 +107,6 @@ except KeyboardInterrupt:
 
 
 def test_ctrl_c_during_a_remote_call_destroys_its_machine(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"}
-    client = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_CLIENT.format(here=str(HERE))],
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    client = _run_client(INTERRUPTED_CLIENT.format(here=str(HERE)), tmp_path)
     assert client.returncode == 0, client.stderr
     assert "interrupted; live machines: []" in client.stdout

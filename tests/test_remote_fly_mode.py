@@ -17,15 +17,10 @@ from flyjobs.emulator import RunningEmulator
 APP = "flyjobs-fly-mode"
 
 
-@pytest.fixture
-def fly(
-    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+def _as_fly(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[RunningEmulator]:
-    emulator = make_emulator()
-    headers = {"Authorization": f"Bearer {emulator.token}"}
-    with httpx.Client(base_url=emulator.url, headers=headers) as http:
-        assert http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"}).is_success
-        assert http.post(f"/v1/apps/{APP}/secrets/API_KEY", json={"value": "s3cret"}).is_success
+    """Point flyjobs at ``emulator`` as it would be pointed at Fly, for the fixture's length."""
     for name, value in {
         "FLY_API_TOKEN": emulator.token,
         "FLY_API_HOSTNAME": emulator.url,
@@ -39,6 +34,18 @@ def fly(
     shutdown_runtime()
     yield emulator
     shutdown_runtime()
+
+
+@pytest.fixture
+def fly(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningEmulator]:
+    emulator = make_emulator()
+    headers = {"Authorization": f"Bearer {emulator.token}"}
+    with httpx.Client(base_url=emulator.url, headers=headers) as http:
+        assert http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"}).is_success
+        assert http.post(f"/v1/apps/{APP}/secrets/API_KEY", json={"value": "s3cret"}).is_success
+    yield from _as_fly(emulator, monkeypatch)
 
 
 def test_calls_run_in_the_configured_app_with_its_secrets(fly: RunningEmulator) -> None:
@@ -123,18 +130,7 @@ def faulty_fly(
                     break
             except httpx.TransportError:
                 pass
-    for name, value in {
-        "FLY_API_TOKEN": emulator.token,
-        "FLY_API_HOSTNAME": emulator.url,
-        "FLY_APP": APP,
-        "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-fly-mode:latest",
-        "FLYJOBS_INBOX_HOST": "127.0.0.1",
-        "FLYJOBS_INBOX_BIND": "127.0.0.1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    shutdown_runtime()
-    yield emulator
-    shutdown_runtime()
+    yield from _as_fly(emulator, monkeypatch)
 
 
 def test_calls_survive_api_faults_without_twins_or_leftovers(faulty_fly: RunningEmulator) -> None:
