@@ -35,12 +35,14 @@ class _RemoteFace(Generic[P, R]):
         self._function = function
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        call = self._function.spawn(*args, **kwargs)
+        call: Call[R] | None = None
         try:
+            call = self._function.spawn(*args, **kwargs)
             return call.result()
         except KeyboardInterrupt:
             # Ctrl-C (or a Jupyter interrupt) abandons the call: its machine goes too.
-            call.cancel()
+            if call is not None:
+                call.cancel()
             raise
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -94,6 +94,7 @@ def interrupt_when_running():
     rt = get_runtime()
     while not rt.portal.call(lambda: rt.client.list_machines(rt.app, state="started")):
         time.sleep(0.01)
+    time.sleep(0.5)  # the main thread is now waiting for the result, as a user at Ctrl-C is
     os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C does
 
 threading.Thread(target=interrupt_when_running, daemon=True).start()
