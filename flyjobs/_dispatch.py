@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from ._call import Call, CallState, CallStatus
-from ._envelopes import decode_result, encode_call, rebuild_exception
+from ._envelopes import decode_result, encode_arguments, encode_call, rebuild_exception
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -75,9 +75,7 @@ class _Plan:
     call_id: str
     fn_ref: str
     sys_path: Sequence[str]
-    arg_names: Sequence[str]
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
+    arguments: bytes  # encoded once, when the call is made
     options: CallOptions
     batch_id: str | None
     app: str
@@ -137,17 +135,14 @@ def spawn_batch(
     plans = []
     for index, (args, kwargs) in enumerate(inputs):
         call_id = f"{batch_id}-{index}" if batch_id else new_call_id()
-        plan = _Plan(
-            call_id, fn_ref, sys_path, arg_names, args, dict(kwargs), options, batch_id, app, image
-        )
         # Encoded here, in the caller's thread, so a bad argument raises before anything runs.
         try:
-            _encode(plan, deadline=0.0, result_url="")
+            arguments = _encode_arguments(fn_ref, args, kwargs, options.pickle, arg_names)
         except SerializationError as exc:
             if batch_id is None:
                 raise
             raise SerializationError(f"input {index}: {exc}") from exc.__cause__
-        plans.append(plan)
+        plans.append(_Plan(call_id, fn_ref, sys_path, arguments, options, batch_id, app, image))
     return [_submit(runtime, plan) for plan in plans]
 
 
@@ -207,26 +202,34 @@ def _positional_names(fn: Callable[..., Any]) -> list[str]:
     return [p.name for p in parameters if p.kind in kinds]
 
 
-def _encode(plan: _Plan, *, deadline: float, result_url: str) -> bytes:
-    payload = encode_call(
+def _encode_arguments(
+    fn_ref: str,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    pickle: bool,
+    arg_names: Sequence[str],
+) -> bytes:
+    arguments = encode_arguments(args, kwargs, pickle=pickle, arg_names=arg_names)
+    if len(arguments) > MAX_INLINE_PAYLOAD_BYTES:
+        raise SerializationError(
+            f"the arguments of {fn_ref} encode to {len(arguments) / 1048576:.1f} MiB, over the"
+            f" {MAX_INLINE_PAYLOAD_BYTES // 1048576} MiB that travel inside the machine config;"
+            " pass large data by reference (a URL or object-store key) instead"
+        )
+    return arguments
+
+
+def _payload(plan: _Plan, call_id: str, *, deadline: float, result_url: str) -> bytes:
+    return encode_call(
         plan.fn_ref,
-        plan.args,
-        plan.kwargs,
-        call_id=plan.call_id,
+        call_id=call_id,
         deadline=deadline,
         result_url=result_url,
         batch_id=plan.batch_id,
         sys_path=plan.sys_path,
         pickle=plan.options.pickle,
-        arg_names=plan.arg_names,
+        arguments=plan.arguments,
     )
-    if len(payload) > MAX_INLINE_PAYLOAD_BYTES:
-        raise SerializationError(
-            f"the arguments of {plan.fn_ref} encode to {len(payload) / 1048576:.1f} MiB, over the"
-            f" {MAX_INLINE_PAYLOAD_BYTES // 1048576} MiB that travel inside the machine config;"
-            " pass large data by reference (a URL or object-store key) instead"
-        )
-    return payload
 
 
 async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
@@ -295,10 +298,8 @@ async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState
             started = time.time()
             state.timings.create_started_at = started
             deadline = started + timeout_s
-            payload = _encode(
-                dataclasses.replace(plan, call_id=call_id),
-                deadline=deadline + _WORKER_DEADLINE_SLACK_S,
-                result_url=ticket.url,
+            payload = _payload(
+                plan, call_id, deadline=deadline + _WORKER_DEADLINE_SLACK_S, result_url=ticket.url
             )
             config = _machine_config(plan, call_id, payload)
             try:

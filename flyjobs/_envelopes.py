@@ -48,6 +48,7 @@ __all__ = (
     "decode_call",
     "decode_result",
     "describe_exception",
+    "encode_arguments",
     "encode_call",
     "encode_result",
     "rebuild_exception",
@@ -136,9 +137,23 @@ def _argument_label(index: int, arg_names: Sequence[str]) -> str:
     return f"positional argument {index}"
 
 
-def _encode_arguments(
-    args: Sequence[Any], kwargs: Mapping[str, Any], arg_names: Sequence[str]
+def encode_arguments(
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    pickle: bool = False,
+    arg_names: Sequence[str] = (),
 ) -> bytes:
+    """Encode a call's arguments into the blob a call envelope carries (see `encode_call`).
+
+    :param pickle: use pickle (only when the user opted in).
+    :param arg_names: names of the positional parameters, used only in error messages.
+    :raises SerializationError: an argument cannot be encoded; the message names it and where
+        inside it the offending value sits.
+    """
+    kwargs = {} if kwargs is None else kwargs
+    if pickle:
+        return _pickle((tuple(args), dict(kwargs)), "the arguments")
     try:
         return _pack([list(args), dict(kwargs)])
     except _Unencodable as exc:
@@ -167,6 +182,7 @@ def encode_call(
     sys_path: Sequence[str] = (),
     pickle: bool = False,
     arg_names: Sequence[str] = (),
+    arguments: bytes | None = None,
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -176,14 +192,13 @@ def encode_call(
     :param sys_path: import roots the worker puts in front of ``sys.path``.
     :param pickle: carry arguments and result as pickle (only when the user opted in).
     :param arg_names: names of the positional parameters, used only in error messages.
+    :param arguments: the blob `encode_arguments` made, instead of ``args``/``kwargs`` (a
+        caller that checked the arguments early need not encode them twice).
     :raises SerializationError: an argument cannot be encoded; the message names it and where
         inside it the offending value sits.
     """
-    kwargs = {} if kwargs is None else kwargs
-    if pickle:
-        arguments = _pickle((tuple(args), dict(kwargs)), "the arguments")
-    else:
-        arguments = _encode_arguments(args, kwargs, arg_names)
+    if arguments is None:
+        arguments = encode_arguments(args, kwargs, pickle=pickle, arg_names=arg_names)
     return _pack(
         {
             "flyjobs": ENVELOPE_VERSION,
