@@ -19,14 +19,16 @@ from ._call import Call, cancel_all
 from ._dispatch import new_batch_id, spawn_batch
 from ._options import CallOptions
 
-__all__ = ("Inputs", "map_async", "map_calls", "results")
-
-#: One call's arguments: (args, kwargs).
-Inputs = Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]]
+__all__ = ("map_async", "map_calls", "results")
 
 
-def map_calls(fn: Callable[..., Any], options: CallOptions, inputs: Inputs) -> list[Call[Any]]:
-    """Check every input, then start one call per input; return the handles in input order."""
+def map_calls(
+    fn: Callable[..., Any],
+    options: CallOptions,
+    inputs: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]],
+) -> list[Call[Any]]:
+    """Check every input (``(args, kwargs)`` each), then start one call per input; return the
+    handles in input order."""
     return spawn_batch(fn, options, inputs, batch_id=new_batch_id())
 
 
