@@ -4,10 +4,11 @@ cancel the rest."""
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 
 import pytest
 import remote_funcs as funcs
-from _remote_helpers import machines
+from _remote_helpers import machines, metadata
 
 import flyjobs
 from flyjobs._runtime import Runtime
@@ -33,11 +34,11 @@ def test_batch_call_ids_are_deterministic_and_name_the_machines(runtime: Runtime
     before = {m.id for m in machines(runtime)}
     assert list(funcs.add.map([1, 2, 3])) == [1, 2, 3]
     new = [m for m in machines(runtime) if m.id not in before]
-    batch_ids = {m.config.metadata["flyjobs_batch_id"] for m in new}
+    batch_ids = {metadata(m)["flyjobs_batch_id"] for m in new}
     assert len(batch_ids) == 1
     (batch_id,) = batch_ids
-    assert sorted(m.name for m in new) == [f"{batch_id}-{i}" for i in range(3)]
-    assert all(m.config.metadata["flyjobs_call_id"] == m.name for m in new)
+    assert sorted(m.name or "" for m in new) == [f"{batch_id}-{i}" for i in range(3)]
+    assert all(metadata(m)["flyjobs_call_id"] == m.name for m in new)
 
 
 def test_return_exceptions_yields_failures_in_place(runtime: Runtime) -> None:
@@ -64,6 +65,7 @@ def test_a_bad_input_raises_before_any_machine(runtime: Runtime) -> None:
 
 def test_leaving_the_loop_early_cancels_the_rest(runtime: Runtime) -> None:
     values = funcs.slow.map([0.0, 30, 30])
+    assert isinstance(values, Generator)  # so that leaving a loop early closes it
     assert next(values) == 0.0
     values.close()  # as a `break` out of a for loop does
     # no_machine_left checks that the two sleepers were destroyed.

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+# remote_funcs lives in tests/_support (on sys.path in pytest, inserted by hand here).
+HERE = Path(__file__).resolve().parent / "_support"
 
 CLIENT = """
 import os, signal, sys, time

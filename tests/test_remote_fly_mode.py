@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 import remote_funcs as funcs
+from _remote_helpers import machine_of
 
 import flyjobs
 from flyjobs._runtime import get_runtime, shutdown_runtime
@@ -54,7 +55,8 @@ def test_calls_run_in_the_configured_app_with_its_secrets(fly: RunningEmulator) 
     assert funcs.env_value.remote("FLY_API_TOKEN") is None  # the caller's token stays here
     runtime = get_runtime()
     assert runtime.app == APP
-    machine = runtime.portal.call(lambda: runtime.client.get_machine(APP, call.machine_id))
+    machine = machine_of(runtime, call.machine_id)
+    assert machine.config is not None
     assert machine.config.image == "registry.fly.io/flyjobs-fly-mode:latest"
     assert machine.config.auto_destroy is True
     assert machine.config.restart is not None and machine.config.restart.policy == "no"

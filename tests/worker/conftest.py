@@ -14,7 +14,8 @@ from flyjobs._envelopes import encode_call
 from flyjobs._inbox import ResultInbox
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
 
-HERE = Path(__file__).resolve().parent
+# worker_funcs lives in tests/_support: the worker imports it with that folder on its sys.path.
+SUPPORT = Path(__file__).resolve().parent.parent / "_support"
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def machine_root(tmp_path: Path) -> Path:
 def run_worker(machine_root: Path) -> RunWorker:
     """Write a payload for ``fn(*args, **kwargs)`` and run a worker process on it.
 
-    ``deadline_s`` is seconds from now; ``sys_path`` defaults to this directory so that
+    ``deadline_s`` is seconds from now; ``sys_path`` defaults to tests/_support so that
     ``worker_funcs`` is importable by the worker.
     """
 
@@ -60,7 +61,7 @@ def run_worker(machine_root: Path) -> RunWorker:
             call_id=call_id,
             deadline=time.time() + deadline_s,
             result_url=result_url,
-            sys_path=[str(HERE)] if sys_path is None else sys_path,
+            sys_path=[str(SUPPORT)] if sys_path is None else sys_path,
             pickle=pickle,
         )
         (machine_root / PAYLOAD_GUEST_PATH.lstrip("/")).write_bytes(payload)

@@ -231,7 +231,9 @@ class Opaque:
 
 
 def test_pickle_is_used_only_when_opted_in() -> None:
-    with pytest.raises(SerializationError, match="of type test_worker_codec.Opaque"):
+    with pytest.raises(
+        SerializationError, match=r"of type tests\.worker\.test_worker_codec\.Opaque"
+    ):
         encode_call("m:f", (Opaque(),), call_id="c", deadline=0, result_url="")
     call = decode_call(
         encode_call("m:f", (Opaque(),), call_id="c", deadline=0, result_url="", pickle=True)

@@ -179,7 +179,7 @@ async def test_payload_option_reads_another_file(
                 call_id="c-opt",
                 deadline=time.time() + 30,
                 result_url=ticket.url,
-                sys_path=[str(Path(__file__).parent)],
+                sys_path=[str(Path(__file__).parent.parent / "_support")],
             )
         )
         run = await run_worker_process(machine_root, "--payload", str(other))

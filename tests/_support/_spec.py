@@ -109,7 +109,7 @@ def spec_path() -> Path:
     override = os.environ.get("FLYJOBS_SPEC")
     if override:
         return Path(override)
-    return Path(__file__).parent / "spec" / "machines-openapi.yaml"
+    return Path(__file__).parent.parent / "spec" / "machines-openapi.yaml"
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]

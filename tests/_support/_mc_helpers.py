@@ -1,4 +1,4 @@
-"""Helpers of the Machines client tests (imported by name: tests/machines is on sys.path)."""
+"""Helpers of the Machines client tests (imported by name: tests/_support is on sys.path)."""
 
 from __future__ import annotations
 
