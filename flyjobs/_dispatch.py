@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import inspect
 import logging
+import math
 import os
 import secrets
 import sys
@@ -39,12 +40,18 @@ from ._exceptions import (
     WaitTimeoutError,
 )
 from ._inbox import Ticket
+from ._jobs import client_identity
 from ._options import CallOptions
 from ._protocol import (
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_DELIVERY_FAILED,
     EXIT_IMPORT_FAILED,
+    META_BATCH_ID,
+    META_CALL_ID,
+    META_CLIENT,
+    META_DEADLINE,
+    META_FUNCTION,
     PAYLOAD_GUEST_PATH,
 )
 from ._reference import function_reference
@@ -263,7 +270,9 @@ async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
         state.timings.finished_at = time.time()
 
 
-def _machine_config(plan: _Plan, call_id: str, payload: bytes) -> MachineConfig:
+def _machine_config(
+    plan: _Plan, call_id: str, payload: bytes, worker_deadline: float
+) -> MachineConfig:
     options = plan.options
     return MachineConfig.model_validate(
         {
@@ -280,9 +289,12 @@ def _machine_config(plan: _Plan, call_id: str, payload: bytes) -> MachineConfig:
                 }
             ],
             "metadata": {
-                "flyjobs_call_id": call_id,
-                "flyjobs_batch_id": plan.batch_id or "",
-                "flyjobs_function": plan.fn_ref,
+                META_CALL_ID: call_id,
+                META_BATCH_ID: plan.batch_id or "",
+                META_FUNCTION: plan.fn_ref,
+                # What `flyjobs gc` needs to tell a stray.
+                META_DEADLINE: str(math.ceil(worker_deadline)),
+                META_CLIENT: client_identity(),
             },
         }
     )
@@ -298,10 +310,9 @@ async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState
             started = time.time()
             state.timings.create_started_at = started
             deadline = started + timeout_s
-            payload = _payload(
-                plan, call_id, deadline=deadline + _WORKER_DEADLINE_SLACK_S, result_url=ticket.url
-            )
-            config = _machine_config(plan, call_id, payload)
+            worker_deadline = deadline + _WORKER_DEADLINE_SLACK_S
+            payload = _payload(plan, call_id, deadline=worker_deadline, result_url=ticket.url)
+            config = _machine_config(plan, call_id, payload, worker_deadline)
             try:
                 machine = await runtime.client.create_machine(
                     app, config, name=call_id, region=options.region

@@ -12,8 +12,12 @@ __all__ = (
     "EXIT_IMPORT_FAILED",
     "EXIT_OK",
     "MACHINE_ROOT_ENV",
+    "META_BATCH_ID",
+    "META_CALL_ID",
+    "META_CLIENT",
+    "META_DEADLINE",
+    "META_FUNCTION",
     "PAYLOAD_GUEST_PATH",
-    "RESERVED_ENV",
 )
 
 #: Absolute guest path of the call payload file (``config.files[].guest_path``).
@@ -25,25 +29,6 @@ PAYLOAD_GUEST_PATH = "/flyjobs/call.msgpack"
 #: emulator's one documented deviation from Fly.
 MACHINE_ROOT_ENV = "FLYJOBS_MACHINE_ROOT"
 
-#: Variables the platform sets in every machine (Fly's runtime environment, plus the emulator's
-#: root): neither ``config.env`` nor an app secret may name one. ``PRIMARY_REGION`` is not among
-#: them, as ``fly.toml``'s ``primary_region`` sets it through ``env``.
-RESERVED_ENV = frozenset(
-    {
-        "FLY_APP_NAME",
-        "FLY_MACHINE_ID",
-        "FLY_ALLOC_ID",
-        "FLY_REGION",
-        "FLY_PUBLIC_IP",
-        "FLY_IMAGE_REF",
-        "FLY_MACHINE_VERSION",
-        "FLY_PRIVATE_IP",
-        "FLY_PROCESS_GROUP",
-        "FLY_VM_MEMORY_MB",
-        MACHINE_ROOT_ENV,
-    }
-)
-
 # Worker exit codes. 0 means a result was delivered (the function's own exception counts as a
 # delivered result); each failure before or after that has its own code so the exit event alone
 # tells the client what went wrong.
@@ -52,3 +37,14 @@ EXIT_BAD_PAYLOAD = 65  # payload file missing, unreadable or not a flyjobs call 
 EXIT_IMPORT_FAILED = 66  # the function reference could not be imported
 EXIT_DELIVERY_FAILED = 75  # the result could not be delivered (EX_TEMPFAIL)
 EXIT_DEADLINE = 124  # the call's deadline passed inside the worker (as timeout(1) exits)
+
+# Metadata (``config.metadata``) on every machine flyjobs creates; `flyjobs ls`, `flyjobs logs` and
+# `flyjobs gc` find flyjobs' machines by these keys, and never touch a machine without them.
+META_CALL_ID = "flyjobs_call_id"
+META_BATCH_ID = "flyjobs_batch_id"  # empty for a call outside a batch
+META_FUNCTION = "flyjobs_function"  # "module:qualname"
+#: Unix time (whole seconds) by which the worker has ended itself; absent on machines meant to
+#: outlive any call (scheduled ones).
+META_DEADLINE = "flyjobs_deadline"
+#: The process that created the machine: "<hostname>/<pid>/<process start, unix seconds>".
+META_CLIENT = "flyjobs_client"

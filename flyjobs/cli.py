@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from ._commands import COMMANDS
 from .emulator import dev_command
 
 __all__ = ("cli", "main")
@@ -21,6 +22,8 @@ def cli() -> None:
 
 
 cli.add_command(dev_command, name="dev")
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

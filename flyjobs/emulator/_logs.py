@@ -1,9 +1,11 @@
 """Fly's logs API shape (``GET /api/v1/apps/{app}/logs``) over each machine's log file.
 
 Fly serves logs from api.fly.io, not from the Machines API; the emulator serves the same path
-so a client can show the last output of a machine, destroyed ones included while retained.
-Without ``next_token`` the answer is the tail of the logs; ``meta.next_token`` continues from
-where the answer ended. A line's timestamp is the time its file was last written (the file
+so a client can read what a machine printed, destroyed ones included while retained. Without
+``next_token`` the answer starts at the oldest retained line (the emulator retains a machine's
+whole output; Fly keeps a recent window), at most ``log_page_lines`` of them;
+``meta.next_token`` continues from where the answer ended, and a machine the token has not seen
+yet is read from its first line. A line's timestamp is the time its file was last written (the file
 keeps no per-line times).
 """
 
@@ -50,11 +52,12 @@ async def app_logs(request: Request) -> Response:
 
 
 def _read(machine: Machine, offset: int | None, budget: int) -> tuple[list[tuple[int, str]], int]:
-    """Complete lines after ``offset`` (the last ``budget`` lines when None), and the new offset."""
+    """At most ``budget`` complete lines after ``offset`` (None: from the start), and the new
+    offset."""
     path = machine_log(machine.machine_dir)
     try:
         data = path.read_bytes()
-    except OSError:  # never written, or the machine tampered with its folder
+    except FileNotFoundError:
         return [], offset or 0
     start = offset or 0
     end = len(data)
@@ -67,8 +70,6 @@ def _read(machine: Machine, offset: int | None, budget: int) -> tuple[list[tuple
         position += len(raw)
     if budget <= 0:
         return [], start
-    if offset is None:
-        return lines[-budget:], end
     if len(lines) > budget:
         lines = lines[:budget]
         end = lines[-1][0] + len(data[lines[-1][0] :].split(b"\n", 1)[0]) + 1

@@ -1,0 +1,15 @@
+"""The ``flyjobs`` commands around the library: run, ls, logs, gc, doctor.
+
+Each is a thin face over a library function; `flyjobs.cli` registers them.
+"""
+
+from __future__ import annotations
+
+from ._doctor import doctor
+from ._gc import gc
+from ._inspect import logs, ls
+from ._run import run
+
+__all__ = ("COMMANDS",)
+
+COMMANDS = (run, ls, logs, gc, doctor)

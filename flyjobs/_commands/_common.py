@@ -1,0 +1,65 @@
+"""What the commands share: the API they talk to, and errors shown without a traceback."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+import click
+
+from .._exceptions import ConfigError, FlyjobsError
+from .._settings import Settings
+from ..machines import MachinesClient
+
+__all__ = ("APP_OPTION", "NO_API", "api_client", "run_async", "shows_errors")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+NO_API = (
+    "no Machines API is configured (FLY_API_TOKEN is unset): start `flyjobs dev` in another"
+    " terminal and export the variables it prints, or set FLY_API_TOKEN (and FLY_APP) for Fly"
+)
+
+APP_OPTION = click.option(
+    "-a", "--app", default=None, help="Fly app (default: FLY_APP or [tool.flyjobs] app)."
+)
+
+
+def shows_errors(command: Callable[P, T]) -> Callable[P, T]:
+    """Show flyjobs' errors (bad settings, API refusals) as one clear line, exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return command(*args, **kwargs)
+        except (FlyjobsError, LookupError) as exc:
+            notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()))
+            raise click.ClickException(f"{exc}{notes}") from None
+
+    return wrapper
+
+
+def api_client(app: str | None) -> tuple[Settings, MachinesClient, str]:
+    """The settings, a client of the Machines API they name, and the app to look at.
+
+    :raises ConfigError: no API is configured (no token), or no app is named.
+    """
+    settings = Settings.load()
+    if settings.embedded:
+        raise ConfigError(NO_API)
+    app = app or settings.require("app")
+    client = MachinesClient(token=settings.api_token, base_url=settings.api_hostname)
+    return settings, client, app
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn()`` to completion on a fresh event loop."""
+
+    async def main() -> Any:
+        return await fn()
+
+    result: T = anyio.run(main)
+    return result

@@ -1,0 +1,42 @@
+"""``flyjobs gc``: destroy stray flyjobs machines."""
+
+from __future__ import annotations
+
+import click
+
+from .._jobs import Stray, collect_strays
+from ._common import APP_OPTION, api_client, run_async, shows_errors
+
+__all__ = ("gc",)
+
+
+@click.command("gc")
+@APP_OPTION
+@click.option("--dry-run", is_flag=True, help="List the strays; destroy nothing.")
+@shows_errors
+def gc(app: str | None, dry_run: bool) -> None:
+    """Destroy stray flyjobs machines: past their deadline, or whose client is gone.
+
+    Strays are found by the metadata flyjobs puts on its machines; a machine without it (one
+    flyjobs did not create) is never touched, nor is a scheduled one. A client counts as gone
+    when it ran on this host and its process has ended; other hosts' machines are judged by
+    their deadline alone.
+
+    \b
+    Example:
+        flyjobs gc --dry-run
+        flyjobs gc
+    """
+    _settings, client, app = api_client(app)
+
+    async def collect() -> list[Stray]:
+        async with client:
+            return await collect_strays(client, app, dry_run=dry_run)
+
+    strays = run_async(collect)
+    verb = "would destroy" if dry_run else "destroyed"
+    for stray in strays:
+        job = stray.machine
+        click.echo(f"{verb} {job.id} ({job.call_id}, {job.function}): {stray.reason}")
+    if not strays:
+        click.echo(f"no stray flyjobs machines in app {app!r}")

@@ -1,0 +1,155 @@
+"""`flyjobs doctor`'s checks: each setting a remote call needs, passed or failed with its fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Sequence
+
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    ConfigError,
+    ForbiddenError,
+    NotFoundError,
+    TransportError,
+)
+from ._runtime import _inbox_addresses as inbox_addresses
+from ._settings import Settings
+from .machines import MachinesClient
+
+__all__ = ("Check", "diagnose")
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One check's outcome: ``fix`` says what to do when it failed."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+async def diagnose(settings: Settings, *, secrets: Sequence[str] = ()) -> list[Check]:
+    """Check ``settings`` against the Machines API they name; ``secrets`` are secret names the
+    app must have. Never raises for a failed check: each becomes a failed `Check`."""
+    if settings.embedded:
+        return [
+            Check(
+                "back end",
+                True,
+                "no FLY_API_TOKEN: calls run on the embedded local emulator (nothing else to"
+                " check; set FLY_API_TOKEN, or export what `flyjobs dev` prints, to check Fly)",
+            )
+        ]
+    checks = [_image(settings), _inbox(settings)]
+    try:
+        client = MachinesClient(token=settings.api_token, base_url=settings.api_hostname)
+    except ConfigError as exc:
+        return [Check("api", False, str(exc), "set FLY_API_HOSTNAME to an http(s) URL"), *checks]
+    async with client:
+        checks[:0] = await _api_checks(client, settings, secrets)
+        checks.append(_rate_limits(client))
+    return checks
+
+
+async def _api_checks(
+    client: MachinesClient, settings: Settings, secrets: Sequence[str]
+) -> list[Check]:
+    api = client.base_url
+    app = settings.app
+    try:
+        if app:
+            await client.get_app(app)
+        else:
+            await client.list_apps()
+    except NotFoundError:
+        pass  # the token was accepted; the app check below says the rest
+    except (AuthenticationError, ForbiddenError) as exc:
+        return [
+            Check(
+                "token",
+                False,
+                f"{api} refused FLY_API_TOKEN (HTTP {exc.status_code})",
+                "set FLY_API_TOKEN to a valid token (`fly tokens create deploy -a APP`)",
+            )  # fmt: skip
+        ]
+    except (APIError, TransportError) as exc:
+        fix = "check FLY_API_HOSTNAME (Fly: https://api.machines.dev)"
+        return [Check("api", False, f"{api} did not answer: {exc}", fix)]
+    checks = [Check("token", True, f"accepted by {api}")]
+    if not app:
+        fix = "set FLY_APP, or `app = ...` under [tool.flyjobs] in pyproject.toml"
+        return [*checks, Check("app", False, "no app configured", fix)]
+    try:
+        await client.get_app(app)
+    except NotFoundError:
+        fix = f"create it (`fly apps create {app}`) or name another with FLY_APP"
+        return [*checks, Check("app", False, f"no app {app!r} at {api}", fix)]
+    checks.append(Check("app", True, f"{app!r} exists"))
+    checks.append(await _secrets(client, app, secrets))
+    checks.append(await _logs(client, app))
+    return checks
+
+
+async def _secrets(client: MachinesClient, app: str, wanted: Sequence[str]) -> Check:
+    try:
+        names = sorted(s.name for s in await client.list_secrets(app))
+    except (APIError, TransportError) as exc:
+        return Check("secrets", False, f"cannot list the secrets of {app!r}: {exc}",
+                     "use a token allowed to read the app's secrets")  # fmt: skip
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        fix = " ; ".join(f"fly secrets set {n}=... -a {app}" for n in missing)
+        return Check("secrets", False, f"{app!r} lacks {', '.join(missing)}", fix)
+    shown = ", ".join(names) if names else "none"
+    return Check("secrets", True, f"{len(names)} set ({shown})")
+
+
+async def _logs(client: MachinesClient, app: str) -> Check:
+    try:
+        await client.get_logs(app)
+    except (APIError, TransportError) as exc:
+        return Check(
+            "logs", False, f"the logs API at {client.logs_url} failed: {exc}",
+            "live output and `flyjobs logs` need a token that may read the app's logs",
+        )  # fmt: skip
+    return Check("logs", True, f"readable at {client.logs_url}")
+
+
+def _image(settings: Settings) -> Check:
+    if settings.image:
+        return Check("image", True, settings.image)
+    return Check(
+        "image", False, "no image configured",
+        "build and push the image (see the Dockerfile), then set FLYJOBS_IMAGE or"
+        " `image = ...` under [tool.flyjobs]",
+    )  # fmt: skip
+
+
+def _inbox(settings: Settings) -> Check:
+    try:
+        bind, advertise = inbox_addresses(settings)
+    except ConfigError as exc:
+        return Check("results", False, "machines have no address to deliver results to",
+                     str(exc))  # fmt: skip
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((bind, 0))
+    except OSError as exc:
+        return Check("results", False, f"the inbox cannot listen on {bind}: {exc}",
+                     "set FLYJOBS_INBOX_BIND to an address of this host")  # fmt: skip
+    return Check("results", True, f"inbox listens on {bind}, machines reach it at {advertise}")
+
+
+def _rate_limits(client: MachinesClient) -> Check:
+    limits = client.rate_limits
+    if limits is None:
+        return Check("rate limits", True, "client pacing off (the API is on this host)")
+    rate = limits.default
+    return Check(
+        "rate limits", True,
+        f"client paces requests to Fly's limits ({rate.per_s:g}/s per action, burst {rate.burst})",
+    )  # fmt: skip

@@ -1,0 +1,104 @@
+"""Functions named on a command line: ``FILE_OR_MODULE::FUNCTION``, and their arguments."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ConfigError
+from ._function import Function, remote
+
+__all__ = ("load_function", "parse_argument", "read_inputs")
+
+
+def load_function(target: str) -> Function[..., Any]:
+    """The function ``target`` names (``path/to/file.py::name`` or ``package.module::name``),
+    made remote with default options if it is not decorated with ``@flyjobs.remote``.
+
+    A file is imported as a module named after it, with its folder on ``sys.path`` (so a
+    machine imports it the same way); a module is imported from the working directory.
+
+    :raises ConfigError: the target is malformed, missing, fails to import, or names no
+        function.
+    """
+    where, sep, name = target.rpartition("::")
+    if not sep or not where or not name:
+        raise ConfigError(
+            f"{target!r}: name a function as FILE_OR_MODULE::FUNCTION,"
+            " e.g. examples/hello.py::square or myapp.jobs::square"
+        )
+    module_name = _module_of(where)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name == module_name:
+            raise ConfigError(
+                f"{where!r} is neither a .py file nor an importable module (from {os.getcwd()})"
+            ) from None
+        raise ConfigError(f"importing {where} failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"importing {where} failed: {type(exc).__name__}: {exc}") from None
+    obj = getattr(module, name, None)
+    if isinstance(obj, Function):
+        return obj
+    if obj is None or not callable(obj) or isinstance(obj, type):
+        found = sorted(
+            k for k, v in vars(module).items()
+            if isinstance(v, Function) or (callable(v) and getattr(v, "__module__", None)
+                                           == module.__name__ and not isinstance(v, type))
+        )  # fmt: skip
+        listed = ", ".join(found) or "none"
+        raise ConfigError(f"{where} has no function {name!r} (its functions: {listed})")
+    return remote(obj)
+
+
+def _module_of(where: str) -> str:
+    path = Path(where)
+    if where.endswith(".py") or os.sep in where:
+        if not path.is_file():
+            raise ConfigError(f"no such file: {where}")
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        return path.stem
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return where
+
+
+def parse_argument(text: str) -> Any:
+    """A command-line argument: its JSON value (``3``, ``"a"``, ``[1, 2]``), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def read_inputs(path: Path) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The inputs of a JSON-lines file, one per non-blank line: an array is the positional
+    arguments, an object the keyword arguments, any other value the one argument.
+
+    :raises ConfigError: a line is not JSON (naming the line), or the file cannot be read.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{path} line {number} is not JSON: {exc}") from None
+        if isinstance(value, list):
+            yield tuple(value), {}
+        elif isinstance(value, dict):
+            yield (), value
+        else:
+            yield (value,), {}

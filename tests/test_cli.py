@@ -1,0 +1,347 @@
+"""The ``flyjobs`` commands, run as a user runs them (a subprocess), against a standalone emulator
+standing in for ``flyjobs dev`` or Fly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cli_funcs
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from flyjobs._runtime import get_runtime, shutdown_runtime
+from flyjobs.cli import cli
+from flyjobs.emulator import RunningEmulator
+
+SUPPORT = Path(__file__).resolve().parent / "_support"
+APP = "flyjobs-cli"
+SLEEPER = ["python", "-c", "import time; time.sleep(120)"]
+
+
+def flyjobs(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``flyjobs ARGS...`` in a fresh process with ``env`` as its whole flyjobs setting."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "FLYJOBS_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "flyjobs", *args],
+        env={**base, **env},
+        cwd=cwd or SUPPORT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def fly(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """An emulator with app APP, the settings that point flyjobs at it as at Fly (also applied
+    to this process's runtime), yielded as an environment for subprocesses."""
+    emulator = make_emulator()
+    headers = {"Authorization": f"Bearer {emulator.token}"}
+    with httpx.Client(base_url=emulator.url, headers=headers) as http:
+        assert http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"}).is_success
+    env = {
+        "FLY_API_TOKEN": emulator.token,
+        "FLY_API_HOSTNAME": emulator.url,
+        "FLY_APP": APP,
+        "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-cli:latest",
+        "FLYJOBS_INBOX_HOST": "127.0.0.1",
+        "FLYJOBS_INBOX_BIND": "127.0.0.1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    shutdown_runtime()
+    yield env
+    shutdown_runtime()
+
+
+def _api(env: dict[str, str]) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {env['FLY_API_TOKEN']}"}
+    return httpx.Client(base_url=env["FLY_API_HOSTNAME"], headers=headers, timeout=30)
+
+
+def _create(env: dict[str, str], metadata: dict[str, str]) -> str:
+    """A machine that sleeps, with ``metadata``, made directly through the API."""
+    config = {"image": "sleeper", "init": {"exec": SLEEPER}, "metadata": metadata}
+    with _api(env) as http:
+        response = http.post(f"/v1/apps/{APP}/machines", json={"config": config})
+        assert response.status_code == 200, response.text
+        machine_id: str = response.json()["id"]
+        http.get(f"/v1/apps/{APP}/machines/{machine_id}/wait", params={"state": "started"})
+    return machine_id
+
+
+def _states(env: dict[str, str]) -> dict[str, str]:
+    with _api(env) as http:
+        machines = http.get(f"/v1/apps/{APP}/machines").json()
+    return {m["id"]: m["state"] for m in machines}
+
+
+# -- every command ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "ls", "logs", "gc", "doctor"])
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.output
+    assert f"flyjobs {command}" in result.output.split("Example:")[1]
+
+
+@pytest.mark.parametrize("command", [["ls"], ["logs", "fj-0"], ["gc"]])
+def test_commands_without_an_api_say_how_to_get_one(command: list[str]) -> None:
+    result = flyjobs(*command, env={})
+    assert result.returncode == 1
+    assert "flyjobs dev" in result.stderr and "FLY_API_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_refused_token_is_one_line_without_the_token(fly: dict[str, str]) -> None:
+    result = flyjobs("ls", env={**fly, "FLY_API_TOKEN": "wrong-token-123"})
+    assert result.returncode == 1
+    assert "401" in result.stderr and "Traceback" not in result.stderr
+    assert "wrong-token-123" not in result.stderr
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+def test_run_prints_the_result(fly: dict[str, str]) -> None:
+    result = flyjobs("run", "cli_funcs.py::square", "7", env=fly)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "49\n"
+
+
+def test_run_on_the_embedded_emulator_needs_no_settings(tmp_path: Path) -> None:
+    script = tmp_path / "jobs.py"
+    script.write_text("def shout(word):\n    return word.upper() + '!'\n")
+    result = flyjobs("run", f"{script}::shout", "hey", env={}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == "HEY!"
+
+
+def test_run_a_module_function_that_is_not_decorated(fly: dict[str, str]) -> None:
+    result = flyjobs("run", "cli_funcs::plain", "abc", env=fly)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == "ABC"
+
+
+def test_run_map_reads_json_lines(fly: dict[str, str], tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('3\n[4]\n\n{"x": 5}\n')
+    result = flyjobs("run", "cli_funcs.py::square", "--map", str(inputs), env=fly)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["9", "16", "25"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cli_funcs.py"], "FILE_OR_MODULE::FUNCTION"),
+        (["missing.py::f"], "no such file: missing.py"),
+        (["no_such_module::f"], "neither a .py file nor an importable module"),
+        (["cli_funcs.py::nope"], "has no function 'nope'"),
+        (["cli_funcs.py::square", "--map", "missing.jsonl"], "cannot read missing.jsonl"),
+        (["cli_funcs.py::square", "'a'", "2"], "TypeError"),
+    ],
+)
+def test_run_bad_input_is_a_clear_error(fly: dict[str, str], args: list[str], message: str) -> None:
+    result = flyjobs("run", *args, env=fly)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback (most recent call last)" not in result.stderr.split("Remote traceback")[0]
+
+
+def test_run_map_names_a_bad_line(fly: dict[str, str], tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("1\n{oops\n")
+    result = flyjobs("run", "cli_funcs.py::square", "--map", str(inputs), env=fly)
+    assert result.returncode == 1
+    assert "line 2 is not JSON" in result.stderr and "Traceback" not in result.stderr
+    assert _states(fly) == {}  # checked before any machine
+
+
+# -- ls --------------------------------------------------------------------------------------
+
+
+def test_ls_lists_flyjobs_machines_only(fly: dict[str, str]) -> None:
+    foreign = _create(fly, {})
+    call = cli_funcs.hang.spawn(30)
+    while call.machine_id is None or _states(fly).get(call.machine_id) != "started":
+        time.sleep(0.02)
+    listed = json.loads(flyjobs("ls", "--json", env=fly).stdout)
+    assert [m["id"] for m in listed] == [call.machine_id]
+    (mine,) = listed
+    assert mine["call_id"] == call.call_id
+    assert mine["function"] == "cli_funcs:hang"
+    assert mine["state"] == "started"
+    assert mine["region"] and mine["age_s"] >= 0
+    table = flyjobs("ls", env=fly).stdout
+    assert "MACHINE" in table and call.call_id in table and foreign not in table
+    call.cancel()
+
+
+# -- gc --------------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_gc_destroys_exactly_the_strays(fly: dict[str, str]) -> None:
+    import socket
+
+    from flyjobs._jobs import client_identity
+
+    now = time.time()
+    host = socket.gethostname()
+    meta: dict[str, Any] = {"flyjobs_function": "jobs:work", "flyjobs_batch_id": ""}
+    late = _create(
+        fly, {**meta, "flyjobs_call_id": "fj-late", "flyjobs_deadline": str(int(now - 600))}
+    )
+    orphan = _create(
+        fly,
+        {
+            **meta,
+            "flyjobs_call_id": "fj-orphan",
+            "flyjobs_deadline": str(int(now + 600)),
+            "flyjobs_client": f"{host}/{_dead_pid()}/{int(now) - 5}",
+        },
+    )
+    live = _create(
+        fly,
+        {
+            **meta,
+            "flyjobs_call_id": "fj-live",
+            "flyjobs_deadline": str(int(now + 600)),
+            "flyjobs_client": client_identity(),
+        },
+    )
+    elsewhere = _create(
+        fly, {**meta, "flyjobs_call_id": "fj-far", "flyjobs_client": "another-host/1/1"}
+    )
+    scheduled = _create(fly, {"flyjobs_function": "jobs:nightly"})
+    foreign = _create(fly, {"owner": "someone else", "flyjobs_deadline": "1"})
+
+    dry = flyjobs("gc", "--dry-run", env=fly)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert sorted(line.split()[2] for line in lines) == sorted([late, orphan])
+    assert all(line.startswith("would destroy") for line in lines)
+    assert "past its deadline" in dry.stdout and "is gone" in dry.stdout
+    assert set(_states(fly).values()) == {"started"}
+
+    done = flyjobs("gc", env=fly)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line.split()[1] for line in done.stdout.splitlines()) == sorted([late, orphan])
+    states = _states(fly)
+    assert {states[m] for m in (live, elsewhere, scheduled, foreign)} == {"started"}
+    assert states.get(late, "destroyed") == states.get(orphan, "destroyed") == "destroyed"
+    assert "no stray" in flyjobs("gc", "--dry-run", env=fly).stdout
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+
+def test_3000_printed_lines_all_reach_flyjobs_logs(fly: dict[str, str]) -> None:
+    call = cli_funcs.print_lines.spawn(3000)
+    assert call.result(timeout_s=60) == 3000
+    result = flyjobs("logs", call.call_id, env=fly)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"line {i:05d} " + "x" * 60 for i in range(3000)]
+
+
+def test_logs_of_a_batch_name_each_call(fly: dict[str, str]) -> None:
+    calls = cli_funcs.print_lines.starmap([(2, "a"), (2, "b")])
+    assert list(calls) == [2, 2]
+    runtime = get_runtime()
+    machines = runtime.portal.call(lambda: runtime.client.list_machines(APP, include_deleted=True))
+    call_ids = sorted(str(m.name) for m in machines)  # a batch's calls name their machines
+    batch = call_ids[0].rsplit("-", 1)[0]
+    result = flyjobs("logs", batch, env=fly)
+    assert result.returncode == 0, result.stderr
+    expected = {
+        f"[{call_id}] {tag} {i:05d} " + "x" * 60
+        for call_id, tag in zip(call_ids, "ab", strict=True)
+        for i in range(2)
+    }
+    assert set(result.stdout.splitlines()) == expected
+
+
+def test_logs_follow_prints_lines_while_the_call_runs(fly: dict[str, str], tmp_path: Path) -> None:
+    signal_file = tmp_path / "finish"
+    call = cli_funcs.print_then_wait.spawn(str(signal_file))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "flyjobs", "logs", call.call_id, "--follow"],
+        env={**os.environ, **fly},
+        cwd=SUPPORT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "started\n"  # while the call still runs
+        assert call.status.value == "running"
+        signal_file.touch()
+        assert call.result(timeout_s=30) == "done"
+        rest, errors = follower.communicate(timeout=30)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, errors
+    assert rest == "finished\n"
+
+
+def test_logs_of_an_unknown_id_is_a_clear_error(fly: dict[str, str]) -> None:
+    result = flyjobs("logs", "fj-nope", env=fly)
+    assert result.returncode == 1
+    assert "fj-nope" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- doctor ----------------------------------------------------------------------------------
+
+
+def test_doctor_passes_a_good_setup(fly: dict[str, str]) -> None:
+    result = flyjobs("doctor", env=fly)
+    assert result.returncode == 0, result.stdout
+    names = [line.split(":")[0].split(None, 1)[1] for line in result.stdout.splitlines()[1:]]
+    assert names == ["token", "app", "secrets", "logs", "image", "results", "rate limits"]
+    assert all(line.startswith("PASS") for line in result.stdout.splitlines()[1:])
+
+
+def test_doctor_names_each_failure_with_its_fix(fly: dict[str, str]) -> None:
+    env = {k: v for k, v in fly.items() if k not in ("FLYJOBS_IMAGE", "FLYJOBS_INBOX_HOST")}
+    result = flyjobs(
+        "doctor", "--secret", "DATABASE_URL", env={**env, "FLY_APP": "nope"}, cwd=Path("/")
+    )
+    assert result.returncode == 1
+    out = result.stdout
+    assert "PASS  token" in out
+    assert "FAIL  app: no app 'nope'" in out and "fly apps create nope" in out
+    assert "FAIL  image" in out and "FLYJOBS_IMAGE" in out
+    assert "FAIL  results" in out and "FLYJOBS_INBOX_HOST" in out
+    secrets = flyjobs("doctor", "--secret", "DATABASE_URL", env=fly)
+    assert "FAIL  secrets" in secrets.stdout
+    assert f"fly secrets set DATABASE_URL=... -a {APP}" in secrets.stdout
+    bad_token = flyjobs("doctor", env={**fly, "FLY_API_TOKEN": "nope-nope"})
+    assert "FAIL  token" in bad_token.stdout and "FLY_API_TOKEN" in bad_token.stdout
+
+
+def test_doctor_without_a_token_reports_the_embedded_emulator() -> None:
+    result = flyjobs("doctor", env={})
+    assert result.returncode == 0
+    assert "PASS  back end" in result.stdout and "embedded" in result.stdout
