@@ -8,6 +8,7 @@ module on every machine: no ``dataclasses``, ``re`` or ``typing`` here (they cos
 from __future__ import annotations
 
 from ._exceptions import ConfigError
+from ._protocol import RESERVED_ENV
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -129,6 +130,16 @@ class CallOptions:
         for name in (*self.env, *self.secrets):
             if not (name.isidentifier() and name.isascii()):
                 raise ConfigError(f"{name!r} is not a valid environment variable or secret name")
+            if name in RESERVED_ENV:
+                raise ConfigError(f"{name} is set by Fly in every machine; use another name")
+        for name, value in self.env.items():
+            if not isinstance(value, str) or "\0" in value:
+                raise ConfigError(
+                    f"env[{name!r}]: a value must be a string without NUL characters (\\x00)"
+                )
+        region = self.region
+        if region is not None and not (region.isascii() and region.isalnum() and region.islower()):
+            raise ConfigError(f"region={region!r}: use a Fly region code such as 'iad'")
 
     def merged(self, defaults: Mapping[str, Any]) -> CallOptions:
         """These options with unset fields taken from ``defaults`` (``[tool.flyjobs]``)."""

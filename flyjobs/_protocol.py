@@ -18,6 +18,7 @@ __all__ = (
     "META_DEADLINE",
     "META_FUNCTION",
     "PAYLOAD_GUEST_PATH",
+    "RESERVED_ENV",
 )
 
 #: Absolute guest path of the call payload file (``config.files[].guest_path``).
@@ -28,6 +29,25 @@ PAYLOAD_GUEST_PATH = "/flyjobs/call.msgpack"
 #: used as they are; in the emulator every guest path lives under this root. This is the
 #: emulator's one documented deviation from Fly.
 MACHINE_ROOT_ENV = "FLYJOBS_MACHINE_ROOT"
+
+#: Variables the platform sets in every machine (Fly's runtime environment, plus the emulator's
+#: root): neither ``config.env`` nor an app secret may name one. ``PRIMARY_REGION`` is not among
+#: them, as ``fly.toml``'s ``primary_region`` sets it through ``env``.
+RESERVED_ENV = frozenset(
+    {
+        "FLY_APP_NAME",
+        "FLY_MACHINE_ID",
+        "FLY_ALLOC_ID",
+        "FLY_REGION",
+        "FLY_PUBLIC_IP",
+        "FLY_IMAGE_REF",
+        "FLY_MACHINE_VERSION",
+        "FLY_PRIVATE_IP",
+        "FLY_PROCESS_GROUP",
+        "FLY_VM_MEMORY_MB",
+        MACHINE_ROOT_ENV,
+    }
+)
 
 # Worker exit codes. 0 means a result was delivered (the function's own exception counts as a
 # delivered result); each failure before or after that has its own code so the exit event alone

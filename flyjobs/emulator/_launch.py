@@ -8,6 +8,7 @@ stand-in that stays up until stopped, as a service would. An argv[0] of ``python
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 from .._protocol import MACHINE_ROOT_ENV
 from ._validate import effective_guest, validate_files
 
-__all__ = ("Identity", "LaunchPlan", "machine_log", "plan_launch", "prepare_root")
+__all__ = ("Identity", "LaunchPlan", "free_files", "machine_log", "plan_launch", "prepare_root")
 
 #: A stand-in service: sleeps until a stop signal, then exits cleanly (code 0).
 _SLEEPER = (
@@ -110,7 +111,11 @@ def prepare_root(machine_dir: Path, files: list[tuple[str, bytes, int | None]]) 
     start. Paths were checked at create, so each stays inside the root.
     """
     root = machine_dir / "root"
-    if root.exists():
+    # The last run may have left anything there, a symlink to elsewhere included: remove the
+    # link itself, never what it points to.
+    if root.is_symlink() or root.is_file():
+        root.unlink()
+    elif root.exists():
         shutil.rmtree(root)
     root.mkdir()
     for relative, content, mode in files:
@@ -120,6 +125,20 @@ def prepare_root(machine_dir: Path, files: list[tuple[str, bytes, int | None]]) 
         if mode is not None:
             target.chmod(mode)
     return root
+
+
+def free_files(machine_dir: Path) -> None:
+    """Remove a machine's root and process spec (its output is kept while it is retained).
+
+    Whatever the machine did to its folder, this never raises and never follows a link.
+    """
+    root = machine_dir / "root"
+    with contextlib.suppress(OSError):
+        if root.is_symlink() or root.is_file():
+            root.unlink()
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+        (machine_dir / "processes.json").unlink(missing_ok=True)
 
 
 def _fly_env(identity: Identity, config: dict[str, Any]) -> dict[str, str]:

@@ -9,6 +9,7 @@ and a destroyed machine stays readable for ``retention_s`` before it is forgotte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from ._config import EmulatorConfig
 from ._errors import ApiError
 from ._ids import now_ms
-from ._launch import Identity, machine_log, plan_launch, prepare_root
+from ._launch import Identity, free_files, machine_log, plan_launch, prepare_root
 from ._machine import Machine
 from ._process import ExitStatus, MemoryMonitor, spawn
 from ._validate import SCHEDULE_INTERVALS_S, effective_guest, restart_policy, stop_settings
@@ -64,30 +65,58 @@ class Lifecycle:
             machine.app_name, machine.id, machine.region, machine.version, machine.private_ip
         )
         log_path = machine_log(machine.machine_dir)
-        plan = plan_launch(
-            identity,
-            machine.config,
-            machine.secrets,
-            self._config.image_commands,
-            machine.machine_dir,
-        )
-        prepare_root(machine.machine_dir, plan.files)
+        argv0 = "?"
         try:
+            plan = plan_launch(
+                identity,
+                machine.config,
+                machine.secrets,
+                self._config.image_commands,
+                machine.machine_dir,
+            )
+            argv0 = plan.argv[0] if plan.argv else ""
+            prepare_root(machine.machine_dir, plan.files)
             handle = spawn(
                 plan.argv,
                 plan.env,
                 log_path=log_path,
                 on_exit=lambda status: self._on_exit(machine, status),
             )
-        except OSError as exc:
-            with log_path.open("a", encoding="utf-8") as log:
-                log.write(f"Error: failed to spawn command {plan.argv[0]!r}: {exc.strerror}\n")
-            status = ExitStatus(_EXIT_NOT_STARTED, -1, False, now_ms())
-            asyncio.get_running_loop().call_soon(self._on_exit, machine, status)
+        # Runs as a loop callback: an exception let through would be lost and leave the machine
+        # in "starting" forever, so every failure to launch ends the run here.
+        except Exception as exc:
+            self._launch_failed(machine, f"failed to spawn command {argv0!r}: {_reason(exc)}")
             return
         machine.handle = handle
         self._monitor.watch(handle, effective_guest(machine.config)[2])
         machine.set_state("started", ("start", "flyd"))
+
+    def _launch_failed(self, machine: Machine, message: str) -> None:
+        """End a run that never started: an ``exit`` event, state ``failed``, no restart.
+
+        As on Fly, a machine that fails to launch is ``failed`` (a persistent state it can be
+        started, updated or destroyed from); an ``auto_destroy`` one is then destroyed.
+        """
+        with contextlib.suppress(OSError):
+            with machine_log(machine.machine_dir).open("a", encoding="utf-8") as log:
+                log.write(f"Error: {message}\n")
+        pending, machine.pending = machine.pending, None
+        request = {
+            "exit_event": {
+                "exit_code": _EXIT_NOT_STARTED,
+                "guest_exit_code": _EXIT_NOT_STARTED,
+                "guest_signal": -1,
+                "oom_killed": False,
+                "requested_stop": pending is not None,
+                "restarting": False,
+                "signal": -1,
+                "exited_at": now_ms(),
+            },
+            "restart_count": machine.restart_count,
+        }
+        machine.set_state("failed", ("exit", "flyd"), request)
+        if pending == "destroy" or machine.config.get("auto_destroy"):
+            self.destroy(machine, source="user" if pending == "destroy" else "flyd")
 
     def _on_exit(self, machine: Machine, status: ExitStatus) -> None:
         machine.handle = None
@@ -212,12 +241,16 @@ class Lifecycle:
         self.schedule(machine)
 
     def destroy(self, machine: Machine, *, source: str) -> None:
-        """``destroying → destroyed``; forget the machine after ``retention_s``."""
+        """``destroying → destroyed``; forget the machine after ``retention_s``.
+
+        Its files go at once; only its record and output stay readable while retained.
+        """
         machine.set_state("destroying")
         machine.lease = None
         if machine.schedule_timer is not None:
             machine.schedule_timer.cancel()
             machine.schedule_timer = None
+        free_files(machine.machine_dir)
         machine.set_state("destroyed", ("destroy", source))
         if not self.closing:
             self._call_later(self._config.retention_s, self._remove, machine)
@@ -254,7 +287,7 @@ class Lifecycle:
 
     def _scheduled_run(self, machine: Machine) -> None:
         machine.schedule_timer = None
-        if machine.state in ("created", "stopped"):
+        if machine.state in ("created", "stopped", "failed"):
             self.launch(machine, new_run=True)
         self.schedule(machine)
 
@@ -282,6 +315,14 @@ class Lifecycle:
 
         timer = asyncio.get_running_loop().call_later(delay_s, fire)
         self._timers.add(timer)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    if isinstance(exc, ApiError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _refuse_while_replacing(machine: Machine) -> None:

@@ -57,7 +57,7 @@ def _read(machine: Machine, offset: int | None, budget: int) -> tuple[list[tuple
     path = machine_log(machine.machine_dir)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except OSError:  # never written, or the machine tampered with its folder
         return [], offset or 0
     start = offset or 0
     end = len(data)

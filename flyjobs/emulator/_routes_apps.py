@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from ._errors import bad_request, not_found
 from ._http import emulator_of, json_response, query_bool, read_json
+from ._validate import check_secrets
 
 __all__ = ("APP_ROUTES",)
 
@@ -71,6 +72,7 @@ async def update_secrets(request: Request) -> Response:
         isinstance(k, str) and k and (v is None or isinstance(v, str)) for k, v in values.items()
     ):
         raise bad_request("values must map secret names to strings (or null to unset)")
+    check_secrets(values)
     app.set_secrets(values)
     return json_response(
         {
@@ -98,6 +100,7 @@ async def set_secret(request: Request) -> Response:
     value = body.get("value")
     if not isinstance(value, str):
         raise bad_request("value is required and must be a string")
+    check_secrets({name: value})
     app.set_secrets({name: value})
     response = app.secrets[name].to_dict(show_value=False)
     response.update(version=app.secrets_version, Version=app.secrets_version)

@@ -24,7 +24,7 @@ from ._leases import acquire, check
 from ._lifecycle import Lifecycle
 from ._machine import Machine
 from ._process import CommandResult, MemoryMonitor, run_command
-from ._validate import validate_config, validate_files
+from ._validate import check_argv, check_region, check_text, validate_config, validate_files
 
 __all__ = ("Emulator",)
 
@@ -118,10 +118,12 @@ class Emulator:
         name = body.get("name") or machine_name()
         if not isinstance(name, str):
             raise bad_request("invalid name: must be a string")
+        check_text(name, "name")
         for other in self.app_machines(app_name):
             if other.name == name:
                 raise conflict(f"a machine named {name!r} already exists: {other.id}")
         region = body.get("region") or self.config.default_region
+        check_region(region)
         lease_ttl = body.get("lease_ttl")
         if lease_ttl is not None and (not isinstance(lease_ttl, int) or lease_ttl <= 0):
             raise bad_request("invalid lease_ttl: must be a positive number of seconds")
@@ -132,7 +134,7 @@ class Emulator:
             id=new_id,
             name=name,
             app_name=app_name,
-            region=str(region),
+            region=region,
             private_ip=private_ip(),
             config=config,
             version=ulid(),
@@ -211,7 +213,7 @@ class Emulator:
                 f"machine {machine.id} has a schedule ({machine.config['schedule']}); "
                 "it runs on its schedule and cannot be started"
             )
-        if previous in ("created", "stopped"):
+        if previous in ("created", "stopped", "failed"):
             self.lifecycle.launch(machine, new_run=True)
         elif previous not in ("starting", "started"):
             raise conflict(f"machine {machine.id} is {previous} and cannot be started now")
@@ -246,9 +248,14 @@ class Emulator:
         if isinstance(command, list) and command and all(isinstance(a, str) for a in command):
             argv = list(command)
         elif isinstance(cmd, str) and cmd.strip():
-            argv = shlex.split(cmd)
+            check_text(cmd, "cmd")
+            try:
+                argv = shlex.split(cmd)
+            except ValueError as exc:
+                raise bad_request(f"invalid cmd: {exc}") from None
         else:
             raise bad_request("command is required: an array of strings")
+        check_argv(argv, "command")
         if machine.state != "started":
             raise conflict(f"machine {machine.id} is {machine.state}, not started")
         if timeout_s is not None and (

@@ -13,11 +13,17 @@ import re
 import signal
 from typing import Any
 
+from .._protocol import RESERVED_ENV
 from ._errors import bad_request
 
 __all__ = (
     "SCHEDULE_INTERVALS_S",
     "STOP_SIGNALS",
+    "check_argv",
+    "check_env",
+    "check_region",
+    "check_secrets",
+    "check_text",
     "effective_guest",
     "parse_duration_s",
     "parse_signal",
@@ -67,6 +73,10 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS_S = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
 }  # fmt: skip
+#: Longest file name and guest path a Linux filesystem takes (NAME_MAX, PATH_MAX), in bytes.
+_NAME_MAX = 255
+_PATH_MAX = 4096
+_REGION = re.compile(r"[a-z0-9]{1,16}")
 
 
 def validate_config(raw: object) -> dict[str, Any]:
@@ -80,7 +90,8 @@ def validate_config(raw: object) -> dict[str, Any]:
     image = config.get("image")
     if not isinstance(image, str) or not image.strip():
         raise bad_request("invalid config.image: an image is required")
-    _check_str_map(config, "env")
+    check_text(image, "config.image")
+    check_env(config.get("env"), "config.env")
     _check_str_map(config, "metadata")
     _check_init(config.get("init"))
     _check_processes(config.get("processes"))
@@ -193,17 +204,21 @@ def validate_files(
     With ``secrets`` None only the shape is checked; otherwise ``secret_name`` is resolved
     against them (a secret holds base64, as on Fly).
 
-    :raises ApiError: 400 on a relative or escaping ``guest_path``, a missing or doubled
-        source, bad base64, or an unknown secret.
+    :raises ApiError: 400 on a relative, escaping or overlong ``guest_path``, one file whose
+        path runs through another (``/f`` and ``/f/g``), a missing or doubled source, bad
+        base64, or an unknown secret.
     """
     files = config.get("files") or []
     if not isinstance(files, list):
         raise bad_request("invalid config.files: must be an array")
     result = []
+    paths: dict[str, str] = {}
+    folders: dict[str, str] = {}
     for item in files:
         if not isinstance(item, dict):
             raise bad_request("invalid config.files entry: must be an object")
         relative = _guest_relative_path(item.get("guest_path"))
+        _claim(relative, item["guest_path"], paths, folders)
         sources = [key for key in ("raw_value", "secret_name", "image_config") if item.get(key)]
         if len(sources) != 1:
             raise bad_request(
@@ -233,7 +248,33 @@ def _guest_relative_path(guest_path: object) -> str:
     if not parts or ".." in parts:
         # ".." is refused outright: joined under the machine root it could climb out of it.
         raise bad_request(f"invalid guest_path {guest_path!r}: must name a file inside the machine")
+    if len(guest_path.encode()) > _PATH_MAX or any(
+        len(part.encode()) > _NAME_MAX for part in parts
+    ):
+        raise bad_request(
+            f"invalid guest_path {guest_path[:80]!r}...: a path holds at most {_PATH_MAX} bytes "
+            f"and each of its names at most {_NAME_MAX}"
+        )
     return posixpath.join(*parts)
+
+
+def _claim(relative: str, guest_path: str, paths: dict[str, str], folders: dict[str, str]) -> None:
+    """Record a file's path; refuse it when it is the folder of another file, or vice versa."""
+    if relative in folders:
+        raise bad_request(
+            f"file {guest_path}: {folders[relative]} needs it to be a folder; "
+            "a path cannot be both a file and a folder"
+        )
+    parent = posixpath.dirname(relative)
+    while parent:
+        if parent in paths:
+            raise bad_request(
+                f"file {guest_path}: {paths[parent]} is a file, so it cannot be a folder; "
+                "a path cannot be both a file and a folder"
+            )
+        folders.setdefault(parent, guest_path)
+        parent = posixpath.dirname(parent)
+    paths[relative] = guest_path
 
 
 def _b64decode(value: object, where: str) -> bytes:
@@ -245,6 +286,89 @@ def _b64decode(value: object, where: str) -> bytes:
         raise bad_request(f"file {where}: content is not valid base64") from None
 
 
+def check_text(value: str, where: str) -> None:
+    """Refuse a NUL character: no process argument, variable or path can hold one.
+
+    :raises ApiError: 400 naming ``where``.
+    """
+    if "\0" in value:
+        raise bad_request(f"invalid {where}: contains a NUL character (\\u0000)")
+
+
+def check_env(env: object, where: str) -> None:
+    """Check an environment map (``config.env``, ``processes[].env``).
+
+    Names must be non-empty and hold neither ``=`` nor NUL, values no NUL, and no name may be
+    one of the variables the platform sets in every machine (`RESERVED_ENV`).
+
+    :raises ApiError: 400 naming the first bad entry.
+    """
+    if env is None:
+        return
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise bad_request(f"invalid {where}: must map strings to strings")
+    for name, value in env.items():
+        _check_env_name(name, where)
+        if name in RESERVED_ENV:
+            raise bad_request(
+                f"invalid {where}: {name} is set by the platform in every machine and cannot "
+                "be overridden; use another name"
+            )
+        check_text(value, f"{where}.{name}")
+
+
+def check_secrets(values: dict[str, str | None]) -> None:
+    """Check secrets before they are set: each becomes an environment variable of machines.
+
+    :raises ApiError: 400 on a name that cannot be a variable (or is reserved), or a NUL in
+        a value.
+    """
+    for name, value in values.items():
+        _check_env_name(name, "secret name")
+        if name in RESERVED_ENV:
+            raise bad_request(
+                f"invalid secret name {name}: the platform sets it in every machine; "
+                "use another name"
+            )
+        if value is not None:
+            check_text(value, f"secret {name}")
+
+
+def check_argv(value: object, where: str) -> None:
+    """Check an optional argv: an array of strings without NUL characters.
+
+    :raises ApiError: 400 naming ``where``.
+    """
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(arg, str) for arg in value):
+        raise bad_request(f"invalid {where}: must be an array of strings")
+    for index, arg in enumerate(value):
+        check_text(arg, f"{where}[{index}]")
+
+
+def check_region(region: object) -> None:
+    """Check the shape of a region code (``iad``, ``lcl``): lowercase letters and digits.
+
+    :raises ApiError: 400.
+    """
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
+        raise bad_request(
+            f"invalid region {region!r}: use a region code such as iad (lowercase letters and "
+            "digits)"
+        )
+
+
+def _check_env_name(name: str, where: str) -> None:
+    if not name or "=" in name or "\0" in name:
+        raise bad_request(
+            f"invalid {where} {name!r}: an environment variable name must be non-empty and "
+            "hold neither '=' nor NUL"
+        )
+
+
 def _check_str_map(config: dict[str, Any], field: str) -> None:
     value = config.get(field)
     if value is None:
@@ -253,13 +377,9 @@ def _check_str_map(config: dict[str, Any], field: str) -> None:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise bad_request(f"invalid config.{field}: must map strings to strings")
-
-
-def _check_argv(value: object, where: str) -> None:
-    if value is not None and (
-        not isinstance(value, list) or not all(isinstance(arg, str) for arg in value)
-    ):
-        raise bad_request(f"invalid {where}: must be an array of strings")
+    for key, text in value.items():
+        check_text(key, f"config.{field} key")
+        check_text(text, f"config.{field}.{key}")
 
 
 def _check_init(init: object) -> None:
@@ -268,7 +388,7 @@ def _check_init(init: object) -> None:
     if not isinstance(init, dict):
         raise bad_request("invalid config.init: must be an object")
     for key in ("exec", "entrypoint", "cmd", "kernel_args"):
-        _check_argv(init.get(key), f"config.init.{key}")
+        check_argv(init.get(key), f"config.init.{key}")
 
 
 def _check_processes(processes: object) -> None:
@@ -278,12 +398,19 @@ def _check_processes(processes: object) -> None:
         raise bad_request("invalid config.processes: must be an array of objects")
     for index, process in enumerate(processes):
         for key in ("exec", "entrypoint", "cmd"):
-            _check_argv(process.get(key), f"config.processes[{index}].{key}")
-        env = process.get("env")
-        if env is not None and (
-            not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values())
-        ):
-            raise bad_request(f"invalid config.processes[{index}].env")
+            check_argv(process.get(key), f"config.processes[{index}].{key}")
+        check_env(process.get("env"), f"config.processes[{index}].env")
+        selections = process.get("secrets")
+        if selections is None:
+            continue
+        if not isinstance(selections, list) or not all(isinstance(s, dict) for s in selections):
+            raise bad_request(f"invalid config.processes[{index}].secrets: must be an array")
+        for selection in selections:
+            env_var = selection.get("env_var")
+            if env_var is not None:
+                if not isinstance(env_var, str):
+                    raise bad_request(f"invalid config.processes[{index}].secrets env_var")
+                check_env({env_var: ""}, f"config.processes[{index}].secrets")
 
 
 def _check_guest_and_size(config: dict[str, Any]) -> None:
@@ -317,4 +444,4 @@ def _check_guest_and_size(config: dict[str, Any]) -> None:
             f"invalid guest.memory_mb {memory_mb}: {kind} with {cpus} cpu(s) allows "
             f"{min_mb} to {max_mb} MB"
         )
-    _check_argv(guest.get("kernel_args"), "guest.kernel_args")
+    check_argv(guest.get("kernel_args"), "guest.kernel_args")

@@ -29,6 +29,7 @@ from ._validation import (
     check_absolute_path,
     check_base64,
     check_choice,
+    check_env,
     check_range,
     duration_seconds,
     from_server,
@@ -69,6 +70,10 @@ def _one_of(*choices: str) -> AfterValidator:
         return check_choice(value, choices, info)
 
     return AfterValidator(check)
+
+
+#: An environment map whose names and values a process can be given (no ``=``/NUL in names).
+_Environment = Annotated[dict[str, str] | None, AfterValidator(check_env)]
 
 
 def _in_range(low: int, high: int | None = None) -> AfterValidator:
@@ -249,7 +254,7 @@ class MachineProcess(_Model):
     entrypoint: list[str] | None = None
     cmd: list[str] | None = None
     exec: list[str] | None = None
-    env: dict[str, str] | None = None
+    env: _Environment = None
     env_from: list[EnvFrom] | None = None
     user: str | None = None
     secrets: list[MachineSecret] | None = None
@@ -318,7 +323,7 @@ class MachineConfig(_Model):
     """
 
     image: str
-    env: dict[str, str] | None = None
+    env: _Environment = None
     init: MachineInit | None = None
     guest: MachineGuest | None = None
     #: A named size such as ``"shared-cpu-2x"``; deprecated by Fly, exclusive with ``guest``.

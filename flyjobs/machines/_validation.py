@@ -20,6 +20,7 @@ __all__ = (
     "check_absolute_path",
     "check_base64",
     "check_choice",
+    "check_env",
     "check_range",
     "duration_seconds",
     "from_server",
@@ -53,6 +54,19 @@ def check_choice(value: str | None, choices: tuple[str, ...], info: ValidationIn
     if value is None or from_server(info) or value in choices:
         return value
     raise ValueError(f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
+
+
+def check_env(value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+    """Reject an environment no process can be given: a name that is empty or holds ``=`` or
+    NUL, or a value holding NUL."""
+    if value is None or from_server(info):
+        return value
+    for name, text in value.items():
+        if not name or "=" in name or "\0" in name:
+            raise ValueError(f"{name!r} is not a valid environment variable name")
+        if "\0" in text:
+            raise ValueError(f"the value of {name} holds a NUL character")
+    return value
 
 
 def check_range(value: int | None, low: int, high: int | None, info: ValidationInfo) -> int | None:

@@ -174,12 +174,6 @@ def test_start_of_started_machine_is_harmless(client: httpx.Client, app: str) ->
     assert r.json()["previous_state"] == "started"
 
 
-def test_unknown_program_exits_127(client: httpx.Client, app: str) -> None:
-    machine = create(client, app, ["/nonexistent/program"], restart={"policy": "no"})
-    wait_ok(client, app, machine["id"], "stopped")
-    assert exit_event(get(client, app, machine["id"]))["exit_code"] == 127
-
-
 def _wait_for_output(client: httpx.Client, app: str, machine_id: str, text: str) -> None:
     for _ in range(200):
         lines = client.get(f"/api/v1/apps/{app}/logs", params={"instance": machine_id}).json()[
