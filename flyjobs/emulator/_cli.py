@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +18,11 @@ import click
 
 from ._config import EmulatorConfig
 from ._server import serve
+from ._tokens import TOKEN_ENV, TokenSource, default_token_file, resolve_token
 
 __all__ = ("dev",)
 
-_SPECIAL = frozenset({"tokens", "image_commands", "port"})
+_SPECIAL = frozenset({"tokens", "image_commands", "port", "pass_env"})
 _CLICK_TYPES: dict[object, Any] = {
     bool: bool,
     int: int,
@@ -71,7 +71,23 @@ def _config_options(command: Callable[..., None]) -> Callable[..., None]:
     "--token",
     "tokens",
     multiple=True,
-    help="Accepted bearer token (repeatable). Default: $FLY_API_TOKEN, else a generated one.",
+    help="Accepted bearer token (repeatable). Visible to every user in `ps`: prefer "
+    f"${TOKEN_ENV} or --token-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the accepted token; it must be private (chmod 600). Used when neither "
+    f"--token nor ${TOKEN_ENV} is given, and created with a new random token if missing. "
+    f"[default: {default_token_file()}]",
+)
+@click.option(
+    "--pass-env",
+    "pass_env",
+    multiple=True,
+    help="Host environment variable machines also get (repeatable). "
+    + (EmulatorConfig.model_fields["pass_env"].description or ""),
 )
 @click.option(
     "--image-command",
@@ -81,22 +97,35 @@ def _config_options(command: Callable[..., None]) -> Callable[..., None]:
     help="IMAGE=JSON-ARGV run for an image whose config names no command (repeatable).",
 )
 @_config_options
-def dev(tokens: tuple[str, ...], **settings: Any) -> None:
+def dev(
+    tokens: tuple[str, ...], token_file: Path | None, pass_env: tuple[str, ...], **settings: Any
+) -> None:
     """Run the local Fly Machines API emulator until interrupted.
 
-    Every machine is a local process; all of them are killed when the emulator stops.
+    Every machine is a local process; all of them are killed when the emulator stops. Machines
+    are processes of your user: they are not isolated from each other or from you, and get
+    only an allowlisted part of your environment (see --pass-env).
+
+    The accepted token comes from --token, else $FLYJOBS_DEV_TOKEN, else a private token file
+    (--token-file), created with a random token on first use. $FLY_API_TOKEN is never used:
+    your real Fly token stays out of the emulator. The full token is never printed.
     """
-    accepted = list(tokens) or [os.environ.get("FLY_API_TOKEN") or secrets.token_urlsafe(24)]
-    asyncio.run(_run(EmulatorConfig.model_validate({**settings, "tokens": accepted})))
+    source = resolve_token(tokens, os.environ.get(TOKEN_ENV), token_file or default_token_file())
+    config = EmulatorConfig.model_validate(
+        {**settings, "tokens": source.tokens, "pass_env": list(pass_env)}
+    )
+    asyncio.run(_run(config, source))
 
 
-async def _run(config: EmulatorConfig) -> None:
+async def _run(config: EmulatorConfig, source: TokenSource) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with serve(config) as running:
         click.echo(f"flyjobs emulator listening on {running.url}")
-        click.echo(f"export FLY_API_HOSTNAME={running.url} FLY_API_TOKEN={running.token}")
+        click.echo(f"export FLY_API_HOSTNAME={running.url} FLY_API_TOKEN={source.shell_value}")
+        if source.note:
+            click.echo(source.note, err=True)
         await stop.wait()
         click.echo("flyjobs emulator stopping; killing its machines")

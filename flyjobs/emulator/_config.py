@@ -23,6 +23,7 @@ class EmulatorConfig(BaseModel):
     tokens: list[str] = Field(
         default_factory=list,
         description="Accepted bearer tokens. Empty: one random token is generated at start.",
+        repr=False,  # a secret: never in a repr, a log line or an error
     )
     host: str = Field(
         default="127.0.0.1",
@@ -35,6 +36,13 @@ class EmulatorConfig(BaseModel):
     org_slug: str = Field(default="personal", description="Organization slug of apps.")
     lease_owner: str = Field(
         default="local@flyjobs.dev", description="Owner recorded on leases (Fly: the user)."
+    )
+    pass_env: list[str] = Field(
+        default_factory=list,
+        description="Host environment variables machines also get. By default they get only "
+        "PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ, TMPDIR, TERM, "
+        "LD_LIBRARY_PATH, VIRTUAL_ENV, CONDA_PREFIX, SSL_CERT_FILE, SSL_CERT_DIR and PYTHON*, "
+        "never the host's credentials.",
     )
     image_commands: dict[str, list[str]] = Field(
         default_factory=dict,

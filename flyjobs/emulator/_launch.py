@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,17 @@ from typing import Any
 from .._protocol import MACHINE_ROOT_ENV
 from ._validate import effective_guest, validate_files
 
-__all__ = ("Identity", "LaunchPlan", "free_files", "machine_log", "plan_launch", "prepare_root")
+__all__ = (
+    "HOST_ENV",
+    "HOST_ENV_PATTERN",
+    "Identity",
+    "LaunchPlan",
+    "free_files",
+    "host_env",
+    "machine_log",
+    "plan_launch",
+    "prepare_root",
+)
 
 #: A stand-in service: sleeps until a stop signal, then exits cleanly (code 0).
 _SLEEPER = (
@@ -54,9 +66,30 @@ class LaunchPlan:
     files: list[tuple[str, bytes, int | None]]
 
 
-# The host's environment stands in for the image's, but a Fly machine never sees the token of
-# whoever created it (unless the app sets it as a secret), so neither does a local one.
-_HOST_ONLY_ENV = frozenset({"FLY_API_TOKEN"})
+#: Host variables a machine gets, standing in for an image's environment: what programs and
+#: Python need to run as they do for the user (locale, paths, the venv), and nothing else.
+#: Above all none of the host's credentials (``FLY_API_TOKEN``, cloud keys, ``*_SECRET``): a
+#: machine sees those only as app secrets, as on Fly.
+HOST_ENV = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+        "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CONDA_PREFIX", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    }
+)  # fmt: skip
+#: Host variables passed on too: the locale's ``LC_*`` and Python's own ``PYTHON*`` settings
+#: (letters only after ``PYTHON``, as CPython's are: ``PYTHONANYWHERE_TOKEN`` stays home).
+HOST_ENV_PATTERN = re.compile(r"LC_[A-Z]+|PYTHON[A-Z]+")
+
+
+def host_env(extra: Iterable[str] = ()) -> dict[str, str]:
+    """The host variables a machine starts from: `HOST_ENV`, `HOST_ENV_PATTERN`, and the
+    names in ``extra`` (the emulator's ``pass_env``)."""
+    wanted = HOST_ENV.union(extra)
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in wanted or HOST_ENV_PATTERN.fullmatch(name)
+    }
 
 
 def plan_launch(
@@ -65,8 +98,14 @@ def plan_launch(
     secrets: dict[str, str],
     image_commands: dict[str, list[str]],
     machine_dir: Path,
+    *,
+    pass_env: Iterable[str] = (),
 ) -> LaunchPlan:
     """Work out argv, environment and files of a machine whose config was validated.
+
+    The environment is, from weakest to strongest: `host_env`, ``config.env``, the app's
+    secrets, a process's own ``env``, and last the variables the platform sets (Fly's
+    ``FLY_*`` and ``FLYJOBS_MACHINE_ROOT``), which nothing overrides.
 
     Several ``processes`` run under a small supervisor whose spec file is written into
     ``machine_dir`` (beside the root, so the machine cannot rewrite it).
@@ -74,20 +113,22 @@ def plan_launch(
     :raises ApiError: 400 when a file names a secret the app does not have.
     """
     root = machine_dir / "root"
-    base = {k: v for k, v in os.environ.items() if k not in _HOST_ONLY_ENV}
+    base = host_env(pass_env)
+    base["PRIMARY_REGION"] = identity.region
     base.update(config.get("env") or {})
-    base.update(_fly_env(identity, config))
-    base[MACHINE_ROOT_ENV] = str(root)
+    platform = _fly_env(identity, config)
+    platform[MACHINE_ROOT_ENV] = str(root)
     files = validate_files(config, secrets=secrets)
     processes = config.get("processes") or []
     if not processes:
         argv = _argv_of(config.get("init") or {}) or _image_argv(config["image"], image_commands)
-        return LaunchPlan(argv=argv, env={**base, **secrets}, files=files)
+        return LaunchPlan(argv=argv, env={**base, **secrets, **platform}, files=files)
     specs: list[tuple[list[str], dict[str, str]]] = []
     for process in processes:
         argv = _argv_of(process) or _image_argv(config["image"], image_commands)
-        env = {**base, **_process_secrets(process, secrets), **(process.get("env") or {})}
-        specs.append((argv, env))
+        own = {**_process_secrets(process, secrets), **(process.get("env") or {})}
+        specs.append((argv, {**base, **own, **platform}))
+    base.update(platform)
     if len(specs) == 1:
         return LaunchPlan(argv=specs[0][0], env=specs[0][1], files=files)
     spec_path = machine_dir / "processes.json"
@@ -154,7 +195,6 @@ def _fly_env(identity: Identity, config: dict[str, Any]) -> dict[str, str]:
         "FLY_PRIVATE_IP": identity.private_ip,
         "FLY_PROCESS_GROUP": metadata.get("fly_process_group", "app"),
         "FLY_VM_MEMORY_MB": str(memory_mb),
-        "PRIMARY_REGION": (config.get("env") or {}).get("PRIMARY_REGION", identity.region),
     }
 
 

@@ -73,6 +73,7 @@ class Lifecycle:
                 machine.secrets,
                 self._config.image_commands,
                 machine.machine_dir,
+                pass_env=self._config.pass_env,
             )
             argv0 = plan.argv[0] if plan.argv else ""
             prepare_root(machine.machine_dir, plan.files)

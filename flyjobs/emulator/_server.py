@@ -12,7 +12,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ class RunningEmulator:
     """
 
     url: str
-    token: str
+    token: str = field(repr=False)  # a secret: never in a repr, a log line or an error
     config: EmulatorConfig
     data_dir: Path
 

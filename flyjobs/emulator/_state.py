@@ -273,6 +273,7 @@ class Emulator:
             machine.secrets,
             {},
             machine.machine_dir,
+            pass_env=self.config.pass_env,
         )
         limit_s = float(timeout_s) if timeout_s else self.config.default_exec_timeout_s
         try:

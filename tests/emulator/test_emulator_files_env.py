@@ -156,3 +156,60 @@ def test_image_commands_and_the_stand_in(make_emulator: Callable[..., RunningEmu
         c.post(f"/v1/apps/{app}/machines/{service['id']}/stop")
         wait_ok(c, app, service["id"], "stopped")
         assert exit_event(get(c, app, service["id"]))["exit_code"] == 0
+
+
+def test_host_credentials_never_reach_a_machine(
+    client: httpx.Client, app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host_only = {
+        "FLY_API_TOKEN": "fly-token",
+        "FLY_ACCESS_TOKEN": "fly-access",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "MY_SERVICE_SECRET": "mine",
+        "PYTHONANYWHERE_TOKEN": "pa",
+    }
+    for name, value in host_only.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    dump = _run_and_dump(client, app)
+    env: dict[str, str] = dump["env"]  # type: ignore[assignment]
+    assert not set(host_only) & set(env)
+    assert env["LC_ALL"] == "C.UTF-8"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["PATH"] == os.environ["PATH"]
+    # Only what a program or Python needs, Fly's variables, and the machine root.
+    assert {n for n in env if not n.startswith(("FLY_", "LC_", "PYTHON"))} <= {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+        "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CONDA_PREFIX", "SSL_CERT_FILE", "SSL_CERT_DIR",
+        "PRIMARY_REGION", MACHINE_ROOT_ENV,
+    }  # fmt: skip
+
+
+def test_pass_env_lets_chosen_host_variables_through(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_SERVICE_SECRET", "mine")
+    emu = make_emulator(pass_env=["MY_SERVICE_SECRET"])
+    with sync_client(emu) as client:
+        dump = _run_and_dump(client, new_app(client))
+    env: dict[str, str] = dump["env"]  # type: ignore[assignment]
+    assert env["MY_SERVICE_SECRET"] == "mine"
+
+
+def test_secrets_and_env_cannot_displace_what_the_platform_sets(
+    client: httpx.Client, app: str
+) -> None:
+    # PATH is the image's (here the host's) unless the config or a secret sets it, as on Fly.
+    client.post(f"/v1/apps/{app}/secrets", json={"values": {"PATH": os.environ["PATH"]}})
+    for name in (MACHINE_ROOT_ENV, "FLY_MACHINE_ID", "FLY_APP_NAME"):
+        r = client.post(f"/v1/apps/{app}/secrets", json={"values": {name: "forged"}})
+        assert r.status_code == 400, name
+        r = client.post(
+            f"/v1/apps/{app}/machines", json={"config": {"image": "x", "env": {name: "forged"}}}
+        )
+        assert r.status_code == 400, name
+    dump = _run_and_dump(client, app, env={"PRIMARY_REGION": "ams"})
+    env: dict[str, str] = dump["env"]  # type: ignore[assignment]
+    assert env[MACHINE_ROOT_ENV].endswith("/root")
+    assert env["PRIMARY_REGION"] == "ams"

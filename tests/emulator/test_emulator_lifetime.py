@@ -95,19 +95,18 @@ def test_dev_command_serves_until_sigterm(tmp_path: Path) -> None:
         code,
         "--port",
         "0",
-        "--token",
-        "dev-token",
         "--data-dir",
         str(tmp_path),
     ]
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as process:
+    env = {**os.environ, "FLYJOBS_DEV_TOKEN": "dev-token"}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env) as process:
         try:
             assert process.stdout is not None
             banner = process.stdout.readline().strip()
             assert banner.startswith("flyjobs emulator listening on http://127.0.0.1:")
             url = banner.rsplit(" ", 1)[1]
             hint = process.stdout.readline().strip()
-            assert hint == f"export FLY_API_HOSTNAME={url} FLY_API_TOKEN=dev-token"
+            assert hint == f'export FLY_API_HOSTNAME={url} FLY_API_TOKEN="$FLYJOBS_DEV_TOKEN"'
             with httpx.Client(base_url=url, headers={"Authorization": "Bearer dev-token"}) as c:
                 app = new_app(c)
                 machine = create(c, app, PARENT_AND_CHILD)
