@@ -41,6 +41,7 @@ from ._exceptions import (
 )
 from ._inbox import Ticket
 from ._jobs import client_identity
+from ._live import cut_marker
 from ._options import CallOptions
 from ._protocol import (
     EXIT_BAD_PAYLOAD,
@@ -57,6 +58,7 @@ from ._protocol import (
 from ._reference import function_reference
 from ._runtime import Runtime, get_runtime
 from .machines import Machine, MachineConfig
+from .worker import TAIL_CHARS
 
 __all__ = ("MAX_INLINE_PAYLOAD_BYTES", "new_batch_id", "spawn", "spawn_batch")
 
@@ -323,7 +325,11 @@ async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState
             state.machine_id = machine.id
             state.timings.created_at = time.time()
             state.status = CallStatus.running
-            return await _supervise(runtime, plan, machine, ticket, state, deadline)
+            runtime.live.watch(app, machine.id, call_id)
+            try:
+                return await _supervise(runtime, plan, machine, ticket, state, deadline)
+            finally:
+                runtime.live.forget(app, machine.id)
     finally:
         ticket.close()
 
@@ -347,7 +353,7 @@ async def _supervise(
             # The result came in as the deadline struck: a delivered result is never lost.
             body = await ticket.result()
             watch.after_result()
-            return _outcome(body, state, plan.fn_ref)
+            return await _outcome(runtime, plan, machine.id, body, state)
         watch.stop()
         await _destroy(runtime, app, machine.id)
         raise _tag(
@@ -367,7 +373,7 @@ async def _supervise(
         raise _tag(await _exit_error(runtime, app, machine.id, options), state)
     # The value is ready now; the watch sees the machine's exit to in the background.
     watch.after_result()
-    return _outcome(body, state, plan.fn_ref)
+    return await _outcome(runtime, plan, machine.id, body, state)
 
 
 async def _collect(ticket: Ticket, watch: _ExitWatch, state: CallState) -> bytes | None:
@@ -449,9 +455,15 @@ class _ExitWatch:
             await _destroy(self._runtime, self._app, self._machine_id)
 
 
-def _outcome(body: bytes, state: CallState, fn_ref: str) -> Any:
+async def _outcome(
+    runtime: Runtime, plan: _Plan, machine_id: str, body: bytes, state: CallState
+) -> Any:
+    fn_ref = plan.fn_ref
     result = decode_result(body)
-    _echo_output(state.call_id, result.stdout_tail, result.stderr_tail)
+    printed = bool(result.stdout_tail or result.stderr_tail)
+    if not await runtime.live.finish(plan.app, machine_id, printed=printed):
+        # The lines did not come live: show the tail the result carried.
+        _echo_output(state.call_id, result.stdout_tail, result.stderr_tail)
     error = result.error
     if result.ok or error is None:
         return result.value
@@ -462,10 +474,12 @@ def _outcome(body: bytes, state: CallState, fn_ref: str) -> Any:
 
 
 def _echo_output(call_id: str, stdout: str, stderr: str) -> None:
-    # The remote output is shown here, each line marked with the call it came from.
+    # Each line marked with the call it came from; a tail that fills the worker's limit is cut.
     for text, stream in ((stdout, sys.stdout), (stderr, sys.stderr)):
         if text:
-            stream.write("".join(f"[{call_id}] {line}\n" for line in text.splitlines()))
+            cut = len(text) >= TAIL_CHARS
+            lines = [f"[{call_id}] {line}\n" for line in text.splitlines()[cut:]]
+            stream.write((cut_marker(call_id) + "\n" if cut else "") + "".join(lines))
             stream.flush()
 
 

@@ -25,6 +25,7 @@ from anyio.from_thread import BlockingPortal
 
 from ._exceptions import CallCancelledError, ConfigError
 from ._inbox import ResultInbox
+from ._live import LiveOutput
 from ._settings import Settings
 from .machines import MachinesClient
 
@@ -60,6 +61,8 @@ class Runtime:
     limiter: anyio.CapacityLimiter
     portal: BlockingPortal = field(repr=False)
     _tasks: TaskGroup = field(repr=False)
+    #: shows what calls print while they run
+    live: LiveOutput = field(repr=False)
     _active: set[anyio.CancelScope] = field(default_factory=set, repr=False)
     _idle: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _secrets: dict[str, set[str]] = field(default_factory=dict, repr=False)
@@ -249,4 +252,5 @@ async def _open(
             limiter=anyio.CapacityLimiter(settings.max_machines),
             portal=portal,
             _tasks=tasks,
+            live=LiveOutput(client, tasks),
         )

@@ -15,14 +15,14 @@ from typing import Any
 import cli_funcs
 import httpx
 import pytest
+from _fly_helpers import APP, fly_env
 from click.testing import CliRunner
 
-from flyjobs._runtime import get_runtime, shutdown_runtime
+from flyjobs._runtime import get_runtime
 from flyjobs.cli import cli
 from flyjobs.emulator import RunningEmulator
 
 SUPPORT = Path(__file__).resolve().parent / "_support"
-APP = "flyjobs-cli"
 SLEEPER = ["python", "-c", "import time; time.sleep(120)"]
 
 
@@ -46,25 +46,7 @@ def flyjobs(
 def fly(
     make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, str]]:
-    """An emulator with app APP, the settings that point flyjobs at it as at Fly (also applied
-    to this process's runtime), yielded as an environment for subprocesses."""
-    emulator = make_emulator()
-    headers = {"Authorization": f"Bearer {emulator.token}"}
-    with httpx.Client(base_url=emulator.url, headers=headers) as http:
-        assert http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"}).is_success
-    env = {
-        "FLY_API_TOKEN": emulator.token,
-        "FLY_API_HOSTNAME": emulator.url,
-        "FLY_APP": APP,
-        "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-cli:latest",
-        "FLYJOBS_INBOX_HOST": "127.0.0.1",
-        "FLYJOBS_INBOX_BIND": "127.0.0.1",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    shutdown_runtime()
-    yield env
-    shutdown_runtime()
+    yield from fly_env(make_emulator(), monkeypatch)
 
 
 def _api(env: dict[str, str]) -> httpx.Client:
