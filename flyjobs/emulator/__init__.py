@@ -1,8 +1,9 @@
 """A local emulator of the Fly.io Machines REST API, running each machine as a local process.
 
 Start it with `serve` (in the current event loop), `serve_in_thread`, or ``flyjobs dev``,
-then point a client at `RunningEmulator.url` with `RunningEmulator.token`. Linux only
-(machine processes are reaped through ``pidfd_open``).
+then point a client at `RunningEmulator.url` with `RunningEmulator.token`. Runs on Linux and
+macOS: machine exits are watched through ``pidfd_open`` where the OS has it (Linux), else by a
+waiting thread per machine.
 
 The one documented deviation from Fly: a machine has no private filesystem, so its
 ``config.files`` are written under a per-machine root folder whose path is given to the

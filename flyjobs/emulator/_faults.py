@@ -12,7 +12,6 @@ import hmac
 import math
 import random
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,8 +52,8 @@ class RateLimiter:
 
 
 class Gate:
-    """Pure ASGI middleware in front of the API (must be the outermost layer: a dropped
-    connection needs the server's own ``send``)."""
+    """Pure ASGI middleware in front of the API (the outermost layer: a dropped connection
+    must not be answered by an inner layer)."""
 
     def __init__(self, app: ASGIApp, config: EmulatorConfig, tokens: list[str]) -> None:
         self._app = app
@@ -145,12 +144,11 @@ async def _discard(_message: Message) -> None:
 
 
 async def _drop_connection(send: Send) -> None:
-    """Close the connection without a word (as a network failure would)."""
-    # uvicorn's ``send`` is a bound method of the request cycle, which holds the transport.
-    cycle: Any = getattr(send, "__self__", None)
-    transport: Any = getattr(cycle, "transport", None)
-    if transport is None:
-        raise RuntimeError("dropping connections needs uvicorn's h11 server")
-    transport.abort()
-    # Let uvicorn see the disconnect, so it does not try to answer on our behalf.
-    await asyncio.sleep(0)
+    """Cut the connection mid-answer, as a network failure would: the client reads a status
+    line and headers promising a body, then the end of the stream.
+
+    ASGI has no message to abort a connection; its servers close the connection of an app
+    that returns with its response unfinished (uvicorn logs it as an error).
+    """
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"1")]
+    await send({"type": "http.response.start", "status": 502, "headers": headers})

@@ -8,7 +8,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -16,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
+from .._asgi_serve import bind_listener, serve_asgi
 from ._app import build_app
 from ._config import EmulatorConfig
 from ._state import Emulator
@@ -44,14 +42,6 @@ class RunningEmulator:
     data_dir: Path
 
 
-class _Server(uvicorn.Server):
-    # The host program owns its signals (the emulator may be embedded in a user's program, and
-    # `flyjobs dev` installs its own handlers), so uvicorn must not capture them.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @contextlib.asynccontextmanager
 async def serve(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]:
     """Serve the API in the current event loop until the block exits.
@@ -60,31 +50,11 @@ async def serve(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]:
     process group) and reaped, pending waits are answered 503, and the server stops.
     """
     tokens = list(config.tokens) or [secrets.token_urlsafe(24)]
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    # proto must say TCP: asyncio only sets TCP_NODELAY on such sockets, and without it each
-    # answer (headers and body are separate writes) waits on the client's delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((config.host, config.port))
-    except OSError:
-        sock.close()
-        raise
+    sock = bind_listener(config.host, config.port)
     port = sock.getsockname()[1]
     data_dir = config.data_dir or _temporary_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     emulator = Emulator(config, data_dir)
-    server = _Server(
-        uvicorn.Config(
-            build_app(emulator, tokens),
-            lifespan="off",
-            http="h11",
-            ws="none",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=_GRACEFUL_STOP_S,
-        )
-    )
 
     def abandon() -> None:
         # The interpreter exits without leaving this block: still kill every machine.
@@ -94,20 +64,16 @@ async def serve(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]:
 
     atexit.register(abandon)
     monitor = asyncio.create_task(emulator.run_monitor())
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise RuntimeError("the emulator's server stopped while starting")
-            await asyncio.sleep(0.005)
-        host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
-        yield RunningEmulator(f"http://{host}:{port}", tokens[0], config, data_dir)
+        async with serve_asgi(build_app(emulator, tokens), sock, graceful_stop_s=_GRACEFUL_STOP_S):
+            host = f"[{config.host}]" if ":" in config.host else config.host
+            try:
+                yield RunningEmulator(f"http://{host}:{port}", tokens[0], config, data_dir)
+            finally:
+                # Waits are answered 503 before the server stops, not cut off by it.
+                emulator.close()
     finally:
         atexit.unregister(abandon)
-        emulator.close()
-        server.should_exit = True
-        await serving
         monitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await monitor
