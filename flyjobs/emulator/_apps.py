@@ -10,7 +10,7 @@ from typing import Any
 
 from ._ids import now_ms, rfc3339
 
-__all__ = ("App", "Secret")
+__all__ = ("AppRecord", "Secret")
 
 
 @dataclass(slots=True)
@@ -36,7 +36,7 @@ class Secret:
 
 
 @dataclass(slots=True)
-class App:
+class AppRecord:
     """A Fly app: a name in an organization, owning machines and secrets."""
 
     name: str

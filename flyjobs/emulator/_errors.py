@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ("ApiError", "bad_request", "conflict", "error_body", "not_found")
+__all__ = ("ErrorReply", "bad_request", "conflict", "error_body", "not_found")
 
 
 def error_body(text: str, code: str = "unknown", extra: dict[str, Any] | None = None) -> bytes:
@@ -17,7 +17,7 @@ def error_body(text: str, code: str = "unknown", extra: dict[str, Any] | None = 
     return json.dumps({"error": text, "status": code, **(extra or {})}).encode()
 
 
-class ApiError(Exception):
+class ErrorReply(Exception):
     """An error answer: HTTP status, Fly's error text, and Fly's status code.
 
     :param status_code: the HTTP status (400, 401, 404, 408, 409, 412, 422, 429, 5xx).
@@ -48,16 +48,16 @@ class ApiError(Exception):
         return error_body(self.message, self.code, self.extra)
 
 
-def bad_request(message: str) -> ApiError:
+def bad_request(message: str) -> ErrorReply:
     """400 with ``message``."""
-    return ApiError(400, message)
+    return ErrorReply(400, message)
 
 
-def not_found(message: str) -> ApiError:
+def not_found(message: str) -> ErrorReply:
     """404 with ``message``."""
-    return ApiError(404, message)
+    return ErrorReply(404, message)
 
 
-def conflict(message: str) -> ApiError:
+def conflict(message: str) -> ErrorReply:
     """409: the request conflicts with the machine's state or version."""
-    return ApiError(409, message)
+    return ErrorReply(409, message)

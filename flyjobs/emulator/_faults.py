@@ -18,12 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._config import EmulatorConfig
 from ._errors import error_body
 
-__all__ = ("Gate", "RateLimiter")
+__all__ = ("Gate", "RateBuckets")
 
 _SERVER_ERRORS = (500, 502, 503)
 
 
-class RateLimiter:
+class RateBuckets:
     """Token buckets per action and per machine (or app), with Fly's published figures.
 
     An action is the method plus the route template (``POST /v1/apps/{app}/machines/{id}/stop``);
@@ -59,7 +59,7 @@ class Gate:
         self._app = app
         self._config = config
         self._tokens = [_bare_token(token.encode()) for token in tokens]
-        self._limiter = RateLimiter(config)
+        self._limiter = RateBuckets(config)
         self._random = random.Random(config.seed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

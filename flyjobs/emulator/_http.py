@@ -8,7 +8,7 @@ from typing import Any, cast
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._errors import ApiError, bad_request
+from ._errors import ErrorReply, bad_request
 from ._leases import NONCE_HEADER
 from ._state import Emulator
 
@@ -33,7 +33,7 @@ def json_response(
 async def read_json(request: Request, *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object; an empty body is ``{}`` unless ``required``.
 
-    :raises ApiError: 400 when the body is not a JSON object.
+    :raises ErrorReply: 400 when the body is not a JSON object.
     """
     raw = await request.body()
     if not raw.strip():
@@ -55,7 +55,7 @@ def query_bool(request: Request, name: str) -> bool:
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter within [low, high]. :raises ApiError: 400 otherwise."""
+    """An integer query parameter within [low, high]. :raises ErrorReply: 400 otherwise."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -74,8 +74,8 @@ def nonce_of(request: Request) -> str | None:
 
 
 async def api_error_response(_request: Request, exc: Exception) -> Response:
-    """Render an `ApiError` as Fly's error body."""
-    error = cast(ApiError, exc)
+    """Render an `ErrorReply` as Fly's error body."""
+    error = cast(ErrorReply, exc)
     return Response(
         error.body(), error.status_code, headers=error.headers, media_type="application/json"
     )

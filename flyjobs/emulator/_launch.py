@@ -110,7 +110,7 @@ def plan_launch(
     Several ``processes`` run under a small supervisor whose spec file is written into
     ``machine_dir`` (beside the root, so the machine cannot rewrite it).
 
-    :raises ApiError: 400 when a file names a secret the app does not have.
+    :raises ErrorReply: 400 when a file names a secret the app does not have.
     """
     root = machine_dir / "root"
     base = host_env(pass_env)

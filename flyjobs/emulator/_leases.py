@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from ._errors import ApiError
+from ._errors import ErrorReply
 from ._ids import new_nonce
-from ._machine import Lease, Machine
+from ._machine import LeaseRecord, MachineRecord
 
 __all__ = ("DEFAULT_TTL_S", "NONCE_HEADER", "acquire", "check", "release")
 
@@ -21,11 +21,11 @@ DEFAULT_TTL_S = 30
 
 
 def acquire(
-    machine: Machine, *, ttl_s: int, description: str, nonce: str | None, owner: str
-) -> Lease:
+    machine: MachineRecord, *, ttl_s: int, description: str, nonce: str | None, owner: str
+) -> LeaseRecord:
     """Take a new lease, or refresh the live one when ``nonce`` is its nonce.
 
-    :raises ApiError: 409 while another holder's lease is live.
+    :raises ErrorReply: 409 while another holder's lease is live.
     """
     lease = machine.live_lease()
     expires_at = time.time() + ttl_s
@@ -36,41 +36,41 @@ def acquire(
         if description:
             lease.description = description
     else:
-        lease = Lease(new_nonce(), expires_at, owner, description, machine.version)
+        lease = LeaseRecord(new_nonce(), expires_at, owner, description, machine.version)
         machine.lease = lease
     machine.touch()
     return lease
 
 
-def check(machine: Machine, nonce: str | None) -> None:
+def check(machine: MachineRecord, nonce: str | None) -> None:
     """Allow a change to ``machine`` only if no lease is live or ``nonce`` is its nonce.
 
-    :raises ApiError: 409 with Fly's lease body otherwise.
+    :raises ErrorReply: 409 with Fly's lease body otherwise.
     """
     lease = machine.live_lease()
     if lease is not None and nonce != lease.nonce:
         raise held_error(machine, lease)
 
 
-def release(machine: Machine, nonce: str | None) -> None:
+def release(machine: MachineRecord, nonce: str | None) -> None:
     """Drop the live lease whose nonce is ``nonce``.
 
-    :raises ApiError: 404 when no lease is live; 409 when ``nonce`` is not its nonce.
+    :raises ErrorReply: 404 when no lease is live; 409 when ``nonce`` is not its nonce.
     """
     lease = machine.live_lease()
     if lease is None:
-        raise ApiError(404, f"machine {machine.id} has no active lease")
+        raise ErrorReply(404, f"machine {machine.id} has no active lease")
     if nonce != lease.nonce:
         raise held_error(machine, lease)
     machine.lease = None
     machine.touch()
 
 
-def held_error(machine: Machine, lease: Lease) -> ApiError:
+def held_error(machine: MachineRecord, lease: LeaseRecord) -> ErrorReply:
     """409 in the shape of Fly's lease conflict (``status``/``message``/``code``) plus ``error``."""
     until = dt.datetime.fromtimestamp(int(lease.expires_at), dt.UTC)
     message = (
         f"machine ID {machine.id} lease currently held by {lease.owner}, "
         f"expires at {until:%Y-%m-%d %H:%M:%S} +0000 UTC"
     )
-    return ApiError(409, message, code="error", extra={"message": message, "code": "invalid"})
+    return ErrorReply(409, message, code="error", extra={"message": message, "code": "invalid"})

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._config import EmulatorConfig
-from ._errors import ApiError
+from ._errors import ErrorReply
 from ._ids import now_ms
 from ._launch import Identity, free_files, machine_log, plan_launch, prepare_root
-from ._machine import Machine
+from ._machine import MachineRecord
 from ._process import ExitStatus, MemoryMonitor, spawn
 from ._validate import SCHEDULE_INTERVALS_S, effective_guest, restart_policy, stop_settings
 
@@ -34,7 +34,10 @@ class Lifecycle:
     """Drives the runs of every machine. All methods run on the emulator's event loop."""
 
     def __init__(
-        self, config: EmulatorConfig, monitor: MemoryMonitor, forget: Callable[[Machine], None]
+        self,
+        config: EmulatorConfig,
+        monitor: MemoryMonitor,
+        forget: Callable[[MachineRecord], None],
     ) -> None:
         self._config = config
         self._monitor = monitor
@@ -44,7 +47,7 @@ class Lifecycle:
 
     # Runs -----------------------------------------------------------------------------------
 
-    def launch(self, machine: Machine, *, new_run: bool) -> None:
+    def launch(self, machine: MachineRecord, *, new_run: bool) -> None:
         """Start a run: ``starting``, then (after ``boot_delay_s``) spawn and ``started``."""
         if self.closing:
             return
@@ -59,7 +62,7 @@ class Lifecycle:
         else:
             machine.boot_timer = loop.call_soon(self._spawn, machine)
 
-    def _spawn(self, machine: Machine) -> None:
+    def _spawn(self, machine: MachineRecord) -> None:
         machine.boot_timer = None
         identity = Identity(
             machine.app_name, machine.id, machine.region, machine.version, machine.private_ip
@@ -92,7 +95,7 @@ class Lifecycle:
         self._monitor.watch(handle, effective_guest(machine.config)[2])
         machine.set_state("started", ("start", "flyd"))
 
-    def _launch_failed(self, machine: Machine, message: str) -> None:
+    def _launch_failed(self, machine: MachineRecord, message: str) -> None:
         """End a run that never started: an ``exit`` event, state ``failed``, no restart.
 
         As on Fly, a machine that fails to launch is ``failed`` (a persistent state it can be
@@ -119,7 +122,7 @@ class Lifecycle:
         if pending == "destroy" or machine.config.get("auto_destroy"):
             self.destroy(machine, source="user" if pending == "destroy" else "flyd")
 
-    def _on_exit(self, machine: Machine, status: ExitStatus) -> None:
+    def _on_exit(self, machine: MachineRecord, status: ExitStatus) -> None:
         machine.handle = None
         pending, machine.pending = machine.pending, None
         restart = not self.closing and self._should_restart(machine, pending, status)
@@ -151,7 +154,9 @@ class Lifecycle:
         if pending == "destroy" or machine.config.get("auto_destroy"):
             self.destroy(machine, source="user" if pending == "destroy" else "flyd")
 
-    def _should_restart(self, machine: Machine, pending: str | None, status: ExitStatus) -> bool:
+    def _should_restart(
+        self, machine: MachineRecord, pending: str | None, status: ExitStatus
+    ) -> bool:
         if pending is not None:
             return pending == "restart"
         policy, max_retries = restart_policy(machine.config)
@@ -162,13 +167,13 @@ class Lifecycle:
 
     # Requests from the API ------------------------------------------------------------------
 
-    def stop(self, machine: Machine, signum: int | None, timeout_s: float | None) -> None:
+    def stop(self, machine: MachineRecord, signum: int | None, timeout_s: float | None) -> None:
         """Stop the current run: signal the group, SIGKILL after the timeout.
 
         ``signum``/``timeout_s`` default to the machine's ``stop_config`` (SIGINT, then the
         emulator's ``default_stop_timeout_s``). A machine still booting simply does not boot.
 
-        :raises ApiError: 409 while the machine is being replaced.
+        :raises ErrorReply: 409 while the machine is being replaced.
         """
         _refuse_while_replacing(machine)
         if machine.state == "starting" and machine.boot_timer is not None:
@@ -186,10 +191,10 @@ class Lifecycle:
         machine.set_state("stopping", ("stop", "user"))
         self._signal_stop(machine, signum, timeout_s)
 
-    def restart(self, machine: Machine, signum: int | None, timeout_s: float | None) -> None:
+    def restart(self, machine: MachineRecord, signum: int | None, timeout_s: float | None) -> None:
         """Stop the current run and start a new one (or start a machine that is not running).
 
-        :raises ApiError: 409 while the machine is being replaced.
+        :raises ErrorReply: 409 while the machine is being replaced.
         """
         _refuse_while_replacing(machine)
         if machine.handle is None:
@@ -201,7 +206,7 @@ class Lifecycle:
         machine.set_state("stopping", ("restart", "user"))
         self._signal_stop(machine, signum, timeout_s)
 
-    async def kill_and_destroy(self, machine: Machine) -> None:
+    async def kill_and_destroy(self, machine: MachineRecord) -> None:
         """SIGKILL a running machine and destroy it once it has exited."""
         handle = machine.handle
         if machine.boot_timer is not None:
@@ -215,7 +220,7 @@ class Lifecycle:
         await asyncio.shield(handle.done)
 
     async def replace(
-        self, machine: Machine, version: str, config: dict[str, Any], *, launch: bool
+        self, machine: MachineRecord, version: str, config: dict[str, Any], *, launch: bool
     ) -> None:
         """Update to a new version: ``replacing``, stop the old run, start the new one.
 
@@ -241,7 +246,7 @@ class Lifecycle:
             machine.set_state("stopped" if was_running else previous)
         self.schedule(machine)
 
-    def destroy(self, machine: Machine, *, source: str) -> None:
+    def destroy(self, machine: MachineRecord, *, source: str) -> None:
         """``destroying → destroyed``; forget the machine after ``retention_s``.
 
         Its files go at once; only its record and output stay readable while retained.
@@ -256,11 +261,13 @@ class Lifecycle:
         if not self.closing:
             self._call_later(self._config.retention_s, self._remove, machine)
 
-    def _remove(self, machine: Machine) -> None:
+    def _remove(self, machine: MachineRecord) -> None:
         self._forget(machine)
         shutil.rmtree(machine.machine_dir, ignore_errors=True)
 
-    def _signal_stop(self, machine: Machine, signum: int | None, timeout_s: float | None) -> None:
+    def _signal_stop(
+        self, machine: MachineRecord, signum: int | None, timeout_s: float | None
+    ) -> None:
         default_sig, default_timeout_s = stop_settings(
             machine.config, default_timeout_s=self._config.default_stop_timeout_s
         )
@@ -271,7 +278,7 @@ class Lifecycle:
 
     # Schedules ------------------------------------------------------------------------------
 
-    def schedule(self, machine: Machine) -> None:
+    def schedule(self, machine: MachineRecord) -> None:
         """Arm ``config.schedule``: runs every interval (÷ ``time_scale``) from creation."""
         if machine.schedule_timer is not None:
             machine.schedule_timer.cancel()
@@ -286,7 +293,7 @@ class Lifecycle:
             delay_s, self._scheduled_run, machine
         )
 
-    def _scheduled_run(self, machine: Machine) -> None:
+    def _scheduled_run(self, machine: MachineRecord) -> None:
         machine.schedule_timer = None
         if machine.state in ("created", "stopped", "failed"):
             self.launch(machine, new_run=True)
@@ -294,7 +301,7 @@ class Lifecycle:
 
     # Shutdown -------------------------------------------------------------------------------
 
-    def close(self, machines: Iterable[Machine]) -> None:
+    def close(self, machines: Iterable[MachineRecord]) -> None:
         """Kill every machine process (and reap it), cancel timers, answer every waiter."""
         self.closing = True
         for timer in self._timers:
@@ -305,10 +312,10 @@ class Lifecycle:
                     pending_timer.cancel()
             if machine.handle is not None:
                 machine.handle.kill_now()
-            machine.fail_waiters(ApiError(503, "the emulator is shutting down"))
+            machine.fail_waiters(ErrorReply(503, "the emulator is shutting down"))
 
     def _call_later(
-        self, delay_s: float, callback: Callable[[Machine], None], machine: Machine
+        self, delay_s: float, callback: Callable[[MachineRecord], None], machine: MachineRecord
     ) -> None:
         def fire() -> None:
             self._timers.discard(timer)
@@ -321,11 +328,11 @@ class Lifecycle:
 def _reason(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror + (f": {exc.filename}" if exc.filename else "")
-    if isinstance(exc, ApiError):
+    if isinstance(exc, ErrorReply):
         return exc.message
     return f"{type(exc).__name__}: {exc}"
 
 
-def _refuse_while_replacing(machine: Machine) -> None:
+def _refuse_while_replacing(machine: MachineRecord) -> None:
     if machine.state == "replacing":
-        raise ApiError(409, f"machine {machine.id} is being replaced; try again")
+        raise ErrorReply(409, f"machine {machine.id} is being replaced; try again")

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from ._errors import bad_request, not_found
 from ._http import emulator_of, json_response
 from ._launch import machine_log
-from ._machine import Machine
+from ._machine import MachineRecord
 
 __all__ = ("LOG_ROUTES",)
 
@@ -51,7 +51,9 @@ async def app_logs(request: Request) -> Response:
     return json_response({"data": entries, "meta": {"next_token": _encode_token(offsets)}})
 
 
-def _read(machine: Machine, offset: int | None, budget: int) -> tuple[list[tuple[int, str]], int]:
+def _read(
+    machine: MachineRecord, offset: int | None, budget: int
+) -> tuple[list[tuple[int, str]], int]:
     """At most ``budget`` complete lines after ``offset`` (None: from the start), and the new
     offset."""
     path = machine_log(machine.machine_dir)
@@ -76,7 +78,7 @@ def _read(machine: Machine, offset: int | None, budget: int) -> tuple[list[tuple
     return lines, end
 
 
-def _entry(machine: Machine, position: int, message: str) -> dict[str, Any]:
+def _entry(machine: MachineRecord, position: int, message: str) -> dict[str, Any]:
     mtime = machine_log(machine.machine_dir).stat().st_mtime
     timestamp = dt.datetime.fromtimestamp(mtime, dt.UTC).isoformat(timespec="milliseconds")
     return {

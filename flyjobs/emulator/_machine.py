@@ -1,7 +1,7 @@
 """One machine's record: state, events, versions, lease, waiters, and its cached JSON.
 
 States are exactly Fly's: ``created, starting, started, stopping, stopped, replacing,
-destroying, destroyed``. Every change goes through `Machine.set_state`, which records the
+destroying, destroyed``. Every change goes through `MachineRecord.set_state`, which records the
 state as reached in the current run and settles the `/wait` requests it satisfies, at the
 moment of the change (so a waiter never misses a state the machine only passed through).
 """
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import ApiError
+from ._errors import ErrorReply
 from ._ids import now_ms, rfc3339, ulid
 from ._process import ProcessHandle
 
-__all__ = ("SETTLED_STATES", "WAITABLE_STATES", "Lease", "Machine")
+__all__ = ("SETTLED_STATES", "WAITABLE_STATES", "LeaseRecord", "MachineRecord")
 
 #: States a machine rests in (``settled`` in a wait means any of them).
 SETTLED_STATES = frozenset({"created", "started", "stopped", "suspended", "failed", "destroyed"})
@@ -36,7 +36,7 @@ _MAX_EVENTS = 50
 
 
 @dataclass(slots=True)
-class Lease:
+class LeaseRecord:
     """A machine lease. ``expires_at`` is Unix seconds (float here, whole seconds on the wire)."""
 
     nonce: str
@@ -68,7 +68,7 @@ class _Waiter:
 
 
 @dataclass(eq=False, slots=True)
-class Machine:
+class MachineRecord:
     """A machine and everything the emulator tracks about it."""
 
     id: str
@@ -85,7 +85,7 @@ class Machine:
     updated_at: float = field(default_factory=time.time)
     events: list[dict[str, Any]] = field(default_factory=list)
     versions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    lease: Lease | None = None
+    lease: LeaseRecord | None = None
     cordoned: bool = False
     #: The running process tree, if any.
     handle: ProcessHandle | None = None
@@ -128,7 +128,7 @@ class Machine:
             if _matches(state, waiter.states):
                 self._settle(waiter, state)
             elif state == "destroyed":
-                self._settle(waiter, ApiError(404, f"machine {self.id} was destroyed"))
+                self._settle(waiter, ErrorReply(404, f"machine {self.id} was destroyed"))
 
     def add_event(
         self, type_: str, status: str, source: str, request: dict[str, Any] | None = None
@@ -189,23 +189,23 @@ class Machine:
         A state already reached in the current run counts, so a short-lived machine that has
         gone from ``started`` to ``stopped`` still satisfies a wait for ``started``.
 
-        :raises ApiError: 408 on timeout; 404 if the machine is destroyed without reaching
+        :raises ErrorReply: 408 on timeout; 404 if the machine is destroyed without reaching
             the state; 400 for a version that is not this machine's.
         """
         if version == self.version:
             version = None
         if version is not None:
             if version not in self.old_versions:
-                raise ApiError(400, f"machine {self.id} has no version {version}")
+                raise ErrorReply(400, f"machine {self.id} has no version {version}")
             answer = self._old_version_answer(version, states)
-            if isinstance(answer, ApiError):
+            if isinstance(answer, ErrorReply):
                 raise answer
             return answer
         reached = self._already_reached(states, from_event_id)
         if reached is not None:
             return reached
         if self.state == "destroyed":
-            raise ApiError(404, f"machine {self.id} was destroyed")
+            raise ErrorReply(404, f"machine {self.id} was destroyed")
         waiter = _Waiter(states, asyncio.get_running_loop().create_future(), None)
         self._waiters.add(waiter)
         try:
@@ -213,13 +213,13 @@ class Machine:
                 return await waiter.future
         except TimeoutError:
             wanted = ",".join(sorted(states))
-            raise ApiError(
+            raise ErrorReply(
                 408, f"deadline_exceeded: machine {self.id} did not reach {wanted} in time"
             ) from None
         finally:
             self._waiters.discard(waiter)
 
-    def fail_waiters(self, error: ApiError) -> None:
+    def fail_waiters(self, error: ErrorReply) -> None:
         """Answer every pending wait with ``error`` (the emulator is stopping)."""
         for waiter in list(self._waiters):
             self._settle(waiter, error)
@@ -239,24 +239,24 @@ class Machine:
                 return state
         return None
 
-    def _old_version_answer(self, version: str, states: frozenset[str]) -> str | ApiError:
+    def _old_version_answer(self, version: str, states: frozenset[str]) -> str | ErrorReply:
         for state in self.old_versions[version]:
             if _matches(state, states):
                 return state
-        return ApiError(400, f"machine version {version} was replaced")
+        return ErrorReply(400, f"machine version {version} was replaced")
 
-    def _settle(self, waiter: _Waiter, outcome: str | ApiError) -> None:
+    def _settle(self, waiter: _Waiter, outcome: str | ErrorReply) -> None:
         self._waiters.discard(waiter)
         if waiter.future.done():
             return
-        if isinstance(outcome, ApiError):
+        if isinstance(outcome, ErrorReply):
             waiter.future.set_exception(outcome)
         else:
             waiter.future.set_result(outcome)
 
     # Serialization --------------------------------------------------------------------------
 
-    def live_lease(self) -> Lease | None:
+    def live_lease(self) -> LeaseRecord | None:
         """The lease, if one is held and not expired."""
         if self.lease is not None and not self.lease.live():
             self.lease = None
@@ -276,7 +276,7 @@ class Machine:
         self,
         *,
         summary: bool = False,
-        lease: Lease | None = None,
+        lease: LeaseRecord | None = None,
         config: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The machine as the API returns it (``config`` replaces the current one)."""

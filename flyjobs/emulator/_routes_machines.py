@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ._errors import ApiError, bad_request, conflict, not_found
+from ._errors import ErrorReply, bad_request, conflict, not_found
 from ._http import emulator_of, json_response, nonce_of, query_bool, query_int, read_json
 from ._leases import DEFAULT_TTL_S, acquire, release
-from ._machine import WAITABLE_STATES, Machine
+from ._machine import WAITABLE_STATES, MachineRecord
 from ._validate import STOP_SIGNALS, parse_duration_s, parse_signal
 
 __all__ = ("MACHINE_ROUTES",)
@@ -212,7 +212,9 @@ async def patch_metadata(request: Request) -> Response:
     machine = _live(request)
     expected = body.get("machine_version")
     if expected not in (None, "") and expected != machine.version:
-        raise ApiError(412, f"machine {machine.id} is at version {machine.version}, not {expected}")
+        raise ErrorReply(
+            412, f"machine {machine.id} is at version {machine.version}, not {expected}"
+        )
     changes = body.get("metadata") or {}
     if not isinstance(changes, dict) or not all(
         v is None or isinstance(v, str) for v in changes.values()
@@ -302,7 +304,7 @@ def _wait_timeout_s(raw: str | None) -> float:
     return timeout_s
 
 
-def _existing(request: Request) -> Machine:
+def _existing(request: Request) -> MachineRecord:
     machine = emulator_of(request).machine(
         request.path_params["app_name"], request.path_params["machine_id"]
     )
@@ -311,13 +313,13 @@ def _existing(request: Request) -> Machine:
     return machine
 
 
-def _live(request: Request) -> Machine:
+def _live(request: Request) -> MachineRecord:
     return emulator_of(request).live_machine(
         request.path_params["app_name"], request.path_params["machine_id"], nonce_of(request)
     )
 
 
-def _write_metadata(machine: Machine, changes: dict[str, Any]) -> None:
+def _write_metadata(machine: MachineRecord, changes: dict[str, Any]) -> None:
     # Metadata lives in the config but, as on Fly, changing it makes no new version.
     metadata = dict(machine.config.get("metadata") or {})
     for key, value in changes.items():

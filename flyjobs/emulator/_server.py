@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._asgi_serve import bind_listener, serve_asgi
-from ._app import build_app
+from ._asgi import build_app
 from ._config import EmulatorConfig
 from ._state import Emulator
 

@@ -15,14 +15,14 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from ._apps import App
+from ._apps import AppRecord
 from ._config import EmulatorConfig
-from ._errors import ApiError, bad_request, conflict, not_found
+from ._errors import ErrorReply, bad_request, conflict, not_found
 from ._ids import machine_id, machine_name, private_ip, ulid
 from ._launch import Identity, plan_launch
 from ._leases import acquire, check
 from ._lifecycle import Lifecycle
-from ._machine import Machine
+from ._machine import MachineRecord
 from ._process import CommandResult, MemoryMonitor, run_command
 from ._validate import check_argv, check_region, check_text, validate_config, validate_files
 
@@ -38,28 +38,28 @@ class Emulator:
     def __init__(self, config: EmulatorConfig, data_dir: Path) -> None:
         self.config = config
         self.data_dir = data_dir
-        self.apps: dict[str, App] = {}
-        self.machines: dict[str, Machine] = {}
+        self.apps: dict[str, AppRecord] = {}
+        self.machines: dict[str, MachineRecord] = {}
         self.monitor = MemoryMonitor(config.memory_poll_s)
         self.lifecycle = Lifecycle(config, self.monitor, self._forget)
 
     # Apps -----------------------------------------------------------------------------------
 
-    def create_app(self, name: object, org_slug: object, network: object) -> App:
+    def create_app(self, name: object, org_slug: object, network: object) -> AppRecord:
         """Create an app.
 
-        :raises ApiError: 400 without a name; 422 on a name that is not lowercase letters,
+        :raises ErrorReply: 400 without a name; 422 on a name that is not lowercase letters,
             digits and dashes (it also names the app's folder), or ``name_taken``.
         """
         if not isinstance(name, str) or not name:
             raise bad_request("app name is required")
         if not _APP_NAME.fullmatch(name):
-            raise ApiError(
+            raise ErrorReply(
                 422, "Name can only contain lowercase letters, numbers and dashes (at most 63)"
             )
         if name in self.apps:
-            raise ApiError(422, "Name has already been taken", code="name_taken")
-        app = App(
+            raise ErrorReply(422, "Name has already been taken", code="name_taken")
+        app = AppRecord(
             name=name,
             org_slug=org_slug if isinstance(org_slug, str) and org_slug else self.config.org_slug,
             network=network if isinstance(network, str) and network else "default",
@@ -67,14 +67,14 @@ class Emulator:
         self.apps[name] = app
         return app
 
-    def app(self, name: str) -> App:
-        """The app called ``name``. :raises ApiError: 404."""
+    def app(self, name: str) -> AppRecord:
+        """The app called ``name``. :raises ErrorReply: 404."""
         app = self.apps.get(name)
         if app is None:
             raise not_found(f'Could not find App "{name}"')
         return app
 
-    def app_machines(self, app_name: str, *, include_deleted: bool = False) -> list[Machine]:
+    def app_machines(self, app_name: str, *, include_deleted: bool = False) -> list[MachineRecord]:
         """The app's machines in creation order."""
         return [
             m
@@ -85,7 +85,7 @@ class Emulator:
     async def delete_app(self, name: str, *, force: bool) -> None:
         """Delete an app and its machines; running machines need ``force`` (killed first).
 
-        :raises ApiError: 404; 409 while machines run and ``force`` is not set.
+        :raises ErrorReply: 404; 409 while machines run and ``force`` is not set.
         """
         self.app(name)
         machines = self.app_machines(name, include_deleted=True)
@@ -109,7 +109,7 @@ class Emulator:
 
         The response is serialized before the launch, so it shows ``state: created``.
 
-        :raises ApiError: 404 unknown app; 400 invalid config; 409 name already used.
+        :raises ErrorReply: 404 unknown app; 400 invalid config; 409 name already used.
         """
         app = self.app(app_name)
         config = validate_config(body.get("config"))
@@ -130,7 +130,7 @@ class Emulator:
         new_id = machine_id()
         machine_dir = self.data_dir / app_name / new_id
         machine_dir.mkdir(parents=True)
-        machine = Machine(
+        machine = MachineRecord(
             id=new_id,
             name=name,
             app_name=app_name,
@@ -155,18 +155,18 @@ class Emulator:
         self.lifecycle.schedule(machine)
         return serialized
 
-    def machine(self, app_name: str, machine_id_: str) -> Machine:
-        """A machine of the app (destroyed ones too, while retained). :raises ApiError: 404."""
+    def machine(self, app_name: str, machine_id_: str) -> MachineRecord:
+        """A machine of the app (destroyed ones too, while retained). :raises ErrorReply: 404."""
         self.app(app_name)
         machine = self.machines.get(machine_id_)
         if machine is None or machine.app_name != app_name:
             raise not_found("machine not found")
         return machine
 
-    def live_machine(self, app_name: str, machine_id_: str, nonce: str | None) -> Machine:
+    def live_machine(self, app_name: str, machine_id_: str, nonce: str | None) -> MachineRecord:
         """A machine that may be changed: not destroyed, and ``nonce`` fits its lease.
 
-        :raises ApiError: 404 (missing or destroyed); 409 (lease held).
+        :raises ErrorReply: 404 (missing or destroyed); 409 (lease held).
         """
         machine = self.machine(app_name, machine_id_)
         if machine.state in ("destroying", "destroyed"):
@@ -176,10 +176,10 @@ class Emulator:
 
     async def update_machine(
         self, app_name: str, machine_id_: str, body: dict[str, Any], nonce: str | None
-    ) -> Machine:
+    ) -> MachineRecord:
         """Replace the whole config; a running machine restarts on the new version.
 
-        :raises ApiError: 400 invalid config or a changed name/region; 409 stale
+        :raises ErrorReply: 400 invalid config or a changed name/region; 409 stale
             ``current_version``, lease held, or the machine is busy changing.
         """
         machine = self.live_machine(app_name, machine_id_, nonce)
@@ -204,7 +204,7 @@ class Emulator:
     def start(self, app_name: str, machine_id_: str, nonce: str | None) -> str:
         """Start a stopped or created machine; return its previous state.
 
-        :raises ApiError: 400 for a scheduled machine; 409 while it is changing state.
+        :raises ErrorReply: 400 for a scheduled machine; 409 while it is changing state.
         """
         machine = self.live_machine(app_name, machine_id_, nonce)
         previous = machine.state
@@ -224,7 +224,7 @@ class Emulator:
     ) -> None:
         """Destroy a machine; a running one needs ``force`` (it is killed first).
 
-        :raises ApiError: 404; 409 running without ``force``, or lease held.
+        :raises ErrorReply: 404; 409 running without ``force``, or lease held.
         """
         machine = self.live_machine(app_name, machine_id_, nonce)
         running = machine.state in _RUNNING or machine.state == "replacing"
@@ -239,11 +239,17 @@ class Emulator:
             self.lifecycle.destroy(machine, source="user")
 
     async def exec_command(
-        self, machine: Machine, *, command: object, cmd: object, stdin: object, timeout_s: object
+        self,
+        machine: MachineRecord,
+        *,
+        command: object,
+        cmd: object,
+        stdin: object,
+        timeout_s: object,
     ) -> dict[str, Any]:
         """Run a command in the machine's environment; its failure is still a 200.
 
-        :raises ApiError: 400 bad request; 409 machine not started; 408 timed out.
+        :raises ErrorReply: 400 bad request; 409 machine not started; 408 timed out.
         """
         if isinstance(command, list) and command and all(isinstance(a, str) for a in command):
             argv = list(command)
@@ -281,7 +287,7 @@ class Emulator:
                 plan.argv, plan.env, stdin=(stdin or "").encode(), limit_s=limit_s
             )
         except TimeoutError:
-            raise ApiError(408, "deadline_exceeded: the command did not finish in time") from None
+            raise ErrorReply(408, "deadline_exceeded: the command did not finish in time") from None
         except OSError as exc:
             return {"exit_code": 127, "stdout": "", "stderr": f"{argv[0]}: {exc.strerror}\n"}
         response: dict[str, Any] = {
@@ -309,6 +315,6 @@ class Emulator:
             if machine.handle is not None:
                 machine.handle.signal(signal.SIGKILL)
 
-    def _forget(self, machine: Machine) -> None:
+    def _forget(self, machine: MachineRecord) -> None:
         if self.machines.get(machine.id) is machine:
             del self.machines[machine.id]

@@ -82,7 +82,7 @@ _REGION = re.compile(r"[a-z0-9]{1,16}")
 def validate_config(raw: object) -> dict[str, Any]:
     """Check a ``config`` object and return it with Fly's defaults filled in.
 
-    :raises ApiError: 400 naming the first invalid field.
+    :raises ErrorReply: 400 naming the first invalid field.
     """
     if not isinstance(raw, dict):
         raise bad_request("config is required and must be an object")
@@ -127,7 +127,7 @@ def effective_guest(config: dict[str, Any]) -> tuple[str, int, int]:
 def restart_policy(config: dict[str, Any]) -> tuple[str, int]:
     """(policy, max_retries) with Fly's defaults: ``on-failure`` and 10 retries.
 
-    :raises ApiError: 400 on an unknown policy or a negative ``max_retries``.
+    :raises ErrorReply: 400 on an unknown policy or a negative ``max_retries``.
     """
     restart = config.get("restart") or {}
     if not isinstance(restart, dict):
@@ -146,7 +146,7 @@ def restart_policy(config: dict[str, Any]) -> tuple[str, int]:
 def stop_settings(config: dict[str, Any], *, default_timeout_s: float) -> tuple[int, float]:
     """(signal number, timeout in seconds) from ``stop_config``; Fly's default signal is SIGINT.
 
-    :raises ApiError: 400 on an unknown signal or a timeout over 5 minutes.
+    :raises ErrorReply: 400 on an unknown signal or a timeout over 5 minutes.
     """
     stop_config = config.get("stop_config") or {}
     if not isinstance(stop_config, dict):
@@ -162,7 +162,7 @@ def stop_settings(config: dict[str, Any], *, default_timeout_s: float) -> tuple[
 def parse_signal(name: object, *, allowed: frozenset[str] | None = None) -> int:
     """Signal number of a name such as ``SIGTERM`` (or ``TERM``, or a number).
 
-    :raises ApiError: 400 on an unknown signal, or one outside ``allowed``.
+    :raises ErrorReply: 400 on an unknown signal, or one outside ``allowed``.
     """
     if isinstance(name, int) and not isinstance(name, bool):
         try:
@@ -180,7 +180,7 @@ def parse_signal(name: object, *, allowed: frozenset[str] | None = None) -> int:
 def parse_duration_s(value: object) -> float:
     """Seconds of a Go duration string (``"10s"``, ``"1m30s"``, ``"500ms"``) or a number.
 
-    :raises ApiError: 400 when the value is neither.
+    :raises ErrorReply: 400 when the value is neither.
     """
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)
@@ -204,7 +204,7 @@ def validate_files(
     With ``secrets`` None only the shape is checked; otherwise ``secret_name`` is resolved
     against them (a secret holds base64, as on Fly).
 
-    :raises ApiError: 400 on a relative, escaping or overlong ``guest_path``, one file whose
+    :raises ErrorReply: 400 on a relative, escaping or overlong ``guest_path``, one file whose
         path runs through another (``/f`` and ``/f/g``), a missing or doubled source, bad
         base64, or an unknown secret.
     """
@@ -289,7 +289,7 @@ def _b64decode(value: object, where: str) -> bytes:
 def check_text(value: str, where: str) -> None:
     """Refuse a NUL character: no process argument, variable or path can hold one.
 
-    :raises ApiError: 400 naming ``where``.
+    :raises ErrorReply: 400 naming ``where``.
     """
     if "\0" in value:
         raise bad_request(f"invalid {where}: contains a NUL character (\\u0000)")
@@ -301,7 +301,7 @@ def check_env(env: object, where: str) -> None:
     Names must be non-empty and hold neither ``=`` nor NUL, values no NUL, and no name may be
     one of the variables the platform sets in every machine (`RESERVED_ENV`).
 
-    :raises ApiError: 400 naming the first bad entry.
+    :raises ErrorReply: 400 naming the first bad entry.
     """
     if env is None:
         return
@@ -322,7 +322,7 @@ def check_env(env: object, where: str) -> None:
 def check_secrets(values: dict[str, str | None]) -> None:
     """Check secrets before they are set: each becomes an environment variable of machines.
 
-    :raises ApiError: 400 on a name that cannot be a variable (or is reserved), or a NUL in
+    :raises ErrorReply: 400 on a name that cannot be a variable (or is reserved), or a NUL in
         a value.
     """
     for name, value in values.items():
@@ -339,7 +339,7 @@ def check_secrets(values: dict[str, str | None]) -> None:
 def check_argv(value: object, where: str) -> None:
     """Check an optional argv: an array of strings without NUL characters.
 
-    :raises ApiError: 400 naming ``where``.
+    :raises ErrorReply: 400 naming ``where``.
     """
     if value is None:
         return
@@ -352,7 +352,7 @@ def check_argv(value: object, where: str) -> None:
 def check_region(region: object) -> None:
     """Check the shape of a region code (``iad``, ``lcl``): lowercase letters and digits.
 
-    :raises ApiError: 400.
+    :raises ErrorReply: 400.
     """
     if not isinstance(region, str) or not _REGION.fullmatch(region):
         raise bad_request(

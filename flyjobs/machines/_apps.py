@@ -10,7 +10,7 @@ from pydantic import SecretStr, TypeAdapter
 
 from .._exceptions import NotFoundError
 from ._core import ClientCore, app_path, params, quote_segment, without_none
-from ._http import Call, parse_json, parse_model, parse_none
+from ._http import ApiRequest, parse_json, parse_model, parse_none
 from ._response_models import App, AppSecret, AppsPage
 from ._validation import SERVER_CONTEXT
 
@@ -40,7 +40,7 @@ class AppsAPI(ClientCore):
             network=network,
             idempotency_key=secrets.token_hex(16),
         )
-        call = Call("POST", "/v1/apps", "create_app", org_slug, safe=False, json=body)
+        call = ApiRequest("POST", "/v1/apps", "create_app", org_slug, safe=False, json=body)
 
         def parse(response: httpx.Response) -> App:
             created = parse_json(response) or {}
@@ -54,7 +54,7 @@ class AppsAPI(ClientCore):
         :raises NotFoundError: no such app (an `APIError` 403 means it belongs to an
             organization the token cannot see).
         """
-        call = Call("GET", app_path(name), "get_app", name, safe=True)
+        call = ApiRequest("GET", app_path(name), "get_app", name, safe=True)
         return await self._requester.call(call, parse_model(App))
 
     async def list_apps(self, org_slug: str = "personal") -> list[App]:
@@ -62,7 +62,7 @@ class AppsAPI(ClientCore):
         apps: list[App] = []
         query = [("org_slug", org_slug)]
         while True:
-            call = Call("GET", "/v1/apps", "list_apps", org_slug, safe=True, params=query)
+            call = ApiRequest("GET", "/v1/apps", "list_apps", org_slug, safe=True, params=query)
             page = await self._requester.call(call, parse_model(AppsPage))
             apps += page.apps
             if not page.next_cursor:
@@ -71,7 +71,7 @@ class AppsAPI(ClientCore):
 
     async def delete_app(self, name: str, *, force: bool = False) -> None:
         """Delete the app; with ``force``, its machines are stopped and deleted with it."""
-        call = Call(
+        call = ApiRequest(
             "DELETE", app_path(name), "delete_app", name, safe=True, params=params(force=force)
         )
         await self._requester.call(call, parse_none)
@@ -86,7 +86,7 @@ class AppsAPI(ClientCore):
         """The app's secrets; their values only with ``show_values`` (as `SecretStr`)."""
         path = f"{app_path(app)}/secrets"
         query = params(show_secrets=show_values)
-        call = Call("GET", path, "list_secrets", app, safe=True, params=query)
+        call = ApiRequest("GET", path, "list_secrets", app, safe=True, params=query)
         return await self._requester.call(call, _parse_secrets)
 
     async def set_secret(self, app: str, name: str, value: str | SecretStr) -> AppSecret:
@@ -94,13 +94,13 @@ class AppsAPI(ClientCore):
         returned ``version`` as ``min_secrets_version``)."""
         plain = value.get_secret_value() if isinstance(value, SecretStr) else value
         path = f"{app_path(app)}/secrets/{quote_segment(name)}"
-        call = Call("POST", path, "set_secret", app, safe=True, json={"value": plain})
+        call = ApiRequest("POST", path, "set_secret", app, safe=True, json={"value": plain})
         return await self._requester.call(call, parse_model(AppSecret))
 
     async def delete_secret(self, app: str, name: str) -> None:
         """Delete the secret ``name``."""
         path = f"{app_path(app)}/secrets/{quote_segment(name)}"
-        call = Call("DELETE", path, "delete_secret", app, safe=True)
+        call = ApiRequest("DELETE", path, "delete_secret", app, safe=True)
         await self._requester.call(call, parse_none)
 
 

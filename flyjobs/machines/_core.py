@@ -13,7 +13,7 @@ import httpx
 
 from .._exceptions import ConfigError
 from ._held import held_nonce
-from ._http import Call, Params, Requester, normalize_token
+from ._http import ApiRequest, Params, Requester, normalize_token
 from ._ratelimit import RateLimiter, RateLimits
 from ._retry import RetryPolicy
 
@@ -118,11 +118,11 @@ class ClientCore:
         with_held_nonce: bool = True,
         long_poll: bool = False,
         read_timeout_s: float | None = None,
-    ) -> Call:
-        """A `Call` on ``/apps/{app}/machines/{machine_id}{suffix}``, rate-limited per machine,
-        carrying the lease nonce (``nonce``, else the one held in this context)."""
+    ) -> ApiRequest:
+        """An `ApiRequest` on ``/apps/{app}/machines/{machine_id}{suffix}``, rate-limited per
+        machine, carrying the lease nonce (``nonce``, else the one held in this context)."""
         nonce = nonce or (held_nonce(self, app, machine_id) if with_held_nonce else None)
-        return Call(
+        return ApiRequest(
             method,
             f"{app_path(app)}/machines/{quote_segment(machine_id)}{suffix}",
             action,

@@ -27,7 +27,7 @@ from ._retry import RetryPolicy
 from ._validation import SERVER_CONTEXT
 
 __all__ = (
-    "Call",
+    "ApiRequest",
     "Requester",
     "may_have_reached_server",
     "normalize_token",
@@ -54,7 +54,7 @@ _MACAROON_PREFIXES: Final = ("fm1r", "fm2")
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class ApiRequest:
     """One API request, and what may be done if its outcome is unknown.
 
     :ivar action: rate-limit bucket (see `RateLimits`).
@@ -122,7 +122,8 @@ class _TokenAuth(httpx.Auth):
 
 
 class Requester:
-    """Sends `Call`s: paced by the rate limiter, retried per the `RetryPolicy`, errors mapped."""
+    """Sends `ApiRequest`s: paced by the rate limiter, retried per the `RetryPolicy`, errors
+    mapped."""
 
     def __init__(
         self,
@@ -151,7 +152,7 @@ class Requester:
 
     async def call(
         self,
-        call: Call,
+        call: ApiRequest,
         parse: Parse[T],
         *,
         recover: Callable[[], Awaitable[T | None]] | None = None,
@@ -178,7 +179,9 @@ class Requester:
                 raise outcome.error from outcome.cause
             await anyio.sleep(self._retry.delay_s(attempt, outcome.retry_after_s, self._rng))
 
-    def _may_retry(self, call: Call, failure: _Failure, attempt: int, recoverable: bool) -> bool:
+    def _may_retry(
+        self, call: ApiRequest, failure: _Failure, attempt: int, recoverable: bool
+    ) -> bool:
         if not failure.retryable or attempt >= self._retry.max_attempts:
             return False
         if failure.ambiguous and not (call.safe or recoverable):
@@ -196,7 +199,7 @@ class Requester:
             raise failure.error from failure.cause
 
     async def _attempt(
-        self, call: Call, attempt: int, ambiguous_seen: bool
+        self, call: ApiRequest, attempt: int, ambiguous_seen: bool
     ) -> httpx.Response | _Failure:
         if self.closed:
             raise TransportError(f"{call.method} {call.path}: the MachinesClient is closed")
@@ -215,7 +218,7 @@ class Requester:
             return response  # an earlier attempt whose answer was lost did delete it
         return self._status_failure(call, response)
 
-    async def _send(self, call: Call) -> httpx.Response:
+    async def _send(self, call: ApiRequest) -> httpx.Response:
         timeout = self._timeout
         if call.read_timeout_s is not None:
             timeout = httpx.Timeout(self._timeout_s, read=call.read_timeout_s)
@@ -229,7 +232,7 @@ class Requester:
         )
         return await self._http.send(request, auth=self._auth)
 
-    def _status_failure(self, call: Call, response: httpx.Response) -> _Failure:
+    def _status_failure(self, call: ApiRequest, response: httpx.Response) -> _Failure:
         error = api_error(response, call.method, call.path, self.redact)
         status = response.status_code
         if status == 429:
@@ -238,7 +241,7 @@ class Requester:
             return _Failure(error, None, True, True, retry_after_s(response))
         return _Failure(error, None, False, status >= 500)
 
-    def _parse(self, call: Call, response: httpx.Response, parse: Parse[T]) -> T:
+    def _parse(self, call: ApiRequest, response: httpx.Response, parse: Parse[T]) -> T:
         try:
             return parse(response)
         except (ValueError, pydantic.ValidationError) as exc:
@@ -260,7 +263,9 @@ def may_have_reached_server(exc: BaseException) -> bool:
     return isinstance(exc, APIError) and (exc.status_code == 408 or exc.status_code >= 500)
 
 
-def _transport_failure(call: Call, exc: httpx.HTTPError, redact: Callable[[str], str]) -> _Failure:
+def _transport_failure(
+    call: ApiRequest, exc: httpx.HTTPError, redact: Callable[[str], str]
+) -> _Failure:
     detail = redact(str(exc)) or "no detail"
     error = TransportError(f"{call.method} {call.path}: {type(exc).__name__}: {detail}")
     if isinstance(exc, _FATAL) or not isinstance(exc, httpx.TransportError):
@@ -268,7 +273,7 @@ def _transport_failure(call: Call, exc: httpx.HTTPError, redact: Callable[[str],
     return _Failure(error, exc, True, not isinstance(exc, _NOT_SENT))
 
 
-def _log_line(call: Call, outcome: str, started: float, attempt: int) -> None:
+def _log_line(call: ApiRequest, outcome: str, started: float, attempt: int) -> None:
     elapsed_ms = (time.perf_counter() - started) * 1000
     again = f" (attempt {attempt})" if attempt > 1 else ""
     log.debug("%s %s %s %.0fms%s", call.method, call.path, outcome, elapsed_ms, again)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 
 from ._core import ClientCore, app_path, params
-from ._http import Call, parse_model
+from ._http import ApiRequest, parse_model
 from ._response_models import LogsPage
 
 __all__ = ("LogsAPI",)
@@ -31,7 +31,9 @@ class LogsAPI(ClientCore):
         """
         query = params(instance=machine_id, region=region, next_token=next_token)
         path = f"/api{app_path(app)}/logs"
-        call = Call("GET", path, "get_logs", app, safe=True, params=query, base_url=self.logs_url)
+        call = ApiRequest(
+            "GET", path, "get_logs", app, safe=True, params=query, base_url=self.logs_url
+        )
         return await self._requester.call(call, parse_model(LogsPage))
 
     async def log_tail(

@@ -15,7 +15,7 @@ import httpx
 from .._exceptions import FlyjobsError, NotFoundError
 from ._config_models import MachineConfig
 from ._core import ClientCore, app_path, params, without_none
-from ._http import Call, may_have_reached_server, parse_list, parse_model, parse_none
+from ._http import ApiRequest, may_have_reached_server, parse_list, parse_model, parse_none
 from ._response_models import Machine
 
 __all__ = ("MachinesAPI",)
@@ -62,7 +62,9 @@ class MachinesAPI(ClientCore):
             skip_service_registration=skip_service_registration or None,
             min_secrets_version=min_secrets_version,
         )
-        call = Call("POST", f"{app_path(app)}/machines", "create_machine", app, False, json=body)
+        call = ApiRequest(
+            "POST", f"{app_path(app)}/machines", "create_machine", app, False, json=body
+        )
         recover = partial(self._find_machine, app, name, include_deleted=True)
         try:
             return await self._requester.call(call, parse_model(Machine), recover=recover)
@@ -115,7 +117,7 @@ class MachinesAPI(ClientCore):
         machines: list[Machine] = []
         page_query = query
         while True:
-            call = Call("GET", path, "list_machines", app, safe=True, params=page_query)
+            call = ApiRequest("GET", path, "list_machines", app, safe=True, params=page_query)
             page, cursor = await self._requester.call(call, _parse_machine_page)
             machines += page
             if not cursor:

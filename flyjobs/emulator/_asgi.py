@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from ._errors import ApiError, error_body
+from ._errors import ErrorReply, error_body
 from ._faults import Gate
 from ._http import api_error_response
 from ._logs import LOG_ROUTES
@@ -30,7 +30,7 @@ def build_app(emulator: Emulator, tokens: list[str]) -> ASGIApp:
     """The whole API for ``emulator``, accepting ``tokens``."""
     app = Starlette(
         routes=[*APP_ROUTES, *MACHINE_ROUTES, *LOG_ROUTES],
-        exception_handlers={ApiError: api_error_response, HTTPException: _http_error},
+        exception_handlers={ErrorReply: api_error_response, HTTPException: _http_error},
     )
     app.state.emulator = emulator
     return Gate(app, emulator.config, tokens)
