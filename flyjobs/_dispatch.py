@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 
 from ._call import Call, CallState, CallStatus
+from ._channel import StoreTicket, close_ticket, look_after_exit
 from ._envelopes import decode_result, encode_arguments, encode_call, rebuild_exception
 from ._exceptions import (
     APIError,
@@ -34,6 +35,7 @@ from ._exceptions import (
     OutOfMemoryError,
     RateLimitedError,
     RemoteImportError,
+    ResultTooLargeError,
     SerializationError,
     ServerError,
     TransportError,
@@ -48,6 +50,8 @@ from ._protocol import (
     EXIT_DEADLINE,
     EXIT_DELIVERY_FAILED,
     EXIT_IMPORT_FAILED,
+    EXIT_RESULT_TOO_LARGE,
+    MAX_INBOX_RESULT_BYTES,
     META_BATCH_ID,
     META_CALL_ID,
     META_CLIENT,
@@ -64,14 +68,13 @@ __all__ = ("MAX_INLINE_PAYLOAD_BYTES", "new_batch_id", "spawn", "spawn_batch")
 
 logger = logging.getLogger("flyjobs.dispatch")
 
-#: Largest payload sent inline in ``files[].raw_value`` (before base64, which adds a third).
-#: Fly does not document a config size limit; 1 MiB keeps the create request well-behaved.
+#: Largest encoded arguments sent inline in ``files[].raw_value`` (before base64, which adds a
+#: third). Fly does not document a config size limit; 1 MiB keeps the create request
+#: well-behaved. Larger arguments travel through the object store (``FLYJOBS_STORE``): the
+#: payload then carries a presigned URL the worker GETs them from.
 MAX_INLINE_PAYLOAD_BYTES = 1024 * 1024
 #: Seconds a machine may take to exit after delivering its result before it is destroyed.
 _EXIT_GRACE_S = 10.0
-#: Seconds a result may lag behind the exit it preceded (delivery is acknowledged before the
-#: worker exits, so on one host this is only scheduling slack).
-_RESULT_GRACE_S = 1.0
 #: Seconds the worker's own deadline is set after the client's, so the client decides first.
 _WORKER_DEADLINE_SLACK_S = 5.0
 _WORKER_CMD = ["python", "-m", "flyjobs.worker"]
@@ -146,7 +149,9 @@ def spawn_batch(
         call_id = f"{batch_id}-{index}" if batch_id else new_call_id()
         # Encoded here, in the caller's thread, so a bad argument raises before anything runs.
         try:
-            arguments = _encode_arguments(fn_ref, args, kwargs, options.pickle, arg_names)
+            arguments = _encode_arguments(
+                fn_ref, args, kwargs, options.pickle, arg_names, spill=runtime.store is not None
+            )
         except SerializationError as exc:
             if batch_id is None:
                 raise
@@ -217,18 +222,32 @@ def _encode_arguments(
     kwargs: Mapping[str, Any],
     pickle: bool,
     arg_names: Sequence[str],
+    *,
+    spill: bool,
 ) -> bytes:
     arguments = encode_arguments(args, kwargs, pickle=pickle, arg_names=arg_names)
-    if len(arguments) > MAX_INLINE_PAYLOAD_BYTES:
+    if len(arguments) > MAX_INLINE_PAYLOAD_BYTES and not spill:
         raise SerializationError(
             f"the arguments of {fn_ref} encode to {len(arguments) / 1048576:.1f} MiB, over the"
-            f" {MAX_INLINE_PAYLOAD_BYTES // 1048576} MiB that travel inside the machine config;"
-            " pass large data by reference (a URL or object-store key) instead"
+            f" {MAX_INLINE_PAYLOAD_BYTES // 1048576} MiB (MAX_INLINE_PAYLOAD_BYTES) that travel"
+            " inside the machine config; configure an object store (FLYJOBS_STORE, or"
+            " BUCKET_NAME from `fly storage create`) to send larger ones through it, or pass"
+            " large data by reference (a URL or object-store key)"
         )
     return arguments
 
 
-def _payload(plan: _Plan, call_id: str, *, deadline: float, result_url: str) -> bytes:
+def _spilled(plan: _Plan) -> bool:
+    return len(plan.arguments) > MAX_INLINE_PAYLOAD_BYTES
+
+
+def _arguments_key(plan: _Plan) -> str:
+    return f"args/{plan.call_id}"
+
+
+def _payload(
+    plan: _Plan, call_id: str, *, deadline: float, result_url: str, arguments_url: str | None
+) -> bytes:
     return encode_call(
         plan.fn_ref,
         call_id=call_id,
@@ -237,15 +256,19 @@ def _payload(plan: _Plan, call_id: str, *, deadline: float, result_url: str) -> 
         batch_id=plan.batch_id,
         sys_path=plan.sys_path,
         pickle=plan.options.pickle,
-        arguments=plan.arguments,
+        arguments=b"" if arguments_url else plan.arguments,
+        arguments_url=arguments_url,
     )
 
 
 async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
     options = plan.options
     attempts = options.retries + 1
+    spilled = runtime.store if _spilled(plan) else None
     try:
         await runtime.check_secrets(plan.app, options.secrets)
+        if spilled is not None:
+            await spilled.put(_arguments_key(plan), plan.arguments)
         for attempt in range(attempts):
             call_id = plan.call_id if attempt == 0 else f"{plan.call_id}-r{attempt}"
             try:
@@ -270,6 +293,8 @@ async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
         raise
     finally:
         state.timings.finished_at = time.time()
+        if spilled is not None:
+            await spilled.discard(_arguments_key(plan))
 
 
 def _machine_config(
@@ -302,10 +327,20 @@ def _machine_config(
     )
 
 
+def _ticket(runtime: Runtime, call_id: str, deadline: float) -> Ticket | StoreTicket:
+    """Where this attempt's result is to be delivered; valid a minute past the worker's own
+    deadline."""
+    expires_at = deadline + _WORKER_DEADLINE_SLACK_S + 60
+    if runtime.channel.mode == "store":
+        assert runtime.store is not None
+        return StoreTicket(runtime.store, call_id, expires_at=expires_at)
+    return runtime.inbox.expect(call_id, ttl_s=expires_at - time.time())
+
+
 async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState) -> Any:
     app, options = plan.app, plan.options
     timeout_s = options.timeout
-    ticket = runtime.inbox.expect(call_id, ttl_s=timeout_s + _WORKER_DEADLINE_SLACK_S + 60)
+    ticket: Ticket | StoreTicket | None = None
     try:
         async with runtime.limiter:
             state.status = CallStatus.creating
@@ -313,7 +348,20 @@ async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState
             state.timings.create_started_at = started
             deadline = started + timeout_s
             worker_deadline = deadline + _WORKER_DEADLINE_SLACK_S
-            payload = _payload(plan, call_id, deadline=worker_deadline, result_url=ticket.url)
+            ticket = _ticket(runtime, call_id, deadline)
+            arguments_url = None
+            if _spilled(plan):
+                assert runtime.store is not None  # checked when the call was made
+                arguments_url = runtime.store.presign(
+                    "GET", _arguments_key(plan), expires_at=worker_deadline
+                )
+            payload = _payload(
+                plan,
+                call_id,
+                deadline=worker_deadline,
+                result_url=ticket.url,
+                arguments_url=arguments_url,
+            )
             config = _machine_config(plan, call_id, payload, worker_deadline)
             try:
                 machine = await runtime.client.create_machine(
@@ -331,14 +379,15 @@ async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState
             finally:
                 runtime.live.forget(app, machine.id)
     finally:
-        ticket.close()
+        if ticket is not None:
+            await close_ticket(ticket)
 
 
 async def _supervise(
     runtime: Runtime,
     plan: _Plan,
     machine: Machine,
-    ticket: Ticket,
+    ticket: Ticket | StoreTicket,
     state: CallState,
     deadline: float,
 ) -> Any:
@@ -349,6 +398,9 @@ async def _supervise(
         with anyio.fail_after(max(deadline - time.time(), 0.001)):
             body = await _collect(ticket, watch, state)
     except TimeoutError:
+        if isinstance(ticket, StoreTicket):
+            with anyio.CancelScope(shield=True):
+                await ticket.fetch()
         if ticket.delivered:
             # The result came in as the deadline struck: a delivered result is never lost.
             body = await ticket.result()
@@ -376,7 +428,9 @@ async def _supervise(
     return await _outcome(runtime, plan, machine.id, body, state)
 
 
-async def _collect(ticket: Ticket, watch: _ExitWatch, state: CallState) -> bytes | None:
+async def _collect(
+    ticket: Ticket | StoreTicket, watch: _ExitWatch, state: CallState
+) -> bytes | None:
     """The result body as soon as it is in, or None if the machine exited without one.
 
     Both are awaited together: a machine that dies never leaves the call waiting for a result
@@ -396,12 +450,13 @@ async def _collect(ticket: Ticket, watch: _ExitWatch, state: CallState) -> bytes
             await watch.exited.wait()
             if watch.error is not None:
                 raise watch.error
-            await anyio.sleep(_RESULT_GRACE_S)
+            await look_after_exit(ticket)
             tg.cancel_scope.cancel()
 
         tg.start_soon(result)
         tg.start_soon(exit_)
-    return body
+    # A result found just as the exit branch ended the wait still counts.
+    return body if body is not None or not ticket.delivered else await ticket.result()
 
 
 class _ExitWatch:
@@ -499,6 +554,15 @@ async def _exit_error(
         )
     if code == EXIT_DEADLINE:
         return CallTimeoutError(f"the call reached its deadline on machine {machine_id}")
+    if code == EXIT_RESULT_TOO_LARGE:
+        return ResultTooLargeError(
+            f"the result of the call on machine {machine_id} is over the"
+            f" {MAX_INBOX_RESULT_BYTES // 1048576} MiB the result inbox accepts"
+            " (MAX_INBOX_RESULT_BYTES); configure an object store (FLYJOBS_STORE, or"
+            " BUCKET_NAME from `fly storage create`) to bring back results of any size, or"
+            " return a reference to the data instead",
+            output_tail=tail,
+        )
     reasons = {
         EXIT_BAD_PAYLOAD: "the worker could not read its payload (is the image's flyjobs"
         " version the same as this one?)",

@@ -7,7 +7,9 @@ applied, before any class named in the arguments is imported)::
 
     {"flyjobs": 1, "call_id": str, "fn": "module:qualname", "deadline": float (unix s),
      "result_url": str, "batch_id": str | None, "sys_path": [str], "pickle": bool,
-     "arguments": bytes}          # encode_value([args, kwargs]), or pickle of (args, kwargs)
+     "arguments": bytes,          # encode_value([args, kwargs]), or pickle of (args, kwargs)
+     "arguments_url": str | None} # if set, `arguments` is empty: GET them there (they were over
+                                  # the inline limit and spilled to the object store)
 
 Result envelope::
 
@@ -75,10 +77,13 @@ class CallEnvelope:
     :ivar sys_path: import roots to put in front of ``sys.path`` before importing anything.
     :ivar pickle: whether arguments and result travel as pickle.
     :ivar arguments_data: the encoded ``(args, kwargs)``; decode them with `arguments`.
+    :ivar arguments_url: where to GET `arguments_data` instead, when it was too large to travel
+        in the payload (empty until then).
     """
 
     __slots__ = (
         "arguments_data",
+        "arguments_url",
         "batch_id",
         "call_id",
         "deadline",
@@ -99,6 +104,7 @@ class CallEnvelope:
         sys_path: list[str],
         pickle: bool,
         arguments_data: bytes,
+        arguments_url: str | None = None,
     ) -> None:
         self.call_id = call_id
         self.fn = fn
@@ -108,6 +114,7 @@ class CallEnvelope:
         self.sys_path = sys_path
         self.pickle = pickle
         self.arguments_data = arguments_data
+        self.arguments_url = arguments_url
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Decode ``(args, kwargs)``, importing the classes they name (apply `sys_path` first).
@@ -183,6 +190,7 @@ def encode_call(
     pickle: bool = False,
     arg_names: Sequence[str] = (),
     arguments: bytes | None = None,
+    arguments_url: str | None = None,
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -194,6 +202,8 @@ def encode_call(
     :param arg_names: names of the positional parameters, used only in error messages.
     :param arguments: the blob `encode_arguments` made, instead of ``args``/``kwargs`` (a
         caller that checked the arguments early need not encode them twice).
+    :param arguments_url: a URL the worker GETs the encoded arguments from instead (then
+        `arguments` must be ``b""``).
     :raises SerializationError: an argument cannot be encoded; the message names it and where
         inside it the offending value sits.
     """
@@ -210,6 +220,7 @@ def encode_call(
             "sys_path": list(sys_path),
             "pickle": pickle,
             "arguments": arguments,
+            "arguments_url": arguments_url,
         }
     )
 
@@ -254,6 +265,7 @@ def decode_call(data: bytes) -> CallEnvelope:
         sys_path=sys_path,
         pickle=_field(envelope, "pickle", bool),
         arguments_data=_field(envelope, "arguments", bytes),
+        arguments_url=_field(envelope, "arguments_url", (str, type(None))),
     )
 
 

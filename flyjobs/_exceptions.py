@@ -28,6 +28,7 @@ kept as ``__cause__``)::
         │                             its arguments name): the image lacks the code
         ├── MachineCrashedError       the machine exited without delivering a result
         │   └── OutOfMemoryError          ... because it ran out of `memory_mb`
+        ├── ResultTooLargeError       the result was over the inbox's limit (use a store)
         └── CallCancelledError        the call was cancelled (its machine was destroyed)
 
 Secrets never appear in these messages: they are built from status codes, Fly's error text,
@@ -56,6 +57,7 @@ __all__ = (
     "RateLimitedError",
     "RemoteError",
     "RemoteImportError",
+    "ResultTooLargeError",
     "SerializationError",
     "ServerError",
     "TransportError",
@@ -246,6 +248,19 @@ class MachineCrashedError(CallError):
 
 class OutOfMemoryError(MachineCrashedError):
     """The machine was killed for exceeding its memory; raise ``memory_mb``."""
+
+
+class ResultTooLargeError(CallError):
+    """The call's result was over what the caller's inbox accepts
+    (``flyjobs._protocol.MAX_INBOX_RESULT_BYTES``); results through the object store
+    (``FLYJOBS_STORE``) may have any size.
+
+    :ivar output_tail: the last lines the machine printed, if known.
+    """
+
+    def __init__(self, message: str, *, output_tail: str = "") -> None:
+        self.output_tail = output_tail
+        super().__init__(message)
 
 
 class CallCancelledError(CallError):

@@ -36,6 +36,7 @@ from anyio.abc import TaskStatus
 
 from ._envelopes import decode_result
 from ._exceptions import SerializationError
+from ._protocol import MAX_INBOX_RESULT_BYTES
 
 __all__ = ("ResultInbox", "Ticket")
 
@@ -180,7 +181,7 @@ class ResultInbox:
         *,
         advertise_host: str | None = None,
         ttl_s: float = 3600.0,
-        max_body_bytes: int = 64 * 1024 * 1024,
+        max_body_bytes: int = MAX_INBOX_RESULT_BYTES,
     ) -> None:
         self.host = host
         self.advertise_host = advertise_host or host

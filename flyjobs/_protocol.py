@@ -11,6 +11,8 @@ __all__ = (
     "EXIT_DELIVERY_FAILED",
     "EXIT_IMPORT_FAILED",
     "EXIT_OK",
+    "EXIT_RESULT_TOO_LARGE",
+    "MAX_INBOX_RESULT_BYTES",
     "MACHINE_ROOT_ENV",
     "META_BATCH_ID",
     "META_CALL_ID",
@@ -56,6 +58,11 @@ EXIT_OK = 0
 EXIT_BAD_PAYLOAD = 65  # payload file missing, unreadable or not a flyjobs call (EX_DATAERR)
 EXIT_IMPORT_FAILED = 66  # the function reference could not be imported
 EXIT_DELIVERY_FAILED = 75  # the result could not be delivered (EX_TEMPFAIL)
+EXIT_RESULT_TOO_LARGE = 73  # the result inbox refused the result as too large (HTTP 413)
+
+#: Largest result envelope (bytes) the caller's inbox accepts; a larger one needs the object
+#: store (``FLYJOBS_STORE``), which takes results of any size.
+MAX_INBOX_RESULT_BYTES = 64 * 1024 * 1024
 EXIT_DEADLINE = 124  # the call's deadline passed inside the worker (as timeout(1) exits)
 
 # Metadata (``config.metadata``) on every machine flyjobs creates; `flyjobs ls`, `flyjobs logs` and

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -23,10 +22,12 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal
 
+from ._channel import Channel, choose_channel
 from ._exceptions import CallCancelledError, ConfigError
 from ._inbox import ResultInbox
 from ._live import LiveOutput
 from ._settings import Settings
+from ._store import Store, StoreConfig
 from .machines import MachinesClient
 
 __all__ = ("EMBEDDED_APP", "Runtime", "get_runtime", "get_runtime_async", "shutdown_runtime")
@@ -47,7 +48,9 @@ class Runtime:
 
     :ivar settings: the settings read at start.
     :ivar client: the Machines API client.
-    :ivar inbox: the result inbox the workers deliver to.
+    :ivar inbox: the result inbox the workers deliver to (in the ``inbox`` channel).
+    :ivar channel: how results come back (see `flyjobs._channel`).
+    :ivar store: the object store, if one is configured.
     :ivar app: the app machines are created in, if configured.
     :ivar image: the default image, if known.
     :ivar limiter: bounds machines in flight (``max_machines``).
@@ -63,6 +66,10 @@ class Runtime:
     _tasks: TaskGroup = field(repr=False)
     #: shows what calls print while they run
     live: LiveOutput = field(repr=False)
+    channel: Channel = field(default_factory=lambda: Channel("inbox"))
+    store: Store | None = None
+    #: Set when the process is shutting down: detached calls then leave their machines be.
+    closing: bool = False
     _active: set[anyio.CancelScope] = field(default_factory=set, repr=False)
     _idle: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _secrets: dict[str, set[str]] = field(default_factory=dict, repr=False)
@@ -111,6 +118,7 @@ class Runtime:
         raise CallCancelledError("the call was cancelled because the interpreter is exiting")
 
     async def _cancel_all(self) -> None:
+        self.closing = True
         if not self._active:
             return
         self._idle = anyio.Event()
@@ -211,32 +219,15 @@ def _api_endpoint(settings: Settings, stack: ExitStack) -> tuple[str, str]:
     return emulator.url, emulator.token
 
 
-def _inbox_addresses(settings: Settings) -> tuple[str, str]:
-    """(bind host, host machines use) for the result inbox."""
-    if settings.embedded:
-        return "127.0.0.1", "127.0.0.1"
-    advertise = os.environ.get("FLYJOBS_INBOX_HOST")
-    if advertise:
-        return os.environ.get("FLYJOBS_INBOX_BIND", "::"), advertise
-    private_ip = os.environ.get("FLY_PRIVATE_IP")
-    if private_ip:
-        return "::", private_ip
-    raise ConfigError(
-        "results of calls on Fly come back to an inbox this process serves, which machines must"
-        " be able to reach: run the client on a Fly machine (FLY_PRIVATE_IP is then set), or set"
-        " FLYJOBS_INBOX_HOST to this host's address in your app's private network (for example"
-        " its WireGuard address)"
-    )
-
-
 @asynccontextmanager
 async def _open(
     settings: Settings, portal: BlockingPortal, base_url: str, token: str
 ) -> AsyncIterator[Runtime]:
-    bind, advertise = _inbox_addresses(settings)
+    config = StoreConfig.load(settings.store)
+    channel = choose_channel(settings, has_store=config is not None)
     async with (
         MachinesClient(base_url=base_url, token=token) as client,
-        ResultInbox(host=bind, advertise_host=advertise) as inbox,
+        ResultInbox(host=channel.bind, advertise_host=channel.advertise) as inbox,
         anyio.create_task_group() as tasks,
     ):
         app, image = settings.app, settings.image
@@ -253,4 +244,6 @@ async def _open(
             portal=portal,
             _tasks=tasks,
             live=LiveOutput(client, tasks),
+            channel=channel,
+            store=Store(config) if config is not None else None,
         )

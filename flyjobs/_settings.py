@@ -28,6 +28,8 @@ _KEYS: dict[str, str | None] = {
     "cpus": None,
     "timeout_s": None,
     "max_machines": "FLYJOBS_MAX_MACHINES",
+    "store": "FLYJOBS_STORE",
+    "results": "FLYJOBS_RESULTS",
 }
 
 
@@ -52,6 +54,10 @@ class Settings:
     :ivar defaults: other ``[tool.flyjobs]`` keys (``region``, ``memory_mb``, ``cpus``,
         ``timeout_s``) used when a function does not set them.
     :ivar max_machines: machines in flight at once, across all calls of this process.
+    :ivar store: the object store's URL, ``s3://bucket/prefix`` (``FLYJOBS_STORE``,
+        ``[tool.flyjobs] store``); see `flyjobs._store.StoreConfig.load` for ``BUCKET_NAME``.
+    :ivar results: the result channel, ``auto``, ``inbox`` or ``store`` (``FLYJOBS_RESULTS``);
+        see `flyjobs._channel`.
     :ivar source: the pyproject.toml the settings were read from, if any.
     """
 
@@ -61,6 +67,8 @@ class Settings:
     image: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     max_machines: int = 64
+    store: str | None = None
+    results: str = "auto"
     source: Path | None = None
 
     @property
@@ -97,6 +105,8 @@ class Settings:
             image=merged.pop("image", None),
             defaults=merged,
             max_machines=max_machines,
+            store=merged.pop("store", None) or None,
+            results=str(merged.pop("results", "auto")),
             source=pyproject,
         )
 

@@ -11,7 +11,11 @@ with one HTTP PUT to the URL the payload names, and exits with a code from `flyj
 - ``EXIT_DEADLINE``: the deadline passed before the result was delivered (code stuck in C
   that holds the GIL is ended by faulthandler a few seconds later, with exit code 1 and the
   stacks of its threads on stderr);
-- ``EXIT_DELIVERY_FAILED``: the result could not be delivered (after two quick retries).
+- ``EXIT_DELIVERY_FAILED``: the result could not be delivered (after two quick retries);
+- ``EXIT_RESULT_TOO_LARGE``: the result inbox refused the result as too large (HTTP 413).
+
+Arguments too large for the payload come from the object store: the payload then names a
+presigned URL to GET them from.
 
 Every call pays this module's start-up, so it imports only the standard library's cheapest
 modules and msgpack; anything else is imported on the path that needs it. Usage::
@@ -43,6 +47,7 @@ from flyjobs._protocol import (
     EXIT_DELIVERY_FAILED,
     EXIT_IMPORT_FAILED,
     EXIT_OK,
+    EXIT_RESULT_TOO_LARGE,
     MACHINE_ROOT_ENV,
     PAYLOAD_GUEST_PATH,
 )
@@ -58,8 +63,11 @@ __all__ = ("main", "payload_path")
 TAIL_CHARS = 64 * 1024
 #: Seconds to wait before each retry of a failed delivery.
 _RETRY_DELAYS_S = (0.2, 1.0)
-#: Socket timeout (s) of one delivery attempt.
+#: Socket timeout (s) of one delivery attempt, plus a second per MiB of body (a large result
+#: to the object store must not need more than 1 MiB/s to get through).
 _PUT_TIMEOUT_S = 10.0
+#: Socket timeout (s) of fetching spilled arguments.
+_GET_TIMEOUT_S = 60.0
 #: Seconds past the deadline after which a function stuck in C code (so that not even the
 #: deadline thread gets to run) is stopped by faulthandler's watchdog, with exit code 1.
 _HARD_STOP_GRACE_S = 5.0
@@ -188,6 +196,7 @@ class _Worker:
         self.timings = {"worker_start": started}
         self.stdout: _Tail | None = None
         self.stderr: _Tail | None = None
+        self.too_large = False
 
     def run(self) -> int:
         call = self.call
@@ -204,6 +213,12 @@ class _Worker:
             _log(f"cannot import {call.fn}: {type(exc).__name__}: {exc}")
             self._deliver_error("import", exc)
             return EXIT_IMPORT_FAILED
+        if call.arguments_url:
+            try:
+                call.arguments_data = _get(call.arguments_url)
+            except OSError as exc:
+                _log(f"cannot fetch the arguments of {call.call_id}: {exc}")
+                return EXIT_BAD_PAYLOAD
         try:
             args, kwargs = call.arguments()
         except SerializationError as exc:
@@ -212,7 +227,9 @@ class _Worker:
             missing_class = isinstance(exc.__cause__, (ImportError, AttributeError))
             return EXIT_IMPORT_FAILED if missing_class else EXIT_BAD_PAYLOAD
         body = self._run_function(fn, args, kwargs)
-        return EXIT_OK if self._deliver(body) else EXIT_DELIVERY_FAILED
+        if self._deliver(body):
+            return EXIT_OK
+        return EXIT_RESULT_TOO_LARGE if self.too_large else EXIT_DELIVERY_FAILED
 
     def _run_function(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -265,7 +282,8 @@ class _Worker:
                 # and only its answer was lost.
                 return True
             if status < 500:
-                _log(f"result delivery refused: HTTP {status}")
+                _log(f"result delivery refused: HTTP {status} ({len(body)} bytes)")
+                self.too_large = status == 413
                 return False
             _log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")
         return False
@@ -276,6 +294,10 @@ def _put(url: str, body: bytes) -> int:
     if url.startswith("http://"):
         return _put_http(url, body)
     return _put_urllib(url, body)
+
+
+def _put_timeout(size: int) -> float:
+    return _PUT_TIMEOUT_S + size / 1048576
 
 
 def _split_http_url(url: str) -> tuple[str, str, int, str]:
@@ -308,7 +330,7 @@ def _put_http(url: str, body: bytes) -> int:
     for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
         sock = _socket.socket(family, kind, proto)
         try:
-            sock.settimeout(_PUT_TIMEOUT_S)
+            sock.settimeout(_put_timeout(len(body)))
             sock.connect(address)
         except OSError as exc:
             sock.close()
@@ -353,6 +375,16 @@ def _read_status(sock: _socket.socket) -> int | None:
     return int(parts[1])
 
 
+def _get(url: str) -> bytes:
+    """GET `url` (a presigned object-store URL); its body, or OSError."""
+    # Only calls whose arguments spilled to the store pay for urllib (and ssl for https).
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=_GET_TIMEOUT_S) as response:
+        data: bytes = response.read()
+        return data
+
+
 def _put_urllib(url: str, body: bytes) -> int:
     # https (presigned object-storage URLs): TLS is worth its import cost there.
     import urllib.error
@@ -362,7 +394,7 @@ def _put_urllib(url: str, body: bytes) -> int:
         url, data=body, method="PUT", headers={"Content-Type": "application/msgpack"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=_PUT_TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=_put_timeout(len(body))) as response:
             status: int = response.status
             return status
     except urllib.error.HTTPError as exc:

@@ -1,0 +1,58 @@
+"""Remote functions of the object-store and payload-limit tests; the worker imports this module
+by reference."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import flyjobs
+
+
+@flyjobs.remote(timeout_s=60)
+def double(x: int) -> int:
+    return 2 * x
+
+
+@flyjobs.remote(timeout_s=60)
+def size_of(data: bytes) -> tuple[int, bytes]:
+    return len(data), data[-16:]
+
+
+@flyjobs.remote(timeout_s=60)
+def blob(mb: int) -> bytes:
+    return bytes(range(256)) * (mb * 4096)
+
+
+class StoreTestError(Exception):
+    """Raised remotely; importable here, so it comes back as itself."""
+
+
+@flyjobs.remote(timeout_s=60)
+def fail(message: str) -> None:
+    raise StoreTestError(message)
+
+
+@flyjobs.remote(timeout_s=60)
+def crash(code: int) -> None:
+    os._exit(code)
+
+
+@flyjobs.remote(timeout_s=60)
+def slow_square(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x * x
+
+
+@flyjobs.remote(timeout_s=60)
+def counted_square(x: int, ledger: str, seconds: float = 0.0) -> int:
+    """Append one line to `ledger` per run (the tests count runs), then square `x`."""
+    with open(ledger, "a") as f:
+        f.write(f"{x}\n")
+    time.sleep(seconds)
+    return x * x
+
+
+@flyjobs.remote(timeout_s=120, memory_mb=1024)
+def big_result(size: int) -> bytes:
+    return b"r" * size

@@ -1,0 +1,51 @@
+"""Results through the object store, called as from outside Fly: a standalone emulator in Fly
+mode, ``FLYJOBS_RESULTS=store``, no ``FLYJOBS_INBOX_HOST``, and moto as the S3 server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import store_funcs as funcs
+from _store_helpers import live_machines, objects
+
+import flyjobs
+from flyjobs._runtime import get_runtime
+
+
+def _no_machine_left() -> None:
+    deadline = time.monotonic() + 15
+    while live_machines() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert live_machines() == []
+
+
+def test_a_value_comes_back_through_the_store_and_leaves_no_object(fly_store: str) -> None:
+    assert funcs.double.remote(21) == 42
+    runtime = get_runtime()
+    assert runtime.channel.mode == "store"
+    assert [c.result(timeout_s=60) for c in [funcs.double.spawn(i) for i in range(3)]] == [0, 2, 4]
+    assert objects(fly_store) == []
+    _no_machine_left()
+
+
+def test_the_functions_own_exception_type(fly_store: str) -> None:
+    with pytest.raises(funcs.StoreTestError, match="bad input"):
+        funcs.fail.remote("bad input")
+    assert objects(fly_store) == []
+
+
+def test_a_machine_crash_is_machine_crashed_error(fly_store: str) -> None:
+    with pytest.raises(flyjobs.MachineCrashedError) as exc:
+        funcs.crash.remote(3)
+    assert exc.value.exit_code == 3
+    assert objects(fly_store) == []
+    _no_machine_left()
+
+
+def test_a_5_mb_argument_and_a_20_mb_result_travel_through_the_store(fly_store: str) -> None:
+    data = bytes(range(256)) * (5 * 4096)
+    assert funcs.size_of.remote(data) == (len(data), data[-16:])
+    result = funcs.blob.remote(20)
+    assert len(result) == 20 * 1048576 and result[:256] == bytes(range(256))
+    assert objects(fly_store) == []
