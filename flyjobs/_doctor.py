@@ -6,6 +6,7 @@ import dataclasses
 import socket
 from collections.abc import Sequence
 
+from ._channel import choose_channel
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -14,8 +15,8 @@ from ._exceptions import (
     NotFoundError,
     TransportError,
 )
-from ._runtime import _inbox_addresses as inbox_addresses
 from ._settings import Settings
+from ._store import StoreConfig
 from .machines import MachinesClient
 
 __all__ = ("Check", "diagnose")
@@ -130,10 +131,15 @@ def _image(settings: Settings) -> Check:
 
 def _inbox(settings: Settings) -> Check:
     try:
-        bind, advertise = inbox_addresses(settings)
+        store = StoreConfig.load(settings.store)
+        channel = choose_channel(settings, has_store=store is not None)
     except ConfigError as exc:
-        return Check("results", False, "machines have no address to deliver results to",
-                     str(exc))  # fmt: skip
+        return Check("results", False, "machines have no way to deliver results", str(exc))
+    if channel.mode == "store":
+        assert store is not None
+        where = f"{store.url} ({store.endpoint})"
+        return Check("results", True, f"results come back through the object store {where}")
+    bind, advertise = channel.bind, channel.advertise
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
