@@ -25,8 +25,6 @@ __version__ = "0.1.0"
 # Not `from typing import TYPE_CHECKING`: importing typing costs every machine ~5 ms of start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from ._call import Call as Call
     from ._call import CallStatus as CallStatus
     from ._exceptions import APIError as APIError
@@ -39,6 +37,7 @@ if TYPE_CHECKING:
     from ._exceptions import ConflictError as ConflictError
     from ._exceptions import FlyjobsError as FlyjobsError
     from ._exceptions import FlyjobsTimeoutError as FlyjobsTimeoutError
+    from ._exceptions import ForbiddenError as ForbiddenError
     from ._exceptions import LeaseHeldError as LeaseHeldError
     from ._exceptions import MachineCrashedError as MachineCrashedError
     from ._exceptions import NotFoundError as NotFoundError
@@ -46,6 +45,8 @@ if TYPE_CHECKING:
     from ._exceptions import PreconditionFailedError as PreconditionFailedError
     from ._exceptions import RateLimitedError as RateLimitedError
     from ._exceptions import RemoteError as RemoteError
+    from ._exceptions import RemoteImportError as RemoteImportError
+    from ._exceptions import ResultTooLargeError as ResultTooLargeError
     from ._exceptions import SerializationError as SerializationError
     from ._exceptions import ServerError as ServerError
     from ._exceptions import TransportError as TransportError
@@ -66,13 +67,16 @@ _WHERE: dict[str, str] = {
 __all__ = tuple(sorted(_WHERE)) + ("__version__",)
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flyjobs' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip this hook
-    return value
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which then see only the names imported above: a typo such as
+    # `flyjobs.remot` is an error, not `Any`.
+    def __getattr__(name: str) -> object:
+        module = _WHERE.get(name)
+        if module is None:
+            raise AttributeError(f"module 'flyjobs' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value  # later lookups skip this hook
+        return value
 
 
 def __dir__() -> list[str]:

@@ -31,12 +31,13 @@ def emulator() -> Iterator[RunningEmulator]:
 
 @pytest.fixture
 def make_emulator() -> Iterator[Callable[..., RunningEmulator]]:
-    """Factory for an emulator with its own settings; each is stopped when the test ends."""
+    """Factory for an emulator with its own settings (and optionally the clock its rate limits
+    read); each is stopped when the test ends."""
     with ExitStack() as stack:
 
-        def make(**settings: Any) -> RunningEmulator:
+        def make(clock: Callable[[], float] = time.monotonic, **settings: Any) -> RunningEmulator:
             settings.setdefault("tokens", [TEST_TOKEN])
-            return stack.enter_context(serve_in_thread(EmulatorConfig(**settings)))
+            return stack.enter_context(serve_in_thread(EmulatorConfig(**settings), clock=clock))
 
         yield make
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import flyjobs
 
@@ -17,7 +19,7 @@ def test_all_is_sorted_and_resolves() -> None:
 
 def test_unknown_attribute_raises() -> None:
     try:
-        flyjobs.no_such_name  # noqa: B018
+        flyjobs.no_such_name  # type: ignore[attr-defined]  # noqa: B018 - mypy rejects it too
     except AttributeError as exc:
         assert "no_such_name" in str(exc)
     else:
@@ -46,3 +48,22 @@ def test_importing_flyjobs_and_decorating_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == ""
+
+
+def test_type_checkers_see_exactly_the_lazy_names() -> None:
+    # The TYPE_CHECKING block is what mypy and IDEs see, the lazy table what runs: one name
+    # missing from the block is a public name type checkers reject.
+    tree = ast.parse(Path(flyjobs.__file__).read_text())
+    block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+        if node.test.id == "TYPE_CHECKING"
+    )
+    seen: dict[str, str] = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom), ast.dump(node)
+        for alias in node.names:
+            assert alias.asname == alias.name, f"{alias.name} must be re-exported as itself"
+            seen[alias.name] = "." * node.level + (node.module or "")
+    assert seen == flyjobs._WHERE

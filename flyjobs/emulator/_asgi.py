@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,11 +29,13 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return Response(error_body(message), status, media_type="application/json")
 
 
-def build_app(emulator: Emulator, tokens: list[str]) -> ASGIApp:
-    """The whole API for ``emulator``, accepting ``tokens``."""
+def build_app(
+    emulator: Emulator, tokens: list[str], clock: Callable[[], float] = time.monotonic
+) -> ASGIApp:
+    """The whole API for ``emulator``, accepting ``tokens``; rate limits read ``clock``."""
     app = Starlette(
         routes=[*APP_ROUTES, *MACHINE_ROUTES, *LOG_ROUTES],
         exception_handlers={ErrorReply: api_error_response, HTTPException: _http_error},
     )
     app.state.emulator = emulator
-    return Gate(app, emulator.config, tokens)
+    return Gate(app, emulator.config, tokens, clock)

@@ -12,6 +12,7 @@ import hmac
 import math
 import random
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,14 +35,14 @@ class RateBuckets:
         self._config = config
         self._buckets: dict[tuple[str, str, str], tuple[float, float]] = {}
 
-    def take(self, method: str, path: str) -> float | None:
-        """Spend one token; return None if allowed, else seconds until a token is available."""
+    def take(self, method: str, path: str, now: float) -> float | None:
+        """Spend one token at time ``now`` (monotonic seconds); return None if allowed, else
+        seconds until a token is available."""
         template, subject = _action_of(path)
         is_get_machine = method == "GET" and template == "/v1/apps/{app}/machines/{id}"
         rate = self._config.get_rate_per_s if is_get_machine else self._config.rate_per_s
         burst = self._config.get_rate_burst if is_get_machine else self._config.rate_burst
         key = (method, template, subject)
-        now = time.monotonic()
         tokens, last = self._buckets.get(key, (float(burst), now))
         tokens = min(float(burst), tokens + (now - last) * rate)
         if tokens < 1.0:
@@ -55,9 +56,16 @@ class Gate:
     """Pure ASGI middleware in front of the API (the outermost layer: a dropped connection
     must not be answered by an inner layer)."""
 
-    def __init__(self, app: ASGIApp, config: EmulatorConfig, tokens: list[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: EmulatorConfig,
+        tokens: list[str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._app = app
         self._config = config
+        self._clock = clock
         self._tokens = [_bare_token(token.encode()) for token in tokens]
         self._limiter = RateBuckets(config)
         self._random = random.Random(config.seed)
@@ -71,7 +79,7 @@ class Gate:
             return
         config = self._config
         if config.rate_limits:
-            wait_s = self._limiter.take(scope["method"], scope["path"])
+            wait_s = self._limiter.take(scope["method"], scope["path"], self._clock())
             if wait_s is not None:
                 body = error_body("rate limit exceeded: too many requests for this action")
                 await _answer(send, 429, body, retry_after=str(max(1, math.ceil(wait_s))))

@@ -10,7 +10,8 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,13 @@ class RunningEmulator:
 
 
 @contextlib.asynccontextmanager
-async def serve(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]:
+async def serve(
+    config: EmulatorConfig, *, clock: Callable[[], float] = time.monotonic
+) -> AsyncIterator[RunningEmulator]:
     """Serve the API in the current event loop until the block exits.
+
+    ``clock`` gives the time (monotonic seconds) the rate limits count with; tests pass one
+    they move by hand.
 
     Yields once the server answers. On exit every machine process is killed (its whole
     process group) and reaped, pending waits are answered 503, and the server stops.
@@ -65,7 +71,8 @@ async def serve(config: EmulatorConfig) -> AsyncIterator[RunningEmulator]:
     atexit.register(abandon)
     monitor = asyncio.create_task(emulator.run_monitor())
     try:
-        async with serve_asgi(build_app(emulator, tokens), sock, graceful_stop_s=_GRACEFUL_STOP_S):
+        app = build_app(emulator, tokens, clock)
+        async with serve_asgi(app, sock, graceful_stop_s=_GRACEFUL_STOP_S):
             host = f"[{config.host}]" if ":" in config.host else config.host
             try:
                 yield RunningEmulator(f"http://{host}:{port}", tokens[0], config, data_dir)
@@ -94,7 +101,9 @@ def _temporary_data_dir() -> Path:
 
 
 @contextlib.contextmanager
-def serve_in_thread(config: EmulatorConfig) -> Iterator[RunningEmulator]:
+def serve_in_thread(
+    config: EmulatorConfig, *, clock: Callable[[], float] = time.monotonic
+) -> Iterator[RunningEmulator]:
     """Serve the API from a daemon thread with its own event loop until the block exits.
 
     Returns once the server answers; on exit stops everything as `serve` does and joins the
@@ -106,7 +115,7 @@ def serve_in_thread(config: EmulatorConfig) -> Iterator[RunningEmulator]:
     async def main() -> None:
         stop = asyncio.Event()
         box["loop"], box["stop"] = asyncio.get_running_loop(), stop
-        async with serve(config) as running:
+        async with serve(config, clock=clock) as running:
             box["running"] = running
             ready.set()
             await stop.wait()

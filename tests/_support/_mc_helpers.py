@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from _spec import SpecCheckingTransport
+from _spec import SpecCheckingTransport, check_response
 
 from flyjobs.emulator import RunningEmulator
 from flyjobs.machines import MachineConfig, MachinesClient, RetryPolicy
@@ -41,14 +42,27 @@ def client_for(emu: RunningEmulator, **kwargs: Any) -> MachinesClient:
 
 
 def mock_client(
-    handler: Callable[[httpx.Request], httpx.Response], **kwargs: Any
+    handler: Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]],
+    *,
+    off_spec: bool = False,
+    **kwargs: Any,
 ) -> MachinesClient:
     """A client whose requests are answered by ``handler`` (for answers the emulator cannot
-    be made to give)."""
+    be made to give). Each canned answer is checked against Fly's spec, unless ``off_spec``
+    says the test gives one Fly's spec does not describe on purpose."""
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        answered = handler(request)
+        response = await answered if inspect.isawaitable(answered) else answered
+        response.request = request
+        if not off_spec:
+            check_response(response)
+        return response
+
     kwargs.setdefault("retry", FAST_RETRY)
     kwargs.setdefault("token", "mock-token-123")
     return MachinesClient(
-        base_url="http://127.0.0.1:9", transport=httpx.MockTransport(handler), **kwargs
+        base_url="http://127.0.0.1:9", transport=httpx.MockTransport(answer), **kwargs
     )
 
 

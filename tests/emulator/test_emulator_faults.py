@@ -13,8 +13,19 @@ from _emu_helpers import SLEEP, create, new_app, sync_client
 from flyjobs.emulator import RunningEmulator
 
 
+class HandClock:
+    """Monotonic time that moves only when the test says so (the rate limits read it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_per_action_rate_limit(make_emulator: Callable[..., RunningEmulator]) -> None:
-    with sync_client(make_emulator(rate_limits=True)) as c:
+    clock = HandClock()
+    with sync_client(make_emulator(rate_limits=True, clock=clock)) as c:
         app = new_app(c)
         machine = create(c, app, SLEEP)
         base = f"/v1/apps/{app}/machines/{machine['id']}"
@@ -26,12 +37,15 @@ def test_per_action_rate_limit(make_emulator: Callable[..., RunningEmulator]) ->
         assert r.json()["error"]
         # Another action, and the same action on another subject, have their own budgets.
         assert c.get(f"{base}/events").status_code == 200
-        time.sleep(1.05)
+        clock.now += 0.9  # not yet a whole token back
+        assert c.get(f"{base}/metadata").status_code == 429
+        clock.now += 0.1
         assert c.get(f"{base}/metadata").status_code == 200
+        assert c.get(f"{base}/metadata").status_code == 429
 
 
 def test_get_machine_has_a_larger_budget(make_emulator: Callable[..., RunningEmulator]) -> None:
-    with sync_client(make_emulator(rate_limits=True)) as c:
+    with sync_client(make_emulator(rate_limits=True, clock=HandClock())) as c:
         app = new_app(c)
         machine = create(c, app, SLEEP)
         codes = [c.get(f"/v1/apps/{app}/machines/{machine['id']}").status_code for _ in range(11)]
@@ -58,10 +72,29 @@ def test_boot_delay(make_emulator: Callable[..., RunningEmulator]) -> None:
 def test_error_rate_answers_5xx_and_changes_nothing(
     make_emulator: Callable[..., RunningEmulator],
 ) -> None:
-    with sync_client(make_emulator(error_rate=1.0, seed=1)) as c:
-        r = c.post("/v1/apps", json={"name": "never", "org_slug": "personal"})
-        assert r.status_code in (500, 502, 503)
-        assert r.json()["error"]
+    with sync_client(make_emulator(error_rate=0.5, seed=1)) as c:
+        refused: list[str] = []
+        for index in range(30):
+            name = f"err-{index}"
+            r = c.post("/v1/apps", json={"name": name, "org_slug": "personal"})
+            if r.status_code >= 500:
+                assert r.status_code in (500, 502, 503)
+                assert r.json()["error"]
+                refused.append(name)
+            else:
+                assert r.status_code == 201, r.text
+        assert 0 < len(refused) < 30
+        assert [_status_through_errors(c, f"/v1/apps/{name}") for name in refused] == [404] * len(
+            refused
+        )
+
+
+def _status_through_errors(c: httpx.Client, url: str) -> int:
+    for _ in range(50):
+        status = c.get(url).status_code
+        if status < 500:
+            return status
+    raise AssertionError(f"every GET {url} was answered 5xx")
 
 
 def test_error_rate_is_a_fraction(make_emulator: Callable[..., RunningEmulator]) -> None:

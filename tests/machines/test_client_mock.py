@@ -89,7 +89,8 @@ async def test_error_statuses_map_to_the_exception_tree(status: int, cls: type[A
 async def test_lease_conflict_envelope_is_a_lease_held_error() -> None:
     body = {"status": "error", "message": "lease currently held by hello@fly.io", "code": "invalid"}
 
-    async with mock_client(lambda request: httpx.Response(409, json=body)) as fly:
+    # Off the spec on purpose: the envelope without "error", only "message".
+    async with mock_client(lambda request: httpx.Response(409, json=body), off_spec=True) as fly:
         with pytest.raises(LeaseHeldError) as info:
             await fly.stop_machine("app", "m1")
     assert info.value.error == "lease currently held by hello@fly.io"
@@ -97,13 +98,20 @@ async def test_lease_conflict_envelope_is_a_lease_held_error() -> None:
 
 
 async def test_non_json_error_body_is_kept_as_text() -> None:
-    async with mock_client(lambda request: httpx.Response(400, text="bad thing\n")) as fly:
+    # Off the spec on purpose: a proxy's plain-text error.
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, text="bad thing\n")
+
+    async with mock_client(handler, off_spec=True) as fly:
         with pytest.raises(BadRequestError, match="bad thing"):
             await fly.get_app("app")
 
 
 async def test_malformed_answer_is_an_api_error_without_pydantic_in_the_chain() -> None:
-    async with mock_client(lambda request: httpx.Response(200, json={"id": 5})) as fly:
+    # Off the spec on purpose: what the client does with a body it cannot read.
+    async with mock_client(
+        lambda request: httpx.Response(200, json={"id": 5}), off_spec=True
+    ) as fly:
         with pytest.raises(APIError, match="unexpected answer") as info:
             await fly.get_machine("app", "m1")
     assert info.value.__cause__ is None and info.value.__suppress_context__
@@ -129,14 +137,26 @@ async def test_429_waits_for_retry_after_given_as_a_date() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(anyio.current_time())
         if len(calls) == 1:
-            when = format_datetime(datetime.now(UTC) + timedelta(seconds=1), usegmt=True)
+            when = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
             return httpx.Response(429, json={"error": "slow down"}, headers={"retry-after": when})
         return httpx.Response(200, json={"name": "app"})
 
-    async with mock_client(handler) as fly:
+    async with mock_client(handler, retry=RetryPolicy(base_s=0.001)) as fly:
         await fly.get_app("app")
-    # An HTTP date has whole seconds: at least part of the second is waited for.
-    assert len(calls) == 2 and calls[1] - calls[0] > 0
+    # The date has whole seconds: 2 s ahead, less under a second, is over a second of waiting
+    # (the policy's own backoff would be a millisecond).
+    assert len(calls) == 2 and calls[1] - calls[0] > 0.9
+
+
+async def test_retry_after_date_is_read_as_seconds_from_now() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        when = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+        return httpx.Response(429, json={"error": "later"}, headers={"retry-after": when})
+
+    async with mock_client(handler) as fly:
+        with pytest.raises(RateLimitedError) as info:
+            await fly.get_app("app")
+    assert info.value.retry_after_s is not None and 3590 < info.value.retry_after_s <= 3600
 
 
 async def test_429_with_too_long_retry_after_is_raised_at_once() -> None:
@@ -300,7 +320,7 @@ async def test_cancelled_create_destroys_the_machine_it_made() -> None:
             return httpx.Response(200, json={"ok": True})
         return httpx.Response(200, json=machines)
 
-    async with mock_client(handler) as fly:  # type: ignore[arg-type]
+    async with mock_client(handler) as fly:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(partial(fly.create_machine, "app", CONFIG))
             await made.wait()
