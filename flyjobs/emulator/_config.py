@@ -96,3 +96,8 @@ class EmulatorConfig(BaseModel):
         default=30.0, gt=0, description="Seconds an exec may run when the request sets none."
     )
     log_page_lines: int = Field(default=1000, ge=1, description="Log lines per logs answer.")
+    log_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Bytes of output kept in memory per machine; older lines are dropped.",
+    )

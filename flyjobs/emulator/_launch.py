@@ -29,7 +29,6 @@ __all__ = (
     "LaunchPlan",
     "free_files",
     "host_env",
-    "machine_log",
     "plan_launch",
     "prepare_root",
 )
@@ -140,11 +139,6 @@ def plan_launch(
     )
 
 
-def machine_log(machine_dir: Path) -> Path:
-    """The file a machine's stdout and stderr go to (beside its root, out of its reach)."""
-    return machine_dir / "machine.log"
-
-
 def prepare_root(machine_dir: Path, files: list[tuple[str, bytes, int | None]]) -> Path:
     """Reset the machine's root folder and write its files; return the root.
 
@@ -169,17 +163,15 @@ def prepare_root(machine_dir: Path, files: list[tuple[str, bytes, int | None]]) 
 
 
 def free_files(machine_dir: Path) -> None:
-    """Remove a machine's root and process spec (its output is kept while it is retained).
+    """Remove a machine's folder: its root and process spec.
 
     Whatever the machine did to its folder, this never raises and never follows a link.
     """
-    root = machine_dir / "root"
     with contextlib.suppress(OSError):
-        if root.is_symlink() or root.is_file():
-            root.unlink()
+        if machine_dir.is_symlink() or machine_dir.is_file():
+            machine_dir.unlink()
         else:
-            shutil.rmtree(root, ignore_errors=True)
-        (machine_dir / "processes.json").unlink(missing_ok=True)
+            shutil.rmtree(machine_dir, ignore_errors=True)
 
 
 def _fly_env(identity: Identity, config: dict[str, Any]) -> dict[str, str]:

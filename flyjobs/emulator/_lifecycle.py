@@ -9,7 +9,6 @@ and a destroyed machine stays readable for ``retention_s`` before it is forgotte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import signal
 import time
@@ -19,7 +18,7 @@ from typing import Any
 from ._config import EmulatorConfig
 from ._errors import ErrorReply
 from ._ids import now_ms
-from ._launch import Identity, free_files, machine_log, plan_launch, prepare_root
+from ._launch import Identity, free_files, plan_launch, prepare_root
 from ._machine import MachineRecord
 from ._process import ExitStatus, MemoryMonitor, spawn
 from ._validate import SCHEDULE_INTERVALS_S, effective_guest, restart_policy, stop_settings
@@ -67,7 +66,6 @@ class Lifecycle:
         identity = Identity(
             machine.app_name, machine.id, machine.region, machine.version, machine.private_ip
         )
-        log_path = machine_log(machine.machine_dir)
         argv0 = "?"
         try:
             plan = plan_launch(
@@ -83,7 +81,7 @@ class Lifecycle:
             handle = spawn(
                 plan.argv,
                 plan.env,
-                log_path=log_path,
+                on_output=machine.output.feed,
                 on_exit=lambda status: self._on_exit(machine, status),
             )
         # Runs as a loop callback: an exception let through would be lost and leave the machine
@@ -101,9 +99,7 @@ class Lifecycle:
         As on Fly, a machine that fails to launch is ``failed`` (a persistent state it can be
         started, updated or destroyed from); an ``auto_destroy`` one is then destroyed.
         """
-        with contextlib.suppress(OSError):
-            with machine_log(machine.machine_dir).open("a", encoding="utf-8") as log:
-                log.write(f"Error: {message}\n")
+        machine.output.note(f"Error: {message}")
         pending, machine.pending = machine.pending, None
         request = {
             "exit_event": {
@@ -124,6 +120,7 @@ class Lifecycle:
 
     def _on_exit(self, machine: MachineRecord, status: ExitStatus) -> None:
         machine.handle = None
+        machine.output.flush()
         pending, machine.pending = machine.pending, None
         restart = not self.closing and self._should_restart(machine, pending, status)
         request = {

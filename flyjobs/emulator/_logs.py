@@ -1,12 +1,13 @@
-"""Fly's logs API shape (``GET /api/v1/apps/{app}/logs``) over each machine's log file.
+"""Fly's logs API shape (``GET /api/v1/apps/{app}/logs``) over each machine's captured output.
 
 Fly serves logs from api.fly.io, not from the Machines API; the emulator serves the same path
 so a client can read what a machine printed, destroyed ones included while retained. Without
-``next_token`` the answer starts at the oldest retained line (the emulator retains a machine's
-whole output; Fly keeps a recent window), at most ``log_page_lines`` of them;
+``next_token`` the answer starts at the oldest retained line (the emulator keeps the last
+``log_max_bytes`` of each machine's output; Fly keeps a recent window), at most
+``log_page_lines`` of them;
 ``meta.next_token`` continues from where the answer ended, and a machine the token has not seen
-yet is read from its first line. A line's timestamp is the time its file was last written (the file
-keeps no per-line times).
+yet is read from its first line. A line's timestamp is when the emulator read it from the
+machine's output pipe (`MachineOutput`); a token counts lines, not bytes.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from starlette.routing import Route
 
 from ._errors import bad_request, not_found
 from ._http import emulator_of, json_response
-from ._launch import machine_log
 from ._machine import MachineRecord
+from ._output import LogLine
 
 __all__ = ("LOG_ROUTES",)
 
@@ -46,47 +47,21 @@ async def app_logs(request: Request) -> Response:
     budget = emulator.config.log_page_lines
     entries: list[dict[str, Any]] = []
     for machine in machines:
-        lines, offsets[machine.id] = _read(machine, offsets.get(machine.id), budget - len(entries))
-        entries.extend(_entry(machine, position, line) for position, line in lines)
+        lines, offsets[machine.id] = machine.output.read(
+            offsets.get(machine.id), budget - len(entries)
+        )
+        entries.extend(_entry(machine, line) for line in lines)
     return json_response({"data": entries, "meta": {"next_token": _encode_token(offsets)}})
 
 
-def _read(
-    machine: MachineRecord, offset: int | None, budget: int
-) -> tuple[list[tuple[int, str]], int]:
-    """At most ``budget`` complete lines after ``offset`` (None: from the start), and the new
-    offset."""
-    path = machine_log(machine.machine_dir)
-    try:
-        data = path.read_bytes()
-    except OSError:  # never written, or the machine tampered with its folder
-        return [], offset or 0
-    start = offset or 0
-    end = len(data)
-    if machine.handle is not None:
-        end = data.rfind(b"\n", start) + 1 or start  # a running process may be mid-line
-    lines: list[tuple[int, str]] = []
-    position = start
-    for raw in data[start:end].splitlines(keepends=True):
-        lines.append((position, raw.rstrip(b"\r\n").decode(errors="replace")))
-        position += len(raw)
-    if budget <= 0:
-        return [], start
-    if len(lines) > budget:
-        lines = lines[:budget]
-        end = lines[-1][0] + len(data[lines[-1][0] :].split(b"\n", 1)[0]) + 1
-    return lines, end
-
-
-def _entry(machine: MachineRecord, position: int, message: str) -> dict[str, Any]:
-    mtime = machine_log(machine.machine_dir).stat().st_mtime
-    timestamp = dt.datetime.fromtimestamp(mtime, dt.UTC).isoformat(timespec="milliseconds")
+def _entry(machine: MachineRecord, line: LogLine) -> dict[str, Any]:
+    at = dt.datetime.fromtimestamp(line.at_ms / 1000, dt.UTC)
     return {
-        "id": f"{machine.id}-{position}",
+        "id": f"{machine.id}-{line.seq}",
         "type": "logs",
         "attributes": {
-            "timestamp": timestamp.replace("+00:00", "Z"),
-            "message": message,
+            "timestamp": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "message": line.text,
             "level": "info",
             "instance": machine.id,
             "region": machine.region,

@@ -19,6 +19,7 @@ from typing import Any
 
 from ._errors import ErrorReply
 from ._ids import now_ms, rfc3339, ulid
+from ._output import MachineOutput
 from ._process import ProcessHandle
 
 __all__ = ("SETTLED_STATES", "WAITABLE_STATES", "LeaseRecord", "MachineRecord")
@@ -80,6 +81,8 @@ class MachineRecord:
     version: str
     machine_dir: Path
     secrets: dict[str, str]
+    #: What its processes printed (and the emulator's notes), read by the logs API.
+    output: MachineOutput
     state: str = "created"
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)

@@ -26,6 +26,10 @@ from ._ids import now_ms
 __all__ = ("CommandResult", "ExitStatus", "MemoryMonitor", "ProcessHandle", "run_command", "spawn")
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: Bytes read from a machine's output pipe at a time, and reads at most when it has exited
+#: (a pipe holds 64 KiB unless the process grew it; beyond that, writes of escaped processes).
+_READ_BYTES = 65536
+_DRAIN_READS = 16
 #: Whether exits are watched through pidfds (Linux), else by a waiting thread per process.
 USE_PIDFD = hasattr(os, "pidfd_open")
 #: Whether memory is read from /proc (Linux), else through psutil.
@@ -55,6 +59,7 @@ class ProcessHandle:
         popen: subprocess.Popen[bytes],
         loop: asyncio.AbstractEventLoop,
         on_exit: Callable[[ExitStatus], None],
+        output: tuple[int, Callable[[bytes], None]] | None = None,
     ) -> None:
         self.pid = popen.pid
         self.oom_killed = False
@@ -64,6 +69,10 @@ class ProcessHandle:
         self._on_exit = on_exit
         self._kill_timer: asyncio.TimerHandle | None = None
         self._pidfd: int | None = None
+        self._output = output
+        if output is not None:
+            os.set_blocking(output[0], False)
+            loop.add_reader(output[0], self._read_output)
         if USE_PIDFD:
             self._pidfd = os.pidfd_open(popen.pid)
             loop.add_reader(self._pidfd, self._reap)
@@ -107,6 +116,33 @@ class ProcessHandle:
             self._popen.wait()
             self._reap()
 
+    def _read_output(self, reads: int = 1) -> None:
+        """Pass on up to ``reads`` chunks the pipe holds now; close it at end of file.
+
+        One chunk per wake-up, so a machine printing without pause cannot hold the loop.
+        """
+        for _ in range(reads):
+            if self._output is None:
+                return
+            fd, sink = self._output
+            try:
+                data = os.read(fd, _READ_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_output()
+                return
+            sink(data)
+
+    def _close_output(self) -> None:
+        if self._output is not None:
+            fd, _sink = self._output
+            self._output = None
+            self._loop.remove_reader(fd)
+            os.close(fd)
+
     def _reap(self) -> None:
         if self.done.done():
             return
@@ -115,6 +151,10 @@ class ProcessHandle:
         # The main process ended: like a VM shutting down, nothing else in its group survives.
         self.signal(signal.SIGKILL)
         code = self._popen.wait()
+        # All the main process wrote is in the pipe: take it before the exit is reported. The
+        # pipe is then closed even if a process that left the group still holds it.
+        self._read_output(reads=_DRAIN_READS)
+        self._close_output()
         if self._pidfd is not None:
             os.close(self._pidfd)
         if self._kill_timer is not None:
@@ -133,23 +173,46 @@ def spawn(
     argv: list[str],
     env: dict[str, str],
     *,
-    log_path: Path,
+    on_output: Callable[[bytes], None],
     on_exit: Callable[[ExitStatus], None],
-    stdin_path: Path | None = None,
-    stderr_path: Path | None = None,
 ) -> ProcessHandle:
-    """Start ``argv`` in a new session with stdout and stderr appended to ``log_path``.
+    """Start ``argv`` in a new session; its stdout and stderr, one pipe, go to ``on_output``.
 
-    ``stderr_path`` separates stderr. The working directory is the emulator's own, so the
-    user's code is importable as it would be from an image's workdir.
+    Only the emulator holds the pipe's read end, so the process cannot write anywhere else
+    that the logs API serves. The working directory is the emulator's own, so the user's code
+    is importable as it would be from an image's workdir.
 
     :raises OSError: when the program cannot be started (not found, not executable).
     """
     loop = asyncio.get_running_loop()
+    read_fd, write_fd = os.pipe()
+    try:
+        popen = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return ProcessHandle(popen, loop, on_exit, (read_fd, on_output))
+
+
+def _spawn_to_files(
+    argv: list[str], env: dict[str, str], folder: Path, on_exit: Callable[[ExitStatus], None]
+) -> ProcessHandle:
+    """Start ``argv`` in a new session reading ``folder/stdin``, writing ``folder/stdout`` and
+    ``folder/stderr`` (for exec, whose output is returned, never logged)."""
+    loop = asyncio.get_running_loop()
     with contextlib.ExitStack() as files:
-        stdout = files.enter_context(log_path.open("ab"))
-        stderr = files.enter_context(stderr_path.open("ab")) if stderr_path else subprocess.STDOUT
-        stdin = files.enter_context(stdin_path.open("rb")) if stdin_path else subprocess.DEVNULL
+        stdout = files.enter_context((folder / "stdout").open("ab"))
+        stderr = files.enter_context((folder / "stderr").open("ab"))
+        stdin = files.enter_context((folder / "stdin").open("rb"))
         popen = subprocess.Popen(
             argv, env=env, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True
         )
@@ -177,14 +240,7 @@ async def run_command(
     with tempfile.TemporaryDirectory(prefix="flyjobs-exec-") as scratch:
         folder = Path(scratch)
         (folder / "stdin").write_bytes(stdin)
-        handle = spawn(
-            argv,
-            env,
-            log_path=folder / "stdout",
-            stderr_path=folder / "stderr",
-            stdin_path=folder / "stdin",
-            on_exit=lambda _status: None,
-        )
+        handle = _spawn_to_files(argv, env, folder, lambda _status: None)
         try:
             async with asyncio.timeout(limit_s):
                 status = await asyncio.shield(handle.done)

@@ -23,6 +23,7 @@ from ._launch import Identity, plan_launch
 from ._leases import acquire, check
 from ._lifecycle import Lifecycle
 from ._machine import MachineRecord
+from ._output import MachineOutput
 from ._process import CommandResult, MemoryMonitor, run_command
 from ._validate import check_argv, check_region, check_text, validate_config, validate_files
 
@@ -140,6 +141,7 @@ class Emulator:
             version=ulid(),
             machine_dir=machine_dir,
             secrets=secrets,
+            output=MachineOutput(self.config.log_max_bytes),
         )
         machine.set_state("created", ("launch", "user"))
         self.machines[new_id] = machine

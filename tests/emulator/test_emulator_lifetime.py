@@ -58,7 +58,7 @@ def test_stopping_the_emulator_kills_machine_processes(tmp_path: Path) -> None:
         pids = _pids(c, app, machine["id"])
         assert all(_alive(pid) for pid in pids)
     assert not any(_alive(pid) for pid in pids)
-    assert (tmp_path / app / machine["id"] / "machine.log").exists()  # a given data_dir is kept
+    assert (tmp_path / app / machine["id"] / "root").is_dir()  # a given data_dir is kept
 
 
 def test_a_machine_exit_takes_its_children_along(client: httpx.Client, app: str) -> None:

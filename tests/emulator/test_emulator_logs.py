@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 from _emu_helpers import create, wait_ok
 
+from flyjobs._protocol import MACHINE_ROOT_ENV
+
 PRINT_LINES = [
     "python",
     "-c",
@@ -50,3 +52,36 @@ def test_logs_of_the_whole_app_and_unknowns(client: httpx.Client, app: str) -> N
     )
     assert client.get("/api/v1/apps/no-such-app/logs").status_code == 404
     assert client.get(f"/api/v1/apps/{app}/logs", params={"next_token": "%%%"}).status_code == 400
+
+
+def test_a_machine_cannot_forge_the_logs_of_another(client: httpx.Client, app: str) -> None:
+    victim = create(client, app, ["python", "-c", "print('genuine')"], restart={"policy": "no"})
+    wait_ok(client, app, victim["id"], "stopped")
+    # The attacker appends to every file under its app's folder (its own root's grandparent)
+    # and plants log files in every machine folder, where a log file would be read from.
+    forge = (
+        "import os\n"
+        "data = os.path.dirname(os.path.dirname(os.environ['" + MACHINE_ROOT_ENV + "']))\n"
+        "for folder, _dirs, files in os.walk(data):\n"
+        "    for name in files + ['machine.log', 'output.log']:\n"
+        "        with open(os.path.join(folder, name), 'a') as f:\n"
+        "            f.write('FORGED\\n')\n"
+        "print('attacker done', flush=True)\n"
+    )
+    attacker = create(client, app, ["python", "-c", forge], restart={"policy": "no"})
+    wait_ok(client, app, attacker["id"], "stopped")
+    url = f"/api/v1/apps/{app}/logs"
+    of_victim = client.get(url, params={"instance": victim["id"]}).json()["data"]
+    assert [e["attributes"]["message"] for e in of_victim] == ["genuine"]
+    of_attacker = client.get(url, params={"instance": attacker["id"]}).json()["data"]
+    assert [e["attributes"]["message"] for e in of_attacker] == ["attacker done"]
+
+
+def test_an_unfinished_last_line_and_long_lines_are_kept(client: httpx.Client, app: str) -> None:
+    code = "import sys; sys.stdout.write('x' * 40000 + '\\n' + 'no newline at the end')"
+    machine = create(client, app, ["python", "-c", code], restart={"policy": "no"})
+    wait_ok(client, app, machine["id"], "stopped")
+    data = client.get(f"/api/v1/apps/{app}/logs", params={"instance": machine["id"]}).json()
+    messages = [e["attributes"]["message"] for e in data["data"]]
+    assert "".join(messages[:-1]) == "x" * 40000
+    assert messages[-1] == "no newline at the end"
