@@ -85,6 +85,25 @@ class Call(Generic[R]):
         self._future = future
         self._done = done
 
+    @classmethod
+    def from_id(cls, call_id: str) -> Call[Any]:
+        """A handle on the detached call `call_id` (``fn.spawn_detached``), made by this or
+        another process, now or earlier: ``status``, ``result(timeout_s)`` and ``cancel()``.
+
+        It is found through the object store (``FLYJOBS_STORE``) and the machine's state; the
+        result is deleted from the store once read (or the call cancelled).
+
+        :raises ConfigError: no object store is configured.
+        """
+        from ._detach import from_id
+
+        return from_id(call_id)
+
+    @property
+    def id(self) -> str:
+        """The call's id: stable, and what `from_id` takes for a detached call."""
+        return self._state.call_id
+
     @property
     def call_id(self) -> str:
         """The call's id; its machine carries it as name and in metadata."""
@@ -104,6 +123,11 @@ class Call(Generic[R]):
     def timings(self) -> Timings:
         """Timestamps of the call's steps."""
         return self._state.timings
+
+    def _wait_created(self) -> None:
+        """Block until the call's machine exists (or the call ended)."""
+        while self._state.machine_id is None and not self._done.wait(0.01):
+            pass
 
     def done(self) -> bool:
         """True once the call has an outcome. Its machine is then destroyed, or (after it

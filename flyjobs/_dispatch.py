@@ -23,6 +23,7 @@ import anyio
 
 from ._call import Call, CallState, CallStatus
 from ._channel import StoreTicket, close_ticket, look_after_exit
+from ._detach import check_detachable, write_record
 from ._envelopes import decode_result, encode_arguments, encode_call, rebuild_exception
 from ._exceptions import (
     APIError,
@@ -92,6 +93,8 @@ class _Plan:
     batch_id: str | None
     app: str
     image: str
+    #: the call outlives this process: its machine runs on and its result stays in the store
+    detach: bool = False
 
 
 def new_call_id() -> str:
@@ -109,15 +112,19 @@ def spawn(
     options: CallOptions,
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
+    *,
+    detach: bool = False,
 ) -> Call[Any]:
     """Check and submit one call; return its handle.
 
-    :raises ConfigError: a setting the call needs (image, app) is missing.
+    :param detach: the call outlives this process (see `flyjobs._detach`).
+    :raises ConfigError: a setting the call needs (image, app) is missing, or ``detach`` without
+        the object store or with the embedded emulator.
     :raises SerializationError: the function cannot be referenced by the worker, or an argument
         cannot be encoded, or the arguments are too large to travel inline (no machine is
         created).
     """
-    return spawn_batch(fn, options, [(args, kwargs)], batch_id=None)[0]
+    return spawn_batch(fn, options, [(args, kwargs)], batch_id=None, detach=detach)[0]
 
 
 def spawn_batch(
@@ -126,6 +133,7 @@ def spawn_batch(
     inputs: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]],
     *,
     batch_id: str | None,
+    detach: bool = False,
 ) -> list[Call[Any]]:
     """Check every input, then submit one call per input; return their handles in order.
 
@@ -144,6 +152,8 @@ def spawn_batch(
     # machine.
     image = options.image or runtime.image or runtime.settings.require("image")
     app = options.app or runtime.app or runtime.settings.require("app")
+    if detach:
+        check_detachable(runtime)
     plans = []
     for index, (args, kwargs) in enumerate(inputs):
         call_id = f"{batch_id}-{index}" if batch_id else new_call_id()
@@ -156,7 +166,9 @@ def spawn_batch(
             if batch_id is None:
                 raise
             raise SerializationError(f"input {index}: {exc}") from exc.__cause__
-        plans.append(_Plan(call_id, fn_ref, sys_path, arguments, options, batch_id, app, image))
+        plans.append(
+            _Plan(call_id, fn_ref, sys_path, arguments, options, batch_id, app, image, detach)
+        )
     return [_submit(runtime, plan) for plan in plans]
 
 
@@ -293,8 +305,13 @@ async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
         raise
     finally:
         state.timings.finished_at = time.time()
-        if spilled is not None:
+        if spilled is not None and not _left_running(runtime, plan):
             await spilled.discard(_arguments_key(plan))
+
+
+def _left_running(runtime: Runtime, plan: _Plan) -> bool:
+    """True when this process exits and leaves the call to run on (a detached call)."""
+    return plan.detach and runtime.closing
 
 
 def _machine_config(
@@ -370,6 +387,10 @@ async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState
             except (APIError, TransportError) as exc:
                 _add_hint(exc, runtime, app)
                 raise
+            if plan.detach:
+                assert isinstance(ticket, StoreTicket)
+                ticket.keep = True  # read (and deleted) through Call.from_id
+                await _record_detached(runtime, plan, call_id, machine, deadline)
             state.machine_id = machine.id
             state.timings.created_at = time.time()
             state.status = CallStatus.running
@@ -381,6 +402,24 @@ async def _attempt(runtime: Runtime, plan: _Plan, call_id: str, state: CallState
     finally:
         if ticket is not None:
             await close_ticket(ticket)
+
+
+async def _record_detached(
+    runtime: Runtime, plan: _Plan, call_id: str, machine: Machine, deadline: float
+) -> None:
+    """Write a detached call's record before anyone can see its machine id, so a process that
+    exits as soon as it has one leaves a call `Call.from_id` finds; without a record, the
+    machine is destroyed."""
+    assert runtime.store is not None
+    try:
+        with anyio.CancelScope(shield=True):
+            await write_record(
+                runtime.store, plan.call_id, call_id, machine, plan.options, deadline
+            )
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _destroy(runtime, plan.app, machine.id)
+        raise
 
 
 async def _supervise(
@@ -416,10 +455,12 @@ async def _supervise(
             state,
         ) from None
     except BaseException:
-        # Cancelled, or the API failed while waiting: the machine must not outlive the call.
+        # Cancelled, or the API failed while waiting: the machine must not outlive the call,
+        # unless it is detached and this process is exiting.
         watch.stop()
-        with anyio.CancelScope(shield=True):
-            await _destroy(runtime, app, machine.id)
+        if not _left_running(runtime, plan):
+            with anyio.CancelScope(shield=True):
+                await _destroy(runtime, app, machine.id)
         raise
     if body is None:
         raise _tag(await _exit_error(runtime, app, machine.id, options), state)

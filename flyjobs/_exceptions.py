@@ -29,6 +29,7 @@ kept as ``__cause__``)::
         ├── MachineCrashedError       the machine exited without delivering a result
         │   └── OutOfMemoryError          ... because it ran out of `memory_mb`
         ├── ResultTooLargeError       the result was over the inbox's limit (use a store)
+        ├── UnknownCallError          (also LookupError) `Call.from_id` found no such call
         └── CallCancelledError        the call was cancelled (its machine was destroyed)
 
 Secrets never appear in these messages: they are built from status codes, Fly's error text,
@@ -58,6 +59,7 @@ __all__ = (
     "RemoteError",
     "RemoteImportError",
     "ResultTooLargeError",
+    "UnknownCallError",
     "SerializationError",
     "ServerError",
     "TransportError",
@@ -261,6 +263,11 @@ class ResultTooLargeError(CallError):
     def __init__(self, message: str, *, output_tail: str = "") -> None:
         self.output_tail = output_tail
         super().__init__(message)
+
+
+class UnknownCallError(CallError, LookupError):
+    """`Call.from_id` found no detached call of that id in the object store (never made
+    detached with this store, or its result was already read, or it was cancelled)."""
 
 
 class CallCancelledError(CallError):

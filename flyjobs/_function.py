@@ -143,6 +143,25 @@ class Function(Generic[P, R]):
 
         return spawn(self._fn, self.options, args, kwargs)
 
+    def spawn_detached(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
+        """Start one call that outlives this process, and return its handle at once.
+
+        When this process exits, the call's machine runs on to its own deadline and its result
+        stays in the object store; ``flyjobs.Call.from_id(call.id)`` in any process gives it
+        back (status, ``result(timeout_s)``, ``cancel()``). Needs the object store
+        (``FLYJOBS_STORE``, ``FLYJOBS_RESULTS=store``) and Fly (not the embedded emulator).
+
+        Returns once the machine exists and the call is recorded in the store (or the call
+        failed), so the process may exit right away.
+
+        :raises ConfigError: no store, or the embedded emulator.
+        """
+        from ._dispatch import spawn
+
+        call = spawn(self._fn, self.options, args, kwargs, detach=True)
+        call._wait_created()
+        return call
+
     @property
     def map(self) -> _MapFace[P, R]:
         """One call per input, each on its own machine (``fn.map(xs)``, ``fn.map.aio(xs)``)."""
