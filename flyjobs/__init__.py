@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ._exceptions import SerializationError as SerializationError
     from ._exceptions import ServerError as ServerError
     from ._exceptions import TransportError as TransportError
+    from ._exceptions import UnknownCallError as UnknownCallError
     from ._exceptions import UnprocessableError as UnprocessableError
     from ._exceptions import WaitTimeoutError as WaitTimeoutError
     from ._function import Function as Function
