@@ -95,6 +95,12 @@ class EmulatorConfig(BaseModel):
     default_exec_timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds an exec may run when the request sets none."
     )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted; a larger one is answered 413 before it is "
+        "read (Fly documents no limit).",
+    )
     log_page_lines: int = Field(default=1000, ge=1, description="Log lines per logs answer.")
     log_max_bytes: int = Field(
         default=1024 * 1024,

@@ -33,20 +33,42 @@ def json_response(
 async def read_json(request: Request, *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object; an empty body is ``{}`` unless ``required``.
 
-    :raises ErrorReply: 400 when the body is not a JSON object.
+    A body over the emulator's ``max_body_bytes`` is refused as soon as that is known: from
+    its ``Content-Length`` before any of it is read, else once that many bytes came in.
+
+    :raises ErrorReply: 400 when the body is not a JSON object; 413 when it is too large.
     """
-    raw = await request.body()
+    limit = emulator_of(request).config.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         if required:
             raise bad_request("a JSON request body is required")
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise bad_request("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     return body
+
+
+def _too_large(limit: int) -> ErrorReply:
+    return ErrorReply(
+        413,
+        f"request body too large: the emulator accepts at most {limit} bytes (max_body_bytes); "
+        "send large data another way (flyjobs spills large arguments to its object store)",
+    )
 
 
 def query_bool(request: Request, name: str) -> bool:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from _emu_helpers import SLEEP, create, exit_event, get, states_seen, wait_ok
+from _emu_helpers import SLEEP, create, exit_event, get, new_app, states_seen, sync_client, wait_ok
 
 import flyjobs
 from flyjobs._protocol import MACHINE_ROOT_ENV
+from flyjobs.emulator import RunningEmulator
 from flyjobs.machines import MachineConfig
 
 _LONG_NAME = "/" + "n" * 300
@@ -204,3 +207,36 @@ def test_remote_env_with_nul_is_a_config_error_before_any_machine() -> None:
         MachineConfig(image="x", env={"X": "a\x00b"})
     with pytest.raises(ValueError, match="valid environment variable name"):
         MachineConfig(image="x", env={"A=B": "x"})
+
+
+def test_oversized_bodies_are_413_before_they_are_read(
+    make_emulator: Callable[..., RunningEmulator],
+) -> None:
+    emu = make_emulator(max_body_bytes=64 * 1024)
+    host, port = emu.url.removeprefix("http://").rsplit(":", 1)
+    with sync_client(emu) as client:
+        app = new_app(client)
+        head = (
+            f"POST /v1/apps/{app}/machines HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {emu.token}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 104857600\r\n\r\n"
+        ).encode()
+        with socket.create_connection((host, int(port))) as upload:
+            upload.settimeout(60)  # a guard against hanging, not a measurement
+            upload.sendall(head + b'{"config": {"image": "x", "env": {"A": "' + b"a" * 1000)
+            # The 100 MB upload is still "in progress"; other clients are answered meanwhile,
+            # and the uploader is refused without sending the rest.
+            assert client.get(f"/v1/apps/{app}").status_code == 200
+            answer = upload.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"max_body_bytes" in answer
+
+        def chunks() -> Iterator[bytes]:
+            yield b'{"config": {"image": "x", "env": {"A": "'
+            for _ in range(100):
+                yield b"a" * 4096
+
+        chunked = client.post(f"/v1/apps/{app}/machines", content=chunks())
+        assert chunked.status_code == 413
+        assert client.get(f"/v1/apps/{app}/machines").json() == []
+        assert client.post(f"/v1/apps/{app}/machines", json={"config": {"image": "x"}}).is_success
