@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any, cast
 
@@ -12,7 +13,15 @@ from ._errors import ErrorReply, bad_request
 from ._leases import NONCE_HEADER
 from ._state import Emulator
 
-__all__ = ("emulator_of", "json_response", "nonce_of", "query_bool", "read_json")
+__all__ = (
+    "decode_cursor",
+    "emulator_of",
+    "encode_cursor",
+    "json_response",
+    "nonce_of",
+    "query_bool",
+    "read_json",
+)
 
 _TRUE = frozenset({"true", "1", "yes", "t"})
 
@@ -100,4 +109,26 @@ async def api_error_response(_request: Request, exc: Exception) -> Response:
     error = cast(ErrorReply, exc)
     return Response(
         error.body(), error.status_code, headers=error.headers, media_type="application/json"
+    )
+
+
+def encode_cursor(position: tuple[float, str]) -> str:
+    """An opaque page cursor for a place in creation order (creation time, id)."""
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The place a cursor from `encode_cursor` names.
+
+    :raises ErrorReply: 400 for anything `encode_cursor` did not make.
+    """
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        created_at, id_ = decoded
+        if isinstance(created_at, int | float) and isinstance(id_, str):
+            return float(created_at), id_
+    except (ValueError, TypeError):
+        pass
+    raise bad_request(
+        "invalid_argument: invalid cursor: pass the fly-next-cursor header of the previous page"
     )

@@ -221,7 +221,9 @@ class Lifecycle:
     ) -> None:
         """Update to a new version: ``replacing``, stop the old run, start the new one.
 
-        A machine that was running (or booting) runs again unless ``launch`` is False.
+        The new version starts unless ``launch`` is False, whatever state the old one was in
+        (Fly "recreates the Machine with the new config, and, by default, starts it"); a
+        scheduled machine starts only on its schedule.
         """
         was_running = machine.handle is not None or machine.boot_timer is not None
         previous = machine.state
@@ -237,7 +239,7 @@ class Lifecycle:
             if machine.state == "destroyed":  # force-deleted while its old run was stopping
                 return
         machine.replace_version(version, config)
-        if was_running and launch:
+        if launch and (was_running or not config.get("schedule")):
             self.launch(machine, new_run=False)
         else:
             machine.set_state("stopped" if was_running else previous)

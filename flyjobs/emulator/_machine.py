@@ -22,7 +22,7 @@ from ._ids import now_ms, rfc3339, ulid
 from ._output import MachineOutput
 from ._process import ProcessHandle
 
-__all__ = ("SETTLED_STATES", "WAITABLE_STATES", "LeaseRecord", "MachineRecord")
+__all__ = ("SETTLED_STATES", "SHOWN_EVENTS", "WAITABLE_STATES", "LeaseRecord", "MachineRecord")
 
 #: States a machine rests in (``settled`` in a wait means any of them).
 SETTLED_STATES = frozenset({"created", "started", "stopped", "suspended", "failed", "destroyed"})
@@ -33,7 +33,11 @@ WAITABLE_STATES = frozenset(
         "destroyed", "suspended", "failed", "settled",
     }
 )  # fmt: skip
-_MAX_EVENTS = 50
+#: Events the API shows (the machine body, ``/events``): Fly's events ``limit`` is at most 50.
+SHOWN_EVENTS = 50
+#: Events kept per machine, newest first: waits with ``from_event_id`` look further back than
+#: the API shows (a crash-looping machine passes 50 events in minutes).
+_KEPT_EVENTS = 1000
 
 
 @dataclass(slots=True)
@@ -136,7 +140,7 @@ class MachineRecord:
     def add_event(
         self, type_: str, status: str, source: str, request: dict[str, Any] | None = None
     ) -> str:
-        """Record an event (newest first, at most 50 kept) and return its id."""
+        """Record an event (newest first, at most 1000 kept) and return its id."""
         event: dict[str, Any] = {
             "id": ulid(),
             "type": type_,
@@ -147,7 +151,7 @@ class MachineRecord:
         if request is not None:
             event["request"] = request
         self.events.insert(0, event)
-        del self.events[_MAX_EVENTS:]
+        del self.events[_KEPT_EVENTS:]
         self._cache.clear()
         return str(event["id"])
 
@@ -280,17 +284,21 @@ class MachineRecord:
         *,
         summary: bool = False,
         lease: LeaseRecord | None = None,
-        config: dict[str, Any] | None = None,
+        version: str | None = None,
     ) -> dict[str, Any]:
-        """The machine as the API returns it (``config`` replaces the current one)."""
-        config = self.config if config is None else config
+        """The machine as the API returns it, at ``version`` (default: the current one).
+
+        :raises KeyError: the machine never had ``version``.
+        """
+        version = self.version if version is None else version
+        config = self.config if version == self.version else dict(self.versions)[version]
         body: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "state": self.state,
             "region": self.region,
-            "instance_id": self.version,
-            "version": self.version,
+            "instance_id": version,
+            "version": version,
             "private_ip": self.private_ip,
             "image_ref": _image_ref(config["image"]),
             "created_at": rfc3339(self.created_at),
@@ -298,7 +306,7 @@ class MachineRecord:
         }
         if not summary:
             body["config"] = config
-            body["events"] = self.events
+            body["events"] = self.events[:SHOWN_EVENTS]
             body["host_status"] = "ok"
             body["cordoned"] = self.cordoned
         if lease is not None:

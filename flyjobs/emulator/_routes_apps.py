@@ -45,11 +45,9 @@ async def get_app(request: Request) -> Response:
 
 
 async def delete_app(request: Request) -> Response:
-    """``DELETE /v1/apps/{app}``: 202; refused (409) while machines run unless ``force=true``,
-    which kills and destroys them."""
-    await emulator_of(request).delete_app(
-        request.path_params["app_name"], force=query_bool(request, "force")
-    )
+    """``DELETE /v1/apps/{app}``: 202; its machines are destroyed with it (``force=true``,
+    which Fly's docs mention, changes nothing here: the deletion is immediate anyway)."""
+    await emulator_of(request).delete_app(request.path_params["app_name"])
     return Response(status_code=202)
 
 

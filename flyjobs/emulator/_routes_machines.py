@@ -9,9 +9,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._errors import ErrorReply, bad_request, conflict, not_found
-from ._http import emulator_of, json_response, nonce_of, query_bool, query_int, read_json
+from ._http import (
+    decode_cursor,
+    emulator_of,
+    encode_cursor,
+    json_response,
+    nonce_of,
+    query_bool,
+    query_int,
+    read_json,
+)
 from ._leases import DEFAULT_TTL_S, acquire, release
-from ._machine import WAITABLE_STATES, MachineRecord
+from ._machine import SHOWN_EVENTS, WAITABLE_STATES, MachineRecord
 from ._validate import STOP_SIGNALS, parse_duration_s, parse_signal
 
 __all__ = ("MACHINE_ROUTES",)
@@ -42,15 +51,19 @@ async def list_machines(request: Request) -> Response:
         and (not region or m.region == region)
         and all((m.config.get("metadata") or {}).get(k) == v for k, v in wanted_metadata.items())
     ]
+    # Pages follow creation order; a cursor names the last machine of the previous page by its
+    # place in that order, so a page still follows when that machine has since gone.
+    limit = query_int(request, "limit", 0, 1, 1000)
     cursor = params.get("cursor")
     if cursor:
-        ids = [m.id for m in selected]
-        selected = selected[ids.index(cursor) + 1 :] if cursor in ids else []
+        if not limit:
+            raise bad_request("invalid_argument: cursor requires limit")
+        after = decode_cursor(cursor)
+        selected = [m for m in selected if (m.created_at, m.id) > after]
     headers = {}
-    limit = query_int(request, "limit", 0, 0, 1000)
     if limit and len(selected) > limit:
         selected = selected[:limit]
-        headers["fly-next-cursor"] = selected[-1].id
+        headers["fly-next-cursor"] = encode_cursor((selected[-1].created_at, selected[-1].id))
     summary = query_bool(request, "summary")
     leases = query_bool(request, "include_leases")
     body = b"[" + b",".join(m.json(summary=summary, include_lease=leases) for m in selected) + b"]"
@@ -70,20 +83,20 @@ async def get_machine(request: Request) -> Response:
     )
     version = request.query_params.get("version")
     if version and version != machine.version:
-        configs = dict(machine.versions)
-        if version not in configs:
+        if version not in dict(machine.versions):
             raise not_found(f"machine {machine.id} has no version {version}")
-        return json_response(machine.to_dict(config=configs[version]))
+        return json_response(machine.to_dict(version=version))
     return json_response(machine.json(include_lease=query_bool(request, "include_leases")))
 
 
 async def update_machine(request: Request) -> Response:
-    """``POST …/machines/{id}``: the whole config; restarts a running machine."""
+    """``POST …/machines/{id}``: the whole config; the new version starts unless
+    ``skip_launch``."""
     body = await read_json(request)
-    machine = await emulator_of(request).update_machine(
+    answer = await emulator_of(request).update_machine(
         request.path_params["app_name"], request.path_params["machine_id"], body, nonce_of(request)
     )
-    return json_response(machine.json())
+    return json_response(answer)
 
 
 async def delete_machine(request: Request) -> Response:
@@ -169,7 +182,7 @@ async def list_events(request: Request) -> Response:
     machine = emulator_of(request).machine(
         request.path_params["app_name"], request.path_params["machine_id"]
     )
-    limit = query_int(request, "limit", 20, 1, 50)
+    limit = query_int(request, "limit", 20, 1, SHOWN_EVENTS)
     return json_response(machine.events[:limit])
 
 

@@ -83,18 +83,16 @@ class Emulator:
             if m.app_name == app_name and (include_deleted or m.state != "destroyed")
         ]
 
-    async def delete_app(self, name: str, *, force: bool) -> None:
-        """Delete an app and its machines; running machines need ``force`` (killed first).
+    async def delete_app(self, name: str) -> None:
+        """Delete an app with its machines, running ones killed first.
 
-        :raises ErrorReply: 404; 409 while machines run and ``force`` is not set.
+        Fly's API takes no condition here (its spec lists no parameter; fly-go's ``DeleteApp``
+        sends none, and ``fly apps destroy`` deletes apps that still run machines).
+
+        :raises ErrorReply: 404.
         """
         self.app(name)
         machines = self.app_machines(name, include_deleted=True)
-        running = [m for m in machines if m.state in _RUNNING | {"replacing"}]
-        if running and not force:
-            raise conflict(
-                f"app {name} has {len(running)} running machine(s): stop them or use force=true"
-            )
         for machine in machines:
             if machine.state != "destroyed":
                 await self.lifecycle.kill_and_destroy(machine)
@@ -125,9 +123,7 @@ class Emulator:
                 raise conflict(f"a machine named {name!r} already exists: {other.id}")
         region = body.get("region") or self.config.default_region
         check_region(region)
-        lease_ttl = body.get("lease_ttl")
-        if lease_ttl is not None and (not isinstance(lease_ttl, int) or lease_ttl <= 0):
-            raise bad_request("invalid lease_ttl: must be a positive number of seconds")
+        lease_ttl = _lease_ttl(body)
         new_id = machine_id()
         machine_dir = self.data_dir / app_name / new_id
         machine_dir.mkdir(parents=True)
@@ -145,13 +141,7 @@ class Emulator:
         )
         machine.set_state("created", ("launch", "user"))
         self.machines[new_id] = machine
-        if lease_ttl is None:
-            serialized = machine.json()
-        else:
-            lease = acquire(
-                machine, ttl_s=lease_ttl, description="", nonce=None, owner=self.config.lease_owner
-            )
-            serialized = json.dumps({**machine.to_dict(), "nonce": lease.nonce}).encode()
+        serialized = self._with_lease(machine, lease_ttl, nonce=None)
         if not body.get("skip_launch"):
             self.lifecycle.launch(machine, new_run=False)
         self.lifecycle.schedule(machine)
@@ -178,8 +168,10 @@ class Emulator:
 
     async def update_machine(
         self, app_name: str, machine_id_: str, body: dict[str, Any], nonce: str | None
-    ) -> MachineRecord:
-        """Replace the whole config; a running machine restarts on the new version.
+    ) -> bytes:
+        """Replace the whole config and (unless ``skip_launch``) start the new version, whatever
+        state the old one was in; return the response JSON, with the lease's ``nonce`` when
+        ``lease_ttl`` asks for one.
 
         :raises ErrorReply: 400 invalid config or a changed name/region; 409 stale
             ``current_version``, lease held, or the machine is busy changing.
@@ -196,12 +188,23 @@ class Emulator:
             )
         if machine.state in ("replacing", "stopping"):
             raise conflict(f"machine {machine.id} is {machine.state}; try again")
+        lease_ttl = _lease_ttl(body)
         app = self.app(app_name)
         secrets = {} if body.get("skip_secrets") else app.secret_values()
         validate_files(config, secrets=secrets)
         machine.secrets = secrets
         await self.lifecycle.replace(machine, ulid(), config, launch=not body.get("skip_launch"))
-        return machine
+        return self._with_lease(machine, lease_ttl, nonce=nonce)
+
+    def _with_lease(self, machine: MachineRecord, ttl_s: int | None, *, nonce: str | None) -> bytes:
+        """The machine's JSON; with ``ttl_s``, after taking (or, with the holder's ``nonce``,
+        refreshing) a lease on it, whose nonce the answer carries."""
+        if ttl_s is None:
+            return machine.json()
+        lease = acquire(
+            machine, ttl_s=ttl_s, description="", nonce=nonce, owner=self.config.lease_owner
+        )
+        return json.dumps({**machine.to_dict(), "nonce": lease.nonce}).encode()
 
     def start(self, app_name: str, machine_id_: str, nonce: str | None) -> str:
         """Start a stopped or created machine; return its previous state.
@@ -320,3 +323,16 @@ class Emulator:
     def _forget(self, machine: MachineRecord) -> None:
         if self.machines.get(machine.id) is machine:
             del self.machines[machine.id]
+
+
+def _lease_ttl(body: dict[str, Any]) -> int | None:
+    """``lease_ttl`` of a create or update body (fly-go's ``LaunchMachineInput.LeaseTTL``).
+
+    :raises ErrorReply: 400 unless absent or a positive number of seconds.
+    """
+    lease_ttl = body.get("lease_ttl")
+    if lease_ttl is None:
+        return None
+    if not isinstance(lease_ttl, int) or isinstance(lease_ttl, bool) or lease_ttl <= 0:
+        raise bad_request("invalid lease_ttl: must be a positive number of seconds")
+    return lease_ttl

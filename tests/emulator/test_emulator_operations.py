@@ -145,16 +145,6 @@ def test_duplicate_machine_name_is_409(client: httpx.Client, app: str) -> None:
     assert "call-1" in r.json()["error"]
 
 
-def test_app_delete_refuses_running_machines_unless_forced(client: httpx.Client, app: str) -> None:
-    machine = create(client, app, SLEEP)
-    wait_ok(client, app, machine["id"], "started")
-    assert client.delete(f"/v1/apps/{app}").status_code == 409
-    assert client.get(f"/v1/apps/{app}/machines/{machine['id']}").json()["state"] == "started"
-    assert client.delete(f"/v1/apps/{app}", params={"force": "true"}).status_code == 202
-    assert client.get(f"/v1/apps/{app}").status_code == 404
-    assert client.get(f"/v1/apps/{app}/machines/{machine['id']}").status_code == 404
-
-
 @pytest.mark.parametrize(
     "config",
     [

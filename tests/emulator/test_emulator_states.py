@@ -115,13 +115,6 @@ def test_update_refuses_stale_version_and_immutable_fields(client: httpx.Client,
     assert client.post(base, json={"config": {"env": {}}}).status_code == 400
 
 
-def test_update_of_stopped_machine_stays_stopped(client: httpx.Client, app: str) -> None:
-    machine = create(client, app, ["python", "-c", "pass"], restart={"policy": "no"})
-    wait_ok(client, app, machine["id"], "stopped")
-    r = client.post(f"/v1/apps/{app}/machines/{machine['id']}", json={"config": {"image": "x"}})
-    assert r.json()["state"] == "stopped"
-
-
 def test_delete_goes_destroying_destroyed(client: httpx.Client, app: str) -> None:
     machine = create(client, app, SLEEP)
     wait_ok(client, app, machine["id"], "started")
