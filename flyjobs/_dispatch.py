@@ -338,7 +338,8 @@ def _machine_config(
                 META_FUNCTION: plan.fn_ref,
                 # What `flyjobs gc` needs to tell a stray.
                 META_DEADLINE: str(math.ceil(worker_deadline)),
-                META_CLIENT: client_identity(),
+                # A detached call outlives its client: `flyjobs gc` judges it by its deadline.
+                META_CLIENT: "" if plan.detach else client_identity(),
             },
         }
     )
