@@ -68,6 +68,7 @@ class _MapFace(Generic[P, R]):
         *iterables: Iterable[Any],
         order_outputs: bool = True,
         return_exceptions: Literal[False] = False,
+        batch: str | None = None,
     ) -> Iterator[R]: ...
 
     @overload
@@ -76,10 +77,15 @@ class _MapFace(Generic[P, R]):
         *iterables: Iterable[Any],
         order_outputs: bool = True,
         return_exceptions: Literal[True],
+        batch: str | None = None,
     ) -> Iterator[R | Exception]: ...
 
     def __call__(
-        self, *iterables: Iterable[Any], order_outputs: bool = True, return_exceptions: bool = False
+        self,
+        *iterables: Iterable[Any],
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+        batch: str | None = None,
     ) -> Iterator[R] | Iterator[R | Exception]:
         """Call the function once per input, zipped from ``iterables`` as in built-in ``map``.
 
@@ -89,6 +95,10 @@ class _MapFace(Generic[P, R]):
         :param order_outputs: yield in input order (default), or as calls finish.
         :param return_exceptions: yield a failed call's exception in place of its value
             instead of raising it.
+        :param batch: a name that makes the map resumable: every input that returns is
+            recorded in the batch's journal, and a map with the same name and function runs
+            only the inputs not recorded yet, yielding the recorded values in their place
+            (see ``flyjobs batch ls|rm``). The inputs are read up front.
         :raises: the first failure (unless ``return_exceptions``); leaving the loop early, or an
             error, cancels the calls still running and destroys their machines.
         """
@@ -96,6 +106,7 @@ class _MapFace(Generic[P, R]):
             zip(*iterables, strict=False),
             order_outputs=order_outputs,
             return_exceptions=return_exceptions,
+            batch=batch,
         )
 
     async def aio(
@@ -173,14 +184,35 @@ class Function(Generic[P, R]):
         *,
         order_outputs: bool = True,
         return_exceptions: bool = False,
+        batch: str | None = None,
     ) -> Iterator[Any]:
         """Like ``fn.map``, with each input a tuple of positional arguments."""
-        return self._map(inputs, order_outputs=order_outputs, return_exceptions=return_exceptions)
+        return self._map(
+            inputs, order_outputs=order_outputs, return_exceptions=return_exceptions, batch=batch
+        )
 
     def _map(
-        self, inputs: Iterable[Sequence[Any]], *, order_outputs: bool, return_exceptions: bool
+        self,
+        inputs: Iterable[Sequence[Any]],
+        *,
+        order_outputs: bool,
+        return_exceptions: bool,
+        batch: str | None = None,
     ) -> Iterator[Any]:
         from ._map import results
+
+        if batch is not None:
+            from ._journal import check_batch_name
+            from ._resume import resumable_map
+
+            return resumable_map(
+                self._fn,
+                self.options,
+                ((tuple(args), {}) for args in inputs),
+                check_batch_name(batch),
+                order_outputs=order_outputs,
+                return_exceptions=return_exceptions,
+            )
 
         calls = self._start_map(inputs)
         return results(calls, order_outputs=order_outputs, return_exceptions=return_exceptions)

@@ -206,6 +206,26 @@ class Store:
         except Exception as exc:
             raise _failed("delete", str(keys), exc) from exc
 
+    def get_sync(self, key: str) -> bytes | None:
+        """`get`, blocking: for threads other than the runtime's event loop."""
+        import obstore
+
+        try:
+            return bytes(obstore.get(self._s3, key).bytes())
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise _failed("read", key, exc) from exc
+
+    def put_sync(self, key: str, data: bytes) -> None:
+        """`put`, blocking: for threads other than the runtime's event loop."""
+        import obstore
+
+        try:
+            obstore.put(self._s3, key, data)
+        except Exception as exc:
+            raise _failed("write", key, exc) from exc
+
     async def discard(self, keys: str | Sequence[str]) -> None:
         """Delete objects as clean-up: shielded from cancellation, bounded in time, and a
         failure is logged, not raised (a lifecycle rule or ``flyjobs gc`` removes leftovers)."""

@@ -1,10 +1,11 @@
-"""The ``flyjobs`` commands around the library: run, ls, logs, gc, doctor.
+"""The ``flyjobs`` commands around the library: run, ls, logs, gc, doctor, batch.
 
 Each is a thin face over a library function; `flyjobs.cli` registers them.
 """
 
 from __future__ import annotations
 
+from ._batch import batch
 from ._doctor import doctor
 from ._gc import gc
 from ._inspect import logs, ls
@@ -12,4 +13,4 @@ from ._run import run
 
 __all__ = ("COMMANDS",)
 
-COMMANDS = (run, ls, logs, gc, doctor)
+COMMANDS = (run, ls, logs, gc, doctor, batch)

@@ -4,13 +4,16 @@ mode, ``FLYJOBS_RESULTS=store``, no ``FLYJOBS_INBOX_HOST``, and moto as the S3 s
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import store_funcs as funcs
 from _store_helpers import live_machines, objects
+from click.testing import CliRunner
 
 import flyjobs
 from flyjobs._runtime import get_runtime
+from flyjobs.cli import cli
 
 
 def _no_machine_left() -> None:
@@ -48,4 +51,18 @@ def test_a_5_mb_argument_and_a_20_mb_result_travel_through_the_store(fly_store: 
     assert funcs.size_of.remote(data) == (len(data), data[-16:])
     result = funcs.blob.remote(20)
     assert len(result) == 20 * 1048576 and result[:256] == bytes(range(256))
+    assert objects(fly_store) == []
+
+
+def test_a_batch_journal_lives_in_the_store(fly_store: str, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.txt"
+    inputs = [(x, str(ledger)) for x in range(4)]
+    assert list(funcs.counted_square.starmap(inputs, batch="in-store")) == [0, 1, 4, 9]
+    assert len(objects(fly_store, "batches/in-store")) == 4
+    assert not (tmp_path / ".flyjobs").exists()
+    listed = CliRunner().invoke(cli, ["batch", "ls"])
+    assert listed.output.startswith("in-store\t4 finished"), listed.output
+    assert list(funcs.counted_square.starmap(inputs, batch="in-store")) == [0, 1, 4, 9]
+    assert len(ledger.read_text().split()) == 4  # the rerun ran nothing
+    assert CliRunner().invoke(cli, ["batch", "rm", "in-store"]).exit_code == 0
     assert objects(fly_store) == []

@@ -1,0 +1,99 @@
+"""Resumable batches on the embedded emulator, journaled in SQLite under the project's
+.flyjobs/: a rerun runs only what the journal lacks, even after the first run was SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from store_funcs import counted_square
+
+import flyjobs
+from flyjobs._runtime import shutdown_runtime
+from flyjobs.cli import cli
+
+SUPPORT = Path(__file__).resolve().parent / "_support"
+N = 24
+
+SCRIPT = """
+import os, signal, sys
+import store_funcs
+ledger, kill_after = sys.argv[1], int(sys.argv[2])
+inputs = [(x, ledger, 0.2) for x in range({n})]
+for i, value in enumerate(store_funcs.counted_square.starmap(inputs, batch="nightly")):
+    print(value, flush=True)
+    if i + 1 == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)  # no clean-up at all
+"""
+
+
+def _run(folder: Path, ledger: Path, kill_after: int) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "FLYJOBS_", "AWS_"))}
+    env.update(PYTHONPATH=str(SUPPORT), FLYJOBS_MAX_MACHINES="4", BUCKET_NAME="")
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(n=N), str(ledger), str(kill_after)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_sigkilled_batch_reruns_only_what_is_missing(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.txt"
+    first = _run(tmp_path, ledger, kill_after=N // 2)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    assert [int(v) for v in first.stdout.split()] == [x * x for x in range(N // 2)]
+    assert (tmp_path / ".flyjobs" / "journal.sqlite3").exists()
+
+    second = _run(tmp_path, ledger, kill_after=0)
+    assert second.returncode == 0, second.stderr
+    assert [int(v) for v in second.stdout.split()] == [x * x for x in range(N)]
+    runs = ledger.read_text().split()
+    # Every input ran at least once; at most the 4 machines in flight at the kill ran twice.
+    assert sorted(set(map(int, runs))) == list(range(N))
+    assert len(runs) <= N + 4, runs
+
+    third = _run(tmp_path, ledger, kill_after=0)
+    assert [int(v) for v in third.stdout.split()] == [x * x for x in range(N)]
+    assert ledger.read_text().split() == runs  # nothing ran again
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The embedded runtime started in a project folder of its own."""
+    for var in ("FLY_API_TOKEN", "FLYJOBS_STORE", "BUCKET_NAME", "FLYJOBS_RESULTS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    shutdown_runtime()
+    yield tmp_path
+    shutdown_runtime()
+
+
+def test_batch_ls_and_rm(project: Path, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.txt"
+    inputs = [(x, str(ledger)) for x in range(3)]
+    assert list(counted_square.starmap(inputs, batch="b-1")) == [0, 1, 4]
+    result = CliRunner().invoke(cli, ["batch", "ls"])
+    assert result.exit_code == 0 and result.output.startswith("b-1\t3 finished"), result.output
+    assert list(counted_square.starmap(inputs, batch="b-1")) == [0, 1, 4]
+    assert len(ledger.read_text().split()) == 3
+    result = CliRunner().invoke(cli, ["batch", "rm", "b-1"])
+    assert result.exit_code == 0 and "3 finished" in result.output
+    assert CliRunner().invoke(cli, ["batch", "rm", "b-1"]).exit_code == 1
+    assert list(counted_square.starmap(inputs, batch="b-1")) == [0, 1, 4]
+    assert len(ledger.read_text().split()) == 6
+
+
+def test_a_bad_batch_name_is_refused_before_any_machine(project: Path) -> None:
+    with pytest.raises(flyjobs.ConfigError, match="batch name"):
+        counted_square.starmap([(1, "x")], batch="../etc")
