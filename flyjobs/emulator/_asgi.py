@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._errors import ErrorReply, error_body
 from ._faults import Gate
@@ -18,6 +18,7 @@ from ._logs import LOG_ROUTES
 from ._routes_apps import APP_ROUTES
 from ._routes_machines import MACHINE_ROUTES
 from ._state import Emulator
+from ._ui import build_ui
 
 __all__ = ("build_app",)
 
@@ -30,12 +31,30 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
 
 
 def build_app(
-    emulator: Emulator, tokens: list[str], clock: Callable[[], float] = time.monotonic
+    emulator: Emulator,
+    tokens: list[str],
+    clock: Callable[[], float] = time.monotonic,
+    *,
+    ui_key: str | None = None,
 ) -> ASGIApp:
-    """The whole API for ``emulator``, accepting ``tokens``; rate limits read ``clock``."""
+    """The whole API for ``emulator``, accepting ``tokens``; rate limits read ``clock``. With
+    ``ui_key``, the dashboard too, at ``/ui/`` (outside the API's token check: it has its own
+    key)."""
     app = Starlette(
         routes=[*APP_ROUTES, *MACHINE_ROUTES, *LOG_ROUTES],
         exception_handlers={ErrorReply: api_error_response, HTTPException: _http_error},
     )
     app.state.emulator = emulator
-    return Gate(app, emulator.config, tokens, clock)
+    api = Gate(app, emulator.config, tokens, clock)
+    if ui_key is None:
+        return api
+    ui = build_ui(emulator, ui_key)
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/ui" or path.startswith("/ui/")):
+            await ui(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    return route

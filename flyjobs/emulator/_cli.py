@@ -125,6 +125,8 @@ async def _run(config: EmulatorConfig, source: TokenSource) -> None:
     async with serve(config) as running:
         click.echo(f"flyjobs emulator listening on {running.url}")
         click.echo(f"export FLY_API_HOSTNAME={running.url} FLY_API_TOKEN={source.shell_value}")
+        if running.ui_url:
+            click.echo(f"dashboard: {running.ui_url}")
         if source.note:
             click.echo(source.note, err=True)
         await stop.wait()

@@ -107,3 +107,7 @@ class EmulatorConfig(BaseModel):
         ge=1024,
         description="Bytes of output kept in memory per machine; older lines are dropped.",
     )
+    ui: bool = Field(
+        default=False,
+        description="Serve the dev dashboard at /ui/ (its URL, carrying its key, is printed).",
+    )

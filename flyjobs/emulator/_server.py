@@ -35,12 +35,14 @@ class RunningEmulator:
     :ivar token: the first accepted bearer token, for ``FLY_API_TOKEN``.
     :ivar config: the settings it runs with.
     :ivar data_dir: the folder holding machine roots and logs.
+    :ivar ui_url: the dashboard's URL, carrying its key (with ``config.ui``; else None).
     """
 
     url: str
     token: str = field(repr=False)  # a secret: never in a repr, a log line or an error
     config: EmulatorConfig
     data_dir: Path
+    ui_url: str | None = field(default=None, repr=False)  # carries the dashboard's key
 
 
 @contextlib.asynccontextmanager
@@ -71,11 +73,14 @@ async def serve(
     atexit.register(abandon)
     monitor = asyncio.create_task(emulator.run_monitor())
     try:
-        app = build_app(emulator, tokens, clock)
+        ui_key = secrets.token_urlsafe(16) if config.ui else None
+        app = build_app(emulator, tokens, clock, ui_key=ui_key)
         async with serve_asgi(app, sock, graceful_stop_s=_GRACEFUL_STOP_S):
             host = f"[{config.host}]" if ":" in config.host else config.host
+            url = f"http://{host}:{port}"
+            ui_url = f"{url}/ui/?key={ui_key}" if ui_key else None
             try:
-                yield RunningEmulator(f"http://{host}:{port}", tokens[0], config, data_dir)
+                yield RunningEmulator(url, tokens[0], config, data_dir, ui_url)
             finally:
                 # Waits are answered 503 before the server stops, not cut off by it.
                 emulator.close()

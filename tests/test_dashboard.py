@@ -1,0 +1,153 @@
+"""The dev dashboard (``flyjobs dev --ui``) in a real headless browser: Debian's chromium,
+driven by Playwright, against an emulator whose machines are real calls."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cli_funcs
+import httpx
+import pytest
+from _fly_helpers import APP, fly_env
+
+from flyjobs._runtime import get_runtime
+from flyjobs.emulator import RunningEmulator
+
+pytest.importorskip(
+    "playwright.sync_api", reason="the dev extra installs playwright: pip install -e '.[dev]'"
+)
+from playwright import sync_api  # only once it is known to be installed
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+HOURLY_EVERY_HALF_SECOND = 7200.0
+WAIT_MS = 30_000
+
+
+@pytest.fixture
+def emulator(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningEmulator]:
+    emulator = make_emulator(ui=True, time_scale=HOURLY_EVERY_HALF_SECOND)
+    settings = fly_env(emulator, monkeypatch)
+    next(settings)
+    yield emulator
+    next(settings, None)
+
+
+@pytest.fixture
+def browser() -> Iterator[sync_api.Browser]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield browser
+        browser.close()
+
+
+def _scheduled_machine(emulator: RunningEmulator) -> str:
+    config = {
+        "image": "jobs",
+        "schedule": "hourly",
+        "init": {"exec": ["python", "-c", "print('tick')"]},
+        "metadata": {"flyjobs_function": "jobs:nightly"},
+    }
+    headers = {"Authorization": f"Bearer {emulator.token}"}
+    with httpx.Client(base_url=emulator.url, headers=headers) as http:
+        response = http.post(f"/v1/apps/{APP}/machines", json={"config": config})
+        assert response.status_code == 200, response.text
+        return str(response.json()["id"])
+
+
+def _running(machine_ids: list[str | None]) -> list[str]:
+    runtime = get_runtime()
+    machines = runtime.portal.call(lambda: runtime.client.list_machines(APP))
+    states = {m.id: m.state for m in machines}
+    ids = [m for m in machine_ids if m is not None and states.get(m) == "started"]
+    return ids if len(ids) == len(machine_ids) else []
+
+
+def test_the_dashboard_shows_calls_machines_batches_and_schedules_live(
+    emulator: RunningEmulator, browser: sync_api.Browser, tmp_path: Path
+) -> None:
+    assert emulator.ui_url is not None
+    assert cli_funcs.square.remote(3) == 9
+    scheduled = _scheduled_machine(emulator)
+    finish = tmp_path / "finish"
+    call = cli_funcs.print_then_wait.spawn(str(finish))
+    batch = cli_funcs.print_then_wait.starmap([(str(finish),), (str(finish),)])
+    runtime = get_runtime()
+    while not (running := _running([call.machine_id])):
+        time.sleep(0.02)
+    machines = runtime.portal.call(lambda: runtime.client.list_machines(APP))
+    batch_ids = {(m.config.metadata or {}).get("flyjobs_batch_id") for m in machines if m.config}
+    (batch_id,) = batch_ids - {"", None}
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(emulator.ui_url)  # the key becomes a cookie; the page is /ui/
+    assert page.url.endswith("/ui/")
+    expect = sync_api.expect
+    row = page.locator("#machines tr", has_text=running[0])
+    expect(row).to_contain_text("started")
+    expect(row).to_contain_text("cli_funcs:print_then_wait")
+    expect(page.locator("#batches tr", has_text=batch_id)).to_contain_text("0/2", timeout=WAIT_MS)
+    expect(page.locator("#schedules tr", has_text=scheduled)).to_contain_text("hourly")
+    expect(page.locator("#schedules tr", has_text=scheduled)).to_contain_text(
+        "exit 0", timeout=WAIT_MS
+    )
+    expect(page.locator("#apps tr", has_text=APP)).to_be_visible()
+    expect(page.locator("#machines tr", has_text="cli_funcs:square")).to_contain_text("destroyed")
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+    # The calls end: the open page follows without a reload.
+    finish.touch()
+    assert call.result(timeout_s=30) == "done"
+    assert list(batch) == ["done", "done"]
+    expect(row).to_contain_text("destroyed", timeout=WAIT_MS)
+    expect(page.locator("#batches tr", has_text=batch_id)).to_contain_text("2/2", timeout=WAIT_MS)
+    page.screenshot(path=str(tmp_path / "dashboard-after.png"), full_page=True)
+
+    # A machine's page: its events and its logs.
+    page.click(f"a:has-text('{running[0]}')")
+    expect(page.locator("#logs")).to_contain_text("started\nfinished")
+    expect(page.locator("#events")).to_contain_text("exit")
+    page.screenshot(path=str(tmp_path / "machine.png"), full_page=True)
+
+
+def test_the_dashboard_needs_its_key(emulator: RunningEmulator, browser: sync_api.Browser) -> None:
+    page = browser.new_page()
+    response = page.goto(emulator.url + "/ui/")
+    assert response is not None and response.status == 403
+    assert "flyjobs dev --ui" in page.inner_text("body")
+    # The API itself still wants its token.
+    assert httpx.get(emulator.url + f"/v1/apps/{APP}/machines").status_code == 401
+
+
+def test_flyjobs_dev_ui_prints_the_dashboard_url(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "flyjobs", "dev", "--port", "0", "--ui", "--token", "t0ken-x"]
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        banner = [process.stdout.readline() for _ in range(3)]
+        (line,) = [b for b in banner if b.startswith("dashboard: ")]
+        url = line.split(" ", 1)[1].strip()
+        assert "/ui/?key=" in url
+        with httpx.Client(follow_redirects=True) as http:
+            page = http.get(url)
+            assert page.status_code == 200 and "<h2>Machines</h2>" in page.text
+        with httpx.Client(follow_redirects=True) as stranger:
+            assert stranger.get(url.split("?")[0] + "?key=wrong").status_code == 403
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
