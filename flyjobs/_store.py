@@ -36,7 +36,14 @@ from ._exceptions import ConfigError, TransportError
 if TYPE_CHECKING:
     from obstore.store import S3Store
 
-__all__ = ("DEFAULT_ENDPOINT", "ObjectInfo", "Store", "StoreConfig")
+__all__ = (
+    "DEFAULT_ENDPOINT",
+    "STALE_OBJECT_AGE_S",
+    "ObjectInfo",
+    "Store",
+    "StoreConfig",
+    "collect_stale_objects",
+)
 
 logger = logging.getLogger("flyjobs.store")
 
@@ -44,6 +51,12 @@ logger = logging.getLogger("flyjobs.store")
 DEFAULT_ENDPOINT = "https://fly.storage.tigris.dev"
 #: Prefix used when only ``BUCKET_NAME`` names the store.
 DEFAULT_PREFIX = "flyjobs"
+#: Age (s) after which a call's objects (``results/``, ``args/``, ``calls/``) count as stale for
+#: `collect_stale_objects`: a week, so a detached call's result waits that long to be read.
+#: Batch journals (``batches/``) are never stale: ``flyjobs batch rm`` removes them.
+STALE_OBJECT_AGE_S = 7 * 24 * 3600.0
+#: The key prefixes of a call's own objects (see the module docstring).
+CALL_PREFIXES = ("results", "args", "calls")
 #: Seconds one store request may take before it counts as failed.
 _REQUEST_TIMEOUT_S = 60.0
 #: Seconds a clean-up delete may take when a call ends.
@@ -258,3 +271,29 @@ class Store:
 def _failed(what: str, key: str, exc: Exception) -> TransportError:
     # obstore's messages carry the request URL, never the credentials.
     return TransportError(f"the object store could not {what} {key}: {type(exc).__name__}: {exc}")
+
+
+async def collect_stale_objects(
+    store: Store,
+    *,
+    max_age_s: float = STALE_OBJECT_AGE_S,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> list[ObjectInfo]:
+    """Find the call objects (results, spilled arguments, detached-call records) older than
+    `max_age_s` and, unless `dry_run`, delete them; return them. A call that ends normally
+    deletes its own: these are what crashed or killed clients, and unread detached results,
+    left behind. Batch journals are never touched.
+    """
+    cutoff = (time.time() if now is None else now) - max_age_s
+    stale = [
+        info
+        for prefix in CALL_PREFIXES
+        for info in await store.list(prefix)
+        if info.modified_at < cutoff
+    ]
+    if not dry_run:
+        keys = [info.key for info in stale]
+        for start in range(0, len(keys), 1000):
+            await store.delete(keys[start : start + 1000])
+    return stale

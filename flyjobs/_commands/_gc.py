@@ -1,10 +1,11 @@
-"""``flyjobs gc``: destroy stray flyjobs machines."""
+"""``flyjobs gc``: destroy stray flyjobs machines, and delete stale objects from the store."""
 
 from __future__ import annotations
 
 import click
 
 from .._jobs import Stray, collect_strays
+from .._store import ObjectInfo, Store, StoreConfig, collect_stale_objects
 from ._common import APP_OPTION, api_client, run_async, shows_errors
 
 __all__ = ("gc",)
@@ -15,7 +16,9 @@ __all__ = ("gc",)
 @click.option("--dry-run", is_flag=True, help="List the strays; destroy nothing.")
 @shows_errors
 def gc(app: str | None, dry_run: bool) -> None:
-    """Destroy stray flyjobs machines: past their deadline, or whose client is gone.
+    """Destroy stray flyjobs machines: past their deadline, or whose client is gone; and,
+    with an object store (FLYJOBS_STORE), delete call objects older than a week (results,
+    spilled arguments, detached-call records that crashed clients left; batch journals stay).
 
     Strays are found by the metadata flyjobs puts on its machines; a machine without it (one
     flyjobs did not create) is never touched, nor is a scheduled one. A client counts as gone
@@ -27,7 +30,7 @@ def gc(app: str | None, dry_run: bool) -> None:
         flyjobs gc --dry-run
         flyjobs gc
     """
-    _settings, client, app = api_client(app)
+    settings, client, app = api_client(app)
 
     async def collect() -> list[Stray]:
         async with client:
@@ -40,3 +43,13 @@ def gc(app: str | None, dry_run: bool) -> None:
         click.echo(f"{verb} {job.id} ({job.call_id}, {job.function}): {stray.reason}")
     if not strays:
         click.echo(f"no stray flyjobs machines in app {app!r}")
+    config = StoreConfig.load(settings.store)
+    if config is None:
+        return
+    store = Store(config)
+    stale: list[ObjectInfo] = run_async(lambda: collect_stale_objects(store, dry_run=dry_run))
+    verb = "would delete" if dry_run else "deleted"
+    for info in stale:
+        click.echo(f"{verb} {config.url}/{info.key} ({info.size} bytes)")
+    if not stale:
+        click.echo(f"no stale flyjobs objects in {config.url}")
