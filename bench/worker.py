@@ -27,7 +27,7 @@ from pathlib import Path
 
 import anyio
 
-from flyjobs._envelopes import encode_call
+from flyjobs._call_envelope import encode_call
 from flyjobs._inbox import ResultInbox
 from flyjobs._protocol import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH
 

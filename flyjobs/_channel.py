@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
-from ._envelopes import decode_result
 from ._exceptions import ConfigError, SerializationError
 from ._inbox import Ticket
+from ._protocol import open_result
+from ._result_envelope import decode_result
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -109,12 +110,10 @@ def _reachable_inbox(settings: Settings, env: Mapping[str, str]) -> tuple[str, s
     """(bind host, host machines use) of an inbox machines can reach, or None."""
     if settings.embedded:
         return "127.0.0.1", "127.0.0.1"
-    advertise = env.get("FLYJOBS_INBOX_HOST")
+    # Bound to the advertised address only: the inbox has no business on other interfaces.
+    advertise = env.get("FLYJOBS_INBOX_HOST") or env.get("FLY_PRIVATE_IP")
     if advertise:
-        return env.get("FLYJOBS_INBOX_BIND", "::"), advertise
-    private_ip = env.get("FLY_PRIVATE_IP")
-    if private_ip:
-        return "::", private_ip
+        return env.get("FLYJOBS_INBOX_BIND") or advertise, advertise
     return None
 
 
@@ -135,10 +134,20 @@ class StoreTicket:
     :ivar url: the presigned URL the worker PUTs the result to.
     :ivar expires_at: unix time (s) after which the URL no longer works.
     :ivar keep: leave the object in the store when the ticket is closed.
+
+    Anyone who reads the machine's config can PUT to its URL: an object not sealed with
+    `seal_key` (see `flyjobs._protocol.seal_result`) is ignored, so a forger can spoil a
+    result but never supply one.
     """
 
     def __init__(
-        self, store: Store, call_id: str, *, expires_at: float, key: str | None = None
+        self,
+        store: Store,
+        call_id: str,
+        *,
+        expires_at: float,
+        key: str | None = None,
+        seal_key: str | None = None,
     ) -> None:
         self.call_id = call_id
         self.key = key or result_key(call_id)
@@ -146,6 +155,7 @@ class StoreTicket:
         self.url = store.presign("PUT", self.key, expires_at=expires_at)
         self.keep = False
         self._store = store
+        self._seal_key = seal_key
         self._body: bytes | None = None
         self._event = anyio.Event()
 
@@ -171,6 +181,11 @@ class StoreTicket:
         body = await self._store.get(self.key)
         if body is None:
             return False
+        if self._seal_key is not None:
+            body = open_result(self._seal_key, body)
+            if body is None:
+                logger.warning("ignored the object %s: not sealed with the result key", self.key)
+                return False
         try:
             envelope = decode_result(body)
         except SerializationError as exc:

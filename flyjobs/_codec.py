@@ -3,19 +3,20 @@
 Imported by the worker runtime, whose import time every call pays, so at import time this module
 uses only the standard library modules msgpack loads anyway. Everything else (``decimal``,
 ``uuid``, ``zoneinfo``, ...) is imported when a value needs it. The envelopes built from these
-values are in `flyjobs._envelopes`; function references in `flyjobs._reference`.
+values are in `flyjobs._call_envelope` and `flyjobs._result_envelope`; function references in
+`flyjobs._reference`.
 
 `encode_value` packs plain data with msgpack. What msgpack cannot carry natively travels as
-msgpack extension types and comes back as the same type: tuple, set, frozenset, ints beyond
-64 bits, datetime (naive or aware; `datetime.timezone` and `zoneinfo.ZoneInfo` zones are kept,
-any other tzinfo becomes the fixed offset it had at that instant), date, time, timedelta,
-Decimal, UUID, complex, pathlib paths, Enum members, named tuples, dataclass instances (their
-fields are restored onto a new instance without calling ``__init__``, as pickle does) and
-pydantic models (rebuilt with ``Cls.model_validate``). Classes travel as a ``module:qualname``
-reference and are imported again on the other side. Dict keys keep their types. Subclasses of
-str, int, float, bytes, list and dict arrive as the base type, and bytearray and memoryview as
-bytes. Anything else raises `SerializationError` naming where the value sits, unless the call
-opted in to pickle.
+msgpack extension types and comes back as the same type: tuple, set, frozenset, ints beyond 64
+bits, datetime (naive or aware; `datetime.timezone` and `zoneinfo.ZoneInfo` zones are kept, any
+other tzinfo becomes the fixed offset it had at that instant), date, time, timedelta, Decimal,
+UUID, complex, pathlib paths, Enum members, named tuples, dataclass instances (their fields are
+restored onto a new instance without calling ``__init__``, as pickle does) and pydantic models
+(rebuilt with ``Cls.model_validate``). Classes travel as a ``module:qualname`` reference and are
+found again on the other side (`import_reference` says which modules decoding may import). Dict
+keys keep their types. Subclasses of str, int, float, bytes, list and dict arrive as the base
+type, and bytearray and memoryview as bytes. Anything else raises `SerializationError` naming
+where the value sits, unless the call opted in to pickle.
 """
 
 from __future__ import annotations
@@ -34,7 +35,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ("decode_value", "encode_value")
+__all__ = (
+    "Unencodable",
+    "decode_value",
+    "encode_value",
+    "import_reference",
+    "locate",
+    "main_module_name",
+    "pack",
+    "type_name",
+)
 
 # Extension type codes. They are part of the wire format: never renumber one.
 _EXT_TUPLE = 1
@@ -57,27 +67,56 @@ _EXT_PATH = 16
 _NOT_SERIALIZABLE = "is not serializable by flyjobs; pass plain data, or opt in with pickle=True"
 
 
-class _Unencodable(Exception):
+class Unencodable(Exception):
     """Raised inside msgpack's ``default`` hook; turned into a located SerializationError."""
 
     def __init__(self, obj: object, reason: str = "") -> None:
         super().__init__(reason)
         self.obj = obj
-        self.reason = reason or f"of type {_type_name(type(obj))} {_NOT_SERIALIZABLE}"
+        self.reason = reason or f"of type {type_name(type(obj))} {_NOT_SERIALIZABLE}"
 
 
 # --- values -------------------------------------------------------------------------------
 
 
-def _pack(obj: object) -> bytes:
+def pack(obj: object) -> bytes:
+    """msgpack of `obj` with flyjobs' extension types.
+
+    :raises Unencodable: something in `obj` cannot be encoded (`locate` finds where).
+    """
     # strict_types makes msgpack hand every tuple and every subclass of a native type to
     # `_default`, so that tuples stay tuples and IntEnum members stay members.
     data: bytes = msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)
     return data
 
 
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+class _Reader:
+    """Decodes one value; `may_import` decides which modules a class reference may import."""
+
+    __slots__ = ("may_import",)
+
+    def __init__(self, may_import: Callable[[str], bool] | None) -> None:
+        self.may_import = may_import
+
+    def unpack(self, data: bytes) -> Any:
+        return msgpack.unpackb(data, ext_hook=self.ext_hook, raw=False, strict_map_key=False)
+
+    def ext_hook(self, code: int, data: bytes) -> Any:
+        decoder = _DECODERS.get(code)
+        if decoder is None:
+            raise SerializationError(f"unknown flyjobs extension type {code}")
+        return decoder(self, data)
+
+    def import_class(self, ref: Any, kind: str, check: Callable[[Any], bool]) -> Any:
+        if not isinstance(ref, str):
+            raise SerializationError(f"a {kind} reference is malformed")
+        try:
+            cls = import_reference(ref, may_import=self.may_import)
+        except Exception as exc:
+            raise SerializationError(f"cannot import {kind} {ref} here: {exc}") from exc
+        if not isinstance(cls, type) or not check(cls):
+            raise SerializationError(f"{ref} is not a {kind}")
+        return cls
 
 
 def encode_value(value: object, *, where: str = "value") -> bytes:
@@ -88,9 +127,9 @@ def encode_value(value: object, *, where: str = "value") -> bytes:
         message says where it sits (``argument 'x' [2]['k'] of type socket ...``).
     """
     try:
-        return _pack(value)
-    except _Unencodable as exc:
-        path = _locate(value, exc.obj)
+        return pack(value)
+    except Unencodable as exc:
+        path = locate(value, exc.obj)
         raise SerializationError(f"{where}{path or ''} {exc.reason}") from None
     except (ValueError, OverflowError) as exc:
         raise SerializationError(
@@ -98,14 +137,18 @@ def encode_value(value: object, *, where: str = "value") -> bytes:
         ) from exc
 
 
-def decode_value(data: bytes, *, where: str = "value") -> Any:
-    """Decode what `encode_value` produced, importing the classes it names.
+def decode_value(
+    data: bytes, *, where: str = "value", may_import: Callable[[str], bool] | None = None
+) -> Any:
+    """Decode what `encode_value` produced, rebuilding the classes it names.
 
+    :param may_import: given a module name that is not imported yet, whether a class
+        reference in the data may import it (see `import_reference`); None allows any.
     :raises SerializationError: the data is corrupt or a class it names cannot be imported
         here (then ``__cause__`` is the ImportError).
     """
     try:
-        return _unpack(data)
+        return _Reader(may_import).unpack(data)
     except SerializationError as exc:
         raise SerializationError(f"{where}: {exc}") from exc.__cause__
     except Exception as exc:
@@ -140,11 +183,11 @@ def _find_encoder(obj: object) -> Callable[[Any], Any]:
     for base, encoder in _BASE_ENCODERS:
         if isinstance(obj, base):
             return encoder
-    raise _Unencodable(obj)
+    raise Unencodable(obj)
 
 
 def _ext(code: int, obj: object) -> msgpack.ExtType:
-    return msgpack.ExtType(code, _pack(obj))
+    return msgpack.ExtType(code, pack(obj))
 
 
 def _encode_int(obj: int) -> object:
@@ -182,19 +225,19 @@ def _encode_time(obj: time) -> object:
 
 
 def _class_ref(obj: object) -> str:
-    """The ``module:qualname`` of `obj`'s class; _Unencodable if no other side can import it."""
+    """The ``module:qualname`` of `obj`'s class; Unencodable if no other side can import it."""
     cls = type(obj)
     module = cls.__module__
     if "<locals>" in cls.__qualname__:
-        raise _Unencodable(
+        raise Unencodable(
             obj,
             f"is an instance of {module}.{cls.__qualname__}, a class defined inside a function; "
             "move the class to module top level so the other side can import it",
         )
     if module == "__main__":
-        alias = _main_module_name()
+        alias = main_module_name()
         if alias is None:
-            raise _Unencodable(
+            raise Unencodable(
                 obj,
                 f"is an instance of {cls.__qualname__}, defined in an interactive session; "
                 "move the class into a module (.py file) and import it",
@@ -267,13 +310,6 @@ _BASE_ENCODERS: tuple[tuple[type, Callable[[Any], Any]], ...] = (
 )
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    decoder = _DECODERS.get(code)
-    if decoder is None:
-        raise SerializationError(f"unknown flyjobs extension type {code}")
-    return decoder(data)
-
-
 def _decode_tz(state: Any) -> Any:
     if state is None:
         return None
@@ -287,50 +323,40 @@ def _decode_tz(state: Any) -> Any:
     return timezone(offset, name)
 
 
-def _decode_datetime(data: bytes) -> datetime:
-    year, month, day, hour, minute, second, microsecond, fold, tz = _unpack(data)
+def _decode_datetime(reader: _Reader, data: bytes) -> datetime:
+    year, month, day, hour, minute, second, microsecond, fold, tz = reader.unpack(data)
     return datetime(
         year, month, day, hour, minute, second, microsecond, tzinfo=_decode_tz(tz), fold=fold
     )
 
 
-def _decode_time(data: bytes) -> time:
-    hour, minute, second, microsecond, fold, tz = _unpack(data)
+def _decode_time(reader: _Reader, data: bytes) -> time:
+    hour, minute, second, microsecond, fold, tz = reader.unpack(data)
     return time(hour, minute, second, microsecond, tzinfo=_decode_tz(tz), fold=fold)
 
 
-def _decode_decimal(data: bytes) -> Any:
+def _decode_decimal(reader: _Reader, data: bytes) -> Any:
     import decimal
 
     return decimal.Decimal(data.decode())
 
 
-def _decode_uuid(data: bytes) -> Any:
+def _decode_uuid(reader: _Reader, data: bytes) -> Any:
     import uuid
 
     return uuid.UUID(bytes=data)
 
 
-def _import_class(ref: str, kind: str, check: Callable[[Any], bool]) -> Any:
-    try:
-        cls = _import_ref(ref)
-    except Exception as exc:
-        raise SerializationError(f"cannot import {kind} {ref} here: {exc}") from exc
-    if not isinstance(cls, type) or not check(cls):
-        raise SerializationError(f"{ref} is not a {kind}")
-    return cls
-
-
-def _decode_enum(data: bytes) -> Any:
-    ref, value = _unpack(data)
+def _decode_enum(reader: _Reader, data: bytes) -> Any:
+    ref, value = reader.unpack(data)
     enum = sys.modules.get("enum")
-    cls = _import_class(ref, "Enum", lambda c: enum is not None and issubclass(c, enum.Enum))
+    cls = reader.import_class(ref, "Enum", lambda c: enum is not None and issubclass(c, enum.Enum))
     return cls(value)
 
 
-def _decode_dataclass(data: bytes) -> Any:
-    ref, state = _unpack(data)
-    cls = _import_class(ref, "dataclass", lambda c: hasattr(c, "__dataclass_fields__"))
+def _decode_dataclass(reader: _Reader, data: bytes) -> Any:
+    ref, state = reader.unpack(data)
+    cls = reader.import_class(ref, "dataclass", lambda c: hasattr(c, "__dataclass_fields__"))
     obj = cls.__new__(cls)
     # object.__setattr__ also fills frozen and slotted dataclasses.
     for name, value in state.items():
@@ -338,41 +364,43 @@ def _decode_dataclass(data: bytes) -> Any:
     return obj
 
 
-def _decode_model(data: bytes) -> Any:
-    ref, state = _unpack(data)
-    cls = _import_class(ref, "pydantic model", lambda c: hasattr(c, "model_validate"))
+def _decode_model(reader: _Reader, data: bytes) -> Any:
+    ref, state = reader.unpack(data)
+    cls = reader.import_class(ref, "pydantic model", lambda c: hasattr(c, "model_validate"))
     try:
         return cls.model_validate(state)
     except Exception as exc:
         raise SerializationError(f"{ref}.model_validate refused the data: {exc}") from exc
 
 
-def _decode_namedtuple(data: bytes) -> Any:
-    ref, items = _unpack(data)
-    cls = _import_class(ref, "named tuple", lambda c: issubclass(c, tuple) and hasattr(c, "_make"))
+def _decode_namedtuple(reader: _Reader, data: bytes) -> Any:
+    ref, items = reader.unpack(data)
+    cls = reader.import_class(
+        ref, "named tuple", lambda c: issubclass(c, tuple) and hasattr(c, "_make")
+    )
     return cls._make(items)
 
 
-def _decode_path(data: bytes) -> Any:
-    ref, text = _unpack(data)
+def _decode_path(reader: _Reader, data: bytes) -> Any:
+    ref, text = reader.unpack(data)
     import pathlib
 
-    cls = _import_class(ref, "path class", lambda c: issubclass(c, pathlib.PurePath))
+    cls = reader.import_class(ref, "path class", lambda c: issubclass(c, pathlib.PurePath))
     return cls(text)
 
 
-_DECODERS: dict[int, Callable[[bytes], Any]] = {
-    _EXT_TUPLE: lambda data: tuple(_unpack(data)),
-    _EXT_SET: lambda data: set(_unpack(data)),
-    _EXT_FROZENSET: lambda data: frozenset(_unpack(data)),
-    _EXT_BIGINT: lambda data: int.from_bytes(data, "big", signed=True),
+_DECODERS: dict[int, Callable[[_Reader, bytes], Any]] = {
+    _EXT_TUPLE: lambda r, data: tuple(r.unpack(data)),
+    _EXT_SET: lambda r, data: set(r.unpack(data)),
+    _EXT_FROZENSET: lambda r, data: frozenset(r.unpack(data)),
+    _EXT_BIGINT: lambda _, data: int.from_bytes(data, "big", signed=True),
     _EXT_DATETIME: _decode_datetime,
-    _EXT_DATE: lambda data: date(*_unpack(data)),
+    _EXT_DATE: lambda r, data: date(*r.unpack(data)),
     _EXT_TIME: _decode_time,
-    _EXT_TIMEDELTA: lambda data: timedelta(*_unpack(data)),
+    _EXT_TIMEDELTA: lambda r, data: timedelta(*r.unpack(data)),
     _EXT_DECIMAL: _decode_decimal,
     _EXT_UUID: _decode_uuid,
-    _EXT_COMPLEX: lambda data: complex(*_unpack(data)),
+    _EXT_COMPLEX: lambda r, data: complex(*r.unpack(data)),
     _EXT_DATACLASS: _decode_dataclass,
     _EXT_MODEL: _decode_model,
     _EXT_ENUM: _decode_enum,
@@ -401,7 +429,7 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
     return []
 
 
-def _locate(root: object, target: object) -> str | None:
+def locate(root: object, target: object) -> str | None:
     """The path from `root` to the object `target` (by identity), or None if not found.
 
     Depth first; each object is searched once, so shared or cyclic structures stay linear.
@@ -430,13 +458,14 @@ def _locate(root: object, target: object) -> str | None:
 # --- references to classes ----------------------------------------------------------------
 
 
-def _type_name(cls: type) -> str:
+def type_name(cls: type) -> str:
+    """``module.qualname`` of `cls` (the bare name for builtins), as errors name types."""
     if cls.__module__ == "builtins":
         return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _main_module_name() -> str | None:
+def main_module_name() -> str | None:
     """The name under which another process can import this process's ``__main__`` module."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
@@ -449,17 +478,29 @@ def _main_module_name() -> str | None:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _import_ref(ref: str) -> Any:
-    """Import the object a ``module:qualname`` reference names."""
+def import_reference(ref: str, *, may_import: Callable[[str], bool] | None = None) -> Any:
+    """The object a ``module:qualname`` reference names.
+
+    A module already imported is used as it is; one named after this process's script is its
+    ``__main__``. Any other module is imported only if ``may_import(module)`` is true (always
+    when `may_import` is None), so data from elsewhere cannot make this process run the
+    top-level code of a module it chose.
+
+    :raises ValueError: `ref` is not a ``module:qualname`` reference.
+    :raises ImportError: the module cannot be imported, or `may_import` refused it.
+    :raises AttributeError: the module has no such attribute.
+    """
     module_name, _, qualname = ref.partition(":")
     if not module_name or not qualname:
         raise ValueError(f"{ref!r} is not a 'module:qualname' reference")
     module = sys.modules.get(module_name)
-    if module is None and module_name == _main_module_name():
+    if module is None and module_name == main_module_name():
         # A class of the script being run comes back under the script's module name: it is
         # this process's __main__, not a second copy of the script.
         module = sys.modules["__main__"]
     if module is None:
+        if may_import is not None and not may_import(module_name):
+            raise ImportError(f"module {module_name} is not imported here and was not trusted")
         __import__(module_name)
         module = sys.modules[module_name]
     obj: Any = module

@@ -150,7 +150,9 @@ async def _reattach(runtime: Runtime, store: Store, call_id: str, state: CallSta
         detach=True,
     )
     attempt_id = record["attempt_id"]
-    ticket = StoreTicket(store, attempt_id, expires_at=record["deadline"] + 60)
+    ticket = StoreTicket(
+        store, attempt_id, expires_at=record["deadline"] + 60, seal_key=runtime.result_key
+    )
     ticket.keep = True
     machine_id: str = record["machine_id"]
     try:

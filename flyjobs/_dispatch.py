@@ -22,14 +22,15 @@ from typing import Any
 import anyio
 
 from ._call import Call, CallState, CallStatus
+from ._call_envelope import encode_arguments, encode_call
 from ._channel import StoreTicket, close_ticket, look_after_exit
 from ._detach import check_detachable, write_record
-from ._envelopes import decode_result, encode_arguments, encode_call, rebuild_exception
 from ._exceptions import (
     APIError,
     AuthenticationError,
     CallError,
     CallTimeoutError,
+    ConfigError,
     FlyjobsError,
     MachineCrashedError,
     NotFoundError,
@@ -51,6 +52,7 @@ from ._protocol import (
     EXIT_DEADLINE,
     EXIT_DELIVERY_FAILED,
     EXIT_IMPORT_FAILED,
+    EXIT_OK,
     EXIT_RESULT_TOO_LARGE,
     MAX_INBOX_RESULT_BYTES,
     META_BATCH_ID,
@@ -59,9 +61,12 @@ from ._protocol import (
     META_DEADLINE,
     META_FUNCTION,
     PAYLOAD_GUEST_PATH,
+    importing_function,
 )
 from ._reference import function_reference
-from ._runtime import Runtime, get_runtime
+from ._remote_errors import rebuild_exception
+from ._result_envelope import decode_result
+from ._runtime import Runtime, current_settings, get_runtime
 from .machines import Machine, MachineConfig
 from .worker import TAIL_CHARS
 
@@ -143,15 +148,25 @@ def spawn_batch(
 
     :raises ConfigError, SerializationError: as :func:`spawn`.
     """
+    importing = importing_function()
+    if importing is not None:
+        raise ConfigError(
+            f"a remote call was made while the machine imported {importing}: code at the top"
+            " level of a module runs again on every machine that imports it, so each machine"
+            ' would start the next; put the calls under `if __name__ == "__main__":`'
+        )
     fn_ref, sys_path = function_reference(fn)
     sys_path = _portable([*sys_path, *_import_root(fn_ref)])
     arg_names = _positional_names(fn)
+    settings = current_settings()
+    options = options.merged(settings.defaults)
+    # Everything missing for Fly is one ConfigError saying where to set each, before any machine.
+    settings.check_fly(app=options.app, image=options.image)
     runtime = get_runtime()
-    options = options.merged(runtime.settings.defaults)
-    # A missing image or app is a ConfigError naming where to set it, raised here, before any
-    # machine.
-    image = options.image or runtime.image or runtime.settings.require("image")
-    app = options.app or runtime.app or runtime.settings.require("app")
+    image = options.image or runtime.image
+    app = options.app or runtime.app
+    if image is None or app is None:
+        raise AssertionError("check_fly lets no call through without an app and an image")
     if detach:
         check_detachable(runtime)
     plans = []
@@ -278,7 +293,11 @@ async def _run(runtime: Runtime, plan: _Plan, state: CallState) -> Any:
     attempts = options.retries + 1
     spilled = runtime.store if _spilled(plan) else None
     try:
-        await runtime.check_secrets(plan.app, options.secrets)
+        try:
+            await runtime.check_secrets(plan.app, options.secrets)
+        except (APIError, TransportError) as exc:
+            _add_hint(exc, runtime, plan.app)
+            raise
         if spilled is not None:
             await spilled.put(_arguments_key(plan), plan.arguments)
         for attempt in range(attempts):
@@ -351,7 +370,9 @@ def _ticket(runtime: Runtime, call_id: str, deadline: float) -> Ticket | StoreTi
     expires_at = deadline + _WORKER_DEADLINE_SLACK_S + 60
     if runtime.channel.mode == "store":
         assert runtime.store is not None
-        return StoreTicket(runtime.store, call_id, expires_at=expires_at)
+        return StoreTicket(
+            runtime.store, call_id, expires_at=expires_at, seal_key=runtime.result_key
+        )
     return runtime.inbox.expect(call_id, ttl_s=expires_at - time.time())
 
 
@@ -552,6 +573,18 @@ class _ExitWatch:
             await _destroy(self._runtime, self._app, self._machine_id)
 
 
+def _trusted_modules(fn_ref: str) -> Callable[[str], bool]:
+    """Which modules not imported yet a result may import: the function's own module and those
+    of its top-level package, never one the result merely names (see docs/threat-model.md)."""
+    module = fn_ref.partition(":")[0]
+    package = module.partition(".")[0]
+
+    def may_import(name: str) -> bool:
+        return name == module or name == package or name.startswith(f"{package}.")
+
+    return may_import
+
+
 async def _outcome(
     runtime: Runtime, plan: _Plan, machine_id: str, body: bytes, state: CallState
 ) -> Any:
@@ -561,13 +594,15 @@ async def _outcome(
     if not await runtime.live.finish(plan.app, machine_id, printed=printed):
         # The lines did not come live: show the tail the result carried.
         _echo_output(state.call_id, result.stdout_tail, result.stderr_tail)
+    # Decoded by the call's own options, never by what the delivered envelope says.
+    pickled, may_import = plan.options.pickle, _trusted_modules(fn_ref)
     error = result.error
     if result.ok or error is None:
-        return result.value
+        return result.value(pickled=pickled, may_import=may_import)
     if error.stage in ("import", "arguments"):
         what = fn_ref if error.stage == "import" else f"a class in the arguments of {fn_ref}"
         raise _tag(RemoteImportError(what, error.type, error.message, error.traceback), state)
-    raise _tag(rebuild_exception(error), state)
+    raise _tag(rebuild_exception(error, pickled=pickled, may_import=may_import), state)
 
 
 def _echo_output(call_id: str, stdout: str, stderr: str) -> None:
@@ -606,6 +641,7 @@ async def _exit_error(
             output_tail=tail,
         )
     reasons = {
+        EXIT_OK: "the worker exited before it delivered one (did the function call os._exit?)",
         EXIT_BAD_PAYLOAD: "the worker could not read its payload (is the image's flyjobs"
         " version the same as this one?)",
         EXIT_IMPORT_FAILED: "the worker could not import the function (is your code in the image?)",

@@ -15,6 +15,7 @@ from ._exceptions import (
     NotFoundError,
     TransportError,
 )
+from ._protocol import RESULT_KEY_ENV
 from ._settings import Settings
 from ._store import StoreConfig
 from .machines import MachinesClient
@@ -89,7 +90,7 @@ async def _api_checks(
         fix = f"create it (`fly apps create {app}`) or name another with FLY_APP"
         return [*checks, Check("app", False, f"no app {app!r} at {api}", fix)]
     checks.append(Check("app", True, f"{app!r} exists"))
-    checks.append(await _secrets(client, app, secrets))
+    checks.append(await _secrets(client, app, [*secrets, RESULT_KEY_ENV]))
     checks.append(await _logs(client, app))
     return checks
 
@@ -130,6 +131,12 @@ def _image(settings: Settings) -> Check:
 
 
 def _inbox(settings: Settings) -> Check:
+    if not settings.result_key:
+        return Check(
+            "results", False, f"{RESULT_KEY_ENV} is not set, so no result could be trusted",
+            f"generate a key, set it as an app secret (`fly secrets set {RESULT_KEY_ENV}=...`)"
+            " and export the same value here",
+        )  # fmt: skip
     try:
         store = StoreConfig.load(settings.store)
         channel = choose_channel(settings, has_store=store is not None)

@@ -230,9 +230,45 @@ class Function(Generic[P, R]):
         # A plain call runs locally: that is also how the worker on a machine runs it.
         return self._fn(*args, **kwargs)
 
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        # Looked up on an instance, a decorated method would run remotely without its `self`
+        # (which cannot travel), and fail there with a confusing TypeError.
+        if instance is None:
+            return self
+        return _BoundMethod(self, instance)
+
     def __repr__(self) -> str:
         name = getattr(self._fn, "__qualname__", repr(self._fn))
         return f"<flyjobs.Function {self.__module__}.{name}>"
+
+
+class _BoundMethod:
+    """A `Function` looked up on an instance: runs locally; remote faces refuse clearly."""
+
+    __slots__ = ("_function", "_instance")
+
+    def __init__(self, function: Function[..., Any], instance: object) -> None:
+        self._function = function
+        self._instance = instance
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._function._fn(self._instance, *args, **kwargs)
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the method here, in this process."""
+        return self(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("remote", "spawn", "map", "starmap"):
+            from ._exceptions import SerializationError
+
+            qualname = getattr(self._function._fn, "__qualname__", "the method")
+            raise SerializationError(
+                f"{qualname} is a method: its instance (self) cannot be sent to a machine, so"
+                f" `instance.method.{name}(...)` cannot run remotely; make it a module-level"
+                " function (or a @staticmethod) that takes the data it needs as arguments"
+            )
+        return getattr(self._function, name)
 
 
 @overload

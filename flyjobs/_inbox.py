@@ -7,8 +7,8 @@ Each expected call gets a `Ticket` whose URL is the only way to deliver that cal
 ``token`` is fresh for every ticket, so a late delivery for an earlier attempt of the same call
 id finds no ticket. ``sig`` is an HMAC-SHA256, under a key made for this inbox and never shown,
 of the method, the path and the expiry. A delivery is refused with 403 (signature does not
-match), 410 (expired), 404 (no open ticket), 409 (the ticket already has its result, or another
-delivery for it is in progress), 413 (body over ``max_body_bytes``) or 400 (not a flyjobs
+match, or the body lacks the MAC of the app's result key), 410 (expired), 404 (no open ticket),
+409 (the ticket already has its result), 413 (body over ``max_body_bytes``) or 400 (not a flyjobs
 result envelope for this call); it is answered 204 only after the result is stored, so a
 result the worker saw accepted is never lost.
 
@@ -34,9 +34,9 @@ import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 
-from ._envelopes import decode_result
 from ._exceptions import SerializationError
-from ._protocol import MAX_INBOX_RESULT_BYTES
+from ._protocol import MAX_INBOX_RESULT_BYTES, open_result
+from ._result_envelope import decode_result
 
 __all__ = ("ResultInbox", "Ticket")
 
@@ -72,7 +72,6 @@ class Ticket:
         "_closed",
         "_event",
         "_inbox",
-        "_receiving",
         "_token",
         "call_id",
         "expires_at",
@@ -90,7 +89,6 @@ class Ticket:
         self._event = anyio.Event()
         self._body: bytes | None = None
         self._closed = False
-        self._receiving = False
 
     @property
     def delivered(self) -> bool:
@@ -99,7 +97,7 @@ class Ticket:
 
     async def result(self) -> bytes:
         """Wait for the result; return the delivered body (a result envelope, see
-        `flyjobs._envelopes.decode_result`), already checked to be one for this call.
+        `flyjobs._result_envelope.decode_result`), already checked to be one for this call.
 
         Waits without a limit: wrap it in ``anyio.fail_after`` for one.
 
@@ -172,6 +170,10 @@ class ResultInbox:
     :param advertise_host: the address machines use to reach this inbox (default: `host`).
     :param ttl_s: default lifetime (s) of a ticket's URL.
     :param max_body_bytes: largest result body accepted.
+    :param result_key: the app secret results are authenticated with (see
+        `flyjobs._protocol.seal_result`); a delivery not sealed with it is refused with 403 and
+        the ticket stays open for the genuine one; a ticket's result is the opened envelope.
+        None accepts any body the URL admits.
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class ResultInbox:
         advertise_host: str | None = None,
         ttl_s: float = 3600.0,
         max_body_bytes: int = MAX_INBOX_RESULT_BYTES,
+        result_key: str | None = None,
     ) -> None:
         self.host = host
         self.advertise_host = advertise_host or host
@@ -190,6 +193,7 @@ class ResultInbox:
         self._requested_port = port
         self._port: int | None = None
         self._key = secrets.token_bytes(32)
+        self._result_key = result_key
         self._tickets: dict[str, Ticket] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._server: _Server | None = None
@@ -309,21 +313,26 @@ class ResultInbox:
         length = _content_length(scope)
         if length is not None and length > self.max_body_bytes:
             raise _Refused(413, f"body over {self.max_body_bytes} bytes")
-        ticket._receiving = True
+        # Deliveries to one ticket may run side by side: a stalled or forged upload must not
+        # hold the ticket against the genuine one. The first complete, authentic one wins.
+        body = await self._read_body(receive)
+        if self._result_key is not None:
+            opened = open_result(self._result_key, body)
+            if opened is None:
+                raise _Refused(403, "the result is not authenticated by the app's result key")
+            body = opened
         try:
-            body = await self._read_body(receive)
-            try:
-                envelope = decode_result(body)
-            except SerializationError as exc:
-                raise _Refused(400, str(exc)) from None
-            if envelope.call_id != ticket.call_id:
-                raise _Refused(400, f"the envelope is for call {envelope.call_id!r}")
-            if ticket._closed:
-                raise _Refused(404, "the ticket was closed during the delivery")
-            ticket._body = body
-            ticket._event.set()
-        finally:
-            ticket._receiving = False
+            envelope = decode_result(body)
+        except SerializationError as exc:
+            raise _Refused(400, str(exc)) from None
+        if envelope.call_id != ticket.call_id:
+            raise _Refused(400, f"the envelope is for call {envelope.call_id!r}")
+        if ticket._closed:
+            raise _Refused(404, "the ticket was closed during the delivery")
+        if ticket._body is not None:
+            raise _Refused(409, "this call's result was already delivered")
+        ticket._body = body
+        ticket._event.set()
 
     def _check(self, scope: _Scope, path: str) -> Ticket:
         """The ticket a request may deliver to, or _Refused saying why not."""
@@ -342,7 +351,7 @@ class ResultInbox:
         ticket = self._tickets.get(unquote(call_part))
         if ticket is None or ticket._token != token:
             raise _Refused(404, "no open ticket for this call")
-        if ticket._body is not None or ticket._receiving:
+        if ticket._body is not None:
             raise _Refused(409, "this call's result was already delivered")
         return ticket
 
@@ -362,11 +371,17 @@ class ResultInbox:
                 return b"".join(chunks)
 
 
-def _content_length(scope: _Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit():
-            return int(value)
+def _header(scope: _Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            found: bytes = value
+            return found
     return None
+
+
+def _content_length(scope: _Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    return int(value) if value is not None and value.isdigit() and len(value) < 20 else None
 
 
 async def _respond(send: _Send, status: int, text: str) -> None:

@@ -21,6 +21,12 @@ __all__ = (
     "META_FUNCTION",
     "PAYLOAD_GUEST_PATH",
     "RESERVED_ENV",
+    "RESULT_KEY_ENV",
+    "importing_function",
+    "open_result",
+    "result_mac",
+    "seal_result",
+    "set_importing_function",
 )
 
 #: Absolute guest path of the call payload file (``config.files[].guest_path``).
@@ -75,3 +81,61 @@ META_FUNCTION = "flyjobs_function"  # "module:qualname"
 META_DEADLINE = "flyjobs_deadline"
 #: The process that created the machine: "<hostname>/<pid>/<process start, unix seconds>".
 META_CLIENT = "flyjobs_client"
+
+#: The app secret (``fly secrets set``) from which the key that authenticates results is
+#: derived. Machines read app secrets from their environment and the Machines API never shows
+#: them in a machine's config, so someone who can read configs (and with them the result URL)
+#: still cannot make a result the caller accepts. The caller has the same value in its own
+#: environment. See docs/threat-model.md.
+RESULT_KEY_ENV = "FLYJOBS_RESULT_KEY"
+
+# A sealed result is the result envelope, this mark, then the envelope's MAC in 64 hex digits.
+# The MAC travels inside the body so that it survives an object store, which keeps no header.
+_SEAL_MARK = b"\n-flyjobs-mac:"
+_MAC_HEX_DIGITS = 64
+
+
+def result_mac(secret: str, body: bytes) -> str:
+    """The hex MAC of a result `body` under the key derived from the app secret `secret`.
+
+    Keyed BLAKE2b, a MAC by design; from ``_blake2`` because ``hashlib`` loads OpenSSL, a few
+    milliseconds of every machine's start.
+    """
+    from _blake2 import blake2b
+
+    key = blake2b(secret.encode(), digest_size=32, person=b"flyjobs-result").digest()
+    return blake2b(body, key=key, digest_size=32).hexdigest()
+
+
+def seal_result(secret: str, body: bytes) -> bytes:
+    """`body` (a result envelope) with its MAC under `secret` appended, as the worker sends it."""
+    return body + _SEAL_MARK + result_mac(secret, body).encode("ascii")
+
+
+def open_result(secret: str, sealed: bytes) -> bytes | None:
+    """The result envelope inside `sealed`, or None unless its MAC under `secret` is right."""
+    import hmac
+
+    split = len(sealed) - _MAC_HEX_DIGITS - len(_SEAL_MARK)
+    if split < 0 or sealed[split : split + len(_SEAL_MARK)] != _SEAL_MARK:
+        return None
+    body, mac = sealed[:split], sealed[split + len(_SEAL_MARK) :]
+    if not hmac.compare_digest(mac, result_mac(secret, body).encode("ascii")):
+        return None
+    return body
+
+
+# The function reference the worker of this process is importing, while it does. A module that
+# calls ``fn.remote()`` at top level (no ``if __name__ == "__main__":`` guard) would otherwise
+# start the same script again in every machine, each starting the next.
+_importing: list[str] = []
+
+
+def set_importing_function(ref: str | None) -> None:
+    """The worker is importing the function `ref` (None: it is done)."""
+    _importing[:] = [] if ref is None else [ref]
+
+
+def importing_function() -> str | None:
+    """The function reference the worker of this process is importing, or None."""
+    return _importing[0] if _importing else None

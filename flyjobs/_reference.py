@@ -1,6 +1,6 @@
 """References to functions: the ``module:qualname`` a worker imports to run one.
 
-Client side only (the worker resolves references with `flyjobs._codec._import_ref`).
+Client side only: the worker resolves the reference with `flyjobs._codec.import_reference`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from flyjobs._codec import _import_ref, _main_module_name
+from flyjobs._codec import import_reference, main_module_name
 from flyjobs._exceptions import SerializationError
 
 TYPE_CHECKING = False
@@ -23,7 +23,7 @@ def _check_module_attribute(fn: Any, module: str, qualname: str) -> None:
     if module not in sys.modules:
         return
     try:
-        bound = _import_ref(f"{module}:{qualname}")
+        bound = import_reference(f"{module}:{qualname}")
     except AttributeError:
         # Not bound yet: a decorator runs before the module assigns the name.
         return
@@ -72,7 +72,7 @@ def function_reference(fn: Any) -> tuple[str, list[str]]:
     _check_module_attribute(fn, module, qualname)
     if module != "__main__":
         return f"{module}:{qualname}", []
-    alias = _main_module_name()
+    alias = main_module_name()
     path = getattr(sys.modules.get("__main__"), "__file__", None)
     if alias is None or not path:
         raise SerializationError(

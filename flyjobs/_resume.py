@@ -17,8 +17,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from ._call import Call, cancel_all
+from ._call_envelope import encode_arguments
 from ._codec import decode_value, encode_value
-from ._envelopes import encode_arguments
 from ._journal import Journal, input_key, open_journal
 from ._options import CallOptions
 from ._reference import function_reference

@@ -26,11 +26,19 @@ from ._channel import Channel, choose_channel
 from ._exceptions import CallCancelledError, ConfigError
 from ._inbox import ResultInbox
 from ._live import LiveOutput
+from ._protocol import RESULT_KEY_ENV
 from ._settings import Settings
 from ._store import Store, StoreConfig
 from .machines import MachinesClient
 
-__all__ = ("EMBEDDED_APP", "Runtime", "get_runtime", "get_runtime_async", "shutdown_runtime")
+__all__ = (
+    "EMBEDDED_APP",
+    "Runtime",
+    "current_settings",
+    "get_runtime",
+    "get_runtime_async",
+    "shutdown_runtime",
+)
 
 T = TypeVar("T")
 
@@ -73,18 +81,28 @@ class Runtime:
     _active: set[anyio.CancelScope] = field(default_factory=set, repr=False)
     _idle: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _secrets: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    #: The app secret results are sealed with (see `flyjobs._protocol.seal_result`).
+    result_key: str | None = field(default=None, repr=False)
 
     async def check_secrets(self, app: str, names: Sequence[str]) -> None:
-        """Check that the app has the secrets ``names`` (app secrets are injected into every
-        machine's environment); the app's secret names are read once and cached.
+        """Check that the app has the secrets ``names`` and the result key's (app secrets are
+        injected into every machine's environment); the app's secret names are read once and
+        cached.
 
         :raises ConfigError: naming the missing secrets and how to set them.
         """
+        names = [*names, RESULT_KEY_ENV]
         missing = [n for n in names if n not in self._secrets.get(app, ())]
         if not missing:
             return
         self._secrets[app] = {s.name for s in await self.client.list_secrets(app)}
         missing = [n for n in names if n not in self._secrets[app]]
+        if RESULT_KEY_ENV in missing:
+            raise ConfigError(
+                f"app {app!r} has no secret {RESULT_KEY_ENV}, so its machines cannot"
+                f" authenticate their results: set it to the value of {RESULT_KEY_ENV} here"
+                f" (`fly secrets set {RESULT_KEY_ENV}=... -a {app}`)"
+            )
         if missing:
             raise ConfigError(
                 f"app {app!r} has no secret(s) {', '.join(missing)}; set them with"
@@ -131,6 +149,12 @@ class Runtime:
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 _stack: ExitStack | None = None
+
+
+def current_settings() -> Settings:
+    """The running runtime's settings, else those `get_runtime` would start with."""
+    runtime = _runtime
+    return Settings.load() if runtime is None else runtime.settings
 
 
 def get_runtime() -> Runtime:
@@ -208,7 +232,10 @@ def _portal_thread() -> Any:
 
 def _api_endpoint(settings: Settings, stack: ExitStack) -> tuple[str, str]:
     if not settings.embedded:
-        assert settings.api_token is not None
+        if settings.api_token is None:
+            # Never an emulator on a Fly machine, nor when Fly was asked for: say what is missing.
+            settings.check_fly(app=None, image=None)
+            raise AssertionError("unreachable: check_fly raises without a token")
         return settings.api_hostname, settings.api_token
     # Imported here: only a process without a Fly token pays for the emulator.
     from .emulator import EmulatorConfig, serve_in_thread
@@ -225,15 +252,20 @@ async def _open(
 ) -> AsyncIterator[Runtime]:
     config = StoreConfig.load(settings.store)
     channel = choose_channel(settings, has_store=config is not None)
+    # The embedded emulator's machines get a fresh key as an app secret, as on Fly.
+    local_key = secrets.token_urlsafe(32)
+    result_key = local_key if settings.embedded else settings.result_key
+    inbox = ResultInbox(host=channel.bind, advertise_host=channel.advertise, result_key=result_key)
     async with (
         MachinesClient(base_url=base_url, token=token) as client,
-        ResultInbox(host=channel.bind, advertise_host=channel.advertise) as inbox,
+        inbox,
         anyio.create_task_group() as tasks,
     ):
         app, image = settings.app, settings.image
         if settings.embedded:
             app, image = EMBEDDED_APP, image or EMBEDDED_IMAGE
             await client.create_app(app, org_slug="personal")
+            await client.set_secret(app, RESULT_KEY_ENV, local_key)
         yield Runtime(
             settings=settings,
             client=client,
@@ -246,4 +278,5 @@ async def _open(
             live=LiveOutput(client, tasks),
             channel=channel,
             store=Store(config) if config is not None else None,
+            result_key=result_key,
         )

@@ -17,6 +17,13 @@ from ._exceptions import ConfigError
 __all__ = ("Settings", "find_pyproject")
 
 DEFAULT_API_HOSTNAME = "https://api.machines.dev"
+#: The Machines API as a Fly machine reaches it over the app's private network.
+INTERNAL_API_HOSTNAME = "http://_api.internal:4280"
+#: The app secret results are authenticated with (also `flyjobs._protocol.RESULT_KEY_ENV`).
+_RESULT_KEY_ENV = "FLYJOBS_RESULT_KEY"
+# Set only when flyjobs is meant to run on Fly: with one of them and no token, running on the
+# local emulator instead would silently do something else than asked.
+_FLY_ONLY_ENV = ("FLY_API_HOSTNAME", "FLY_APP", "FLYJOBS_IMAGE", _RESULT_KEY_ENV)
 
 # Keys accepted under [tool.flyjobs], with the environment variable that overrides each.
 _KEYS: dict[str, str | None] = {
@@ -59,6 +66,11 @@ class Settings:
     :ivar results: the result channel, ``auto``, ``inbox`` or ``store`` (``FLYJOBS_RESULTS``);
         see `flyjobs._channel`.
     :ivar source: the pyproject.toml the settings were read from, if any.
+    :ivar result_key: the app secret results are authenticated with (``FLYJOBS_RESULT_KEY``);
+        never shown in a repr.
+    :ivar in_machine: this process runs on a Fly machine (``FLY_MACHINE_ID`` is set): the app
+        and image default to the machine's own, and the embedded emulator is never started.
+    :ivar fly_env: the Fly-only environment variables that are set (see `embedded`).
     """
 
     api_token: str | None = field(default=None, repr=False)
@@ -70,11 +82,57 @@ class Settings:
     store: str | None = None
     results: str = "auto"
     source: Path | None = None
+    result_key: str | None = field(default=None, repr=False)
+    in_machine: bool = False
+    fly_env: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
-        """True when no Fly token is configured, so calls run on the embedded emulator."""
-        return not self.api_token
+        """True when calls run on the embedded emulator: no Fly token, no Fly-only variable
+        set, and not on a Fly machine."""
+        return not self.api_token and not self.in_machine and not self.fly_env
+
+    def check_fly(self, *, app: str | None, image: str | None) -> None:
+        """On Fly, check in one go that everything a call needs is set.
+
+        :param app: the app the call names itself (``app=`` on the decorator), if any.
+        :param image: the image the call names itself, if any.
+        :raises ConfigError: listing every missing setting and where to set each.
+        """
+        if self.embedded:
+            return
+        missing = []
+        if not self.api_token:
+            why = (
+                "set it as an app secret (`fly secrets set FLY_API_TOKEN=...`) so calls made"
+                " on a machine reach the Machines API"
+                if self.in_machine
+                else "export FLY_API_TOKEN=$(fly auth token)"
+            )
+            missing.append(f"FLY_API_TOKEN: {why}")
+        if not (app or self.app):
+            missing.append(
+                "the app: set FLY_APP, `app = ...` under [tool.flyjobs], or app= on @flyjobs.remote"
+            )
+        if not (image or self.image):
+            missing.append(
+                "the image: set FLYJOBS_IMAGE, `image = ...` under [tool.flyjobs], or image= on"
+                " @flyjobs.remote"
+            )
+        if not self.result_key:
+            missing.append(
+                f"{_RESULT_KEY_ENV}, the key results are authenticated with: generate one"
+                f" (`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), set it as"
+                f" an app secret (`fly secrets set {_RESULT_KEY_ENV}=...`) and export the same"
+                " value here"
+            )
+        if missing:
+            hint = f" (set here: {', '.join(self.fly_env)})" if self.fly_env else ""
+            raise ConfigError(
+                f"flyjobs is set up to run on Fly{hint} but is missing:\n- "
+                + "\n- ".join(missing)
+                + "\nUnset the Fly variables to run on the local emulator instead."
+            )
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -86,6 +144,15 @@ class Settings:
         pyproject = find_pyproject(cwd or Path.cwd())
         table = _read_table(pyproject) if pyproject else {}
         merged: dict[str, Any] = dict(table)
+        in_machine = bool(env.get("FLY_MACHINE_ID"))
+        if in_machine:
+            # On a machine, calls go to the machine's own app and image unless told otherwise.
+            machine_own = {
+                "app": env.get("FLY_APP_NAME"),
+                "image": env.get("FLY_IMAGE_REF"),
+                "api_hostname": INTERNAL_API_HOSTNAME,
+            }
+            merged.update({key: value for key, value in machine_own.items() if value})
         for key, var in _KEYS.items():
             if var and env.get(var):
                 merged[key] = env[var]
@@ -108,6 +175,9 @@ class Settings:
             store=merged.pop("store", None) or None,
             results=str(merged.pop("results", "auto")),
             source=pyproject,
+            result_key=env.get(_RESULT_KEY_ENV) or None,
+            in_machine=in_machine,
+            fly_env=tuple(var for var in _FLY_ONLY_ENV if env.get(var)),
         )
 
     def require(self, key: str) -> str:

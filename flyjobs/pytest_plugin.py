@@ -14,12 +14,14 @@ settings, untouched), and tests marked ``@pytest.mark.flyjobs_fly`` run only the
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from ._protocol import RESULT_KEY_ENV
 from ._settings import Settings
 
 __all__ = ("FlyjobsBackend",)
@@ -72,10 +74,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _fly_settings() -> Settings:
     settings = Settings.load()
-    if settings.embedded or not settings.app:
+    if settings.embedded or not settings.app or not settings.result_key:
         raise pytest.UsageError(
             "--flyjobs-fly needs the Fly settings: FLY_API_TOKEN and FLY_APP (or `app` under"
-            " [tool.flyjobs]), and FLYJOBS_IMAGE"
+            " [tool.flyjobs]), FLYJOBS_IMAGE, and FLYJOBS_RESULT_KEY (also an app secret)"
         )
     return settings
 
@@ -115,8 +117,10 @@ def _fresh_emulator() -> Iterator[FlyjobsBackend]:
     ):
         backend = FlyjobsBackend(emulator.url, _APP, False, emulator.token)
         headers = {"Authorization": f"Bearer {emulator.token}"}
+        result_key = secrets.token_urlsafe(32)
         with httpx.Client(base_url=emulator.url, headers=headers) as http:
             http.post("/v1/apps", json={"app_name": _APP, "org_slug": "personal"})
+            http.post(f"/v1/apps/{_APP}/secrets/{RESULT_KEY_ENV}", json={"value": result_key})
         # The user's settings stay out: calls go to this emulator (a Fly-like API the runtime
         # did not start), and their results to an inbox on this host.
         for name, value in {
@@ -126,6 +130,7 @@ def _fresh_emulator() -> Iterator[FlyjobsBackend]:
             "FLYJOBS_IMAGE": EMBEDDED_IMAGE,
             "FLYJOBS_INBOX_HOST": "127.0.0.1",
             "FLYJOBS_INBOX_BIND": "127.0.0.1",
+            RESULT_KEY_ENV: result_key,
         }.items():
             patch.setenv(name, value)
         shutdown_runtime()

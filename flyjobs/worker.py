@@ -33,13 +33,8 @@ import sys
 import time
 import types
 
-from flyjobs._envelopes import (
-    CallEnvelope,
-    ErrorInfo,
-    decode_call,
-    describe_exception,
-    encode_result,
-)
+from flyjobs._call_envelope import CallEnvelope, decode_call
+from flyjobs._codec import import_reference
 from flyjobs._exceptions import SerializationError
 from flyjobs._protocol import (
     EXIT_BAD_PAYLOAD,
@@ -50,7 +45,12 @@ from flyjobs._protocol import (
     EXIT_RESULT_TOO_LARGE,
     MACHINE_ROOT_ENV,
     PAYLOAD_GUEST_PATH,
+    RESULT_KEY_ENV,
+    seal_result,
+    set_importing_function,
 )
+from flyjobs._remote_errors import ErrorInfo, describe_exception
+from flyjobs._result_envelope import encode_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -152,13 +152,13 @@ def _capture_output() -> tuple[_Tail, _Tail]:
 
 
 def _import_function(ref: str) -> Callable[..., Any]:
-    module_name, _, qualname = ref.partition(":")
-    if not module_name or not qualname:
-        raise ImportError(f"{ref!r} is not a 'module:qualname' function reference")
-    __import__(module_name)
-    obj: Any = sys.modules[module_name]
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    set_importing_function(ref)
+    try:
+        obj = import_reference(ref)
+    except ValueError as exc:
+        raise ImportError(str(exc)) from None
+    finally:
+        set_importing_function(None)
     if not callable(obj):
         raise ImportError(f"{ref} is not callable")
     fn: Callable[..., Any] = obj
@@ -191,8 +191,9 @@ def _from_user_code(exc: BaseException) -> BaseException:
 class _Worker:
     """One call's run: state shared by the steps of `run`."""
 
-    def __init__(self, call: CallEnvelope, started: float) -> None:
+    def __init__(self, call: CallEnvelope, started: float, result_key: str | None) -> None:
         self.call = call
+        self.result_key = result_key
         self.timings = {"worker_start": started}
         self.stdout: _Tail | None = None
         self.stderr: _Tail | None = None
@@ -238,7 +239,9 @@ class _Worker:
         self.timings["function_start"] = time.time()
         try:
             value = _call(fn, args, kwargs)
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:
+            # KeyboardInterrupt and the user's own BaseException subclasses too: they are the
+            # function's outcome, delivered like any exception.
             self.timings["function_end"] = time.time()
             return self._encode_error("call", _from_user_code(exc))
         self.timings["function_end"] = time.time()
@@ -267,6 +270,8 @@ class _Worker:
     def _deliver(self, body: bytes) -> bool:
         """PUT `body` to the result URL; True once the inbox accepted it."""
         url = self.call.result_url
+        if self.result_key:
+            body = seal_result(self.result_key, body)
         for attempt in range(len(_RETRY_DELAYS_S) + 1):
             if attempt:
                 time.sleep(_RETRY_DELAYS_S[attempt - 1])
@@ -408,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         ``--payload PATH`` to read another payload file (for debugging).
     """
     started = time.time()
+    # An app secret like any other: the function may see it (its own remote calls need it).
+    result_key = os.environ.get(RESULT_KEY_ENV)
     args = sys.argv[1:] if argv is None else argv
     if args and (len(args) != 2 or args[0] != "--payload"):
         _log("usage: python -m flyjobs.worker [--payload PATH]")
@@ -422,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     except SerializationError as exc:
         _log(f"bad payload {path}: {exc}")
         return EXIT_BAD_PAYLOAD
-    return _Worker(call, started).run()
+    return _Worker(call, started, result_key).run()
 
 
 if __name__ == "__main__":

@@ -46,8 +46,10 @@ def make_emulator() -> Iterator[Callable[..., RunningEmulator]]:
 def runtime() -> Iterator[Runtime]:
     """The process's flyjobs runtime on its embedded emulator (no Fly token)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("FLY_API_TOKEN", raising=False)
-        mp.delenv("FLYJOBS_IMAGE", raising=False)
+        # Any Fly-only setting would make flyjobs run on "Fly" instead.
+        for name in ("FLY_API_TOKEN", "FLY_API_HOSTNAME", "FLY_APP", "FLYJOBS_IMAGE",
+                     "FLYJOBS_RESULT_KEY", "FLY_MACHINE_ID"):  # fmt: skip
+            mp.delenv(name, raising=False)
         shutdown_runtime()
         yield get_runtime()
         shutdown_runtime()

@@ -16,9 +16,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from flyjobs._envelopes import decode_result, encode_call
+from flyjobs._call_envelope import encode_call
 from flyjobs._inbox import ResultInbox
 from flyjobs._protocol import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH
+from flyjobs._result_envelope import decode_result
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = [REPO / "Dockerfile", REPO / "worker_image" / "Dockerfile"]
@@ -85,4 +86,4 @@ async def test_image_command_runs_a_call(
             done = await anyio.run_process(command, cwd=app, env=env, check=False)
             assert done.returncode == 0, done.stderr.decode()
             result = decode_result(await ticket.result())
-    assert result.ok and result.value == 42
+    assert result.ok and result.value(pickled=False) == 42

@@ -72,11 +72,15 @@ def test_flyjobs_fly_uses_the_configured_app(
     headers = {"Authorization": f"Bearer {fly.token}"}
     with httpx.Client(base_url=fly.url, headers=headers) as http:
         assert http.post("/v1/apps", json={"app_name": "users-real-app"}).is_success
+        secret = {"value": "users-result-key"}
+        path = "/v1/apps/users-real-app/secrets/FLYJOBS_RESULT_KEY"
+        assert http.post(path, json=secret).is_success
     for name, value in {
         "FLY_API_TOKEN": fly.token,
         "FLY_API_HOSTNAME": fly.url,
         "FLYJOBS_INBOX_HOST": "127.0.0.1",
         "FLYJOBS_INBOX_BIND": "127.0.0.1",
+        "FLYJOBS_RESULT_KEY": "users-result-key",
     }.items():
         monkeypatch.setenv(name, value)
     result = user_project.runpytest_subprocess("-p", "no:cacheprovider", "--flyjobs-fly")

@@ -22,8 +22,8 @@ from _remote_helpers import machine_of
 from _remote_helpers import machines as _machines
 
 import flyjobs
+from flyjobs._call_envelope import decode_call
 from flyjobs._dispatch import MAX_INLINE_PAYLOAD_BYTES, _portable
-from flyjobs._envelopes import decode_call
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
 from flyjobs._runtime import Runtime
 

@@ -16,6 +16,8 @@ from flyjobs._runtime import get_runtime, shutdown_runtime
 from flyjobs.emulator import RunningEmulator
 
 APP = "flyjobs-fly-mode"
+#: The app secret results are authenticated with; the caller holds the same value.
+RESULT_KEY = "result-key-0123456789abcdef0123456789"
 
 
 def _as_fly(
@@ -30,6 +32,7 @@ def _as_fly(
         # Results come back to an inbox on this host, as on a Fly machine's private address.
         "FLYJOBS_INBOX_HOST": "127.0.0.1",
         "FLYJOBS_INBOX_BIND": "127.0.0.1",
+        "FLYJOBS_RESULT_KEY": RESULT_KEY,
     }.items():
         monkeypatch.setenv(name, value)
     shutdown_runtime()
@@ -46,6 +49,8 @@ def fly(
     with httpx.Client(base_url=emulator.url, headers=headers) as http:
         assert http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"}).is_success
         assert http.post(f"/v1/apps/{APP}/secrets/API_KEY", json={"value": "s3cret"}).is_success
+        secret = {"value": RESULT_KEY}
+        assert http.post(f"/v1/apps/{APP}/secrets/FLYJOBS_RESULT_KEY", json=secret).is_success
     yield from _as_fly(emulator, monkeypatch)
 
 
@@ -126,12 +131,16 @@ def faulty_fly(
     emulator = make_emulator(error_rate=0.15, drop_rate=0.1, latency_s=0.01, seed=7)
     headers = {"Authorization": f"Bearer {emulator.token}"}
     with httpx.Client(base_url=emulator.url, headers=headers) as http:
-        for _ in range(20):  # the faults apply to this setup too
-            try:
-                if http.post("/v1/apps", json={"app_name": APP}).status_code in (201, 422):
-                    break
-            except httpx.TransportError:
-                pass
+        for path, body in (
+            ("/v1/apps", {"app_name": APP}),
+            (f"/v1/apps/{APP}/secrets/FLYJOBS_RESULT_KEY", {"value": RESULT_KEY}),
+        ):
+            for _ in range(20):  # the faults apply to this setup too
+                try:
+                    if http.post(path, json=body).status_code in (200, 201, 422):
+                        break
+                except httpx.TransportError:
+                    pass
     yield from _as_fly(emulator, monkeypatch)
 
 

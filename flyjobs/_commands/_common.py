@@ -48,7 +48,7 @@ def api_client(app: str | None) -> tuple[Settings, MachinesClient, str]:
     :raises ConfigError: no API is configured (no token), or no app is named.
     """
     settings = Settings.load()
-    if settings.embedded:
+    if not settings.api_token:
         raise ConfigError(NO_API)
     app = app or settings.require("app")
     client = MachinesClient(token=settings.api_token, base_url=settings.api_hostname)

@@ -7,10 +7,20 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from flyjobs._protocol import MACHINE_ROOT_ENV
+from flyjobs._remote_errors import rebuild_exception
+from flyjobs._result_envelope import ResultEnvelope
+
+
+def unwrap(result: ResultEnvelope, *, pickled: bool = False) -> Any:
+    """The value of a decoded result, or raise its rebuilt exception (as a test's caller)."""
+    if result.error is not None:
+        raise rebuild_exception(result.error, pickled=pickled, may_import=lambda _: True)
+    return result.value(pickled=pickled)
 
 
 @dataclass

@@ -15,6 +15,9 @@ from _store_helpers import APP
 from flyjobs._runtime import shutdown_runtime
 from flyjobs.emulator import RunningEmulator
 
+#: The app secret results are sealed with; the caller holds the same value.
+RESULT_KEY = "store-result-key-0123456789abcdef"
+
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
@@ -56,6 +59,8 @@ def fly_store(
     headers = {"Authorization": f"Bearer {emulator.token}"}
     with httpx.Client(base_url=emulator.url, headers=headers) as http:
         assert http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"}).is_success
+        secret = {"value": RESULT_KEY}
+        assert http.post(f"/v1/apps/{APP}/secrets/FLYJOBS_RESULT_KEY", json=secret).is_success
     for var in ("FLYJOBS_INBOX_HOST", "FLYJOBS_INBOX_BIND", "FLY_PRIVATE_IP", "BUCKET_NAME"):
         monkeypatch.delenv(var, raising=False)
     for var, value in {
@@ -65,6 +70,7 @@ def fly_store(
         "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-store:latest",
         "FLYJOBS_RESULTS": "store",
         "FLYJOBS_STORE": f"s3://{bucket}/flyjobs",
+        "FLYJOBS_RESULT_KEY": RESULT_KEY,
     }.items():
         monkeypatch.setenv(var, value)
     shutdown_runtime()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from worker_harness import RunWorker, WorkerRun, run_worker_process
 
-from flyjobs._envelopes import encode_call
+from flyjobs._call_envelope import encode_call
 from flyjobs._inbox import ResultInbox
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
 

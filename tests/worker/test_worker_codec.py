@@ -21,18 +21,13 @@ import pydantic
 import pytest
 from worker_funcs import BoomError, Box, CodedError, Color, Level, Pair, Point, square
 
+from flyjobs._call_envelope import decode_call, encode_call
 from flyjobs._codec import decode_value, encode_value
-from flyjobs._envelopes import (
-    ErrorInfo,
-    decode_call,
-    decode_result,
-    describe_exception,
-    encode_call,
-    encode_result,
-    rebuild_exception,
-)
 from flyjobs._exceptions import RemoteError, SerializationError
+from flyjobs._framing import ENVELOPE_VERSION
 from flyjobs._reference import function_reference
+from flyjobs._remote_errors import ErrorInfo, describe_exception, rebuild_exception
+from flyjobs._result_envelope import decode_result, encode_result
 
 
 class Model(pydantic.BaseModel):
@@ -185,10 +180,10 @@ def test_corrupt_or_foreign_data_is_refused() -> None:
         decode_value(msgpack.packb(msgpack.ExtType(99, b"")))
     with pytest.raises(SerializationError, match="not a flyjobs call envelope"):
         decode_call(msgpack.packb({"hello": 1}))
-    with pytest.raises(SerializationError, match="version 2 is not supported"):
-        decode_call(msgpack.packb({"flyjobs": 2}))
+    with pytest.raises(SerializationError, match="version 1 is not supported"):
+        decode_call(msgpack.packb({"flyjobs": 1}))
     with pytest.raises(SerializationError, match="'fn' is missing or malformed"):
-        decode_call(msgpack.packb({"flyjobs": 1, "call_id": "c", "sys_path": []}))
+        decode_call(msgpack.packb({"flyjobs": ENVELOPE_VERSION, "call_id": "c", "sys_path": []}))
 
 
 def test_class_that_cannot_be_imported_is_a_serialization_error_caused_by_import() -> None:
@@ -240,7 +235,15 @@ def test_pickle_is_used_only_when_opted_in() -> None:
     )
     assert call.pickle
     assert call.arguments() == ((Opaque(),), {})
-    assert decode_result(encode_result("c", value=Opaque(), pickle=True)).value == Opaque()
+    assert (
+        decode_result(encode_result("c", value=Opaque(), pickle=True)).value(pickled=True)
+        == Opaque()
+    )
+
+
+def rebuild(error: ErrorInfo, *, pickled: bool = False) -> Exception:
+    """The exception a caller raises for `error` (any module may be imported here)."""
+    return rebuild_exception(error, pickled=pickled, may_import=lambda _: True)
 
 
 def _error(exc: BaseException, **kwargs: Any) -> ErrorInfo:
@@ -260,8 +263,7 @@ def test_result_envelope_carries_value_output_and_timings() -> None:
     )
     result = decode_result(data)
     assert result.ok and result.error is None
-    assert result.value == {"p": Point(1, 2)}
-    assert result.unwrap() == {"p": Point(1, 2)}
+    assert result.value(pickled=False) == {"p": Point(1, 2)}
     assert (result.stdout_tail, result.stderr_tail) == ("out\n", "err\n")
     assert result.timings["function_end"] == 3.0
 
@@ -280,42 +282,42 @@ def test_exception_is_rebuilt_as_its_own_type_with_the_remote_traceback() -> Non
     assert error.type == "worker_funcs.BoomError"
     assert error.causes == [{"type": "KeyError", "message": "'inner'"}]
     assert "raise BoomError" in error.traceback and "KeyError: 'inner'" in error.traceback
-    rebuilt = rebuild_exception(error)
+    rebuilt = rebuild(error)
     assert type(rebuilt) is BoomError
     assert rebuilt.args == ("outer",)
     assert rebuilt.remote_traceback == error.traceback  # type: ignore[attr-defined]
     assert any("raise BoomError" in note for note in rebuilt.__notes__)
-    with pytest.raises(BoomError):
-        result.unwrap()
 
 
 def test_exception_with_several_args_is_rebuilt() -> None:
-    rebuilt = rebuild_exception(_error(CodedError(7, "detail text")))
+    rebuilt = rebuild(_error(CodedError(7, "detail text")))
     assert isinstance(rebuilt, CodedError)
     assert (rebuilt.code, rebuilt.detail) == (7, "detail text")
 
 
 def test_unimportable_or_unbuildable_exception_becomes_remote_error() -> None:
     ghost = type("Ghost", (Exception,), {"__module__": "no_such_module_anywhere"})
-    rebuilt = rebuild_exception(_error(ghost("boo")))
+    rebuilt = rebuild(_error(ghost("boo")))
     assert isinstance(rebuilt, RemoteError)
     assert rebuilt.type_name == "no_such_module_anywhere.Ghost"
     assert "no_such_module_anywhere.Ghost: boo" in str(rebuilt)
     assert "Remote traceback" in str(rebuilt) and "raise exc" in rebuilt.remote_traceback
 
     with socket.socket() as sock:
-        unencodable_args = rebuild_exception(_error(ValueError(sock)))
+        unencodable_args = rebuild(_error(ValueError(sock)))
     assert isinstance(unencodable_args, RemoteError)
 
 
 def test_remote_system_exit_is_never_rebuilt() -> None:
     for exc in (SystemExit(3), KeyboardInterrupt()):
-        assert isinstance(rebuild_exception(_error(exc)), RemoteError)
+        assert isinstance(rebuild(_error(exc)), RemoteError)
 
 
 def test_pickled_exception_keeps_its_attributes() -> None:
     error = _error(CodedError(5, "x"), pickle=True)
-    rebuilt = rebuild_exception(decode_result(encode_result("c", error=error, pickle=True)).error)  # type: ignore[arg-type]
+    decoded = decode_result(encode_result("c", error=error, pickle=True)).error
+    assert decoded is not None
+    rebuilt = rebuild(decoded, pickled=True)
     assert isinstance(rebuilt, CodedError) and rebuilt.code == 5
 
 
@@ -390,3 +392,50 @@ def test_function_reference_refuses_interactive_functions(tmp_path: Path) -> Non
     )
     done = _run_script(tmp_path, body, "-c")
     assert "interactive session" in done.stdout and "move it into a module" in done.stdout
+
+
+def _naming(ref: str) -> bytes:
+    """An encoded value naming the dataclass `ref`, as a hostile result would."""
+    inner = msgpack.packb([ref, {"value": 1}], use_bin_type=True)
+    data: bytes = msgpack.packb(msgpack.ExtType(12, inner), use_bin_type=True)
+    return data
+
+
+def test_a_result_imports_only_trusted_modules() -> None:
+    # A value or an exception naming a module the caller never imported does not import it.
+    refuse_all = lambda _module: False  # noqa: E731
+    with pytest.raises(SerializationError, match="not imported here"):
+        decode_value(_naming("import_side_effect:Thing"), may_import=refuse_all)
+    error = ErrorInfo(
+        type="import_side_effect.Thing",
+        module="import_side_effect",
+        message="m",
+        traceback="tb",
+        causes=[],
+        args_data=encode_value(()),
+        stage="call",
+    )
+    assert isinstance(rebuild_exception(error, pickled=False, may_import=refuse_all), RemoteError)
+    assert "import_side_effect" not in sys.modules
+    # A class of a module already imported comes back, trusted or not.
+    assert decode_value(encode_value(Point(1, 2)), may_import=refuse_all) == Point(1, 2)
+    # The caller's policy is asked about exactly the module the value names.
+    asked: list[str] = []
+    with pytest.raises(SerializationError):
+        decode_value(_naming("import_side_effect:Thing"), may_import=asked.append)  # type: ignore[arg-type]
+    assert asked == ["import_side_effect"]
+
+
+class TwoPartError(Exception):
+    """Its __init__ takes two arguments but hands one message to Exception."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def test_exception_whose_init_does_not_take_its_args_back_is_rebuilt() -> None:
+    rebuilt = rebuild(_error(TwoPartError(4, "bad")))
+    assert type(rebuilt) is TwoPartError
+    assert (rebuilt.code, rebuilt.detail, str(rebuilt)) == (4, "bad", "4: bad")

@@ -9,10 +9,10 @@ from pathlib import Path
 import anyio
 import pytest
 from worker_funcs import BoomError, Point
-from worker_harness import RunWorker, run_worker_process
+from worker_harness import RunWorker, run_worker_process, unwrap
 
 from flyjobs import worker
-from flyjobs._envelopes import decode_result, encode_call, encode_result
+from flyjobs._call_envelope import encode_call
 from flyjobs._exceptions import RemoteError
 from flyjobs._inbox import ResultInbox
 from flyjobs._protocol import (
@@ -23,6 +23,7 @@ from flyjobs._protocol import (
     EXIT_OK,
     PAYLOAD_GUEST_PATH,
 )
+from flyjobs._result_envelope import decode_result, encode_result
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +36,7 @@ async def test_value_round_trip(inbox: ResultInbox, run_worker: RunWorker) -> No
         assert run.returncode == EXIT_OK, run.stderr
         result = decode_result(await ticket.result())
     assert result.ok and result.call_id == "c-value"
-    assert result.value == Point(6, 2, ("t",))
+    assert result.value(pickled=False) == Point(6, 2, ("t",))
     timings = result.timings
     assert timings["worker_start"] <= timings["function_start"] <= timings["function_end"]
     assert timings["function_end"] <= time.time()
@@ -47,7 +48,7 @@ async def test_kwargs_and_plain_types(inbox: ResultInbox, run_worker: RunWorker)
             "worker_funcs:echo", (1, 2), {3}, call_id="c-echo", result_url=ticket.url, k=b"v"
         )
         assert run.returncode == EXIT_OK, run.stderr
-        value = decode_result(await ticket.result()).value
+        value = decode_result(await ticket.result()).value(pickled=False)
     assert value == {"args": ((1, 2), {3}), "kwargs": {"k": b"v"}}
 
 
@@ -64,7 +65,7 @@ async def test_exception_round_trip_as_its_own_type(
     assert result.error.stage == "call"
     assert result.error.causes == [{"type": "KeyError", "message": "'inner cause'"}]
     with pytest.raises(BoomError, match="it broke") as caught:
-        result.unwrap()
+        unwrap(result)
     remote_tb: str = caught.value.remote_traceback  # type: ignore[attr-defined]
     assert 'worker_funcs.py", line' in remote_tb and "raise BoomError(message)" in remote_tb
     assert "KeyError: 'inner cause'" in remote_tb
@@ -81,7 +82,7 @@ async def test_unimportable_exception_type_becomes_remote_error(
         assert run.returncode == EXIT_OK, run.stderr
         result = decode_result(await ticket.result())
     with pytest.raises(RemoteError, match="no_such_module_anywhere.Ghost: boo") as caught:
-        result.unwrap()
+        unwrap(result)
     assert "unimportable_error" in caught.value.remote_traceback
 
 
@@ -94,7 +95,7 @@ async def test_sys_exit_in_the_function_is_a_delivered_error(
         result = decode_result(await ticket.result())
     assert result.error is not None and result.error.type == "SystemExit"
     with pytest.raises(RemoteError, match="SystemExit: 3"):
-        result.unwrap()
+        unwrap(result)
 
 
 async def test_unserializable_result_is_a_delivered_error(
@@ -121,7 +122,7 @@ async def test_import_failure_delivers_an_error_and_exits_import_failed(
     assert result.error is not None and result.error.stage == "import"
     assert result.error.type == "ModuleNotFoundError"
     with pytest.raises(ModuleNotFoundError, match="no_such_module_xyz"):
-        result.unwrap()
+        unwrap(result)
 
 
 async def test_missing_function_is_an_import_failure(
@@ -184,7 +185,7 @@ async def test_payload_option_reads_another_file(
         )
         run = await run_worker_process(machine_root, "--payload", str(other))
         assert run.returncode == EXIT_OK, run.stderr
-        assert decode_result(await ticket.result()).value == 81
+        assert decode_result(await ticket.result()).value(pickled=False) == 81
     run = await run_worker_process(machine_root, "--bogus")
     assert run.returncode == EXIT_BAD_PAYLOAD and "usage" in run.stderr
 
@@ -275,7 +276,7 @@ async def test_async_function(inbox: ResultInbox, run_worker: RunWorker) -> None
             "worker_funcs:async_double", 21, call_id="c-async", result_url=ticket.url
         )
         assert run.returncode == EXIT_OK, run.stderr
-        assert decode_result(await ticket.result()).value == 42
+        assert decode_result(await ticket.result()).value(pickled=False) == 42
 
 
 async def test_async_exception_traceback_starts_in_user_code(
@@ -299,7 +300,7 @@ async def test_pickle_call(inbox: ResultInbox, run_worker: RunWorker) -> None:
         )
         assert run.returncode == EXIT_OK, run.stderr
         result = decode_result(await ticket.result())
-    assert result.pickled and result.value == {"args": (Point(1, 1),), "kwargs": {}}
+    assert result.value(pickled=True) == {"args": (Point(1, 1),), "kwargs": {}}
 
 
 async def test_urllib_fallback_delivers_too(inbox: ResultInbox) -> None:
@@ -308,7 +309,7 @@ async def test_urllib_fallback_delivers_too(inbox: ResultInbox) -> None:
         body = encode_result("c-urllib", value=1)
         status = await anyio.to_thread.run_sync(worker._put_urllib, ticket.url, body)
         assert status == 204
-        assert decode_result(await ticket.result()).value == 1
+        assert decode_result(await ticket.result()).value(pickled=False) == 1
         status = await anyio.to_thread.run_sync(worker._put_urllib, ticket.url, body)
         assert status == 409
 

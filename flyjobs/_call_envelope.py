@@ -1,0 +1,210 @@
+"""The call envelope: one call as it travels to a machine (a msgpack map).
+
+Imported by the worker runtime: standard library and msgpack only at import time.
+
+``arguments`` is a nested blob so that the header can be read, and ``sys_path`` applied, before
+any class named in the arguments is imported::
+
+    {"flyjobs": 2, "call_id": str, "fn": "module:qualname", "deadline": float (unix s),
+     "result_url": str, "batch_id": str | None, "sys_path": [str], "pickle": bool,
+     "arguments": bytes,          # encode_value([args, kwargs]), or pickle of (args, kwargs)
+     "arguments_url": str | None} # if set, `arguments` is empty: GET them there (they were over
+                                  # the inline limit and spilled to the object store)
+
+Everything in it is readable by anyone who can read the machine's config (see
+docs/threat-model.md), so it carries no secret.
+"""
+
+from __future__ import annotations
+
+from flyjobs._codec import Unencodable, decode_value, locate, pack
+from flyjobs._exceptions import SerializationError
+from flyjobs._framing import ENVELOPE_VERSION, dumps_pickle, field, loads_pickle, read_envelope
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+__all__ = ("CallEnvelope", "decode_call", "encode_arguments", "encode_call")
+
+
+class CallEnvelope:
+    """One call as the worker reads it.
+
+    :ivar call_id: the call's id.
+    :ivar fn: the function's ``module:qualname`` reference.
+    :ivar deadline: unix time (s) after which the worker stops the call.
+    :ivar result_url: where the worker PUTs the result envelope.
+    :ivar batch_id: the batch the call belongs to, if any.
+    :ivar sys_path: import roots to put in front of ``sys.path`` before importing anything.
+    :ivar pickle: whether arguments and result travel as pickle.
+    :ivar arguments_data: the encoded ``(args, kwargs)``; decode them with `arguments`.
+    :ivar arguments_url: where to GET `arguments_data` instead, when it was too large to travel
+        in the payload (empty until then).
+    """
+
+    __slots__ = (
+        "arguments_data",
+        "arguments_url",
+        "batch_id",
+        "call_id",
+        "deadline",
+        "fn",
+        "pickle",
+        "result_url",
+        "sys_path",
+    )
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        fn: str,
+        deadline: float,
+        result_url: str,
+        batch_id: str | None,
+        sys_path: list[str],
+        pickle: bool,
+        arguments_data: bytes,
+        arguments_url: str | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.fn = fn
+        self.deadline = deadline
+        self.result_url = result_url
+        self.batch_id = batch_id
+        self.sys_path = sys_path
+        self.pickle = pickle
+        self.arguments_data = arguments_data
+        self.arguments_url = arguments_url
+
+    def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Decode ``(args, kwargs)``, importing the classes they name (apply `sys_path` first).
+
+        :raises SerializationError: corrupt data, or a class cannot be imported here.
+        """
+        if self.pickle:
+            decoded = loads_pickle(self.arguments_data, "the arguments")
+        else:
+            decoded = decode_value(self.arguments_data, where="the arguments")
+        if (
+            not isinstance(decoded, (list, tuple))
+            or len(decoded) != 2
+            or not isinstance(decoded[0], (list, tuple))
+            or not isinstance(decoded[1], dict)
+        ):
+            raise SerializationError("the arguments are not an (args, kwargs) pair")
+        return tuple(decoded[0]), decoded[1]
+
+    def __repr__(self) -> str:
+        return f"<CallEnvelope {self.call_id} {self.fn} deadline={self.deadline:.3f}>"
+
+
+def _argument_label(index: int, arg_names: Sequence[str]) -> str:
+    if index < len(arg_names):
+        return f"argument {arg_names[index]!r}"
+    return f"positional argument {index}"
+
+
+def encode_arguments(
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    pickle: bool = False,
+    arg_names: Sequence[str] = (),
+) -> bytes:
+    """Encode a call's arguments into the blob a call envelope carries (see `encode_call`).
+
+    :param pickle: use pickle (only when the user opted in).
+    :param arg_names: names of the positional parameters, used only in error messages.
+    :raises SerializationError: an argument cannot be encoded; the message names it and where
+        inside it the offending value sits.
+    """
+    kwargs = {} if kwargs is None else kwargs
+    if pickle:
+        return dumps_pickle((tuple(args), dict(kwargs)), "the arguments")
+    try:
+        return pack([list(args), dict(kwargs)])
+    except Unencodable as exc:
+        labelled = [(_argument_label(i, arg_names), a) for i, a in enumerate(args)]
+        labelled += [(f"argument {name!r}", value) for name, value in kwargs.items()]
+        for label, value in labelled:
+            path = locate(value, exc.obj)
+            if path is not None:
+                raise SerializationError(f"{label}{path} {exc.reason}") from None
+        raise SerializationError(f"an argument {exc.reason}") from None
+    except (ValueError, OverflowError) as exc:
+        raise SerializationError(
+            f"the arguments cannot be encoded ({exc}); they are nested too deeply or hold a cycle"
+        ) from exc
+
+
+def encode_call(
+    fn: str,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    call_id: str,
+    deadline: float,
+    result_url: str,
+    batch_id: str | None = None,
+    sys_path: Sequence[str] = (),
+    pickle: bool = False,
+    arg_names: Sequence[str] = (),
+    arguments: bytes | None = None,
+    arguments_url: str | None = None,
+) -> bytes:
+    """Encode a call into the payload a machine's worker reads.
+
+    :param fn: the ``module:qualname`` reference (see `function_reference`).
+    :param deadline: unix time (s) after which the worker stops the call.
+    :param result_url: where the worker PUTs the result.
+    :param sys_path: import roots the worker puts in front of ``sys.path``.
+    :param pickle: carry arguments and result as pickle (only when the user opted in).
+    :param arg_names: names of the positional parameters, used only in error messages.
+    :param arguments: the blob `encode_arguments` made, instead of ``args``/``kwargs`` (a
+        caller that checked the arguments early need not encode them twice).
+    :param arguments_url: a URL the worker GETs the encoded arguments from instead (then
+        `arguments` must be ``b""``).
+    :raises SerializationError: an argument cannot be encoded; the message names it and where
+        inside it the offending value sits.
+    """
+    if arguments is None:
+        arguments = encode_arguments(args, kwargs, pickle=pickle, arg_names=arg_names)
+    return pack(
+        {
+            "flyjobs": ENVELOPE_VERSION,
+            "call_id": call_id,
+            "fn": fn,
+            "deadline": float(deadline),
+            "result_url": result_url,
+            "batch_id": batch_id,
+            "sys_path": list(sys_path),
+            "pickle": pickle,
+            "arguments": arguments,
+            "arguments_url": arguments_url,
+        }
+    )
+
+
+def decode_call(data: bytes) -> CallEnvelope:
+    """Decode a call payload's header; the arguments stay encoded until `CallEnvelope.arguments`.
+
+    :raises SerializationError: the data is not a flyjobs call envelope of this version.
+    """
+    envelope = read_envelope(data, "call")
+    sys_path = field(envelope, "sys_path", list)
+    if not all(isinstance(entry, str) for entry in sys_path):
+        raise SerializationError("flyjobs envelope field 'sys_path' is malformed")
+    return CallEnvelope(
+        call_id=field(envelope, "call_id", str),
+        fn=field(envelope, "fn", str),
+        deadline=float(field(envelope, "deadline", (int, float))),
+        result_url=field(envelope, "result_url", str),
+        batch_id=field(envelope, "batch_id", (str, type(None))),
+        sys_path=sys_path,
+        pickle=field(envelope, "pickle", bool),
+        arguments_data=field(envelope, "arguments", bytes),
+        arguments_url=field(envelope, "arguments_url", (str, type(None))),
+    )
