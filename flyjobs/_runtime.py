@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -29,7 +29,7 @@ from ._live import LiveOutput
 from ._protocol import RESULT_KEY_ENV
 from ._settings import Settings
 from ._store import Store, StoreConfig
-from .machines import MachinesClient
+from .machines import MachinesClient, RateLimitSetting
 
 __all__ = (
     "EMBEDDED_APP",
@@ -149,6 +149,7 @@ class Runtime:
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 _stack: ExitStack | None = None
+_atexit_registered = False
 
 
 def current_settings() -> Settings:
@@ -159,7 +160,7 @@ def current_settings() -> Settings:
 
 def get_runtime() -> Runtime:
     """Return the process's runtime, starting it (and the embedded emulator) on first use."""
-    global _runtime, _stack
+    global _runtime, _stack, _atexit_registered
     with _lock:
         if _runtime is not None:
             return _runtime
@@ -175,7 +176,9 @@ def get_runtime() -> Runtime:
             stack.close()
             raise
         _stack = stack
-        atexit.register(shutdown_runtime)
+        if not _atexit_registered:  # once, however often the runtime is restarted
+            atexit.register(shutdown_runtime)
+            _atexit_registered = True
         return _runtime
 
 
@@ -257,7 +260,11 @@ async def _open(
     result_key = local_key if settings.embedded else settings.result_key
     inbox = ResultInbox(host=channel.bind, advertise_host=channel.advertise, result_key=result_key)
     async with (
-        MachinesClient(base_url=base_url, token=token) as client,
+        MachinesClient(
+            base_url=base_url,
+            token=token,
+            rate_limits=cast(RateLimitSetting, settings.rate_limits),
+        ) as client,
         inbox,
         anyio.create_task_group() as tasks,
     ):

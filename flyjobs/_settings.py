@@ -37,7 +37,9 @@ _KEYS: dict[str, str | None] = {
     "max_machines": "FLYJOBS_MAX_MACHINES",
     "store": "FLYJOBS_STORE",
     "results": "FLYJOBS_RESULTS",
+    "rate_limits": "FLYJOBS_RATE_LIMITS",
 }
+_RATE_LIMITS = ("auto", "fly", "off")
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -65,6 +67,10 @@ class Settings:
         ``[tool.flyjobs] store``); see `flyjobs._store.StoreConfig.load` for ``BUCKET_NAME``.
     :ivar results: the result channel, ``auto``, ``inbox`` or ``store`` (``FLYJOBS_RESULTS``);
         see `flyjobs._channel`.
+    :ivar rate_limits: client-side pacing of API requests (``FLYJOBS_RATE_LIMITS``,
+        ``[tool.flyjobs] rate_limits``): ``"fly"`` paces to Fly's published limits, ``"off"``
+        sends at once, ``"auto"`` (default) is ``"fly"`` except for a loopback API host.
+        Throttling (429) is waited out whichever is chosen.
     :ivar source: the pyproject.toml the settings were read from, if any.
     :ivar result_key: the app secret results are authenticated with (``FLYJOBS_RESULT_KEY``);
         never shown in a repr.
@@ -81,6 +87,7 @@ class Settings:
     max_machines: int = 64
     store: str | None = None
     results: str = "auto"
+    rate_limits: str = "auto"
     source: Path | None = None
     result_key: str | None = field(default=None, repr=False)
     in_machine: bool = False
@@ -165,6 +172,12 @@ class Settings:
             ) from None
         if max_machines < 1:
             raise ConfigError("max_machines must be at least 1")
+        rate_limits = str(merged.pop("rate_limits", "auto")).strip().lower()
+        if rate_limits not in _RATE_LIMITS:
+            raise ConfigError(
+                f"rate_limits={rate_limits!r} (FLYJOBS_RATE_LIMITS or [tool.flyjobs] rate_limits)"
+                f" must be one of {', '.join(_RATE_LIMITS)}"
+            )
         return cls(
             api_token=env.get("FLY_API_TOKEN") or None,
             api_hostname=str(merged.pop("api_hostname", DEFAULT_API_HOSTNAME)),
@@ -174,6 +187,7 @@ class Settings:
             max_machines=max_machines,
             store=merged.pop("store", None) or None,
             results=str(merged.pop("results", "auto")),
+            rate_limits=rate_limits,
             source=pyproject,
             result_key=env.get(_RESULT_KEY_ENV) or None,
             in_machine=in_machine,

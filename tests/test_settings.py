@@ -71,3 +71,12 @@ def test_code_overrides_pyproject_defaults() -> None:
 def test_bad_options_fail_at_decoration(kwargs: dict[str, object], fragment: str) -> None:
     with pytest.raises(flyjobs.ConfigError, match=fragment.replace("(", r"\(")):
         flyjobs.remote(**kwargs)  # type: ignore[call-overload]
+
+
+def test_rate_limits_come_from_the_environment_or_pyproject(tmp_path: Path) -> None:
+    assert Settings.load(environ={}, cwd=tmp_path).rate_limits == "auto"
+    cwd = _project(tmp_path, 'rate_limits = "off"')
+    assert Settings.load(environ={}, cwd=cwd).rate_limits == "off"
+    assert Settings.load(environ={"FLYJOBS_RATE_LIMITS": "fly"}, cwd=cwd).rate_limits == "fly"
+    with pytest.raises(flyjobs.ConfigError, match="FLYJOBS_RATE_LIMITS"):
+        Settings.load(environ={"FLYJOBS_RATE_LIMITS": "fast"}, cwd=cwd)

@@ -86,6 +86,11 @@ class ClientCore:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, token=[redacted])"
 
+    @property
+    def throttled_at(self) -> float | None:
+        """When (``anyio.current_time()`` seconds) the API last answered 429, if ever."""
+        return self._requester.throttled_at
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -8,11 +8,13 @@ token; error text from the server is scrubbed of the token as well.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -29,6 +31,7 @@ from ._validation import SERVER_CONTEXT
 __all__ = (
     "ApiRequest",
     "Requester",
+    "patient_until",
     "may_have_reached_server",
     "normalize_token",
     "parse_json",
@@ -51,6 +54,23 @@ _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _FATAL: Final = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
 #: Macaroon tokens (``fm1r_…``, ``fm2_…``) go under the ``FlyV1`` scheme, others ``Bearer``.
 _MACAROON_PREFIXES: Final = ("fm1r", "fm2")
+#: Throttled retries counted for backoff growth (the backoff stays at its cap past this).
+_MAX_THROTTLE_STEPS: Final = 6
+
+_PATIENCE: ContextVar[float | None] = ContextVar("flyjobs_machines_patience", default=None)
+
+
+@contextlib.contextmanager
+def patient_until(deadline: float) -> Iterator[None]:
+    """Requests sent in this context (and tasks started in it) wait out throttling (429) until
+    ``deadline`` (``anyio.current_time()`` seconds): each 429 is retried after its
+    ``Retry-After`` (or a backoff), and none counts against the retry budget. A 429 that
+    cannot be waited out before ``deadline`` raises `RateLimitedError`."""
+    token = _PATIENCE.set(deadline)
+    try:
+        yield
+    finally:
+        _PATIENCE.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +107,8 @@ class _Failure:
     #: the server may have acted on the request
     ambiguous: bool
     retry_after_s: float | None = None
+    #: a 429: the server did not act, and asks to come back later
+    throttled: bool = False
 
 
 def normalize_token(raw: str | None) -> str:
@@ -145,6 +167,8 @@ class Requester:
         self._timeout = httpx.Timeout(timeout_s)
         self._rng = random.Random()
         self.closed = False
+        #: ``anyio.current_time()`` of the last 429 answer (None: never throttled).
+        self.throttled_at: float | None = None
 
     def redact(self, text: str) -> str:
         """``text`` with every occurrence of the token replaced."""
@@ -164,12 +188,24 @@ class Requester:
         Without ``recover``, an unsafe call is not repeated after an unknown outcome.
         """
         ambiguous_seen = False
-        attempt = 0
+        attempt = throttles = 0
+        patience = _PATIENCE.get()
         while True:
             attempt += 1
             outcome = await self._attempt(call, attempt, ambiguous_seen)
             if isinstance(outcome, httpx.Response):
                 return self._parse(call, outcome, parse)
+            if outcome.throttled:
+                self.throttled_at = anyio.current_time()
+                if patience is not None:
+                    throttles += 1
+                    step = min(throttles, _MAX_THROTTLE_STEPS)
+                    delay_s = self._retry.delay_s(step, outcome.retry_after_s, self._rng)
+                    if anyio.current_time() + delay_s > patience:
+                        raise outcome.error from outcome.cause
+                    attempt -= 1  # throttling is not a failure: the budget is kept
+                    await anyio.sleep(delay_s)
+                    continue
             ambiguous_seen = ambiguous_seen or outcome.ambiguous
             if ambiguous_seen and recover is not None:
                 found = await self._recover(recover, outcome)
@@ -207,7 +243,14 @@ class Requester:
             await self._limiter.acquire(call.action, call.scope)
         started = time.perf_counter()
         try:
-            response = await self._send(call)
+            if call.safe:
+                response = await self._send(call)
+            else:
+                # Once sent, a request that is unsafe to repeat (a create) is seen through even
+                # if the caller is cancelled: abandoning it would leave the server acting on
+                # it after the caller has looked for (and not found) what it made.
+                with anyio.CancelScope(shield=True):
+                    response = await self._send(call)
         except httpx.HTTPError as exc:
             _log_line(call, type(exc).__name__, started, attempt)
             return _transport_failure(call, exc, self.redact)
@@ -236,7 +279,7 @@ class Requester:
         error = api_error(response, call.method, call.path, self.redact)
         status = response.status_code
         if status == 429:
-            return _Failure(error, None, True, False, retry_after_s(response))
+            return _Failure(error, None, True, False, retry_after_s(response), throttled=True)
         if status == 408 or status in self._retry.retry_statuses:
             return _Failure(error, None, True, True, retry_after_s(response))
         return _Failure(error, None, False, status >= 500)

@@ -205,8 +205,17 @@ class MachinesAPI(ClientCore):
                     await self.delete_machine(app, machine.id, force=True)
                     log.info("destroyed machine %s (%s) left by a failed create", machine.id, name)
                 return
+            except NotFoundError:
+                return  # destroyed between the look-up and the delete: nothing is left
             except FlyjobsError as exc:
-                log.warning("could not look for machine %r after a failed create: %s", name, exc)
+                log.warning(
+                    "could not look for machine %r in app %r after a failed create (one may be"
+                    " left): %s",
+                    name,
+                    app,
+                    exc,
+                )
+                return
         log.warning("a failed create may have left a machine named %r in app %r", name, app)
 
 
