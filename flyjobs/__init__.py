@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ._exceptions import ResultTooLargeError as ResultTooLargeError
     from ._exceptions import SerializationError as SerializationError
     from ._exceptions import ServerError as ServerError
+    from ._exceptions import TooManyFailuresError as TooManyFailuresError
     from ._exceptions import TransportError as TransportError
     from ._exceptions import UnknownCallError as UnknownCallError
     from ._exceptions import UnprocessableError as UnprocessableError

@@ -21,7 +21,8 @@ kept as ``__cause__``)::
     ├── TransportError            the API could not be reached (connection refused/reset, ...)
     ├── FlyjobsTimeoutError       (also TimeoutError) a deadline passed
     │   ├── WaitTimeoutError          a machine did not reach a state in time
-    │   └── CallTimeoutError          a remote call passed its `timeout_s`
+    │   └── CallTimeoutError          a remote call passed its `timeout_s` (also a CallError)
+    ├── TooManyFailuresError      a map stopped at its `max_failures`; carries the failures
     └── CallError                 a remote call ended without a value
         ├── RemoteError               the function raised; carries the remote traceback
         ├── RemoteImportError         the machine could not import the function (or a class
@@ -62,6 +63,7 @@ __all__ = (
     "UnknownCallError",
     "SerializationError",
     "ServerError",
+    "TooManyFailuresError",
     "TransportError",
     "UnprocessableError",
     "WaitTimeoutError",
@@ -185,19 +187,33 @@ class WaitTimeoutError(FlyjobsTimeoutError):
     """A machine did not reach any of the awaited states within the timeout."""
 
 
-class CallTimeoutError(FlyjobsTimeoutError):
-    """A remote call did not finish within its ``timeout_s``; its machine was destroyed."""
-
-
 class CallError(FlyjobsError):
     """A remote call ended without a value.
 
     :ivar call_id: the call's id (it names the machine too).
     :ivar machine_id: the machine that ran the call, if one was created.
+    :ivar attempts: how many times the call was run (1 when it was not retried).
     """
 
     call_id: str | None = None
     machine_id: str | None = None
+    attempts: int = 1
+
+
+class CallTimeoutError(FlyjobsTimeoutError, CallError):
+    """A remote call did not finish within its ``timeout_s``; its machine was destroyed."""
+
+
+class TooManyFailuresError(FlyjobsError):
+    """A map stopped after ``max_failures`` failed inputs; the inputs still running were
+    cancelled and their machines destroyed.
+
+    :ivar failures: each failed input's index and its error, in the order they failed.
+    """
+
+    def __init__(self, message: str, failures: list[tuple[int, BaseException]]) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 class RemoteError(CallError):

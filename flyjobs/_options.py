@@ -1,8 +1,10 @@
 """The options of a remote function, checked when it is decorated.
 
-Imported whenever a module decorates a function, which includes the worker importing the user's
-module on every machine: no ``dataclasses``, ``re`` or ``typing`` here (they cost a machine
-~12 ms of start).
+The options are written once: `Options` names them and their types (for type checkers, which
+see every signature that takes them as ``**options: Unpack[Options]``), `_DEFAULTS` gives each
+its value when unset. Imported whenever a module decorates a function, which includes the worker
+importing the user's module on every machine: no ``dataclasses``, ``re`` or ``typing`` at run
+time here (they cost a machine ~12 ms of start).
 """
 
 from __future__ import annotations
@@ -13,7 +15,43 @@ from ._protocol import RESERVED_ENV
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Any
+    from typing import Any, TypedDict, Unpack
+
+    class Options(TypedDict, total=False):
+        """The options of ``@flyjobs.remote(...)`` and ``fn.with_options(...)``.
+
+        :ivar image: the image machines boot (required on Fly; ignored by the embedded
+            emulator).
+        :ivar cpus: vCPUs per machine (1, 2, 4, 8 or 16).
+        :ivar memory_mb: memory per machine in MB, a multiple of 256.
+        :ivar size: a named Fly size (``shared-cpu-2x``...), instead of ``cpus``/``memory_mb``.
+        :ivar region: Fly region code; None lets Fly choose.
+        :ivar env: extra environment variables of the machine.
+        :ivar secrets: names of app secrets the function needs; checked to exist before a call.
+        :ivar timeout_s: seconds a call may take from the moment its machine is created (or, on
+            a machine that takes more than one input, from the moment it is handed the input)
+            to its result.
+        :ivar retries: how many times an input whose machine failed without a result (crashed,
+            or a platform failure) is run again on another machine.
+        :ivar retry_on: exception types of the function itself that are retried too (within
+            ``retries``, after an exponential backoff); matched against the rebuilt exception.
+        :ivar app: the Fly app (defaults to ``FLY_APP``).
+        :ivar pickle: send arguments and results with pickle instead of flyjobs' msgpack codec.
+        """
+
+        image: str | None
+        cpus: int | None
+        memory_mb: int | None
+        size: str | None
+        region: str | None
+        env: Mapping[str, str] | None
+        secrets: Sequence[str]
+        timeout_s: float | None
+        retries: int
+        retry_on: Sequence[type[BaseException]]
+        app: str | None
+        pickle: bool
+
 
 __all__ = ("CallOptions",)
 
@@ -21,82 +59,58 @@ DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_MB = 256
 DEFAULT_CPUS = 1
 _CPUS = (1, 2, 4, 8, 16)
-_FIELDS = (
-    "image",
-    "cpus",
-    "memory_mb",
-    "size",
-    "region",
-    "env",
-    "secrets",
-    "timeout_s",
-    "retries",
-    "app",
-    "pickle",
-)
+#: Every option and its value when unset (an unset None falls back to ``[tool.flyjobs]``).
+_DEFAULTS: dict[str, object] = {
+    "image": None,
+    "cpus": None,
+    "memory_mb": None,
+    "size": None,
+    "region": None,
+    "env": None,
+    "secrets": (),
+    "timeout_s": None,
+    "retries": 0,
+    "retry_on": (),
+    "app": None,
+    "pickle": False,
+}
 
 
 class CallOptions:
-    """How each call of a remote function runs (immutable). Unset fields (None) fall back to
-    ``[tool.flyjobs]`` in pyproject.toml, then to flyjobs' defaults.
+    """How each call of a remote function runs (immutable); the options are described on
+    `Options`. Unset fields (None) fall back to ``[tool.flyjobs]`` in pyproject.toml, then to
+    flyjobs' defaults.
 
-    :ivar image: the image machines boot (required on Fly; ignored by the embedded emulator).
-    :ivar cpus: vCPUs per machine (1, 2, 4, 8 or 16).
-    :ivar memory_mb: memory per machine in MB, a multiple of 256.
-    :ivar size: a named Fly size (``shared-cpu-2x``...), instead of ``cpus``/``memory_mb``.
-    :ivar region: Fly region code; None lets Fly choose.
-    :ivar env: extra environment variables of the machine.
-    :ivar secrets: names of app secrets the function needs; checked to exist before a call.
-    :ivar timeout_s: seconds a call may take from machine creation to result.
-    :ivar retries: how many times a call whose machine failed without a result is run again on
-        a fresh machine (the function's own exceptions are never retried).
-    :ivar app: the Fly app (defaults to ``FLY_APP``).
-    :ivar pickle: send arguments and results with pickle instead of flyjobs' msgpack codec.
-    :raises ConfigError: an option is invalid; the message names it and the fix.
+    :raises ConfigError: an option is invalid, or unknown; the message names it and the fix.
     """
 
-    __slots__ = _FIELDS
+    __slots__ = tuple(_DEFAULTS)
 
-    image: str | None
-    cpus: int | None
-    memory_mb: int | None
-    size: str | None
-    region: str | None
-    env: Mapping[str, str]
-    secrets: Sequence[str]
-    timeout_s: float | None
-    retries: int
-    app: str | None
-    pickle: bool
+    if TYPE_CHECKING:
+        # The attributes as read (normalized: env a dict, secrets and retry_on tuples).
+        image: str | None
+        cpus: int | None
+        memory_mb: int | None
+        size: str | None
+        region: str | None
+        env: dict[str, str]
+        secrets: tuple[str, ...]
+        timeout_s: float | None
+        retries: int
+        retry_on: tuple[type[BaseException], ...]
+        app: str | None
+        pickle: bool
 
-    def __init__(
-        self,
-        *,
-        image: str | None = None,
-        cpus: int | None = None,
-        memory_mb: int | None = None,
-        size: str | None = None,
-        region: str | None = None,
-        env: Mapping[str, str] | None = None,
-        secrets: Sequence[str] = (),
-        timeout_s: float | None = None,
-        retries: int = 0,
-        app: str | None = None,
-        pickle: bool = False,
-    ) -> None:
-        values = {
-            "image": image,
-            "cpus": cpus,
-            "memory_mb": memory_mb,
-            "size": size,
-            "region": region,
-            "env": dict(env or {}),
-            "secrets": tuple(secrets),
-            "timeout_s": timeout_s,
-            "retries": retries,
-            "app": app,
-            "pickle": pickle,
-        }
+    def __init__(self, **options: Unpack[Options]) -> None:
+        unknown = sorted(set(options) - set(_DEFAULTS))
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_DEFAULTS)}"
+            )
+        values: dict[str, Any] = {**_DEFAULTS, **options}
+        values["env"] = dict(values["env"] or {})
+        values["secrets"] = tuple(values["secrets"])
+        values["retry_on"] = _exception_types(values["retry_on"])
         for name, value in values.items():
             object.__setattr__(self, name, value)
         self._check()
@@ -105,11 +119,11 @@ class CallOptions:
         raise AttributeError("CallOptions is immutable")
 
     def __repr__(self) -> str:
-        set_ = ", ".join(f"{k}={v!r}" for k, v in self._values().items() if v not in (None, {}, ()))
+        set_ = ", ".join(f"{k}={v!r}" for k, v in self._values().items() if v != _DEFAULTS[k])
         return f"CallOptions({set_})"
 
     def _values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _FIELDS}
+        return {name: getattr(self, name) for name in _DEFAULTS}
 
     def _check(self) -> None:
         if self.memory_mb is not None and (self.memory_mb <= 0 or self.memory_mb % 256):
@@ -141,11 +155,16 @@ class CallOptions:
         if region is not None and not (region.isascii() and region.isalnum() and region.islower()):
             raise ConfigError(f"region={region!r}: use a Fly region code such as 'iad'")
 
+    def replaced(self, **changes: Unpack[Options]) -> CallOptions:
+        """These options with ``changes`` applied (checked as at decoration)."""
+        values: Any = {**self._values(), **changes}
+        return CallOptions(**values)
+
     def merged(self, defaults: Mapping[str, Any]) -> CallOptions:
         """These options with unset fields taken from ``defaults`` (``[tool.flyjobs]``)."""
         keys = ["region", "timeout_s"] + ([] if self.size else ["cpus", "memory_mb"])
         updates = {k: defaults[k] for k in keys if getattr(self, k) is None and k in defaults}
-        return CallOptions(**{**self._values(), **updates}) if updates else self
+        return self.replaced(**updates) if updates else self
 
     @property
     def timeout(self) -> float:
@@ -163,3 +182,13 @@ class CallOptions:
                 "memory_mb": self.memory_mb or DEFAULT_MEMORY_MB,
             }
         }
+
+
+def _exception_types(value: object) -> tuple[type[BaseException], ...]:
+    types = value if isinstance(value, (tuple, list)) else (value,)
+    for kind in types:
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise ConfigError(
+                f"retry_on={value!r}: give exception classes, such as retry_on=(TimeoutError,)"
+            )
+    return tuple(types)
