@@ -8,8 +8,10 @@ any class named in the arguments is imported::
     {"flyjobs": 2, "call_id": str, "fn": "module:qualname", "deadline": float (unix s),
      "result_url": str, "batch_id": str | None, "sys_path": [str], "pickle": bool,
      "arguments": bytes,          # encode_value([args, kwargs]), or pickle of (args, kwargs)
-     "arguments_url": str | None} # if set, `arguments` is empty: GET them there (they were over
+     "arguments_url": str | None, # if set, `arguments` is empty: GET them there (they were over
                                   # the inline limit and spilled to the object store)
+     "pulls": bool}               # a batch machine's call: the delivery's answer may carry the
+                                  # next call (absent: false)
 
 Everything in it is readable by anyone who can read the machine's config (see
 docs/threat-model.md), so it carries no secret.
@@ -40,6 +42,8 @@ class CallEnvelope:
     :ivar sys_path: import roots to put in front of ``sys.path`` before importing anything.
     :ivar pickle: whether arguments and result travel as pickle.
     :ivar arguments_data: the encoded ``(args, kwargs)``; decode them with `arguments`.
+    :ivar pulls: the machine takes more than one input: delivering this call's result may
+        answer with its next call (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`).
     :ivar arguments_url: where to GET `arguments_data` instead, when it was too large to travel
         in the payload (empty until then).
     """
@@ -47,6 +51,7 @@ class CallEnvelope:
     __slots__ = (
         "arguments_data",
         "arguments_url",
+        "pulls",
         "batch_id",
         "call_id",
         "deadline",
@@ -68,7 +73,9 @@ class CallEnvelope:
         pickle: bool,
         arguments_data: bytes,
         arguments_url: str | None = None,
+        pulls: bool = False,
     ) -> None:
+        self.pulls = pulls
         self.call_id = call_id
         self.fn = fn
         self.deadline = deadline
@@ -154,6 +161,7 @@ def encode_call(
     arg_names: Sequence[str] = (),
     arguments: bytes | None = None,
     arguments_url: str | None = None,
+    pulls: bool = False,
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -165,6 +173,7 @@ def encode_call(
     :param arg_names: names of the positional parameters, used only in error messages.
     :param arguments: the blob `encode_arguments` made, instead of ``args``/``kwargs`` (a
         caller that checked the arguments early need not encode them twice).
+    :param pulls: the machine asks for its next input when it delivers this result.
     :param arguments_url: a URL the worker GETs the encoded arguments from instead (then
         `arguments` must be ``b""``).
     :raises SerializationError: an argument cannot be encoded; the message names it and where
@@ -184,6 +193,7 @@ def encode_call(
             "pickle": pickle,
             "arguments": arguments,
             "arguments_url": arguments_url,
+            "pulls": pulls,
         }
     )
 
@@ -207,4 +217,5 @@ def decode_call(data: bytes) -> CallEnvelope:
         pickle=field(envelope, "pickle", bool),
         arguments_data=field(envelope, "arguments", bytes),
         arguments_url=field(envelope, "arguments_url", (str, type(None))),
+        pulls=envelope.get("pulls") is True,
     )

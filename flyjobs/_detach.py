@@ -125,6 +125,8 @@ def from_id(call_id: str) -> Call[Any]:
 
 async def _reattach(runtime: Runtime, store: Store, call_id: str, state: CallState) -> Any:
     from . import _dispatch
+    from ._plan import Plan
+    from ._supervise import destroy, outcome
 
     with anyio.CancelScope(shield=True):
         # A cancel() this early still finds the machine to destroy (at the next await).
@@ -138,11 +140,10 @@ async def _reattach(runtime: Runtime, store: Store, call_id: str, state: CallSta
     app = runtime.app or runtime.settings.require("app")
     state.machine_id = record["machine_id"]
     options = CallOptions(timeout_s=record["timeout_s"], pickle=record["pickle"])
-    plan = _dispatch._Plan(
-        call_id=call_id,
+    plan = Plan(
         fn_ref="",
         sys_path=(),
-        arguments=b"",
+        arg_names=(),
         options=options,
         batch_id=None,
         app=app,
@@ -158,7 +159,7 @@ async def _reattach(runtime: Runtime, store: Store, call_id: str, state: CallSta
     try:
         if await ticket.fetch():
             body = await ticket.result()
-            value = await _dispatch._outcome(runtime, plan, machine_id, body, state)
+            value = await outcome(runtime, plan, body, call_id, machine_id)
         else:
             machine = await _machine(runtime, app, machine_id, call_id)
             value = await _dispatch._supervise(
@@ -167,7 +168,7 @@ async def _reattach(runtime: Runtime, store: Store, call_id: str, state: CallSta
     except anyio.get_cancelled_exc_class():
         if not runtime.closing:  # cancelled by its handle: the call is over for everyone
             with anyio.CancelScope(shield=True):
-                await _dispatch._destroy(runtime, app, machine_id)
+                await destroy(runtime, app, machine_id)
             await store.discard([result_key(attempt_id), record_key(call_id)])
         raise
     except BaseException:

@@ -14,10 +14,22 @@ from ._typing import Generic, ParamSpec, TypeVar, overload
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-    from typing import Any, Literal
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from typing import Any, Literal, TypedDict, Unpack
 
     from ._call import Call
+    from ._map import MapResults, _MapRun
+    from ._options import Options
+
+    class MapSettings(TypedDict, total=False):
+        """The batch settings of ``fn.map``/``fn.starmap`` (see ``fn.map``)."""
+
+        max_machines: int | None
+        reuse: bool
+        max_failures: int | None
+        progress: bool | None
+        batch: str | None
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,8 +66,9 @@ class _RemoteFace(Generic[P, R]):
 
 
 class _MapFace(Generic[P, R]):
-    """``fn.map(*iterables)`` runs one call per input on its own machine and yields the values;
-    ``async for value in fn.map.aio(*iterables)`` is the same from async code."""
+    """``fn.map(*iterables)`` calls the function once per input on a batch of machines and
+    yields the values; ``async for value in fn.map.aio(*iterables)`` is the same from async
+    code."""
 
     __slots__ = ("_function",)
 
@@ -68,8 +81,8 @@ class _MapFace(Generic[P, R]):
         *iterables: Iterable[Any],
         order_outputs: bool = True,
         return_exceptions: Literal[False] = False,
-        batch: str | None = None,
-    ) -> Iterator[R]: ...
+        **settings: Unpack[MapSettings],
+    ) -> MapResults: ...
 
     @overload
     def __call__(
@@ -77,50 +90,72 @@ class _MapFace(Generic[P, R]):
         *iterables: Iterable[Any],
         order_outputs: bool = True,
         return_exceptions: Literal[True],
-        batch: str | None = None,
-    ) -> Iterator[R | Exception]: ...
+        **settings: Unpack[MapSettings],
+    ) -> MapResults: ...
 
     def __call__(
         self,
         *iterables: Iterable[Any],
         order_outputs: bool = True,
         return_exceptions: bool = False,
-        batch: str | None = None,
-    ) -> Iterator[R] | Iterator[R | Exception]:
+        **settings: Unpack[MapSettings],
+    ) -> MapResults:
         """Call the function once per input, zipped from ``iterables`` as in built-in ``map``.
 
-        Every input is encoded before the first machine is created, so a bad one raises
-        :class:`~flyjobs.SerializationError` (naming its index) with no machine made.
+        The inputs are read lazily, a bounded window ahead of what you have consumed (a
+        generator of millions of items works, and a ``break`` stops reading it); each is
+        encoded as it is read, and one that cannot be is that input's
+        :class:`~flyjobs.SerializationError` (naming its index).
 
-        :param order_outputs: yield in input order (default), or as calls finish.
-        :param return_exceptions: yield a failed call's exception in place of its value
+        Up to ``max_machines`` machines run the batch, created at the API's create rate; each
+        takes its next input as it finishes one (``reuse=False``: one machine per input). A
+        machine that dies holding an input is replaced and the input retried (``retries=``).
+
+        :param order_outputs: yield in input order (default), or as inputs finish.
+        :param return_exceptions: yield a failed input's exception in place of its value
             instead of raising it.
+        :param max_machines: machines of this map at once (default: ``FLYJOBS_MAX_MACHINES``,
+            which also bounds all calls of the process together).
+        :param reuse: machines take more than one input (default True).
+        :param max_failures: with ``return_exceptions``, stop the map after this many failed
+            inputs: :class:`~flyjobs.TooManyFailuresError` carries the failures.
+        :param progress: show progress on stderr (a live bar on a terminal, plain lines
+            otherwise); default: when stderr is a terminal.
         :param batch: a name that makes the map resumable: every input that returns is
             recorded in the batch's journal, and a map with the same name and function runs
             only the inputs not recorded yet, yielding the recorded values in their place
-            (see ``flyjobs batch ls|rm``). The inputs are read up front.
-        :raises: the first failure (unless ``return_exceptions``); leaving the loop early, or an
-            error, cancels the calls still running and destroys their machines.
+            (see ``flyjobs batch ls|rm``).
+        :return: an iterator of the values; its ``summary()`` tells counts and timings.
+        :raises: the first failure (unless ``return_exceptions``). However the map ends
+            (exhausted, ``break``, an error, Ctrl-C, SIGTERM), every machine of the batch is
+            destroyed before it returns or raises.
         """
         return self._function._map(
             zip(*iterables, strict=False),
             order_outputs=order_outputs,
             return_exceptions=return_exceptions,
-            batch=batch,
+            **settings,
         )
 
     async def aio(
-        self, *iterables: Iterable[Any], order_outputs: bool = True, return_exceptions: bool = False
+        self,
+        *iterables: Iterable[Any],
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+        **settings: Unpack[MapSettings],
     ) -> AsyncIterator[Any]:
         """The async face of ``fn.map``: ``async for value in fn.map.aio(...)``."""
         from ._map import map_async
         from ._runtime import get_runtime_async
 
         await get_runtime_async()
-        calls = self._function._start_map(zip(*iterables, strict=False))
-        async for value in map_async(
-            calls, order_outputs=order_outputs, return_exceptions=return_exceptions
-        ):
+        run = self._function._start_map(
+            zip(*iterables, strict=False),
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+            **settings,
+        )
+        async for value in map_async(run, return_exceptions=return_exceptions):
             yield value
 
 
@@ -178,17 +213,26 @@ class Function(Generic[P, R]):
         """One call per input, each on its own machine (``fn.map(xs)``, ``fn.map.aio(xs)``)."""
         return _MapFace(self)
 
+    def with_options(self, **options: Unpack[Options]) -> Function[P, R]:
+        """The same function with some options replaced, for ``.remote``, ``.spawn`` and
+        ``.map`` (``fn.with_options(memory_mb=1024, timeout_s=600).map(xs)``); this one is
+        unchanged.
+
+        :raises ConfigError: an invalid or unknown option.
+        """
+        return Function(self._fn, self.options.replaced(**options))
+
     def starmap(
         self,
         inputs: Iterable[Sequence[Any]],
         *,
         order_outputs: bool = True,
         return_exceptions: bool = False,
-        batch: str | None = None,
-    ) -> Iterator[Any]:
+        **settings: Unpack[MapSettings],
+    ) -> MapResults:
         """Like ``fn.map``, with each input a tuple of positional arguments."""
         return self._map(
-            inputs, order_outputs=order_outputs, return_exceptions=return_exceptions, batch=batch
+            inputs, order_outputs=order_outputs, return_exceptions=return_exceptions, **settings
         )
 
     def _map(
@@ -197,30 +241,44 @@ class Function(Generic[P, R]):
         *,
         order_outputs: bool,
         return_exceptions: bool,
-        batch: str | None = None,
-    ) -> Iterator[Any]:
+        **settings: Unpack[MapSettings],
+    ) -> MapResults:
         from ._map import results
 
-        if batch is not None:
+        run = self._start_map(
+            inputs, order_outputs=order_outputs, return_exceptions=return_exceptions, **settings
+        )
+        return results(run, return_exceptions=return_exceptions)
+
+    def _start_map(
+        self,
+        inputs: Iterable[Sequence[Any]],
+        *,
+        order_outputs: bool,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> _MapRun:
+        from ._map import start_map
+
+        journal = None
+        name = settings.get("batch")
+        if name is not None:
             from ._journal import check_batch_name
-            from ._resume import resumable_map
+            from ._resume import open_resume
 
-            return resumable_map(
-                self._fn,
-                self.options,
-                ((tuple(args), {}) for args in inputs),
-                check_batch_name(batch),
-                order_outputs=order_outputs,
-                return_exceptions=return_exceptions,
-            )
-
-        calls = self._start_map(inputs)
-        return results(calls, order_outputs=order_outputs, return_exceptions=return_exceptions)
-
-    def _start_map(self, inputs: Iterable[Sequence[Any]]) -> list[Call[Any]]:
-        from ._map import map_calls
-
-        return map_calls(self._fn, self.options, [(tuple(args), {}) for args in inputs])
+            journal = open_resume(self._fn, self.options, check_batch_name(name))
+        return start_map(
+            self._fn,
+            self.options,
+            ((tuple(args), {}) for args in inputs),
+            max_machines=settings.get("max_machines"),
+            reuse=settings.get("reuse", True),
+            max_failures=settings.get("max_failures"),
+            progress=settings.get("progress"),
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+            journal=journal,
+        )
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here, in this process, as a plain call."""
@@ -276,62 +334,24 @@ def remote(fn: Callable[P, R], /) -> Function[P, R]: ...
 
 
 @overload
-def remote(
-    *,
-    image: str | None = None,
-    cpus: int | None = None,
-    memory_mb: int | None = None,
-    size: str | None = None,
-    region: str | None = None,
-    env: Mapping[str, str] | None = None,
-    secrets: Sequence[str] = (),
-    timeout_s: float | None = None,
-    retries: int = 0,
-    app: str | None = None,
-    pickle: bool = False,
-) -> Callable[[Callable[P, R]], Function[P, R]]: ...
+def remote(**options: Unpack[Options]) -> Callable[[Callable[P, R]], Function[P, R]]: ...
 
 
 def remote(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    image: str | None = None,
-    cpus: int | None = None,
-    memory_mb: int | None = None,
-    size: str | None = None,
-    region: str | None = None,
-    env: Mapping[str, str] | None = None,
-    secrets: Sequence[str] = (),
-    timeout_s: float | None = None,
-    retries: int = 0,
-    app: str | None = None,
-    pickle: bool = False,
+    fn: Callable[P, R] | None = None, /, **options: Unpack[Options]
 ) -> Function[P, R] | Callable[[Callable[P, R]], Function[P, R]]:
-    """Make a function whose calls each run on their own ephemeral Fly Machine.
+    """Make a function whose calls each run on an ephemeral Fly Machine.
 
     Use bare (``@flyjobs.remote``) or with options (``@flyjobs.remote(memory_mb=512)``); the
-    options are described on :class:`~flyjobs._options.CallOptions`. Unset options come from
+    options are described on :class:`~flyjobs._options.Options`. Unset options come from
     ``[tool.flyjobs]`` in pyproject.toml and the environment (``FLY_APP``, ``FLYJOBS_IMAGE``).
 
     :raises ConfigError: at decoration time for an invalid option (memory not a multiple of
-        256, unknown cpus, size together with cpus/memory_mb, ...).
+        256, unknown cpus, size together with cpus/memory_mb, an unknown name, ...).
     """
-    options = CallOptions(
-        image=image,
-        cpus=cpus,
-        memory_mb=memory_mb,
-        size=size,
-        region=region,
-        env=env,
-        secrets=secrets,
-        timeout_s=timeout_s,
-        retries=retries,
-        app=app,
-        pickle=pickle,
-    )
+    call_options = CallOptions(**options)
 
     def decorate(f: Callable[P, R]) -> Function[P, R]:
-        return Function(f, options)
+        return Function(f, call_options)
 
     return decorate(fn) if fn is not None else decorate

@@ -12,6 +12,12 @@ match, or the body lacks the MAC of the app's result key), 410 (expired), 404 (n
 result envelope for this call); it is answered 204 only after the result is stored, so a
 result the worker saw accepted is never lost.
 
+A ticket opened with ``replies=True`` belongs to a machine that takes more than one input: once
+its result is stored, the delivery is held (up to `NEXT_INPUT_WAIT_S` seconds, plus a margin)
+until the caller answers with `Ticket.reply`: the machine's next call envelope (``200`` with
+that body) or nothing (``204``: no more work, the machine exits). One round trip delivers a
+result and fetches the next input.
+
 The inbox runs uvicorn in the current event loop (asyncio only: uvicorn needs it).
 """
 
@@ -35,7 +41,7 @@ import uvicorn
 from anyio.abc import TaskStatus
 
 from ._exceptions import SerializationError
-from ._protocol import MAX_INBOX_RESULT_BYTES, open_result
+from ._protocol import MAX_INBOX_RESULT_BYTES, NEXT_INPUT_WAIT_S, open_result
 from ._result_envelope import decode_result
 
 __all__ = ("ResultInbox", "Ticket")
@@ -43,6 +49,9 @@ __all__ = ("ResultInbox", "Ticket")
 logger = logging.getLogger("flyjobs.inbox")
 
 _PREFIX = "/results/"
+#: Seconds past `NEXT_INPUT_WAIT_S` a held delivery waits for its reply before it is answered
+#: ``204`` anyway (the caller always replies sooner; this bounds a caller that is gone).
+_REPLY_MARGIN_S = 2.0
 
 _Scope = dict[str, Any]
 _Receive = Callable[[], Any]
@@ -72,15 +81,28 @@ class Ticket:
         "_closed",
         "_event",
         "_inbox",
+        "_replied",
+        "_reply",
         "_token",
         "call_id",
         "expires_at",
+        "replies",
         "url",
     )
 
     def __init__(
-        self, inbox: ResultInbox, call_id: str, token: str, url: str, expires_at: int
+        self,
+        inbox: ResultInbox,
+        call_id: str,
+        token: str,
+        url: str,
+        expires_at: int,
+        *,
+        replies: bool = False,
     ) -> None:
+        self.replies = replies
+        self._reply: bytes | None = None
+        self._replied = anyio.Event()
         self._inbox = inbox
         self._token = token
         self.call_id = call_id
@@ -108,12 +130,21 @@ class Ticket:
             raise RuntimeError(f"the ticket for call {self.call_id} was closed without a result")
         return self._body
 
+    def reply(self, body: bytes | None) -> None:
+        """Answer the held delivery of a ``replies`` ticket: with ``body`` (the machine's next
+        call envelope), or with None (no more work). Only the first reply counts."""
+        if not self._replied.is_set():
+            self._reply = body
+            self._replied.set()
+
     def close(self) -> None:
-        """Forget the ticket: later deliveries are refused (404) and waiters are woken."""
+        """Forget the ticket: later deliveries are refused (404) and waiters are woken (a held
+        delivery is answered "no more work")."""
         if not self._closed:
             self._closed = True
             self._inbox._forget(self)
             self._event.set()
+            self._replied.set()
 
     def __enter__(self) -> Self:
         return self
@@ -213,8 +244,11 @@ class ResultInbox:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
-    def expect(self, call_id: str, ttl_s: float | None = None) -> Ticket:
+    def expect(self, call_id: str, ttl_s: float | None = None, *, replies: bool = False) -> Ticket:
         """Open a ticket for `call_id`'s result, valid for `ttl_s` seconds (default: the inbox's).
+
+        With ``replies``, the delivery is answered with what `Ticket.reply` gives (see the
+        module docstring).
 
         :raises ValueError: a ticket for `call_id` is already open.
         """
@@ -224,7 +258,7 @@ class ResultInbox:
         token = secrets.token_hex(8)
         path = f"{_PREFIX}{quote(call_id, safe='')}/{token}"
         url = f"{self.base_url}{path}?expires={expires_at}&sig={self._sign(path, expires_at)}"
-        ticket = Ticket(self, call_id, token, url, expires_at)
+        ticket = Ticket(self, call_id, token, url, expires_at, replies=replies)
         self._tickets[call_id] = ticket
         return ticket
 
@@ -296,7 +330,7 @@ class ResultInbox:
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
         try:
-            await self._accept(scope, path, receive)
+            reply = await self._accept(scope, path, receive)
         except _Refused as refusal:
             logger.warning(
                 "refused a result delivery to %s: %s (HTTP %d)",
@@ -306,9 +340,13 @@ class ResultInbox:
             )
             await _respond(send, refusal.status, refusal.reason)
             return
-        await _respond(send, 204, "")
+        if reply:
+            await _respond(send, 200, reply, content_type=b"application/msgpack")
+        else:
+            await _respond(send, 204, "")
 
-    async def _accept(self, scope: _Scope, path: str, receive: _Receive) -> None:
+    async def _accept(self, scope: _Scope, path: str, receive: _Receive) -> bytes | None:
+        """Store a delivery's result; return the body to answer with (a held reply), if any."""
         ticket = self._check(scope, path)
         length = _content_length(scope)
         if length is not None and length > self.max_body_bytes:
@@ -333,6 +371,11 @@ class ResultInbox:
             raise _Refused(409, "this call's result was already delivered")
         ticket._body = body
         ticket._event.set()
+        if not ticket.replies:
+            return None
+        with anyio.move_on_after(NEXT_INPUT_WAIT_S + _REPLY_MARGIN_S):
+            await ticket._replied.wait()
+        return ticket._reply
 
     def _check(self, scope: _Scope, path: str) -> Ticket:
         """The ticket a request may deliver to, or _Refused saying why not."""
@@ -384,11 +427,17 @@ def _content_length(scope: _Scope) -> int | None:
     return int(value) if value is not None and value.isdigit() and len(value) < 20 else None
 
 
-async def _respond(send: _Send, status: int, text: str) -> None:
-    body = text.encode()
+async def _respond(
+    send: _Send,
+    status: int,
+    content: str | bytes,
+    *,
+    content_type: bytes = b"text/plain; charset=utf-8",
+) -> None:
+    body = content.encode() if isinstance(content, str) else content
     headers = [(b"content-length", str(len(body)).encode())]
     if body:
-        headers.append((b"content-type", b"text/plain; charset=utf-8"))
+        headers.append((b"content-type", content_type))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

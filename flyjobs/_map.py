@@ -1,96 +1,301 @@
-"""Fan-out: ``fn.map`` and ``fn.starmap`` run one call per input, on one machine each.
+"""Fan-out: ``fn.map`` and ``fn.starmap`` over a batch of machines (see `flyjobs._batch`).
 
-Every input is checked and encoded before the first machine is created; calls then run under the
-runtime's pool limit (``max_machines``), with deterministic call ids ``<batch_id>-<index>``.
+The caller's iterable is read lazily, at most a window of inputs ahead of what the caller has
+consumed; each input is encoded as it is read, and one that cannot be is that input's error.
 Results come back in input order (or as they complete); a failure raises (or, with
-``return_exceptions``, is yielded in its place), and leaving the loop early, an error or
-cancellation cancels every call still running and destroys its machine.
+``return_exceptions``, is yielded in its place). However the map ends (exhausted, an early
+``break``, an error, ``max_failures``, Ctrl-C, SIGTERM, interpreter exit), every machine of the
+batch is destroyed before the map returns or raises.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import Any
+import collections
+import operator
+import signal
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from types import FrameType, TracebackType
+from typing import Any, Self
 
+import anyio
 import anyio.to_thread
 
-from ._call import Call, cancel_all
-from ._dispatch import new_batch_id, spawn_batch
+from ._batch import Batch
+from ._exceptions import ConfigError
 from ._options import CallOptions
+from ._plan import new_batch_id, plan
+from ._progress import Progress, Summary
+from ._runtime import Runtime, get_runtime
+from ._work import Input, Journal, Outcomes
 
-__all__ = ("map_async", "map_calls", "results")
+__all__ = ("MapResults", "map_async", "results", "start_map")
+
+#: Seconds closing a map waits for its machines to be destroyed.
+_CLOSE_TIMEOUT_S = 30.0
+#: Least inputs read ahead of the caller, whatever ``max_machines``.
+_MIN_WINDOW = 256
 
 
-def map_calls(
+class _MapRun:
+    """One running map: its batch on the runtime's loop, and what the caller's side needs."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        batch: Batch,
+        outcomes: Outcomes,
+        progress: Progress | None,
+        journal: Journal | None = None,
+    ) -> None:
+        self._journal = journal
+        self.runtime = runtime
+        self.batch = batch
+        self.outcomes = outcomes
+        self._progress = progress
+        self._ended = threading.Event()
+
+        async def run() -> None:
+            try:
+                await batch.run()
+            finally:
+                try:
+                    if journal is not None:
+                        # Off the loop: closing writes what is pending (a store journal
+                        # blocks on the network).
+                        with anyio.CancelScope(shield=True):
+                            await anyio.to_thread.run_sync(journal.close)
+                finally:
+                    self._ended.set()
+
+        self._future = runtime.submit(run)
+        self._previous_sigterm: Any = None
+        self._install_sigterm()
+
+    def stop(self, timeout_s: float = _CLOSE_TIMEOUT_S) -> None:
+        """Cancel what is still running and wait (up to ``timeout_s``) until every machine of
+        the batch is destroyed; end the progress display."""
+        self._future.cancel()
+        self._ended.wait(timeout_s)
+        if self._progress is not None:
+            self._progress.stop()
+        self._restore_sigterm()
+
+    def cancel(self) -> None:
+        """Cancel without waiting (the runtime destroys the machines in the background)."""
+        self._future.cancel()
+        if self._progress is not None:
+            self._progress.stop()
+
+    async def stop_async(self) -> None:
+        self._future.cancel()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._ended.wait, _CLOSE_TIMEOUT_S)
+        if self._progress is not None:
+            self._progress.stop()
+
+    # SIGTERM (a scheduler or container stopping the script) would end the process without any
+    # clean-up; while a map runs in the main thread, it raises SystemExit instead, so the map
+    # destroys its machines on the way out (the exit status stays 128 + SIGTERM).
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+    def _restore_sigterm(self) -> None:
+        previous, self._previous_sigterm = self._previous_sigterm, None
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+class MapResults(Iterator[Any]):
+    """The values of a ``fn.map`` (an iterator; also a context manager that closes it).
+
+    ``close()`` (or leaving a ``with`` block, or the iterator's end) cancels what is still
+    running and destroys every machine of the batch. `summary` tells what the batch did.
+    """
+
+    def __init__(self, run: _MapRun, *, return_exceptions: bool) -> None:
+        self._run = run
+        self._return_exceptions = return_exceptions
+        self._buffer: collections.deque[tuple[int, bool, Any]] = collections.deque()
+        self._closed = False
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
+        try:
+            if not self._buffer:
+                ready = self._run.outcomes.take()
+                if not ready:
+                    self.close()
+                    raise StopIteration
+                self._run.batch.source.consumed(len(ready))
+                self._buffer.extend(ready)
+            _, ok, value = self._buffer.popleft()
+        except StopIteration:
+            raise
+        except BaseException:
+            # An error of the batch, Ctrl-C, SIGTERM: no machine outlives the map.
+            self.close()
+            raise
+        if ok or self._return_exceptions:
+            return value
+        self.close()
+        raise value
+
+    def close(self) -> None:
+        """Stop the map: cancel what still runs and wait until its machines are destroyed."""
+        if not self._closed:
+            self._closed = True
+            self._run.stop()
+
+    def summary(self) -> Summary:
+        """Counts and per-phase timings of the batch (see `flyjobs._progress.Summary`)."""
+        return self._run.batch.stats.summary()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._run.cancel()
+
+
+def start_map(
     fn: Callable[..., Any],
     options: CallOptions,
-    inputs: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]],
-) -> list[Call[Any]]:
-    """Check every input (``(args, kwargs)`` each), then start one call per input; return the
-    handles in input order."""
-    return spawn_batch(fn, options, inputs, batch_id=new_batch_id())
+    inputs: Iterable[Input],
+    *,
+    max_machines: int | None,
+    reuse: bool,
+    max_failures: int | None,
+    progress: bool | None,
+    order_outputs: bool,
+    return_exceptions: bool,
+    journal: Journal | None = None,
+) -> _MapRun:
+    """Check the map's settings and start its batch; see the module docstring. A ``journal``
+    makes it resumable (`flyjobs._resume`); it is closed when the map ends.
 
-
-def results(
-    calls: list[Call[Any]], *, order_outputs: bool, return_exceptions: bool
-) -> Iterator[Any]:
-    """Yield the calls' values (in input order, or as they finish); see the module docstring."""
-    try:
-        for call in calls if order_outputs else _as_completed(calls):
-            try:
-                value = call.result()
-            except Exception as exc:
-                if not return_exceptions:
-                    raise
-                yield exc
-            else:
-                yield value
-    finally:
-        cancel_all(calls)
-
-
-async def map_async(
-    calls: list[Call[Any]], *, order_outputs: bool, return_exceptions: bool
-) -> AsyncIterator[Any]:
-    """The async face of :func:`results`: the same values, awaited without blocking the loop.
-
-    Leaving early cancels the calls still running; their machines are destroyed by the runtime
-    in the background (the caller's loop is not blocked waiting for it).
+    :raises ConfigError: an invalid setting, or a setting the calls need is missing.
+    :raises SerializationError: the function cannot be referenced by the worker.
     """
     try:
-        source = _in_order(calls) if order_outputs else _completed_async(calls)
-        async for call in source:
-            try:
-                value = await call.result_async()
-            except Exception as exc:
-                if not return_exceptions:
-                    raise
-                yield exc
-            else:
+        return _start(
+            fn,
+            options,
+            inputs,
+            max_machines=max_machines,
+            reuse=reuse,
+            max_failures=max_failures,
+            progress=progress,
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+            journal=journal,
+        )
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
+
+
+def _start(
+    fn: Callable[..., Any],
+    options: CallOptions,
+    inputs: Iterable[Input],
+    *,
+    max_machines: int | None,
+    reuse: bool,
+    max_failures: int | None,
+    progress: bool | None,
+    order_outputs: bool,
+    return_exceptions: bool,
+    journal: Journal | None,
+) -> _MapRun:
+    if max_machines is not None and max_machines < 1:
+        raise ConfigError(f"max_machines={max_machines}: must be at least 1")
+    if max_failures is not None:
+        if max_failures < 1:
+            raise ConfigError(f"max_failures={max_failures}: must be at least 1")
+        if not return_exceptions:
+            raise ConfigError(
+                "max_failures= needs return_exceptions=True: without it the first failure"
+                " already stops the map"
+            )
+    batch_plan = plan(fn, options, batch_id=new_batch_id())
+    runtime = get_runtime()
+    limit = max_machines or runtime.settings.max_machines
+    hint = operator.length_hint(inputs) or None
+    outcomes = Outcomes(ordered=order_outputs)
+    batch = Batch(
+        runtime,
+        batch_plan,
+        iter(inputs),
+        outcomes,
+        max_machines=limit,
+        # Results through the object store: machines cannot pull from this process.
+        reuse=reuse and runtime.channel.mode == "inbox",
+        max_failures=max_failures,
+        window=max(_MIN_WINDOW, 4 * limit),
+        total_hint=hint,
+        journal=journal,
+    )
+    display = None
+    if progress if progress is not None else sys.stderr.isatty():
+        display = Progress(
+            batch.stats,
+            f"{getattr(fn, '__name__', 'map')}.map {batch_plan.batch_id}",
+            throttled=lambda: _throttled(runtime),
+        )
+    return _MapRun(runtime, batch, outcomes, display, journal)
+
+
+def _throttled(runtime: Runtime) -> bool:
+    at = runtime.client.throttled_at
+    return at is not None and time.monotonic() - at < 5.0
+
+
+def results(run: _MapRun, *, return_exceptions: bool) -> MapResults:
+    """The caller's iterator over a started map."""
+    return MapResults(run, return_exceptions=return_exceptions)
+
+
+async def map_async(run: _MapRun, *, return_exceptions: bool) -> AsyncIterator[Any]:
+    """The async face of `MapResults`: the same values, awaited without blocking the loop.
+
+    Leaving early (or an error, or cancellation) cancels what still runs and waits, without
+    blocking the loop, until the batch's machines are destroyed.
+    """
+    try:
+        while True:
+            ready = await anyio.to_thread.run_sync(run.outcomes.take, abandon_on_cancel=True)
+            if not ready:
+                return
+            run.batch.source.consumed(len(ready))
+            for _, ok, value in ready:
+                if not ok and not return_exceptions:
+                    raise value
                 yield value
     finally:
-        cancel_all(calls, timeout_s=0)
-
-
-async def _in_order(calls: list[Call[Any]]) -> AsyncIterator[Call[Any]]:
-    for call in calls:
-        yield call
-
-
-async def _completed_async(calls: list[Call[Any]]) -> AsyncIterator[Call[Any]]:
-    by_future = {call._future: call for call in calls}
-    completed = concurrent.futures.as_completed(by_future)
-    while True:
-        # A worker thread waits for the next one to finish; if this is cancelled, the calls
-        # are cancelled too (see map_async), which lets that thread finish.
-        future = await anyio.to_thread.run_sync(next, completed, None, abandon_on_cancel=True)
-        if future is None:
-            return
-        yield by_future[future]
-
-
-def _as_completed(calls: list[Call[Any]]) -> Iterator[Call[Any]]:
-    by_future = {call._future: call for call in calls}
-    for future in concurrent.futures.as_completed(by_future):
-        yield by_future[future]
+        await run.stop_async()

@@ -19,6 +19,7 @@ __all__ = (
     "META_CLIENT",
     "META_DEADLINE",
     "META_FUNCTION",
+    "NEXT_INPUT_WAIT_S",
     "PAYLOAD_GUEST_PATH",
     "RESERVED_ENV",
     "RESULT_KEY_ENV",
@@ -56,6 +57,12 @@ RESERVED_ENV = frozenset(
         MACHINE_ROOT_ENV,
     }
 )
+
+#: Seconds the inbox may hold a result delivery of a machine that takes more than one input
+#: (a call envelope with ``pulls``) before it answers: ``200`` with the machine's next call
+#: envelope as body, or ``204`` when the batch has no more work for it (the machine then exits).
+#: It is the machine's idle period; the worker's read timeout for that answer is longer.
+NEXT_INPUT_WAIT_S = 5.0
 
 # Worker exit codes. 0 means a result was delivered (the function's own exception counts as a
 # delivered result); each failure before or after that has its own code so the exit event alone

@@ -12,24 +12,20 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable
 from typing import Any
 
-from ._call import Call, cancel_all
-from ._call_envelope import encode_arguments
 from ._codec import decode_value, encode_value
 from ._journal import Journal, input_key, open_journal
 from ._options import CallOptions
 from ._reference import function_reference
 from ._runtime import Runtime, get_runtime
+from ._work import MISSING
 
-__all__ = ("MISSING", "Resume", "resumable_map")
+__all__ = ("Resume", "open_resume")
 
 logger = logging.getLogger("flyjobs.journal")
 
-#: What `Resume.recorded` returns for an input the journal does not have.
-MISSING: Any = object()
 
 _STOP = None
 
@@ -52,12 +48,14 @@ class Resume:
         )
         self._writer.start()
 
-    def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-        """The journal key of one input.
+    def lookup(self, arguments: bytes) -> Any:
+        """The value recorded for the input with these encoded arguments, or `MISSING`."""
+        return self.recorded(input_key(self._fn_ref, arguments))
 
-        :raises SerializationError: the input cannot be encoded.
-        """
-        return input_key(self._fn_ref, encode_arguments(args, kwargs, pickle=self._pickle))
+    def record(self, arguments: bytes, value: Any) -> None:
+        """Record the value of the input with these encoded arguments (written on the
+        journal's own thread)."""
+        self._queue.put((input_key(self._fn_ref, arguments), self._encode(value)))
 
     def recorded(self, key: str) -> Any:
         """The value recorded for `key`, or `MISSING`."""
@@ -69,14 +67,6 @@ class Resume:
 
             return pickle.loads(data)  # written by this client alone (see _journal)
         return decode_value(data, where="a journaled result")
-
-    def finisher(self, key: str) -> Callable[[Any], None]:
-        """A callback that records `key`'s value (call it once the input returned)."""
-
-        def finished(value: Any) -> None:
-            self._queue.put((key, self._encode(value)))
-
-        return finished
 
     def _encode(self, value: Any) -> bytes:
         if self._pickle:
@@ -100,75 +90,10 @@ class Resume:
         self.journal.close()
 
 
-def resumable_map(
-    fn: Callable[..., Any],
-    options: CallOptions,
-    inputs: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]],
-    name: str,
-    *,
-    order_outputs: bool,
-    return_exceptions: bool,
-) -> Iterator[Any]:
-    """``fn.map(..., batch=name)``: run only the inputs the journal lacks, recording each as
-    it finishes, and yield every input's value (recorded or fresh) in input order (or, with
-    ``order_outputs=False``, the recorded ones first).
-
-    Looks every input up before the first machine is created.
+def open_resume(fn: Callable[..., Any], options: CallOptions, name: str) -> Resume:
+    """The journal of ``fn.map(..., batch=name)`` (a `flyjobs._work.Journal`): the map looks
+    each input up as it reads it, runs only those not recorded, and records each value as soon
+    as its input returns.
     """
-    from ._map import map_calls, results
-
     runtime = get_runtime()
-    resume = Resume(runtime, name, function_reference(fn)[0], pickle=options.pickle)
-    try:
-        items = list(inputs)
-        keys = [resume.key(args, kwargs) for args, kwargs in items]
-        recorded = [resume.recorded(key) for key in keys]
-        missing = [i for i, value in enumerate(recorded) if value is MISSING]
-        calls = map_calls(fn, options, [items[i] for i in missing]) if missing else []
-    except BaseException:
-        resume.close()
-        raise
-    for index, call in zip(missing, calls, strict=True):
-        call.add_done_callback(_recorder(resume.finisher(keys[index])))
-    return _yield(resume, recorded, dict(zip(missing, calls, strict=True)), calls, order_outputs,
-                  return_exceptions, results)  # fmt: skip
-
-
-def _recorder(finished: Callable[[Any], None]) -> Callable[[Future[Any]], None]:
-    def done(future: Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            finished(future.result())
-
-    return done
-
-
-def _yield(
-    resume: Resume,
-    recorded: list[Any],
-    running: dict[int, Call[Any]],
-    calls: list[Call[Any]],
-    order_outputs: bool,
-    return_exceptions: bool,
-    results: Callable[..., Iterator[Any]],
-) -> Iterator[Any]:
-    try:
-        if not order_outputs:
-            yield from (value for value in recorded if value is not MISSING)
-            yield from results(calls, order_outputs=False, return_exceptions=return_exceptions)
-            return
-        for index, value in enumerate(recorded):
-            call = running.get(index)
-            if call is None:
-                yield value
-                continue
-            try:
-                fresh = call.result()
-            except Exception as exc:
-                if not return_exceptions:
-                    raise
-                yield exc
-            else:
-                yield fresh
-    finally:
-        cancel_all(calls)
-        resume.close()
+    return Resume(runtime, name, function_reference(fn)[0], pickle=options.pickle)

@@ -1,8 +1,12 @@
-"""The worker runtime: ``python -m flyjobs.worker`` runs one call inside a machine.
+"""The worker runtime: ``python -m flyjobs.worker`` runs a machine's calls.
 
 It reads the call payload at the fixed guest path (under ``$FLYJOBS_MACHINE_ROOT`` in the local
 emulator), imports the function, runs it under the call's deadline, delivers the result envelope
-with one HTTP PUT to the URL the payload names, and exits with a code from `flyjobs._protocol`:
+with one HTTP PUT to the URL the payload names, and exits with a code from `flyjobs._protocol`.
+A call with ``pulls`` belongs to a batch machine: the answer to its delivery may carry the next
+call envelope, which the worker runs in the same process (the function stays imported), until
+the answer is "no more work" (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`). The exit code is the
+last call's:
 
 - ``EXIT_OK``: a result was delivered (the function's own exception is a delivered result);
 - ``EXIT_BAD_PAYLOAD``: the payload is missing, unreadable, or not a flyjobs call;
@@ -44,6 +48,7 @@ from flyjobs._protocol import (
     EXIT_OK,
     EXIT_RESULT_TOO_LARGE,
     MACHINE_ROOT_ENV,
+    NEXT_INPUT_WAIT_S,
     PAYLOAD_GUEST_PATH,
     RESULT_KEY_ENV,
     seal_result,
@@ -110,31 +115,53 @@ class _Tail:
     def text(self) -> str:
         return "".join(self._chunks)[-self._limit :]
 
+    def reset(self) -> None:
+        """Forget what was kept (a machine's next input starts a fresh tail)."""
+        self._chunks, self._size = [], 0
+
     def __getattr__(self, name: str) -> Any:
         # flush, fileno, isatty, encoding, buffer, ...: those of the real stream.
         return getattr(self._stream, name)
 
 
-def _arm_deadline(remaining_s: float, fn_ref: str) -> None:
-    """End the process with EXIT_DEADLINE once `remaining_s` seconds have passed.
+class _Deadline:
+    """Ends the process with EXIT_DEADLINE once the current deadline (unix s) has passed.
 
-    It stays armed through delivery too, so that a machine never outlives its deadline. A
-    thread rather than SIGALRM: the function may use ``signal.alarm`` itself and would silently
-    replace the handler. Code that holds the GIL in C for long starves the thread (as it would
-    a signal handler); faulthandler's C watchdog ends such a process a little later.
+    It stays armed through delivery too, so that a machine never outlives its deadline; a
+    machine that takes more than one input moves it with each input. A thread rather than
+    SIGALRM: the function may use ``signal.alarm`` itself and would silently replace the
+    handler. Code that holds the GIL in C for long starves the thread (as it would a signal
+    handler); faulthandler's C watchdog ends such a process a little later.
     """
 
-    def watch() -> None:
-        time.sleep(remaining_s)
+    def __init__(self) -> None:
+        self.at = 0.0
+        self.fn_ref = ""
+        self._started = False
+
+    def set(self, at: float, fn_ref: str) -> None:
+        self.at, self.fn_ref = at, fn_ref
+        if not self._started:
+            self._started = True
+            _thread.start_new_thread(self._watch, ())
+        stderr = sys.__stderr__
+        if stderr is not None:
+            remaining_s = max(at - time.time(), 0.0)
+            faulthandler.dump_traceback_later(
+                remaining_s + _HARD_STOP_GRACE_S, exit=True, file=stderr
+            )
+
+    def _watch(self) -> None:
+        while True:
+            remaining_s = self.at - time.time()
+            if remaining_s <= 0:
+                break
+            # Woken at least once a second: a later input may have moved the deadline.
+            time.sleep(min(remaining_s, 1.0))
         # No flush of the output streams: they are line buffered (see _capture_output), and
         # flushing could block on a lock the stuck main thread holds.
-        _log(f"deadline passed while running {fn_ref}; exiting {EXIT_DEADLINE}")
+        _log(f"deadline passed while running {self.fn_ref}; exiting {EXIT_DEADLINE}")
         os._exit(EXIT_DEADLINE)
-
-    _thread.start_new_thread(watch, ())
-    stderr = sys.__stderr__
-    if stderr is not None:
-        faulthandler.dump_traceback_later(remaining_s + _HARD_STOP_GRACE_S, exit=True, file=stderr)
 
 
 def _capture_output() -> tuple[_Tail, _Tail]:
@@ -189,51 +216,75 @@ def _from_user_code(exc: BaseException) -> BaseException:
 
 
 class _Worker:
-    """One call's run: state shared by the steps of `run`."""
+    """A machine's run: one call, or (for a call with ``pulls``) each next call the inbox
+    answers a delivery with, in the same process, until the batch has no more work."""
 
-    def __init__(self, call: CallEnvelope, started: float, result_key: str | None) -> None:
-        self.call = call
+    def __init__(self, started: float, result_key: str | None) -> None:
         self.result_key = result_key
-        self.timings = {"worker_start": started}
+        self.timings: dict[str, float] = {"worker_start": started}
         self.stdout: _Tail | None = None
         self.stderr: _Tail | None = None
+        self.deadline = _Deadline()
         self.too_large = False
+        self._functions: dict[str, Callable[..., Any]] = {}
 
-    def run(self) -> int:
-        call = self.call
-        remaining_s = call.deadline - time.time()
-        if remaining_s <= 0:
-            _log(f"deadline passed before {call.call_id} started; exiting {EXIT_DEADLINE}")
-            return EXIT_DEADLINE
-        _arm_deadline(remaining_s, call.fn)
+    def run(self, call: CallEnvelope) -> int:
+        """Run `call` and every call that follows it; return the exit code of the last."""
         self.stdout, self.stderr = _capture_output()
-        sys.path[:0] = call.sys_path
+        code = EXIT_OK
+        next_call: CallEnvelope | None = call
+        while next_call is not None:
+            code, next_call = self._run_one(next_call)
+        return code
+
+    def _run_one(self, call: CallEnvelope) -> tuple[int, CallEnvelope | None]:
+        if call.deadline - time.time() <= 0:
+            _log(f"deadline passed before {call.call_id} started; exiting {EXIT_DEADLINE}")
+            return EXIT_DEADLINE, None
+        self.deadline.set(call.deadline, call.fn)
+        for tail in (self.stdout, self.stderr):
+            if tail is not None:
+                tail.reset()
+        sys.path[:0] = [entry for entry in call.sys_path if entry not in sys.path]
         try:
-            fn = _import_function(call.fn)
+            fn = self._function(call.fn)
         except (Exception, SystemExit) as exc:
             _log(f"cannot import {call.fn}: {type(exc).__name__}: {exc}")
-            self._deliver_error("import", exc)
-            return EXIT_IMPORT_FAILED
+            self._deliver(call, self._encode_error(call, "import", exc), final=True)
+            return EXIT_IMPORT_FAILED, None
         if call.arguments_url:
             try:
                 call.arguments_data = _get(call.arguments_url)
             except OSError as exc:
                 _log(f"cannot fetch the arguments of {call.call_id}: {exc}")
-                return EXIT_BAD_PAYLOAD
+                return EXIT_BAD_PAYLOAD, None
         try:
             args, kwargs = call.arguments()
         except SerializationError as exc:
             _log(f"cannot decode the arguments of {call.call_id}: {exc}")
-            self._deliver_error("arguments", exc)
             missing_class = isinstance(exc.__cause__, (ImportError, AttributeError))
-            return EXIT_IMPORT_FAILED if missing_class else EXIT_BAD_PAYLOAD
-        body = self._run_function(fn, args, kwargs)
-        if self._deliver(body):
-            return EXIT_OK
-        return EXIT_RESULT_TOO_LARGE if self.too_large else EXIT_DELIVERY_FAILED
+            delivered, next_call = self._deliver(call, self._encode_error(call, "arguments", exc))
+            if delivered and next_call is not None:
+                return EXIT_OK, next_call
+            return (EXIT_IMPORT_FAILED if missing_class else EXIT_BAD_PAYLOAD), None
+        body = self._run_function(call, fn, args, kwargs)
+        delivered, next_call = self._deliver(call, body)
+        if delivered:
+            return EXIT_OK, next_call
+        return (EXIT_RESULT_TOO_LARGE if self.too_large else EXIT_DELIVERY_FAILED), None
+
+    def _function(self, ref: str) -> Callable[..., Any]:
+        fn = self._functions.get(ref)
+        if fn is None:
+            fn = self._functions[ref] = _import_function(ref)
+        return fn
 
     def _run_function(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        call: CallEnvelope,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> bytes:
         """Run the function; return the encoded result (its value or its exception)."""
         self.timings["function_start"] = time.time()
@@ -243,66 +294,85 @@ class _Worker:
             # KeyboardInterrupt and the user's own BaseException subclasses too: they are the
             # function's outcome, delivered like any exception.
             self.timings["function_end"] = time.time()
-            return self._encode_error("call", _from_user_code(exc))
+            return self._encode_error(call, "call", _from_user_code(exc))
         self.timings["function_end"] = time.time()
         try:
-            return self._encode(value=value)
+            return self._encode(call, value=value)
         except SerializationError as exc:
-            return self._encode_error("result", exc)
+            return self._encode_error(call, "result", exc)
 
-    def _encode(self, value: object = None, error: ErrorInfo | None = None) -> bytes:
+    def _encode(
+        self, call: CallEnvelope, value: object = None, error: ErrorInfo | None = None
+    ) -> bytes:
         return encode_result(
-            self.call.call_id,
+            call.call_id,
             value=value,
             error=error,
             stdout_tail=self.stdout.text() if self.stdout else "",
             stderr_tail=self.stderr.text() if self.stderr else "",
             timings=self.timings,
-            pickle=self.call.pickle,
+            pickle=call.pickle,
         )
 
-    def _encode_error(self, stage: str, exc: BaseException) -> bytes:
-        return self._encode(error=describe_exception(exc, stage=stage, pickle=self.call.pickle))
+    def _encode_error(self, call: CallEnvelope, stage: str, exc: BaseException) -> bytes:
+        return self._encode(call, error=describe_exception(exc, stage=stage, pickle=call.pickle))
 
-    def _deliver_error(self, stage: str, exc: BaseException) -> None:
-        self._deliver(self._encode_error(stage, exc))
+    def _deliver(
+        self, call: CallEnvelope, body: bytes, *, final: bool = False
+    ) -> tuple[bool, CallEnvelope | None]:
+        """PUT `body` to the result URL; return (accepted, the next call if the inbox gave one).
 
-    def _deliver(self, body: bytes) -> bool:
-        """PUT `body` to the result URL; True once the inbox accepted it."""
-        url = self.call.result_url
+        A ``final`` delivery takes no next call (the worker exits after it).
+        """
+        pulls = call.pulls and not final
         if self.result_key:
             body = seal_result(self.result_key, body)
+        if pulls:
+            # The inbox may hold the answer for the idle period: the deadline waits that long.
+            wait_until = time.time() + NEXT_INPUT_WAIT_S + _PUT_TIMEOUT_S
+            self.deadline.set(max(call.deadline, wait_until), call.fn)
         for attempt in range(len(_RETRY_DELAYS_S) + 1):
             if attempt:
                 time.sleep(_RETRY_DELAYS_S[attempt - 1])
             try:
-                status = _put(url, body)
+                status, answer = _put(call.result_url, body, pulls=pulls)
             except OSError as exc:
                 _log(f"result delivery attempt {attempt + 1} failed: {exc}")
                 continue
             if 200 <= status < 300:
-                return True
+                return True, self._next_call(answer) if pulls else None
             if status == 409 and attempt:
                 # A retry refused as a second delivery: the attempt before it reached the inbox
-                # and only its answer was lost.
-                return True
+                # and only its answer was lost (with it, any next call: the client retries that
+                # input elsewhere when this machine exits).
+                return True, None
             if status < 500:
                 _log(f"result delivery refused: HTTP {status} ({len(body)} bytes)")
                 self.too_large = status == 413
-                return False
+                return False, None
             _log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")
-        return False
+        return False, None
+
+    def _next_call(self, answer: bytes) -> CallEnvelope | None:
+        if not answer:
+            return None
+        try:
+            return decode_call(answer)
+        except SerializationError as exc:
+            _log(f"bad next call from the inbox: {exc}")
+            return None
 
 
-def _put(url: str, body: bytes) -> int:
-    """PUT `body` to `url`; return the HTTP status."""
+def _put(url: str, body: bytes, *, pulls: bool = False) -> tuple[int, bytes]:
+    """PUT `body` to `url`; return the HTTP status and the answer's body.
+
+    :param pulls: the answer may be held for the machine's idle period (it carries the next
+        call): wait for it that much longer.
+    """
+    timeout_s = _PUT_TIMEOUT_S + len(body) / 1048576 + (NEXT_INPUT_WAIT_S if pulls else 0.0)
     if url.startswith("http://"):
-        return _put_http(url, body)
-    return _put_urllib(url, body)
-
-
-def _put_timeout(size: int) -> float:
-    return _PUT_TIMEOUT_S + size / 1048576
+        return _put_http(url, body, timeout_s)
+    return _put_urllib(url, body, timeout_s)
 
 
 def _split_http_url(url: str) -> tuple[str, str, int, str]:
@@ -317,12 +387,12 @@ def _split_http_url(url: str) -> tuple[str, str, int, str]:
     return authority, host, int(port_text or 80), "/" + path.partition("#")[0]
 
 
-def _put_http(url: str, body: bytes) -> int:
+def _put_http(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
     # HTTP/1.1 by hand over _socket (socket's C core), because every call pays the worker's
     # imports: http.client pulls in the email package (about 18 ms measured here, more than the
     # ~13 ms an interpreter that imports msgpack needs in all), urllib.request adds ssl on top
     # (about 23 ms), and even the socket module adds enum and selectors (about 3 ms); all this
-    # for one request and one status line.
+    # for one request, one status line and a body of known length.
     authority, host, port, target = _split_http_url(url)
     request = (
         f"PUT {target} HTTP/1.1\r\nHost: {authority}\r\n"
@@ -335,7 +405,7 @@ def _put_http(url: str, body: bytes) -> int:
     for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
         sock = _socket.socket(family, kind, proto)
         try:
-            sock.settimeout(_put_timeout(len(body)))
+            sock.settimeout(timeout_s)
             sock.connect(address)
         except OSError as exc:
             sock.close()
@@ -348,36 +418,49 @@ def _put_http(url: str, body: bytes) -> int:
     raise error
 
 
-def _exchange(sock: _socket.socket, request: bytes) -> int:
+def _exchange(sock: _socket.socket, request: bytes) -> tuple[int, bytes]:
     try:
         sock.sendall(request)
     except OSError:
         # The server may answer (413, 403) and close before reading the whole body; its answer
         # is then still readable and says more than the broken pipe does.
-        status = _read_status(sock)
-        if status is None:
+        answer = _read_response(sock)
+        if answer is None:
             raise
-        return status
-    status = _read_status(sock)
-    if status is None:
+        return answer
+    answer = _read_response(sock)
+    if answer is None:
         raise OSError("the result inbox closed the connection without an HTTP status")
-    return status
+    return answer
 
 
-def _read_status(sock: _socket.socket) -> int | None:
+def _read_response(sock: _socket.socket) -> tuple[int, bytes] | None:
+    """(status, body) of the answer; the body is read to its Content-Length (empty without)."""
     response = b""
     try:
-        while b"\r\n" not in response and len(response) < 8192:
-            chunk = sock.recv(4096)
+        while b"\r\n\r\n" not in response and len(response) < 65536:
+            chunk = sock.recv(65536)
             if not chunk:
                 break
             response += chunk
     except OSError:
         pass
-    parts = response.split(b"\r\n", 1)[0].split(b" ", 2)
+    head, _, body = response.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         return None
-    return int(parts[1])
+    length = 0
+    for line in lines[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == b"content-length" and value.strip().isdigit():
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = sock.recv(min(length - len(body), 1 << 20))
+        if not chunk:
+            raise OSError("the result inbox closed the connection in the middle of its answer")
+        body += chunk
+    return int(parts[1]), body[:length]
 
 
 def _get(url: str) -> bytes:
@@ -390,7 +473,7 @@ def _get(url: str) -> bytes:
         return data
 
 
-def _put_urllib(url: str, body: bytes) -> int:
+def _put_urllib(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
     # https (presigned object-storage URLs): TLS is worth its import cost there.
     import urllib.error
     import urllib.request
@@ -399,11 +482,11 @@ def _put_urllib(url: str, body: bytes) -> int:
         url, data=body, method="PUT", headers={"Content-Type": "application/msgpack"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=_put_timeout(len(body))) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             status: int = response.status
-            return status
+            return status, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, b""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     except SerializationError as exc:
         _log(f"bad payload {path}: {exc}")
         return EXIT_BAD_PAYLOAD
-    return _Worker(call, started, result_key).run()
+    return _Worker(started, result_key).run(call)
 
 
 if __name__ == "__main__":

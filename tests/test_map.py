@@ -30,9 +30,11 @@ def test_starmap_spreads_tuples_over_parameters(runtime: Runtime) -> None:
     assert list(funcs.add.starmap([(1, 2), (3, 4)])) == [3, 7]
 
 
-def test_batch_call_ids_are_deterministic_and_name_the_machines(runtime: Runtime) -> None:
+def test_without_reuse_call_ids_are_deterministic_and_name_the_machines(
+    runtime: Runtime,
+) -> None:
     before = {m.id for m in machines(runtime)}
-    assert list(funcs.add.map([1, 2, 3])) == [1, 2, 3]
+    assert list(funcs.add.map([1, 2, 3], reuse=False)) == [1, 2, 3]
     new = [m for m in machines(runtime) if m.id not in before]
     batch_ids = {metadata(m)["flyjobs_batch_id"] for m in new}
     assert len(batch_ids) == 1
@@ -56,11 +58,15 @@ def test_a_failure_raises_and_cancels_the_rest(runtime: Runtime) -> None:
     assert time.monotonic() - started < 20
 
 
-def test_a_bad_input_raises_before_any_machine(runtime: Runtime) -> None:
-    before = len(machines(runtime))
+def test_an_input_that_cannot_be_encoded_is_that_inputs_error(runtime: Runtime) -> None:
+    mixed = list(funcs.echo.map([1, object(), 3], return_exceptions=True))
+    assert mixed[0] == 1 and mixed[2] == 3
+    assert isinstance(mixed[1], flyjobs.SerializationError)
+    assert "input 1" in str(mixed[1])
+    values = funcs.echo.map([1, 2, object()])
+    assert [next(values), next(values)] == [1, 2]
     with pytest.raises(flyjobs.SerializationError, match="input 2"):
-        funcs.echo.map([1, 2, object()])
-    assert len(machines(runtime)) == before
+        next(values)
 
 
 def test_leaving_the_loop_early_cancels_the_rest(runtime: Runtime) -> None:

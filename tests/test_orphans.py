@@ -112,3 +112,40 @@ def test_ctrl_c_during_a_remote_call_destroys_its_machine(tmp_path: Path) -> Non
     client = _run_client(INTERRUPTED_CLIENT.format(here=str(HERE)), tmp_path)
     assert client.returncode == 0, client.stderr
     assert "interrupted; live machines: []" in client.stdout
+
+
+MAPPING_CLIENT = """
+import os, sys
+sys.path.insert(0, {here!r})
+import remote_funcs
+files = [os.path.join({folder!r}, f"{{i}}.pid") for i in range(6)]
+for _ in remote_funcs.record_pid_and_sleep.map(files):
+    pass
+"""
+
+
+def test_sigterm_to_a_mapping_script_destroys_its_machines(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"}
+    script = MAPPING_CLIENT.format(here=str(HERE), folder=str(tmp_path))
+    client = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        files = [tmp_path / f"{i}.pid" for i in range(6)]
+        deadline = time.monotonic() + 60
+        while not all(f.exists() and f.stat().st_size for f in files):
+            assert client.poll() is None and time.monotonic() < deadline, client.stderr
+            time.sleep(0.05)
+        client.send_signal(signal.SIGTERM)
+        _, stderr = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 128 + signal.SIGTERM, stderr
+    pids = [int(f.read_text()) for f in files]
+    assert [pid for pid in pids if _alive(pid)] == []

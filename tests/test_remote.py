@@ -23,7 +23,7 @@ from _remote_helpers import machines as _machines
 
 import flyjobs
 from flyjobs._call_envelope import decode_call
-from flyjobs._dispatch import MAX_INLINE_PAYLOAD_BYTES, _portable
+from flyjobs._plan import MAX_INLINE_PAYLOAD_BYTES, _portable
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
 from flyjobs._runtime import Runtime
 

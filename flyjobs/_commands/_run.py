@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .._exceptions import FlyjobsError
-from .._map import map_calls, results
+from .._map import results, start_map
 from .._target import load_function, parse_argument, read_inputs
 from ._common import shows_errors
 
@@ -52,9 +52,22 @@ def run(target: str, args: tuple[str, ...], map_file: Path | None) -> None:
             return
         if args:
             raise click.UsageError("give either ARGS or --map FILE, not both")
-        calls = map_calls(inspect.unwrap(fn), fn.options, list(read_inputs(map_file)))
-        for value in results(calls, order_outputs=True, return_exceptions=False):
-            click.echo(_show(value))
+        # Read whole first: a malformed line is reported before any machine is created.
+        inputs = list(read_inputs(map_file))
+        mapped = start_map(
+            inspect.unwrap(fn),
+            fn.options,
+            inputs,
+            max_machines=None,
+            reuse=True,
+            max_failures=None,
+            progress=None,
+            order_outputs=True,
+            return_exceptions=False,
+        )
+        with results(mapped, return_exceptions=False) as values:
+            for value in values:
+                click.echo(_show(value))
     except (FlyjobsError, click.ClickException):
         raise
     except Exception as exc:

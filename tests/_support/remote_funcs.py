@@ -134,3 +134,36 @@ def record_pid_and_sleep(pid_file: str) -> None:
     with open(pid_file, "w") as f:
         f.write(str(os.getpid()))
     time.sleep(60)
+
+
+@flyjobs.remote(timeout_s=2)
+def quick(x: int) -> int:
+    return x
+
+
+@flyjobs.remote(timeout_s=60)
+def pid_unless_marked(marker: str, x: int, crash_on: int) -> tuple[int, int]:
+    # The first machine to reach input `crash_on` leaves a marker and crashes mid-input.
+    if x == crash_on and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(9)
+    return x, os.getpid()
+
+
+@flyjobs.remote(timeout_s=60)
+def flaky(folder: str, x: int) -> int:
+    # Raises the first time it sees `x`, returns it after.
+    marker = os.path.join(folder, str(x))
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ValueError(f"flaky {x}")
+    return x
+
+
+@flyjobs.remote(timeout_s=60)
+def fail_or_sleep(seconds: float) -> float:
+    # Negative: fail at once; otherwise sleep that long.
+    if seconds < 0:
+        raise ValueError(f"failed on {seconds}")
+    time.sleep(seconds)
+    return seconds

@@ -138,8 +138,10 @@ async def test_many_concurrent_tickets(inbox: ResultInbox) -> None:
     async def deliver(i: int, limiter: anyio.CapacityLimiter) -> None:
         # The worker's own PUT, from up to 50 threads at once (as from many machines).
         body = encode_result(f"call-{i}", value=i)
-        status = await anyio.to_thread.run_sync(worker._put, tickets[i].url, body, limiter=limiter)
-        assert status == 204
+        status, answer = await anyio.to_thread.run_sync(
+            worker._put, tickets[i].url, body, limiter=limiter
+        )
+        assert (status, answer) == (204, b"")
 
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:

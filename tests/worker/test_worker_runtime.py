@@ -307,10 +307,10 @@ async def test_urllib_fallback_delivers_too(inbox: ResultInbox) -> None:
     # The https path (urllib) is exercised over plain http against the same inbox.
     with inbox.expect("c-urllib") as ticket:
         body = encode_result("c-urllib", value=1)
-        status = await anyio.to_thread.run_sync(worker._put_urllib, ticket.url, body)
+        status, _ = await anyio.to_thread.run_sync(worker._put_urllib, ticket.url, body, 10.0)
         assert status == 204
         assert decode_result(await ticket.result()).value(pickled=False) == 1
-        status = await anyio.to_thread.run_sync(worker._put_urllib, ticket.url, body)
+        status, _ = await anyio.to_thread.run_sync(worker._put_urllib, ticket.url, body, 10.0)
         assert status == 409
 
 

@@ -1,0 +1,383 @@
+"""A batch's machines: created at the create rate, each pulling inputs until the work runs out.
+
+Up to ``max_machines`` ephemeral machines (``auto_destroy``, never restarted) run a batch. Each
+is created with its first input in ``files[].raw_value``; when it delivers a result to the inbox,
+the same round trip answers with its next input, taken from the batch's `WorkSource` (the FLAME
+pattern within one batch). A machine exits when the batch has no work left for it, or after
+`NEXT_INPUT_WAIT_S` without any. With ``reuse=False`` each machine takes one input.
+
+Each input's clocks (deadline, result URL expiry) start when a machine is created for it or
+handed it. A machine that dies holding an input gives the input back for another machine
+(within ``retries``); a result is taken from a ticket only once, and a ticket is closed before
+its input is retried, so no input's result is delivered twice. However the batch ends (done,
+cancelled, failed, interpreter exit), every machine it created is destroyed or exiting by
+itself, watched until it has.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import anyio
+
+from ._channel import StoreTicket, close_ticket
+from ._dispatch import (
+    collect,
+    note_attempts,
+    retry_delay_s,
+    retryable,
+    spilled_key,
+    ticket_for,
+)
+from ._exceptions import CallTimeoutError, TooManyFailuresError
+from ._inbox import Ticket
+from ._plan import WORKER_DEADLINE_SLACK_S, Plan
+from ._progress import BatchStats
+from ._protocol import NEXT_INPUT_WAIT_S
+from ._result_envelope import decode_result
+from ._runtime import Runtime
+from ._supervise import (
+    EXIT_GRACE_S,
+    ExitWatch,
+    check_secrets,
+    create_machine,
+    destroy,
+    exit_error,
+    show_output,
+    tag,
+    value_of,
+)
+from ._work import Input, Item, Journal, Outcomes, WorkSource
+
+__all__ = ("Batch",)
+
+logger = logging.getLogger("flyjobs.batch")
+
+
+class _Held:
+    """The input a machine holds: its ticket, its deadline (unix s), and where its arguments
+    are when they were too large to travel inline."""
+
+    __slots__ = ("arguments_url", "call_id", "deadline", "item", "ticket")
+
+    def __init__(
+        self,
+        item: Item,
+        call_id: str,
+        ticket: Ticket | StoreTicket,
+        deadline: float,
+        arguments_url: str | None,
+    ) -> None:
+        self.item = item
+        self.call_id = call_id
+        self.ticket = ticket
+        self.deadline = deadline
+        self.arguments_url = arguments_url
+
+
+class Batch:
+    """Runs one batch on the runtime's loop (`run`); see the module docstring.
+
+    :param max_machines: machines of this batch at once (the runtime's pool bounds all calls
+        of the process as well).
+    :param reuse: machines take more than one input.
+    :param max_failures: stop after this many failed inputs (None: never stop).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        plan: Plan,
+        inputs: Iterator[Input],
+        outcomes: Outcomes,
+        *,
+        max_machines: int,
+        reuse: bool,
+        max_failures: int | None,
+        window: int,
+        total_hint: int | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        self._journal = journal
+        self._runtime = runtime
+        self._plan = plan
+        self._outcomes = outcomes
+        self.stats = BatchStats(total_hint)
+        self.source = WorkSource(
+            inputs,
+            partial(plan.encode, spill=runtime.store is not None),
+            window=window,
+            wake=self._wake,
+            on_read=lambda _index: self.stats.input_read(),
+            on_reject=self._encode_failed,
+            on_end=outcomes.end,
+            lookup=journal.lookup if journal is not None else None,
+            on_recorded=self._recorded,
+        )
+        self._source = self.source
+        self._slots = anyio.CapacityLimiter(max_machines)
+        self._reuse = reuse
+        self._max_failures = max_failures
+        self._failures: list[tuple[int, BaseException]] = []
+        self._machine_numbers = itertools.count()
+
+    async def run(self) -> None:
+        """Run the batch to its end; cancelling it destroys every machine it made."""
+        try:
+            await check_secrets(self._runtime, self._plan)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                while True:
+                    holder = object()
+                    await self._slots.acquire_on_behalf_of(holder)
+                    try:
+                        await self._runtime.limiter.acquire_on_behalf_of(holder)
+                    except BaseException:
+                        self._slots.release_on_behalf_of(holder)
+                        raise
+                    item = await self._source.take()
+                    if item is None:
+                        self._release(holder)
+                        break
+                    tg.start_soon(self._machine, item, holder)
+        except Exception as exc:
+            self._outcomes.abort(exc)
+        finally:
+            self._source.close()
+            self.stats.finished()
+
+    def _wake(self, fn: Callable[[], None]) -> None:
+        # From the caller's thread: run fn on the runtime's loop, without waiting for it.
+        self._runtime.portal.start_task_soon(_call_async, fn)
+
+    def _recorded(self, index: int, value: Any) -> None:
+        # A resumed batch's input that returned in an earlier run: its value, not run again.
+        self.stats.done += 1
+        self._outcomes.put(index, True, value)
+
+    def _encode_failed(self, index: int, error: BaseException) -> None:
+        self.stats.failed += 1
+        self.rejected(index, error)
+
+    def _release(self, holder: object) -> None:
+        self._runtime.limiter.release_on_behalf_of(holder)
+        self._slots.release_on_behalf_of(holder)
+
+    # --- one machine ------------------------------------------------------------------
+
+    async def _hand(self, item: Item, *, creating: bool) -> _Held:
+        """Start ``item``'s clocks and open its ticket (putting arguments too large to travel
+        inline in the store, the first time)."""
+        runtime, plan = self._runtime, self._plan
+        item.attempts += 1
+        index = item.index
+        call_id = f"{plan.batch_id}-{index}"
+        if item.attempts > 1:
+            call_id += f"-r{item.attempts - 1}"
+        deadline = time.time() + plan.options.timeout
+        arguments_url = None
+        if plan.spilled(item.arguments):
+            assert runtime.store is not None  # encoding refuses them without one
+            key = spilled_key(f"{plan.batch_id}-{index}")
+            if item.attempts == 1:
+                await runtime.store.put(key, item.arguments)
+            expires_at = deadline + WORKER_DEADLINE_SLACK_S
+            arguments_url = runtime.store.presign("GET", key, expires_at=expires_at)
+        ticket = ticket_for(runtime, call_id, deadline, replies=self._reuse)
+        self.stats.started(index, item.queued_at, creating=creating)
+        return _Held(item, call_id, ticket, deadline, arguments_url)
+
+    def _payload(self, held: _Held) -> bytes:
+        return self._plan.payload(
+            held.call_id,
+            held.item.arguments,
+            deadline=held.deadline,
+            result_url=held.ticket.url,
+            arguments_url=held.arguments_url,
+            pulls=self._reuse,
+        )
+
+    async def _machine(self, item: Item, holder: object) -> None:
+        plan, runtime = self._plan, self._runtime
+        held: _Held | None = None
+        watch: ExitWatch | None = None
+        machine_id: str | None = None
+        try:
+            first = held = await self._hand(item, creating=True)
+            name = first.call_id
+            if self._reuse:
+                name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
+            try:
+                machine = await create_machine(
+                    runtime,
+                    plan,
+                    name,
+                    self._payload(first),
+                    first.deadline,
+                    pulls=self._reuse,
+                )
+            except Exception as exc:
+                self.stats.create_failed()
+                held = None
+                await _close(first)
+                self._attempt_failed(first, exc)
+                return
+            machine_id = machine.id
+            self.stats.created(first.item.index)
+            runtime.live.watch(plan.app, machine_id, first.call_id)
+            watch = ExitWatch(runtime, plan.app, machine_id)
+            while held is not None:
+                held = await self._serve(held, watch, machine_id)
+            # The machine is told there is no more work: it exits by itself. The batch owns
+            # it until it has (destroying it if it lingers), so that a batch that is over
+            # leaves no machine behind.
+            with anyio.move_on_after(EXIT_GRACE_S):
+                await watch.exited.wait()
+            if not watch.exited.is_set():
+                watch.stop()
+                await destroy(runtime, plan.app, machine_id)
+            watch = None
+        except BaseException:
+            # Cancelled (the batch is over), or a failure of our own: the machine goes now.
+            with anyio.CancelScope(shield=True):
+                if watch is not None:
+                    watch.stop()
+                if machine_id is not None:
+                    await destroy(runtime, plan.app, machine_id)
+            raise
+        finally:
+            if held is not None:
+                await _close(held)
+            if machine_id is not None:
+                runtime.live.forget(plan.app, machine_id)
+            self._release(holder)
+
+    async def _serve(self, held: _Held, watch: ExitWatch, machine_id: str) -> _Held | None:
+        """Wait for the held input's result (or the machine's death, or the deadline); return
+        the next input handed to the machine, if any."""
+        runtime, plan = self._runtime, self._plan
+        try:
+            with anyio.fail_after(max(held.deadline - time.time(), 0.001)):
+                body = await collect(held.ticket, watch)
+        except TimeoutError:
+            if isinstance(held.ticket, StoreTicket):
+                await held.ticket.fetch()
+            if not held.ticket.delivered:
+                watch.stop()
+                await destroy(runtime, plan.app, machine_id)
+                timeout = CallTimeoutError(
+                    f"call {held.call_id} did not finish within"
+                    f" timeout_s={plan.options.timeout:g}; machine {machine_id} was destroyed"
+                )
+                await _close(held)
+                self._attempt_failed(held, tag(timeout, held.call_id, machine_id))
+                return None
+            body = await held.ticket.result()  # delivered as the deadline struck: kept
+        if body is None:
+            await _close(held)
+            error = await exit_error(runtime, plan.app, machine_id, plan.options)
+            self._attempt_failed(held, tag(error, held.call_id, machine_id))
+            return None
+        result = decode_result(body)
+        self.stats.delivered(held.item.index, result.timings)
+        await show_output(runtime, plan.app, machine_id, held.call_id, result)
+        try:
+            value = value_of(result, plan, held.call_id, machine_id)
+        except Exception as exc:
+            self._attempt_failed(held, exc)
+            if result.error is not None and result.error.stage == "import":
+                return await self._stop(held)  # the next input would fail the same way
+        else:
+            self._succeeded(held, value)
+        return await self._next(held, machine_id)
+
+    async def _next(self, held: _Held, machine_id: str) -> _Held | None:
+        """Answer the held delivery with the machine's next input (or no more work)."""
+        ticket = held.ticket
+        if not self._reuse or not isinstance(ticket, Ticket):
+            return await self._stop(held)
+        item = await self._source.take(timeout_s=NEXT_INPUT_WAIT_S)
+        if item is None:
+            return await self._stop(held)
+        next_held = await self._hand(item, creating=False)
+        self._runtime.live.watch(self._plan.app, machine_id, next_held.call_id)
+        ticket.reply(self._payload(next_held))
+        ticket.close()
+        return next_held
+
+    async def _stop(self, held: _Held) -> _Held | None:
+        """Answer the held delivery with "no more work"; the machine exits."""
+        if isinstance(held.ticket, Ticket):
+            held.ticket.reply(None)
+        await _close(held)
+        return None
+
+    # --- outcomes -----------------------------------------------------------------------
+
+    def _succeeded(self, held: _Held, value: Any) -> None:
+        item = held.item
+        self.stats.settled(item.index, "done")
+        if self._journal is not None:
+            self._journal.record(item.arguments, value)
+        self._outcomes.put(item.index, True, value)
+        self._source.finished(item)
+        self._forget_arguments(held)
+
+    def _forget_arguments(self, held: _Held) -> None:
+        store = self._runtime.store
+        if held.arguments_url is not None and store is not None:
+            key = spilled_key(f"{self._plan.batch_id}-{held.item.index}")
+            self._runtime.background(partial(store.discard, key))
+
+    def _attempt_failed(self, held: _Held, error: BaseException) -> None:
+        """An attempt of ``held``'s input failed: retry it elsewhere, or record its error."""
+        item, options = held.item, self._plan.options
+        if item.attempts <= options.retries and retryable(error, options):
+            self.stats.settled(item.index, "retried")
+            delay_s = retry_delay_s(error, item.attempts)
+            logger.info("%s failed (%s); retrying", held.call_id, error)
+            if delay_s > 0:
+                self._tg.start_soon(self._give_back_later, item, delay_s)
+            else:
+                self._source.give_back(item)
+            return
+        note_attempts(error, item.attempts)
+        self.stats.settled(item.index, "failed")
+        self._source.finished(item)
+        self._forget_arguments(held)
+        self.rejected(item.index, error)
+
+    def rejected(self, index: int, error: BaseException) -> None:
+        """Input ``index`` failed for good (an attempt, or its encoding): record its error, and
+        stop the batch at ``max_failures``."""
+        self._failures.append((index, error))
+        self._outcomes.put(index, False, error)
+        if self._max_failures is not None and len(self._failures) >= self._max_failures:
+            self._outcomes.abort(
+                TooManyFailuresError(
+                    f"{len(self._failures)} inputs failed (max_failures={self._max_failures});"
+                    " the rest were cancelled and their machines destroyed. First failure:"
+                    f" input {self._failures[0][0]}: {type(self._failures[0][1]).__name__}:"
+                    f" {self._failures[0][1]}",
+                    list(self._failures),
+                )
+            )
+            self._tg.cancel_scope.cancel()
+
+    async def _give_back_later(self, item: Item, delay_s: float) -> None:
+        await anyio.sleep(delay_s)
+        self._source.give_back(item)
+
+
+async def _call_async(fn: Callable[[], None]) -> None:
+    fn()
+
+
+async def _close(held: _Held) -> None:
+    with anyio.CancelScope(shield=True):
+        await close_ticket(held.ticket)

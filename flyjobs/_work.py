@@ -1,0 +1,336 @@
+"""Where a batch's inputs come from and where their outcomes go.
+
+`WorkSource` is the client side of the pull protocol: machines (the batch's, or any pool of
+long-lived ones) `take` their next input from it, give an input back for a retry, and report it
+`finished`. It reads the caller's iterable lazily, encoding each input as it is taken, and never
+runs more than ``window`` inputs ahead of what the caller has consumed, so client memory stays
+bounded whatever the number of inputs.
+
+`Outcomes` carries each input's value or error from the runtime's loop to the caller's thread,
+in input order or as they complete.
+
+Both live on the runtime's event loop, except the `Outcomes` consumer side and
+`WorkSource.consumed`, which the caller's thread uses.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import anyio.to_thread
+
+from ._exceptions import SerializationError
+
+__all__ = ("MISSING", "Item", "Journal", "Outcomes", "WorkSource")
+
+Input = tuple[tuple[Any, ...], Mapping[str, Any]]
+
+#: What `Journal.lookup` returns for an input it has no value for.
+MISSING: Any = object()
+
+
+class Journal(Protocol):
+    """Where a resumable batch keeps the value of every input that returned (see
+    `flyjobs._resume`); inputs are named by their encoded arguments."""
+
+    def lookup(self, arguments: bytes) -> Any:
+        """The value recorded for an input, or `MISSING` (called from a worker thread)."""
+
+    def record(self, arguments: bytes, value: Any) -> None:
+        """Record an input's value (called on the runtime's loop: must not block)."""
+
+    def close(self) -> None:
+        """Write what is pending and release the journal."""
+
+
+#: Seconds the caller's thread waits for outcomes at a time.
+_WAIT_SLICE_S = 0.25
+#: Most inputs read from the iterable in one go (one worker-thread hop).
+_CHUNK = 64
+#: Seconds after which a read stops early (a slow iterable still feeds machines promptly).
+_CHUNK_S = 0.05
+
+
+@dataclass(slots=True)
+class Item:
+    """One input of a batch.
+
+    :ivar index: its position in the caller's iterable.
+    :ivar arguments: its encoded ``(args, kwargs)``.
+    :ivar attempts: how many times it has been handed to a machine.
+    :ivar queued_at: unix time (s) it was taken from the iterable.
+    """
+
+    index: int
+    arguments: bytes
+    attempts: int = 0
+    queued_at: float = field(default_factory=time.time)
+
+
+class Outcomes:
+    """Each input's outcome, from the loop (`put`) to the caller (`take`). Thread-safe."""
+
+    def __init__(self, *, ordered: bool) -> None:
+        self._ordered = ordered
+        self._cond = threading.Condition()
+        self._ready: dict[int, tuple[bool, Any]] = {}
+        self._completed: collections.deque[tuple[int, bool, Any]] = collections.deque()
+        self._next = 0
+        self._given = 0
+        self._total: int | None = None
+        self._final_error: BaseException | None = None
+        self._abort: BaseException | None = None
+
+    def put(self, index: int, ok: bool, value: Any) -> None:
+        """Record input ``index``'s value (``ok``) or error."""
+        with self._cond:
+            if self._ordered:
+                self._ready[index] = (ok, value)
+            else:
+                self._completed.append((index, ok, value))
+            self._cond.notify_all()
+
+    def end(self, total: int, error: BaseException | None = None) -> None:
+        """There are ``total`` inputs; ``error`` (the iterable's own) follows the last."""
+        with self._cond:
+            self._total, self._final_error = total, error
+            self._cond.notify_all()
+
+    def abort(self, error: BaseException) -> None:
+        """Stop the caller at once with ``error`` (outcomes not yet taken are dropped)."""
+        with self._cond:
+            if self._abort is None:
+                self._abort = error
+            self._cond.notify_all()
+
+    def take(self, timeout_s: float | None = None) -> list[tuple[int, bool, Any]]:
+        """Wait for the next outcomes (all that are ready, in yield order) and return them; an
+        empty list means every outcome has been taken (or ``timeout_s`` passed: see `done`).
+
+        :raises BaseException: the error given to `abort`, or the iterable's own error after
+            the outcomes of every input before it.
+        """
+        with self._cond:
+            while True:
+                if self._abort is not None:
+                    raise self._abort
+                ready = self._pop_ready()
+                if ready:
+                    self._given += len(ready)
+                    return ready
+                if self._total is not None and self._given >= self._total:
+                    if self._final_error is not None:
+                        error, self._final_error = self._final_error, None
+                        raise error
+                    return []
+                # In slices: the main thread runs signal handlers (Ctrl-C, SIGTERM) only
+                # between waits.
+                waited = self._cond.wait(_WAIT_SLICE_S if timeout_s is None else timeout_s)
+                if not waited and timeout_s is not None:
+                    return []
+
+    def done(self) -> bool:
+        """True once every outcome has been taken."""
+        with self._cond:
+            return self._total is not None and self._given >= self._total
+
+    def _pop_ready(self) -> list[tuple[int, bool, Any]]:
+        if not self._ordered:
+            ready = list(self._completed)
+            self._completed.clear()
+            return ready
+        ready = []
+        while self._next in self._ready:
+            ok, value = self._ready.pop(self._next)
+            ready.append((self._next, ok, value))
+            self._next += 1
+        return ready
+
+
+class WorkSource:
+    """Feeds machines their inputs (see the module docstring).
+
+    :param inputs: the caller's ``(args, kwargs)`` pairs, read only as inputs are taken.
+    :param encode: turns one pair into the encoded arguments (raises `SerializationError`).
+    :param window: most inputs taken and not yet consumed by the caller.
+    :param wake: runs a callable on the runtime's loop from another thread (the caller's,
+        when consuming frees room in the window).
+    :param on_read: called with each input read (its index, before encoding).
+    :param on_reject: called with an input that cannot be encoded and its error.
+    :param on_end: called once the iterable ends, with the number of inputs and the
+        iterable's own error, if it raised one.
+    :param lookup: a journal's lookup (`Journal.lookup`): an input it has a value for is not
+        run; ``on_recorded`` gets its index and value instead.
+    """
+
+    def __init__(
+        self,
+        inputs: Iterator[Input],
+        encode: Callable[[tuple[Any, ...], Mapping[str, Any]], bytes],
+        *,
+        window: int,
+        wake: Callable[[Callable[[], None]], None],
+        on_read: Callable[[int], None],
+        on_reject: Callable[[int, BaseException], None],
+        on_end: Callable[[int, BaseException | None], None],
+        lookup: Callable[[bytes], Any] | None = None,
+        on_recorded: Callable[[int, Any], None] | None = None,
+    ) -> None:
+        self._lookup = lookup
+        self._on_recorded = on_recorded
+        self._inputs = inputs
+        self._encode = encode
+        self._on_read = on_read
+        self._on_reject = on_reject
+        self._on_end = on_end
+        self._window = window
+        self._wake = wake
+        self._retries: collections.deque[Item] = collections.deque()
+        self._taken = 0
+        self._in_flight = 0
+        self._exhausted = False
+        self._closed = False
+        self._changed = anyio.Event()
+        self._lock = threading.Lock()
+        self._consumed = 0
+        self._blocked = False
+        self._read_ahead: collections.deque[Item] = collections.deque()
+        self._reading = False
+        self._ended: tuple[int, BaseException | None] | None = None
+
+    @property
+    def taken(self) -> int:
+        """Inputs read from the iterable so far."""
+        return self._taken
+
+    @property
+    def in_flight(self) -> int:
+        """Inputs taken by machines and not yet finished."""
+        return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        """Inputs given back for a retry, waiting for a machine."""
+        return len(self._retries)
+
+    @property
+    def exhausted(self) -> bool:
+        """The iterable has no more inputs."""
+        return self._exhausted
+
+    async def take(self, timeout_s: float | None = None) -> Item | None:
+        """The next input for a machine: one given back first, else the iterable's next.
+
+        Waits while the window is full, or while nothing is left but inputs in flight (which may
+        come back). Returns None once the batch has no more work, or after ``timeout_s``.
+        """
+        with anyio.move_on_after(timeout_s):
+            while not self._closed:
+                if self._retries:
+                    return self._retries.popleft()
+                if self._read_ahead:
+                    self._in_flight += 1
+                    return self._read_ahead.popleft()
+                if not self._exhausted and not self._reading and self._room():
+                    await self._fill()
+                    continue
+                if self._exhausted and not self._in_flight:
+                    return None
+                await self._changed.wait()
+        return None
+
+    def give_back(self, item: Item) -> None:
+        """Run ``item`` again on the next machine that takes one. (An item stays in flight
+        from `take` to `finished`, given back or not, so a batch waiting to retry one after a
+        backoff is not over.)"""
+        self._retries.append(item)
+        self._notify()
+
+    def finished(self, item: Item) -> None:
+        """``item`` has its outcome (and is no longer in flight)."""
+        self._in_flight -= 1
+        self._notify()
+
+    def close(self) -> None:
+        """Stop handing out inputs (the batch is over): every `take` returns None."""
+        self._closed = True
+        self._notify()
+
+    def consumed(self, count: int) -> None:
+        """The caller has taken ``count`` more outcomes (called from the caller's thread)."""
+        with self._lock:
+            self._consumed += count
+            blocked, self._blocked = self._blocked, False
+        if blocked:
+            self._wake(self._notify)
+
+    def _room(self) -> bool:
+        with self._lock:
+            room = self._taken - self._consumed < self._window
+            self._blocked = not room
+        return room
+
+    async def _fill(self) -> None:
+        """Read (and encode) the next few inputs, in a worker thread: the iterable is the
+        caller's code, and may be slow or block."""
+        with self._lock:
+            room = self._window - (self._taken - self._consumed)
+        self._reading = True
+        try:
+            read = await anyio.to_thread.run_sync(self._read, self._taken, min(room, _CHUNK))
+        finally:
+            self._reading = False
+            self._notify()
+        for index, item, error, recorded in read:
+            self._taken = index + 1
+            self._on_read(index)
+            if recorded is not MISSING:
+                assert self._on_recorded is not None
+                self._on_recorded(index, recorded)
+            elif item is not None:
+                self._read_ahead.append(item)
+            else:
+                assert error is not None
+                self._on_reject(index, error)
+        if self._ended is not None:
+            self._exhausted = True
+            self._on_end(*self._ended)
+
+    def _read(self, first: int, count: int) -> list[tuple[int, Item | None, Exception | None, Any]]:
+        """(Worker thread.) Up to ``count`` inputs from index ``first`` on, each encoded or
+        with its encoding error, and its recorded value (or `MISSING`); reading stops early
+        after ``_CHUNK_S`` seconds."""
+        read: list[tuple[int, Item | None, Exception | None, Any]] = []
+        started = time.monotonic()
+        for index in range(first, first + count):
+            try:
+                args, kwargs = next(self._inputs)
+            except StopIteration:
+                self._ended = (index, None)
+                break
+            except Exception as exc:
+                # The iterable's own error: it ends the inputs, raised after those before it.
+                self._ended = (index, exc)
+                break
+            try:
+                arguments = self._encode(args, kwargs)
+            except SerializationError as exc:
+                error = SerializationError(f"input {index}: {exc}")
+                error.__cause__ = exc.__cause__
+                read.append((index, None, error, MISSING))
+            else:
+                recorded = MISSING if self._lookup is None else self._lookup(arguments)
+                read.append((index, Item(index, arguments), None, recorded))
+            if time.monotonic() - started > _CHUNK_S:
+                break
+        return read
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
