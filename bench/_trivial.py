@@ -1,4 +1,4 @@
-"""The trivial remote function bench/remote.py calls (a module of its own, so the worker imports
+"""The trivial remote functions the benches call (a module of their own, so the worker imports
 nothing but this and flyjobs)."""
 
 import flyjobs
@@ -7,3 +7,11 @@ import flyjobs
 @flyjobs.remote(timeout_s=60)
 def noop(x: int) -> int:
     return x
+
+
+@flyjobs.remote(timeout_s=60)
+def sleep_s(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds

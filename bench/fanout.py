@@ -1,21 +1,22 @@
-"""Fan-out: N trivial calls through ``noop.map`` against N bare machine lifecycles, same pool.
+"""Fan-out: ``fn.map`` at scale against its floors, and the client's cost per input.
 
-Both run on one embedded emulator with the same bound on machines in flight (the runtime's
-``max_machines``, default 64):
+Four figures, side by side in one run:
 
-- ``flyjobs``: ``list(noop.map(range(N)))``: every input checked, then one machine per input,
-  results delivered to the inbox, in input order.
-- ``bare``: N × (create → wait stopped/destroyed) of a machine running
-  ``python -c "import msgpack"``, driven with the flyjobs client under the same limiter.
+- **Reuse on** (``map_vs_floor_ratio``, goal <= 0.3): N trivial inputs through ``noop.map`` on
+  the embedded emulator, against the floor of spawning the worker's floor command
+  (``python -c "import msgpack"``) N times at the same concurrency (``max_machines``). A batch
+  machine takes many inputs, so the map should beat even that floor.
+- **Reuse off** (``map_no_reuse_vs_floor_ratio``, goal <= 1.3): the same with ``reuse=False``
+  (one machine per input, as ``.remote()`` runs).
+- **Fly profile** (``fly_makespan_vs_ideal_ratio``, goal <= 1.3): a standalone
+  ``flyjobs dev --rate-limits --boot-delay-s 0.3``, client pacing ``fly``, 60 one-second inputs
+  at ``max_machines=64``: makespan against the ideal the limits allow a pool created at the
+  create rate and reused (printed, with how it is computed).
+- **Client cost**: a client process (against a standalone emulator, so the machines and the
+  API are not counted) maps 10,000 trivial inputs: its peak RSS (``client_peak_rss_mb``, goal
+  <= 150) and its CPU time per input (``client_cpu_ms_per_input``).
 
-``fanout_ratio`` is flyjobs wall / bare wall (runs alternate, median of each); no goal is set
-yet. On the embedded emulator the emulator, the inbox and the client share one process, and its
-CPU per call is what bounds a local fan-out: a flyjobs call costs that process more than a bare
-lifecycle (the inbox PUT, the payload file, encoding), and httpcore's connection pool rescans
-every connection at each request while dozens of ``/wait`` long-polls are open. On Fly, the
-create rate limit (1/s, burst 3, per app) bounds fan-out long before either.
-
-    python bench/fanout.py [--calls 200] [--rounds 3]
+    python bench/fanout.py [--inputs 1000] [--rounds 1] [--fly-inputs 60] [--rss-inputs 10000]
 
 The last line of output is one JSON object.
 """
@@ -23,10 +24,18 @@ The last line of output is one JSON object.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
+import os
+import re
+import resource
+import secrets
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -34,51 +43,212 @@ import anyio
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import bare_config, bare_lifecycle  # noqa: E402  (sets up the environment first)
-from _trivial import noop  # noqa: E402
+import _common  # noqa: E402,F401  (sets up the environment first)
+from _trivial import noop, sleep_s  # noqa: E402
 
-from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime  # noqa: E402
+from flyjobs._runtime import get_runtime, shutdown_runtime  # noqa: E402
+
+FLOOR_CMD = [sys.executable, "-c", "import msgpack"]
+#: Fly's create limit per app: a burst of 3, then 1 per second.
+FLY_CREATE_BURST = 3
+FLY_CREATE_PER_S = 1.0
+FLY_BOOT_S = 0.3
 
 
-async def _bare_fanout(runtime: Runtime, calls: int) -> None:
-    config = bare_config(runtime)
+async def _floor(count: int, concurrency: int) -> None:
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one() -> None:
+        async with limiter:
+            await anyio.run_process(FLOOR_CMD)
+
     async with anyio.create_task_group() as tg:
-        for _ in range(calls):
-
-            async def one() -> None:
-                async with runtime.limiter:
-                    await bare_lifecycle(runtime, config)
-
+        for _ in range(count):
             tg.start_soon(one)
+
+
+def floor_s(count: int, concurrency: int) -> float:
+    started = time.perf_counter()
+    anyio.run(_floor, count, concurrency)
+    return time.perf_counter() - started
+
+
+def map_s(count: int, *, reuse: bool) -> float:
+    started = time.perf_counter()
+    assert list(noop.map(range(count), reuse=reuse)) == list(range(count))
+    return time.perf_counter() - started
+
+
+def ideal_makespan_s(inputs: int, run_s: float, max_machines: int) -> float:
+    """The makespan Fly's limits allow: machine k is created at max(0, k - burst + 1) / rate
+    seconds (creates start as a burst of 3, then one a second), is ready ``FLY_BOOT_S`` later,
+    and takes inputs one after another; each input goes to whichever comes first, a machine
+    that is free or a new one, and no machine is created once every input has one."""
+    free: list[float] = []  # times at which existing machines are free
+    created = 0
+    end = 0.0
+    for _ in range(inputs):
+        next_create = max(0, created - FLY_CREATE_BURST + 1) / FLY_CREATE_PER_S + FLY_BOOT_S
+        if created < max_machines and (not free or next_create < free[0]):
+            start = next_create
+            created += 1
+        else:
+            start = heapq.heappop(free)
+        heapq.heappush(free, start + run_s)
+        end = max(end, start + run_s)
+    return end
+
+
+@contextmanager
+def standalone_emulator(*flags: str) -> Iterator[dict[str, str]]:
+    """``flyjobs dev`` in its own process; yield the settings that point a client at it."""
+    token = secrets.token_urlsafe(24)
+    env = {**os.environ, "FLYJOBS_DEV_TOKEN": token}
+    cmd = [sys.executable, "-m", "flyjobs", "dev", "--port", "0", *flags]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:
+            found = re.search(r"listening on (\S+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "flyjobs dev did not start"
+        app = "flyjobs-bench"
+        yield {
+            "FLY_API_TOKEN": token,
+            "FLY_API_HOSTNAME": url,
+            "FLY_APP": app,
+            "FLYJOBS_IMAGE": "flyjobs-bench",
+            "FLYJOBS_INBOX_HOST": "127.0.0.1",
+            "FLYJOBS_INBOX_BIND": "127.0.0.1",
+        }
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _create_app(settings: dict[str, str]) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {settings['FLY_API_TOKEN']}"}
+    with httpx.Client(base_url=settings["FLY_API_HOSTNAME"], headers=headers) as http:
+        body = {"app_name": settings["FLY_APP"], "org_slug": "personal"}
+        assert http.post("/v1/apps", json=body).is_success
+
+
+def fly_profile(inputs: int, max_machines: int) -> tuple[float, float]:
+    """(makespan, ideal) in seconds of ``inputs`` one-second inputs on the Fly profile."""
+    with standalone_emulator("--rate-limits", "--boot-delay-s", str(FLY_BOOT_S)) as settings:
+        _create_app(settings)
+        os.environ.update(settings, FLYJOBS_RATE_LIMITS="fly")
+        shutdown_runtime()
+        try:
+            get_runtime()
+            started = time.perf_counter()
+            values = list(sleep_s.map([1.0] * inputs, max_machines=max_machines))
+            makespan = time.perf_counter() - started
+            assert values == [1.0] * inputs
+        finally:
+            shutdown_runtime()
+            for name in [*settings, "FLYJOBS_RATE_LIMITS"]:
+                os.environ.pop(name, None)
+    return makespan, ideal_makespan_s(inputs, 1.0, max_machines)
+
+
+def client_cost(inputs: int) -> dict[str, float]:
+    """Peak RSS (MB) and CPU (ms per input) of a client process mapping ``inputs`` inputs."""
+    with standalone_emulator() as settings:
+        _create_app(settings)
+        env = {**os.environ, **settings}
+        out = subprocess.run(
+            [sys.executable, __file__, "--client", str(inputs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    measured: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return measured
+
+
+def _client_main(inputs: int) -> None:
+    started = time.perf_counter()
+    count = sum(1 for _ in noop.map(range(inputs)))
+    elapsed = time.perf_counter() - started
+    assert count == inputs
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    shutdown_runtime()
+    print(
+        json.dumps(
+            {
+                "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux: kilobytes
+                "cpu_ms_per_input": (usage.ru_utime + usage.ru_stime) * 1000 / inputs,
+                "elapsed_s": elapsed,
+            }
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--inputs", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--fly-inputs", type=int, default=60)
+    parser.add_argument("--fly-max-machines", type=int, default=64)
+    parser.add_argument("--rss-inputs", type=int, default=10_000)
+    parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.client:
+        _client_main(args.client)
+        return
     runtime = get_runtime()
+    concurrency = runtime.settings.max_machines
     list(noop.map(range(8)))  # warm-up
-    samples: dict[str, list[float]] = {"flyjobs": [], "bare": []}
+    samples: dict[str, list[float]] = {"reuse": [], "no_reuse": [], "floor": []}
     for _ in range(args.rounds):
-        started = time.perf_counter()
-        assert list(noop.map(range(args.calls))) == list(range(args.calls))
-        samples["flyjobs"].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        runtime.portal.call(_bare_fanout, runtime, args.calls)
-        samples["bare"].append(time.perf_counter() - started)
+        samples["floor"].append(floor_s(args.inputs, concurrency))
+        samples["reuse"].append(map_s(args.inputs, reuse=True))
+        samples["no_reuse"].append(map_s(args.inputs, reuse=False))
     shutdown_runtime()
-    flyjobs_s, bare_s = (statistics.median(samples[k]) for k in ("flyjobs", "bare"))
+    reuse_s, no_reuse_s, floor = (statistics.median(samples[k]) for k in samples)
+    print(
+        f"{args.inputs} trivial inputs at {concurrency} at once: map {reuse_s:.2f} s,"
+        f" map reuse=False {no_reuse_s:.2f} s, floor ({' '.join(FLOOR_CMD[1:])} x"
+        f" {args.inputs}) {floor:.2f} s"
+    )
+    makespan, ideal = fly_profile(args.fly_inputs, args.fly_max_machines)
+    print(
+        f"Fly profile: {args.fly_inputs} one-second inputs, max_machines={args.fly_max_machines}:"
+        f" makespan {makespan:.2f} s vs ideal {ideal:.2f} s"
+    )
+    print(
+        "  ideal: creates at Fly's limit (burst 3, then 1/s), each machine ready 0.3 s after"
+        " its create, inputs handed to the first machine free (or created); no overheads"
+    )
+    cost = client_cost(args.rss_inputs)
+    print(
+        f"client mapping {args.rss_inputs} trivial inputs: peak RSS {cost['peak_rss_mb']:.0f} MB,"
+        f" {cost['cpu_ms_per_input']:.2f} ms CPU per input, {cost['elapsed_s']:.1f} s"
+    )
     result = {
-        "calls": args.calls,
+        "inputs": args.inputs,
         "rounds": args.rounds,
-        "max_machines": runtime.settings.max_machines,
-        "fanout_s": round(flyjobs_s, 3),
-        "bare_fanout_s": round(bare_s, 3),
-        "calls_per_s": round(args.calls / flyjobs_s, 1),
-        "fanout_ratio": round(flyjobs_s / bare_s, 3),
+        "max_machines": concurrency,
+        "map_s": round(reuse_s, 3),
+        "map_no_reuse_s": round(no_reuse_s, 3),
+        "floor_s": round(floor, 3),
+        "map_vs_floor_ratio": round(reuse_s / floor, 3),
+        "map_no_reuse_vs_floor_ratio": round(no_reuse_s / floor, 3),
+        "fly_inputs": args.fly_inputs,
+        "fly_makespan_s": round(makespan, 3),
+        "fly_ideal_s": round(ideal, 3),
+        "fly_makespan_vs_ideal_ratio": round(makespan / ideal, 3),
+        "rss_inputs": args.rss_inputs,
+        "client_peak_rss_mb": round(cost["peak_rss_mb"], 1),
+        "client_cpu_ms_per_input": round(cost["cpu_ms_per_input"], 3),
     }
-    print(f"{args.calls} calls: map {flyjobs_s:.2f} s vs bare lifecycles {bare_s:.2f} s")
     print(json.dumps(result))
 
 

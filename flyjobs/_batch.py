@@ -48,6 +48,7 @@ from ._supervise import (
     create_machine,
     destroy,
     exit_error,
+    pace_create,
     show_output,
     tag,
     value_of,
@@ -140,6 +141,9 @@ class Batch:
                     except BaseException:
                         self._slots.release_on_behalf_of(holder)
                         raise
+                    # The create's turn first, then the input: an input is not held back from
+                    # the machines already running while its create waits for the rate limit.
+                    await pace_create(self._runtime, self._plan.app)
                     item = await self._source.take()
                     if item is None:
                         self._release(holder)
@@ -220,6 +224,7 @@ class Batch:
                     self._payload(first),
                     first.deadline,
                     pulls=self._reuse,
+                    paced=True,
                 )
             except Exception as exc:
                 self.stats.create_failed()

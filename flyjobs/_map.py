@@ -28,7 +28,7 @@ from ._exceptions import ConfigError
 from ._options import CallOptions
 from ._plan import new_batch_id, plan
 from ._progress import Progress, Summary
-from ._runtime import Runtime, get_runtime
+from ._runtime import RUNTIME_THREAD, Runtime, get_runtime
 from ._work import Input, Journal, Outcomes
 
 __all__ = ("MapResults", "map_async", "results", "start_map")
@@ -178,8 +178,13 @@ class MapResults(Iterator[Any]):
         self.close()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            self._run.cancel()
+        # Dropped unfinished (a `break` out of a for loop): closed as a generator would be.
+        if getattr(self, "_closed", True):
+            return
+        if threading.current_thread().name == RUNTIME_THREAD:
+            self._run.cancel()  # waiting here would block the loop that does the destroying
+        else:
+            self.close()
 
 
 def start_map(

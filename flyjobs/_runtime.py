@@ -46,6 +46,8 @@ T = TypeVar("T")
 EMBEDDED_APP = "flyjobs-local"
 #: Image recorded on embedded machines (the emulator runs the worker command, never pulls it).
 EMBEDDED_IMAGE = "flyjobs-local"
+#: Name of the thread that runs the runtime's event loop.
+RUNTIME_THREAD = "flyjobs-runtime"
 #: Seconds shutdown waits for in-flight calls to destroy their machines.
 _SHUTDOWN_GRACE_S = 30.0
 
@@ -222,7 +224,7 @@ def _portal_thread() -> Any:
             if not ready.done():
                 ready.set_exception(exc)
 
-    thread = threading.Thread(target=run, name="flyjobs-runtime", daemon=True)
+    thread = threading.Thread(target=run, name=RUNTIME_THREAD, daemon=True)
     thread.start()
     portal = ready.result()
     try:

@@ -6,6 +6,7 @@ Shared by single calls (`flyjobs._dispatch`) and batches (`flyjobs._batch`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -44,7 +45,7 @@ from ._protocol import (
 from ._remote_errors import rebuild_exception
 from ._result_envelope import ResultEnvelope, decode_result
 from ._runtime import Runtime
-from .machines import Machine, patient_until
+from .machines import Machine, paced_already, patient_until
 from .worker import TAIL_CHARS
 
 __all__ = (
@@ -55,6 +56,7 @@ __all__ = (
     "destroy",
     "exit_error",
     "outcome",
+    "pace_create",
     "show_output",
     "tag",
     "value_of",
@@ -62,6 +64,8 @@ __all__ = (
 
 logger = logging.getLogger("flyjobs.dispatch")
 
+#: The Machines API action (rate-limit bucket) of a create.
+_CREATE = "create_machine"
 #: Seconds a machine may take to exit after delivering its last result before it is destroyed.
 EXIT_GRACE_S = 10.0
 
@@ -79,13 +83,27 @@ async def check_secrets(runtime: Runtime, plan: Plan) -> None:
         raise
 
 
+async def pace_create(runtime: Runtime, app: str) -> None:
+    """Wait for the turn of one create in ``app`` under the client's pacing (see
+    `create_machine`'s ``paced``)."""
+    await runtime.client.pace(_CREATE, app)
+
+
 async def create_machine(
-    runtime: Runtime, plan: Plan, name: str, payload: bytes, deadline: float, *, pulls: bool
+    runtime: Runtime,
+    plan: Plan,
+    name: str,
+    payload: bytes,
+    deadline: float,
+    *,
+    pulls: bool,
+    paced: bool = False,
 ) -> Machine:
     """Create the machine ``name`` carrying ``payload`` as its first call.
 
     Throttling (429) is waited out up to ``deadline`` (unix s), the first call's own deadline,
     and never counts as a failure. A machine that ``pulls`` more inputs has no fixed deadline.
+    ``paced``: the caller took this create's turn with `pace_create` already.
 
     :raises CallTimeoutError: the API throttled creates until the deadline.
     :raises APIError, TransportError: the create failed; a note names the likely setting.
@@ -93,7 +111,8 @@ async def create_machine(
     config = plan.machine_config(name, payload, deadline=None if pulls else deadline)
     patience = anyio.current_time() + max(deadline - time.time(), 0.0)
     try:
-        with patient_until(patience):
+        paced_ = paced_already(_CREATE, plan.app) if paced else contextlib.nullcontext()
+        with patient_until(patience), paced_:
             return await runtime.client.create_machine(
                 plan.app, config, name=name, region=plan.options.region
             )

@@ -8,7 +8,7 @@ import remote_funcs as funcs
 from store_funcs import big_result
 
 import flyjobs
-from flyjobs._dispatch import MAX_INLINE_PAYLOAD_BYTES
+from flyjobs._plan import MAX_INLINE_PAYLOAD_BYTES
 from flyjobs._protocol import MAX_INBOX_RESULT_BYTES
 from flyjobs._runtime import Runtime
 

@@ -30,6 +30,7 @@ from ._config_models import StopConfig as StopConfig
 from ._core import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._core import RateLimitSetting as RateLimitSetting
 from ._held import HeldLease as HeldLease
+from ._http import paced_already as paced_already
 from ._http import patient_until as patient_until
 from ._lease import LeaseScope as LeaseScope
 from ._ratelimit import Rate as Rate
@@ -55,6 +56,7 @@ from ._response_models import WaitResult as WaitResult
 from ._retry import RetryPolicy as RetryPolicy
 
 __all__ = (
+    "paced_already",
     "patient_until",
     "DEFAULT_BASE_URL",
     "App",

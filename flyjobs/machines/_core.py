@@ -86,6 +86,13 @@ class ClientCore:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, token=[redacted])"
 
+    async def pace(self, action: str, scope: str) -> None:
+        """Wait for the turn of one request for ``action`` (``"create_machine"``, ...) on
+        ``scope`` (the machine id, or the app for app-wide actions) under the client's pacing,
+        and take it: send that request inside `paced_already` so it does not wait again.
+        Lets a caller decide what to send only once it can be sent."""
+        await self._requester.pace(action, scope)
+
     @property
     def throttled_at(self) -> float | None:
         """When (``anyio.current_time()`` seconds) the API last answered 429, if ever."""

@@ -31,6 +31,7 @@ from ._validation import SERVER_CONTEXT
 __all__ = (
     "ApiRequest",
     "Requester",
+    "paced_already",
     "patient_until",
     "may_have_reached_server",
     "normalize_token",
@@ -58,6 +59,18 @@ _MACAROON_PREFIXES: Final = ("fm1r", "fm2")
 _MAX_THROTTLE_STEPS: Final = 6
 
 _PATIENCE: ContextVar[float | None] = ContextVar("flyjobs_machines_patience", default=None)
+_PACED: ContextVar[tuple[str, str] | None] = ContextVar("flyjobs_machines_paced", default=None)
+
+
+@contextlib.contextmanager
+def paced_already(action: str, scope: str) -> Iterator[None]:
+    """The first request for ``action`` on ``scope`` sent in this context has waited for its
+    turn already (`MachinesClient.pace`): it is sent without drawing from the bucket again."""
+    token = _PACED.set((action, scope))
+    try:
+        yield
+    finally:
+        _PACED.reset(token)
 
 
 @contextlib.contextmanager
@@ -170,6 +183,11 @@ class Requester:
         #: ``anyio.current_time()`` of the last 429 answer (None: never throttled).
         self.throttled_at: float | None = None
 
+    async def pace(self, action: str, scope: str) -> None:
+        """Wait until a request for ``action`` on ``scope`` may be sent (no wait unpaced)."""
+        if self._limiter is not None:
+            await self._limiter.acquire(action, scope)
+
     def redact(self, text: str) -> str:
         """``text`` with every occurrence of the token replaced."""
         return text.replace(self._token, "[redacted]")
@@ -239,7 +257,9 @@ class Requester:
     ) -> httpx.Response | _Failure:
         if self.closed:
             raise TransportError(f"{call.method} {call.path}: the MachinesClient is closed")
-        if self._limiter is not None:
+        if self._limiter is not None and not (
+            attempt == 1 and _PACED.get() == (call.action, call.scope)
+        ):
             await self._limiter.acquire(call.action, call.scope)
         started = time.perf_counter()
         try:

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Final
 
 import anyio
+import anyio.lowlevel
 import httpx
 
 from .._exceptions import FlyjobsError, NotFoundError
@@ -67,7 +68,11 @@ class MachinesAPI(ClientCore):
         )
         recover = partial(self._find_machine, app, name, include_deleted=True)
         try:
-            return await self._requester.call(call, parse_model(Machine), recover=recover)
+            machine = await self._requester.call(call, parse_model(Machine), recover=recover)
+            # The request is seen through even if the caller is cancelled meanwhile (see
+            # Requester); a caller cancelled by now gets no machine, so it is destroyed below.
+            await anyio.lowlevel.checkpoint()
+            return machine
         except BaseException as exc:
             if isinstance(exc, anyio.get_cancelled_exc_class()) or may_have_reached_server(exc):
                 await self._destroy_orphan(app, name)

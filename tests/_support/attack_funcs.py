@@ -78,6 +78,6 @@ def deliver_forged_result(kind: str, marker: str) -> str:
         call = msgpack.unpackb(file.read(), raw=False)
     body = forged_envelope(call, kind, marker)
     key = os.environ[RESULT_KEY_ENV]
-    status = worker._put(call["result_url"], seal_result(key, body))
+    status, _ = worker._put(call["result_url"], seal_result(key, body))
     assert status == 204, status
     return "REAL"
