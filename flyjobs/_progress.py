@@ -233,11 +233,11 @@ class Progress:
     def _counts(self) -> str:
         s = self._stats
         text = (
-            f"queued {s.queued} · starting {s.starting} · running {s.running} · done {s.done}"
-            f" · failed {s.failed} · retried {s.retried}"
+            f"queued {s.queued} starting {s.starting} running {s.running} done {s.done}"
+            f" failed {s.failed} retried {s.retried}"
         )
         if self._throttled():
-            text += " · API throttling"
+            text += " (API throttling)"
         return text
 
     def _total(self) -> int | None:
@@ -272,7 +272,7 @@ class Progress:
         console = Console(file=self._stream)
         columns = (
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             TextColumn("{task.completed}/{task.fields[shown]}"),
             TextColumn("{task.fields[counts]}"),
             TextColumn("{task.fields[eta]}"),

@@ -3,7 +3,8 @@ it, not when it was read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import atexit
+from collections.abc import Callable, Iterator
 
 import pytest
 import remote_funcs as funcs
@@ -30,3 +31,20 @@ def test_3000_inputs_at_two_machines_with_a_two_second_timeout_all_arrive(
     assert list(funcs.quick.map(range(n))) == list(range(n))  # timeout_s=2
     made = machines(two_machines)
     assert len(made) <= 8, "the batch's machines should each have taken many inputs"
+
+
+def test_restarting_the_runtime_registers_its_exit_hook_once(
+    two_machines: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered: list[object] = []
+    register = atexit.register
+
+    def record(fn: Callable[..., object], /, *args: object, **kwargs: object) -> object:
+        registered.append(fn)
+        return register(fn, *args, **kwargs)
+
+    monkeypatch.setattr(atexit, "register", record)
+    for _ in range(2):
+        shutdown_runtime()
+        get_runtime()
+    assert shutdown_runtime not in registered  # registered at the first start, never again
