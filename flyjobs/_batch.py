@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from ._channel import StoreTicket, close_ticket
 from ._dispatch import (
@@ -298,6 +299,9 @@ class Batch:
             if result.error is not None and result.error.stage == "import":
                 return await self._stop(held)  # the next input would fail the same way
         else:
+            if self._journal is not None:
+                # Recorded before the machine gets more work: a kill loses only what runs.
+                await anyio.to_thread.run_sync(self._journal.record, held.item.arguments, value)
             self._succeeded(held, value)
         return await self._next(held, machine_id)
 
@@ -327,8 +331,6 @@ class Batch:
     def _succeeded(self, held: _Held, value: Any) -> None:
         item = held.item
         self.stats.settled(item.index, "done")
-        if self._journal is not None:
-            self._journal.record(item.arguments, value)
         self._outcomes.put(item.index, True, value)
         self._source.finished(item)
         self._forget_arguments(held)

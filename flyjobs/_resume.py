@@ -1,16 +1,15 @@
 """What a map does with its batch's journal (see `flyjobs._journal`): look each input up
-before it runs, and record each value as soon as its input finishes.
+as it is read, and record each value as soon as its input finishes.
 
-Values are recorded when their input finishes, not when the caller reaches them, so a batch
-killed while a slow early input holds the ordered output back loses only the inputs still
-running. Recording happens on a thread of its own: never on the runtime's event loop (a store
-journal blocks on the network), and in completion order.
+Values are recorded when their input finishes, not when the caller reaches them, and before
+the input's machine is handed its next input, so a batch killed at any moment loses only the
+inputs its machines were running. Lookups and records run in worker threads, never on the
+runtime's event loop (a store journal blocks on the network), one at a time.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -27,9 +26,6 @@ __all__ = ("Resume", "open_resume")
 logger = logging.getLogger("flyjobs.journal")
 
 
-_STOP = None
-
-
 class Resume:
     """One map's use of its batch journal.
 
@@ -42,24 +38,28 @@ class Resume:
         self.journal: Journal = open_journal(name, runtime.settings, runtime.store)
         self._fn_ref = fn_ref
         self._pickle = pickle
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        self._writer = threading.Thread(
-            target=self._write, name=f"flyjobs-journal-{name}", daemon=True
-        )
-        self._writer.start()
+        # One journal connection, used from worker threads: one call at a time.
+        self._lock = threading.Lock()
 
     def lookup(self, arguments: bytes) -> Any:
         """The value recorded for the input with these encoded arguments, or `MISSING`."""
         return self.recorded(input_key(self._fn_ref, arguments))
 
     def record(self, arguments: bytes, value: Any) -> None:
-        """Record the value of the input with these encoded arguments (written on the
-        journal's own thread)."""
-        self._queue.put((input_key(self._fn_ref, arguments), self._encode(value)))
+        """Record the value of the input with these encoded arguments (blocks until written;
+        a record that fails is logged: it only means the input runs again)."""
+        key = input_key(self._fn_ref, arguments)
+        try:
+            data = self._encode(value)
+            with self._lock:
+                self.journal.record(key, data)
+        except Exception as exc:
+            logger.warning("batch %s: could not record an input: %s", self.journal.name, exc)
 
     def recorded(self, key: str) -> Any:
         """The value recorded for `key`, or `MISSING`."""
-        data = self.journal.lookup(key)
+        with self._lock:
+            data = self.journal.lookup(key)
         if data is None:
             return MISSING
         if self._pickle:
@@ -75,19 +75,10 @@ class Resume:
             return pickle.dumps(value, protocol=5)
         return encode_value(value, where="the result")
 
-    def _write(self) -> None:
-        while (item := self._queue.get()) is not _STOP:
-            key, data = item
-            try:
-                self.journal.record(key, data)
-            except Exception as exc:  # a lost record only means the input runs again
-                logger.warning("batch %s: could not record an input: %s", self.journal.name, exc)
-
     def close(self) -> None:
-        """Write what is queued, then release the journal."""
-        self._queue.put(_STOP)
-        self._writer.join()
-        self.journal.close()
+        """Release the journal."""
+        with self._lock:
+            self.journal.close()
 
 
 def open_resume(fn: Callable[..., Any], options: CallOptions, name: str) -> Resume:

@@ -43,10 +43,11 @@ class Journal(Protocol):
         """The value recorded for an input, or `MISSING` (called from a worker thread)."""
 
     def record(self, arguments: bytes, value: Any) -> None:
-        """Record an input's value (called on the runtime's loop: must not block)."""
+        """Record an input's value (called from a worker thread; the input's machine gets no
+        more work until it returns, so a kill loses only the inputs machines were running)."""
 
     def close(self) -> None:
-        """Write what is pending and release the journal."""
+        """Release the journal."""
 
 
 #: Seconds the caller's thread waits for outcomes at a time.
