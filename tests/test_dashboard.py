@@ -16,9 +16,11 @@ import cli_funcs
 import httpx
 import pytest
 from _fly_helpers import APP, fly_env
+from _remote_helpers import metadata
 
 from flyjobs._runtime import get_runtime
 from flyjobs.emulator import RunningEmulator
+from flyjobs.machines import Machine
 
 pytest.importorskip(
     "playwright.sync_api", reason="the dev extra installs playwright: pip install -e '.[dev]'"
@@ -75,6 +77,12 @@ def _running(machine_ids: list[str | None]) -> list[str]:
     return ids if len(ids) == len(machine_ids) else []
 
 
+def _batch_machines() -> list[Machine]:
+    runtime = get_runtime()
+    machines = runtime.portal.call(lambda: runtime.client.list_machines(APP))
+    return [m for m in machines if m.config and (m.config.metadata or {}).get("flyjobs_batch_id")]
+
+
 def test_the_dashboard_shows_calls_machines_batches_and_schedules_live(
     emulator: RunningEmulator, browser: sync_api.Browser, tmp_path: Path
 ) -> None:
@@ -84,12 +92,12 @@ def test_the_dashboard_shows_calls_machines_batches_and_schedules_live(
     finish = tmp_path / "finish"
     call = cli_funcs.print_then_wait.spawn(str(finish))
     batch = cli_funcs.print_then_wait.starmap([(str(finish),), (str(finish),)])
-    runtime = get_runtime()
     while not (running := _running([call.machine_id])):
         time.sleep(0.02)
-    machines = runtime.portal.call(lambda: runtime.client.list_machines(APP))
-    batch_ids = {(m.config.metadata or {}).get("flyjobs_batch_id") for m in machines if m.config}
-    (batch_id,) = batch_ids - {"", None}
+    # The batch starts its machines as it reads its inputs: wait for both.
+    while len(batch_machines := _batch_machines()) < 2:
+        time.sleep(0.02)
+    (batch_id,) = {metadata(m).get("flyjobs_batch_id") for m in batch_machines}
 
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     page.goto(emulator.ui_url)  # the key becomes a cookie; the page is /ui/
