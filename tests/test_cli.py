@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import cli_funcs
 import httpx
 import pytest
-from _fly_helpers import APP, fly_env
+from _fly_helpers import APP, RESULT_KEY, fly_env
 from click.testing import CliRunner
 
 from flyjobs._runtime import get_runtime
@@ -327,3 +328,40 @@ def test_doctor_without_a_token_reports_the_embedded_emulator() -> None:
     result = flyjobs("doctor", env={})
     assert result.returncode == 0
     assert "PASS  back end" in result.stdout and "embedded" in result.stdout
+
+
+def test_commands_work_against_flyjobs_dev(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "flyjobs", "dev", "--port", "0", "--app", "my-app"]
+    dev = subprocess.Popen(
+        argv,
+        env={**os.environ, "FLYJOBS_DEV_TOKEN": "dev-token-0123456789"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert dev.stdout is not None
+        dev.stdout.readline()
+        exports = dev.stdout.readline().split()[1:]  # export A=1 B=2 ...
+        env = dict(item.split("=", 1) for item in exports)
+        assert env["FLY_APP"] == "my-app" and env["FLY_API_TOKEN"] == '"$FLYJOBS_DEV_TOKEN"'
+        env["FLY_API_TOKEN"] = "dev-token-0123456789"
+        env.update(FLYJOBS_IMAGE="local", FLYJOBS_INBOX_HOST="127.0.0.1")
+        env.update(FLYJOBS_INBOX_BIND="127.0.0.1", FLYJOBS_RESULT_KEY=RESULT_KEY)
+        with _api(env) as http:
+            secret = {"value": RESULT_KEY}
+            assert http.post("/v1/apps/my-app/secrets/FLYJOBS_RESULT_KEY", json=secret).is_success
+        ran = flyjobs("run", "cli_funcs.py::square", "5", env=env)
+        assert ran.stdout == "25\n", ran.stderr
+        listed = json.loads(flyjobs("ls", "--all", "--json", env=env).stdout)
+        assert [m["function"] for m in listed] == ["cli_funcs:square"]
+        assert flyjobs("doctor", env=env).returncode == 0
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        dev.communicate(timeout=20)
+
+
+def test_flyjobs_dev_refuses_a_bad_app_name() -> None:
+    result = flyjobs("dev", "--port", "0", "--app", "Bad_Name", env={})
+    assert result.returncode == 2
+    assert "lowercase letters, digits and dashes" in result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from ._tokens import TOKEN_ENV, TokenSource, default_token_file, resolve_token
 
 __all__ = ("dev",)
 
-_SPECIAL = frozenset({"tokens", "image_commands", "port", "pass_env"})
+_SPECIAL = frozenset({"tokens", "image_commands", "port", "pass_env", "apps"})
 _CLICK_TYPES: dict[object, Any] = {
     bool: bool,
     int: int,
@@ -47,6 +48,15 @@ def _parse_image_commands(
             raise click.BadParameter(f'{value!r}: use IMAGE=\'["python", "-m", "app"]\'')
         commands[image] = parsed
     return commands
+
+
+def _check_app_names(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    for value in values:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
+            raise click.BadParameter(f"{value!r}: use lowercase letters, digits and dashes")
+    return values
 
 
 def _config_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -96,9 +106,20 @@ def _config_options(command: Callable[..., None]) -> Callable[..., None]:
     callback=_parse_image_commands,
     help="IMAGE=JSON-ARGV run for an image whose config names no command (repeatable).",
 )
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    callback=_check_app_names,
+    help="Create this app at start (repeatable); the first is printed as FLY_APP.",
+)
 @_config_options
 def dev(
-    tokens: tuple[str, ...], token_file: Path | None, pass_env: tuple[str, ...], **settings: Any
+    tokens: tuple[str, ...],
+    token_file: Path | None,
+    pass_env: tuple[str, ...],
+    apps: tuple[str, ...],
+    **settings: Any,
 ) -> None:
     """Run the local Fly Machines API emulator until interrupted.
 
@@ -112,7 +133,7 @@ def dev(
     """
     source = resolve_token(tokens, os.environ.get(TOKEN_ENV), token_file or default_token_file())
     config = EmulatorConfig.model_validate(
-        {**settings, "tokens": source.tokens, "pass_env": list(pass_env)}
+        {**settings, "tokens": source.tokens, "pass_env": list(pass_env), "apps": list(apps)}
     )
     asyncio.run(_run(config, source))
 
@@ -124,7 +145,8 @@ async def _run(config: EmulatorConfig, source: TokenSource) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with serve(config) as running:
         click.echo(f"flyjobs emulator listening on {running.url}")
-        click.echo(f"export FLY_API_HOSTNAME={running.url} FLY_API_TOKEN={source.shell_value}")
+        app = f" FLY_APP={config.apps[0]}" if config.apps else ""
+        click.echo(f"export FLY_API_HOSTNAME={running.url} FLY_API_TOKEN={source.shell_value}{app}")
         if running.ui_url:
             click.echo(f"dashboard: {running.ui_url}")
         if source.note:

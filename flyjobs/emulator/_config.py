@@ -107,6 +107,9 @@ class EmulatorConfig(BaseModel):
         ge=1024,
         description="Bytes of output kept in memory per machine; older lines are dropped.",
     )
+    apps: list[str] = Field(
+        default_factory=list, description="Apps that exist from the start (in org_slug)."
+    )
     ui: bool = Field(
         default=False,
         description="Serve the dev dashboard at /ui/ (its URL, carrying its key, is printed).",

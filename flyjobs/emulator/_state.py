@@ -43,6 +43,8 @@ class Emulator:
         self.machines: dict[str, MachineRecord] = {}
         self.monitor = MemoryMonitor(config.memory_poll_s)
         self.lifecycle = Lifecycle(config, self.monitor, self._forget)
+        for name in config.apps:
+            self.create_app(name, None, None)
 
     # Apps -----------------------------------------------------------------------------------
 
