@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,21 @@ def test_an_explicit_channel_that_cannot_work_says_what_it_needs() -> None:
     settings, env = _fly(FLYJOBS_RESULTS="s3")
     with pytest.raises(ConfigError, match="auto, inbox, store"):
         choose_channel(settings, has_store=True, environ=env)
+
+
+def test_a_presigned_url_reaches_the_store_verbatim_through_the_workers_socket_path() -> None:
+    """moto does not check signatures, so this checks what the worker sends: the request
+    target is the URL's path and query exactly as signed (nothing re-encoded or dropped)."""
+    from urllib.parse import urlsplit
+
+    from flyjobs._store import Store
+    from flyjobs.worker import _split_http_url
+
+    config = StoreConfig.load("s3://b/p", {**CREDENTIALS, "AWS_ENDPOINT_URL_S3": "http://h:9"})
+    assert config is not None
+    url = Store(config).presign("PUT", "results/fj-1", expires_at=time.time() + 60)
+    parts = urlsplit(url)
+    assert "X-Amz-Signature=" in parts.query and "%2F" in parts.query
+    host_header, host, port, target = _split_http_url(url)
+    assert (host_header, host, port) == ("h:9", "h", 9)
+    assert target == f"{parts.path}?{parts.query}"
