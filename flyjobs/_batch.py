@@ -6,6 +6,13 @@ the same round trip answers with its next input, taken from the batch's `WorkSou
 pattern within one batch). A machine exits when the batch has no work left for it, or after
 `NEXT_INPUT_WAIT_S` without any. With ``reuse=False`` each machine takes one input.
 
+When results go through the object store, machines cannot pull from the caller: each is created
+with a fixed slice of inputs instead (``then`` in its payload, at most `MAX_SLICE` and
+`MAX_INLINE_PAYLOAD_BYTES` of arguments), runs them in order and PUTs each result to its own
+presigned URL. The client reads them once the machine has exited; an input whose result is
+missing failed with the machine's exit (and is retried under ``retries``), and the inputs after
+it, which never ran, are given back without counting an attempt.
+
 Each input's clocks (deadline, result URL expiry) start when a machine is created for it or
 handed it. A machine that dies holding an input gives the input back for another machine
 (within ``retries``); a result is taken from a ticket only once, and a ticket is closed before
@@ -37,7 +44,7 @@ from ._dispatch import (
 )
 from ._exceptions import CallTimeoutError, TooManyFailuresError
 from ._inbox import Ticket
-from ._plan import WORKER_DEADLINE_SLACK_S, Plan
+from ._plan import MAX_INLINE_PAYLOAD_BYTES, WORKER_DEADLINE_SLACK_S, Plan
 from ._progress import BatchStats
 from ._protocol import NEXT_INPUT_WAIT_S
 from ._result_envelope import decode_result
@@ -56,7 +63,10 @@ from ._supervise import (
 )
 from ._work import Input, Item, Journal, Outcomes, WorkSource
 
-__all__ = ("Batch",)
+__all__ = ("MAX_SLICE", "Batch")
+
+#: Most inputs one machine takes at creation when results go through the object store.
+MAX_SLICE = 64
 
 logger = logging.getLogger("flyjobs.batch")
 
@@ -65,7 +75,7 @@ class _Held:
     """The input a machine holds: its ticket, its deadline (unix s), and where its arguments
     are when they were too large to travel inline."""
 
-    __slots__ = ("arguments_url", "call_id", "deadline", "item", "ticket")
+    __slots__ = ("arguments_url", "call_id", "deadline", "following", "item", "ticket")
 
     def __init__(
         self,
@@ -80,6 +90,8 @@ class _Held:
         self.ticket = ticket
         self.deadline = deadline
         self.arguments_url = arguments_url
+        #: the rest of the machine's fixed slice, run after this input (object store only)
+        self.following: list[_Held] = []
 
 
 class Batch:
@@ -124,6 +136,13 @@ class Batch:
         self._source = self.source
         self._slots = anyio.CapacityLimiter(max_machines)
         self._reuse = reuse
+        # Machines pull their next input over the inbox; through the store they cannot, and
+        # take a fixed slice when they are created instead.
+        self._pulls = reuse and runtime.channel.mode == "inbox"
+        self._slice = 1
+        if reuse and not self._pulls:
+            share = -(-total_hint // max_machines) if total_hint else 8
+            self._slice = max(1, min(MAX_SLICE, share))
         self._max_failures = max_failures
         self._failures: list[tuple[int, BaseException]] = []
         self._machine_numbers = itertools.count()
@@ -175,16 +194,17 @@ class Batch:
 
     # --- one machine ------------------------------------------------------------------
 
-    async def _hand(self, item: Item, *, creating: bool) -> _Held:
+    async def _hand(self, item: Item, *, creating: bool, queue: int = 0) -> _Held:
         """Start ``item``'s clocks and open its ticket (putting arguments too large to travel
-        inline in the store, the first time)."""
+        inline in the store, the first time). ``queue`` inputs run before it on its machine
+        (in a fixed slice), so its deadline is that many ``timeout_s`` later."""
         runtime, plan = self._runtime, self._plan
         item.attempts += 1
         index = item.index
         call_id = f"{plan.batch_id}-{index}"
         if item.attempts > 1:
             call_id += f"-r{item.attempts - 1}"
-        deadline = time.time() + plan.options.timeout
+        deadline = time.time() + plan.options.timeout * (1 + queue)
         arguments_url = None
         if plan.spilled(item.arguments):
             assert runtime.store is not None  # encoding refuses them without one
@@ -193,7 +213,7 @@ class Batch:
                 await runtime.store.put(key, item.arguments)
             expires_at = deadline + WORKER_DEADLINE_SLACK_S
             arguments_url = runtime.store.presign("GET", key, expires_at=expires_at)
-        ticket = ticket_for(runtime, call_id, deadline, replies=self._reuse)
+        ticket = ticket_for(runtime, call_id, deadline, replies=self._pulls)
         self.stats.started(index, item.queued_at, creating=creating)
         return _Held(item, call_id, ticket, deadline, arguments_url)
 
@@ -204,16 +224,36 @@ class Batch:
             deadline=held.deadline,
             result_url=held.ticket.url,
             arguments_url=held.arguments_url,
-            pulls=self._reuse,
+            pulls=self._pulls,
+            then=[self._payload(after) for after in held.following],
         )
+
+    async def _take_slice(self, first: _Held) -> None:
+        """Give the machine about to be created for ``first`` the inputs that follow it in
+        its fixed slice: those ready now, up to `MAX_SLICE` and the inline payload limit."""
+        size = 0 if self._plan.spilled(first.item.arguments) else len(first.item.arguments)
+        while len(first.following) + 1 < self._slice:
+            item = await self._source.take(timeout_s=0)
+            if item is None:
+                return
+            held = await self._hand(item, creating=True, queue=len(first.following) + 1)
+            first.following.append(held)
+            if held.arguments_url is None:
+                size += len(item.arguments)
+                if size > MAX_INLINE_PAYLOAD_BYTES:
+                    return
 
     async def _machine(self, item: Item, holder: object) -> None:
         plan, runtime = self._plan, self._runtime
         held: _Held | None = None
         watch: ExitWatch | None = None
         machine_id: str | None = None
+        slice_: list[_Held] = []
         try:
             first = held = await self._hand(item, creating=True)
+            if self._slice > 1:
+                await self._take_slice(first)
+                slice_ = first.following
             name = first.call_id
             if self._reuse:
                 name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
@@ -259,6 +299,12 @@ class Batch:
         finally:
             if held is not None:
                 await _close(held)
+            for never_ran in slice_:
+                # The slice's inputs after one that failed (or all, if the create failed).
+                await _close(never_ran)
+                never_ran.item.attempts -= 1
+                self.stats.settled(never_ran.item.index, "retried")
+                self._source.give_back(never_ran.item)
             if machine_id is not None:
                 runtime.live.forget(plan.app, machine_id)
             self._release(holder)
@@ -308,7 +354,14 @@ class Batch:
     async def _next(self, held: _Held, machine_id: str) -> _Held | None:
         """Answer the held delivery with the machine's next input (or no more work)."""
         ticket = held.ticket
-        if not self._reuse or not isinstance(ticket, Ticket):
+        if held.following:
+            # The next input of the machine's fixed slice: it is running it already.
+            await _close(held)
+            next_held = held.following.pop(0)
+            next_held.following = held.following
+            self._runtime.live.watch(self._plan.app, machine_id, next_held.call_id)
+            return next_held
+        if not self._pulls or not isinstance(ticket, Ticket):
             return await self._stop(held)
         item = await self._source.take(timeout_s=NEXT_INPUT_WAIT_S)
         if item is None:

@@ -10,8 +10,10 @@ any class named in the arguments is imported::
      "arguments": bytes,          # encode_value([args, kwargs]), or pickle of (args, kwargs)
      "arguments_url": str | None, # if set, `arguments` is empty: GET them there (they were over
                                   # the inline limit and spilled to the object store)
-     "pulls": bool}               # a batch machine's call: the delivery's answer may carry the
+     "pulls": bool,               # a batch machine's call: the delivery's answer may carry the
                                   # next call (absent: false)
+     "then": [bytes]}             # call envelopes the machine runs after this one, in order (a
+                                  # fixed slice of a batch, over the object store; absent: [])
 
 Everything in it is readable by anyone who can read the machine's config (see
 docs/threat-model.md), so it carries no secret.
@@ -46,6 +48,8 @@ class CallEnvelope:
         answer with its next call (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`).
     :ivar arguments_url: where to GET `arguments_data` instead, when it was too large to travel
         in the payload (empty until then).
+    :ivar then: encoded call envelopes to run after this one, in order (a batch machine's fixed
+        slice of inputs when results go through the object store and it cannot pull).
     """
 
     __slots__ = (
@@ -59,6 +63,7 @@ class CallEnvelope:
         "pickle",
         "result_url",
         "sys_path",
+        "then",
     )
 
     def __init__(
@@ -74,8 +79,10 @@ class CallEnvelope:
         arguments_data: bytes,
         arguments_url: str | None = None,
         pulls: bool = False,
+        then: list[bytes] | None = None,
     ) -> None:
         self.pulls = pulls
+        self.then = then or []
         self.call_id = call_id
         self.fn = fn
         self.deadline = deadline
@@ -162,6 +169,7 @@ def encode_call(
     arguments: bytes | None = None,
     arguments_url: str | None = None,
     pulls: bool = False,
+    then: Sequence[bytes] = (),
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -174,6 +182,7 @@ def encode_call(
     :param arguments: the blob `encode_arguments` made, instead of ``args``/``kwargs`` (a
         caller that checked the arguments early need not encode them twice).
     :param pulls: the machine asks for its next input when it delivers this result.
+    :param then: encoded calls the machine runs after this one, in order.
     :param arguments_url: a URL the worker GETs the encoded arguments from instead (then
         `arguments` must be ``b""``).
     :raises SerializationError: an argument cannot be encoded; the message names it and where
@@ -194,6 +203,7 @@ def encode_call(
             "arguments": arguments,
             "arguments_url": arguments_url,
             "pulls": pulls,
+            "then": list(then),
         }
     )
 
@@ -218,4 +228,13 @@ def decode_call(data: bytes) -> CallEnvelope:
         arguments_data=field(envelope, "arguments", bytes),
         arguments_url=field(envelope, "arguments_url", (str, type(None))),
         pulls=envelope.get("pulls") is True,
+        then=_then(envelope.get("then")),
     )
+
+
+def _then(value: object) -> list[bytes]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(call, bytes) for call in value):
+        raise SerializationError("flyjobs envelope field 'then' is malformed")
+    return value

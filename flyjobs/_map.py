@@ -259,8 +259,9 @@ def _start(
         iter(inputs),
         outcomes,
         max_machines=limit,
-        # Results through the object store: machines cannot pull from this process.
-        reuse=reuse and runtime.channel.mode == "inbox",
+        # Through the object store machines cannot pull from this process: they take fixed
+        # slices instead (see flyjobs._batch).
+        reuse=reuse,
         max_failures=max_failures,
         window=max(_MIN_WINDOW, 4 * limit),
         total_hint=hint,

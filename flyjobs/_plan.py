@@ -96,10 +96,11 @@ class Plan:
         result_url: str,
         arguments_url: str | None = None,
         pulls: bool = False,
+        then: Sequence[bytes] = (),
     ) -> bytes:
         """The call envelope a worker reads; ``deadline`` is the client's (unix s), the worker
         gets a little more so that the client decides first. With ``arguments_url`` the worker
-        GETs the arguments there instead."""
+        GETs the arguments there instead; ``then`` are the calls it runs after this one."""
         return encode_call(
             self.fn_ref,
             call_id=call_id,
@@ -111,6 +112,7 @@ class Plan:
             arguments=b"" if arguments_url else arguments,
             arguments_url=arguments_url,
             pulls=pulls,
+            then=then,
         )
 
     def machine_config(self, name: str, payload: bytes, *, deadline: float | None) -> MachineConfig:

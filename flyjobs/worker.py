@@ -232,9 +232,16 @@ class _Worker:
         """Run `call` and every call that follows it; return the exit code of the last."""
         self.stdout, self.stderr = _capture_output()
         code = EXIT_OK
+        following = list(call.then)  # a fixed slice: the calls after this one
         next_call: CallEnvelope | None = call
         while next_call is not None:
             code, next_call = self._run_one(next_call)
+            if next_call is None and code == EXIT_OK and following:
+                try:
+                    next_call = decode_call(following.pop(0))
+                except SerializationError as exc:
+                    _log(f"bad call in the machine's slice: {exc}")
+                    return EXIT_BAD_PAYLOAD
         return code
 
     def _run_one(self, call: CallEnvelope) -> tuple[int, CallEnvelope | None]:

@@ -56,3 +56,11 @@ def counted_square(x: int, ledger: str, seconds: float = 0.0) -> int:
 @flyjobs.remote(timeout_s=120, memory_mb=1024)
 def big_result(size: int) -> bytes:
     return b"r" * size
+
+
+@flyjobs.remote(timeout_s=60)
+def crash_at(x: int, code: int) -> int:
+    """Return `x`, or end the machine with exit `code` when it is not 0."""
+    if code:
+        os._exit(code)
+    return x

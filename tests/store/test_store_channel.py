@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import store_funcs as funcs
-from _store_helpers import live_machines, objects
+from _store_helpers import APP, live_machines, objects
 from click.testing import CliRunner
 
 import flyjobs
@@ -66,3 +66,22 @@ def test_a_batch_journal_lives_in_the_store(fly_store: str, tmp_path: Path) -> N
     assert len(ledger.read_text().split()) == 4  # the rerun ran nothing
     assert CliRunner().invoke(cli, ["batch", "rm", "in-store"]).exit_code == 0
     assert objects(fly_store) == []
+
+
+def test_a_batch_over_the_store_runs_fixed_slices_on_few_machines(fly_store: str) -> None:
+    values = list(funcs.double.map(range(12), max_machines=3))
+    assert values == [2 * x for x in range(12)]
+    runtime = get_runtime()
+    machines = runtime.portal.call(lambda: runtime.client.list_machines(APP, include_deleted=True))
+    assert 1 < len(machines) <= 3  # each took a slice of the inputs
+    assert objects(fly_store) == []
+    _no_machine_left()
+
+
+def test_a_slice_whose_machine_crashes_midway_reruns_the_rest(fly_store: str) -> None:
+    inputs = [(x, 99 if x == 1 else 0) for x in range(4)]
+    values = list(funcs.crash_at.starmap(inputs, max_machines=1, return_exceptions=True))
+    assert values[0] == 0 and values[2:] == [2, 3]
+    assert isinstance(values[1], flyjobs.MachineCrashedError)
+    assert objects(fly_store) == []
+    _no_machine_left()
