@@ -26,7 +26,8 @@ import os, signal, sys
 import store_funcs
 ledger, kill_after = sys.argv[1], int(sys.argv[2])
 inputs = [(x, ledger, 0.2) for x in range({n})]
-for i, value in enumerate(store_funcs.counted_square.starmap(inputs, batch="nightly")):
+results = store_funcs.counted_square.starmap(inputs, batch="nightly", max_machines=4)
+for i, value in enumerate(results):
     print(value, flush=True)
     if i + 1 == kill_after:
         os.kill(os.getpid(), signal.SIGKILL)  # no clean-up at all
@@ -35,7 +36,7 @@ for i, value in enumerate(store_funcs.counted_square.starmap(inputs, batch="nigh
 
 def _run(folder: Path, ledger: Path, kill_after: int) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "FLYJOBS_", "AWS_"))}
-    env.update(PYTHONPATH=str(SUPPORT), FLYJOBS_MAX_MACHINES="4", BUCKET_NAME="")
+    env.update(PYTHONPATH=str(SUPPORT), BUCKET_NAME="")
     return subprocess.run(
         [sys.executable, "-c", SCRIPT.format(n=N), str(ledger), str(kill_after)],
         cwd=folder,
