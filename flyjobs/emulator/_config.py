@@ -67,6 +67,15 @@ class EmulatorConfig(BaseModel):
     )
     get_rate_burst: int = Field(default=10, ge=1, description="Get Machine burst per machine.")
     latency_s: float = Field(default=0.0, ge=0, description="Seconds added before every answer.")
+    restart_backoff_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="Seconds before a restart by the restart policy; doubles with each "
+        "restart since the user last started the machine, up to restart_backoff_max_s.",
+    )
+    restart_backoff_max_s: float = Field(
+        default=2.0, ge=0, description="Longest wait before a restart by the restart policy."
+    )
     boot_delay_s: float = Field(
         default=0.0, ge=0, description="Seconds a machine spends starting before its process runs."
     )

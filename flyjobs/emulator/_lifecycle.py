@@ -46,8 +46,9 @@ class Lifecycle:
 
     # Runs -----------------------------------------------------------------------------------
 
-    def launch(self, machine: MachineRecord, *, new_run: bool) -> None:
-        """Start a run: ``starting``, then (after ``boot_delay_s``) spawn and ``started``."""
+    def launch(self, machine: MachineRecord, *, new_run: bool, delay_s: float = 0.0) -> None:
+        """Start a run: ``starting``, then (after ``delay_s`` plus ``boot_delay_s``) spawn and
+        ``started``."""
         if self.closing:
             return
         if new_run:
@@ -56,8 +57,9 @@ class Lifecycle:
         # Spawning from the loop, not inline, lets the request that launched the machine
         # answer first, with the state Fly shows at that point (created, or starting).
         loop = asyncio.get_running_loop()
-        if self._config.boot_delay_s > 0:
-            machine.boot_timer = loop.call_later(self._config.boot_delay_s, self._spawn, machine)
+        delay_s += self._config.boot_delay_s
+        if delay_s > 0:
+            machine.boot_timer = loop.call_later(delay_s, self._spawn, machine)
         else:
             machine.boot_timer = loop.call_soon(self._spawn, machine)
 
@@ -141,15 +143,26 @@ class Lifecycle:
             return
         if restart:
             machine.add_event("exit", "stopped", "flyd", request)
-            if pending != "restart":
-                machine.restart_count += 1
-            self.launch(machine, new_run=pending == "restart")
+            if pending == "restart":
+                self.launch(machine, new_run=True)
+                return
+            machine.restart_count += 1
+            self.launch(machine, new_run=False, delay_s=self._backoff_s(machine.restart_count))
             return
         if machine.state != "stopping":
             machine.set_state("stopping")
         machine.set_state("stopped", ("exit", "flyd"), request)
         if pending == "destroy" or machine.config.get("auto_destroy"):
             self.destroy(machine, source="user" if pending == "destroy" else "flyd")
+
+    def _backoff_s(self, restarts: int) -> float:
+        """Seconds before the policy's ``restarts``-th restart in a row: a program that exits at
+        once is restarted a few times a second at first, then every ``restart_backoff_max_s``.
+
+        Fly restarts crashed machines with a delay too (its length is not documented).
+        """
+        first_s = self._config.restart_backoff_s
+        return float(min(self._config.restart_backoff_max_s, first_s * 2 ** min(restarts - 1, 30)))
 
     def _should_restart(
         self, machine: MachineRecord, pending: str | None, status: ExitStatus
@@ -183,9 +196,14 @@ class Lifecycle:
             return
         if machine.handle is None:
             return
+        suspended = machine.state == "suspended"
         machine.pending = "stop"
         machine.new_run()  # a wait for "started" from now on means a later run
         machine.set_state("stopping", ("stop", "user"))
+        if suspended:
+            # Fly: stopping a suspended machine discards its snapshot; nothing runs to ask.
+            machine.handle.signal(signal.SIGKILL)
+            return
         self._signal_stop(machine, signum, timeout_s)
 
     def restart(self, machine: MachineRecord, signum: int | None, timeout_s: float | None) -> None:
@@ -198,10 +216,40 @@ class Lifecycle:
             if machine.boot_timer is None:
                 self.launch(machine, new_run=True)
             return
+        suspended = machine.state == "suspended"
         machine.pending = "restart"
         machine.new_run()  # a wait for "started" from now on means the new run
         machine.set_state("stopping", ("restart", "user"))
+        if suspended:
+            machine.handle.signal(signal.SIGKILL)
+            return
         self._signal_stop(machine, signum, timeout_s)
+
+    def suspend(self, machine: MachineRecord) -> None:
+        """``started → suspending → suspended``: the process group is frozen (SIGSTOP), as Fly
+        snapshots a suspended machine's memory; `resume` carries on where it stopped.
+
+        :raises ErrorReply: 409 unless the machine is started.
+        """
+        if machine.state != "started" or machine.handle is None:
+            raise ErrorReply(
+                409, f"machine {machine.id} is {machine.state}; only a started machine suspends"
+            )
+        machine.new_run()  # a wait for "started" from now on means the resumed run
+        machine.set_state("suspending", ("suspend", "user"))
+        machine.handle.signal(signal.SIGSTOP)
+        machine.set_state("suspended", ("suspend", "flyd"))
+
+    def resume(self, machine: MachineRecord) -> None:
+        """``suspended → starting → started``: the frozen processes continue (SIGCONT)."""
+        handle = machine.handle
+        if handle is None:  # its process died while frozen (killed from outside)
+            self.launch(machine, new_run=True)
+            return
+        machine.new_run()
+        machine.set_state("starting")
+        handle.signal(signal.SIGCONT)
+        machine.set_state("started", ("start", "user"))
 
     async def kill_and_destroy(self, machine: MachineRecord) -> None:
         """SIGKILL a running machine and destroy it once it has exited."""

@@ -21,6 +21,7 @@ from ._http import (
 )
 from ._leases import DEFAULT_TTL_S, acquire, release
 from ._machine import SHOWN_EVENTS, WAITABLE_STATES, MachineRecord
+from ._ps import SORT_KEYS, process_stats
 from ._validate import STOP_SIGNALS, parse_duration_s, parse_signal
 
 __all__ = ("MACHINE_ROUTES",)
@@ -152,6 +153,48 @@ async def signal_machine(request: Request) -> Response:
         raise conflict(f"machine {machine.id} is {machine.state}, not started")
     machine.handle.signal(signum)
     return json_response(_OK)
+
+
+async def suspend_machine(request: Request) -> Response:
+    """``POST …/suspend``: freeze a started machine; ``start`` resumes it."""
+    emulator_of(request).lifecycle.suspend(_live(request))
+    return json_response(_OK)
+
+
+async def cordon_machine(request: Request) -> Response:
+    """``POST …/cordon``: mark the machine as taking no traffic (``cordoned: true``)."""
+    _set_cordoned(_live(request), True)
+    return json_response(_OK)
+
+
+async def uncordon_machine(request: Request) -> Response:
+    """``POST …/uncordon``: ``cordoned: false`` again."""
+    _set_cordoned(_live(request), False)
+    return json_response(_OK)
+
+
+def _set_cordoned(machine: MachineRecord, cordoned: bool) -> None:
+    # The emulator routes no traffic to machines: cordoning is only recorded and shown.
+    machine.cordoned = cordoned
+    machine.touch()
+
+
+async def list_processes(request: Request) -> Response:
+    """``GET …/ps?sort_by=&order=asc|desc``: the machine's processes (400 unless it runs)."""
+    machine = emulator_of(request).machine(
+        request.path_params["app_name"], request.path_params["machine_id"]
+    )
+    sort_by = request.query_params.get("sort_by") or "pid"
+    order = request.query_params.get("order") or "asc"
+    if sort_by not in SORT_KEYS:
+        keys = ", ".join(sorted(SORT_KEYS))
+        raise bad_request(f"invalid_argument: sort_by must be one of {keys}")
+    if order not in ("asc", "desc"):
+        raise bad_request("invalid_argument: order must be asc or desc")
+    if machine.handle is None or machine.state not in ("started", "suspended"):
+        raise bad_request(f"machine {machine.id} is {machine.state}: no processes to list")
+    stats = sorted(process_stats(machine.handle.pid), key=lambda stat: stat[sort_by])
+    return json_response(stats[::-1] if order == "desc" else stats)
 
 
 async def wait_machine(request: Request) -> Response:
@@ -358,6 +401,10 @@ MACHINE_ROUTES = [
     Route(_ID + "/restart", restart_machine, methods=["POST"]),
     Route(_ID + "/signal", signal_machine, methods=["POST"]),
     Route(_ID + "/wait", wait_machine, methods=["GET"]),
+    Route(_ID + "/suspend", suspend_machine, methods=["POST"]),
+    Route(_ID + "/cordon", cordon_machine, methods=["POST"]),
+    Route(_ID + "/uncordon", uncordon_machine, methods=["POST"]),
+    Route(_ID + "/ps", list_processes, methods=["GET"]),
     Route(_ID + "/events", list_events, methods=["GET"]),
     Route(_ID + "/versions", list_versions, methods=["GET"]),
     Route(_ID + "/exec", exec_machine, methods=["POST"]),

@@ -141,6 +141,8 @@ class Emulator:
             secrets=secrets,
             output=MachineOutput(self.config.log_max_bytes),
         )
+        # fly-go LaunchMachineInput.SkipServiceRegistration: created cordoned (no traffic).
+        machine.cordoned = bool(body.get("skip_service_registration"))
         machine.set_state("created", ("launch", "user"))
         self.machines[new_id] = machine
         serialized = self._with_lease(machine, lease_ttl, nonce=None)
@@ -195,6 +197,8 @@ class Emulator:
         secrets = {} if body.get("skip_secrets") else app.secret_values()
         validate_files(config, secrets=secrets)
         machine.secrets = secrets
+        if body.get("skip_service_registration"):
+            machine.cordoned = True
         await self.lifecycle.replace(machine, ulid(), config, launch=not body.get("skip_launch"))
         return self._with_lease(machine, lease_ttl, nonce=nonce)
 
@@ -222,6 +226,8 @@ class Emulator:
             )
         if previous in ("created", "stopped", "failed"):
             self.lifecycle.launch(machine, new_run=True)
+        elif previous == "suspended":
+            self.lifecycle.resume(machine)
         elif previous not in ("starting", "started"):
             raise conflict(f"machine {machine.id} is {previous} and cannot be started now")
         return previous
@@ -240,7 +246,7 @@ class Emulator:
                 "failed_precondition: unable to destroy machine, not currently stopped, "
                 "suspended or failed (use force=true to kill it)"
             )
-        if running:
+        if running or machine.state == "suspended":
             await self.lifecycle.kill_and_destroy(machine)
         else:
             self.lifecycle.destroy(machine, source="user")

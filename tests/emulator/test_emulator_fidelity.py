@@ -6,8 +6,15 @@ Sources: the Machines API spec (tests/spec/machines-openapi.yaml), superfly/fly-
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import httpx
-from _emu_helpers import SLEEP, create, get, new_app, wait, wait_ok
+import psutil
+from _emu_helpers import SLEEP, create, get, new_app, sync_client, wait, wait_ok
+
+from flyjobs.emulator import RunningEmulator
 
 MACHINES = "/v1/apps/{app}/machines"
 
@@ -115,21 +122,127 @@ def test_events_show_the_newest_50_and_waits_see_further(client: httpx.Client, a
     base = f"/v1/apps/{app}/machines/{machine['id']}"
     wait_ok(client, app, machine["id"], "started")
     first_event = get(client, app, machine["id"])["events"][-1]["id"]
-    assert client.post(f"{base}/stop").status_code == 200
-    wait_ok(client, app, machine["id"], "stopped")
-    while len(client.get(f"{base}/events", params={"limit": 50}).json()) < 50:
-        assert client.post(f"{base}/start").status_code == 200
-        wait_ok(client, app, machine["id"], "started")
-        assert client.post(f"{base}/stop").status_code == 200
-        wait_ok(client, app, machine["id"], "stopped")
+    assert client.post(f"{base}/suspend").status_code == 200
+    wait_ok(client, app, machine["id"], "suspended")
     assert client.post(f"{base}/start").status_code == 200
     wait_ok(client, app, machine["id"], "started")
+
+    def shown() -> list[dict[str, Any]]:
+        return list(client.get(f"{base}/events", params={"limit": 50}).json())
+
+    while "suspended" in {e["status"] for e in shown()}:  # until it is out of sight
+        assert client.post(f"{base}/stop").status_code == 200
+        wait_ok(client, app, machine["id"], "stopped")
+        assert client.post(f"{base}/start").status_code == 200
+        wait_ok(client, app, machine["id"], "started")
+    assert len(shown()) == 50
     assert len(get(client, app, machine["id"])["events"]) == 50
-    shown = {e["id"] for e in client.get(f"{base}/events", params={"limit": 50}).json()}
-    assert first_event not in shown
     assert client.get(f"{base}/events", params={"limit": 51}).status_code == 400
-    # "stopped" was reached after the first event, long before the 50 shown ones.
-    r = client.post(f"{base}/stop")
-    assert r.status_code == 200
-    r = wait(client, app, machine["id"], "stopped", from_event_id=first_event)
-    assert r.status_code == 200 and r.json()["state"] == "stopped"
+    # The only "suspended" is older than every event shown, and newer than first_event.
+    r = wait(client, app, machine["id"], "suspended", timeout=1, from_event_id=first_event)
+    assert r.status_code == 200 and r.json()["state"] == "suspended"
+
+
+def test_suspend_freezes_the_process_and_start_resumes_it(client: httpx.Client, app: str) -> None:
+    # fly-go flaps/flaps_machines.go Suspend (POST …/suspend) and spec GET …/wait
+    # state=suspended; docs machines/machine-states: suspended is a persistent state, and a
+    # start resumes a suspended machine from its snapshot (the same process here).
+    machine = create(client, app, SLEEP)
+    base = f"/v1/apps/{app}/machines/{machine['id']}"
+    wait_ok(client, app, machine["id"], "started")
+    (process,) = client.get(f"{base}/ps").json()
+    assert client.post(f"{base}/suspend").status_code == 200
+    wait_ok(client, app, machine["id"], "suspended")
+    assert get(client, app, machine["id"])["state"] == "suspended"
+    assert _settles_at(process["pid"], psutil.STATUS_STOPPED)
+    assert client.post(f"{base}/suspend").status_code == 409  # only a started machine
+    started = client.post(f"{base}/start").json()
+    assert started["previous_state"] == "suspended"
+    wait_ok(client, app, machine["id"], "started")
+    assert _settles_at(process["pid"], psutil.STATUS_SLEEPING)
+    assert [p["pid"] for p in client.get(f"{base}/ps").json()] == [process["pid"]]
+    # Stopping a suspended machine (docs: "discards its snapshot") stops it.
+    assert client.post(f"{base}/suspend").status_code == 200
+    assert client.post(f"{base}/stop").status_code == 200
+    wait_ok(client, app, machine["id"], "stopped")
+    assert not psutil.pid_exists(process["pid"]) or (
+        psutil.Process(process["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
+
+
+def _settles_at(pid: int, status: str) -> bool:
+    """Whether process ``pid`` reaches ``status`` (a signal takes effect when the process is
+    next scheduled, later under load)."""
+    for _ in range(500):
+        if psutil.Process(pid).status() == status:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_cordon_uncordon_and_skip_service_registration(client: httpx.Client, app: str) -> None:
+    # fly-go flaps/flaps_machines.go Cordon/Uncordon (POST …/cordon, …/uncordon); fly-go
+    # LaunchMachineInput.SkipServiceRegistration creates the machine cordoned.
+    body = {"config": {"image": "x"}, "skip_launch": True, "skip_service_registration": True}
+    machine = client.post(MACHINES.format(app=app), json=body).json()
+    assert machine["cordoned"] is True
+    base = f"/v1/apps/{app}/machines/{machine['id']}"
+    assert client.post(f"{base}/uncordon").status_code == 200
+    assert get(client, app, machine["id"])["cordoned"] is False
+    assert client.post(f"{base}/cordon").status_code == 200
+    assert get(client, app, machine["id"])["cordoned"] is True
+    plain = create(client, app, SLEEP)
+    assert plain["cordoned"] is False
+
+
+def test_ps_lists_the_machine_processes(client: httpx.Client, app: str) -> None:
+    # fly-go flaps/flaps_machines.go GetProcesses and machine_types.go ProcessStat: pid,
+    # stime, rtime, command, directory, cpu, rss, listen_sockets; spec: 400 on a bad request.
+    listen = (
+        "import socket, time\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "print(s.getsockname()[1], flush=True)\n"
+        "time.sleep(600)"
+    )
+    machine = create(client, app, ["python", "-c", listen])
+    base = f"/v1/apps/{app}/machines/{machine['id']}"
+    wait_ok(client, app, machine["id"], "started")
+    for _ in range(200):
+        (stat,) = client.get(f"{base}/ps").json()
+        if stat["listen_sockets"]:
+            break
+        time.sleep(0.02)
+    assert "socket.socket()" in stat["command"]
+    assert stat["rss"] > 0 and stat["stime"] > 0 and stat["directory"]
+    assert [s["proto"] for s in stat["listen_sockets"]] == ["tcp"]
+    assert stat["listen_sockets"][0]["address"].startswith("127.0.0.1:")
+    assert client.get(f"{base}/ps", params={"sort_by": "rss", "order": "desc"}).status_code == 200
+    assert client.get(f"{base}/ps", params={"sort_by": "colour"}).status_code == 400
+    assert client.post(f"{base}/stop").status_code == 200
+    wait_ok(client, app, machine["id"], "stopped")
+    assert client.get(f"{base}/ps").status_code == 400
+
+
+def test_restarts_by_policy_back_off(make_emulator: Callable[..., RunningEmulator]) -> None:
+    # docs machines/guides-examples/machine-restart-policy: `always` restarts a machine
+    # whatever its exit; flyd waits between restarts (its delays are not documented): each
+    # restart here waits restart_backoff_s, doubling, at most restart_backoff_max_s.
+    emu = make_emulator(restart_backoff_s=0.2, restart_backoff_max_s=0.4)
+    with sync_client(emu) as c:
+        app = new_app(c)
+        machine = create(c, app, ["python", "-c", "pass"], restart={"policy": "always"})
+        base = f"/v1/apps/{app}/machines/{machine['id']}"
+        events: list[dict[str, Any]] = []
+        for _ in range(400):
+            events = get(c, app, machine["id"])["events"][::-1]
+            if sum(e["type"] == "start" for e in events) >= 4:
+                break
+            time.sleep(0.02)
+        assert c.post(f"{base}/stop").status_code == 200
+    gaps_ms = [
+        later["timestamp"] - earlier["timestamp"]
+        for earlier, later in zip(events, events[1:], strict=False)
+        if earlier["type"] == "exit" and later["type"] == "start"
+    ]
+    assert len(gaps_ms) >= 3
+    assert gaps_ms[0] >= 200 and gaps_ms[1] >= 400 and gaps_ms[2] >= 400

@@ -39,10 +39,13 @@ def test_on_failure_is_the_default_and_stops_after_max_retries(
     assert [e["request"]["exit_event"]["restarting"] for e in exits] == [False, True, True]
 
 
-def test_default_max_retries_is_ten(client: httpx.Client, app: str) -> None:
-    machine = create(client, app, FAIL)
-    wait_ok(client, app, machine["id"], "stopped")
-    assert len(_exits(get(client, app, machine["id"]))) == 11
+def test_default_max_retries_is_ten(make_emulator: Callable[..., RunningEmulator]) -> None:
+    # Without the restart backoff's ~10 s between the first and the tenth retry.
+    with sync_client(make_emulator(restart_backoff_s=0.001, restart_backoff_max_s=0.001)) as c:
+        app = new_app(c)
+        machine = create(c, app, FAIL)
+        wait_ok(c, app, machine["id"], "stopped")
+        assert len(_exits(get(c, app, machine["id"]))) == 11
 
 
 def test_on_failure_does_not_restart_a_success(client: httpx.Client, app: str) -> None:
