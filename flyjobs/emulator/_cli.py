@@ -23,7 +23,7 @@ from ._tokens import TOKEN_ENV, TokenSource, default_token_file, resolve_token
 
 __all__ = ("dev",)
 
-_SPECIAL = frozenset({"tokens", "image_commands", "port", "pass_env", "apps"})
+_SPECIAL = frozenset({"tokens", "image_commands", "port", "pass_env", "apps", "regions"})
 _CLICK_TYPES: dict[object, Any] = {
     bool: bool,
     int: int,
@@ -100,6 +100,13 @@ def _config_options(command: Callable[..., None]) -> Callable[..., None]:
     + (EmulatorConfig.model_fields["pass_env"].description or ""),
 )
 @click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    help="Region machines may be created in, besides --default-region (repeatable; default: "
+    "Fly's regions).",
+)
+@click.option(
     "--image-command",
     "image_commands",
     multiple=True,
@@ -119,6 +126,7 @@ def dev(
     token_file: Path | None,
     pass_env: tuple[str, ...],
     apps: tuple[str, ...],
+    regions: tuple[str, ...],
     **settings: Any,
 ) -> None:
     """Run the local Fly Machines API emulator until interrupted.
@@ -133,7 +141,13 @@ def dev(
     """
     source = resolve_token(tokens, os.environ.get(TOKEN_ENV), token_file or default_token_file())
     config = EmulatorConfig.model_validate(
-        {**settings, "tokens": source.tokens, "pass_env": list(pass_env), "apps": list(apps)}
+        {
+            **settings,
+            "tokens": source.tokens,
+            "pass_env": list(pass_env),
+            "apps": list(apps),
+            **({"regions": list(regions)} if regions else {}),
+        }
     )
     asyncio.run(_run(config, source))
 

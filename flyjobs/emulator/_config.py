@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ("EmulatorConfig",)
 
 
+#: Fly's public regions (fly.io/docs/reference/regions, 2026).
+FLY_REGIONS = (
+    "ams", "arn", "bom", "cdg", "dfw", "ewr", "fra", "gru", "iad",
+    "jnb", "lax", "lhr", "nrt", "ord", "sin", "sjc", "syd", "yyz",
+)  # fmt: skip
+
+
 class EmulatorConfig(BaseModel):
     """Settings of one emulator instance. All faults and Fly's limits are off by default.
 
@@ -32,6 +39,11 @@ class EmulatorConfig(BaseModel):
     port: int = Field(default=0, ge=0, le=65535, description="TCP port; 0 picks a free one.")
     default_region: str = Field(
         default="lcl", description="Region of machines created without one."
+    )
+    regions: list[str] = Field(
+        default_factory=lambda: list(FLY_REGIONS),
+        description="Region codes a machine may be created in, besides default_region "
+        "(default: Fly's regions, fly.io/docs/reference/regions).",
     )
     org_slug: str = Field(default="personal", description="Organization slug of apps.")
     lease_owner: str = Field(

@@ -125,6 +125,8 @@ class Emulator:
                 raise conflict(f"a machine named {name!r} already exists: {other.id}")
         region = body.get("region") or self.config.default_region
         check_region(region)
+        self._check_region_known(region)
+        _check_mounts(config)
         lease_ttl = _lease_ttl(body)
         new_id = machine_id()
         machine_dir = self.data_dir / app_name / new_id
@@ -150,6 +152,15 @@ class Emulator:
             self.lifecycle.launch(machine, new_run=False)
         self.lifecycle.schedule(machine)
         return serialized
+
+    def _check_region_known(self, region: str) -> None:
+        """:raises ErrorReply: 400 for a region that is neither Fly's nor the default."""
+        known = {*self.config.regions, self.config.default_region}
+        if region not in known:
+            choices = ", ".join(sorted(known))
+            raise bad_request(
+                f"invalid region {region!r}: not a known region; use one of {choices}"
+            )
 
     def machine(self, app_name: str, machine_id_: str) -> MachineRecord:
         """A machine of the app (destroyed ones too, while retained). :raises ErrorReply: 404."""
@@ -193,6 +204,7 @@ class Emulator:
         if machine.state in ("replacing", "stopping"):
             raise conflict(f"machine {machine.id} is {machine.state}; try again")
         lease_ttl = _lease_ttl(body)
+        _check_mounts(config)
         app = self.app(app_name)
         secrets = {} if body.get("skip_secrets") else app.secret_values()
         validate_files(config, secrets=secrets)
@@ -344,3 +356,13 @@ def _lease_ttl(body: dict[str, Any]) -> int | None:
     if not isinstance(lease_ttl, int) or isinstance(lease_ttl, bool) or lease_ttl <= 0:
         raise bad_request("invalid lease_ttl: must be a positive number of seconds")
     return lease_ttl
+
+
+def _check_mounts(config: dict[str, Any]) -> None:
+    """:raises ErrorReply: 404 for a mount: it names a volume, and the emulator has none."""
+    mounts = config.get("mounts") or []
+    if mounts:
+        volume = mounts[0].get("volume") if isinstance(mounts[0], dict) else None
+        raise not_found(
+            f"volume {volume!r} not found: the emulator has no volumes; remove config.mounts"
+        )

@@ -246,3 +246,29 @@ def test_restarts_by_policy_back_off(make_emulator: Callable[..., RunningEmulato
     ]
     assert len(gaps_ms) >= 3
     assert gaps_ms[0] >= 200 and gaps_ms[1] >= 400 and gaps_ms[2] >= 400
+
+
+def test_unknown_regions_are_refused(client: httpx.Client, app: str) -> None:
+    # Fly places machines only in its regions (docs reference/regions; fly-go
+    # flaps/flaps_platform.go GetRegions lists them); the emulator also takes its default.
+    body: dict[str, Any] = {"config": {"image": "x"}, "skip_launch": True}
+    r = client.post(MACHINES.format(app=app), json={**body, "region": "xyz"})
+    assert r.status_code == 400
+    assert "xyz" in r.json()["error"] and "iad" in r.json()["error"]
+    for region in ("iad", "lcl"):
+        made = client.post(MACHINES.format(app=app), json={**body, "region": region})
+        assert made.status_code == 200 and made.json()["region"] == region
+
+
+def test_mounts_of_missing_volumes_are_refused(client: httpx.Client, app: str) -> None:
+    # spec fly.MachineMount: `volume` is the ID of an existing volume; the emulator has none,
+    # so every mount names a missing one, on create and on update.
+    mount = {"volume": "vol_0123456789abcdef", "path": "/data"}
+    r = client.post(MACHINES.format(app=app), json={"config": {"image": "x", "mounts": [mount]}})
+    assert r.status_code == 404
+    assert "vol_0123456789abcdef" in r.json()["error"]
+    machine = create(client, app, SLEEP)
+    update = {"config": {"image": "x", "mounts": [mount]}}
+    r = client.post(f"/v1/apps/{app}/machines/{machine['id']}", json=update)
+    assert r.status_code == 404
+    assert get(client, app, machine["id"])["version"] == machine["version"]

@@ -127,7 +127,11 @@ def test_dev_command_help_lists_every_knob() -> None:
     result = CliRunner().invoke(dev_command, ["--help"])
     assert result.exit_code == 0
     for option in EmulatorConfig.model_fields:
-        flag = {"tokens": "token", "image_commands": "image-command", "apps": "app"}.get(
-            option, option.replace("_", "-")
-        )
+        renamed = {
+            "tokens": "token",
+            "image_commands": "image-command",
+            "apps": "app",
+            "regions": "region",
+        }
+        flag = renamed.get(option, option.replace("_", "-"))
         assert f"--{flag} " in result.output, option
