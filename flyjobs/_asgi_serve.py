@@ -1,6 +1,6 @@
 """Serve an ASGI app with uvicorn inside the running asyncio event loop.
 
-One way to embed uvicorn, shared by the emulator and the result inbox, on uvicorn's public API
+flyjobs's one way to embed uvicorn (the emulator serves through it), on uvicorn's public API
 only: ``uvicorn.Config``, ``uvicorn.Server(config).serve(sockets=...)`` in a task and
 ``server.should_exit`` (uvicorn's "Config and Server instances" usage). Readiness comes from
 the ASGI lifespan protocol, not from uvicorn's internals; `tests/test_asgi_serve.py` fails

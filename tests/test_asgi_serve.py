@@ -1,4 +1,4 @@
-"""The one uvicorn embedding (flyjobs/_asgi_serve.py), shared by the emulator and the inbox.
+"""The one uvicorn embedding (flyjobs/_asgi_serve.py), which the emulator serves through.
 
 It uses uvicorn's public API only; the first test names each piece, so that an upgrade that
 removes one fails here, loudly, rather than somewhere inside the emulator or the inbox.
