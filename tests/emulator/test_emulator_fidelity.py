@@ -272,3 +272,14 @@ def test_mounts_of_missing_volumes_are_refused(client: httpx.Client, app: str) -
     r = client.post(f"/v1/apps/{app}/machines/{machine['id']}", json=update)
     assert r.status_code == 404
     assert get(client, app, machine["id"])["version"] == machine["version"]
+
+
+def test_a_program_that_cannot_start_fails_the_machine_once(client: httpx.Client, app: str) -> None:
+    # docs machines/machine-states: `failed` is a persistent state, for a machine whose launch
+    # failed; the restart policy (docs machine-restart-policy) restarts exited main processes,
+    # and one that never started has not exited: no retries, no `start` event, even `always`.
+    machine = create(client, app, ["/nonexistent/program"], restart={"policy": "always"})
+    wait_ok(client, app, machine["id"], "failed")
+    seen = get(client, app, machine["id"])
+    assert [e["type"] for e in seen["events"] if e["type"] in ("start", "exit")] == ["exit"]
+    assert seen["events"][0]["request"]["exit_event"]["exit_code"] == 127
