@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -31,12 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from flyjobs._asgi_serve import bind_listener, serve_asgi
 from flyjobs.emulator import EmulatorConfig, RunningEmulator, serve_in_thread
 
 GET_ROUNDS = 4
@@ -44,36 +43,33 @@ GET_ROUND_S = 0.5
 CYCLES = {1: 30, 16: 96}
 
 
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @contextlib.contextmanager
 def baseline_server(body: bytes) -> Iterator[str]:
-    """A minimal Starlette app answering ``body`` on every GET, served like the emulator."""
+    """A minimal Starlette app answering ``body`` on every GET, served as the emulator is
+    (flyjobs._asgi_serve), from a thread of its own."""
 
     async def fixed(_request: Request) -> Response:
         return Response(body, media_type="application/json")
 
     app = Starlette(routes=[Route("/v1/apps/{app}/machines/{machine_id}", fixed)])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app, lifespan="off", http="h11", ws="none", access_log=False, log_config=None
-    )
-    server = _QuietServer(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    sock = bind_listener("127.0.0.1", 0)
+    ready = threading.Event()
+    stop: dict[str, Any] = {}
+
+    async def serve() -> None:
+        stop["loop"], stop["event"] = asyncio.get_running_loop(), asyncio.Event()
+        async with serve_asgi(app, sock):
+            ready.set()
+            await stop["event"].wait()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
     thread.start()
-    while not server.started:
-        time.sleep(0.005)
+    ready.wait()
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
-        server.should_exit = True
+        stop["loop"].call_soon_threadsafe(stop["event"].set)
         thread.join()
-        sock.close()
 
 
 def requests_per_s(client: httpx.Client, url: str) -> float:
