@@ -7,7 +7,7 @@ Each expected call gets a `Ticket` whose URL is the only way to deliver that cal
 ``token`` is fresh for every ticket, so a late delivery for an earlier attempt of the same call
 id finds no ticket. ``sig`` is an HMAC-SHA256, under a key made for this inbox and never shown,
 of the method, the path and the expiry. A delivery is refused with 403 (signature does not
-match, or the body lacks the MAC of the app's result key), 410 (expired), 404 (no open ticket),
+match, or the body is not sealed with the app's result key), 410 (expired), 404 (no open ticket),
 409 (the ticket already has its result), 413 (body over ``max_body_bytes``) or 400 (not a flyjobs
 result envelope for this call); it is answered 204 only after the result is stored, so a
 result the worker saw accepted is never lost.
@@ -18,7 +18,10 @@ until the caller answers with `Ticket.reply`: the machine's next call envelope (
 that body) or nothing (``204``: no more work, the machine exits). One round trip delivers a
 result and fetches the next input.
 
-The inbox runs uvicorn in the current event loop (asyncio only: uvicorn needs it).
+The inbox serves HTTP with `flyjobs._inbox_server.BoundedServer` in the current event loop:
+it listens only on the address it is given, times out silent and stalled peers, caps its
+connections, and logs refusals at a bounded rate. A malformed query is a 4xx. A held delivery
+has no time limit from the server (only the inbox's own reply wait).
 """
 
 from __future__ import annotations
@@ -29,18 +32,17 @@ import hmac
 import logging
 import math
 import secrets
-import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, quote, unquote
 
 import anyio
-import uvicorn
-from anyio.abc import TaskStatus
+from anyio.abc import SocketAttribute
 
 from ._exceptions import SerializationError
+from ._inbox_server import BoundedServer, RateLimitedLog
 from ._protocol import MAX_INBOX_RESULT_BYTES, NEXT_INPUT_WAIT_S, open_result
 from ._result_envelope import decode_result
 
@@ -52,6 +54,7 @@ _PREFIX = "/results/"
 #: Seconds past `NEXT_INPUT_WAIT_S` a held delivery waits for its reply before it is answered
 #: ``204`` anyway (the caller always replies sooner; this bounds a caller that is gone).
 _REPLY_MARGIN_S = 2.0
+_MAX_EXPIRES_DIGITS = 12
 
 _Scope = dict[str, Any]
 _Receive = Callable[[], Any]
@@ -162,41 +165,10 @@ class Ticket:
         return f"<Ticket {self.call_id} {state} expires_at={self.expires_at}>"
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, adapted to live inside a library's event loop."""
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-        self._stop = anyio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # uvicorn would take over SIGINT/SIGTERM for the whole process; Ctrl-C belongs to the
-        # application that embeds the inbox.
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self._on_started()
-
-    async def main_loop(self) -> None:
-        # Instead of uvicorn's 10 Hz polling of `should_exit`: sleep until asked to stop.
-        await self._stop.wait()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def close_listeners(self) -> None:
-        """Stop accepting connections at once (when the serving task is cancelled)."""
-        for server in getattr(self, "servers", ()):
-            server.close()
-
-
 class ResultInbox:
     """Serves the endpoint workers deliver results to; an async context manager.
 
-    :param host: address to listen on (``"::"`` listens on IPv6 and IPv4).
+    :param host: the one address to listen on.
     :param port: port to listen on; 0 picks a free one (see `port` once entered).
     :param advertise_host: the address machines use to reach this inbox (default: `host`).
     :param ttl_s: default lifetime (s) of a ticket's URL.
@@ -205,6 +177,10 @@ class ResultInbox:
         `flyjobs._protocol.seal_result`); a delivery not sealed with it is refused with 403 and
         the ticket stays open for the genuine one; a ticket's result is the opened envelope.
         None accepts any body the URL admits.
+    :param max_connections: connections held at once (see `BoundedServer`).
+    :param head_timeout_s: seconds a connection has to send its request head.
+    :param body_timeout_s: seconds a body may go without sending a byte.
+    :param log_clock: monotonic seconds, for the rate limit of refusal logs (tests inject one).
     """
 
     def __init__(
@@ -216,6 +192,10 @@ class ResultInbox:
         ttl_s: float = 3600.0,
         max_body_bytes: int = MAX_INBOX_RESULT_BYTES,
         result_key: str | None = None,
+        max_connections: int = 256,
+        head_timeout_s: float = 10.0,
+        body_timeout_s: float = 10.0,
+        log_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.advertise_host = advertise_host or host
@@ -227,7 +207,15 @@ class ResultInbox:
         self._result_key = result_key
         self._tickets: dict[str, Ticket] = {}
         self._stack: contextlib.AsyncExitStack | None = None
-        self._server: _Server | None = None
+        self._log = RateLimitedLog(logger, clock=log_clock)
+        #: the HTTP server (its `connection_count` shows the connections held)
+        self.server = BoundedServer(
+            self._app,
+            log=self._log,
+            max_connections=max_connections,
+            head_timeout_s=head_timeout_s,
+            body_timeout_s=body_timeout_s,
+        )
 
     @property
     def port(self) -> int:
@@ -271,24 +259,14 @@ class ResultInbox:
             del self._tickets[ticket.call_id]
 
     async def __aenter__(self) -> Self:
-        sock = _bind(self.host, self._requested_port)
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            interface="asgi3",
-            http="h11",
-            ws="none",
-            proxy_headers=False,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            date_header=False,
+        listener = await anyio.create_tcp_listener(
+            local_host=self.host, local_port=self._requested_port
         )
+        self._port = listener.extra(SocketAttribute.local_port)
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(sock.close)
             task_group = await stack.enter_async_context(anyio.create_task_group())
-            await task_group.start(self._serve, config, sock)
+            await task_group.start(self.server.serve, listener)
+            stack.callback(task_group.cancel_scope.cancel)
             self._stack = stack.pop_all()
         return self
 
@@ -303,20 +281,7 @@ class ResultInbox:
         stack, self._stack = self._stack, None
         if stack is None:
             return None
-        if self._server is not None:
-            self._server.stop()
         return await stack.__aexit__(exc_type, exc, tb)
-
-    async def _serve(
-        self, config: uvicorn.Config, sock: socket.socket, *, task_status: TaskStatus[None]
-    ) -> None:
-        server = _Server(config, on_started=task_status.started)
-        self._server = server
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            # Already done when serve returns; needed when the task is cancelled instead.
-            server.close_listeners()
 
     def __repr__(self) -> str:
         where = f"{self.base_url}" if self._port is not None else "not running"
@@ -332,7 +297,7 @@ class ResultInbox:
         try:
             reply = await self._accept(scope, path, receive)
         except _Refused as refusal:
-            logger.warning(
+            self._log.warning(
                 "refused a result delivery to %s: %s (HTTP %d)",
                 path,
                 refusal.reason,
@@ -381,14 +346,10 @@ class ResultInbox:
         """The ticket a request may deliver to, or _Refused saying why not."""
         if scope["method"] != "PUT":
             raise _Refused(405, "only PUT is accepted")
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        expires = query.get("expires", [""])[0]
-        signature = query.get("sig", [""])[0]
-        if not expires.isdigit() or not hmac.compare_digest(
-            signature.encode(), self._sign(path, int(expires)).encode()
-        ):
+        expires, signature = _query(scope)
+        if not hmac.compare_digest(signature.encode(), self._sign(path, expires).encode()):
             raise _Refused(403, "bad signature")
-        if int(expires) < time.time():
+        if expires < time.time():
             raise _Refused(410, "the URL has expired")
         call_part, _, token = path.removeprefix(_PREFIX).partition("/")
         ticket = self._tickets.get(unquote(call_part))
@@ -412,6 +373,28 @@ class ResultInbox:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _query(scope: _Scope) -> tuple[int, str]:
+    """(expires, sig) of a delivery URL's query, or _Refused(400) for any malformed query."""
+    try:
+        query = parse_qs(
+            scope.get("query_string", b"").decode("ascii"),
+            strict_parsing=True,
+            max_num_fields=4,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _Refused(400, "malformed query") from None
+    # Absent ones sign nothing: the signature check refuses them (403).
+    expires = query.get("expires", ["0"])
+    signature = query.get("sig", [""])
+    if len(expires) != 1 or len(signature) != 1:
+        raise _Refused(400, "the query needs one expires and one sig")
+    # ASCII digits only, and few of them: int() would take "²" or fail on 5,000 digits.
+    text = expires[0]
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_EXPIRES_DIGITS):
+        raise _Refused(400, "malformed expires")
+    return int(text), signature[0]
 
 
 def _header(scope: _Scope, name: bytes) -> bytes | None:
@@ -440,18 +423,3 @@ async def _respond(
         headers.append((b"content-type", content_type))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket on (host, port); ``::`` also accepts IPv4."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock

@@ -260,7 +260,14 @@ async def _open(
     # The embedded emulator's machines get a fresh key as an app secret, as on Fly.
     local_key = secrets.token_urlsafe(32)
     result_key = local_key if settings.embedded else settings.result_key
-    inbox = ResultInbox(host=channel.bind, advertise_host=channel.advertise, result_key=result_key)
+    inbox = ResultInbox(
+        host=channel.bind,
+        advertise_host=channel.advertise,
+        result_key=result_key,
+        # Each machine in flight may hold a delivery open (a batch machine waits on it for its
+        # next input): room for all of them, and as many again for retries and strangers.
+        max_connections=max(256, 2 * settings.max_machines),
+    )
     async with (
         MachinesClient(
             base_url=base_url,

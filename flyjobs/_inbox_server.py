@@ -1,0 +1,310 @@
+"""The result inbox's HTTP/1.1 server: h11 over anyio sockets, bounded against hostile peers.
+
+uvicorn, which served the inbox before, offers no public way to close a connection that never
+sends a byte, to time out a request head, or to cap connections (``limit_concurrency`` answers
+503 but keeps every connection's descriptor): 1,100 idle connections exhausted a caller limited
+to 1,024 descriptors. This server:
+
+- holds at most `max_connections` connections. At the cap, a new connection evicts the oldest one
+  still waiting for its request head, or is closed at once when every connection is busy;
+- closes a connection whose request head is not complete within `head_timeout_s`, or whose body
+  sends nothing for `body_timeout_s`;
+- serves one request per connection (``Connection: close``): a delivery is one PUT;
+- answers a request h11 cannot parse, or a head over `max_head_bytes`, with 400.
+
+It serves an ASGI-style application (an ``http`` scope with ``method``, ``path``, ``raw_path``,
+``query_string`` and ``headers``; ``receive`` and ``send`` as ASGI defines them), so the inbox's
+handler does not depend on the server. No limit applies to the application's own time: an
+answer may be held as long as the application likes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+import anyio
+import h11
+from anyio.abc import ByteStream, Listener, SocketListener, SocketStream, TaskGroup, TaskStatus
+
+__all__ = ("BoundedServer", "RateLimitedLog")
+
+_Message = dict[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+#: An ASGI-style application (the subset this server speaks: see the module docstring).
+App = Callable[[dict[str, Any], _Receive, _Send], Awaitable[None]]
+
+_READ_BYTES = 65536
+#: Seconds the accept loop pauses when the process is out of descriptors (EMFILE), so that it
+#: does not spin while the connections it holds time out.
+_ACCEPT_BACKOFF_S = 0.1
+
+
+class RateLimitedLog:
+    """Logs at most `burst` warnings per `interval_s` seconds; counts the rest and says how many
+    were dropped with the next one logged. A peer that makes the inbox refuse it in a loop
+    cannot grow the log faster than that.
+
+    :param clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        burst: int = 10,
+        interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._burst = burst
+        self._interval_s = interval_s
+        self._clock = clock
+        self._window_start = -float("inf")
+        self._logged = 0
+        self._dropped = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        """``logger.warning(message, *args)``, unless this window's budget is spent."""
+        now = self._clock()
+        if now - self._window_start >= self._interval_s:
+            self._window_start, self._logged = now, 0
+        if self._logged >= self._burst:
+            self._dropped += 1
+            return
+        self._logged += 1
+        if self._dropped:
+            message = f"{message} ({self._dropped} similar messages were not logged)"
+            self._dropped = 0
+        self._logger.warning(message, *args)
+
+
+class _Connection:
+    __slots__ = ("awaiting_head", "scope", "stream")
+
+    def __init__(self, stream: ByteStream) -> None:
+        self.stream = stream
+        self.scope = anyio.CancelScope()
+        self.awaiting_head = True
+
+
+class BoundedServer:
+    """Serves `app` on a listener until cancelled; see the module docstring for its bounds.
+
+    :param log: where refusals of connections are logged (rate-limited by the caller's choice).
+    :param max_connections: connections held at once.
+    :param head_timeout_s: seconds a connection has to send its whole request head.
+    :param body_timeout_s: seconds the body may go without sending a byte.
+    :param max_head_bytes: largest request head (request line and headers).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        log: RateLimitedLog,
+        max_connections: int = 256,
+        head_timeout_s: float = 10.0,
+        body_timeout_s: float = 10.0,
+        max_head_bytes: int = 16 * 1024,
+    ) -> None:
+        self._app = app
+        self._log = log
+        self.max_connections = max_connections
+        self.head_timeout_s = head_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.max_head_bytes = max_head_bytes
+        self._connections: dict[int, _Connection] = {}
+        self._ids = itertools.count()
+
+    @property
+    def connection_count(self) -> int:
+        """Connections held right now."""
+        return len(self._connections)
+
+    async def serve(
+        self,
+        listener: Listener[SocketStream],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept and serve connections until cancelled; the listener is closed at the end.
+
+        :param listener: a `SocketListener`, or the `anyio.streams.stapled.MultiListener` of
+            them that `anyio.create_tcp_listener` returns.
+        """
+        sockets: list[SocketListener] = list(getattr(listener, "listeners", [listener]))
+        async with listener, anyio.create_task_group() as tasks:
+            for socket_listener in sockets:
+                tasks.start_soon(self._accept_loop, socket_listener, tasks)
+            task_status.started()
+
+    async def _accept_loop(self, listener: SocketListener, tasks: TaskGroup) -> None:
+        # Our own loop rather than Listener.serve, which ends at the first accept error.
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                # Out of descriptors (or a connection reset before it was accepted): the
+                # connections held time out and free theirs.
+                self._log.warning("the result inbox could not accept a connection: %s", exc)
+                await anyio.sleep(_ACCEPT_BACKOFF_S)
+                continue
+            await self._admit(stream, tasks)
+
+    async def _admit(self, stream: ByteStream, tasks: TaskGroup) -> None:
+        if len(self._connections) >= self.max_connections:
+            idle = next((c for c in self._connections.values() if c.awaiting_head), None)
+            if idle is None:
+                self._log.warning(
+                    "the result inbox holds %d busy connections; closed a new one",
+                    len(self._connections),
+                )
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                return
+            self._log.warning(
+                "the result inbox holds %d connections; closed the oldest one still silent",
+                len(self._connections),
+            )
+            idle.scope.cancel()
+        connection = _Connection(stream)
+        key = next(self._ids)
+        self._connections[key] = connection
+        tasks.start_soon(self._run, key, connection)
+
+    async def _run(self, key: int, connection: _Connection) -> None:
+        try:
+            with connection.scope:
+                await self._exchange(connection)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the peer went away
+        finally:
+            self._connections.pop(key, None)
+            with anyio.CancelScope(shield=True):
+                await connection.stream.aclose()
+
+    async def _exchange(self, connection: _Connection) -> None:
+        stream = connection.stream
+        h11_conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head_bytes)
+        try:
+            with anyio.fail_after(self.head_timeout_s):
+                request = await _next_event(h11_conn, stream)
+        except TimeoutError:
+            self._log.warning("the result inbox closed a connection that sent no request in time")
+            return
+        except h11.RemoteProtocolError as exc:
+            self._log.warning("the result inbox refused a malformed request: %s", exc)
+            await _send_error(h11_conn, stream, 400)
+            return
+        if not isinstance(request, h11.Request):
+            return  # closed before a request
+        connection.awaiting_head = False
+        exchange = _Exchange(h11_conn, stream, self.body_timeout_s)
+        try:
+            await self._app(_scope(request), exchange.receive, exchange.send)
+        except Exception:
+            logging.getLogger("flyjobs.inbox").exception("the result inbox's handler failed")
+            if not exchange.started:
+                await _send_error(h11_conn, stream, 500)
+
+
+class _Exchange:
+    """``receive`` and ``send`` of one request, in ASGI's terms."""
+
+    def __init__(self, conn: h11.Connection, stream: ByteStream, body_timeout_s: float) -> None:
+        self._conn = conn
+        self._stream = stream
+        self._body_timeout_s = body_timeout_s
+        self._body_done = False
+        self._status = 500
+        self._headers: list[tuple[bytes, bytes]] = []
+        self.started = False
+
+    async def receive(self) -> _Message:
+        if self._body_done:
+            # Nothing more to read: what is left to learn is when the peer goes away.
+            try:
+                await self._stream.receive(_READ_BYTES)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return {"type": "http.disconnect"}
+            return {"type": "http.disconnect"}
+        if self._conn.they_are_waiting_for_100_continue:
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        try:
+            with anyio.fail_after(self._body_timeout_s):
+                event = await _next_event(self._conn, self._stream)
+        except (TimeoutError, h11.RemoteProtocolError):
+            return {"type": "http.disconnect"}
+        if isinstance(event, h11.Data):
+            return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+        if isinstance(event, h11.EndOfMessage):
+            self._body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: _Message) -> None:
+        if message["type"] == "http.response.start":
+            self._status = message["status"]
+            self._headers = list(message.get("headers", []))
+            return
+        if message["type"] != "http.response.body":
+            return
+        if not self.started:
+            self.started = True
+            headers = [*self._headers, (b"connection", b"close")]
+            await self._send(h11.Response(status_code=self._status, headers=headers))
+        body = message.get("body", b"")
+        if body:
+            await self._send(h11.Data(data=body))
+        if not message.get("more_body", False):
+            await self._send(h11.EndOfMessage())
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self._conn.send(event)
+        if data:
+            # A peer that does not read its answer does not hold the connection forever.
+            with anyio.fail_after(self._body_timeout_s):
+                await self._stream.send(data)
+
+
+async def _next_event(conn: h11.Connection, stream: ByteStream) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        try:
+            data = await stream.receive(_READ_BYTES)
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            data = b""
+        conn.receive_data(data)
+
+
+async def _send_error(conn: h11.Connection, stream: ByteStream, status: int) -> None:
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    try:
+        headers = [(b"content-length", b"0"), (b"connection", b"close")]
+        with anyio.fail_after(1.0):
+            await stream.send(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            await stream.send(conn.send(h11.EndOfMessage()) or b"")
+    except (TimeoutError, h11.LocalProtocolError, anyio.BrokenResourceError, OSError):
+        pass
+
+
+def _scope(request: h11.Request) -> dict[str, Any]:
+    raw_path, _, query = bytes(request.target).partition(b"?")
+    return {
+        "type": "http",
+        "http_version": request.http_version.decode("ascii"),
+        "method": request.method.decode("ascii"),
+        "path": unquote(raw_path.decode("latin-1")),
+        "raw_path": raw_path,
+        "query_string": query,
+        "headers": [(name.lower(), value) for name, value in request.headers],
+    }
