@@ -1,9 +1,10 @@
 """Wall time of the worker running one trivial call end to end, against a bare interpreter.
 
 Each worker run is a whole ``python -m flyjobs.worker`` process: start, read the payload, import
-the function, run it, PUT the result to a real `ResultInbox` (served by this process on
-127.0.0.1), exit. The baseline is ``python -c "import msgpack"`` as a whole process, started the
-same way. Runs alternate, and the medians of each are compared; goal: worker_ratio <= 1.5.
+the function, run it, PUT the result (sealed with the result key, as on every machine) to a real
+`ResultInbox` (served by this process on 127.0.0.1), exit. The baseline is ``python -c "import
+msgpack"`` as a whole process, started the same way. Runs alternate, and the medians of each are
+compared; goal: worker_ratio <= 1.5.
 
 Bytecode is cached for both (in a temporary PYTHONPYCACHEPREFIX), as it is in a worker image
 where pip compiled flyjobs at install time; `worker_uncached_ms` is the same run compiling
@@ -29,10 +30,12 @@ import anyio
 
 from flyjobs._call_envelope import encode_call
 from flyjobs._inbox import ResultInbox
-from flyjobs._protocol import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH
+from flyjobs._protocol import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH, RESULT_KEY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 GOAL_RATIO = 1.5
+#: The worker seals its result with the app's result key, as on every machine.
+RESULT_KEY = "bench-result-key"
 
 
 async def _timed(command: list[str], env: dict[str, str]) -> float:
@@ -70,6 +73,7 @@ def _environments(root: Path, cache: Path) -> tuple[dict[str, str], dict[str, st
     base.pop("PYTHONPYCACHEPREFIX", None)
     base["PYTHONPATH"] = str(REPO)
     base[MACHINE_ROOT_ENV] = str(root)
+    base[RESULT_KEY_ENV] = RESULT_KEY
     cached = {**base, "PYTHONPYCACHEPREFIX": str(cache)}
     # The installed packages keep their __pycache__; only flyjobs compiles from source.
     uncached = {**base, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -85,7 +89,7 @@ async def _bench(runs: int) -> dict[str, float]:
         (root / "benchfuncs.py").write_text("def noop(x):\n    return x\n")
         cached, uncached = _environments(root, root / "pycache")
         samples: dict[str, list[float]] = {"baseline": [], "worker": [], "uncached": []}
-        async with ResultInbox() as inbox:
+        async with ResultInbox(result_key=RESULT_KEY) as inbox:
             for n in range(3):  # warm-up: fills the bytecode cache and the page cache
                 await _worker_run(inbox, root, cached, -1 - n)
                 await _timed(baseline_cmd, cached)

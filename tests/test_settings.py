@@ -80,3 +80,19 @@ def test_rate_limits_come_from_the_environment_or_pyproject(tmp_path: Path) -> N
     assert Settings.load(environ={"FLYJOBS_RATE_LIMITS": "fly"}, cwd=cwd).rate_limits == "fly"
     with pytest.raises(flyjobs.ConfigError, match="FLYJOBS_RATE_LIMITS"):
         Settings.load(environ={"FLYJOBS_RATE_LIMITS": "fast"}, cwd=cwd)
+
+
+def test_on_a_fly_machine_calls_go_to_its_own_app_and_image(tmp_path: Path) -> None:
+    machine = {
+        "FLY_MACHINE_ID": "0e286039f42e86",
+        "FLY_APP_NAME": "my-app",
+        "FLY_IMAGE_REF": "registry.fly.io/my-app:deployment-1",
+    }
+    settings = Settings.load(environ=machine, cwd=tmp_path)
+    assert settings.in_machine and not settings.embedded  # never an emulator on a machine
+    assert (settings.app, settings.image) == ("my-app", "registry.fly.io/my-app:deployment-1")
+    assert settings.api_hostname == "http://_api.internal:4280"
+    with pytest.raises(flyjobs.ConfigError, match="FLY_API_TOKEN: set it as an app secret"):
+        settings.check_fly(app=None, image=None)
+    told = Settings.load(environ={**machine, "FLY_APP": "other-app"}, cwd=tmp_path)
+    assert told.app == "other-app"
