@@ -18,6 +18,7 @@ from typing import Any
 
 import attack_funcs as attack
 import httpx
+import misuse_funcs
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
@@ -198,3 +199,20 @@ def test_code_on_a_machine_cannot_make_the_caller_unpickle_or_import(
         attack.deliver_forged_result.remote(kind, str(marker))
     assert not marker.exists()
     assert "import_side_effect" not in sys.modules
+
+
+def test_a_remote_call_made_on_a_machine_runs_in_its_app(fly: httpx.Client) -> None:
+    """Calls: on a machine, flyjobs calls on into the machine's own app and image, with
+    FLY_API_TOKEN (and the result key) from the app's secrets; no emulator starts there."""
+    url = str(fly.base_url).rstrip("/")
+    for name, value in {
+        "FLY_API_TOKEN": TOKEN,
+        "FLY_API_HOSTNAME": url,  # on Fly, _api.internal:4280 is the default
+        "FLYJOBS_INBOX_HOST": "127.0.0.1",
+    }.items():
+        assert fly.post(f"/v1/apps/{APP}/secrets/{name}", json={"value": value}).is_success
+    assert misuse_funcs.nested.remote(41) == 42
+    machines = fly.get(f"/v1/apps/{APP}/machines", params={"include_deleted": "true"}).json()
+    assert len(machines) == 2
+    images = {m["config"]["image"] for m in machines}
+    assert images == {"registry.fly.io/flyjobs-threats:latest"}
