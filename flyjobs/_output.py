@@ -41,18 +41,29 @@ async def read_output(
     *,
     follow: bool = False,
     poll_s: float = 0.5,
+    appear_s: float = 60.0,
+    on_wait: Callable[[], None] | None = None,
 ) -> list[JobMachine]:
     """Pass every line the machines of call or batch ``ident`` printed to ``emit``, in order per
     machine; return those machines.
 
     With ``follow``, keep reading (every ``poll_s`` seconds) until every machine of ``ident``
-    has stopped or been destroyed, picking up machines that appear meanwhile.
+    has stopped or been destroyed, picking up machines that appear meanwhile; the first one
+    may take up to ``appear_s`` seconds to appear (a call waiting for its turn in the pool);
+    ``on_wait`` is called once if it is not there at first.
 
-    :raises OutputNotFoundError: no machine of ``app`` carries that id.
+    :raises OutputNotFoundError: no machine of ``app`` carries that id (in time).
     """
     token: str | None = None
+    give_up = anyio.current_time() + (appear_s if follow else 0.0)
     while True:
         jobs = jobs_of(await list_jobs(client, app, include_deleted=True), ident)
+        if not jobs and anyio.current_time() < give_up:
+            if on_wait is not None:
+                on_wait()
+                on_wait = None
+            await anyio.sleep(poll_s)
+            continue
         if not jobs:
             raise OutputNotFoundError(
                 f"no flyjobs machine of app {app!r} has call or batch id {ident!r} (destroyed"

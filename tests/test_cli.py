@@ -25,6 +25,7 @@ from flyjobs.emulator import RunningEmulator
 
 SUPPORT = Path(__file__).resolve().parent / "_support"
 SLEEPER = ["python", "-c", "import time; time.sleep(120)"]
+PRINT_AND_EXIT = ["python", "-c", "print('hello from a late machine')"]
 
 
 def flyjobs(
@@ -55,9 +56,10 @@ def _api(env: dict[str, str]) -> httpx.Client:
     return httpx.Client(base_url=env["FLY_API_HOSTNAME"], headers=headers, timeout=30)
 
 
-def _create(env: dict[str, str], metadata: dict[str, str]) -> str:
-    """A machine that sleeps, with ``metadata``, made directly through the API."""
-    config = {"image": "sleeper", "init": {"exec": SLEEPER}, "metadata": metadata}
+def _create(env: dict[str, str], metadata: dict[str, str], argv: list[str] = SLEEPER) -> str:
+    """A machine running ``argv`` (default: it sleeps), with ``metadata``, made directly through
+    the API."""
+    config = {"image": "sleeper", "init": {"exec": argv}, "metadata": metadata}
     with _api(env) as http:
         response = http.post(f"/v1/apps/{APP}/machines", json={"config": config})
         assert response.status_code == 200, response.text
@@ -263,6 +265,26 @@ def test_logs_of_a_batch_name_each_call(fly: dict[str, str]) -> None:
         for i in range(2)
     }
     assert set(result.stdout.splitlines()) == expected
+
+
+def test_logs_follow_waits_for_a_call_that_has_no_machine_yet(fly: dict[str, str]) -> None:
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "flyjobs", "logs", "fj-later", "--follow"],
+        env={**os.environ, **fly},
+        cwd=SUPPORT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stderr is not None
+        assert follower.stderr.readline() == "waiting for a machine of fj-later…\n"
+        _create(fly, {"flyjobs_function": "jobs:f", "flyjobs_call_id": "fj-later"}, PRINT_AND_EXIT)
+        out, errors = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, errors
+    assert out == "hello from a late machine\n"
 
 
 def test_logs_follow_prints_lines_while_the_call_runs(fly: dict[str, str], tmp_path: Path) -> None:

@@ -73,7 +73,10 @@ def ls(app: str | None, show_all: bool, as_json: bool) -> None:
 @click.command("logs")
 @click.argument("ident", metavar="CALL_ID|BATCH_ID")
 @APP_OPTION
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until its machines stop.")
+@click.option(
+    "-f", "--follow", is_flag=True,
+    help="Keep printing until its machines stop (waiting up to a minute for the first).",
+)  # fmt: skip
 @shows_errors
 def logs(ident: str, app: str | None, follow: bool) -> None:
     """Print the full output of a call or of a batch, read through Fly's logs API.
@@ -91,8 +94,11 @@ def logs(ident: str, app: str | None, follow: bool) -> None:
         # One call's own lines print as they are; any other line says which call it is from.
         click.echo(line if job.call_id == ident else f"[{job.call_id}] {line}")
 
+    def waiting() -> None:
+        click.echo(f"waiting for a machine of {ident}…", err=True)
+
     async def read() -> None:
         async with client:
-            await read_output(client, app, ident, emit, follow=follow)
+            await read_output(client, app, ident, emit, follow=follow, on_wait=waiting)
 
     run_async(read)

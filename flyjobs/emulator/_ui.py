@@ -190,7 +190,7 @@ def _batches(machines: list[MachineRecord]) -> str:
                 str(failed),
             )
         )
-    headers = ("batch", "function", "finished", "running", "failed")
+    headers = ("batch", "function", "machines finished", "running", "failed")
     return _table(headers, rows, "no batches", "batches")
 
 
