@@ -23,6 +23,10 @@ __all__ = (
     "PAYLOAD_GUEST_PATH",
     "RESERVED_ENV",
     "RESULT_KEY_ENV",
+    "RUN_RECORD_PREFIX",
+    "SCHEDULE_INTERVALS_S",
+    "TIME_ORIGIN_ENV",
+    "TIME_SCALE_ENV",
     "importing_function",
     "open_result",
     "result_mac",
@@ -146,3 +150,23 @@ def set_importing_function(ref: str | None) -> None:
 def importing_function() -> str | None:
     """The function reference the worker of this process is importing, or None."""
     return _importing[0] if _importing else None
+
+
+#: Seconds between runs of each Fly ``config.schedule`` value (a month is taken as 30 days).
+SCHEDULE_INTERVALS_S = {
+    "hourly": 3600.0,
+    "daily": 86400.0,
+    "weekly": 7 * 86400.0,
+    "monthly": 30 * 86400.0,
+}
+
+#: A scheduled run's worker writes its outcome as one line of the machine's log: this prefix,
+#: then a JSON object (see `flyjobs._scheduled_run`). ``flyjobs schedule ls`` reads these lines
+#: back through the logs API, so a run's outcome needs no live client.
+RUN_RECORD_PREFIX = "flyjobs-run "
+
+#: The local emulator's ``--time-scale`` as machines see it: the emulator divides schedule
+#: intervals by the scale, and gives every machine the scale and the emulator's start (unix s)
+#: so that a scheduled worker's clock runs as fast. Unset on Fly (scale 1).
+TIME_SCALE_ENV = "FLYJOBS_TIME_SCALE"
+TIME_ORIGIN_ENV = "FLYJOBS_TIME_ORIGIN"

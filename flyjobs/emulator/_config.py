@@ -65,7 +65,10 @@ class EmulatorConfig(BaseModel):
         default=600.0, ge=0, description="Seconds a destroyed machine stays readable, then 404."
     )
     time_scale: float = Field(
-        default=1.0, gt=0, description="Schedule intervals (hourly...) are divided by this."
+        default=1.0,
+        gt=0,
+        description="Schedule intervals (hourly...) are divided by this; machines get it "
+        "in FLYJOBS_TIME_SCALE so a scheduled worker's clock runs as fast.",
     )
     rate_limits: bool = Field(
         default=False, description="Answer with Fly's per-action limits (429 + Retry-After)."

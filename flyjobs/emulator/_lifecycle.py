@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._protocol import TIME_ORIGIN_ENV, TIME_SCALE_ENV
 from ._config import EmulatorConfig
 from ._errors import ErrorReply
 from ._ids import now_ms
@@ -43,6 +44,8 @@ class Lifecycle:
         self._forget = forget
         self._timers: set[asyncio.TimerHandle] = set()
         self.closing = False
+        # The instant scaled time starts from: machines get it with the scale (TIME_SCALE_ENV).
+        self._time_origin = time.time()
 
     # Runs -----------------------------------------------------------------------------------
 
@@ -80,9 +83,16 @@ class Lifecycle:
             )
             argv0 = plan.argv[0] if plan.argv else ""
             prepare_root(machine.machine_dir, plan.files)
+            env = plan.env
+            if self._config.time_scale != 1:
+                env = {
+                    **env,
+                    TIME_SCALE_ENV: repr(self._config.time_scale),
+                    TIME_ORIGIN_ENV: repr(self._time_origin),
+                }
             handle = spawn(
                 plan.argv,
-                plan.env,
+                env,
                 on_output=machine.output.feed,
                 on_exit=lambda status: self._on_exit(machine, status),
             )

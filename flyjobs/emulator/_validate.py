@@ -13,7 +13,7 @@ import re
 import signal
 from typing import Any
 
-from .._protocol import RESERVED_ENV
+from .._protocol import RESERVED_ENV, SCHEDULE_INTERVALS_S
 from ._errors import bad_request
 
 __all__ = (
@@ -33,13 +33,6 @@ __all__ = (
     "validate_files",
 )
 
-#: Seconds between runs of each ``config.schedule`` value (a month is taken as 30 days).
-SCHEDULE_INTERVALS_S = {
-    "hourly": 3600.0,
-    "daily": 86400.0,
-    "weekly": 7 * 86400.0,
-    "monthly": 30 * 86400.0,
-}
 
 #: Named sizes → (cpu_kind, cpus, memory_mb), as fly-go's presets.
 _SIZES: dict[str, tuple[str, int, int]] = {
