@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from ._exceptions import WaitTimeoutError as WaitTimeoutError
     from ._function import Function as Function
     from ._function import remote as remote
+    from ._schedule import Cron as Cron
 
 
 _WHERE: dict[str, str] = {
@@ -63,6 +64,7 @@ _WHERE: dict[str, str] = {
     "CallStatus": "._call",
     "Function": "._function",
     "remote": "._function",
+    "Cron": "._schedule",
     **dict.fromkeys(_exceptions.__all__, "._exceptions"),
 }
 

@@ -12,8 +12,14 @@ any class named in the arguments is imported::
                                   # the inline limit and spilled to the object store)
      "pulls": bool,               # a batch machine's call: the delivery's answer may carry the
                                   # next call (absent: false)
-     "then": [bytes]}             # call envelopes the machine runs after this one, in order (a
+     "then": [bytes],             # call envelopes the machine runs after this one, in order (a
                                   # fixed slice of a batch, over the object store; absent: [])
+     "schedule": None | {...}}    # a scheduled function's payload: no caller, see below
+
+A scheduled payload (``flyjobs schedule deploy``) has no caller: its ``result_url`` is empty, its
+``deadline`` 0, and ``schedule`` holds ``{"every": "hourly"}`` or ``{"cron": str, "tz": str}``
+plus ``"timeout_s": float`` and ``"retries": int``; each run's outcome goes to the machine's log
+(`flyjobs._scheduled_run`).
 
 Everything in it is readable by anyone who can read the machine's config (see
 docs/threat-model.md), so it carries no secret.
@@ -50,6 +56,8 @@ class CallEnvelope:
         in the payload (empty until then).
     :ivar then: encoded call envelopes to run after this one, in order (a batch machine's fixed
         slice of inputs when results go through the object store and it cannot pull).
+    :ivar schedule: for a scheduled function's payload, its schedule (see the module
+        docstring); None for a call.
     """
 
     __slots__ = (
@@ -62,6 +70,7 @@ class CallEnvelope:
         "fn",
         "pickle",
         "result_url",
+        "schedule",
         "sys_path",
         "then",
     )
@@ -80,6 +89,7 @@ class CallEnvelope:
         arguments_url: str | None = None,
         pulls: bool = False,
         then: list[bytes] | None = None,
+        schedule: dict[str, Any] | None = None,
     ) -> None:
         self.pulls = pulls
         self.then = then or []
@@ -92,6 +102,7 @@ class CallEnvelope:
         self.pickle = pickle
         self.arguments_data = arguments_data
         self.arguments_url = arguments_url
+        self.schedule = schedule
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Decode ``(args, kwargs)``, importing the classes they name (apply `sys_path` first).
@@ -170,6 +181,7 @@ def encode_call(
     arguments_url: str | None = None,
     pulls: bool = False,
     then: Sequence[bytes] = (),
+    schedule: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -185,27 +197,29 @@ def encode_call(
     :param then: encoded calls the machine runs after this one, in order.
     :param arguments_url: a URL the worker GETs the encoded arguments from instead (then
         `arguments` must be ``b""``).
+    :param schedule: makes a scheduled function's payload (see the module docstring).
     :raises SerializationError: an argument cannot be encoded; the message names it and where
         inside it the offending value sits.
     """
     if arguments is None:
         arguments = encode_arguments(args, kwargs, pickle=pickle, arg_names=arg_names)
-    return pack(
-        {
-            "flyjobs": ENVELOPE_VERSION,
-            "call_id": call_id,
-            "fn": fn,
-            "deadline": float(deadline),
-            "result_url": result_url,
-            "batch_id": batch_id,
-            "sys_path": list(sys_path),
-            "pickle": pickle,
-            "arguments": arguments,
-            "arguments_url": arguments_url,
-            "pulls": pulls,
-            "then": list(then),
-        }
-    )
+    envelope = {
+        "flyjobs": ENVELOPE_VERSION,
+        "call_id": call_id,
+        "fn": fn,
+        "deadline": float(deadline),
+        "result_url": result_url,
+        "batch_id": batch_id,
+        "sys_path": list(sys_path),
+        "pickle": pickle,
+        "arguments": arguments,
+        "arguments_url": arguments_url,
+        "pulls": pulls,
+        "then": list(then),
+    }
+    if schedule is not None:
+        envelope["schedule"] = dict(schedule)
+    return pack(envelope)
 
 
 def decode_call(data: bytes) -> CallEnvelope:
@@ -229,6 +243,7 @@ def decode_call(data: bytes) -> CallEnvelope:
         arguments_url=field(envelope, "arguments_url", (str, type(None))),
         pulls=envelope.get("pulls") is True,
         then=_then(envelope.get("then")),
+        schedule=field(envelope, "schedule", (dict, type(None))),
     )
 
 

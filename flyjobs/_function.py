@@ -346,6 +346,11 @@ def remote(
     options are described on :class:`~flyjobs._options.Options`. Unset options come from
     ``[tool.flyjobs]`` in pyproject.toml and the environment (``FLY_APP``, ``FLYJOBS_IMAGE``).
 
+    With ``schedule=`` (``"hourly"``, ``"daily"``, ``"weekly"``, ``"monthly"`` or
+    :class:`~flyjobs.Cron`) the function also runs on that schedule once
+    ``flyjobs schedule deploy`` has deployed its module, with ``schedule_args`` and
+    ``schedule_kwargs`` as its arguments; it can still be called as any remote function.
+
     :raises ConfigError: at decoration time for an invalid option (memory not a multiple of
         256, unknown cpus, size together with cpus/memory_mb, an unknown name, ...).
     """

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any, TypedDict, Unpack
 
+    from ._schedule import Cron
+
     class Options(TypedDict, total=False):
         """The options of ``@flyjobs.remote(...)`` and ``fn.with_options(...)``.
 
@@ -37,6 +39,11 @@ if TYPE_CHECKING:
             ``retries``, after an exponential backoff); matched against the rebuilt exception.
         :ivar app: the Fly app (defaults to ``FLY_APP``).
         :ivar pickle: send arguments and results with pickle instead of flyjobs' msgpack codec.
+        :ivar schedule: run on a schedule once deployed with ``flyjobs schedule deploy``:
+            ``"hourly"``, ``"daily"``, ``"weekly"``, ``"monthly"`` (Fly's own schedules) or a
+            :class:`~flyjobs.Cron`; see `flyjobs._schedule` for how each runs.
+        :ivar schedule_args: the fixed positional arguments of every scheduled run.
+        :ivar schedule_kwargs: the fixed keyword arguments of every scheduled run.
         """
 
         image: str | None
@@ -51,6 +58,9 @@ if TYPE_CHECKING:
         retry_on: Sequence[type[BaseException]]
         app: str | None
         pickle: bool
+        schedule: str | Cron | None
+        schedule_args: Sequence[Any]
+        schedule_kwargs: Mapping[str, Any] | None
 
 
 __all__ = ("CallOptions",)
@@ -73,6 +83,9 @@ _DEFAULTS: dict[str, object] = {
     "retry_on": (),
     "app": None,
     "pickle": False,
+    "schedule": None,
+    "schedule_args": (),
+    "schedule_kwargs": None,
 }
 
 
@@ -100,6 +113,9 @@ class CallOptions:
         retry_on: tuple[type[BaseException], ...]
         app: str | None
         pickle: bool
+        schedule: str | Cron | None
+        schedule_args: tuple[Any, ...]
+        schedule_kwargs: dict[str, Any]
 
     def __init__(self, **options: Unpack[Options]) -> None:
         unknown = sorted(set(options) - set(_DEFAULTS))
@@ -111,6 +127,8 @@ class CallOptions:
         values["env"] = dict(values["env"] or {})
         values["secrets"] = tuple(values["secrets"])
         values["retry_on"] = _exception_types(values["retry_on"])
+        values["schedule_args"] = tuple(values["schedule_args"])
+        values["schedule_kwargs"] = dict(values["schedule_kwargs"] or {})
         for name, value in values.items():
             object.__setattr__(self, name, value)
         self._check()
@@ -154,6 +172,19 @@ class CallOptions:
         region = self.region
         if region is not None and not (region.isascii() and region.isalnum() and region.islower()):
             raise ConfigError(f"region={region!r}: use a Fly region code such as 'iad'")
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        if self.schedule is None and not (self.schedule_args or self.schedule_kwargs):
+            return
+        from ._schedule import check_schedule
+
+        check_schedule(self.schedule)
+        if self.schedule is None:
+            raise ConfigError(
+                "schedule_args/schedule_kwargs are the arguments of scheduled runs:"
+                " pass schedule= too"
+            )
 
     def replaced(self, **changes: Unpack[Options]) -> CallOptions:
         """These options with ``changes`` applied (checked as at decoration)."""

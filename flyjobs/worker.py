@@ -21,6 +21,9 @@ last call's:
 Arguments too large for the payload come from the object store: the payload then names a
 presigned URL to GET them from.
 
+A payload with a ``schedule`` (a scheduled function's machine, made by ``flyjobs schedule
+deploy``) has no caller: `flyjobs._scheduled_run` runs it and writes each outcome to the log.
+
 Every call pays this module's start-up, so it imports only the standard library's cheapest
 modules and msgpack; anything else is imported on the path that needs it. Usage::
 
@@ -519,6 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     except SerializationError as exc:
         _log(f"bad payload {path}: {exc}")
         return EXIT_BAD_PAYLOAD
+    if call.schedule is not None:
+        # A scheduled function's machine: no caller, each run's outcome goes to the log.
+        from flyjobs._scheduled_run import run_scheduled
+
+        return run_scheduled(call, path)
     return _Worker(started, result_key).run(call)
 
 
