@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -30,7 +30,7 @@ from ._exceptions import (
 from ._inbox import Ticket
 from ._options import CallOptions
 from ._plan import WORKER_DEADLINE_SLACK_S, Plan, new_call_id, plan
-from ._runtime import Runtime, get_runtime
+from ._runtime import Runtime, current_settings, get_runtime
 from ._supervise import (
     ExitWatch,
     check_secrets,
@@ -49,6 +49,7 @@ __all__ = (
     "retry_delay_s",
     "retryable",
     "spawn",
+    "spawn_encoded",
     "spilled_key",
     "ticket_for",
 )
@@ -86,6 +87,38 @@ def spawn(
         check_detachable(runtime)
     # Encoded here, in the caller's thread, so a bad argument raises before anything runs.
     arguments = call_plan.encode(args, kwargs, spill=runtime.store is not None)
+    return _submit(runtime, call_plan, arguments)
+
+
+def spawn_encoded(
+    fn_ref: str, sys_path: Sequence[str], arguments: bytes, options: CallOptions
+) -> Call[Any]:
+    """Submit one call of the function ``fn_ref`` whose arguments are already encoded (as a
+    deployed scheduled function's payload carries them); return its handle.
+
+    :raises ConfigError: a setting the call needs (image, app) is missing.
+    """
+    settings = current_settings()
+    options = options.merged(settings.defaults)
+    settings.check_fly(app=options.app, image=options.image)
+    runtime = get_runtime()
+    image = options.image or runtime.image
+    app = options.app or runtime.app
+    if image is None or app is None:
+        raise AssertionError("check_fly lets no call through without an app and an image")
+    call_plan = Plan(
+        fn_ref=fn_ref,
+        sys_path=list(sys_path),
+        arg_names=(),
+        options=options,
+        batch_id=None,
+        app=app,
+        image=image,
+    )
+    return _submit(runtime, call_plan, arguments)
+
+
+def _submit(runtime: Runtime, call_plan: Plan, arguments: bytes) -> Call[Any]:
     state = CallState(new_call_id())
     done = threading.Event()
 

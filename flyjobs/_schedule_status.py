@@ -1,0 +1,243 @@
+"""What deployed scheduled functions did: their runs, next tick, output; removing one.
+
+Everything here reads the Machines API (and Fly's logs API) only, so it works with no client
+having been up while the runs happened: each run's outcome is a record line its worker wrote
+to the machine's log (`flyjobs._scheduled_run`), and a run that died without writing one shows
+up as an ``exit`` event of the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._envelopes import CallEnvelope, decode_call
+from ._exceptions import APIError, ConfigError, SerializationError, TransportError
+from ._options import CallOptions
+from ._protocol import (
+    EXIT_BAD_PAYLOAD,
+    EXIT_DEADLINE,
+    EXIT_IMPORT_FAILED,
+    RUN_RECORD_PREFIX,
+    SCHEDULE_INTERVALS_S,
+)
+from ._schedule_deploy import META_SPEC, _destroy, iter_refs, scheduled_machines
+from .machines import Machine, MachinesClient
+
+__all__ = ("Run", "ScheduleStatus", "find", "machine_logs", "remove", "run_now", "statuses")
+
+#: Exit codes after which the worker has written its own record of the run.
+_RECORDED_EXITS = frozenset({0, EXIT_DEADLINE, EXIT_IMPORT_FAILED, EXIT_BAD_PAYLOAD})
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run (or skipped tick) of a scheduled function.
+
+    :ivar started: unix time (s) it started, or the tick it skipped.
+    :ivar tick: the schedule tick (unix s) it ran for, when the worker recorded it.
+    :ivar status: ``ok``, ``failed``, ``timeout``, ``crashed`` or ``skipped``.
+    :ivar duration_s: seconds it ran.
+    :ivar error: ``Type: message`` of a failed run.
+    """
+
+    started: float
+    status: str
+    duration_s: float
+    error: str = ""
+    value: str = ""
+    next_due: float | None = None
+    tick: float | None = None
+
+
+@dataclass
+class ScheduleStatus:
+    """A deployed scheduled function as ``flyjobs schedule ls`` shows it."""
+
+    name: str
+    ref: str
+    schedule: str
+    machine_id: str
+    state: str
+    runs: list[Run] = field(default_factory=list)
+    next_due: float | None = None
+
+
+def find(machines: list[Machine], name: str) -> tuple[str, Machine]:
+    """The scheduled machine called ``name``: its qualname as ``ls`` prints it, or its
+    ``module:qualname``.
+
+    :raises ConfigError: none matches (the deployed names are listed), or several do.
+    """
+    pairs = list(iter_refs(machines))
+    matches = [(ref, m) for ref, m in pairs if name in (ref, ref.partition(":")[2])]
+    refs = sorted({ref for ref, _ in matches})
+    if len(refs) > 1:
+        raise ConfigError(f"{name!r} names several scheduled functions: {', '.join(refs)}")
+    if not matches:
+        known = ", ".join(sorted({ref for ref, _ in pairs})) or "none"
+        raise ConfigError(f"no scheduled function {name!r} is deployed (deployed: {known})")
+    return matches[0]
+
+
+async def statuses(client: MachinesClient, app: str, *, runs: int = 5) -> list[ScheduleStatus]:
+    """Every deployed scheduled function of the app with its last ``runs`` runs, oldest first."""
+    result = []
+    for ref, machine in sorted(iter_refs(await scheduled_machines(client, app))):
+        full = await client.get_machine(app, machine.id)
+        history = _merge(await _records(client, app, machine.id), _crashes(full))
+        done = [run for run in history if run.status != "pending"]
+        meta = (full.config.metadata or {}) if full.config else {}
+        result.append(
+            ScheduleStatus(
+                name=ref.partition(":")[2],
+                ref=ref,
+                schedule=meta.get(META_SPEC, "?"),
+                machine_id=machine.id,
+                state=full.state or "?",
+                runs=done[-runs:] if runs > 0 else [],
+                next_due=_next_due(full, history),
+            )
+        )
+    return result
+
+
+async def machine_logs(client: MachinesClient, app: str, name: str) -> tuple[str, str]:
+    """(``module:qualname``, the machine's latest log lines) of the scheduled function."""
+    ref, machine = find(await scheduled_machines(client, app), name)
+    page = await client.get_logs(app, machine_id=machine.id)
+    return ref, "\n".join(e.message for e in page.entries if e.instance in (None, machine.id))
+
+
+async def remove(client: MachinesClient, app: str, name: str) -> tuple[str, str]:
+    """Destroy the machine of one scheduled function; return (``module:qualname``, its id)."""
+    ref, machine = find(await scheduled_machines(client, app), name)
+    await _destroy(client, app, machine.id, lambda _: None)
+    return ref, machine.id
+
+
+async def _records(client: MachinesClient, app: str, machine_id: str) -> list[Run]:
+    try:
+        page = await client.get_logs(app, machine_id=machine_id)
+    except (APIError, TransportError):
+        return []  # logs unavailable: the exit events still tell what failed
+    runs = []
+    for entry in page.entries:
+        message = entry.message
+        if not message.startswith(RUN_RECORD_PREFIX):
+            continue
+        try:
+            record = json.loads(message[len(RUN_RECORD_PREFIX) :])
+            error = record.get("error") or {}
+            runs.append(
+                Run(
+                    started=float(record["started"]),
+                    status=str(record["status"]),
+                    duration_s=float(record.get("duration_s") or 0.0),
+                    error=f"{error['type']}: {error['message']}" if error else "",
+                    value=str(record.get("value") or ""),
+                    next_due=record.get("next_due"),
+                    tick=record.get("tick"),
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue  # a line that only looks like a record
+    return runs
+
+
+def _crashes(machine: Machine) -> list[Run]:
+    """Runs that ended without a record: machine exits with a crash's code, or out of memory."""
+    runs = []
+    for event in machine.events:
+        exit_event = event.exit_event
+        if event.type != "exit" or exit_event is None or exit_event.requested_stop:
+            continue
+        if exit_event.exit_code in _RECORDED_EXITS and not exit_event.oom_killed:
+            continue
+        why = "out of memory" if exit_event.oom_killed else f"exit code {exit_event.exit_code}"
+        runs.append(
+            Run(
+                started=event.timestamp / 1000,
+                status="crashed",
+                duration_s=0.0,
+                error=f"MachineCrashedError: the machine ended ({why}) without a result",
+            )
+        )
+    return runs
+
+
+def _merge(records: list[Run], crashes: list[Run]) -> list[Run]:
+    # A stable sort: records of one machine are already in the order they were written.
+    return sorted([*records, *crashes], key=lambda run: run.started)
+
+
+def _next_due(machine: Machine, history: list[Run]) -> float | None:
+    for run in reversed(history):
+        if run.next_due is not None:
+            return float(run.next_due)
+    config = machine.config
+    interval = SCHEDULE_INTERVALS_S.get(config.schedule or "") if config else None
+    if interval and machine.created_at is not None:
+        # Fly counts intervals from creation.
+        created = machine.created_at.timestamp()
+        return created + interval * (int((time.time() - created) // interval) + 1)
+    spec = _cron_spec(machine)
+    if spec is not None:
+        from ._scheduled_run import cron_ticks
+
+        return next(cron_ticks(spec, time.time()), None)
+    return None
+
+
+def _cron_spec(machine: Machine) -> dict[str, Any] | None:
+    call = _payload(machine)
+    spec = call.schedule if call is not None else None
+    return spec if spec and "cron" in spec else None
+
+
+def _payload(machine: Machine) -> CallEnvelope | None:
+    """The scheduled payload the machine's config carries, if readable."""
+    for file in (machine.config.files or []) if machine.config else []:
+        if file.raw_value:
+            try:
+                return decode_call(base64.b64decode(file.raw_value))
+            except (binascii.Error, ValueError, SerializationError):
+                return None
+    return None
+
+
+def run_now(name: str) -> tuple[str, Any]:
+    """Run a deployed scheduled function once, now, on an ephemeral machine (the path of
+    ``fn.remote()``, with the deployed arguments and options); return (``module:qualname``,
+    its value).
+
+    :raises ConfigError: no such scheduled function, or its machine carries no payload.
+    :raises RemoteError: the function raised (as with ``fn.remote()``).
+    """
+    from ._dispatch import spawn_encoded
+    from ._runtime import get_runtime
+
+    runtime = get_runtime()
+    app = runtime.settings.require("app") if runtime.app is None else runtime.app
+    machines = runtime.portal.call(scheduled_machines, runtime.client, app)
+    ref, machine = find(machines, name)
+    call = _payload(machine)
+    if call is None or call.schedule is None or machine.config is None:
+        raise ConfigError(f"machine {machine.id} of {ref} carries no scheduled payload; redeploy")
+    config = machine.config
+    guest = config.guest
+    options = CallOptions(
+        image=config.image,
+        app=app,
+        cpus=guest.cpus if guest else None,
+        memory_mb=guest.memory_mb if guest else None,
+        env=config.env,
+        timeout_s=float(call.schedule.get("timeout_s") or 300.0),
+        retries=int(call.schedule.get("retries") or 0),
+        pickle=call.pickle,
+    )
+    return ref, spawn_encoded(call.fn, call.sys_path, call.arguments_data, options).result()

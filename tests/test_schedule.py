@@ -1,0 +1,398 @@
+"""Scheduled functions end to end: ``flyjobs schedule …`` run as a user runs it (a process of its
+own) against a standalone emulator whose schedules run ``--time-scale`` times as fast.
+
+Nothing here waits on a wall-clock window: each test waits, with a generous bound, for state
+the runs leave behind (run records in the machines' logs, machine events).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import zoneinfo
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cronsim import CronSim
+
+import flyjobs
+from flyjobs._schedule import check_cron
+from flyjobs.emulator import RunningEmulator
+
+APP = "flyjobs-sched"
+#: One scaled hour per real second.
+HOUR_PER_S = 3600.0
+#: Bound (s) of every wait for runs; generous for a loaded 2-core machine.
+WAIT_S = 90.0
+
+pytestmark = pytest.mark.timeout(4 * WAIT_S)
+
+
+class Deployment:
+    """A standalone emulator with an app, and the CLI pointed at it as at Fly."""
+
+    def __init__(self, emulator: RunningEmulator, folder: Path) -> None:
+        self.emulator = emulator
+        self.folder = folder
+        self.http = httpx.Client(
+            base_url=emulator.url, headers={"Authorization": f"Bearer {emulator.token}"}
+        )
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLY", "FLYJOBS"))}
+        return {
+            **env,
+            "FLY_API_TOKEN": self.emulator.token,
+            "FLY_API_HOSTNAME": self.emulator.url,
+            "FLY_APP": APP,
+            "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-sched:latest",
+            "FLYJOBS_INBOX_HOST": "127.0.0.1",
+            "FLYJOBS_INBOX_BIND": "127.0.0.1",
+        }
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flyjobs", "schedule", *args],
+            cwd=self.folder,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def cli(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "flyjobs", "schedule", *args],
+            cwd=self.folder,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
+        if ok:
+            assert done.returncode == 0, done.stderr
+        return done
+
+    def write(self, name: str, source: str) -> str:
+        (self.folder / name).write_text(textwrap.dedent(source))
+        return name
+
+    def ls(self) -> dict[str, dict[str, Any]]:
+        out = self.cli("ls", "--json", "--runs", "1000").stdout
+        rows = [json.loads(line) for line in out.splitlines()]
+        return {row["name"]: row for row in rows}
+
+    def machines(self) -> list[dict[str, Any]]:
+        response = self.http.get(f"/v1/apps/{APP}/machines")
+        response.raise_for_status()
+        machines: list[dict[str, Any]] = response.json()
+        return machines
+
+    def machine(self, machine_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/v1/apps/{APP}/machines/{machine_id}")
+        response.raise_for_status()
+        machine: dict[str, Any] = response.json()
+        return machine
+
+    def runs_until(
+        self, name: str, done: Callable[[list[dict[str, Any]]], bool]
+    ) -> list[dict[str, Any]]:
+        """The runs `ls` shows for `name`, once `done` holds of them (bounded by WAIT_S)."""
+        deadline = time.monotonic() + WAIT_S
+        runs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            row = self.ls().get(name)
+            runs = row["runs"] if row else []
+            if done(runs):
+                return runs
+            time.sleep(0.2)
+        raise AssertionError(f"runs of {name} never got there: {runs}")
+
+
+@pytest.fixture
+def deployment(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> Iterator[Deployment]:
+    emulator = make_emulator(time_scale=HOUR_PER_S)
+    deployment = Deployment(emulator, tmp_path)
+    created = deployment.http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"})
+    assert created.is_success
+    yield deployment
+    deployment.http.close()
+
+
+def finished(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [run for run in runs if run["status"] != "skipped"]
+
+
+JOBS = """
+    import flyjobs
+
+    @flyjobs.remote(schedule="hourly")
+    def tick() -> str:
+        return "tick"
+
+    @flyjobs.remote(schedule="daily", schedule_args=(6,), schedule_kwargs={"times": 7})
+    def report(base: int, times: int) -> int:
+        print("building the report")
+        return base * times
+
+    @flyjobs.remote(schedule="weekly")
+    def broken() -> None:
+        raise ValueError("the feed is down (42)")
+"""
+
+
+def test_an_hourly_job_runs_once_per_scaled_hour(deployment: Deployment) -> None:
+    deployment.write("jobs.py", JOBS)
+    deployment.cli("deploy", "jobs.py")
+    runs = deployment.runs_until("tick", lambda runs: len(finished(runs)) >= 5)
+    # Fly starts the machine at creation, then once an hour counted from creation; a tick that
+    # came while a run was still going (a loaded host) is recorded as skipped, never lost.
+    starts = [run["started"] for run in runs]
+    hours = [(b - a) / 3600 for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(0.5 < gap < 1.5 for gap in hours), hours
+    assert all(run["status"] in ("ok", "skipped") for run in runs), runs
+    assert {run["value"] for run in finished(runs)} == {"'tick'"}
+    # Over the scaled period from the first run to the last: one run per hour, none twice.
+    period_h = (starts[-1] - starts[0]) / 3600
+    assert len(runs) == round(period_h) + 1
+    # The daily and weekly jobs ran once, at creation, in the same period.
+    rows = deployment.ls()
+    assert len(finished(rows["report"]["runs"])) == 1
+    assert rows["tick"]["next_due"] > starts[-1]
+
+
+def test_a_failing_run_shows_in_ls_with_its_message(deployment: Deployment) -> None:
+    deployment.write("jobs.py", JOBS)
+    deployment.cli("deploy", "jobs.py")
+    runs = deployment.runs_until("broken", lambda runs: bool(runs))
+    assert runs[0]["status"] == "failed"
+    assert runs[0]["error"] == "builtins.ValueError: the feed is down (42)"
+    table = deployment.cli("ls").stdout
+    assert "failed" in table and "ValueError: the feed is down (42)" in table
+    logs = deployment.cli("logs", "jobs:broken").stdout
+    assert "the feed is down (42)" in logs
+
+
+def test_redeploying_a_changed_function_updates_its_machine(deployment: Deployment) -> None:
+    deployment.write("jobs.py", JOBS)
+    first = deployment.cli("deploy", "jobs.py").stdout
+    assert first.split() == ["created", "tick", "created", "report", "created", "broken"]
+    again = deployment.cli("deploy", "jobs.py").stdout
+    assert again.split() == ["unchanged", "tick", "unchanged", "report", "unchanged", "broken"]
+    before = {m["name"]: m for m in deployment.machines()}
+
+    deployment.write("jobs.py", JOBS.replace("schedule_args=(6,)", "schedule_args=(5,)"))
+    changed = deployment.cli("deploy", "jobs.py").stdout.splitlines()
+    assert "updated    report" in changed and "unchanged  tick" in changed
+    after = {m["name"]: m for m in deployment.machines()}
+    assert sorted(after) == sorted(before)  # no second machine
+    report = after["fjs-jobs-report"]
+    assert report["id"] == before["fjs-jobs-report"]["id"]
+    assert report["instance_id"] != before["fjs-jobs-report"]["instance_id"]
+    assert deployment.cli("run", "report").stdout.splitlines()[-1] == "35"
+
+
+def test_concurrent_deploys_are_serialized_by_the_lease(deployment: Deployment) -> None:
+    deployment.write("jobs.py", JOBS)
+    deployment.cli("deploy", "jobs.py")
+    # The daily job's machine: it runs once per 24 s here, so its events stay few.
+    report_id = next(m["id"] for m in deployment.machines() if m["name"] == "fjs-jobs-report")
+    lease = deployment.http.post(
+        f"/v1/apps/{APP}/machines/{report_id}/lease", json={"ttl": 120, "description": "other"}
+    )
+    nonce = lease.json()["data"]["nonce"]
+    version = deployment.machine(report_id)["instance_id"]
+
+    deployment.write("jobs.py", JOBS.replace("return base * times", "return base * times + 1"))
+    waiting = deployment.start("deploy", "jobs.py")
+    assert waiting.stdout is not None
+    line = waiting.stdout.readline()  # the deploy says it waits for the lease...
+    assert "leased by another deploy; waiting" in line
+    assert deployment.machine(report_id)["instance_id"] == version  # ...and has not touched it
+    released = deployment.http.delete(
+        f"/v1/apps/{APP}/machines/{report_id}/lease",
+        headers={"fly-machine-lease-nonce": nonce},
+    )
+    assert released.is_success
+    out, err = waiting.communicate(timeout=WAIT_S)
+    assert waiting.returncode == 0, err
+    assert "updated    report" in out
+    assert deployment.machine(report_id)["instance_id"] != version
+
+    # Two deploys at once, of two versions: both land, one after the other, on one machine.
+    for folder, value in (("one", "1"), ("two", "2")):
+        (deployment.folder / folder).mkdir()
+        source = JOBS.replace("return base * times", f"return {value}")
+        deployment.write(f"{folder}/jobs.py", source)
+    both = [deployment.start("deploy", "one/jobs.py"), deployment.start("deploy", "two/jobs.py")]
+    results = [p.communicate(timeout=WAIT_S) for p in both]
+    assert [p.returncode for p in both] == [0, 0], results
+    assert all("updated    report" in out for out, _ in results)
+    assert [m["name"] for m in deployment.machines()].count("fjs-jobs-report") == 1
+    events = deployment.machine(report_id)["events"]
+    assert sum(1 for e in events if e["type"] == "update") == 3
+
+
+def test_prune_removes_exactly_the_dropped_functions(deployment: Deployment) -> None:
+    deployment.write("jobs.py", JOBS)
+    deployment.write(
+        "other.py",
+        """
+        import flyjobs
+
+        @flyjobs.remote(schedule="monthly")
+        def invoices() -> None: ...
+        """,
+    )
+    deployment.cli("deploy", "jobs.py")
+    deployment.cli("deploy", "other.py")
+    deployment.write("jobs.py", JOBS.split('@flyjobs.remote(schedule="daily"')[0])
+
+    kept = deployment.cli("deploy", "jobs.py").stdout
+    assert "stale" in kept and "report" in kept and "broken" in kept
+    assert sorted(deployment.ls()) == ["broken", "invoices", "report", "tick"]
+
+    pruned = deployment.cli("deploy", "jobs.py", "--prune").stdout.splitlines()
+    assert sorted(line.split()[1] for line in pruned if line.startswith("pruned")) == [
+        "broken",
+        "report",
+    ]
+    assert sorted(deployment.ls()) == ["invoices", "tick"]
+    assert sorted(m["name"] for m in deployment.machines()) == [
+        "fjs-jobs-tick",
+        "fjs-other-invoices",
+    ]
+
+
+def test_a_cron_schedule_fires_at_its_ticks(deployment: Deployment) -> None:
+    # Every 2 hours on the half hour of Kolkata (UTC+05:30): ticks at :00 UTC, odd hours.
+    deployment.write(
+        "cronjobs.py",
+        """
+        import flyjobs
+
+        @flyjobs.remote(schedule=flyjobs.Cron("30 */2 * * *", tz="Asia/Kolkata"))
+        def nightly() -> str:
+            return "ran"
+        """,
+    )
+    deployment.cli("deploy", "cronjobs.py")
+    runs = deployment.runs_until("nightly", lambda runs: len(finished(runs)) >= 3)
+    tz = zoneinfo.ZoneInfo("Asia/Kolkata")
+    for run in finished(runs):
+        assert run["status"] == "ok"
+        assert run["started"] >= run["tick"]
+    ticks = [run["tick"] for run in runs]
+    for tick in ticks:
+        local = dt.datetime.fromtimestamp(tick, tz)
+        assert (local.minute, local.second, local.hour % 2) == (30, 0, 0), local
+    # Consecutive ticks of the expression: none missed (a skip is recorded), none run twice.
+    for previous, current in zip(ticks, ticks[1:], strict=False):
+        expected = next(CronSim("30 */2 * * *", dt.datetime.fromtimestamp(previous, tz)))
+        assert current == expected.timestamp()
+    row = deployment.ls()["nightly"]
+    assert row["schedule"] == "cron 30 */2 * * * (Asia/Kolkata)"
+    assert row["next_due"] > ticks[-1]
+
+
+def test_overlapping_runs_skip_the_tick_and_record_it(deployment: Deployment) -> None:
+    deployment.write(
+        "slow.py",
+        """
+        import time
+        import flyjobs
+
+        @flyjobs.remote(schedule=flyjobs.Cron("0 * * * *"))
+        def slow() -> None:
+            time.sleep(1.6)  # 1.6 scaled hours
+        """,
+    )
+    deployment.cli("deploy", "slow.py")
+    runs = deployment.runs_until("slow", lambda runs: len(finished(runs)) >= 2)
+    skipped = [run for run in runs if run["status"] == "skipped"]
+    assert skipped, runs
+    ticks = [run["tick"] for run in runs]
+    assert ticks == sorted(set(ticks))  # each tick once: run or skipped
+    assert all(b - a == 3600 for a, b in zip(ticks, ticks[1:], strict=False)), ticks
+
+
+def test_schedule_run_returns_the_result(deployment: Deployment) -> None:
+    deployment.write("jobs.py", JOBS)
+    deployment.cli("deploy", "jobs.py")
+    done = deployment.cli("run", "report")
+    assert done.stdout.strip().splitlines()[-1] == "42"
+    assert "building the report" in done.stdout
+    failed = deployment.cli("run", "jobs:broken", ok=False)
+    assert failed.returncode == 1
+    assert "the feed is down (42)" in failed.stderr and "Traceback" not in failed.stderr
+    # An ephemeral machine: it is gone, the scheduled ones stay.
+    deadline = time.monotonic() + WAIT_S
+    while len(deployment.machines()) != 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sorted(m["name"] for m in deployment.machines()) == [
+        "fjs-jobs-broken",
+        "fjs-jobs-report",
+        "fjs-jobs-tick",
+    ]
+
+
+def test_rm_removes_exactly_that_one(deployment: Deployment) -> None:
+    deployment.write("jobs.py", JOBS)
+    deployment.cli("deploy", "jobs.py")
+    assert deployment.cli("rm", "report").stdout.startswith("removed jobs:report")
+    assert sorted(deployment.ls()) == ["broken", "tick"]
+    missing = deployment.cli("rm", "report", ok=False)
+    assert missing.returncode == 1 and "no scheduled function 'report'" in missing.stderr
+
+
+def test_bad_targets_are_clear_errors_without_a_traceback(deployment: Deployment) -> None:
+    for target, message in [
+        ("missing.py", "missing.py: no such file"),
+        ("no_such_module", "no_such_module: no such module"),
+    ]:
+        done = deployment.cli("deploy", target, ok=False)
+        assert done.returncode == 1
+        assert message in done.stderr and "Traceback" not in done.stderr
+    deployment.write("boom.py", "raise RuntimeError('config missing')\n")
+    done = deployment.cli("deploy", "boom.py", ok=False)
+    assert "RuntimeError: config missing" in done.stderr and "Traceback" not in done.stderr
+    deployment.write(
+        "args.py",
+        """
+        import flyjobs
+
+        @flyjobs.remote(schedule="hourly")
+        def needs(x: int) -> int:
+            return x
+        """,
+    )
+    done = deployment.cli("deploy", "args.py", ok=False)
+    assert "schedule_args" in done.stderr and "Traceback" not in done.stderr
+    assert deployment.machines() == []
+
+
+def test_schedule_options_are_checked_when_decorated() -> None:
+    with pytest.raises(flyjobs.ConfigError) as exc:
+        flyjobs.remote(schedule="every minute")
+    for valid in ("'hourly'", "'daily'", "'weekly'", "'monthly'", "flyjobs.Cron("):
+        assert valid in str(exc.value)
+    with pytest.raises(flyjobs.ConfigError, match="5 fields"):
+        flyjobs.Cron("0 3 * *")
+    with pytest.raises(flyjobs.ConfigError, match="pass schedule="):
+        flyjobs.remote(schedule_args=(1,))
+    with pytest.raises(flyjobs.ConfigError, match="Bad hour"):
+        check_cron(flyjobs.Cron("0 25 * * *"))
+    with pytest.raises(flyjobs.ConfigError, match="unknown time zone 'Mars/Olympus'"):
+        check_cron(flyjobs.Cron("0 3 * * *", tz="Mars/Olympus"))
+    options = flyjobs.remote(schedule=flyjobs.Cron("0  3 * * *", tz="Europe/Paris"))(abs).options
+    assert options.schedule == flyjobs.Cron("0 3 * * *", tz="Europe/Paris")
