@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
-import importlib.util
 import json
 import logging
-import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -41,7 +36,6 @@ __all__ = (
     "DeployReport",
     "Scheduled",
     "deploy",
-    "load_target",
     "machine_config",
     "scheduled_functions",
 )
@@ -86,39 +80,6 @@ class DeployReport:
     unchanged: list[str]
     stale: list[str]  # machines whose function left the module (destroyed with prune)
     pruned: list[str]
-
-
-def load_target(target: str) -> ModuleType:
-    """Import ``target``: a ``.py`` file (its folder joins ``sys.path``) or a module name.
-
-    :raises ConfigError: no such file or module, or importing it failed (its error named).
-    """
-    path = Path(target)
-    if target.endswith(".py") or os.sep in target:
-        if not path.is_file():
-            raise ConfigError(f"{target}: no such file; give a .py file or an importable module")
-        folder = str(path.resolve().parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        name = path.stem
-    else:
-        name = target
-        if "" not in sys.path and os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            found = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            found = None
-        if found is None:
-            raise ConfigError(
-                f"{target}: no such module; give a .py file or a module importable from here"
-            )
-    try:
-        return importlib.import_module(name)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"importing {target} failed: {type(exc).__name__}: {exc}") from None
 
 
 def scheduled_functions(module: ModuleType) -> list[Scheduled]:

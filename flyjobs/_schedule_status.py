@@ -30,6 +30,9 @@ from .machines import Machine, MachinesClient
 
 __all__ = ("Run", "ScheduleStatus", "find", "machine_logs", "remove", "run_now", "statuses")
 
+#: Log lines (and pages of them) read for a machine's run records: the latest ones are kept.
+_LOG_LINES = 20_000
+_LOG_PAGES = 50
 #: Exit codes after which the worker has written its own record of the run.
 _RECORDED_EXITS = frozenset({0, EXIT_DEADLINE, EXIT_IMPORT_FAILED, EXIT_BAD_PAYLOAD})
 
@@ -106,11 +109,12 @@ async def statuses(client: MachinesClient, app: str, *, runs: int = 5) -> list[S
     return result
 
 
-async def machine_logs(client: MachinesClient, app: str, name: str) -> tuple[str, str]:
-    """(``module:qualname``, the machine's latest log lines) of the scheduled function."""
+async def machine_logs(
+    client: MachinesClient, app: str, name: str, *, lines: int = 200
+) -> tuple[str, str]:
+    """(``module:qualname``, the machine's last ``lines`` log lines) of the scheduled function."""
     ref, machine = find(await scheduled_machines(client, app), name)
-    page = await client.get_logs(app, machine_id=machine.id)
-    return ref, "\n".join(e.message for e in page.entries if e.instance in (None, machine.id))
+    return ref, await client.log_tail(app, machine.id, lines=lines)
 
 
 async def remove(client: MachinesClient, app: str, name: str) -> tuple[str, str]:
@@ -122,12 +126,11 @@ async def remove(client: MachinesClient, app: str, name: str) -> tuple[str, str]
 
 async def _records(client: MachinesClient, app: str, machine_id: str) -> list[Run]:
     try:
-        page = await client.get_logs(app, machine_id=machine_id)
+        text = await client.log_tail(app, machine_id, lines=_LOG_LINES, max_pages=_LOG_PAGES)
     except (APIError, TransportError):
         return []  # logs unavailable: the exit events still tell what failed
     runs = []
-    for entry in page.entries:
-        message = entry.message
+    for message in text.splitlines():
         if not message.startswith(RUN_RECORD_PREFIX):
             continue
         try:

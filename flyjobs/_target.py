@@ -8,12 +8,13 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ._exceptions import ConfigError
 from ._function import Function, remote
 
-__all__ = ("load_function", "parse_argument", "read_inputs")
+__all__ = ("import_target", "load_function", "parse_argument", "read_inputs")
 
 
 def load_function(target: str) -> Function[..., Any]:
@@ -32,17 +33,7 @@ def load_function(target: str) -> Function[..., Any]:
             f"{target!r}: name a function as FILE_OR_MODULE::FUNCTION,"
             " e.g. examples/hello.py::square or myapp.jobs::square"
         )
-    module_name = _module_of(where)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name == module_name:
-            raise ConfigError(
-                f"{where!r} is neither a .py file nor an importable module (from {os.getcwd()})"
-            ) from None
-        raise ConfigError(f"importing {where} failed: {type(exc).__name__}: {exc}") from None
-    except Exception as exc:
-        raise ConfigError(f"importing {where} failed: {type(exc).__name__}: {exc}") from None
+    module = import_target(where)
     obj = getattr(module, name, None)
     if isinstance(obj, Function):
         return obj
@@ -55,6 +46,26 @@ def load_function(target: str) -> Function[..., Any]:
         listed = ", ".join(found) or "none"
         raise ConfigError(f"{where} has no function {name!r} (its functions: {listed})")
     return remote(obj)
+
+
+def import_target(where: str) -> ModuleType:
+    """Import ``where``: a ``.py`` file (as a module named after it, its folder on
+    ``sys.path``) or a module importable from the working directory.
+
+    :raises ConfigError: the file is missing, the module does not exist, or importing it
+        failed (its error named, without a traceback).
+    """
+    module_name = _module_of(where)
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name == module_name:
+            raise ConfigError(
+                f"{where!r} is neither a .py file nor an importable module (from {os.getcwd()})"
+            ) from None
+        raise ConfigError(f"importing {where} failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"importing {where} failed: {type(exc).__name__}: {exc}") from None
 
 
 def _module_of(where: str) -> str:

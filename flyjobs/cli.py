@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from . import __version__
-from ._cli_schedule import schedule
 from ._commands import COMMANDS
 from .emulator import dev_command
 
@@ -25,7 +24,6 @@ def cli() -> None:
 cli.add_command(dev_command, name="dev")
 for _command in COMMANDS:
     cli.add_command(_command)
-cli.add_command(schedule)
 
 
 def main() -> None:

@@ -357,8 +357,8 @@ def test_rm_removes_exactly_that_one(deployment: Deployment) -> None:
 
 def test_bad_targets_are_clear_errors_without_a_traceback(deployment: Deployment) -> None:
     for target, message in [
-        ("missing.py", "missing.py: no such file"),
-        ("no_such_module", "no_such_module: no such module"),
+        ("missing.py", "no such file: missing.py"),
+        ("no_such_module", "'no_such_module' is neither a .py file nor an importable module"),
     ]:
         done = deployment.cli("deploy", target, ok=False)
         assert done.returncode == 1

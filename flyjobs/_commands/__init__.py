@@ -1,4 +1,4 @@
-"""The ``flyjobs`` commands around the library: run, ls, logs, gc, doctor, batch.
+"""The ``flyjobs`` commands around the library: run, ls, logs, gc, doctor, batch, schedule.
 
 Each is a thin face over a library function; `flyjobs.cli` registers them.
 """
@@ -10,7 +10,8 @@ from ._doctor import doctor
 from ._gc import gc
 from ._inspect import logs, ls
 from ._run import run
+from ._schedule import schedule
 
 __all__ = ("COMMANDS",)
 
-COMMANDS = (run, ls, logs, gc, doctor, batch)
+COMMANDS = (run, ls, logs, gc, doctor, batch, schedule)
