@@ -132,6 +132,7 @@ def machine_config(scheduled: Scheduled, image: str) -> MachineConfig:
         options.schedule_kwargs,
         options.pickle,
         _positional_names(scheduled.function._fn),
+        spill=False,  # the payload lives as long as the machine: no expiring object-store copy
     )
     payload = encode_call(
         scheduled.ref,
