@@ -23,8 +23,8 @@ from typing import Any
 
 import anyio
 
+from ._call_envelope import encode_call
 from ._dispatch import _encode_arguments, _import_root, _portable, _positional_names
-from ._envelopes import encode_call
 from ._exceptions import ConfigError, ConflictError, LeaseHeldError, NotFoundError
 from ._function import Function
 from ._protocol import PAYLOAD_GUEST_PATH

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._envelopes import CallEnvelope, decode_call
+from ._call_envelope import CallEnvelope, decode_call
 from ._exceptions import APIError, ConfigError, SerializationError, TransportError
 from ._options import CallOptions
 from ._protocol import (

@@ -28,6 +28,8 @@ from flyjobs._schedule import check_cron
 from flyjobs.emulator import RunningEmulator
 
 APP = "flyjobs-sched"
+#: The app secret results of `schedule run` are authenticated with; the CLI holds it too.
+RESULT_KEY = "sched-result-key-0123456789abcdef"
 #: One scaled hour per real second.
 HOUR_PER_S = 3600.0
 #: Bound (s) of every wait for runs; generous for a loaded 2-core machine.
@@ -56,6 +58,7 @@ class Deployment:
             "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-sched:latest",
             "FLYJOBS_INBOX_HOST": "127.0.0.1",
             "FLYJOBS_INBOX_BIND": "127.0.0.1",
+            "FLYJOBS_RESULT_KEY": RESULT_KEY,
         }
 
     def start(self, *args: str) -> subprocess.Popen[str]:
@@ -125,6 +128,10 @@ def deployment(
     deployment = Deployment(emulator, tmp_path)
     created = deployment.http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"})
     assert created.is_success
+    secret = {"value": RESULT_KEY}
+    assert deployment.http.post(
+        f"/v1/apps/{APP}/secrets/FLYJOBS_RESULT_KEY", json=secret
+    ).is_success
     yield deployment
     deployment.http.close()
 
