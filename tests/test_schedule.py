@@ -403,3 +403,34 @@ def test_schedule_options_are_checked_when_decorated() -> None:
         check_cron(flyjobs.Cron("0 3 * * *", tz="Mars/Olympus"))
     options = flyjobs.remote(schedule=flyjobs.Cron("0  3 * * *", tz="Europe/Paris"))(abs).options
     assert options.schedule == flyjobs.Cron("0 3 * * *", tz="Europe/Paris")
+
+
+def test_retries_rerun_a_crashed_run_and_ls_shows_crashes(deployment: Deployment) -> None:
+    deployment.write(
+        "crashy.py",
+        """
+        import os
+        import pathlib
+        import flyjobs
+
+        COUNT = pathlib.Path(__file__).with_name("attempts")
+
+        @flyjobs.remote(schedule="weekly", retries=1)
+        def flaky() -> int:
+            attempts = int(COUNT.read_text()) + 1 if COUNT.exists() else 1
+            COUNT.write_text(str(attempts))
+            if attempts == 1:
+                os._exit(3)  # the machine dies without a result: Fly restarts it once
+            return attempts
+
+        @flyjobs.remote(schedule="weekly")
+        def dies() -> None:
+            os._exit(4)
+        """,
+    )
+    deployment.cli("deploy", "crashy.py")
+    runs = deployment.runs_until("flaky", lambda runs: any(r["status"] == "ok" for r in runs))
+    assert [(r["status"], r["value"]) for r in runs] == [("crashed", ""), ("ok", "2")]
+    assert "exit code 3" in runs[0]["error"]
+    died = deployment.runs_until("dies", lambda runs: bool(runs))
+    assert died[0]["status"] == "crashed" and "exit code 4" in died[0]["error"]

@@ -10,6 +10,10 @@ The one documented deviation from Fly: a machine has no private filesystem, so i
 process in ``FLYJOBS_MACHINE_ROOT`` (`flyjobs._protocol.MACHINE_ROOT_ENV`). Its output is
 read by the emulator from a pipe, kept in memory, and served in the shape of Fly's logs API at
 ``/api/v1/apps/{app}/logs``.
+
+With ``time_scale`` (``flyjobs dev --time-scale``) other than 1, schedules run that many times
+as fast, and machines get the scale and the emulator's start time in ``FLYJOBS_TIME_SCALE`` and
+``FLYJOBS_TIME_ORIGIN`` so that a scheduled worker's clock keeps pace (Fly sets neither).
 """
 
 from __future__ import annotations
