@@ -434,3 +434,48 @@ def test_retries_rerun_a_crashed_run_and_ls_shows_crashes(deployment: Deployment
     assert "exit code 3" in runs[0]["error"]
     died = deployment.runs_until("dies", lambda runs: bool(runs))
     assert died[0]["status"] == "crashed" and "exit code 4" in died[0]["error"]
+
+
+def test_a_fly_scheduled_run_that_outlasts_its_hour_records_the_skipped_tick(
+    deployment: Deployment,
+) -> None:
+    deployment.write(
+        "slowly.py",
+        """
+        import time
+        import flyjobs
+
+        @flyjobs.remote(schedule="hourly")
+        def slowly() -> None:
+            time.sleep(1.5)  # 1.5 scaled hours: Fly does not start the machine at the next tick
+        """,
+    )
+    deployment.cli("deploy", "slowly.py")
+    runs = deployment.runs_until("slowly", lambda runs: len(finished(runs)) >= 2)
+    first, skipped = runs[0], runs[1]
+    assert first["status"] == "ok" and skipped["status"] == "skipped"
+    assert skipped["tick"] == first["tick"] + 3600
+
+
+def test_a_cron_run_that_crashes_is_retried_in_its_resident(deployment: Deployment) -> None:
+    deployment.write(
+        "cronflaky.py",
+        """
+        import os
+        import pathlib
+        import flyjobs
+
+        COUNT = pathlib.Path(__file__).with_name("cron-attempts")
+
+        @flyjobs.remote(schedule=flyjobs.Cron("0 */3 * * *"), retries=2)
+        def flaky() -> int:
+            attempts = int(COUNT.read_text()) + 1 if COUNT.exists() else 1
+            COUNT.write_text(str(attempts))
+            if attempts < 3:
+                os._exit(3)
+            return attempts
+        """,
+    )
+    deployment.cli("deploy", "cronflaky.py")
+    runs = deployment.runs_until("flaky", lambda runs: bool(finished(runs)))
+    assert [(run["status"], run["value"]) for run in finished(runs)][0] == ("ok", "3")
