@@ -23,10 +23,16 @@ from typing import Any
 
 import anyio
 
-from ._call_envelope import encode_call
-from ._dispatch import _encode_arguments, _import_root, _portable, _positional_names
-from ._exceptions import ConfigError, ConflictError, LeaseHeldError, NotFoundError
+from ._call_envelope import encode_arguments, encode_call
+from ._exceptions import (
+    ConfigError,
+    ConflictError,
+    LeaseHeldError,
+    NotFoundError,
+    SerializationError,
+)
 from ._function import Function
+from ._plan import MAX_INLINE_PAYLOAD_BYTES, _import_root, _portable, _positional_names
 from ._protocol import PAYLOAD_GUEST_PATH
 from ._reference import function_reference
 from ._schedule import Cron, check_cron, describe, schedule_spec
@@ -126,14 +132,19 @@ def machine_config(scheduled: Scheduled, image: str) -> MachineConfig:
     schedule = options.schedule
     assert schedule is not None
     spec = {**schedule_spec(schedule), "timeout_s": options.timeout, "retries": options.retries}
-    arguments = _encode_arguments(
-        scheduled.ref,
+    arguments = encode_arguments(
         options.schedule_args,
         options.schedule_kwargs,
-        options.pickle,
-        _positional_names(scheduled.function._fn),
-        spill=False,  # the payload lives as long as the machine: no expiring object-store copy
+        pickle=options.pickle,
+        arg_names=_positional_names(scheduled.function._fn),
     )
+    if len(arguments) > MAX_INLINE_PAYLOAD_BYTES:
+        # The payload lives as long as the machine: no expiring object-store copy of it.
+        raise SerializationError(
+            f"the fixed arguments of {scheduled.ref} encode to {len(arguments)} bytes, over the"
+            f" {MAX_INLINE_PAYLOAD_BYTES} that travel inside a machine config; pass large data"
+            " by reference (a URL or object-store key)"
+        )
     payload = encode_call(
         scheduled.ref,
         call_id=machine_name(scheduled.ref),
