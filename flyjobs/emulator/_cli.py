@@ -96,8 +96,7 @@ def _config_options(command: Callable[..., None]) -> Callable[..., None]:
     "--pass-env",
     "pass_env",
     multiple=True,
-    help="Host environment variable machines also get (repeatable). "
-    + (EmulatorConfig.model_fields["pass_env"].description or ""),
+    help=(EmulatorConfig.model_fields["pass_env"].description or "") + " Repeatable.",
 )
 @click.option(
     "--region",
