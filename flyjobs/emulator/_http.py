@@ -73,10 +73,12 @@ async def read_json(request: Request, *, required: bool = True) -> dict[str, Any
 
 
 def _too_large(limit: int) -> ErrorReply:
+    # Closing the connection spares the server reading (and discarding) the rest of the body.
     return ErrorReply(
         413,
         f"request body too large: the emulator accepts at most {limit} bytes (max_body_bytes); "
         "send large data another way (flyjobs spills large arguments to its object store)",
+        headers={"Connection": "close"},
     )
 
 
