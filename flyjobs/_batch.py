@@ -232,16 +232,19 @@ class Batch:
         """Give the machine about to be created for ``first`` the inputs that follow it in
         its fixed slice: those ready now, up to `MAX_SLICE` and the inline payload limit."""
         size = 0 if self._plan.spilled(first.item.arguments) else len(first.item.arguments)
-        while len(first.following) + 1 < self._slice:
+        while len(first.following) + 1 < self._slice and size <= MAX_INLINE_PAYLOAD_BYTES:
             item = await self._source.take(timeout_s=0)
             if item is None:
-                return
+                break
             held = await self._hand(item, creating=True, queue=len(first.following) + 1)
             first.following.append(held)
             if held.arguments_url is None:
                 size += len(item.arguments)
-                if size > MAX_INLINE_PAYLOAD_BYTES:
-                    return
+        for held in (first, *first.following) if first.following else ():
+            if isinstance(held.ticket, StoreTicket):
+                # The machine exits only after its whole slice: look for each result while it
+                # runs, so values reach the caller (and a journal) as they come.
+                held.ticket.polls = True
 
     async def _machine(self, item: Item, holder: object) -> None:
         plan, runtime = self._plan, self._runtime

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
-from ._exceptions import ConfigError, SerializationError
+from ._exceptions import ConfigError, SerializationError, TransportError
 from ._inbox import Ticket
 from ._protocol import open_result
 from ._result_envelope import decode_result
@@ -45,6 +45,10 @@ __all__ = (
 logger = logging.getLogger("flyjobs.channel")
 
 RESULTS_MODES = ("auto", "inbox", "store")
+#: Seconds before a polling `StoreTicket` first looks for its object, and most seconds between
+#: two looks.
+POLL_FIRST_S = 1.0
+POLL_MAX_S = 8.0
 #: Seconds a result delivered to the inbox may lag behind the exit it preceded (delivery is
 #: acknowledged before the worker exits, so on one host this is only scheduling slack).
 INBOX_RESULT_GRACE_S = 1.0
@@ -154,6 +158,9 @@ class StoreTicket:
         self.expires_at = expires_at
         self.url = store.presign("PUT", self.key, expires_at=expires_at)
         self.keep = False
+        #: look for the object while the machine runs (`poll`), not only after its exit: for
+        #: an input of a fixed slice, whose machine exits only after the whole slice
+        self.polls = False
         self._store = store
         self._seal_key = seal_key
         self._body: bytes | None = None
@@ -197,6 +204,19 @@ class StoreTicket:
         self._body = body
         self._event.set()
         return True
+
+    async def poll(self) -> None:
+        """`fetch` until the result is found, first after `POLL_FIRST_S`, then at intervals
+        doubling up to `POLL_MAX_S` (each look is one GET of the store)."""
+        interval = POLL_FIRST_S
+        while True:
+            await anyio.sleep(interval)
+            try:
+                if await self.fetch():
+                    return
+            except TransportError as exc:
+                logger.info("could not look for %s yet: %s", self.key, exc)
+            interval = min(2 * interval, POLL_MAX_S)
 
     async def aclose(self) -> None:
         """Forget the ticket: delete its object unless `keep` is set (errors are logged: a

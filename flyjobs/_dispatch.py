@@ -363,5 +363,7 @@ async def collect(ticket: Ticket | StoreTicket, watch: ExitWatch) -> bytes | Non
 
         tg.start_soon(result)
         tg.start_soon(exit_)
+        if isinstance(ticket, StoreTicket) and ticket.polls:
+            tg.start_soon(ticket.poll)
     # A result found just as the exit branch ended the wait still counts.
     return body if body is not None or not ticket.delivered else await ticket.result()

@@ -85,3 +85,12 @@ def test_a_slice_whose_machine_crashes_midway_reruns_the_rest(fly_store: str) ->
     assert isinstance(values[1], flyjobs.MachineCrashedError)
     assert objects(fly_store) == []
     _no_machine_left()
+
+
+def test_a_slices_results_arrive_while_its_machine_still_runs(fly_store: str) -> None:
+    inputs = [(0, 0.0), (1, 0.0), (2, 6.0)]
+    results = funcs.slow_square.starmap(inputs, max_machines=1)
+    assert next(results) == 0
+    assert len(live_machines()) == 1  # the slice's last input is still running
+    assert list(results) == [1, 4]
+    assert objects(fly_store) == []
