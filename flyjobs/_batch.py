@@ -246,7 +246,7 @@ class Batch:
                 # runs, so values reach the caller (and a journal) as they come.
                 held.ticket.polls = True
 
-    async def _machine(self, item: Item, holder: object) -> None:
+    async def _machine(self, item: Item, holder: object | None) -> None:
         plan, runtime = self._plan, self._runtime
         held: _Held | None = None
         watch: ExitWatch | None = None
@@ -282,9 +282,11 @@ class Batch:
             watch = ExitWatch(runtime, plan.app, machine_id)
             while held is not None:
                 held = await self._serve(held, watch, machine_id)
-            # The machine is told there is no more work: it exits by itself. The batch owns
-            # it until it has (destroying it if it lingers), so that a batch that is over
-            # leaves no machine behind.
+            # The machine is told there is no more work: it exits by itself, and its place in
+            # the pool goes to the next. The batch still owns it until it has exited
+            # (destroying it if it lingers), so that a batch that is over leaves no machine.
+            self._release(holder)
+            holder = None
             with anyio.move_on_after(EXIT_GRACE_S):
                 await watch.exited.wait()
             if not watch.exited.is_set():
@@ -310,7 +312,8 @@ class Batch:
                 self._source.give_back(never_ran.item)
             if machine_id is not None:
                 runtime.live.forget(plan.app, machine_id)
-            self._release(holder)
+            if holder is not None:
+                self._release(holder)
 
     async def _serve(self, held: _Held, watch: ExitWatch, machine_id: str) -> _Held | None:
         """Wait for the held input's result (or the machine's death, or the deadline); return
