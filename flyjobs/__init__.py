@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from ._exceptions import WaitTimeoutError as WaitTimeoutError
     from ._function import Function as Function
     from ._function import remote as remote
+    from ._pool import Pool as Pool
     from ._schedule import Cron as Cron
 
 
@@ -65,6 +66,7 @@ _WHERE: dict[str, str] = {
     "Function": "._function",
     "remote": "._function",
     "Cron": "._schedule",
+    "Pool": "._pool",
     **dict.fromkeys(_exceptions.__all__, "._exceptions"),
 }
 

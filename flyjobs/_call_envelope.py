@@ -14,7 +14,9 @@ any class named in the arguments is imported::
                                   # next call (absent: false)
      "then": [bytes],             # call envelopes the machine runs after this one, in order (a
                                   # fixed slice of a batch, over the object store; absent: [])
-     "schedule": None | {...}}    # a scheduled function's payload: no caller, see below
+     "schedule": None | {...},    # a scheduled function's payload: no caller, see below
+     "idle_s": float}             # with pulls: seconds the answer may be held (absent:
+                                  # NEXT_INPUT_WAIT_S)
 
 A scheduled payload (``flyjobs schedule deploy``) has no caller: its ``result_url`` is empty, its
 ``deadline`` 0, and ``schedule`` holds ``{"every": "hourly"}`` or ``{"cron": str, "tz": str}``
@@ -30,6 +32,7 @@ from __future__ import annotations
 from flyjobs._codec import Unencodable, decode_value, locate, pack
 from flyjobs._exceptions import SerializationError
 from flyjobs._framing import ENVELOPE_VERSION, dumps_pickle, field, loads_pickle, read_envelope
+from flyjobs._protocol import NEXT_INPUT_WAIT_S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,6 +55,8 @@ class CallEnvelope:
     :ivar arguments_data: the encoded ``(args, kwargs)``; decode them with `arguments`.
     :ivar pulls: the machine takes more than one input: delivering this call's result may
         answer with its next call (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`).
+    :ivar idle_s: with `pulls`, seconds the answer to the delivery may be held (the machine's
+        idle period: a batch's `NEXT_INPUT_WAIT_S`, a warm pool's ``idle_s``).
     :ivar arguments_url: where to GET `arguments_data` instead, when it was too large to travel
         in the payload (empty until then).
     :ivar then: encoded call envelopes to run after this one, in order (a batch machine's fixed
@@ -68,6 +73,7 @@ class CallEnvelope:
         "call_id",
         "deadline",
         "fn",
+        "idle_s",
         "pickle",
         "result_url",
         "schedule",
@@ -90,9 +96,11 @@ class CallEnvelope:
         pulls: bool = False,
         then: list[bytes] | None = None,
         schedule: dict[str, Any] | None = None,
+        idle_s: float = NEXT_INPUT_WAIT_S,
     ) -> None:
         self.pulls = pulls
         self.then = then or []
+        self.idle_s = idle_s
         self.call_id = call_id
         self.fn = fn
         self.deadline = deadline
@@ -182,6 +190,7 @@ def encode_call(
     pulls: bool = False,
     then: Sequence[bytes] = (),
     schedule: Mapping[str, Any] | None = None,
+    idle_s: float = NEXT_INPUT_WAIT_S,
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -195,6 +204,7 @@ def encode_call(
         caller that checked the arguments early need not encode them twice).
     :param pulls: the machine asks for its next input when it delivers this result.
     :param then: encoded calls the machine runs after this one, in order.
+    :param idle_s: with ``pulls``, seconds the answer to that delivery may be held.
     :param arguments_url: a URL the worker GETs the encoded arguments from instead (then
         `arguments` must be ``b""``).
     :param schedule: makes a scheduled function's payload (see the module docstring).
@@ -216,6 +226,7 @@ def encode_call(
         "arguments_url": arguments_url,
         "pulls": pulls,
         "then": list(then),
+        "idle_s": float(idle_s),
     }
     if schedule is not None:
         envelope["schedule"] = dict(schedule)
@@ -244,6 +255,7 @@ def decode_call(data: bytes) -> CallEnvelope:
         pulls=envelope.get("pulls") is True,
         then=_then(envelope.get("then")),
         schedule=field(envelope, "schedule", (dict, type(None))),
+        idle_s=_idle_s(envelope.get("idle_s", NEXT_INPUT_WAIT_S)),
     )
 
 
@@ -253,3 +265,9 @@ def _then(value: object) -> list[bytes]:
     if not isinstance(value, list) or not all(isinstance(call, bytes) for call in value):
         raise SerializationError("flyjobs envelope field 'then' is malformed")
     return value
+
+
+def _idle_s(value: object) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise SerializationError("flyjobs envelope field 'idle_s' is malformed")
+    return float(value)

@@ -22,6 +22,7 @@ from ._detach import check_detachable, write_record
 from ._exceptions import (
     CallError,
     CallTimeoutError,
+    ConfigError,
     MachineCrashedError,
     OutOfMemoryError,
     ServerError,
@@ -30,6 +31,7 @@ from ._exceptions import (
 from ._inbox import Ticket
 from ._options import CallOptions
 from ._plan import WORKER_DEADLINE_SLACK_S, Plan, new_call_id, plan
+from ._protocol import NEXT_INPUT_WAIT_S
 from ._runtime import Runtime, current_settings, get_runtime
 from ._supervise import (
     ExitWatch,
@@ -74,16 +76,25 @@ def spawn(
 ) -> Call[Any]:
     """Check and submit one call; return its handle.
 
+    A function with a ``pool`` option runs the call on the pool's warm machines
+    (`flyjobs._warm`) instead of a machine of its own.
+
     :param detach: the call outlives this process (see `flyjobs._detach`).
     :raises ConfigError: a setting the call needs (image, app) is missing, or ``detach`` without
-        the object store or with the embedded emulator.
+        the object store or with the embedded emulator, or of a pooled function.
     :raises SerializationError: the function cannot be referenced by the worker, or an argument
         cannot be encoded, or the arguments are too large to travel inline (no machine is
         created).
     """
     call_plan = plan(fn, options, batch_id=None, detach=detach)
     runtime = get_runtime()
+    pooled = call_plan.options.pool is not None
     if detach:
+        if pooled:
+            raise ConfigError(
+                "a pooled call cannot be detached: pool machines end with this process;"
+                " use fn.with_options(pool=None).spawn_detached(...)"
+            )
         check_detachable(runtime)
     # Encoded here, in the caller's thread, so a bad argument raises before anything runs.
     arguments = call_plan.encode(args, kwargs, spill=runtime.store is not None)
@@ -124,6 +135,10 @@ def _submit(runtime: Runtime, call_plan: Plan, arguments: bytes) -> Call[Any]:
 
     async def run() -> Any:
         try:
+            if call_plan.options.pool is not None:
+                from ._warm import pooled_call
+
+                return await pooled_call(runtime, call_plan, arguments, state)
             return await _run(runtime, call_plan, arguments, state)
         finally:
             done.set()
@@ -162,18 +177,26 @@ def note_attempts(exc: BaseException, attempts: int) -> None:
 
 
 def ticket_for(
-    runtime: Runtime, call_id: str, deadline: float, *, replies: bool = False
+    runtime: Runtime,
+    call_id: str,
+    deadline: float,
+    *,
+    replies: bool = False,
+    hold_s: float = NEXT_INPUT_WAIT_S,
 ) -> Ticket | StoreTicket:
     """Where an attempt's result is to be delivered (the inbox, or the store), valid a minute
     past the worker's own deadline; ``deadline`` is the client's (unix s). ``replies``: an
-    inbox ticket whose delivery is answered with the machine's next input."""
+    inbox ticket whose delivery is answered with the machine's next input, held up to
+    ``hold_s`` seconds."""
     expires_at = deadline + WORKER_DEADLINE_SLACK_S + _URL_SLACK_S
     if runtime.channel.mode == "store":
         assert runtime.store is not None
         return StoreTicket(
             runtime.store, call_id, expires_at=expires_at, seal_key=runtime.result_key
         )
-    return runtime.inbox.expect(call_id, ttl_s=expires_at - time.time(), replies=replies)
+    return runtime.inbox.expect(
+        call_id, ttl_s=expires_at - time.time(), replies=replies, hold_s=hold_s
+    )
 
 
 def spilled_key(call_id: str) -> str:

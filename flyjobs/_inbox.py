@@ -13,7 +13,8 @@ result envelope for this call); it is answered 204 only after the result is stor
 result the worker saw accepted is never lost.
 
 A ticket opened with ``replies=True`` belongs to a machine that takes more than one input: once
-its result is stored, the delivery is held (up to `NEXT_INPUT_WAIT_S` seconds, plus a margin)
+its result is stored, the delivery is held (up to the ticket's ``hold_s``, `NEXT_INPUT_WAIT_S`
+seconds by default, plus a margin)
 until the caller answers with `Ticket.reply`: the machine's next call envelope (``200`` with
 that body) or nothing (``204``: no more work, the machine exits). One round trip delivers a
 result and fetches the next input.
@@ -51,7 +52,7 @@ __all__ = ("ResultInbox", "Ticket")
 logger = logging.getLogger("flyjobs.inbox")
 
 _PREFIX = "/results/"
-#: Seconds past `NEXT_INPUT_WAIT_S` a held delivery waits for its reply before it is answered
+#: Seconds past its ``hold_s`` a held delivery waits for its reply before it is answered
 #: ``204`` anyway (the caller always replies sooner; this bounds a caller that is gone).
 _REPLY_MARGIN_S = 2.0
 _MAX_EXPIRES_DIGITS = 12
@@ -88,6 +89,7 @@ class Ticket:
         "_reply",
         "_token",
         "call_id",
+        "hold_s",
         "expires_at",
         "replies",
         "url",
@@ -102,8 +104,10 @@ class Ticket:
         expires_at: int,
         *,
         replies: bool = False,
+        hold_s: float = NEXT_INPUT_WAIT_S,
     ) -> None:
         self.replies = replies
+        self.hold_s = hold_s
         self._reply: bytes | None = None
         self._replied = anyio.Event()
         self._inbox = inbox
@@ -232,11 +236,18 @@ class ResultInbox:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
-    def expect(self, call_id: str, ttl_s: float | None = None, *, replies: bool = False) -> Ticket:
+    def expect(
+        self,
+        call_id: str,
+        ttl_s: float | None = None,
+        *,
+        replies: bool = False,
+        hold_s: float = NEXT_INPUT_WAIT_S,
+    ) -> Ticket:
         """Open a ticket for `call_id`'s result, valid for `ttl_s` seconds (default: the inbox's).
 
-        With ``replies``, the delivery is answered with what `Ticket.reply` gives (see the
-        module docstring).
+        With ``replies``, the delivery is answered with what `Ticket.reply` gives, waiting for
+        it up to ``hold_s`` seconds (see the module docstring).
 
         :raises ValueError: a ticket for `call_id` is already open.
         """
@@ -246,7 +257,7 @@ class ResultInbox:
         token = secrets.token_hex(8)
         path = f"{_PREFIX}{quote(call_id, safe='')}/{token}"
         url = f"{self.base_url}{path}?expires={expires_at}&sig={self._sign(path, expires_at)}"
-        ticket = Ticket(self, call_id, token, url, expires_at, replies=replies)
+        ticket = Ticket(self, call_id, token, url, expires_at, replies=replies, hold_s=hold_s)
         self._tickets[call_id] = ticket
         return ticket
 
@@ -338,7 +349,7 @@ class ResultInbox:
         ticket._event.set()
         if not ticket.replies:
             return None
-        with anyio.move_on_after(NEXT_INPUT_WAIT_S + _REPLY_MARGIN_S):
+        with anyio.move_on_after(ticket.hold_s + _REPLY_MARGIN_S):
             await ticket._replied.wait()
         return ticket._reply
 

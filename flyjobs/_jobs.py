@@ -28,7 +28,14 @@ from typing import Any
 import psutil
 
 from ._exceptions import NotFoundError
-from ._protocol import META_BATCH_ID, META_CALL_ID, META_CLIENT, META_DEADLINE, META_FUNCTION
+from ._protocol import (
+    META_BATCH_ID,
+    META_CALL_ID,
+    META_CLIENT,
+    META_DEADLINE,
+    META_FUNCTION,
+    META_POOL,
+)
 from .machines import Machine, MachinesClient
 
 __all__ = (
@@ -80,6 +87,7 @@ class JobMachine:
     :ivar deadline: unix seconds by which its worker ends itself (None: no deadline).
     :ivar client: the ``flyjobs_client`` that created it ("" when not recorded).
     :ivar created_at: unix seconds (None when the API did not say).
+    :ivar pool: the warm pool (`flyjobs.Pool` name) it belongs to ("" outside pools).
     """
 
     id: str
@@ -92,6 +100,7 @@ class JobMachine:
     deadline: float | None
     client: str
     created_at: float | None
+    pool: str = ""
 
     @classmethod
     def from_machine(cls, machine: Machine) -> JobMachine | None:
@@ -115,6 +124,7 @@ class JobMachine:
             deadline=deadline,
             client=metadata.get(META_CLIENT, ""),
             created_at=created.timestamp() if isinstance(created, datetime) else None,
+            pool=metadata.get(META_POOL, ""),
         )
 
     def age_s(self, now: float) -> float | None:

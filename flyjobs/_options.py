@@ -10,6 +10,7 @@ time here (they cost a machine ~12 ms of start).
 from __future__ import annotations
 
 from ._exceptions import ConfigError
+from ._pool import Pool
 from ._protocol import RESERVED_ENV
 
 TYPE_CHECKING = False
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
             :class:`~flyjobs.Cron`; see `flyjobs._schedule` for how each runs.
         :ivar schedule_args: the fixed positional arguments of every scheduled run.
         :ivar schedule_kwargs: the fixed keyword arguments of every scheduled run.
+        :ivar pool: run ``.remote``/``.spawn`` calls on this `~flyjobs.Pool`'s warm machines
+            instead of one machine per call (``.map`` keeps its own batch machines).
         """
 
         image: str | None
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
         schedule: str | Cron | None
         schedule_args: Sequence[Any]
         schedule_kwargs: Mapping[str, Any] | None
+        pool: Pool | None
 
 
 __all__ = ("CallOptions",)
@@ -86,6 +90,7 @@ _DEFAULTS: dict[str, object] = {
     "schedule": None,
     "schedule_args": (),
     "schedule_kwargs": None,
+    "pool": None,
 }
 
 
@@ -116,6 +121,7 @@ class CallOptions:
         schedule: str | Cron | None
         schedule_args: tuple[Any, ...]
         schedule_kwargs: dict[str, Any]
+        pool: Pool | None
 
     def __init__(self, **options: Unpack[Options]) -> None:
         unknown = sorted(set(options) - set(_DEFAULTS))
@@ -169,6 +175,8 @@ class CallOptions:
                 raise ConfigError(
                     f"env[{name!r}]: a value must be a string without NUL characters (\\x00)"
                 )
+        if self.pool is not None and not isinstance(self.pool, Pool):
+            raise ConfigError(f"pool={self.pool!r}: give a flyjobs.Pool(min=, max=, idle_s=)")
         region = self.region
         if region is not None and not (region.isascii() and region.isalnum() and region.islower()):
             raise ConfigError(f"region={region!r}: use a Fly region code such as 'iad'")

@@ -27,6 +27,8 @@ from ._protocol import (
     META_CLIENT,
     META_DEADLINE,
     META_FUNCTION,
+    META_POOL,
+    NEXT_INPUT_WAIT_S,
     PAYLOAD_GUEST_PATH,
     importing_function,
 )
@@ -97,6 +99,7 @@ class Plan:
         arguments_url: str | None = None,
         pulls: bool = False,
         then: Sequence[bytes] = (),
+        idle_s: float = NEXT_INPUT_WAIT_S,
     ) -> bytes:
         """The call envelope a worker reads; ``deadline`` is the client's (unix s), the worker
         gets a little more so that the client decides first. With ``arguments_url`` the worker
@@ -113,6 +116,7 @@ class Plan:
             arguments_url=arguments_url,
             pulls=pulls,
             then=then,
+            idle_s=idle_s,
         )
 
     def machine_config(self, name: str, payload: bytes, *, deadline: float | None) -> MachineConfig:
@@ -131,6 +135,8 @@ class Plan:
             # A detached call outlives its client: `flyjobs gc` judges it by its deadline.
             META_CLIENT: "" if self.detach else client_identity(),
         }
+        if options.pool is not None:
+            metadata[META_POOL] = options.pool.name
         if deadline is not None:
             metadata[META_DEADLINE] = str(math.ceil(deadline + WORKER_DEADLINE_SLACK_S))
         return MachineConfig.model_validate(

@@ -12,6 +12,7 @@ __all__ = (
     "EXIT_IMPORT_FAILED",
     "EXIT_OK",
     "EXIT_RESULT_TOO_LARGE",
+    "IDLE_EXIT_GRACE_S",
     "MAX_INBOX_RESULT_BYTES",
     "MACHINE_ROOT_ENV",
     "META_BATCH_ID",
@@ -19,6 +20,7 @@ __all__ = (
     "META_CLIENT",
     "META_DEADLINE",
     "META_FUNCTION",
+    "META_POOL",
     "NEXT_INPUT_WAIT_S",
     "PAYLOAD_GUEST_PATH",
     "RESERVED_ENV",
@@ -32,6 +34,7 @@ __all__ = (
     "result_mac",
     "seal_result",
     "set_importing_function",
+    "keep_warm",
 )
 
 #: Absolute guest path of the call payload file (``config.files[].guest_path``).
@@ -67,6 +70,10 @@ RESERVED_ENV = frozenset(
 #: envelope as body, or ``204`` when the batch has no more work for it (the machine then exits).
 #: It is the machine's idle period; the worker's read timeout for that answer is longer.
 NEXT_INPUT_WAIT_S = 5.0
+#: Seconds past its idle period (``idle_s``) by which a machine waiting for its next input has
+#: ended itself, whatever happened to the caller: the worker's read timeout for the answer, and
+#: its deadline while it waits (plus the deadline thread's one-second poll).
+IDLE_EXIT_GRACE_S = 11.0
 
 # Worker exit codes. 0 means a result was delivered (the function's own exception counts as a
 # delivered result); each failure before or after that has its own code so the exit event alone
@@ -92,6 +99,8 @@ META_FUNCTION = "flyjobs_function"  # "module:qualname"
 META_DEADLINE = "flyjobs_deadline"
 #: The process that created the machine: "<hostname>/<pid>/<process start, unix seconds>".
 META_CLIENT = "flyjobs_client"
+#: The warm pool a machine belongs to (`flyjobs.Pool`'s name); absent outside pools.
+META_POOL = "flyjobs_pool"
 
 #: The app secret (``fly secrets set``) from which the key that authenticates results is
 #: derived. Machines read app secrets from their environment and the Machines API never shows
@@ -170,3 +179,9 @@ RUN_RECORD_PREFIX = "flyjobs-run "
 #: so that a scheduled worker's clock runs as fast. Unset on Fly (scale 1).
 TIME_SCALE_ENV = "FLYJOBS_TIME_SCALE"
 TIME_ORIGIN_ENV = "FLYJOBS_TIME_ORIGIN"
+
+
+def keep_warm() -> None:
+    """The call a warm pool's idle machine at ``min`` is given when its idle period ends: it
+    does nothing, and delivering its result renews the machine's wait for a call (a worker
+    never waits for its next input longer than the call's ``idle_s``)."""

@@ -34,6 +34,7 @@ from .machines import MachinesClient, RateLimitSetting
 __all__ = (
     "EMBEDDED_APP",
     "Runtime",
+    "current_runtime",
     "current_settings",
     "get_runtime",
     "get_runtime_async",
@@ -182,6 +183,11 @@ def get_runtime() -> Runtime:
             atexit.register(shutdown_runtime)
             _atexit_registered = True
         return _runtime
+
+
+def current_runtime() -> Runtime | None:
+    """The process's runtime if it is running (None: not started, or shut down)."""
+    return _runtime
 
 
 async def get_runtime_async() -> Runtime:

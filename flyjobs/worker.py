@@ -6,7 +6,9 @@ with one HTTP PUT to the URL the payload names, and exits with a code from `flyj
 A call with ``pulls`` belongs to a batch machine: the answer to its delivery may carry the next
 call envelope, which the worker runs in the same process (the function stays imported), until
 the answer is "no more work" (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`). The exit code is the
-last call's:
+last call's. While it waits for that answer (up to the call's ``idle_s``) its deadline is the end
+of the wait plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by then
+(`flyjobs._protocol.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes:
 
 - ``EXIT_OK``: a result was delivered (the function's own exception is a delivered result);
 - ``EXIT_BAD_PAYLOAD``: the payload is missing, unreadable, or not a flyjobs call;
@@ -51,7 +53,6 @@ from flyjobs._protocol import (
     EXIT_OK,
     EXIT_RESULT_TOO_LARGE,
     MACHINE_ROOT_ENV,
-    NEXT_INPUT_WAIT_S,
     PAYLOAD_GUEST_PATH,
     RESULT_KEY_ENV,
     seal_result,
@@ -338,14 +339,16 @@ class _Worker:
         if self.result_key:
             body = seal_result(self.result_key, body)
         if pulls:
-            # The inbox may hold the answer for the idle period: the deadline waits that long.
-            wait_until = time.time() + NEXT_INPUT_WAIT_S + _PUT_TIMEOUT_S
-            self.deadline.set(max(call.deadline, wait_until), call.fn)
+            # The call is done; the inbox may hold the answer for the idle period. The deadline
+            # is the end of that wait, and no later, so a vanished caller cannot keep the
+            # machine up whatever the call's own deadline was.
+            wait_until = time.time() + call.idle_s + _PUT_TIMEOUT_S + len(body) / 1048576
+            self.deadline.set(wait_until, call.fn)
         for attempt in range(len(_RETRY_DELAYS_S) + 1):
             if attempt:
                 time.sleep(_RETRY_DELAYS_S[attempt - 1])
             try:
-                status, answer = _put(call.result_url, body, pulls=pulls)
+                status, answer = _put(call.result_url, body, hold_s=call.idle_s if pulls else 0.0)
             except OSError as exc:
                 _log(f"result delivery attempt {attempt + 1} failed: {exc}")
                 continue
@@ -373,13 +376,13 @@ class _Worker:
             return None
 
 
-def _put(url: str, body: bytes, *, pulls: bool = False) -> tuple[int, bytes]:
+def _put(url: str, body: bytes, *, hold_s: float = 0.0) -> tuple[int, bytes]:
     """PUT `body` to `url`; return the HTTP status and the answer's body.
 
-    :param pulls: the answer may be held for the machine's idle period (it carries the next
-        call): wait for it that much longer.
+    :param hold_s: seconds the answer may be held (the machine's idle period, when the answer
+        carries the next call): wait for it that much longer.
     """
-    timeout_s = _PUT_TIMEOUT_S + len(body) / 1048576 + (NEXT_INPUT_WAIT_S if pulls else 0.0)
+    timeout_s = _PUT_TIMEOUT_S + len(body) / 1048576 + hold_s
     if url.startswith("http://"):
         return _put_http(url, body, timeout_s)
     return _put_urllib(url, body, timeout_s)

@@ -19,6 +19,7 @@ import pytest
 from _fly_helpers import APP, RESULT_KEY, fly_env
 from click.testing import CliRunner
 
+import flyjobs as flyjobs_pkg
 from flyjobs._runtime import get_runtime
 from flyjobs.cli import cli
 from flyjobs.emulator import RunningEmulator
@@ -176,6 +177,18 @@ def test_ls_lists_flyjobs_machines_only(fly: dict[str, str]) -> None:
     table = flyjobs("ls", env=fly).stdout
     assert "MACHINE" in table and call.call_id in table and foreign not in table
     call.cancel()
+
+
+def test_ls_shows_the_pool_of_warm_machines(fly: dict[str, str]) -> None:
+    pool = flyjobs_pkg.Pool(max=1, idle_s=60, name="cli-pool")
+    try:
+        assert cli_funcs.square.with_options(pool=pool).remote(3) == 9
+        listed = json.loads(flyjobs("ls", "--json", env=fly).stdout)
+        assert [m["pool"] for m in listed] == ["cli-pool"]
+        header, row = flyjobs("ls", env=fly).stdout.splitlines()
+        assert header.split()[2] == "POOL" and row.split()[2] == "cli-pool"
+    finally:
+        pool.shutdown()
 
 
 # -- gc --------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from ._common import APP_OPTION, api_client, run_async, shows_errors
 
 __all__ = ("logs", "ls")
 
-_COLUMNS = ("MACHINE", "STATE", "BATCH", "CALL", "FUNCTION", "REGION", "AGE")
+_COLUMNS = ("MACHINE", "STATE", "POOL", "BATCH", "CALL", "FUNCTION", "REGION", "AGE")
 
 
 def format_age(seconds: float | None) -> str:
@@ -36,7 +36,7 @@ def _age(job: JobMachine, now: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of machines.")
 @shows_errors
 def ls(app: str | None, show_all: bool, as_json: bool) -> None:
-    """List the app's flyjobs machines by batch, function and state, with age and region.
+    """List the app's flyjobs machines by pool, batch, function and state, with age and region.
 
     Only machines flyjobs created (those carrying its metadata) are listed.
 
@@ -59,9 +59,18 @@ def ls(app: str | None, show_all: bool, as_json: bool) -> None:
     if not jobs:
         click.echo(f"no flyjobs machines in app {app!r}")
         return
-    jobs.sort(key=lambda j: (j.batch_id, j.function, j.state, j.created_at or 0.0))
+    jobs.sort(key=lambda j: (j.pool, j.batch_id, j.function, j.state, j.created_at or 0.0))
     rows = [_COLUMNS] + [
-        (j.id, j.state, j.batch_id or "-", j.call_id, j.function, j.region, _age(j, now))
+        (
+            j.id,
+            j.state,
+            j.pool or "-",
+            j.batch_id or "-",
+            j.call_id,
+            j.function,
+            j.region,
+            _age(j, now),
+        )
         for j in jobs
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
