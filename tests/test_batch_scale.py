@@ -24,6 +24,7 @@ def two_machines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     shutdown_runtime()
 
 
+@pytest.mark.slow
 def test_3000_inputs_at_two_machines_with_a_two_second_timeout_all_arrive(
     two_machines: Runtime,
 ) -> None:

@@ -48,6 +48,7 @@ def _run(folder: Path, ledger: Path, kill_after: int) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow
 def test_a_sigkilled_batch_reruns_only_what_is_missing(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.txt"
     first = _run(tmp_path, ledger, kill_after=N // 2)

@@ -35,7 +35,9 @@ HOUR_PER_S = 3600.0
 #: Bound (s) of every wait for runs; generous for a loaded 2-core machine.
 WAIT_S = 90.0
 
-pytestmark = pytest.mark.timeout(4 * WAIT_S)
+# Each test drives a standalone emulator through scaled hours: slow as a suite (about a minute),
+# so it runs in the explicit slow run.
+pytestmark = [pytest.mark.timeout(4 * WAIT_S), pytest.mark.slow]
 
 
 class Deployment:

@@ -23,6 +23,7 @@ def portable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_process, "USE_PROC", False)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("portable")
 def test_exit_codes_and_oom_without_pidfd_or_proc(
     make_emulator: Callable[..., RunningEmulator],
