@@ -204,7 +204,7 @@ class Batch:
         call_id = f"{plan.batch_id}-{index}"
         if item.attempts > 1:
             call_id += f"-r{item.attempts - 1}"
-        deadline = time.time() + plan.options.timeout * (1 + queue)
+        deadline = time.time() + plan.options.effective_timeout_s * (1 + queue)
         arguments_url = None
         if plan.spilled(item.arguments):
             assert runtime.store is not None  # encoding refuses them without one
@@ -330,7 +330,8 @@ class Batch:
                 await destroy(runtime, plan.app, machine_id)
                 timeout = CallTimeoutError(
                     f"call {held.call_id} did not finish within"
-                    f" timeout_s={plan.options.timeout:g}; machine {machine_id} was destroyed"
+                    f" timeout_s={plan.options.effective_timeout_s:g};"
+                    f" machine {machine_id} was destroyed"
                 )
                 await _close(held)
                 self._attempt_failed(held, tag(timeout, held.call_id, machine_id))

@@ -84,7 +84,7 @@ async def write_record(
         "attempt_id": attempt_id,
         "machine_id": machine.id,
         "deadline": deadline,
-        "timeout_s": options.timeout,
+        "timeout_s": options.effective_timeout_s,
         "pickle": options.pickle,
     }
     await store.put(record_key(call_id), msgpack.packb(record))

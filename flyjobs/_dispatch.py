@@ -251,7 +251,7 @@ async def _attempt(
         state.status = CallStatus.creating
         started = time.time()
         state.timings.create_started_at = started
-        deadline = started + call_plan.options.timeout
+        deadline = started + call_plan.options.effective_timeout_s
         ticket = ticket_for(runtime, call_id, deadline)
         try:
             arguments_url = None
@@ -341,7 +341,7 @@ async def _supervise(
         await destroy(runtime, app, machine.id)
         raise tag(
             CallTimeoutError(
-                f"call {call_id} did not finish within timeout_s={options.timeout:g};"
+                f"call {call_id} did not finish within timeout_s={options.effective_timeout_s:g};"
                 f" machine {machine.id} was destroyed"
             ),
             call_id,

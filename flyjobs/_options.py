@@ -206,7 +206,7 @@ class CallOptions:
         return self.replaced(**updates) if updates else self
 
     @property
-    def timeout(self) -> float:
+    def effective_timeout_s(self) -> float:
         """The call timeout in seconds, default applied."""
         return float(self.timeout_s if self.timeout_s is not None else DEFAULT_TIMEOUT_S)
 

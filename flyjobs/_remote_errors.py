@@ -180,12 +180,12 @@ def _from_args(cls: type[Exception], args: tuple[Any, ...]) -> Exception:
 
 
 def _rebuild_original(
-    error: ErrorInfo, *, pickled: bool, may_import: Callable[[str], bool]
+    error: ErrorInfo, *, pickle: bool, may_import: Callable[[str], bool]
 ) -> Exception | None:
     if error.args_data is None:
         return None
     try:
-        if pickled:
+        if pickle:
             exc = loads_pickle(error.args_data, "the exception")
             # Only ordinary exceptions are rebuilt: a remote SystemExit or KeyboardInterrupt
             # must not stop this process.
@@ -208,7 +208,7 @@ def _rebuild_original(
 
 
 def rebuild_exception(
-    error: ErrorInfo, *, pickled: bool, may_import: Callable[[str], bool]
+    error: ErrorInfo, *, pickle: bool, may_import: Callable[[str], bool]
 ) -> Exception:
     """The exception to raise here for a remote error.
 
@@ -220,9 +220,9 @@ def rebuild_exception(
     ``KeyboardInterrupt`` must not interrupt this process), the result is a `RemoteError`
     carrying the type name, message and traceback.
 
-    :param pickled: the call travels as pickle (the call's own option, never the envelope's).
+    :param pickle: the call travels as pickle (the call's own option, never the envelope's).
     """
-    exc = _rebuild_original(error, pickled=pickled, may_import=may_import)
+    exc = _rebuild_original(error, pickle=pickle, may_import=may_import)
     if exc is None:
         return RemoteError(error.type, error.message, error.traceback)
     try:

@@ -64,10 +64,10 @@ class ResultEnvelope:
         self.stderr_tail = stderr_tail
         self.timings = timings
 
-    def value(self, *, pickled: bool, may_import: Callable[[str], bool] | None = None) -> Any:
+    def value(self, *, pickle: bool, may_import: Callable[[str], bool] | None = None) -> Any:
         """The returned value, decoded by the call's own options.
 
-        :param pickled: the call opted in to pickle (unpickle only an authenticated result).
+        :param pickle: the call opted in to pickle (unpickle only an authenticated result).
         :param may_import: which modules not imported yet a class in the value may import
             (see `flyjobs._codec.import_reference`).
         :raises SerializationError: the call did not return a value, or it cannot be rebuilt
@@ -75,7 +75,7 @@ class ResultEnvelope:
         """
         if not self.ok or self.value_data is None:
             raise SerializationError(f"call {self.call_id} did not return a value")
-        if pickled:
+        if pickle:
             return loads_pickle(self.value_data, "the result")
         return decode_value(self.value_data, where="the result", may_import=may_import)
 

@@ -131,7 +131,11 @@ def machine_config(scheduled: Scheduled, image: str) -> MachineConfig:
     options = scheduled.function.options
     schedule = options.schedule
     assert schedule is not None
-    spec = {**schedule_spec(schedule), "timeout_s": options.timeout, "retries": options.retries}
+    spec = {
+        **schedule_spec(schedule),
+        "timeout_s": options.effective_timeout_s,
+        "retries": options.retries,
+    }
     arguments = encode_arguments(
         options.schedule_args,
         options.schedule_kwargs,

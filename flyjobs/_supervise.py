@@ -119,7 +119,8 @@ async def create_machine(
     except RateLimitedError as exc:
         raise CallTimeoutError(
             f"call {name}: the Machines API throttled machine creation (429) until the call's"
-            f" timeout_s={plan.options.timeout:g} passed; raise timeout_s or lower max_machines"
+            f" timeout_s={plan.options.effective_timeout_s:g} passed;"
+            " raise timeout_s or lower max_machines"
         ) from exc
     except (APIError, TransportError) as exc:
         _add_hint(exc, runtime, plan.app)
@@ -204,10 +205,10 @@ def value_of(result: ResultEnvelope, plan: Plan, call_id: str, machine_id: str |
     Decoded by the call's own options, never by what the delivered envelope says.
     """
     fn_ref = plan.fn_ref
-    pickled, may_import = plan.options.pickle, _trusted_modules(fn_ref)
+    pickle, may_import = plan.options.pickle, _trusted_modules(fn_ref)
     error = result.error
     if result.ok or error is None:
-        return result.value(pickled=pickled, may_import=may_import)
+        return result.value(pickle=pickle, may_import=may_import)
     if error.stage in ("import", "arguments"):
         what = fn_ref if error.stage == "import" else f"a class in the arguments of {fn_ref}"
         raise tag(
@@ -215,7 +216,7 @@ def value_of(result: ResultEnvelope, plan: Plan, call_id: str, machine_id: str |
             call_id,
             machine_id,
         )
-    raise tag(rebuild_exception(error, pickled=pickled, may_import=may_import), call_id, machine_id)
+    raise tag(rebuild_exception(error, pickle=pickle, may_import=may_import), call_id, machine_id)
 
 
 def _trusted_modules(fn_ref: str) -> Callable[[str], bool]:

@@ -268,7 +268,7 @@ class PoolRunner:
             call_id = f"{self.pool.name}-k{next(self._call_numbers)}"
         else:
             call_id = state.call_id if job.attempts == 1 else f"{state.call_id}-r{job.attempts - 1}"
-        deadline = time.time() + plan.options.timeout
+        deadline = time.time() + plan.options.effective_timeout_s
         arguments_url = None
         store = self.runtime.store
         if plan.spilled(job.arguments) and store is not None and state is not None:
@@ -362,7 +362,8 @@ class PoolRunner:
                 await _close(held)
                 timeout = CallTimeoutError(
                     f"call {held.call_id} did not finish within"
-                    f" timeout_s={plan.options.timeout:g}; machine {machine_id} was destroyed"
+                    f" timeout_s={plan.options.effective_timeout_s:g};"
+                    f" machine {machine_id} was destroyed"
                 )
                 self._attempt_failed(held, tag(timeout, held.call_id, machine_id))
                 return None

@@ -86,4 +86,4 @@ async def test_image_command_runs_a_call(
             done = await anyio.run_process(command, cwd=app, env=env, check=False)
             assert done.returncode == 0, done.stderr.decode()
             result = decode_result(await ticket.result())
-    assert result.ok and result.value(pickled=False) == 42
+    assert result.ok and result.value(pickle=False) == 42

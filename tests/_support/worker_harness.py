@@ -16,11 +16,11 @@ from flyjobs._remote_errors import rebuild_exception
 from flyjobs._result_envelope import ResultEnvelope
 
 
-def unwrap(result: ResultEnvelope, *, pickled: bool = False) -> Any:
+def unwrap(result: ResultEnvelope, *, pickle: bool = False) -> Any:
     """The value of a decoded result, or raise its rebuilt exception (as a test's caller)."""
     if result.error is not None:
-        raise rebuild_exception(result.error, pickled=pickled, may_import=lambda _: True)
-    return result.value(pickled=pickled)
+        raise rebuild_exception(result.error, pickle=pickle, may_import=lambda _: True)
+    return result.value(pickle=pickle)
 
 
 @dataclass

@@ -236,14 +236,14 @@ def test_pickle_is_used_only_when_opted_in() -> None:
     assert call.pickle
     assert call.arguments() == ((Opaque(),), {})
     assert (
-        decode_result(encode_result("c", value=Opaque(), pickle=True)).value(pickled=True)
+        decode_result(encode_result("c", value=Opaque(), pickle=True)).value(pickle=True)
         == Opaque()
     )
 
 
-def rebuild(error: ErrorInfo, *, pickled: bool = False) -> Exception:
+def rebuild(error: ErrorInfo, *, pickle: bool = False) -> Exception:
     """The exception a caller raises for `error` (any module may be imported here)."""
-    return rebuild_exception(error, pickled=pickled, may_import=lambda _: True)
+    return rebuild_exception(error, pickle=pickle, may_import=lambda _: True)
 
 
 def _error(exc: BaseException, **kwargs: Any) -> ErrorInfo:
@@ -263,7 +263,7 @@ def test_result_envelope_carries_value_output_and_timings() -> None:
     )
     result = decode_result(data)
     assert result.ok and result.error is None
-    assert result.value(pickled=False) == {"p": Point(1, 2)}
+    assert result.value(pickle=False) == {"p": Point(1, 2)}
     assert (result.stdout_tail, result.stderr_tail) == ("out\n", "err\n")
     assert result.timings["function_end"] == 3.0
 
@@ -317,7 +317,7 @@ def test_pickled_exception_keeps_its_attributes() -> None:
     error = _error(CodedError(5, "x"), pickle=True)
     decoded = decode_result(encode_result("c", error=error, pickle=True)).error
     assert decoded is not None
-    rebuilt = rebuild(decoded, pickled=True)
+    rebuilt = rebuild(decoded, pickle=True)
     assert isinstance(rebuilt, CodedError) and rebuilt.code == 5
 
 
@@ -415,7 +415,7 @@ def test_a_result_imports_only_trusted_modules() -> None:
         args_data=encode_value(()),
         stage="call",
     )
-    assert isinstance(rebuild_exception(error, pickled=False, may_import=refuse_all), RemoteError)
+    assert isinstance(rebuild_exception(error, pickle=False, may_import=refuse_all), RemoteError)
     assert "import_side_effect" not in sys.modules
     # A class of a module already imported comes back, trusted or not.
     assert decode_value(encode_value(Point(1, 2)), may_import=refuse_all) == Point(1, 2)

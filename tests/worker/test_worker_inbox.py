@@ -36,7 +36,7 @@ async def test_delivery_is_stored_then_answered(inbox: ResultInbox) -> None:
         assert response.status_code == 204
         assert ticket.delivered
         assert await ticket.result() == body
-    assert decode_result(body).value(pickled=False) == [1, (2, 3)]
+    assert decode_result(body).value(pickle=False) == [1, (2, 3)]
 
 
 async def test_forged_signature_is_refused(
@@ -151,7 +151,7 @@ async def test_many_concurrent_tickets(inbox: ResultInbox) -> None:
             for i in reversed(range(count)):
                 tg.start_soon(deliver, i, limiter)
     assert len(received) == count
-    assert all(decode_result(received[f"call-{i}"]).value(pickled=False) == i for i in range(count))
+    assert all(decode_result(received[f"call-{i}"]).value(pickle=False) == i for i in range(count))
     for ticket in tickets:
         ticket.close()
     assert "open_tickets=0" in repr(inbox)

@@ -36,7 +36,7 @@ async def test_value_round_trip(inbox: ResultInbox, run_worker: RunWorker) -> No
         assert run.returncode == EXIT_OK, run.stderr
         result = decode_result(await ticket.result())
     assert result.ok and result.call_id == "c-value"
-    assert result.value(pickled=False) == Point(6, 2, ("t",))
+    assert result.value(pickle=False) == Point(6, 2, ("t",))
     timings = result.timings
     assert timings["worker_start"] <= timings["function_start"] <= timings["function_end"]
     assert timings["function_end"] <= time.time()
@@ -48,7 +48,7 @@ async def test_kwargs_and_plain_types(inbox: ResultInbox, run_worker: RunWorker)
             "worker_funcs:echo", (1, 2), {3}, call_id="c-echo", result_url=ticket.url, k=b"v"
         )
         assert run.returncode == EXIT_OK, run.stderr
-        value = decode_result(await ticket.result()).value(pickled=False)
+        value = decode_result(await ticket.result()).value(pickle=False)
     assert value == {"args": ((1, 2), {3}), "kwargs": {"k": b"v"}}
 
 
@@ -185,7 +185,7 @@ async def test_payload_option_reads_another_file(
         )
         run = await run_worker_process(machine_root, "--payload", str(other))
         assert run.returncode == EXIT_OK, run.stderr
-        assert decode_result(await ticket.result()).value(pickled=False) == 81
+        assert decode_result(await ticket.result()).value(pickle=False) == 81
     run = await run_worker_process(machine_root, "--bogus")
     assert run.returncode == EXIT_BAD_PAYLOAD and "usage" in run.stderr
 
@@ -276,7 +276,7 @@ async def test_async_function(inbox: ResultInbox, run_worker: RunWorker) -> None
             "worker_funcs:async_double", 21, call_id="c-async", result_url=ticket.url
         )
         assert run.returncode == EXIT_OK, run.stderr
-        assert decode_result(await ticket.result()).value(pickled=False) == 42
+        assert decode_result(await ticket.result()).value(pickle=False) == 42
 
 
 async def test_async_exception_traceback_starts_in_user_code(
@@ -300,7 +300,7 @@ async def test_pickle_call(inbox: ResultInbox, run_worker: RunWorker) -> None:
         )
         assert run.returncode == EXIT_OK, run.stderr
         result = decode_result(await ticket.result())
-    assert result.value(pickled=True) == {"args": (Point(1, 1),), "kwargs": {}}
+    assert result.value(pickle=True) == {"args": (Point(1, 1),), "kwargs": {}}
 
 
 async def test_urllib_fallback_delivers_too(inbox: ResultInbox) -> None:
@@ -309,7 +309,7 @@ async def test_urllib_fallback_delivers_too(inbox: ResultInbox) -> None:
         body = encode_result("c-urllib", value=1)
         status, _ = await anyio.to_thread.run_sync(worker._put_urllib, ticket.url, body, 10.0)
         assert status == 204
-        assert decode_result(await ticket.result()).value(pickled=False) == 1
+        assert decode_result(await ticket.result()).value(pickle=False) == 1
         status, _ = await anyio.to_thread.run_sync(worker._put_urllib, ticket.url, body, 10.0)
         assert status == 409
 
