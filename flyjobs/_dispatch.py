@@ -30,9 +30,9 @@ from ._exceptions import (
 )
 from ._inbox import Ticket
 from ._options import CallOptions
-from ._plan import WORKER_DEADLINE_SLACK_S, Plan, new_call_id, plan
+from ._plan import WORKER_DEADLINE_SLACK_S, Plan, new_call_id, plan, resolve_target
 from ._protocol import NEXT_INPUT_WAIT_S
-from ._runtime import Runtime, current_settings, get_runtime
+from ._runtime import Runtime, get_runtime
 from ._supervise import (
     ExitWatch,
     check_secrets,
@@ -109,14 +109,8 @@ def spawn_encoded(
 
     :raises ConfigError: a setting the call needs (image, app) is missing.
     """
-    settings = current_settings()
-    options = options.merged(settings.defaults)
-    settings.check_fly(app=options.app, image=options.image)
+    options, app, image = resolve_target(options)
     runtime = get_runtime()
-    image = options.image or runtime.image
-    app = options.app or runtime.app
-    if image is None or app is None:
-        raise AssertionError("check_fly lets no call through without an app and an image")
     call_plan = Plan(
         fn_ref=fn_ref,
         sys_path=list(sys_path),

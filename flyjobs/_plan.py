@@ -168,6 +168,26 @@ def new_batch_id() -> str:
     return "fjb-" + secrets.token_hex(6)
 
 
+def resolve_target(options: CallOptions) -> tuple[CallOptions, str, str]:
+    """``options`` with the settings' defaults applied, and the app and image calls run with.
+
+    Starts the runtime (`get_runtime`) once the settings are known to be complete.
+
+    :raises ConfigError: a setting the calls need (image, app) is missing (all of them are
+        named, with where to set each).
+    """
+    settings = current_settings()
+    options = options.merged(settings.defaults)
+    # Everything missing for Fly is one ConfigError saying where to set each, before any machine.
+    settings.check_fly(app=options.app, image=options.image)
+    runtime = get_runtime()
+    image = options.image or runtime.image
+    app = options.app or runtime.app
+    if image is None or app is None:
+        raise AssertionError("check_fly lets no call through without an app and an image")
+    return options, app, image
+
+
 def plan(
     fn: Callable[..., Any],
     options: CallOptions,
@@ -192,15 +212,7 @@ def plan(
             ' would start the next; put the calls under `if __name__ == "__main__":`'
         )
     fn_ref, sys_path = function_reference(fn)
-    settings = current_settings()
-    options = options.merged(settings.defaults)
-    # Everything missing for Fly is one ConfigError saying where to set each, before any machine.
-    settings.check_fly(app=options.app, image=options.image)
-    runtime = get_runtime()
-    image = options.image or runtime.image
-    app = options.app or runtime.app
-    if image is None or app is None:
-        raise AssertionError("check_fly lets no call through without an app and an image")
+    options, app, image = resolve_target(options)
     return Plan(
         fn_ref=fn_ref,
         sys_path=_portable([*sys_path, *_import_root(fn_ref)]),
