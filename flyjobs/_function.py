@@ -184,9 +184,19 @@ class Function(Generic[P, R]):
 
         Arguments are encoded here, so one that cannot be sent raises
         :class:`~flyjobs.SerializationError` (a ``TypeError``) before any machine exists.
+
+        :raises ConfigError: ``detach=`` is given and the function takes no such parameter
+            (a call that outlives this process is `spawn_detached`).
         """
         from ._dispatch import spawn
 
+        if "detach" in kwargs and not _takes_keyword(self._fn, "detach"):
+            from ._exceptions import ConfigError
+
+            raise ConfigError(
+                f"{self._fn.__qualname__}() takes no 'detach' argument: to start a call that"
+                " outlives this process, use fn.spawn_detached(...)"
+            )
         return spawn(self._fn, self.options, args, kwargs)
 
     def spawn_detached(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
@@ -360,3 +370,18 @@ def remote(
         return Function(f, call_options)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _takes_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` accepts a keyword argument ``name`` (by name, or through ``**kwargs``)."""
+    import inspect  # only on this rare path: machines import this module on every start
+
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True  # unknown signature: pass the argument through
+    return any(
+        (p.name == name and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
+        or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    )

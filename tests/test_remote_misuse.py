@@ -136,3 +136,10 @@ def test_partial_fly_settings_list_everything_missing_at_once(
         assert name in str(exc.value)
     for name in present:
         assert name not in str(exc.value)
+
+
+def test_spawn_with_detach_points_to_spawn_detached() -> None:
+    # The spelling `fn.spawn(..., detach=True)` would reach the function as its own
+    # argument; a function that takes none is told where detached calls are, before any machine.
+    with pytest.raises(flyjobs.ConfigError, match="spawn_detached"):
+        funcs.interrupt.spawn(detach=True)  # type: ignore[call-arg]
