@@ -9,15 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from ._errors import ErrorReply
+from ._errors import ErrorReply, bad_request
 from ._ids import new_nonce
 from ._machine import LeaseRecord, MachineRecord
 
-__all__ = ("DEFAULT_TTL_S", "NONCE_HEADER", "acquire", "check", "release")
+__all__ = ("DEFAULT_TTL_S", "MAX_TTL_S", "NONCE_HEADER", "acquire", "check", "release")
 
 NONCE_HEADER = "fly-machine-lease-nonce"
 #: Lease time to live when the request gives none, in seconds.
 DEFAULT_TTL_S = 30
+#: The longest lease time to live accepted, in seconds (a year). Fly's Go server keeps a
+#: lease's expiry as a time.Duration, which overflows near 292 years; a bound well inside it
+#: keeps every expiry a printable date.
+MAX_TTL_S = 365 * 24 * 3600
 
 
 def acquire(
@@ -25,8 +29,11 @@ def acquire(
 ) -> LeaseRecord:
     """Take a new lease, or refresh the live one when ``nonce`` is its nonce.
 
-    :raises ErrorReply: 409 while another holder's lease is live.
+    :raises ErrorReply: 400 unless ``0 < ttl_s <= MAX_TTL_S``; 409 while another holder's
+        lease is live.
     """
+    if not 0 < ttl_s <= MAX_TTL_S:
+        raise bad_request(f"invalid ttl: must be between 1 and {MAX_TTL_S} seconds")
     lease = machine.live_lease()
     expires_at = time.time() + ttl_s
     if lease is not None:

@@ -320,8 +320,6 @@ async def acquire_lease(request: Request) -> Response:
         ttl_s = int(ttl)
     except (TypeError, ValueError):
         raise bad_request("invalid ttl: must be a number of seconds") from None
-    if ttl_s <= 0:
-        raise bad_request("invalid ttl: must be positive")
     lease = acquire(
         machine,
         ttl_s=ttl_s,

@@ -20,7 +20,7 @@ from ._config import EmulatorConfig
 from ._errors import ErrorReply, bad_request, conflict, not_found
 from ._ids import machine_id, machine_name, private_ip, ulid
 from ._launch import Identity, plan_launch
-from ._leases import acquire, check
+from ._leases import MAX_TTL_S, acquire, check
 from ._lifecycle import Lifecycle
 from ._machine import MachineRecord
 from ._output import MachineOutput
@@ -348,13 +348,16 @@ class Emulator:
 def _lease_ttl(body: dict[str, Any]) -> int | None:
     """``lease_ttl`` of a create or update body (fly-go's ``LaunchMachineInput.LeaseTTL``).
 
-    :raises ErrorReply: 400 unless absent or a positive number of seconds.
+    :raises ErrorReply: 400 unless absent or a number of seconds in ``1..MAX_TTL_S``; checked
+        before the machine is made, so a bad value creates nothing.
     """
     lease_ttl = body.get("lease_ttl")
     if lease_ttl is None:
         return None
-    if not isinstance(lease_ttl, int) or isinstance(lease_ttl, bool) or lease_ttl <= 0:
-        raise bad_request("invalid lease_ttl: must be a positive number of seconds")
+    if not isinstance(lease_ttl, int) or isinstance(lease_ttl, bool):
+        raise bad_request("invalid lease_ttl: must be a number of seconds")
+    if not 0 < lease_ttl <= MAX_TTL_S:
+        raise bad_request(f"invalid lease_ttl: must be between 1 and {MAX_TTL_S} seconds")
     return lease_ttl
 
 

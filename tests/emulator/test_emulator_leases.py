@@ -96,3 +96,25 @@ def test_create_with_lease_ttl_returns_nonce(client: httpx.Client, app: str) -> 
         client.delete(base, params={"force": "true"}, headers={NONCE: machine["nonce"]}).status_code
         == 200
     )
+
+
+def test_a_lease_too_long_to_date_is_refused_and_others_still_get_a_409(
+    client: httpx.Client, app: str
+) -> None:
+    """A ttl whose expiry is past any printable date is a 400 (it once made every later lease
+    request on the machine a 500, when the 409's message formatted that expiry)."""
+    machine = create(client, app, SLEEP)
+    for ttl in (10**12, 10**20, 0, -5):
+        r = _lease(client, app, machine["id"], json={"ttl": ttl})
+        assert r.status_code == 400, (ttl, r.text)
+        assert "ttl" in r.json()["error"]
+    r = client.post(
+        f"/v1/apps/{app}/machines",
+        json={"config": {"image": "x", "init": {"exec": SLEEP}}, "lease_ttl": 10**12},
+    )
+    assert r.status_code == 400 and "lease_ttl" in r.json()["error"]
+    assert _lease(client, app, machine["id"], json={"ttl": 3600 * 24 * 365}).status_code == 201
+    held = _lease(client, app, machine["id"], json={})
+    assert held.status_code == 409 and "lease currently held" in held.json()["message"]
+    listed = client.get(f"/v1/apps/{app}/machines").json()
+    assert [m["id"] for m in listed] == [machine["id"]], "the refused create made a machine"
