@@ -76,8 +76,9 @@ HOST_ENV = frozenset(
     }
 )  # fmt: skip
 #: Host variables passed on too: the locale's ``LC_*`` and Python's own ``PYTHON*`` settings
-#: (letters only after ``PYTHON``, as CPython's are: ``PYTHONANYWHERE_TOKEN`` stays home).
-HOST_ENV_PATTERN = re.compile(r"LC_[A-Z]+|PYTHON[A-Z]+")
+#: (letters and digits only after ``PYTHON``, as in CPython's, ``PYTHONUTF8`` among them;
+#: ``PYTHONANYWHERE_TOKEN`` stays home).
+HOST_ENV_PATTERN = re.compile(r"LC_[A-Z]+|PYTHON[A-Z0-9]+")
 
 
 def host_env(extra: Iterable[str] = ()) -> dict[str, str]:

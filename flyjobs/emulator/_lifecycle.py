@@ -9,6 +9,7 @@ and a destroyed machine stays readable for ``retention_s`` before it is forgotte
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import signal
 import time
@@ -18,6 +19,7 @@ from typing import Any
 from .._protocol import TIME_ORIGIN_ENV, TIME_SCALE_ENV
 from ._config import EmulatorConfig
 from ._errors import ErrorReply
+from ._forks import ForkServers
 from ._ids import now_ms
 from ._launch import Identity, free_files, plan_launch, prepare_root
 from ._machine import MachineRecord
@@ -28,6 +30,8 @@ __all__ = ("Lifecycle",)
 
 #: Exit code of a run whose program could not be started, as a shell reports it.
 _EXIT_NOT_STARTED = 127
+#: Seconds between looks at a fork server that is starting, for a worker machine waiting on it.
+_FORK_SERVER_POLL_S = 0.005
 
 
 class Lifecycle:
@@ -42,6 +46,7 @@ class Lifecycle:
         self._config = config
         self._monitor = monitor
         self._forget = forget
+        self._forks = ForkServers(config.fork_server)
         self._timers: set[asyncio.TimerHandle] = set()
         self.closing = False
         # The instant scaled time starts from: machines get it with the scale (TIME_SCALE_ENV).
@@ -82,7 +87,6 @@ class Lifecycle:
                 pass_env=self._config.pass_env,
             )
             argv0 = plan.argv[0] if plan.argv else ""
-            prepare_root(machine.machine_dir, plan.files)
             env = plan.env
             if self._config.time_scale != 1:
                 env = {
@@ -90,12 +94,16 @@ class Lifecycle:
                     TIME_SCALE_ENV: repr(self._config.time_scale),
                     TIME_ORIGIN_ENV: repr(self._time_origin),
                 }
-            handle = spawn(
-                plan.argv,
-                env,
-                on_output=machine.output.feed,
-                on_exit=lambda status: self._on_exit(machine, status),
-            )
+            if self._forks.starting(plan.argv, env):
+                # Boot a moment longer: the fork server this worker will start from is starting.
+                loop = asyncio.get_running_loop()
+                machine.boot_timer = loop.call_later(_FORK_SERVER_POLL_S, self._spawn, machine)
+                return
+            prepare_root(machine.machine_dir, plan.files)
+            on_exit = functools.partial(self._on_exit, machine)
+            handle = self._forks.spawn(
+                plan.argv, env, on_output=machine.output.feed, on_exit=on_exit
+            ) or spawn(plan.argv, env, on_output=machine.output.feed, on_exit=on_exit)
         # Runs as a loop callback: an exception let through would be lost and leave the machine
         # in "starting" forever, so every failure to launch ends the run here.
         except Exception as exc:
@@ -370,6 +378,7 @@ class Lifecycle:
             if machine.handle is not None:
                 machine.handle.kill_now()
             machine.fail_waiters(ErrorReply(503, "the emulator is shutting down"))
+        self._forks.close()
 
     def _call_later(
         self, delay_s: float, callback: Callable[[MachineRecord], None], machine: MachineRecord

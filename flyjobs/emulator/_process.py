@@ -52,37 +52,29 @@ class ExitStatus:
 
 
 class ProcessHandle:
-    """One running process tree. ``done`` resolves with its `ExitStatus` once it is reaped."""
+    """One running process tree. ``done`` resolves with its `ExitStatus` once it is reaped.
+
+    How the process is reaped and signalled depends on who started it: `spawn` (a child of
+    this process) or a fork server (`flyjobs.emulator._forks`).
+    """
 
     def __init__(
         self,
-        popen: subprocess.Popen[bytes],
+        pid: int,
         loop: asyncio.AbstractEventLoop,
         on_exit: Callable[[ExitStatus], None],
         output: tuple[int, Callable[[bytes], None]] | None = None,
     ) -> None:
-        self.pid = popen.pid
+        self.pid = pid
         self.oom_killed = False
         self.done: asyncio.Future[ExitStatus] = loop.create_future()
-        self._popen = popen
         self._loop = loop
         self._on_exit = on_exit
         self._kill_timer: asyncio.TimerHandle | None = None
-        self._pidfd: int | None = None
         self._output = output
         if output is not None:
             os.set_blocking(output[0], False)
             loop.add_reader(output[0], self._read_output)
-        if USE_PIDFD:
-            self._pidfd = os.pidfd_open(popen.pid)
-            loop.add_reader(self._pidfd, self._reap)
-        else:
-            threading.Thread(target=self._wait_in_thread, daemon=True).start()
-
-    def _wait_in_thread(self) -> None:
-        self._popen.wait()
-        with contextlib.suppress(RuntimeError):  # the loop closed first (shutdown)
-            self._loop.call_soon_threadsafe(self._reap)
 
     @property
     def running(self) -> bool:
@@ -91,11 +83,11 @@ class ProcessHandle:
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the whole process group (no-op once the leader is reaped)."""
-        if self._popen.returncode is None:
-            # Until the leader is reaped it is at worst a zombie, so its pid (= the group id)
-            # cannot have been reused by an unrelated process.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signum)
+        raise NotImplementedError
+
+    def kill_now(self) -> None:
+        """SIGKILL the group and reap it at once, blocking briefly (used at shutdown)."""
+        raise NotImplementedError
 
     def kill_after(self, delay_s: float) -> None:
         """SIGKILL the group if it is still running ``delay_s`` seconds from now."""
@@ -108,13 +100,6 @@ class ProcessHandle:
         if self.running:
             self.oom_killed = True
             self.signal(signal.SIGKILL)
-
-    def kill_now(self) -> None:
-        """SIGKILL the group and reap it at once, blocking briefly (used at shutdown)."""
-        if self.running:
-            self.signal(signal.SIGKILL)
-            self._popen.wait()
-            self._reap()
 
     def _read_output(self, reads: int = 1) -> None:
         """Pass on up to ``reads`` chunks the pipe holds now; close it at end of file.
@@ -143,20 +128,15 @@ class ProcessHandle:
             self._loop.remove_reader(fd)
             os.close(fd)
 
-    def _reap(self) -> None:
+    def exited(self, code: int) -> None:
+        """Report the reaped main process's end: ``code`` as `subprocess.Popen.returncode`
+        gives it (negative: killed by that signal). Its group was killed first."""
         if self.done.done():
             return
-        if self._pidfd is not None:
-            self._loop.remove_reader(self._pidfd)
-        # The main process ended: like a VM shutting down, nothing else in its group survives.
-        self.signal(signal.SIGKILL)
-        code = self._popen.wait()
         # All the main process wrote is in the pipe: take it before the exit is reported. The
         # pipe is then closed even if a process that left the group still holds it.
         self._read_output(reads=_DRAIN_READS)
         self._close_output()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
         if self._kill_timer is not None:
             self._kill_timer.cancel()
         status = ExitStatus(
@@ -167,6 +147,57 @@ class ProcessHandle:
         )
         self.done.set_result(status)
         self._on_exit(status)
+
+
+class _ChildHandle(ProcessHandle):
+    """A child of this process, started by `subprocess.Popen`."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        loop: asyncio.AbstractEventLoop,
+        on_exit: Callable[[ExitStatus], None],
+        output: tuple[int, Callable[[bytes], None]] | None = None,
+    ) -> None:
+        super().__init__(popen.pid, loop, on_exit, output)
+        self._popen = popen
+        self._pidfd: int | None = None
+        if USE_PIDFD:
+            self._pidfd = os.pidfd_open(popen.pid)
+            loop.add_reader(self._pidfd, self._reap)
+        else:
+            threading.Thread(target=self._wait_in_thread, daemon=True).start()
+
+    def _wait_in_thread(self) -> None:
+        self._popen.wait()
+        with contextlib.suppress(RuntimeError):  # the loop closed first (shutdown)
+            self._loop.call_soon_threadsafe(self._reap)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the whole process group (no-op once the leader is reaped)."""
+        if self._popen.returncode is None:
+            # Until the leader is reaped it is at worst a zombie, so its pid (= the group id)
+            # cannot have been reused by an unrelated process.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
+
+    def kill_now(self) -> None:
+        """SIGKILL the group and reap it at once, blocking briefly (used at shutdown)."""
+        if self.running:
+            self.signal(signal.SIGKILL)
+            self._popen.wait()
+            self._reap()
+
+    def _reap(self) -> None:
+        if self.done.done():
+            return
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        # The main process ended: like a VM shutting down, nothing else in its group survives.
+        self.signal(signal.SIGKILL)
+        self.exited(self._popen.wait())
 
 
 def spawn(
@@ -200,7 +231,7 @@ def spawn(
         raise
     finally:
         os.close(write_fd)
-    return ProcessHandle(popen, loop, on_exit, (read_fd, on_output))
+    return _ChildHandle(popen, loop, on_exit, (read_fd, on_output))
 
 
 def _spawn_to_files(
@@ -216,7 +247,7 @@ def _spawn_to_files(
         popen = subprocess.Popen(
             argv, env=env, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True
         )
-    return ProcessHandle(popen, loop, on_exit)
+    return _ChildHandle(popen, loop, on_exit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,133 @@
+"""The emulator's fork server (`flyjobs._zygote`): worker machines forked from an interpreter
+that has already started, seen from inside the machine and from the API, against machines
+spawned as fresh processes (``fork_server=False``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fork_funcs as funcs
+import httpx
+import pytest
+from _emu_helpers import create, exit_event, get, new_app, sync_client, wait_ok
+from _fly_helpers import APP, fly_env
+
+from flyjobs._protocol import EXIT_BAD_PAYLOAD
+from flyjobs._runtime import get_runtime
+from flyjobs.emulator import RunningEmulator
+
+_WORKER = ["python", "-m", "flyjobs.worker"]
+
+#: Variables that name the machine itself: they differ between any two machines.
+_PER_MACHINE = {
+    "FLY_MACHINE_ID", "FLY_ALLOC_ID", "FLY_MACHINE_VERSION", "FLY_PRIVATE_IP",
+    "FLYJOBS_MACHINE_ROOT",
+}  # fmt: skip
+
+
+@pytest.fixture(params=[True, False], ids=["forked", "fresh"])
+def on(
+    request: pytest.FixtureRequest,
+    make_emulator: Callable[..., RunningEmulator],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[bool]:
+    """flyjobs pointed at an emulator with the fork server on (True) or off."""
+    yield from (request.param for _ in fly_env(make_emulator(fork_server=request.param), monkeypatch))
+
+
+def _facts(on_env: dict[str, str] | None = None) -> dict[str, Any]:
+    fn = funcs.probe if on_env is None else funcs.probe.with_options(env=on_env)
+    facts: dict[str, Any] = fn.remote()
+    facts["env"] = {k: v for k, v in facts["env"].items() if k not in _PER_MACHINE}
+    return facts
+
+
+def test_a_forked_worker_sees_what_a_fresh_one_sees(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = {}
+    for fork_server in (True, False):
+        for _ in fly_env(make_emulator(fork_server=fork_server), monkeypatch):
+            # TZ is read once at interpreter start: a forked worker must read its own.
+            seen[fork_server] = [_facts(), _facts(), _facts({"TZ": "Asia/Tokyo", "MODE": "x"})]
+    forked, fresh = seen[True], seen[False]
+    # Started by the fork server, not by the emulator (which runs in this process).
+    assert all(facts.pop("ppid") != os.getpid() for facts in forked)
+    assert all(facts.pop("ppid") == os.getpid() for facts in fresh)
+    assert forked == fresh
+    first, _second, tokyo = forked
+    assert first["calls"] == 1 and _second["calls"] == 1, "module state leaked between machines"
+    assert first["own_session"] and first["own_group"] and first["stdin"] == ""
+    assert first["argv"] == ["worker.py"]
+    assert tokyo["tzname"] == ["JST", "JST"] and tokyo["env"]["MODE"] == "x"
+    assert "MODE" not in first["env"]
+
+
+def test_a_forked_worker_runs_its_atexit_handlers(on: bool, tmp_path: Path) -> None:
+    marker = tmp_path / "exited"
+    call = funcs.exit_hook.spawn(str(marker))
+    call.result(timeout_s=30)
+    runtime = get_runtime()
+    app, machine_id = runtime.app, call.machine_id
+    assert app is not None and machine_id is not None
+    # The result comes before the worker's interpreter exits: wait for the machine's end.
+    runtime.portal.call(lambda: runtime.client.wait(app, machine_id, "destroyed", timeout_s=30))
+    assert marker.read_text() == "ran"
+
+
+def test_a_python_startup_variable_gets_its_own_server(on: bool) -> None:
+    """PYTHON* variables shape an interpreter's start: a machine that sets one must not be
+    forked from a server started without it."""
+    facts = _facts({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUTF8": "1"})
+    assert facts["env"]["PYTHONUTF8"] == "1"
+    assert (facts["utf8_mode"], facts["dont_write_bytecode"]) == (1, True)
+    plain = _facts()
+    assert "PYTHONUTF8" not in plain["env"] and plain["utf8_mode"] == 0
+
+
+@pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "fresh"])
+def test_exit_codes_output_and_stop_signals_reach_the_api(
+    make_emulator: Callable[..., RunningEmulator], fork_server: bool
+) -> None:
+    emu = make_emulator(fork_server=fork_server)
+    with sync_client(emu) as client:
+        app = new_app(client)
+        bad = create(client, app, [*_WORKER, "--payload", "/nonexistent"], restart={"policy": "no"})
+        wait_ok(client, app, bad["id"], "stopped")
+        assert exit_event(get(client, app, bad["id"]))["exit_code"] == EXIT_BAD_PAYLOAD
+        logs = client.get(f"/api/v1/apps/{app}/logs", params={"instance": bad["id"]}).json()
+        assert any("cannot read the payload" in e["attributes"]["message"] for e in logs["data"])
+        # A worker that never ends (its payload is a FIFO nobody writes): stop sends its signal,
+        # then SIGKILL after the stop timeout, to the machine's process group.
+        fifo = Path(emu.data_dir) / "never.fifo"
+        os.mkfifo(fifo)
+        stuck = create(client, app, [*_WORKER, "--payload", str(fifo)], restart={"policy": "no"})
+        wait_ok(client, app, stuck["id"], "started")
+        stop = client.post(f"/v1/apps/{app}/machines/{stuck['id']}/stop", json={"timeout": "1s"})
+        assert stop.status_code == 200, stop.text
+        wait_ok(client, app, stuck["id"], "stopped")
+        ended = exit_event(get(client, app, stuck["id"]))
+    assert ended["requested_stop"] is True
+    # Fly's default stop signal is SIGINT: the worker ends as Python does on one.
+    assert (ended["exit_code"], ended["signal"]) == (130, 2)
+
+
+def test_a_killed_fork_server_fails_its_machines_and_later_ones_still_run(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator = make_emulator()
+    for _ in fly_env(emulator, monkeypatch):
+        facts = funcs.probe.remote()
+        server_pid = facts["ppid"]
+        assert server_pid != os.getpid()
+        os.kill(server_pid, signal.SIGKILL)
+        # The next machine is spawned fresh; nothing hangs in "starting".
+        assert funcs.probe.remote()["calls"] == 1
+        headers = {"Authorization": f"Bearer {emulator.token}"}
+        with httpx.Client(base_url=emulator.url, headers=headers) as http:
+            listed = http.get(f"/v1/apps/{APP}/machines").json()
+        assert [m["state"] for m in listed if m["state"] in ("starting", "started")] == []
