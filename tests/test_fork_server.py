@@ -36,7 +36,8 @@ def on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[bool]:
     """flyjobs pointed at an emulator with the fork server on (True) or off."""
-    yield from (request.param for _ in fly_env(make_emulator(fork_server=request.param), monkeypatch))
+    for _ in fly_env(make_emulator(fork_server=request.param), monkeypatch):
+        yield request.param
 
 
 def _facts(on_env: dict[str, str] | None = None) -> dict[str, Any]:
