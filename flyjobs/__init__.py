@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from ._function import remote as remote
     from ._pool import Pool as Pool
     from ._schedule import Cron as Cron
+    from ._work import Outcome as Outcome
 
 
 _WHERE: dict[str, str] = {
@@ -67,6 +68,7 @@ _WHERE: dict[str, str] = {
     "remote": "._function",
     "Cron": "._schedule",
     "Pool": "._pool",
+    "Outcome": "._work",
     **dict.fromkeys(_exceptions.__all__, "._exceptions"),
 }
 

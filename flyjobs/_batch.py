@@ -61,7 +61,7 @@ from ._supervise import (
     tag,
     value_of,
 )
-from ._work import Input, Item, Journal, Outcomes, WorkSource
+from ._work import Input, Item, Journal, Outcome, Outcomes, WorkSource
 
 __all__ = ("MAX_SLICE", "Batch")
 
@@ -182,11 +182,11 @@ class Batch:
     def _recorded(self, index: int, value: Any) -> None:
         # A resumed batch's input that returned in an earlier run: its value, not run again.
         self.stats.done += 1
-        self._outcomes.put(index, True, value)
+        self._outcomes.put(Outcome(index, True, value))
 
     def _encode_failed(self, index: int, error: BaseException) -> None:
         self.stats.failed += 1
-        self.rejected(index, error)
+        self.rejected(Outcome(index, False, error))
 
     def _release(self, holder: object) -> None:
         self._runtime.limiter.release_on_behalf_of(holder)
@@ -390,8 +390,8 @@ class Batch:
 
     def _succeeded(self, held: _Held, value: Any) -> None:
         item = held.item
-        self.stats.settled(item.index, "done")
-        self._outcomes.put(item.index, True, value)
+        timings = self.stats.settled(item.index, "done")
+        self._outcomes.put(Outcome(item.index, True, value, item.attempts, held.call_id, timings))
         self._source.finished(item)
         self._forget_arguments(held)
 
@@ -414,16 +414,17 @@ class Batch:
                 self._source.give_back(item)
             return
         note_attempts(error, item.attempts)
-        self.stats.settled(item.index, "failed")
+        timings = self.stats.settled(item.index, "failed")
         self._source.finished(item)
         self._forget_arguments(held)
-        self.rejected(item.index, error)
+        self.rejected(Outcome(item.index, False, error, item.attempts, held.call_id, timings))
 
-    def rejected(self, index: int, error: BaseException) -> None:
-        """Input ``index`` failed for good (an attempt, or its encoding): record its error, and
-        stop the batch at ``max_failures``."""
+    def rejected(self, outcome: Outcome) -> None:
+        """An input failed for good (an attempt, or its encoding): record its error, and stop
+        the batch at ``max_failures``."""
+        index, error = outcome.index, outcome.value
         self._failures.append((index, error))
-        self._outcomes.put(index, False, error)
+        self._outcomes.put(outcome)
         if self._max_failures is not None and len(self._failures) >= self._max_failures:
             self._outcomes.abort(
                 TooManyFailuresError(

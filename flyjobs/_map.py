@@ -29,7 +29,7 @@ from ._options import CallOptions
 from ._plan import new_batch_id, plan
 from ._progress import Progress, Summary
 from ._runtime import RUNTIME_THREAD, Runtime, get_runtime
-from ._work import Input, Journal, Outcomes
+from ._work import Input, Journal, Outcome, Outcomes
 
 __all__ = ("MapResults", "map_async", "results", "start_map")
 
@@ -121,19 +121,39 @@ class MapResults(Iterator[Any]):
     """The values of a ``fn.map`` (an iterator; also a context manager that closes it).
 
     ``close()`` (or leaving a ``with`` block, or the iterator's end) cancels what is still
-    running and destroys every machine of the batch. `summary` tells what the batch did.
+    running and destroys every machine of the batch. `summary` tells what the batch did, and
+    `outcomes` gives each input's attempts and timings with its value.
     """
 
     def __init__(self, run: _MapRun, *, return_exceptions: bool) -> None:
         self._run = run
         self._return_exceptions = return_exceptions
-        self._buffer: collections.deque[tuple[int, bool, Any]] = collections.deque()
+        self._buffer: collections.deque[Outcome] = collections.deque()
         self._closed = False
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> Any:
+        outcome = self._next_outcome()
+        if outcome.ok or self._return_exceptions:
+            return outcome.value
+        self.close()
+        raise outcome.value
+
+    def outcomes(self) -> Iterator[Outcome]:
+        """Each input's :class:`~flyjobs.Outcome` (value or error, attempts, call id, phase
+        timings in seconds) in place of its value; a failed input's error is never raised.
+
+        It reads the same stream as iterating the values: use one or the other.
+        """
+        while True:
+            try:
+                yield self._next_outcome()
+            except StopIteration:
+                return
+
+    def _next_outcome(self) -> Outcome:
         if self._closed:
             raise StopIteration
         try:
@@ -144,17 +164,13 @@ class MapResults(Iterator[Any]):
                     raise StopIteration
                 self._run.batch.source.consumed(len(ready))
                 self._buffer.extend(ready)
-            _, ok, value = self._buffer.popleft()
+            return self._buffer.popleft()
         except StopIteration:
             raise
         except BaseException:
             # An error of the batch, Ctrl-C, SIGTERM: no machine outlives the map.
             self.close()
             raise
-        if ok or self._return_exceptions:
-            return value
-        self.close()
-        raise value
 
     def close(self) -> None:
         """Stop the map: cancel what still runs and wait until its machines are destroyed."""
@@ -299,9 +315,9 @@ async def map_async(run: _MapRun, *, return_exceptions: bool) -> AsyncIterator[A
             if not ready:
                 return
             run.batch.source.consumed(len(ready))
-            for _, ok, value in ready:
-                if not ok and not return_exceptions:
-                    raise value
-                yield value
+            for outcome in ready:
+                if not outcome.ok and not return_exceptions:
+                    raise outcome.value
+                yield outcome.value
     finally:
         await run.stop_async()

@@ -122,6 +122,8 @@ class BatchStats:
         }
         self._handed: dict[int, float] = {}
         self._created: dict[int, float] = {}
+        #: Each input's phase durations (s) of its attempt in flight.
+        self._timings: dict[int, dict[str, float]] = {}
 
     # Each input: read → started (handed to a machine: creating it, or its next input) →
     # [created] → delivered → done/failed (or retried → started again).
@@ -132,7 +134,8 @@ class BatchStats:
     def started(self, index: int, queued_at: float, *, creating: bool) -> None:
         now = time.time()
         self._handed[index] = now
-        self.phases["queued"].add(now - queued_at)
+        self._timings[index] = {}
+        self._phase(index, "queued", now - queued_at)
         if creating:
             self.starting += 1
         else:
@@ -146,7 +149,7 @@ class BatchStats:
         self._created[index] = now
         handed = self._handed.get(index)
         if handed is not None:
-            self.phases["create"].add(now - handed)
+            self._phase(index, "create", now - handed)
 
     def create_failed(self) -> None:
         self.starting -= 1
@@ -157,18 +160,27 @@ class BatchStats:
         start, end = timings.get("function_start"), timings.get("function_end")
         created = self._created.pop(index, None)
         if created is not None and start is not None:
-            self.phases["boot"].add(start - created)
+            self._phase(index, "boot", start - created)
         if start is not None and end is not None:
-            self.phases["run"].add(end - start)
+            self._phase(index, "run", end - start)
         if end is not None:
-            self.phases["deliver"].add(now - end)
+            self._phase(index, "deliver", now - end)
 
-    def settled(self, index: int, outcome: str) -> None:
-        """The attempt of input ``index`` ended: ``done``, ``failed`` or ``retried``."""
+    def _phase(self, index: int, name: str, seconds: float) -> None:
+        seconds = max(seconds, 0.0)
+        self.phases[name].add(seconds)
+        timings = self._timings.get(index)
+        if timings is not None:
+            timings[name] = seconds
+
+    def settled(self, index: int, outcome: str) -> dict[str, float]:
+        """The attempt of input ``index`` ended: ``done``, ``failed`` or ``retried``; return
+        its phase durations in seconds."""
         self._handed.pop(index, None)
         self._created.pop(index, None)
         self.running -= 1
         setattr(self, outcome, getattr(self, outcome) + 1)
+        return self._timings.pop(index, {})
 
     def finished(self) -> None:
         self.ended_at = time.time()

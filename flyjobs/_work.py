@@ -6,8 +6,8 @@ long-lived ones) `take` their next input from it, give an input back for a retry
 runs more than ``window`` inputs ahead of what the caller has consumed, so client memory stays
 bounded whatever the number of inputs.
 
-`Outcomes` carries each input's value or error from the runtime's loop to the caller's thread,
-in input order or as they complete.
+`Outcomes` carries each input's `Outcome` (its value or error, attempts and timings) from the
+runtime's loop to the caller's thread, in input order or as they complete.
 
 Both live on the runtime's event loop, except the `Outcomes` consumer side and
 `WorkSource.consumed`, which the caller's thread uses.
@@ -27,7 +27,7 @@ import anyio.to_thread
 
 from ._exceptions import SerializationError
 
-__all__ = ("MISSING", "Item", "Journal", "Outcomes", "WorkSource")
+__all__ = ("MISSING", "Item", "Journal", "Outcome", "Outcomes", "WorkSource")
 
 Input = tuple[tuple[Any, ...], Mapping[str, Any]]
 
@@ -74,27 +74,51 @@ class Item:
     queued_at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one input of a ``fn.map`` ended (see ``MapResults.outcomes``).
+
+    :ivar index: the input's position in the iterable.
+    :ivar ok: True when the function returned; False when the input failed.
+    :ivar value: the function's value, or (not ``ok``) the exception.
+    :ivar attempts: machines the input was handed to: 1, more when it was retried, 0 when it
+        never reached one (it could not be encoded, or a resumed batch had its value).
+    :ivar call_id: its last attempt's call id (``flyjobs logs CALL_ID``), None with no attempt.
+    :ivar timings: seconds its last attempt spent in each phase it went through: ``queued``
+        (read, until handed to a machine), ``create`` (the machine's create; first input of a
+        machine only), ``boot`` (machine created, until the function started; likewise),
+        ``run`` (the function), ``deliver`` (function end, until the result was here).
+    """
+
+    index: int
+    ok: bool
+    value: Any
+    attempts: int = 0
+    call_id: str | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
 class Outcomes:
-    """Each input's outcome, from the loop (`put`) to the caller (`take`). Thread-safe."""
+    """Each input's `Outcome`, from the loop (`put`) to the caller (`take`). Thread-safe."""
 
     def __init__(self, *, ordered: bool) -> None:
         self._ordered = ordered
         self._cond = threading.Condition()
-        self._ready: dict[int, tuple[bool, Any]] = {}
-        self._completed: collections.deque[tuple[int, bool, Any]] = collections.deque()
+        self._ready: dict[int, Outcome] = {}
+        self._completed: collections.deque[Outcome] = collections.deque()
         self._next = 0
         self._given = 0
         self._total: int | None = None
         self._final_error: BaseException | None = None
         self._abort: BaseException | None = None
 
-    def put(self, index: int, ok: bool, value: Any) -> None:
-        """Record input ``index``'s value (``ok``) or error."""
+    def put(self, outcome: Outcome) -> None:
+        """Record an input's outcome."""
         with self._cond:
             if self._ordered:
-                self._ready[index] = (ok, value)
+                self._ready[outcome.index] = outcome
             else:
-                self._completed.append((index, ok, value))
+                self._completed.append(outcome)
             self._cond.notify_all()
 
     def end(self, total: int, error: BaseException | None = None) -> None:
@@ -110,7 +134,7 @@ class Outcomes:
                 self._abort = error
             self._cond.notify_all()
 
-    def take(self, timeout_s: float | None = None) -> list[tuple[int, bool, Any]]:
+    def take(self, timeout_s: float | None = None) -> list[Outcome]:
         """Wait for the next outcomes (all that are ready, in yield order) and return them; an
         empty list means every outcome has been taken (or ``timeout_s`` passed: see `done`).
 
@@ -141,15 +165,14 @@ class Outcomes:
         with self._cond:
             return self._total is not None and self._given >= self._total
 
-    def _pop_ready(self) -> list[tuple[int, bool, Any]]:
+    def _pop_ready(self) -> list[Outcome]:
         if not self._ordered:
             ready = list(self._completed)
             self._completed.clear()
             return ready
         ready = []
         while self._next in self._ready:
-            ok, value = self._ready.pop(self._next)
-            ready.append((self._next, ok, value))
+            ready.append(self._ready.pop(self._next))
             self._next += 1
         return ready
 

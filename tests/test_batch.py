@@ -93,6 +93,40 @@ def test_retry_on_retries_the_functions_own_exception_with_backoff(
     assert isinstance(error, ValueError)
 
 
+def test_outcomes_record_attempts_call_ids_and_timings_of_each_input(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    (tmp_path / "1").touch()  # input 1 returns at its first attempt; 0 and 2 are retried once
+    fn = funcs.flaky.with_options(retries=1, retry_on=(ValueError,))
+    results = fn.map([str(tmp_path)] * 3, range(3), max_machines=1)
+    outcomes = list(results.outcomes())
+    assert [(o.index, o.ok, o.value, o.attempts) for o in outcomes] == [
+        (0, True, 0, 2),
+        (1, True, 1, 1),
+        (2, True, 2, 2),
+    ]
+    batch_id = str(outcomes[1].call_id).rsplit("-", 1)[0]
+    expected_ids = [f"{batch_id}-0-r1", f"{batch_id}-1", f"{batch_id}-2-r1"]
+    assert [o.call_id for o in outcomes] == expected_ids
+    reused = fn.map([str(tmp_path)] * 3, range(3), max_machines=1)
+    first, *later = reused.outcomes()  # every input returns at once now, on one machine
+    assert {"create", "boot"} <= set(first.timings)
+    assert all("create" not in o.timings and o.attempts == 1 for o in later)
+    for outcome in outcomes:
+        assert {"queued", "run", "deliver"} <= set(outcome.timings), outcome
+        assert all(seconds >= 0 for seconds in outcome.timings.values())
+        # Only an attempt that made its machine has that machine's create and boot.
+        assert ("create" in outcome.timings) == ("boot" in outcome.timings), outcome
+    # A failed input's outcome carries its error, never raised, with its attempts.
+    (failed,) = (
+        funcs.fail.with_options(retries=1, retry_on=(funcs.LocalOnlyError,))
+        .map(["always"])
+        .outcomes()
+    )
+    assert not failed.ok and isinstance(failed.value, funcs.LocalOnlyError)
+    assert failed.attempts == 2 and failed.call_id is not None and failed.call_id.endswith("-r1")
+
+
 def test_retry_on_records_attempts_on_the_final_error(runtime: Runtime) -> None:
     fn = funcs.fail.with_options(retries=1, retry_on=(funcs.LocalOnlyError,))
     (error,) = fn.map(["always"], return_exceptions=True)
