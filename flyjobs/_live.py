@@ -9,6 +9,12 @@ returned; a call whose machine printed nothing costs no request.
 
 If the logs cannot be read (the token may not read logs, the service fails), the call shows the
 tail its result carried instead, with a marker naming ``flyjobs logs CALL_ID`` where it is cut.
+
+Every live line goes to stdout, also those the function wrote to stderr: an entry of Fly's logs
+API (``timestamp, message, level, instance, region, meta``, as fly-go and flyctl read it) has no
+field naming the stream its line came from, so there is nothing to route by (and the emulator
+serves none either). The tail shown when the logs cannot be read keeps the two streams apart, as
+the result carries them apart.
 """
 
 from __future__ import annotations

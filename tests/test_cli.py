@@ -400,3 +400,30 @@ def test_flyjobs_dev_refuses_a_bad_app_name() -> None:
     result = flyjobs("dev", "--port", "0", "--app", "Bad_Name", env={})
     assert result.returncode == 2
     assert "lowercase letters, digits and dashes" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "70000"], "Invalid value for '--port': 70000: it should be less than or equal"),
+        (["--error-rate", "2"], "Invalid value for '--error-rate': 2.0: it should be less than"),
+        (["--log-max-bytes", "10"], "'--log-max-bytes': 10: it should be greater than or equal"),
+        (["--host", "no-such-host.invalid"], "cannot listen on no-such-host.invalid:0"),
+        (["--data-dir", "/proc/no-such-dir"], "cannot use /proc/no-such-dir"),
+        (["--token-file", "/proc/no/token"], "cannot use the token file /proc/no/token"),
+    ],
+)
+def test_flyjobs_dev_bad_values_are_one_clear_error(args: list[str], message: str) -> None:
+    result = flyjobs("dev", "--port", "0", *args, env={}, timeout=30)
+    assert result.returncode in (1, 2), result.stdout
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert " pass " in errors[0] or "it should be" in errors[0]  # the fix is named
+
+
+def test_a_bad_api_port_is_a_clear_error() -> None:
+    env = {"FLY_API_TOKEN": "t", "FLY_API_HOSTNAME": "http://127.0.0.1:99999", "FLY_APP": "a"}
+    result = flyjobs("ls", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "bad port (use 1 to 65535)" in result.stderr

@@ -7,6 +7,7 @@ is there and none drifts from the config.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from ._config import EmulatorConfig
 from ._server import serve
@@ -138,17 +140,50 @@ def dev(
     (--token-file), created with a random token on first use. $FLY_API_TOKEN is never used:
     your real Fly token stays out of the emulator. The full token is never printed.
     """
-    source = resolve_token(tokens, os.environ.get(TOKEN_ENV), token_file or default_token_file())
-    config = EmulatorConfig.model_validate(
-        {
-            **settings,
-            "tokens": source.tokens,
-            "pass_env": list(pass_env),
-            "apps": list(apps),
-            **({"regions": list(regions)} if regions else {}),
-        }
-    )
+    token_file = token_file or default_token_file()
+    try:
+        source = resolve_token(tokens, os.environ.get(TOKEN_ENV), token_file)
+    except OSError as exc:
+        raise click.UsageError(
+            f"cannot use the token file {token_file}: {exc.strerror or exc}; pass --token-file"
+            " with a path you can write, or set $" + TOKEN_ENV
+        ) from None
+    try:
+        config = EmulatorConfig.model_validate(
+            {
+                **settings,
+                "tokens": source.tokens,
+                "pass_env": list(pass_env),
+                "apps": list(apps),
+                **({"regions": list(regions)} if regions else {}),
+            }
+        )
+    except ValidationError as exc:
+        raise _bad_option(exc) from None
     asyncio.run(_run(config, source))
+
+
+def _bad_option(exc: ValidationError) -> click.BadParameter:
+    """The first invalid option of a `ValidationError` of `EmulatorConfig`, as click shows
+    a bad option: ``Invalid value for '--port': 70000: it should be less than or equal to
+    65535``."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else ""
+    message = str(error["msg"]).replace("Input should", "it should", 1)
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f"{value!r}: "
+    return click.BadParameter(f"{shown}{message}", param_hint=f"'--{name.replace('_', '-')}'")
+
+
+def _start_failure(config: EmulatorConfig, exc: OSError) -> str:
+    """What went wrong when the emulator could not start, and what to change."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        return f"cannot use {exc.filename}: {reason}; pass --data-dir with a folder you can write"
+    return (
+        f"cannot listen on {config.host}:{config.port}: {reason}; pass another --port (0 picks"
+        " a free one) or a local --host"
+    )
 
 
 async def _run(config: EmulatorConfig, source: TokenSource) -> None:
@@ -156,7 +191,11 @@ async def _run(config: EmulatorConfig, source: TokenSource) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with serve(config) as running:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            running = await stack.enter_async_context(serve(config))
+        except OSError as exc:
+            raise click.ClickException(_start_failure(config, exc)) from None
         click.echo(f"flyjobs emulator listening on {running.url}")
         app = f" FLY_APP={config.apps[0]}" if config.apps else ""
         click.echo(f"export FLY_API_HOSTNAME={running.url} FLY_API_TOKEN={source.shell_value}{app}")

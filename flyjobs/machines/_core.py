@@ -175,6 +175,12 @@ def params(**values: str | bool | None) -> list[tuple[str, str]]:
 def _normalize_base_url(url: str, setting: str = "FLY_API_HOSTNAME or base_url") -> str:
     url = url.strip().rstrip("/").removesuffix("/v1")
     parts = urlsplit(url)
+    try:
+        port = parts.port  # raises for a port that is not a number up to 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{setting} has a bad port (use 1 to 65535): {url!r}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{setting} must be an http(s) URL, not {url!r}")
     return url
