@@ -2,10 +2,15 @@
 
 A machine's stdout and stderr are the platform's logs. For each app with calls in flight one
 follower polls Fly's logs API (every `POLL_S` seconds, and at once when a call ends) and writes
-each line of a watched machine to ``sys.stdout`` as ``[call_id] line``. Lines of a machine seen
-before its call registered it (its create answer had not arrived yet) are held briefly and shown
-at registration. When a call ends, one more poll collects its last lines before its value is
-returned; a call whose machine printed nothing costs no request.
+each line of a watched machine to ``sys.stdout`` as ``[call_id] line``. On a machine that runs
+many calls (a batch's, a pool's) the worker's call marks say which call a line is from
+(`flyjobs._call_lines`); the marks themselves are not shown. Lines of a machine seen before its
+call registered it (its create answer had not arrived yet) are held briefly and shown at
+registration, and if there were too many to hold, a line says how many were not shown and names
+``flyjobs logs CALL_ID``. Where the logs service dropped lines before they were read (the local
+emulator says so in a line of its own), that line is shown too. When a call ends, one more poll
+collects its last lines before its value is returned; a call whose machine printed nothing costs
+no request.
 
 If the logs cannot be read (the token may not read logs, the service fails), the call shows the
 tail its result carried instead, with a marker naming ``flyjobs logs CALL_ID`` where it is cut.
@@ -28,10 +33,11 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskGroup
 
+from ._call_lines import CallLines, Piece
 from ._exceptions import APIError, AuthenticationError, ForbiddenError, TransportError
 from .machines import MachinesClient
 
-__all__ = ("POLL_S", "LiveOutput", "cut_marker")
+__all__ = ("POLL_S", "LiveOutput", "cut_marker", "missed_marker")
 
 logger = logging.getLogger("flyjobs.output")
 
@@ -46,11 +52,18 @@ _MAX_PAGES = 200
 #: Lines held per machine not (yet) watched, and machines held.
 _HELD_LINES = 5000
 _HELD_MACHINES = 64
+#: Machines whose call marks (and lines not held) are remembered.
+_MACHINES_FOLLOWED = 4096
 
 
 def cut_marker(call_id: str) -> str:
     """The line shown where a call's output is cut."""
     return f"[{call_id}] [output cut; all of it: flyjobs logs {call_id}]"
+
+
+def missed_marker(call_id: str, count: int) -> str:
+    """The line shown in place of ``count`` lines of a call that were not shown live."""
+    return f"[{call_id}] [{count} earlier lines not shown; all of them: flyjobs logs {call_id}]"
 
 
 @dataclass
@@ -68,7 +81,12 @@ class _AppFollower:
         self.write = write
         self.token: str | None = None
         self.watched: dict[str, _Watch] = {}
-        self.held: collections.OrderedDict[str, collections.deque[str]] = collections.OrderedDict()
+        self.lines: collections.OrderedDict[str, CallLines] = collections.OrderedDict()
+        self.held: collections.OrderedDict[str, collections.deque[Piece]] = (
+            collections.OrderedDict()
+        )
+        #: Lines of machines not watched yet that could not be held, per machine.
+        self.missed: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.running = False
         self.broken = False
         self.started_rounds = 0
@@ -77,9 +95,12 @@ class _AppFollower:
         self.wake = anyio.Event()
 
     def watch(self, machine_id: str, call_id: str) -> None:
-        watch = self.watched[machine_id] = _Watch(call_id, complete=not self.broken)
-        for line in self.held.pop(machine_id, ()):
-            self.write(f"[{watch.call_id}] {line}\n")
+        self.watched[machine_id] = _Watch(call_id, complete=not self.broken)
+        missed = self.missed.pop(machine_id, 0)
+        if missed:
+            self.write(missed_marker(call_id, missed) + "\n")
+        for call, line, _mark in self.held.pop(machine_id, ()):
+            self.write(f"[{call or call_id}] {line}\n")
 
     async def drain(self, machine_id: str) -> bool:
         """Wait for a poll that starts from now on to end; True if the machine's output was
@@ -134,17 +155,36 @@ class _AppFollower:
             if not page.entries:
                 return
 
-    def _route(self, machine_id: str, line: str) -> None:
-        watch = self.watched.get(machine_id)
-        if watch is not None:
-            self.write(f"[{watch.call_id}] {line}\n")
-            return
+    def _route(self, machine_id: str, text: str) -> None:
+        lines = self.lines.get(machine_id)
+        if lines is None:
+            if len(self.lines) >= _MACHINES_FOLLOWED:
+                self.lines.popitem(last=False)
+            lines = self.lines[machine_id] = CallLines()
+        for piece in lines.feed(text):
+            if piece.mark:
+                continue
+            watch = self.watched.get(machine_id)
+            if watch is not None:
+                self.write(f"[{piece.call or watch.call_id}] {piece.text}\n")
+            else:
+                self._hold(machine_id, piece)
+
+    def _hold(self, machine_id: str, piece: Piece) -> None:
         held = self.held.get(machine_id)
         if held is None:
             if len(self.held) >= _HELD_MACHINES:
-                self.held.popitem(last=False)
+                evicted, lines = self.held.popitem(last=False)
+                self._missed(evicted, len(lines))
             held = self.held[machine_id] = collections.deque(maxlen=_HELD_LINES)
-        held.append(line)
+        if len(held) == held.maxlen:
+            self._missed(machine_id, 1)
+        held.append(piece)
+
+    def _missed(self, machine_id: str, count: int) -> None:
+        if machine_id not in self.missed and len(self.missed) >= _MACHINES_FOLLOWED:
+            self.missed.popitem(last=False)
+        self.missed[machine_id] = self.missed.get(machine_id, 0) + count
 
 
 class LiveOutput:

@@ -6,6 +6,7 @@ Imported by the worker runtime, so it must stay standard-library only and cheap 
 from __future__ import annotations
 
 __all__ = (
+    "CALL_MARK_PREFIX",
     "EXIT_BAD_PAYLOAD",
     "EXIT_DEADLINE",
     "EXIT_DELIVERY_FAILED",
@@ -13,6 +14,7 @@ __all__ = (
     "EXIT_OK",
     "EXIT_RESULT_TOO_LARGE",
     "IDLE_EXIT_GRACE_S",
+    "LOG_GAP_PREFIX",
     "MAX_INBOX_RESULT_BYTES",
     "MACHINE_ROOT_ENV",
     "META_BATCH_ID",
@@ -29,7 +31,11 @@ __all__ = (
     "SCHEDULE_INTERVALS_S",
     "TIME_ORIGIN_ENV",
     "TIME_SCALE_ENV",
+    "call_line",
+    "call_mark",
     "importing_function",
+    "log_gap_line",
+    "parse_call_mark",
     "open_result",
     "result_mac",
     "seal_result",
@@ -173,6 +179,56 @@ SCHEDULE_INTERVALS_S = {
 #: then a JSON object (see `flyjobs._scheduled_run`). ``flyjobs schedule ls`` reads these lines
 #: back through the logs API, so a run's outcome needs no live client.
 RUN_RECORD_PREFIX = "flyjobs-run "
+
+#: A machine that runs more than one call (a batch's or a pool's: its call has ``pulls`` or
+#: ``then``) marks each call's part of its output, as its metadata names the machine and not each
+#: call; ``flyjobs logs CALL_ID`` and the caller's live output read these marks (see
+#: `flyjobs._call_lines`). Its worker writes the line ``flyjobs-call start CALL_ID`` to stdout
+#: before the call's first line, and ``flyjobs-call end CALL_ID`` after its last (after the result
+#: was delivered). Where calls of one process run at the same time, so that their lines
+#: interleave, each line of a call is written as ``flyjobs-call CALL_ID: text`` instead. Lines
+#: outside any call's marks are the machine's own (the worker's messages between calls). A call id
+#: never contains a space or a colon.
+CALL_MARK_PREFIX = "flyjobs-call "
+
+
+def call_mark(kind: str, call_id: str) -> str:
+    """The line marking the ``kind`` (``"start"`` or ``"end"``) of call ``call_id``'s output."""
+    return f"{CALL_MARK_PREFIX}{kind} {call_id}"
+
+
+def call_line(call_id: str, text: str) -> str:
+    """A line ``text`` of call ``call_id``, written while other calls of the process run."""
+    return f"{CALL_MARK_PREFIX}{call_id}: {text}"
+
+
+def parse_call_mark(line: str) -> tuple[str, str, str] | None:
+    """``(kind, call_id, text)`` of a line the worker wrote for a call: ``("start", id, "")``,
+    ``("end", id, "")``, or ``("line", id, text)``; None for any other line."""
+    if not line.startswith(CALL_MARK_PREFIX):
+        return None
+    head, _, rest = line[len(CALL_MARK_PREFIX) :].partition(" ")
+    if head in ("start", "end") and rest and " " not in rest and ":" not in rest:
+        return head, rest, ""
+    if head.endswith(":") and len(head) > 1:
+        return "line", head[:-1], rest
+    return None
+
+
+#: The local emulator's logs API serves a line starting with this where a reader would miss lines
+#: of a machine that it no longer keeps (it keeps the last ``log_max_bytes`` of each machine's
+#: output): `log_gap_line`. Fly's logs API has no such line; what it no longer keeps is missed
+#: without a mark.
+LOG_GAP_PREFIX = "[flyjobs emulator: "
+
+
+def log_gap_line(count: int, max_bytes: int) -> str:
+    """The line served in place of ``count`` lines the emulator dropped."""
+    return (
+        f"{LOG_GAP_PREFIX}{count} earlier lines of this machine were dropped: it keeps the last"
+        f" {max_bytes} bytes of each machine's output (flyjobs dev --log-max-bytes)]"
+    )
+
 
 #: The local emulator's ``--time-scale`` as machines see it: the emulator divides schedule
 #: intervals by the scale, and gives every machine the scale and the emulator's start (unix s)

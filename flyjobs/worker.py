@@ -8,7 +8,10 @@ call envelope, which the worker runs in the same process (the function stays imp
 the answer is "no more work" (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`). The exit code is the
 last call's. While it waits for that answer (up to the call's ``idle_s``) its deadline is the end
 of the wait plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by then
-(`flyjobs._protocol.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes:
+(`flyjobs._protocol.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A machine
+that runs more than one call (``pulls``, or a fixed slice in ``then``) writes a line before and
+after each call's output (`flyjobs._protocol.call_mark`), so that a call's lines can be told
+apart in the machine's logs. Exit codes:
 
 - ``EXIT_OK``: a result was delivered (the function's own exception is a delivered result);
 - ``EXIT_BAD_PAYLOAD``: the payload is missing, unreadable, or not a flyjobs call;
@@ -55,6 +58,7 @@ from flyjobs._protocol import (
     MACHINE_ROOT_ENV,
     PAYLOAD_GUEST_PATH,
     RESULT_KEY_ENV,
+    call_mark,
     seal_result,
     set_importing_function,
 )
@@ -106,9 +110,12 @@ class _Tail:
         self._limit = limit
         self._chunks: list[str] = []
         self._size = 0
+        self._mid_line = False
 
     def write(self, text: str) -> int:
         written = self._stream.write(text)
+        if text:
+            self._mid_line = not text.endswith("\n")
         self._chunks.append(text)
         self._size += len(text)
         if self._size > 2 * self._limit:
@@ -122,6 +129,19 @@ class _Tail:
     def reset(self) -> None:
         """Forget what was kept (a machine's next input starts a fresh tail)."""
         self._chunks, self._size = [], 0
+
+    def end_line(self) -> None:
+        """End a line left unfinished, so that what is written next starts a line of its own."""
+        if self._mid_line:
+            self._stream.write("\n")
+            self._mid_line = False
+        self._stream.flush()
+
+    def write_line(self, line: str) -> None:
+        """Write ``line`` through on a line of its own, outside the kept tail."""
+        self.end_line()
+        self._stream.write(line + "\n")
+        self._stream.flush()
 
     def __getattr__(self, name: str) -> Any:
         # flush, fileno, isatty, encoding, buffer, ...: those of the real stream.
@@ -230,11 +250,14 @@ class _Worker:
         self.stderr: _Tail | None = None
         self.deadline = _Deadline()
         self.too_large = False
+        self.marks = False
         self._functions: dict[str, Callable[..., Any]] = {}
 
     def run(self, call: CallEnvelope) -> int:
         """Run `call` and every call that follows it; return the exit code of the last."""
         self.stdout, self.stderr = _capture_output()
+        # A machine that may run more than one call marks each call's output (_protocol).
+        self.marks = call.pulls or bool(call.then)
         code = EXIT_OK
         following = list(call.then)  # a fixed slice: the calls after this one
         next_call: CallEnvelope | None = call
@@ -252,6 +275,22 @@ class _Worker:
         if call.deadline - time.time() <= 0:
             _log(f"deadline passed before {call.call_id} started; exiting {EXIT_DEADLINE}")
             return EXIT_DEADLINE, None
+        if not self.marks:
+            return self._run_call(call)
+        self._mark("start", call.call_id)
+        try:
+            return self._run_call(call)
+        finally:
+            self._mark("end", call.call_id)
+
+    def _mark(self, kind: str, call_id: str) -> None:
+        if self.stdout is None or self.stderr is None:
+            return
+        # Both streams may share the machine's output: neither may leave a line unfinished.
+        self.stderr.end_line()
+        self.stdout.write_line(call_mark(kind, call_id))
+
+    def _run_call(self, call: CallEnvelope) -> tuple[int, CallEnvelope | None]:
         self.deadline.set(call.deadline, call.fn)
         for tail in (self.stdout, self.stderr):
             if tail is not None:

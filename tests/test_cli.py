@@ -263,21 +263,44 @@ def test_3000_printed_lines_all_reach_flyjobs_logs(fly: dict[str, str]) -> None:
     assert result.stdout.splitlines() == [f"line {i:05d} " + "x" * 60 for i in range(3000)]
 
 
-def test_logs_of_a_batch_name_each_call(fly: dict[str, str]) -> None:
-    calls = cli_funcs.print_lines.starmap([(2, "a"), (2, "b")])
-    assert list(calls) == [2, 2]
+def _machine_names() -> list[str]:
     runtime = get_runtime()
     machines = runtime.portal.call(lambda: runtime.client.list_machines(APP, include_deleted=True))
-    call_ids = sorted(str(m.name) for m in machines)  # a batch's calls name their machines
-    batch = call_ids[0].rsplit("-", 1)[0]
-    result = flyjobs("logs", batch, env=fly)
-    assert result.returncode == 0, result.stderr
+    return sorted(str(m.name) for m in machines)
+
+
+def test_logs_of_each_input_of_a_batch_that_ran_on_reused_machines(
+    fly: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tags = ["a", "b", "c", "d", "e"]
+    results = cli_funcs.print_lines.starmap([(3, tag) for tag in tags], max_machines=2)
+    assert list(results) == [3] * len(tags)
+    machines = _machine_names()
+    batch = machines[0].rsplit("-", 1)[0]
+    assert machines == [f"{batch}-m0", f"{batch}-m1"]  # five inputs, two machines
     expected = {
-        f"[{call_id}] {tag} {i:05d} " + "x" * 60
-        for call_id, tag in zip(call_ids, "ab", strict=True)
-        for i in range(2)
+        f"{batch}-{i}": [f"{tag} {j:05d} " + "x" * 60 for j in range(3)]
+        for i, tag in enumerate(tags)
     }
-    assert set(result.stdout.splitlines()) == expected
+    # Live, each line came to the caller with its input's id, and no call mark with them.
+    live = capsys.readouterr().out.splitlines()
+    assert sorted(live) == sorted(
+        f"[{c}] {line}" for c, lines in expected.items() for line in lines
+    )
+    for call_id, lines in expected.items():
+        result = flyjobs("logs", call_id, env=fly)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == lines
+    whole = flyjobs("logs", batch, env=fly)
+    assert whole.returncode == 0, whole.stderr
+    shown = whole.stdout.splitlines()
+    assert sorted(shown) == sorted(
+        f"[{c}] {line}" for c, lines in expected.items() for line in lines
+    )
+    for call_id, lines in expected.items():  # in order within each input
+        assert [s for s in shown if s.startswith(f"[{call_id}] ")] == [
+            f"[{call_id}] {line}" for line in lines
+        ]
 
 
 def test_logs_follow_waits_for_a_call_that_has_no_machine_yet(fly: dict[str, str]) -> None:
@@ -322,6 +345,97 @@ def test_logs_follow_prints_lines_while_the_call_runs(fly: dict[str, str], tmp_p
         follower.kill()
     assert follower.returncode == 0, errors
     assert rest == "finished\n"
+
+
+def test_logs_follow_of_one_input_ends_with_it_while_its_machine_goes_on(
+    fly: dict[str, str], tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    results = cli_funcs.print_then_wait.map([str(first), str(second)], max_machines=1)
+    while not _machine_names():
+        time.sleep(0.05)
+    (machine,) = _machine_names()
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "flyjobs", "logs", machine.replace("-m0", "-0"), "--follow"],
+        env={**os.environ, **fly},
+        cwd=SUPPORT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "started\n"
+        first.touch()
+        # The machine now runs the second input, which waits: the follower is done anyway.
+        rest, errors = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+        second.touch()
+    assert follower.returncode == 0, errors
+    assert rest == "finished\n"
+    assert list(results) == ["done", "done"]
+
+
+def test_logs_of_each_call_on_a_pool_machine(fly: dict[str, str]) -> None:
+    pool = flyjobs_pkg.Pool(max=1, idle_s=60, name="logs-pool")
+    try:
+        printing = cli_funcs.print_lines.with_options(pool=pool)
+        calls = [printing.spawn(2, tag) for tag in ("p", "q")]
+        assert [call.result(timeout_s=60) for call in calls] == [2, 2]
+        assert _machine_names() == ["logs-pool-m0"]  # both calls ran on the one machine
+        for call, tag in zip(calls, ("p", "q"), strict=True):
+            result = flyjobs("logs", call.call_id, env=fly)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.splitlines() == [f"{tag} {i:05d} " + "x" * 60 for i in range(2)]
+    finally:
+        pool.shutdown()
+
+
+@pytest.fixture
+def fly_small_logs(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """Like ``fly``, on an emulator that keeps only the last KiB of each machine's output."""
+    yield from fly_env(make_emulator(log_max_bytes=1024), monkeypatch)
+
+
+def _dropped(line: str) -> int:
+    """The number of lines a line of the emulator says were dropped (0: not such a line)."""
+    prefix = "[flyjobs emulator: "
+    if not line.startswith(prefix):
+        return 0
+    assert "were dropped: it keeps the last 1024 bytes" in line and "--log-max-bytes" in line
+    return int(line[len(prefix) :].split()[0])
+
+
+def test_logs_say_where_the_emulator_dropped_lines(fly_small_logs: dict[str, str]) -> None:
+    call = cli_funcs.print_lines.spawn(100)
+    assert call.result(timeout_s=60) == 100
+    result = flyjobs("logs", call.call_id, env=fly_small_logs)
+    assert result.returncode == 0, result.stderr
+    first, *kept = result.stdout.splitlines()
+    dropped = _dropped(first)
+    assert 0 < dropped < 100  # the 71-byte lines do not all fit in 1 KiB
+    assert kept == [f"line {i:05d} " + "x" * 60 for i in range(dropped, 100)]
+
+
+def test_logs_of_an_input_whose_start_was_dropped(fly_small_logs: dict[str, str]) -> None:
+    results = cli_funcs.print_lines.starmap([(2, "a"), (100, "b")], max_machines=1)
+    assert list(results) == [2, 100]
+    (machine,) = _machine_names()
+    batch = machine.rsplit("-", 1)[0]
+    # Input 1's start mark went with the dropped lines; its end mark still names it.
+    result = flyjobs("logs", f"{batch}-1", env=fly_small_logs)
+    assert result.returncode == 0, result.stderr
+    first, *kept = result.stdout.splitlines()
+    dropped = _dropped(first)
+    assert kept == [f"b {i:05d} " + "x" * 60 for i in range(100 - len(kept), 100)]
+    assert dropped >= 100 - len(kept) + 2  # its own first lines, input 0's, and marks
+    # All of input 0 was dropped: not found, and the error says why it may be.
+    gone = flyjobs("logs", f"{batch}-0", env=fly_small_logs)
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr
+    assert "dropped earlier lines of 1 machine(s)" in gone.stderr
 
 
 def test_logs_of_an_unknown_id_is_a_clear_error(fly: dict[str, str]) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import cli_funcs
+import httpx
 import pytest
 from _fly_helpers import fly_env
 
@@ -69,3 +72,57 @@ def test_without_the_logs_api_the_tail_comes_with_a_marker(
     assert lines[0] == f"[{call.call_id}] [output cut; all of it: flyjobs logs {call.call_id}]"
     assert lines[-1] == f"[{call.call_id}] line 02999 {LINE}"
     assert 500 < len(lines) < 3000
+
+
+def test_a_caller_that_fell_behind_the_logs_retention_says_lines_were_missed(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> None:
+    emulator = make_emulator(log_max_bytes=1024)
+    finish = tmp_path / "finish"
+    program = (
+        "import os, time\n"
+        "print('ready', flush=True)\n"
+        f"while not os.path.exists({str(finish)!r}): time.sleep(0.01)\n"
+        f"for i in range(200): print(f'line {{i:03d}} {LINE}')\n"
+    )
+    headers = {"Authorization": f"Bearer {emulator.token}"}
+    written: list[str] = []
+    with httpx.Client(base_url=emulator.url, headers=headers, timeout=60) as http:
+        assert http.post("/v1/apps", json={"app_name": "behind", "org_slug": "personal"})
+        config = {"image": "python", "init": {"exec": [sys.executable, "-c", program]}}
+        created = http.post("/v1/apps/behind/machines", json={"config": config})
+        assert created.status_code == 200, created.text
+        machine_id = created.json()["id"]
+        last_line = anyio.Event()
+
+        def write(text: str) -> None:
+            written.append(text)
+            if text == "[fj-behind] ready\n":
+                # The caller stalls (a slow terminal, a busy loop) while the machine prints
+                # more than the logs keep.
+                finish.touch()
+                stopped = http.get(
+                    f"/v1/apps/behind/machines/{machine_id}/wait",
+                    params={"state": "stopped", "timeout": 60},
+                )
+                assert stopped.status_code == 200, stopped.text
+            if text.startswith("[fj-behind] line 199 "):
+                last_line.set()
+
+        async def follow() -> None:
+            client = MachinesClient(token=emulator.token, base_url=emulator.url)
+            async with client, anyio.create_task_group() as tasks:
+                live = LiveOutput(client, tasks, write)
+                live.watch("behind", machine_id, "fj-behind")
+                with anyio.fail_after(60):
+                    await last_line.wait()
+                live.forget("behind", machine_id)
+
+        anyio.run(follow)
+    ready, gap, *shown = written
+    assert ready == "[fj-behind] ready\n"
+    prefix = "[fj-behind] [flyjobs emulator: "
+    assert gap.startswith(prefix) and "earlier lines of this machine were dropped" in gap
+    dropped = int(gap[len(prefix) :].split()[0])
+    # Every line is either shown or counted as missed.
+    assert shown == [f"[fj-behind] line {i:03d} {LINE}\n" for i in range(dropped, 200)]

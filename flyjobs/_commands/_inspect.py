@@ -90,7 +90,9 @@ def ls(app: str | None, show_all: bool, as_json: bool) -> None:
 def logs(ident: str, app: str | None, follow: bool) -> None:
     """Print the full output of a call or of a batch, read through Fly's logs API.
 
-    A batch's lines (and a retried call's) are prefixed with the call id they came from.
+    A batch's lines (and a retried call's) are prefixed with the call id they came from: each
+    input's, also where one machine ran many inputs (a batch's, a pool's). Lines the logs
+    service no longer keeps are gone; the local emulator says where it dropped some.
 
     \b
     Example:
@@ -99,9 +101,9 @@ def logs(ident: str, app: str | None, follow: bool) -> None:
     """
     _settings, client, app = api_client(app)
 
-    def emit(job: JobMachine, line: str) -> None:
+    def emit(_job: JobMachine, call_id: str, line: str) -> None:
         # One call's own lines print as they are; any other line says which call it is from.
-        click.echo(line if job.call_id == ident else f"[{job.call_id}] {line}")
+        click.echo(line if call_id == ident else f"[{call_id}] {line}")
 
     def waiting() -> None:
         click.echo(f"waiting for a machine of {ident}…", err=True)

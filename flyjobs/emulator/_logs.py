@@ -4,10 +4,12 @@ Fly serves logs from api.fly.io, not from the Machines API; the emulator serves 
 so a client can read what a machine printed, destroyed ones included while retained. Without
 ``next_token`` the answer starts at the oldest retained line (the emulator keeps the last
 ``log_max_bytes`` of each machine's output; Fly keeps a recent window), at most
-``log_page_lines`` of them;
-``meta.next_token`` continues from where the answer ended, and a machine the token has not seen
-yet is read from its first line. A line's timestamp is when the emulator read it from the
-machine's output pipe (`MachineOutput`); a token counts lines, not bytes.
+``log_page_lines`` of them; ``meta.next_token`` continues from where the answer ended, and a
+machine the token has not seen yet is read from its first line. Where lines a reader has not
+seen are no longer kept, it gets one line saying how many were dropped, and why
+(`flyjobs._protocol.log_gap_line`; Fly has no such line). A line's timestamp is when the
+emulator read it from the machine's output pipe (`MachineOutput`); a token counts lines, not
+bytes.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from .._protocol import log_gap_line
+
 __all__ = ("LogLine", "MachineOutput")
 
 #: Bytes of one line at most; a longer one is cut into several (Fly splits long lines too).
@@ -33,7 +35,7 @@ class MachineOutput:
     """The last ``max_bytes`` of a machine's output, as complete lines.
 
     :ivar max_bytes: bytes of text kept; older lines are dropped first, as Fly's logs keep a
-        recent window.
+        recent window (and `read` says where).
     """
 
     max_bytes: int
@@ -71,12 +73,22 @@ class MachineOutput:
             self._record(line.encode())
 
     def read(self, after: int | None, limit: int) -> tuple[list[LogLine], int]:
-        """At most ``limit`` lines numbered ``after`` or later (None: the oldest kept), and the
-        number to continue from."""
+        """At most ``limit`` lines numbered ``after`` or later (None: from the first), and the
+        number to continue from.
+
+        Where lines from ``after`` on were dropped already, the first line returned says how
+        many (`log_gap_line`, numbered as the last line dropped): a reader never misses lines
+        without being told.
+        """
         start = self._next_seq - len(self._lines)
-        first = start if after is None else max(after, start)
-        count = max(0, min(limit, self._next_seq - first))
-        lines = list(itertools.islice(self._lines, first - start, first - start + count))
+        first = max(after or 0, start)
+        lines: list[LogLine] = []
+        if first > (after or 0) and limit > 0:
+            at_ms = self._lines[0].at_ms if self._lines else time.time_ns() // 1_000_000
+            gap = log_gap_line(first - (after or 0), self.max_bytes)
+            lines.append(LogLine(first - 1, at_ms, gap))
+        count = max(0, min(limit - len(lines), self._next_seq - first))
+        lines.extend(itertools.islice(self._lines, first - start, first - start + count))
         return lines, first + count
 
     def _record(self, raw: bytes) -> None:

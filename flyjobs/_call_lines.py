@@ -1,0 +1,74 @@
+"""Which call printed each line of a machine's output, from the worker's call marks.
+
+A machine that runs more than one call (a batch's or a pool's) marks each call's part of its
+output (`flyjobs._protocol.call_mark`, `call_line`). `CallLines` reads one machine's lines in
+order and tells, for each, the call it belongs to: None for the machine's own lines (outside any
+call's marks, or on a machine that runs one call, whose metadata names it). Marks are passed on
+as such (`Piece.mark`), never as lines to show.
+
+After a gap (the emulator's `flyjobs._protocol.log_gap_line`: earlier lines were dropped) the
+call's start mark may have been dropped too. With ``hold_after_gap`` the lines that follow (the
+gap line with them) wait for the next mark to tell: an end mark makes them that call's, a start
+mark the machine's own. Without it (live output, where waiting would hold lines back), they
+count as the machine's own, which its reader maps to the call it knows the machine runs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ._protocol import LOG_GAP_PREFIX, parse_call_mark
+
+__all__ = ("CallLines", "Piece")
+
+#: Lines held after a gap at most; past that they are released as the machine's own.
+_MAX_HELD = 100_000
+
+
+class Piece(NamedTuple):
+    """A line of a machine's output and the call it belongs to (None: the machine's own), or,
+    with ``mark`` ("start" or "end"), a call's mark (``text`` is then empty)."""
+
+    call: str | None
+    text: str
+    mark: str = ""
+
+
+class CallLines:
+    """One machine's output, line by line, told apart by call (see the module docstring)."""
+
+    def __init__(self, *, hold_after_gap: bool = False) -> None:
+        self.hold_after_gap = hold_after_gap
+        #: The call whose marks the last line was between (None: none).
+        self.current: str | None = None
+        self._held: list[str] | None = None
+
+    def feed(self, line: str) -> list[Piece]:
+        """The pieces ``line`` makes: those it releases, if any, then its own (none while held)."""
+        mark = parse_call_mark(line)
+        if mark is None:
+            if line.startswith(LOG_GAP_PREFIX):
+                self.current = None
+                if self.hold_after_gap and self._held is None:
+                    self._held = []
+            if self._held is None:
+                return [Piece(self.current, line)]
+            self._held.append(line)
+            if len(self._held) >= _MAX_HELD:
+                return self.flush()
+            return []
+        kind, call_id, text = mark
+        if kind == "line":
+            return [Piece(call_id, text)]
+        pieces = self._release(call_id if kind == "end" else None)
+        self.current = call_id if kind == "start" else None
+        pieces.append(Piece(call_id, "", kind))
+        return pieces
+
+    def flush(self) -> list[Piece]:
+        """Release the lines held after a gap as the machine's own (no mark came to tell)."""
+        return self._release(None)
+
+    def _release(self, call: str | None) -> list[Piece]:
+        held, self._held = self._held or [], None
+        return [Piece(call, text) for text in held]
