@@ -106,6 +106,7 @@ class Outcomes:
         self._cond = threading.Condition()
         self._ready: dict[int, Outcome] = {}
         self._completed: collections.deque[Outcome] = collections.deque()
+        self._waiting = 0
         self._next = 0
         self._given = 0
         self._total: int | None = None
@@ -117,9 +118,14 @@ class Outcomes:
         with self._cond:
             if self._ordered:
                 self._ready[outcome.index] = outcome
+                # Out of order: the caller cannot take it yet, so it is not woken for it.
+                takeable = outcome.index == self._next
             else:
                 self._completed.append(outcome)
-            self._cond.notify_all()
+                takeable = True
+            # Waking the caller's thread costs both threads a GIL hand-over: only when it waits.
+            if takeable and self._waiting:
+                self._cond.notify_all()
 
     def end(self, total: int, error: BaseException | None = None) -> None:
         """There are ``total`` inputs; ``error`` (the iterable's own) follows the last."""
@@ -156,7 +162,11 @@ class Outcomes:
                     return []
                 # In slices: the main thread runs signal handlers (Ctrl-C, SIGTERM) only
                 # between waits.
-                waited = self._cond.wait(_WAIT_SLICE_S if timeout_s is None else timeout_s)
+                self._waiting += 1
+                try:
+                    waited = self._cond.wait(_WAIT_SLICE_S if timeout_s is None else timeout_s)
+                finally:
+                    self._waiting -= 1
                 if not waited and timeout_s is not None:
                     return []
 
