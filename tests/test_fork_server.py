@@ -4,8 +4,10 @@ spawned as fresh processes (``fork_server=False``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from _fly_helpers import APP, fly_env
 
 from flyjobs._protocol import EXIT_BAD_PAYLOAD
 from flyjobs._runtime import get_runtime
-from flyjobs.emulator import RunningEmulator
+from flyjobs.emulator import EmulatorConfig, RunningEmulator, serve_in_thread
 
 _WORKER = ["python", "-m", "flyjobs.worker"]
 
@@ -132,3 +134,86 @@ def test_a_killed_fork_server_fails_its_machines_and_later_ones_still_run(
         with httpx.Client(base_url=emulator.url, headers=headers) as http:
             listed = http.get(f"/v1/apps/{APP}/machines").json()
         assert [m["state"] for m in listed if m["state"] in ("starting", "started")] == []
+
+
+_EMULATOR_SCRIPT = """
+import os, sys, time, httpx
+from flyjobs.emulator import EmulatorConfig, serve_in_thread
+
+def children_running(name):
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmd:
+            ppid = stat.read().rsplit(")", 1)[1].split()[1]
+            if ppid == str(os.getpid()) and name in cmd.read():
+                yield pid
+
+worker = ["python", "-m", "flyjobs.worker", "--payload", "/nonexistent"]
+config = {"image": "x", "init": {"exec": worker}, "restart": {"policy": "no"}}
+token = "t0ken-for-the-fork-test"
+with serve_in_thread(EmulatorConfig(tokens=[token])) as emu:
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=emu.url, headers=auth) as c:
+        c.post("/v1/apps", json={"app_name": "a", "org_slug": "personal"}).raise_for_status()
+        for _ in range(2):
+            m = c.post("/v1/apps/a/machines", json={"config": config}).json()
+            c.get(f"/v1/apps/a/machines/{m['id']}/wait", params={"state": "stopped"})
+    print(*children_running(b"flyjobs._zygote"), flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the fork server is Linux only")
+def test_a_killed_emulator_leaves_no_fork_server() -> None:
+    import select
+    import subprocess
+    import sys
+
+    with subprocess.Popen(
+        [sys.executable, "-c", _EMULATOR_SCRIPT], stdout=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            servers = [int(pid) for pid in process.stdout.readline().split()]
+            assert len(servers) == 1, servers
+            pidfd = os.pidfd_open(servers[0])
+        finally:
+            process.kill()
+    try:
+        # The emulator's end of the socket closed: the server ends (a generous upper bound).
+        readable, _, _ = select.select([pidfd], [], [], 60)
+        assert readable, "the fork server outlived its emulator"
+    finally:
+        os.close(pidfd)
+
+
+def _holders(path: Path) -> set[int]:
+    """The processes (other than this one) that have ``path`` open."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                        found.add(int(pid))
+    return found - {os.getpid()}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
+def test_stopping_the_emulator_ends_its_forked_machines(tmp_path: Path) -> None:
+    fifo = tmp_path / "never.fifo"
+    os.mkfifo(fifo)
+    # Held open for writing and never written: the worker reading its payload blocks.
+    writer = os.open(fifo, os.O_RDWR)
+    try:
+        with serve_in_thread(EmulatorConfig(tokens=["t0ken-for-the-fork-test"])) as emu:
+            with sync_client(emu) as client:
+                app = new_app(client)
+                create(client, app, [*_WORKER, "--payload", str(fifo)])
+                for _ in range(2000):  # until the worker has opened it (a bound, not a timing)
+                    if _holders(fifo):
+                        break
+                    time.sleep(0.005)
+                assert len(_holders(fifo)) == 1
+        assert _holders(fifo) == set(), "a machine process outlived the emulator"
+    finally:
+        os.close(writer)

@@ -139,28 +139,37 @@ class _ForkServer:
             self._sock.send(msgpack.packb({"signal": [pid, signum]}))
 
     def wait_for_exit(self, pid: int) -> None:
-        """Block until the server reports ``pid`` reaped (at most `_ANSWER_S`)."""
+        """Block until the server reports ``pid`` reaped (at most `_ANSWER_S` a message)."""
         while pid in self._handles and not self.broken:
-            if self._answer() is None:
+            message = self._receive()
+            if message is None:
                 return
+            self._note(message)
 
     def _answer(self) -> dict[str, object] | None:
         """The server's next answer to a request, handling exit reports that come first;
         blocking (a fork takes about a millisecond). None if the server is gone."""
         while True:
-            try:
-                self._sock.settimeout(_ANSWER_S)
-                data = self._sock.recv(_MAX_MESSAGE)
-            except OSError:
+            message = self._receive()
+            if message is None:
                 return None
-            finally:
-                self._sock.setblocking(False)
-            if not data:
-                self._break()
-                return None
-            message = msgpack.unpackb(data)
             if not self._note(message):
-                return dict(message)
+                return message
+
+    def _receive(self) -> dict[str, object] | None:
+        """The server's next message, blocking up to `_ANSWER_S`; None if none came."""
+        try:
+            self._sock.settimeout(_ANSWER_S)
+            data = self._sock.recv(_MAX_MESSAGE)
+        except OSError:
+            return None
+        finally:
+            self._sock.setblocking(False)
+        if not data:
+            self._break()
+            return None
+        message: dict[str, object] = msgpack.unpackb(data)
+        return message
 
     def _on_messages(self) -> None:
         while True:
@@ -195,16 +204,20 @@ class _ForkServer:
             return
         self.broken = True
         self._loop.remove_reader(self._sock.fileno())
+        # Its end of the socket closing, the server kills every child's group and exits.
         self._sock.close()
+        try:
+            self._process.wait(_ANSWER_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
         handles, self._handles = self._handles, {}
         for pid, handle in handles.items():
-            # Unreaped children of a server that died were adopted by init: their pids stay
-            # theirs until they exit, so the group can still be killed.
+            # In case the server died first: its children were adopted by init, and the
+            # group of one not yet reaped can still be killed.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             handle.exited(-signal.SIGKILL)
-        self._process.kill()
-        self._process.wait()
 
     def close(self) -> None:
         """End the server (it kills any child it still has) and reap it."""
