@@ -106,7 +106,9 @@ def test_the_dashboard_shows_calls_machines_batches_and_schedules_live(
     row = page.locator("#machines tr", has_text=running[0])
     expect(row).to_contain_text("started")
     expect(row).to_contain_text("cli_funcs:print_then_wait")
-    expect(page.locator("#batches tr", has_text=batch_id)).to_contain_text("0/2", timeout=WAIT_MS)
+    batch_row = page.locator("#batches tr", has_text=batch_id)
+    expect(batch_row).to_contain_text("0/2", timeout=WAIT_MS)
+    expect(batch_row.locator("td").nth(2)).to_have_text("0")  # inputs done
     expect(page.locator("#schedules tr", has_text=scheduled)).to_contain_text("hourly")
     expect(page.locator("#schedules tr", has_text=scheduled)).to_contain_text(
         "exit 0", timeout=WAIT_MS
@@ -120,7 +122,14 @@ def test_the_dashboard_shows_calls_machines_batches_and_schedules_live(
     assert call.result(timeout_s=30) == "done"
     assert list(batch) == ["done", "done"]
     expect(row).to_contain_text("destroyed", timeout=WAIT_MS)
-    expect(page.locator("#batches tr", has_text=batch_id)).to_contain_text("2/2", timeout=WAIT_MS)
+    expect(batch_row).to_contain_text("2/2", timeout=WAIT_MS)
+    expect(batch_row.locator("td").nth(2)).to_have_text("2")
+    # Three inputs on one machine: inputs done counts the inputs, not the machine.
+    outcomes = list(cli_funcs.square.map([1, 2, 3], max_machines=1).outcomes())
+    assert [o.value for o in outcomes] == [1, 4, 9] and outcomes[0].call_id is not None
+    reused = page.locator("#batches tr", has_text=outcomes[0].call_id.rsplit("-", 1)[0])
+    expect(reused).to_contain_text("1/1", timeout=WAIT_MS)
+    expect(reused.locator("td").nth(2)).to_have_text("3")
     page.screenshot(path=str(tmp_path / "dashboard-after.png"), full_page=True)
 
     # A machine's page: its events and its logs.

@@ -1,9 +1,10 @@
 """The dev dashboard (``flyjobs dev --ui``): server-rendered HTML at ``/ui/``, refreshed by polling.
 
 It reads the emulator's own state: apps; machines with state, batch, function and age; each
-machine's events and logs; flyjobs batches with their progress; scheduled machines with their
-last runs. No build step and no script library: each page reloads its ``#content`` from
-``?fragment=1`` every `REFRESH_MS` milliseconds with a few lines of plain JavaScript.
+machine's events and logs; flyjobs batches with their progress (inputs done, counted from the
+workers' call marks, and machines finished); scheduled machines with their last runs. No build
+step and no script library: each page reloads its ``#content`` from ``?fragment=1`` every
+`REFRESH_MS` milliseconds with a few lines of plain JavaScript.
 
 The dashboard is read-only and sits outside the API's token check, behind a key of its own:
 ``/ui/?key=KEY`` (the URL ``flyjobs dev --ui`` prints) sets a cookie for the other pages.
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .._protocol import META_BATCH_ID, META_CALL_ID, META_FUNCTION
+from .._protocol import META_BATCH_ID, META_CALL_ID, META_FUNCTION, parse_call_mark
 from ._machine import MachineRecord
 from ._state import Emulator
 
@@ -84,8 +85,10 @@ def build_ui(emulator: Emulator, key: str) -> Starlette:
 
         return endpoint
 
+    inputs = _InputsDone()
+
     def overview(_request: Request) -> tuple[str, str]:
-        return "overview", _overview(emulator, time.time())
+        return "overview", _overview(emulator, time.time(), inputs)
 
     def machine_page(request: Request) -> tuple[str, str]:
         machine = emulator.machines.get(request.path_params["machine_id"])
@@ -139,7 +142,7 @@ def _meta(machine: MachineRecord, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _overview(emulator: Emulator, now: float) -> str:
+def _overview(emulator: Emulator, now: float, inputs: _InputsDone) -> str:
     machines = sorted(emulator.machines.values(), key=lambda m: m.created_at, reverse=True)
     return "".join(
         [
@@ -147,7 +150,7 @@ def _overview(emulator: Emulator, now: float) -> str:
             "<h2>Apps</h2>",
             _apps(emulator, machines),
             "<h2>Batches</h2>",
-            _batches(machines),
+            _batches(machines, inputs),
             "<h2>Schedules</h2>",
             _schedules(machines, now),
             "<h2>Machines</h2>",
@@ -166,12 +169,42 @@ def _apps(emulator: Emulator, machines: list[MachineRecord]) -> str:
     return _table(("app", "live machines", "machines", "org"), rows, "no apps yet", "apps")
 
 
-def _batches(machines: list[MachineRecord]) -> str:
+class _InputsDone:
+    """Inputs each batch machine has finished, from the worker's end marks in its output
+    (`flyjobs._protocol.call_mark`; a machine that runs one input has none, and has finished
+    its input once it has stopped). Each refresh reads only the lines it has not read yet."""
+
+    def __init__(self) -> None:
+        #: machine id -> (lines read, end marks seen, whether it marks its inputs)
+        self._read: dict[str, tuple[int, int, bool]] = {}
+
+    def count(self, machines: list[MachineRecord]) -> int:
+        done = 0
+        for machine in machines:
+            after, ended, marks = self._read.get(machine.id, (0, 0, False))
+            lines, after = machine.output.read(after, 1 << 62)
+            for line in lines:
+                mark = parse_call_mark(line.text)
+                if mark is not None and mark[0] in ("start", "end"):
+                    marks = True
+                    ended += mark[0] == "end"
+            self._read[machine.id] = (after, ended, marks)
+            done += ended if marks else int(machine.state in _FINISHED)
+        return done
+
+    def forget_others(self, machines: Iterable[MachineRecord]) -> None:
+        """Forget the machines not among ``machines`` (gone from the emulator)."""
+        keep = {machine.id for machine in machines}
+        self._read = {k: v for k, v in self._read.items() if k in keep}
+
+
+def _batches(machines: list[MachineRecord], inputs: _InputsDone) -> str:
     batches: dict[str, list[MachineRecord]] = {}
     for machine in machines:
         batch = _meta(machine, META_BATCH_ID)
         if batch:
             batches.setdefault(batch, []).append(machine)
+    inputs.forget_others(m for members in batches.values() for m in members)
     rows = []
     for batch, members in batches.items():
         states = Counter(m.state for m in members)
@@ -185,12 +218,13 @@ def _batches(machines: list[MachineRecord]) -> str:
             (
                 f"<code>{_e(batch)}</code>",
                 _e(_meta(members[0], META_FUNCTION)),
+                str(inputs.count(members)),
                 bar,
                 str(len(members) - done),
                 str(failed),
             )
         )
-    headers = ("batch", "function", "machines finished", "running", "failed")
+    headers = ("batch", "function", "inputs done", "machines finished", "running", "failed")
     return _table(headers, rows, "no batches", "batches")
 
 
