@@ -180,15 +180,15 @@ SCHEDULE_INTERVALS_S = {
 #: back through the logs API, so a run's outcome needs no live client.
 RUN_RECORD_PREFIX = "flyjobs-run "
 
-#: A machine that runs more than one call (a batch's or a pool's: its call has ``pulls`` or
-#: ``then``) marks each call's part of its output, as its metadata names the machine and not each
-#: call; ``flyjobs logs CALL_ID`` and the caller's live output read these marks (see
-#: `flyjobs._call_lines`). Its worker writes the line ``flyjobs-call start CALL_ID`` to stdout
-#: before the call's first line, and ``flyjobs-call end CALL_ID`` after its last (after the result
-#: was delivered). Where calls of one process run at the same time, so that their lines
-#: interleave, each line of a call is written as ``flyjobs-call CALL_ID: text`` instead. Lines
-#: outside any call's marks are the machine's own (the worker's messages between calls). A call id
-#: never contains a space or a colon.
+#: A machine that may run more than one call (a batch's or a pool's: its call has ``pulls``,
+#: ``then`` or a ``batch_id``) marks each call's part of its output, as its metadata names the
+#: machine and not each call; ``flyjobs logs CALL_ID`` and the caller's live output read these
+#: marks (see `flyjobs._call_lines`). Its worker writes the line ``flyjobs-call start CALL_ID``
+#: to stdout before the call's first line, and ``flyjobs-call end CALL_ID`` after its last (after
+#: the result was delivered). Where calls of one process run at the same time, so that their
+#: lines interleave, each line of a call is written as ``flyjobs-call CALL_ID: text`` instead.
+#: Lines outside any call's marks are the machine's own (the worker's messages between calls). A
+#: call id never contains a space or a colon.
 CALL_MARK_PREFIX = "flyjobs-call "
 
 

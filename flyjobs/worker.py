@@ -9,9 +9,9 @@ the answer is "no more work" (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`). The ex
 last call's. While it waits for that answer (up to the call's ``idle_s``) its deadline is the end
 of the wait plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by then
 (`flyjobs._protocol.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A machine
-that runs more than one call (``pulls``, or a fixed slice in ``then``) writes a line before and
-after each call's output (`flyjobs._protocol.call_mark`), so that a call's lines can be told
-apart in the machine's logs. Exit codes:
+that may run more than one call (``pulls``, a fixed slice in ``then``, any batch's) writes a line
+before and after each call's output (`flyjobs._protocol.call_mark`), so that a call's lines can
+be told apart in the machine's logs. Exit codes:
 
 - ``EXIT_OK``: a result was delivered (the function's own exception is a delivered result);
 - ``EXIT_BAD_PAYLOAD``: the payload is missing, unreadable, or not a flyjobs call;
@@ -256,8 +256,9 @@ class _Worker:
     def run(self, call: CallEnvelope) -> int:
         """Run `call` and every call that follows it; return the exit code of the last."""
         self.stdout, self.stderr = _capture_output()
-        # A machine that may run more than one call marks each call's output (_protocol).
-        self.marks = call.pulls or bool(call.then)
+        # A machine that may run more than one call marks each call's output (_protocol): a
+        # batch's (whose machine may be named for the batch even with one input) or a pool's.
+        self.marks = call.pulls or bool(call.then) or bool(call.batch_id)
         code = EXIT_OK
         following = list(call.then)  # a fixed slice: the calls after this one
         next_call: CallEnvelope | None = call

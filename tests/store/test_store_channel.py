@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import cli_funcs
 import pytest
 import store_funcs as funcs
 from _store_helpers import APP, live_machines, objects
@@ -94,3 +96,23 @@ def test_a_slices_results_arrive_while_its_machine_still_runs(fly_store: str) ->
     assert len(live_machines()) == 1  # the slice's last input is still running
     assert list(results) == [1, 4]
     assert objects(fly_store) == []
+
+
+@pytest.mark.parametrize("counts", [[1, 2, 3], [2]])
+def test_flyjobs_logs_of_each_input_of_a_batch_through_the_store(
+    fly_store: str, counts: list[int]
+) -> None:
+    # The machine takes a fixed slice (three inputs; or one, when only one is ready), and is
+    # named for the batch, not for an input.
+    outcomes = list(cli_funcs.print_lines.map(counts, max_machines=1).outcomes())
+    (machine,) = get_runtime().portal.call(_all_machines)
+    assert str(machine.name).endswith("-m0")
+    for outcome, count in zip(outcomes, counts, strict=True):
+        assert outcome.call_id is not None
+        shown = CliRunner().invoke(cli, ["logs", outcome.call_id])
+        assert shown.exit_code == 0, shown.output
+        assert shown.output.splitlines() == [f"line {i:05d} " + "x" * 60 for i in range(count)]
+
+
+async def _all_machines() -> list[Any]:
+    return await get_runtime().client.list_machines(APP, include_deleted=True)
