@@ -184,11 +184,12 @@ RUN_RECORD_PREFIX = "flyjobs-run "
 #: ``then`` or a ``batch_id``) marks each call's part of its output, as its metadata names the
 #: machine and not each call; ``flyjobs logs CALL_ID`` and the caller's live output read these
 #: marks (see `flyjobs._call_lines`). Its worker writes the line ``flyjobs-call start CALL_ID``
-#: to stdout before the call's first line, and ``flyjobs-call end CALL_ID`` after its last (after
-#: the result was delivered). Where calls of one process run at the same time, so that their
-#: lines interleave, each line of a call is written as ``flyjobs-call CALL_ID: text`` instead.
-#: Lines outside any call's marks are the machine's own (the worker's messages between calls). A
-#: call id never contains a space or a colon.
+#: to stdout before the call's first line, and ``flyjobs-call end CALL_ID`` after its last,
+#: before its result is delivered (a call that ends with no result has no end mark). Where calls
+#: of one process run at the same time, so that their lines interleave, each line of a call is
+#: written as ``flyjobs-call CALL_ID: text`` instead. Lines outside any call's marks are the
+#: machine's own (the worker's messages between calls). A call id never contains a space or a
+#: colon.
 CALL_MARK_PREFIX = "flyjobs-call "
 
 

@@ -276,22 +276,7 @@ class _Worker:
         if call.deadline - time.time() <= 0:
             _log(f"deadline passed before {call.call_id} started; exiting {EXIT_DEADLINE}")
             return EXIT_DEADLINE, None
-        if not self.marks:
-            return self._run_call(call)
         self._mark("start", call.call_id)
-        try:
-            return self._run_call(call)
-        finally:
-            self._mark("end", call.call_id)
-
-    def _mark(self, kind: str, call_id: str) -> None:
-        if self.stdout is None or self.stderr is None:
-            return
-        # Both streams may share the machine's output: neither may leave a line unfinished.
-        self.stderr.end_line()
-        self.stdout.write_line(call_mark(kind, call_id))
-
-    def _run_call(self, call: CallEnvelope) -> tuple[int, CallEnvelope | None]:
         self.deadline.set(call.deadline, call.fn)
         for tail in (self.stdout, self.stderr):
             if tail is not None:
@@ -323,6 +308,14 @@ class _Worker:
         if delivered:
             return EXIT_OK, next_call
         return (EXIT_RESULT_TOO_LARGE if self.too_large else EXIT_DELIVERY_FAILED), None
+
+    def _mark(self, kind: str, call_id: str) -> None:
+        """Mark the ``kind`` ("start" or "end") of a call's output, on a machine that marks."""
+        if not self.marks or self.stdout is None or self.stderr is None:
+            return
+        # Both streams may share the machine's output: neither may leave a line unfinished.
+        self.stderr.end_line()
+        self.stdout.write_line(call_mark(kind, call_id))
 
     def _function(self, ref: str) -> Callable[..., Any]:
         fn = self._functions.get(ref)
@@ -375,6 +368,9 @@ class _Worker:
 
         A ``final`` delivery takes no next call (the worker exits after it).
         """
+        # The call's output ends before its result leaves: whoever has the result finds the end
+        # mark in the logs, even if the machine is destroyed right after the delivery.
+        self._mark("end", call.call_id)
         pulls = call.pulls and not final
         if self.result_key:
             body = seal_result(self.result_key, body)
