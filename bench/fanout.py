@@ -7,7 +7,10 @@ Four figures, side by side in one run:
   (``python -c "import msgpack"``) N times at the same concurrency (``max_machines``). A batch
   machine takes many inputs, so the map should beat even that floor.
 - **Reuse off** (``map_no_reuse_vs_floor_ratio``, goal <= 1.3): the same with ``reuse=False``
-  (one machine per input, as ``.remote()`` runs).
+  (one machine per input, as ``.remote()`` runs). The emulator forks worker machines from a
+  pre-started interpreter (``flyjobs._zygote``); ``map_no_reuse_fresh_vs_floor_ratio`` is the
+  same map on an emulator in this process with that off (``fork_server=False``: every machine
+  a fresh interpreter, as the floor's are), for comparison.
 - **Fly profile** (``fly_makespan_vs_ideal_ratio``, goal <= 1.3): a standalone
   ``flyjobs dev --rate-limits --boot-delay-s 0.3``, client pacing ``fly``, 60 one-second inputs
   at ``max_machines=64``: makespan against the ideal the limits allow a pool created at the
@@ -77,6 +80,34 @@ def map_s(count: int, *, reuse: bool) -> float:
     started = time.perf_counter()
     assert list(noop.map(range(count), reuse=reuse)) == list(range(count))
     return time.perf_counter() - started
+
+
+def map_fresh_s(count: int) -> float:
+    """`map_s` with ``reuse=False`` on an emulator in this process whose machines each start a
+    fresh interpreter (no fork server), pointed at as Fly would be."""
+    from flyjobs.emulator import EmulatorConfig, serve_in_thread
+
+    token = secrets.token_urlsafe(24)
+    with serve_in_thread(EmulatorConfig(tokens=[token], fork_server=False)) as emu:
+        settings = {
+            "FLY_API_TOKEN": token,
+            "FLY_API_HOSTNAME": emu.url,
+            "FLY_APP": "flyjobs-bench",
+            "FLYJOBS_IMAGE": "flyjobs-bench",
+            "FLYJOBS_INBOX_HOST": "127.0.0.1",
+            "FLYJOBS_INBOX_BIND": "127.0.0.1",
+            "FLYJOBS_RESULT_KEY": secrets.token_urlsafe(32),
+        }
+        _create_app(settings)
+        os.environ.update(settings)
+        shutdown_runtime()
+        try:
+            list(noop.map(range(8)))  # warm-up
+            return map_s(count, reuse=False)
+        finally:
+            shutdown_runtime()
+            for name in settings:
+                os.environ.pop(name, None)
 
 
 def ideal_makespan_s(inputs: int, run_s: float, max_machines: int) -> float:
@@ -214,17 +245,19 @@ def main() -> None:
     runtime = get_runtime()
     concurrency = runtime.settings.max_machines
     list(noop.map(range(8)))  # warm-up
-    samples: dict[str, list[float]] = {"reuse": [], "no_reuse": [], "floor": []}
+    samples: dict[str, list[float]] = {"reuse": [], "no_reuse": [], "floor": [], "fresh": []}
     for _ in range(args.rounds):
         samples["floor"].append(floor_s(args.inputs, concurrency))
         samples["reuse"].append(map_s(args.inputs, reuse=True))
         samples["no_reuse"].append(map_s(args.inputs, reuse=False))
     shutdown_runtime()
-    reuse_s, no_reuse_s, floor = (statistics.median(samples[k]) for k in samples)
+    for _ in range(args.rounds):
+        samples["fresh"].append(map_fresh_s(args.inputs))
+    reuse_s, no_reuse_s, floor, fresh_s = (statistics.median(samples[k]) for k in samples)
     print(
         f"{args.inputs} trivial inputs at {concurrency} at once: map {reuse_s:.2f} s,"
-        f" map reuse=False {no_reuse_s:.2f} s, floor ({' '.join(FLOOR_CMD[1:])} x"
-        f" {args.inputs}) {floor:.2f} s"
+        f" map reuse=False {no_reuse_s:.2f} s (fresh interpreters: {fresh_s:.2f} s), floor"
+        f" ({' '.join(FLOOR_CMD[1:])} x {args.inputs}) {floor:.2f} s"
     )
     makespan, ideal = fly_profile(args.fly_inputs, args.fly_max_machines)
     print(
@@ -249,6 +282,8 @@ def main() -> None:
         "floor_s": round(floor, 3),
         "map_vs_floor_ratio": round(reuse_s / floor, 3),
         "map_no_reuse_vs_floor_ratio": round(no_reuse_s / floor, 3),
+        "map_no_reuse_fresh_s": round(fresh_s, 3),
+        "map_no_reuse_fresh_vs_floor_ratio": round(fresh_s / floor, 3),
         "fly_inputs": args.fly_inputs,
         "fly_makespan_s": round(makespan, 3),
         "fly_ideal_s": round(ideal, 3),
