@@ -13,8 +13,9 @@ Where the journal lives:
 - otherwise in SQLite, ``.flyjobs/journal.sqlite3`` in the project (the folder of the nearest
   ``pyproject.toml``, else the working directory).
 
-The values are written and read by the client only, with its own credentials; they are
-decoded by the map's own ``pickle`` option.
+The values are written and read by the client only, decoded by the map's own ``pickle``
+option; in the store, each is sealed with the result key first (`flyjobs._resume`,
+docs/threat-model.md), since whoever can write to the bucket can write a record.
 """
 
 from __future__ import annotations

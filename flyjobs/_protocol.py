@@ -36,8 +36,10 @@ __all__ = (
     "importing_function",
     "log_gap_line",
     "parse_call_mark",
+    "open_record",
     "open_result",
     "result_mac",
+    "seal_record",
     "seal_result",
     "set_importing_function",
     "keep_warm",
@@ -121,7 +123,13 @@ _SEAL_MARK = b"\n-flyjobs-mac:"
 _MAC_HEX_DIGITS = 64
 
 
-def result_mac(secret: str, body: bytes) -> str:
+#: What a MAC authenticates, kept apart: a sealed result is never accepted as a journal
+#: record, nor the other way round.
+_RESULT = b"flyjobs-result"
+_JOURNAL = b"flyjobs-journal"
+
+
+def result_mac(secret: str, body: bytes, *, purpose: bytes = _RESULT) -> str:
     """The hex MAC of a result `body` under the key derived from the app secret `secret`.
 
     Keyed BLAKE2b, a MAC by design; from ``_blake2`` because ``hashlib`` loads OpenSSL, a few
@@ -129,16 +137,16 @@ def result_mac(secret: str, body: bytes) -> str:
     """
     from _blake2 import blake2b
 
-    key = blake2b(secret.encode(), digest_size=32, person=b"flyjobs-result").digest()
+    key = blake2b(secret.encode(), digest_size=32, person=purpose).digest()
     return blake2b(body, key=key, digest_size=32).hexdigest()
 
 
-def seal_result(secret: str, body: bytes) -> bytes:
+def seal_result(secret: str, body: bytes, *, purpose: bytes = _RESULT) -> bytes:
     """`body` (a result envelope) with its MAC under `secret` appended, as the worker sends it."""
-    return body + _SEAL_MARK + result_mac(secret, body).encode("ascii")
+    return body + _SEAL_MARK + result_mac(secret, body, purpose=purpose).encode("ascii")
 
 
-def open_result(secret: str, sealed: bytes) -> bytes | None:
+def open_result(secret: str, sealed: bytes, *, purpose: bytes = _RESULT) -> bytes | None:
     """The result envelope inside `sealed`, or None unless its MAC under `secret` is right."""
     import hmac
 
@@ -146,9 +154,23 @@ def open_result(secret: str, sealed: bytes) -> bytes | None:
     if split < 0 or sealed[split : split + len(_SEAL_MARK)] != _SEAL_MARK:
         return None
     body, mac = sealed[:split], sealed[split + len(_SEAL_MARK) :]
-    if not hmac.compare_digest(mac, result_mac(secret, body).encode("ascii")):
+    if not hmac.compare_digest(mac, result_mac(secret, body, purpose=purpose).encode("ascii")):
         return None
     return body
+
+
+def seal_record(secret: str, name: str, data: bytes) -> bytes:
+    """A batch journal record `data`, kept under `name` (its input's key), sealed with the
+    result key: the record cannot be forged, nor moved to another input's name."""
+    prefix = name.encode() + b"\0"
+    return seal_result(secret, prefix + data, purpose=_JOURNAL)[len(prefix) :]
+
+
+def open_record(secret: str, name: str, sealed: bytes) -> bytes | None:
+    """The record inside `sealed` kept under `name`, or None unless it was sealed for it."""
+    prefix = name.encode() + b"\0"
+    body = open_result(secret, prefix + sealed, purpose=_JOURNAL)
+    return None if body is None else body[len(prefix) :]
 
 
 # The function reference the worker of this process is importing, while it does. A module that

@@ -15,10 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ._codec import decode_value, encode_value
-from ._journal import Journal, input_key, open_journal
+from ._exceptions import ConfigError
+from ._journal import Journal, StoreJournal, input_key, open_journal
 from ._options import CallOptions
+from ._protocol import RESULT_KEY_ENV, open_record, seal_record
 from ._reference import function_reference
 from ._runtime import Runtime, get_runtime
+from ._supervise import trusted_modules
 from ._work import MISSING
 
 __all__ = ("Resume", "open_resume")
@@ -38,6 +41,20 @@ class Resume:
         self.journal: Journal = open_journal(name, runtime.settings, runtime.store)
         self._fn_ref = fn_ref
         self._pickle = pickle
+        self._may_import = trusted_modules(fn_ref)
+        # A journal in the object store is as writable as the bucket: its records are sealed
+        # with the result key, so a record that was not written by a holder of the key is
+        # never decoded (with pickle=True, decoding one would run its code here).
+        self._key: str | None = None
+        if isinstance(self.journal, StoreJournal):
+            self._key = runtime.settings.result_key
+            if not self._key:
+                self.journal.close()
+                raise ConfigError(
+                    f"batch={name!r} keeps its journal in the object store, whose records are"
+                    f" authenticated with the result key: set {RESULT_KEY_ENV} (the same value"
+                    " as the app secret, see flyjobs doctor)"
+                )
         # One journal connection, used from worker threads: one call at a time.
         self._lock = threading.Lock()
 
@@ -51,6 +68,8 @@ class Resume:
         key = input_key(self._fn_ref, arguments)
         try:
             data = self._encode(value)
+            if self._key is not None:
+                data = seal_record(self._key, key, data)
             with self._lock:
                 self.journal.record(key, data)
         except Exception as exc:
@@ -62,11 +81,19 @@ class Resume:
             data = self.journal.lookup(key)
         if data is None:
             return MISSING
+        if self._key is not None:
+            data = open_record(self._key, key, data)
+            if data is None:
+                logger.warning(
+                    "batch %s: a record is not sealed with this result key; its input runs again",
+                    self.journal.name,
+                )
+                return MISSING
         if self._pickle:
             import pickle
 
-            return pickle.loads(data)  # written by this client alone (see _journal)
-        return decode_value(data, where="a journaled result")
+            return pickle.loads(data)  # sealed (store) or written by this user (SQLite)
+        return decode_value(data, where="a journaled result", may_import=self._may_import)
 
     def _encode(self, value: Any) -> bytes:
         if self._pickle:

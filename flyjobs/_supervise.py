@@ -59,6 +59,7 @@ __all__ = (
     "pace_create",
     "show_output",
     "tag",
+    "trusted_modules",
     "value_of",
 )
 
@@ -205,7 +206,7 @@ def value_of(result: ResultEnvelope, plan: Plan, call_id: str, machine_id: str |
     Decoded by the call's own options, never by what the delivered envelope says.
     """
     fn_ref = plan.fn_ref
-    pickle, may_import = plan.options.pickle, _trusted_modules(fn_ref)
+    pickle, may_import = plan.options.pickle, trusted_modules(fn_ref)
     error = result.error
     if result.ok or error is None:
         return result.value(pickle=pickle, may_import=may_import)
@@ -219,7 +220,7 @@ def value_of(result: ResultEnvelope, plan: Plan, call_id: str, machine_id: str |
     raise tag(rebuild_exception(error, pickle=pickle, may_import=may_import), call_id, machine_id)
 
 
-def _trusted_modules(fn_ref: str) -> Callable[[str], bool]:
+def trusted_modules(fn_ref: str) -> Callable[[str], bool]:
     """Which modules not imported yet a result may import: the function's own module and those
     of its top-level package, never one the result merely names (see docs/threat-model.md)."""
     module = fn_ref.partition(":")[0]

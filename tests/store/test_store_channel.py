@@ -3,6 +3,7 @@ mode, ``FLYJOBS_RESULTS=store``, no ``FLYJOBS_INBOX_HOST``, and moto as the S3 s
 
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from _store_helpers import APP, live_machines, objects
 from click.testing import CliRunner
 
 import flyjobs
-from flyjobs._runtime import get_runtime
+from flyjobs._runtime import get_runtime, shutdown_runtime
+from flyjobs._store import Store, StoreConfig
 from flyjobs.cli import cli
 
 
@@ -68,6 +70,64 @@ def test_a_batch_journal_lives_in_the_store(fly_store: str, tmp_path: Path) -> N
     assert len(ledger.read_text().split()) == 4  # the rerun ran nothing
     assert CliRunner().invoke(cli, ["batch", "rm", "in-store"]).exit_code == 0
     assert objects(fly_store) == []
+
+
+class _RunsCode:
+    """Unpickling it touches a file: what a forged pickled record would do in the caller."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_store_journal_records_that_were_forged_or_moved_are_never_decoded(
+    fly_store: str, tmp_path: Path
+) -> None:
+    """Anyone who can write to the bucket can write a journal record: records are sealed with
+    the result key (and their input), so a forged one, even pickled code, runs nothing here,
+    and a record copied to another input's name is not taken for its value."""
+    ledger, marker = tmp_path / "ledger.txt", tmp_path / "pwned"
+    fn = funcs.counted_square.with_options(pickle=True)
+    inputs = [(x, str(ledger)) for x in range(4)]
+    assert list(fn.starmap(inputs, batch="sealed")) == [0, 1, 4, 9]
+    config = StoreConfig.load(f"s3://{fly_store}/flyjobs")
+    assert config is not None
+    store = Store(config)
+    keys = sorted(info.key for info in objects(fly_store, "batches/sealed"))
+    records = {key: store.get_sync(key) for key in keys}
+    forged, moved_to, moved_from = keys[0], keys[1], keys[2]
+    store.put_sync(forged, pickle.dumps(_RunsCode(str(marker))))
+    record = records[moved_from]
+    assert record is not None
+    store.put_sync(moved_to, record)
+    assert list(fn.starmap(inputs, batch="sealed")) == [0, 1, 4, 9]
+    assert not marker.exists(), "a forged journal record ran code in the caller"
+    assert len(ledger.read_text().split()) == 4 + 2  # the forged and the moved inputs ran again
+    assert CliRunner().invoke(cli, ["batch", "rm", "sealed"]).exit_code == 0
+
+
+def test_a_store_journal_without_a_result_key_is_refused_before_any_machine(
+    bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The embedded emulator (no Fly settings) with a store: no result key to seal records with.
+    for var in (
+        "FLY_API_TOKEN",
+        "FLY_API_HOSTNAME",
+        "FLY_APP",
+        "FLYJOBS_IMAGE",
+        "FLYJOBS_RESULT_KEY",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("FLYJOBS_STORE", f"s3://{bucket}/flyjobs")
+    shutdown_runtime()
+    try:
+        with pytest.raises(flyjobs.ConfigError, match="FLYJOBS_RESULT_KEY"):
+            funcs.counted_square.starmap([(1, str(tmp_path / "ledger"))], batch="unsealed")
+        assert not (tmp_path / "ledger").exists()
+    finally:
+        shutdown_runtime()
 
 
 def test_a_batch_over_the_store_runs_fixed_slices_on_few_machines(fly_store: str) -> None:
