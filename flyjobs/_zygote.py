@@ -24,6 +24,7 @@ closes, every child's group is killed and the server exits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -43,7 +44,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ("STARTUP_ENV", "startup_env")
+__all__ = ("STARTUP_ENV", "signal_machine", "startup_env")
 
 #: Variables the interpreter reads while it starts (sys.path, flags, encodings, locale, the
 #: user's site folder). A child of this server keeps the server's start, so it is used only
@@ -95,7 +96,7 @@ class _Server:
                 elif "signal" in request:
                     pid, signum = request["signal"]
                     if pid in self.children:
-                        self.kill_group(pid, signum)
+                        signal_machine(pid, signum)
 
     def fork(self, spec: list[Any], fds: list[int]) -> tuple[list[str], dict[str, str], str] | None:
         argv, env, cwd = spec
@@ -145,20 +146,27 @@ class _Server:
             if info is None:
                 return
             pid = info.si_pid
-            self.kill_group(pid, signal.SIGKILL)
+            signal_machine(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
             self.children.discard(pid)
             self.send({"exited": [pid, status]})
 
-    def kill_group(self, pid: int, signum: int) -> None:
-        try:
-            os.killpg(pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     def kill_all(self) -> None:
         for pid in self.children:
-            self.kill_group(pid, signal.SIGKILL)
+            signal_machine(pid, signal.SIGKILL)
+
+
+def signal_machine(pid: int, signum: int) -> None:
+    """Send ``signum`` to the process group of the machine whose main process is ``pid``."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        # A child not yet scheduled since its fork has not made its group yet (nor any process
+        # of its own): the signal is for the child itself.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+    except PermissionError:
+        pass
 
 
 def _run_machine(argv: list[str], env: dict[str, str], cwd: str) -> int:

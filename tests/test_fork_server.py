@@ -217,3 +217,21 @@ def test_stopping_the_emulator_ends_its_forked_machines(tmp_path: Path) -> None:
         assert _holders(fifo) == set(), "a machine process outlived the emulator"
     finally:
         os.close(writer)
+
+
+def test_a_signal_reaches_a_machine_that_has_no_group_yet() -> None:
+    """Under load a forked child may not have run (made its own session) when its machine is
+    stopped: the signal must reach the child itself, not be dropped with the missing group."""
+    import subprocess
+    import sys
+
+    from flyjobs._zygote import signal_machine
+
+    # A process in this test's own group, as a child is between its fork and its setsid().
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        signal_machine(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.wait()

@@ -12,7 +12,6 @@ Linux only (pidfds, ``SOCK_SEQPACKET``); elsewhere every machine is a fresh proc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ from collections.abc import Callable
 
 import msgpack  # type: ignore[import-untyped]
 
-from .._zygote import startup_env
+from .._zygote import signal_machine, startup_env
 from ._process import USE_PIDFD, ExitStatus, ProcessHandle
 
 __all__ = ("ForkServers",)
@@ -135,8 +134,18 @@ class _ForkServer:
         return None
 
     def signal(self, pid: int, signum: int) -> None:
-        with contextlib.suppress(OSError):
+        """Have the server signal ``pid``'s group; a server that cannot be told is given up
+        (which kills every machine it started): a signal is never lost."""
+        if self.broken:
+            return
+        try:
+            self._sock.settimeout(_ANSWER_S)
             self._sock.send(msgpack.packb({"signal": [pid, signum]}))
+        except OSError:
+            self._break()
+        finally:
+            if not self.broken:
+                self._sock.setblocking(False)
 
     def wait_for_exit(self, pid: int) -> None:
         """Block until the server reports ``pid`` reaped (at most `_ANSWER_S` a message)."""
@@ -215,8 +224,7 @@ class _ForkServer:
         for pid, handle in handles.items():
             # In case the server died first: its children were adopted by init, and the
             # group of one not yet reaped can still be killed.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            signal_machine(pid, signal.SIGKILL)
             handle.exited(-signal.SIGKILL)
 
     def close(self) -> None:
