@@ -184,7 +184,13 @@ def _run_machine(argv: list[str], env: dict[str, str], cwd: str) -> int:
 
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
-    machine = _Server(sock).serve()
+    server = _Server(sock)
+    try:
+        machine = server.serve()
+    except (BrokenPipeError, ConnectionResetError):
+        # The emulator went away while this was telling it something: end as at its hang-up.
+        server.kill_all()
+        return
     if machine is not None:
         # A normal interpreter exit from here, as the worker's own, flushes output and runs
         # the atexit handlers the function registered.

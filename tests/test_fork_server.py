@@ -208,11 +208,12 @@ def test_stopping_the_emulator_ends_its_forked_machines(tmp_path: Path) -> None:
         with serve_in_thread(EmulatorConfig(tokens=["t0ken-for-the-fork-test"])) as emu:
             with sync_client(emu) as client:
                 app = new_app(client)
-                create(client, app, [*_WORKER, "--payload", str(fifo)])
-                for _ in range(2000):  # until the worker has opened it (a bound, not a timing)
-                    if _holders(fifo):
-                        break
-                    time.sleep(0.005)
+                machine = create(client, app, [*_WORKER, "--payload", str(fifo)])
+                wait_ok(client, app, machine["id"], "started")
+                # Until the worker has opened it: a bound for a stuck run, not a timing.
+                give_up_at = time.monotonic() + 120
+                while not _holders(fifo) and time.monotonic() < give_up_at:
+                    time.sleep(0.01)
                 assert len(_holders(fifo)) == 1
         assert _holders(fifo) == set(), "a machine process outlived the emulator"
     finally:
