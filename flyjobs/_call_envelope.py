@@ -14,6 +14,9 @@ any class named in the arguments is imported::
                                   # next call (absent: false)
      "then": [bytes],             # call envelopes the machine runs after this one, in order (a
                                   # fixed slice of a batch, over the object store; absent: [])
+     "concurrent": [bytes],       # with pulls: call envelopes the machine runs at the same time
+                                  # as this one, each starting a pull loop of its own (a warm
+                                  # pool's max_concurrency; absent: [], one loop)
      "schedule": None | {...},    # a scheduled function's payload: no caller, see below
      "idle_s": float}             # with pulls: seconds the answer may be held (absent:
                                   # NEXT_INPUT_WAIT_S)
@@ -61,6 +64,9 @@ class CallEnvelope:
         in the payload (empty until then).
     :ivar then: encoded call envelopes to run after this one, in order (a batch machine's fixed
         slice of inputs when results go through the object store and it cannot pull).
+    :ivar concurrent: encoded call envelopes to run at the same time as this one, each the
+        first call of a pull loop of its own (the further slots of a warm pool's machine with
+        ``max_concurrency`` > 1).
     :ivar schedule: for a scheduled function's payload, its schedule (see the module
         docstring); None for a call.
     """
@@ -71,6 +77,7 @@ class CallEnvelope:
         "pulls",
         "batch_id",
         "call_id",
+        "concurrent",
         "deadline",
         "fn",
         "idle_s",
@@ -97,9 +104,11 @@ class CallEnvelope:
         then: list[bytes] | None = None,
         schedule: dict[str, Any] | None = None,
         idle_s: float = NEXT_INPUT_WAIT_S,
+        concurrent: list[bytes] | None = None,
     ) -> None:
         self.pulls = pulls
         self.then = then or []
+        self.concurrent = concurrent or []
         self.idle_s = idle_s
         self.call_id = call_id
         self.fn = fn
@@ -191,6 +200,7 @@ def encode_call(
     then: Sequence[bytes] = (),
     schedule: Mapping[str, Any] | None = None,
     idle_s: float = NEXT_INPUT_WAIT_S,
+    concurrent: Sequence[bytes] = (),
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -205,6 +215,8 @@ def encode_call(
     :param pulls: the machine asks for its next input when it delivers this result.
     :param then: encoded calls the machine runs after this one, in order.
     :param idle_s: with ``pulls``, seconds the answer to that delivery may be held.
+    :param concurrent: with ``pulls``, encoded calls the machine runs at the same time as this
+        one, each in a pull loop of its own.
     :param arguments_url: a URL the worker GETs the encoded arguments from instead (then
         `arguments` must be ``b""``).
     :param schedule: makes a scheduled function's payload (see the module docstring).
@@ -228,6 +240,8 @@ def encode_call(
         "then": list(then),
         "idle_s": float(idle_s),
     }
+    if concurrent:
+        envelope["concurrent"] = list(concurrent)
     if schedule is not None:
         envelope["schedule"] = dict(schedule)
     return pack(envelope)
@@ -253,17 +267,18 @@ def decode_call(data: bytes) -> CallEnvelope:
         arguments_data=field(envelope, "arguments", bytes),
         arguments_url=field(envelope, "arguments_url", (str, type(None))),
         pulls=envelope.get("pulls") is True,
-        then=_then(envelope.get("then")),
+        then=_calls(envelope.get("then"), "then"),
+        concurrent=_calls(envelope.get("concurrent"), "concurrent"),
         schedule=field(envelope, "schedule", (dict, type(None))),
         idle_s=_idle_s(envelope.get("idle_s", NEXT_INPUT_WAIT_S)),
     )
 
 
-def _then(value: object) -> list[bytes]:
+def _calls(value: object, name: str) -> list[bytes]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(call, bytes) for call in value):
-        raise SerializationError("flyjobs envelope field 'then' is malformed")
+        raise SerializationError(f"flyjobs envelope field {name!r} is malformed")
     return value
 
 

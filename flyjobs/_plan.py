@@ -100,10 +100,12 @@ class Plan:
         pulls: bool = False,
         then: Sequence[bytes] = (),
         idle_s: float = NEXT_INPUT_WAIT_S,
+        concurrent: Sequence[bytes] = (),
     ) -> bytes:
         """The call envelope a worker reads; ``deadline`` is the client's (unix s), the worker
         gets a little more so that the client decides first. With ``arguments_url`` the worker
-        GETs the arguments there instead; ``then`` are the calls it runs after this one."""
+        GETs the arguments there instead; ``then`` are the calls it runs after this one,
+        ``concurrent`` those it runs at the same time (see `flyjobs._call_envelope`)."""
         return encode_call(
             self.fn_ref,
             call_id=call_id,
@@ -117,6 +119,7 @@ class Plan:
             pulls=pulls,
             then=then,
             idle_s=idle_s,
+            concurrent=concurrent,
         )
 
     def machine_config(self, name: str, payload: bytes, *, deadline: float | None) -> MachineConfig:

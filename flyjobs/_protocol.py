@@ -78,6 +78,16 @@ RESERVED_ENV = frozenset(
 #: envelope as body, or ``204`` when the batch has no more work for it (the machine then exits).
 #: It is the machine's idle period; the worker's read timeout for that answer is longer.
 NEXT_INPUT_WAIT_S = 5.0
+# A machine may run several calls at once (a warm pool's ``max_concurrency``): its first call
+# envelope then lists, in ``concurrent``, the first call of each further slot (the pool's no-op
+# `keep_warm` for a slot with nothing to do yet). Each slot is a pull loop of its own, with its
+# own result URL, deadline and output tail, in one process. A slot ends alone when the inbox
+# answers it with "no more work", when its call ran past its deadline, and when the inbox no
+# longer has a ticket for its result (404, 410: the caller gave up on the call); the machine
+# exits when every slot has ended (or every slot still running is past its deadline). Any
+# other failure of a slot ends the machine, and the caller retries the calls its other slots
+# held.
+
 #: Seconds past its idle period (``idle_s``) by which a machine waiting for its next input has
 #: ended itself, whatever happened to the caller: the worker's read timeout for the answer, and
 #: its deadline while it waits (plus the deadline thread's one-second poll).
@@ -261,6 +271,7 @@ TIME_ORIGIN_ENV = "FLYJOBS_TIME_ORIGIN"
 
 
 def keep_warm() -> None:
-    """The call a warm pool's idle machine at ``min`` is given when its idle period ends: it
-    does nothing, and delivering its result renews the machine's wait for a call (a worker
-    never waits for its next input longer than the call's ``idle_s``)."""
+    """The call a warm pool's idle machine is given when its idle period ends and the pool
+    keeps it (at ``min``, or while another of its slots is busy), and the first call of a slot
+    that has no work yet: it does nothing, and delivering its result renews the wait for a call
+    (a worker never waits for its next input longer than the call's ``idle_s``)."""

@@ -3,15 +3,18 @@
 It reads the call payload at the fixed guest path (under ``$FLYJOBS_MACHINE_ROOT`` in the local
 emulator), imports the function, runs it under the call's deadline, delivers the result envelope
 with one HTTP PUT to the URL the payload names, and exits with a code from `flyjobs._protocol`.
-A call with ``pulls`` belongs to a batch machine: the answer to its delivery may carry the next
-call envelope, which the worker runs in the same process (the function stays imported), until
-the answer is "no more work" (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`). The exit code is the
-last call's. While it waits for that answer (up to the call's ``idle_s``) its deadline is the end
-of the wait plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by then
-(`flyjobs._protocol.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A machine
-that may run more than one call (``pulls``, a fixed slice in ``then``, any batch's) writes a line
-before and after each call's output (`flyjobs._protocol.call_mark`), so that a call's lines can
-be told apart in the machine's logs. Exit codes:
+A call with ``pulls`` belongs to a batch or pool machine: the answer to its delivery may carry
+the next call envelope, which the worker runs in the same process (the function stays
+imported), until the answer is "no more work" (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`).
+While it waits for that answer (up to the call's ``idle_s``) its deadline is the end of the wait
+plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by then
+(`flyjobs._protocol.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A call
+with ``concurrent`` calls (a warm pool's ``max_concurrency``) runs them at the same time, each
+in a slot (a pull loop) of its own with its own deadline and output tail (see `_Worker`).
+A machine that may run more than one call (``pulls``, a fixed slice in ``then``, any batch's)
+writes a line before and after each call's output (`flyjobs._protocol.call_mark`), and one that
+runs calls at the same time writes each line of a call as `flyjobs._protocol.call_line`, so that
+a call's lines can be told apart in the machine's logs. The exit code is the last call's:
 
 - ``EXIT_OK``: a result was delivered (the function's own exception is a delivered result);
 - ``EXIT_BAD_PAYLOAD``: the payload is missing, unreadable, or not a flyjobs call;
@@ -44,6 +47,7 @@ import os
 import sys
 import time
 import types
+from _contextvars import ContextVar
 
 from flyjobs._call_envelope import CallEnvelope, decode_call
 from flyjobs._codec import import_reference
@@ -58,6 +62,7 @@ from flyjobs._protocol import (
     MACHINE_ROOT_ENV,
     PAYLOAD_GUEST_PATH,
     RESULT_KEY_ENV,
+    call_line,
     call_mark,
     seal_result,
     set_importing_function,
@@ -102,33 +107,85 @@ def payload_path() -> str:
     return os.path.join(root, PAYLOAD_GUEST_PATH.lstrip("/"))
 
 
+#: The slot (see `_Worker`) whose call runs in this thread or asyncio task: what it writes goes
+#: to that call's output tail. Unset in threads a function started itself.
+_SLOT: ContextVar[int] = ContextVar("flyjobs_worker_slot")
+
+
+class _Kept:
+    """The last `limit` characters written for one call (written from any thread)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: list[str] = []
+        self._size = 0
+        self._lock = _thread.allocate_lock()
+
+    def add(self, text: str) -> None:
+        with self._lock:
+            self._chunks.append(text)
+            self._size += len(text)
+            if self._size > 2 * self._limit:
+                self._chunks = ["".join(self._chunks)[-self._limit :]]
+                self._size = len(self._chunks[0])
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._chunks)[-self._limit :]
+
+
 class _Tail:
-    """A text stream that writes through to `stream` and keeps the last `limit` characters."""
+    """A text stream that writes through to `stream` and keeps the last `limit` characters of
+    each slot's current call.
+
+    What a call's own thread (or asyncio task) writes is that call's alone; what other threads
+    write (threads a function started, which cannot be told apart) goes to every slot's tail,
+    so with one slot a call's tail has all of its output. With `prefixed` (slots run at the
+    same time), a call's lines go through whole, each as `flyjobs._protocol.call_line`.
+    """
 
     def __init__(self, stream: TextIO, limit: int) -> None:
         self._stream = stream
         self._limit = limit
-        self._chunks: list[str] = []
-        self._size = 0
+        self._kept: dict[int, _Kept] = {}
         self._mid_line = False
+        self.prefixed = False
+        #: with `prefixed`: each slot's call id and the line it has begun
+        self._lines: dict[int, tuple[str, str]] = {}
 
     def write(self, text: str) -> int:
-        written = self._stream.write(text)
-        if text:
-            self._mid_line = not text.endswith("\n")
-        self._chunks.append(text)
-        self._size += len(text)
-        if self._size > 2 * self._limit:
-            self._chunks = [self.text()]
-            self._size = len(self._chunks[0])
+        slot = _SLOT.get(-1)
+        kept = self._kept.get(slot)
+        if self.prefixed and kept is not None:
+            call_id, begun = self._lines[slot]
+            *lines, rest = (begun + text).split("\n")
+            self._lines[slot] = (call_id, rest)
+            if lines:
+                self._write_lines([call_line(call_id, line) for line in lines])
+            written = len(text)
+        else:
+            written = self._stream.write(text)
+            if text:
+                self._mid_line = not text.endswith("\n")
+        for each in [kept] if kept is not None else list(self._kept.values()):
+            each.add(text)
         return written
 
-    def text(self) -> str:
-        return "".join(self._chunks)[-self._limit :]
+    def start(self, slot: int, call_id: str) -> None:
+        """Keep a fresh tail for `slot`, whose call `call_id` starts."""
+        self._kept[slot] = _Kept(self._limit)
+        self._lines[slot] = (call_id, "")
 
-    def reset(self) -> None:
-        """Forget what was kept (a machine's next input starts a fresh tail)."""
-        self._chunks, self._size = [], 0
+    def finish(self, slot: int) -> None:
+        """`slot`'s call has ended: write the line it left unfinished, if prefixed."""
+        call_id, begun = self._lines.get(slot, ("", ""))
+        if self.prefixed and begun:
+            self._lines[slot] = (call_id, "")
+            self._write_lines([call_line(call_id, begun)])
+
+    def text(self, slot: int) -> str:
+        kept = self._kept.get(slot)
+        return "" if kept is None else kept.text()
 
     def end_line(self) -> None:
         """End a line left unfinished, so that what is written next starts a line of its own."""
@@ -138,9 +195,13 @@ class _Tail:
         self._stream.flush()
 
     def write_line(self, line: str) -> None:
-        """Write ``line`` through on a line of its own, outside the kept tail."""
+        """Write ``line`` through on a line of its own, outside the kept tails."""
+        self._write_lines([line])
+
+    def _write_lines(self, lines: list[str]) -> None:
         self.end_line()
-        self._stream.write(line + "\n")
+        # One write: lines of slots that write at once do not cut into each other.
+        self._stream.write("".join(line + "\n" for line in lines))
         self._stream.flush()
 
     def __getattr__(self, name: str) -> Any:
@@ -148,43 +209,51 @@ class _Tail:
         return getattr(self._stream, name)
 
 
-class _Deadline:
-    """Ends the process with EXIT_DEADLINE once the current deadline (unix s) has passed.
+class _Deadlines:
+    """Ends the process with EXIT_DEADLINE once every slot still running is past its deadline
+    (unix s); with one slot, once its deadline has passed.
 
-    It stays armed through delivery too, so that a machine never outlives its deadline; a
-    machine that takes more than one input moves it with each input. A thread rather than
-    SIGALRM: the function may use ``signal.alarm`` itself and would silently replace the
-    handler. Code that holds the GIL in C for long starves the thread (as it would a signal
-    handler); faulthandler's C watchdog ends such a process a little later.
+    A slot's deadline is its call's, then the end of its wait for the next call (it stays armed
+    through delivery too, so that a machine never outlives its deadline); a slot that has ended
+    has none. A call that runs past its deadline while other slots run goes on (a thread cannot
+    be stopped) but delivers nothing, and holds the process up no longer than they do. A thread
+    rather than SIGALRM: the function may use ``signal.alarm`` itself and would silently replace
+    the handler. Code that holds the GIL in C for long starves the thread (as it would a signal
+    handler); faulthandler's C watchdog ends such a process a little after the last deadline.
     """
 
     def __init__(self) -> None:
-        self.at = 0.0
-        self.fn_ref = ""
+        self._at: dict[int, tuple[float, str]] = {}
         self._started = False
 
-    def set(self, at: float, fn_ref: str) -> None:
-        self.at, self.fn_ref = at, fn_ref
+    def set(self, slot: int, at: float, fn_ref: str) -> None:
+        self._at[slot] = (at, fn_ref)
         if not self._started:
             self._started = True
             _thread.start_new_thread(self._watch, ())
         stderr = sys.__stderr__
         if stderr is not None:
-            remaining_s = max(at - time.time(), 0.0)
+            latest = max(at for at, _ in list(self._at.values()))
             faulthandler.dump_traceback_later(
-                remaining_s + _HARD_STOP_GRACE_S, exit=True, file=stderr
+                max(latest - time.time(), 0.0) + _HARD_STOP_GRACE_S, exit=True, file=stderr
             )
+
+    def clear(self, slot: int) -> None:
+        """`slot` has ended: it holds the process up no longer."""
+        self._at.pop(slot, None)
 
     def _watch(self) -> None:
         while True:
-            remaining_s = self.at - time.time()
-            if remaining_s <= 0:
+            running = list(self._at.values())
+            remaining_s = max((at for at, _ in running), default=0.0) - time.time()
+            if running and remaining_s <= 0:
                 break
-            # Woken at least once a second: a later input may have moved the deadline.
-            time.sleep(min(remaining_s, 1.0))
+            # Woken at least once a second: a later input may have moved a deadline.
+            time.sleep(min(remaining_s, 1.0) if running else 1.0)
         # No flush of the output streams: they are line buffered (see _capture_output), and
         # flushing could block on a lock the stuck main thread holds.
-        _log(f"deadline passed while running {self.fn_ref}; exiting {EXIT_DEADLINE}")
+        fn_refs = ", ".join(sorted({fn_ref for _, fn_ref in running}))
+        _log(f"deadline passed while running {fn_refs}; exiting {EXIT_DEADLINE}")
         os._exit(EXIT_DEADLINE)
 
 
@@ -216,21 +285,54 @@ def _import_function(ref: str) -> Callable[..., Any]:
     return fn
 
 
-def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    result = fn(*args, **kwargs)
-    if isinstance(result, types.CoroutineType):
+class _EventLoop:
+    """The one event loop of the machine's async functions, in a thread of its own (started
+    with the first coroutine). Async calls that run at once share it, as in any asyncio
+    program, and module state bound to a loop (clients, connection pools) stays usable from
+    one call to the next."""
+
+    def __init__(self) -> None:
+        self._loop: Any = None
+        self._lock = _thread.allocate_lock()
+
+    def run(self, coroutine: Any) -> Any:
+        """Run `coroutine` on the loop; return its value or raise its exception, here."""
         import asyncio
 
-        return asyncio.run(result)
-    return result
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                _thread.start_new_thread(self._serve, (self._loop,))
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    @staticmethod
+    def _serve(loop: Any) -> None:
+        while True:
+            try:
+                loop.run_forever()
+            except BaseException:
+                # KeyboardInterrupt or SystemExit from a coroutine leave run_forever after the
+                # task has taken them as its outcome: the loop goes on serving the others.
+                continue
+
+
+def _call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], loop: _EventLoop
+) -> Any:
+    """Call `fn`; a coroutine it returns runs on `loop`."""
+    value = fn(*args, **kwargs)
+    if isinstance(value, types.CoroutineType):
+        return loop.run(value)
+    return value
 
 
 def _from_user_code(exc: BaseException) -> BaseException:
-    """`exc` with the leading frames of the worker (and of asyncio.run) cut from its traceback."""
+    """`exc` with the leading frames of the worker (and of asyncio's) cut from its traceback."""
     ours = [__file__]
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is not None and asyncio.__file__:
-        ours.append(os.path.dirname(asyncio.__file__) + os.sep)
+    for name in ("asyncio", "concurrent.futures"):
+        module = sys.modules.get(name)
+        if module is not None and module.__file__:
+            ours.append(os.path.dirname(module.__file__) + os.sep)
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         if not tb.tb_frame.f_code.co_filename.startswith(tuple(ours)):
@@ -239,54 +341,129 @@ def _from_user_code(exc: BaseException) -> BaseException:
     return exc.with_traceback(tb)
 
 
+def _exit_now(code: int) -> None:
+    """End the process at once, whatever its other threads are running."""
+    # No flush, as in _Deadlines: the streams are line buffered, and another thread may hold
+    # their lock.
+    _log(f"exiting {code}")
+    os._exit(code)
+
+
+class _Slot:
+    """One of the machine's pull loops: the index its output is kept under, and its current
+    call's timings."""
+
+    __slots__ = ("index", "timings", "too_large", "unwanted")
+
+    def __init__(self, index: int, started: float) -> None:
+        self.index = index
+        self.timings: dict[str, float] = {"worker_start": started}
+        self.too_large = False
+        #: the inbox has no ticket for the result any more (404, 410): the caller gave up on it
+        self.unwanted = False
+
+
 class _Worker:
     """A machine's run: one call, or (for a call with ``pulls``) each next call the inbox
-    answers a delivery with, in the same process, until the batch has no more work."""
+    answers a delivery with, in the same process, until there is no more work for it.
+
+    A call with ``concurrent`` calls gives the machine one slot per call, each such a loop: the
+    first in the main thread, the others in threads of their own (`flyjobs._protocol` says how
+    slots end). Sync functions run in their slot's thread, async ones on `_EventLoop`.
+    """
 
     def __init__(self, started: float, result_key: str | None) -> None:
+        self.started = started
         self.result_key = result_key
-        self.timings: dict[str, float] = {"worker_start": started}
         self.stdout: _Tail | None = None
         self.stderr: _Tail | None = None
-        self.deadline = _Deadline()
-        self.too_large = False
+        self.deadlines = _Deadlines()
+        self.loop = _EventLoop()
         self.marks = False
         self._functions: dict[str, Callable[..., Any]] = {}
+        #: held while a slot imports its function or decodes its arguments: a module another
+        #: slot is importing is in sys.modules before it is complete
+        self._imports = _thread.allocate_lock()
+        #: exit codes of the slots (other than the first) that have ended
+        self._ended: list[int] = []
 
     def run(self, call: CallEnvelope) -> int:
-        """Run `call` and every call that follows it; return the exit code of the last."""
+        """Run the slots of `call` and its ``concurrent`` calls; return the exit code: the first
+        slot's, else the first other slot's that is not EXIT_OK."""
         self.stdout, self.stderr = _capture_output()
         # A machine that may run more than one call marks each call's output (_protocol): a
         # batch's (whose machine may be named for the batch even with one input) or a pool's.
         self.marks = call.pulls or bool(call.then) or bool(call.batch_id)
+        try:
+            others = [decode_call(data) for data in call.concurrent]
+        except SerializationError as exc:
+            _log(f"bad concurrent call in the payload: {exc}")
+            return EXIT_BAD_PAYLOAD
+        self.stdout.prefixed = self.stderr.prefixed = self.marks and bool(others)
+        joins = [self._start_slot(index, other) for index, other in enumerate(others, 1)]
+        code, alone = self._loop(0, call)
+        if not alone:
+            return code  # the other slots' calls end with the process; the caller retries them
+        for ended in joins:
+            # Each other slot ends by itself, or `_Deadlines` ends the process.
+            ended.acquire()
+        return next((each for each in (code, *self._ended) if each != EXIT_OK), EXIT_OK)
+
+    def _start_slot(self, index: int, call: CallEnvelope) -> Any:
+        """Run slot `index` in a thread; return a lock that is released when it ends."""
+        ended = _thread.allocate_lock()
+        ended.acquire()
+        _thread.start_new_thread(self._slot_thread, (index, call, ended))
+        return ended
+
+    def _slot_thread(self, index: int, call: CallEnvelope, ended: Any) -> None:
+        code, alone = EXIT_DELIVERY_FAILED, False
+        try:
+            code, alone = self._loop(index, call)
+        except BaseException as exc:
+            _log(f"slot {index} failed: {type(exc).__name__}: {exc}")
+        if not alone:
+            # A failure of the machine's (payload, import, delivery): it ends, and the caller
+            # retries the calls its other slots hold, as for any machine that dies.
+            _exit_now(code)
+        self._ended.append(code)
+        ended.release()
+
+    def _loop(self, index: int, call: CallEnvelope) -> tuple[int, bool]:
+        """Run `call` and every call that follows it in slot `index`; return the exit code of
+        the last, and whether the slot ends alone (the others go on): when it has no more work,
+        or its call ran past its deadline, or its caller no longer wanted the result."""
+        _SLOT.set(index)
+        slot = _Slot(index, self.started)
         code = EXIT_OK
         following = list(call.then)  # a fixed slice: the calls after this one
         next_call: CallEnvelope | None = call
         while next_call is not None:
-            code, next_call = self._run_one(next_call)
+            code, next_call = self._run_one(slot, next_call)
             if next_call is None and code == EXIT_OK and following:
                 try:
                     next_call = decode_call(following.pop(0))
                 except SerializationError as exc:
                     _log(f"bad call in the machine's slice: {exc}")
-                    return EXIT_BAD_PAYLOAD
-        return code
+                    return EXIT_BAD_PAYLOAD, False
+        self.deadlines.clear(index)
+        return code, code in (EXIT_OK, EXIT_DEADLINE) or slot.unwanted
 
-    def _run_one(self, call: CallEnvelope) -> tuple[int, CallEnvelope | None]:
+    def _run_one(self, slot: _Slot, call: CallEnvelope) -> tuple[int, CallEnvelope | None]:
         if call.deadline - time.time() <= 0:
             _log(f"deadline passed before {call.call_id} started; exiting {EXIT_DEADLINE}")
             return EXIT_DEADLINE, None
-        self._mark("start", call.call_id)
-        self.deadline.set(call.deadline, call.fn)
         for tail in (self.stdout, self.stderr):
             if tail is not None:
-                tail.reset()
+                tail.start(slot.index, call.call_id)
+        self._mark(slot, "start", call.call_id)
+        self.deadlines.set(slot.index, call.deadline, call.fn)
         sys.path[:0] = [entry for entry in call.sys_path if entry not in sys.path]
         try:
             fn = self._function(call.fn)
         except (Exception, SystemExit) as exc:
             _log(f"cannot import {call.fn}: {type(exc).__name__}: {exc}")
-            self._deliver(call, self._encode_error(call, "import", exc), final=True)
+            self._deliver(slot, call, self._encode_error(slot, call, "import", exc), final=True)
             return EXIT_IMPORT_FAILED, None
         if call.arguments_url:
             try:
@@ -295,74 +472,89 @@ class _Worker:
                 _log(f"cannot fetch the arguments of {call.call_id}: {exc}")
                 return EXIT_BAD_PAYLOAD, None
         try:
-            args, kwargs = call.arguments()
+            with self._imports:
+                args, kwargs = call.arguments()
         except SerializationError as exc:
             _log(f"cannot decode the arguments of {call.call_id}: {exc}")
             missing_class = isinstance(exc.__cause__, (ImportError, AttributeError))
-            delivered, next_call = self._deliver(call, self._encode_error(call, "arguments", exc))
+            body = self._encode_error(slot, call, "arguments", exc)
+            delivered, next_call = self._deliver(slot, call, body)
             if delivered and next_call is not None:
                 return EXIT_OK, next_call
             return (EXIT_IMPORT_FAILED if missing_class else EXIT_BAD_PAYLOAD), None
-        body = self._run_function(call, fn, args, kwargs)
-        delivered, next_call = self._deliver(call, body)
+        body = self._run_function(slot, call, fn, args, kwargs)
+        if time.time() >= call.deadline:
+            # It ran past its deadline while other slots kept the process up: the caller has
+            # given up on it.
+            _log(f"{call.call_id} ended past its deadline; its result is not delivered")
+            return EXIT_DEADLINE, None
+        delivered, next_call = self._deliver(slot, call, body)
         if delivered:
             return EXIT_OK, next_call
-        return (EXIT_RESULT_TOO_LARGE if self.too_large else EXIT_DELIVERY_FAILED), None
+        return (EXIT_RESULT_TOO_LARGE if slot.too_large else EXIT_DELIVERY_FAILED), None
 
-    def _mark(self, kind: str, call_id: str) -> None:
+    def _mark(self, slot: _Slot, kind: str, call_id: str) -> None:
         """Mark the ``kind`` ("start" or "end") of a call's output, on a machine that marks."""
         if not self.marks or self.stdout is None or self.stderr is None:
             return
+        if kind == "end":
+            self.stdout.finish(slot.index)
+            self.stderr.finish(slot.index)
         # Both streams may share the machine's output: neither may leave a line unfinished.
         self.stderr.end_line()
         self.stdout.write_line(call_mark(kind, call_id))
 
     def _function(self, ref: str) -> Callable[..., Any]:
-        fn = self._functions.get(ref)
-        if fn is None:
-            fn = self._functions[ref] = _import_function(ref)
-        return fn
+        with self._imports:
+            fn = self._functions.get(ref)
+            if fn is None:
+                fn = self._functions[ref] = _import_function(ref)
+            return fn
 
     def _run_function(
         self,
+        slot: _Slot,
         call: CallEnvelope,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> bytes:
         """Run the function; return the encoded result (its value or its exception)."""
-        self.timings["function_start"] = time.time()
+        slot.timings["function_start"] = time.time()
         try:
-            value = _call(fn, args, kwargs)
+            value = _call(fn, args, kwargs, self.loop)
         except BaseException as exc:
             # KeyboardInterrupt and the user's own BaseException subclasses too: they are the
             # function's outcome, delivered like any exception.
-            self.timings["function_end"] = time.time()
-            return self._encode_error(call, "call", _from_user_code(exc))
-        self.timings["function_end"] = time.time()
+            slot.timings["function_end"] = time.time()
+            return self._encode_error(slot, call, "call", _from_user_code(exc))
+        slot.timings["function_end"] = time.time()
         try:
-            return self._encode(call, value=value)
+            return self._encode(slot, call, value=value)
         except SerializationError as exc:
-            return self._encode_error(call, "result", exc)
+            return self._encode_error(slot, call, "result", exc)
 
     def _encode(
-        self, call: CallEnvelope, value: object = None, error: ErrorInfo | None = None
+        self, slot: _Slot, call: CallEnvelope, value: object = None, error: ErrorInfo | None = None
     ) -> bytes:
         return encode_result(
             call.call_id,
             value=value,
             error=error,
-            stdout_tail=self.stdout.text() if self.stdout else "",
-            stderr_tail=self.stderr.text() if self.stderr else "",
-            timings=self.timings,
+            stdout_tail=self.stdout.text(slot.index) if self.stdout else "",
+            stderr_tail=self.stderr.text(slot.index) if self.stderr else "",
+            timings=slot.timings,
             pickle=call.pickle,
         )
 
-    def _encode_error(self, call: CallEnvelope, stage: str, exc: BaseException) -> bytes:
-        return self._encode(call, error=describe_exception(exc, stage=stage, pickle=call.pickle))
+    def _encode_error(
+        self, slot: _Slot, call: CallEnvelope, stage: str, exc: BaseException
+    ) -> bytes:
+        error = describe_exception(exc, stage=stage, pickle=call.pickle)
+        return self._encode(slot, call, error=error)
 
     def _deliver(
-        self, call: CallEnvelope, body: bytes, *, final: bool = False
+        self, slot: _Slot, call: CallEnvelope, body: bytes, *, final: bool = False
     ) -> tuple[bool, CallEnvelope | None]:
         """PUT `body` to the result URL; return (accepted, the next call if the inbox gave one).
 
@@ -370,7 +562,7 @@ class _Worker:
         """
         # The call's output ends before its result leaves: whoever has the result finds the end
         # mark in the logs, even if the machine is destroyed right after the delivery.
-        self._mark("end", call.call_id)
+        self._mark(slot, "end", call.call_id)
         pulls = call.pulls and not final
         if self.result_key:
             body = seal_result(self.result_key, body)
@@ -379,7 +571,7 @@ class _Worker:
             # is the end of that wait, and no later, so a vanished caller cannot keep the
             # machine up whatever the call's own deadline was.
             wait_until = time.time() + call.idle_s + _PUT_TIMEOUT_S + len(body) / 1048576
-            self.deadline.set(wait_until, call.fn)
+            self.deadlines.set(slot.index, wait_until, call.fn)
         for attempt in range(len(_RETRY_DELAYS_S) + 1):
             if attempt:
                 time.sleep(_RETRY_DELAYS_S[attempt - 1])
@@ -397,7 +589,8 @@ class _Worker:
                 return True, None
             if status < 500:
                 _log(f"result delivery refused: HTTP {status} ({len(body)} bytes)")
-                self.too_large = status == 413
+                slot.too_large = status == 413
+                slot.unwanted = status in (404, 410)
                 return False, None
             _log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")
         return False, None

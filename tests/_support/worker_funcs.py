@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import os
 import re
 import socket
 import sys
@@ -128,3 +129,34 @@ def unserializable_result() -> Any:
 
 def move(point: Point, dx: int) -> Point:
     return dataclasses.replace(point, x=point.x + dx)
+
+
+def _arrive(folder: str, word: str, party: int) -> bool:
+    """Mark ``word`` arrived in ``folder``; whether ``party`` calls have arrived yet."""
+    open(f"{folder}/{word}", "w").close()  # touch
+    return len(os.listdir(folder)) >= party
+
+
+def talk_and_meet(folder: str, word: str, party: int) -> str:
+    """Print ``word``, wait (up to 20 s, else raise) until ``party`` calls have arrived in
+    ``folder``, print it again: calls that can only end together, each with its own output."""
+    print(word)  # noqa: T201
+    limit = time.monotonic() + 20
+    while not _arrive(folder, word, party):
+        if time.monotonic() > limit:
+            raise TimeoutError(f"{word}: the other calls never came")
+        time.sleep(0.01)
+    print(word)  # noqa: T201
+    return word
+
+
+async def async_talk_and_meet(folder: str, word: str, party: int) -> tuple[str, int]:
+    """`talk_and_meet` for async code; also the id of the event loop it ran on."""
+    print(word)  # noqa: T201
+    limit = time.monotonic() + 20
+    while not _arrive(folder, word, party):
+        if time.monotonic() > limit:
+            raise TimeoutError(f"{word}: the other calls never came")
+        await asyncio.sleep(0.01)
+    print(word)  # noqa: T201
+    return word, id(asyncio.get_running_loop())
