@@ -172,6 +172,8 @@ class Function(Generic[P, R]):
     def __init__(self, fn: Callable[P, R], options: CallOptions) -> None:
         self._fn = fn
         self.options = options
+        if options.pool is not None:
+            options.pool._attach(fn, options)
         functools.update_wrapper(self, fn)
 
     @property

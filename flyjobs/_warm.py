@@ -8,10 +8,22 @@ where its work comes from: calls arrive one by one from the application (`PoolRu
 an idle machine waits up to the pool's ``idle_s`` for one (the call envelope's ``idle_s``, which
 also bounds the worker's own wait), and the pool keeps ``min`` machines when idle.
 
-A call goes to an idle machine if there is one; otherwise it queues, and the pool starts a new
-machine for it if fewer machines are starting than calls are queued and the pool is below
-``max``. A new machine takes the create's turn (`pace_create`) before it takes a call, so a
-call is never held back behind a create while a running machine frees up.
+A machine has ``max_concurrency`` slots, each a pull loop of its worker (the first call's
+``concurrent`` calls start the others, see `flyjobs._protocol`): a slot holds one call at a
+time, and a slot with nothing to do waits for a call ("parked"). A call goes to a parked slot
+if there is one; otherwise it queues, and the pool starts a new machine for it if the queue is
+longer than the slots about to look at it (those of starting machines, and those running a
+keep-warm call) and the pool is below ``max``. A new machine takes the create's turn
+(`pace_create`) before it takes a call, so a call is never held back behind a create while a
+running machine frees up.
+
+A machine leaves the pool ("drains": it takes no more calls, and no longer counts toward
+``max``) when it has been idle for ``idle_s`` above ``min``, when it exits, and when a call on
+it runs past its deadline or is abandoned: that machine is destroyed at once if no other call
+of it is running, otherwise it ends by itself once they are done.
+
+The pool starts at `PoolRunner.start` (``pool.start()``) or at its first call, and then starts
+machines up to ``min`` with no call (their slots run a keep-warm call, then park).
 """
 
 from __future__ import annotations
@@ -32,9 +44,9 @@ from ._channel import StoreTicket, close_ticket
 from ._dispatch import collect, note_attempts, retry_delay_s, retryable, spilled_key, ticket_for
 from ._exceptions import CallCancelledError, CallTimeoutError, ConfigError
 from ._inbox import Ticket
-from ._plan import WORKER_DEADLINE_SLACK_S, Plan
+from ._plan import WORKER_DEADLINE_SLACK_S, Plan, plan
 from ._pool import Pool
-from ._runtime import Runtime, current_runtime
+from ._runtime import Runtime, current_runtime, get_runtime
 from ._supervise import (
     EXIT_GRACE_S,
     ExitWatch,
@@ -47,21 +59,23 @@ from ._supervise import (
     tag,
 )
 
-__all__ = ("PoolRunner", "pooled_call", "shutdown_pool")
+__all__ = ("PoolRunner", "pooled_call", "shutdown_pool", "start_pool")
 
 logger = logging.getLogger("flyjobs.pool")
 
-#: What a machine held at ``min`` runs when its idle period ends with no call: a no-op call
-#: that renews its wait (the worker cannot wait for an answer forever, by design).
+#: What a slot with nothing to do runs: a no-op call whose delivery asks for the next call (a
+#: new slot's first call; an idle slot's call that renews its wait, which the worker cannot
+#: make forever, by design).
 _KEEP_WARM = "flyjobs._protocol:keep_warm"
 #: Seconds `shutdown_pool` waits for the pool's machines to be destroyed.
 _SHUTDOWN_WAIT_S = 30.0
 
 
 class _Job:
-    """One call of the application, from submission to its outcome (across attempts)."""
+    """One call of the application, from submission to its outcome (across attempts), or one
+    keep-warm call of the pool's (``state`` None; it settles when the machine is up)."""
 
-    __slots__ = ("arguments", "attempts", "done", "error", "machine", "plan", "state", "value")
+    __slots__ = ("arguments", "attempts", "done", "error", "plan", "slot", "state", "value")
 
     def __init__(self, plan: Plan, arguments: bytes, state: CallState | None) -> None:
         self.plan = plan
@@ -72,8 +86,8 @@ class _Job:
         self.done = anyio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
-        #: the machine running the job now, if any
-        self.machine: _Machine | None = None
+        #: the slot running the job now, if any
+        self.slot: _Slot | None = None
 
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         if not self.done.is_set():
@@ -81,35 +95,62 @@ class _Job:
             self.done.set()
 
 
-@dataclasses.dataclass(eq=False)
-class _Machine:
-    scope: anyio.CancelScope
-    id: str | None = None
-    #: counted among the pool's machines (until it is told there is no more work for it)
-    counted: bool = True
-    #: still waiting for its create's turn (it has no call yet)
-    starting: bool = True
-
-
-class _Parked:
-    """An idle machine waiting for a call (`PoolRunner._submit` hands it one)."""
-
-    __slots__ = ("event", "job")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.job: _Job | None = None
-
-
 @dataclasses.dataclass
 class _Held:
-    """The call a machine holds: its job, ticket and deadline (unix s)."""
+    """A slot's current call: its job, ticket and deadline (unix s)."""
 
     job: _Job
     call_id: str
     ticket: Ticket | StoreTicket
     deadline: float
     arguments_url: str | None
+
+
+@dataclasses.dataclass(eq=False)
+class _Slot:
+    """One of a machine's slots: the job it holds or was handed, or, parked, waiting for one."""
+
+    machine: _Machine
+    job: _Job | None = None
+    held: _Held | None = None
+    #: set when a parked slot is handed a job, or told to end
+    event: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    #: monotonic time (s) it last parked
+    parked_at: float = 0.0
+
+
+@dataclasses.dataclass(eq=False)
+class _Machine:
+    scope: anyio.CancelScope
+    #: the keep-warm call a machine started up to ``min`` begins with (None: a queued call)
+    first: _Job | None = None
+    id: str | None = None
+    watch: ExitWatch | None = None
+    slots: list[_Slot] = dataclasses.field(default_factory=list)
+    #: counted among the pool's machines (until it drains)
+    counted: bool = True
+    #: still waiting for its create's turn (it has no call yet)
+    starting: bool = True
+    #: takes no more calls (see the module docstring)
+    draining: bool = False
+    #: monotonic time (s) a call of the application last started or ended on it
+    active_at: float = 0.0
+
+    @property
+    def open(self) -> bool:
+        return not self.draining and not (self.watch is not None and self.watch.exited.is_set())
+
+    def busy(self, other_than: _Slot | None = None) -> bool:
+        """Whether a slot (other than ``other_than``) holds a call of the application."""
+        return any(
+            slot.job is not None and slot.job.state is not None
+            for slot in self.slots
+            if slot is not other_than
+        )
+
+    def warming(self) -> int:
+        """Slots running a keep-warm call: they look for a queued call in a moment."""
+        return sum(1 for slot in self.slots if slot.job is not None and slot.job.state is None)
 
 
 class PoolRunner:
@@ -119,17 +160,35 @@ class PoolRunner:
         self.runtime = runtime
         self.pool = pool
         self._queue: collections.deque[_Job] = collections.deque()
-        self._parked: collections.deque[_Parked] = collections.deque()
+        self._parked: collections.deque[_Slot] = collections.deque()
         self._machines: set[_Machine] = set()
-        self._count = 0  # machines up or starting, not yet told to exit
+        self._count = 0  # machines up or starting, not draining
         self._numbers = itertools.count()
         self._shape: tuple[Any, ...] | None = None
+        self._plan: Plan | None = None
         self._call_numbers = itertools.count()
         self._all_gone = anyio.Event()
         self._all_gone.set()
+        self.started = False
         self.closed = False
 
     # --- calls --------------------------------------------------------------------------
+
+    async def start(self, plan: Plan) -> None:
+        """Start the pool: machines up to ``min`` for functions like ``plan``'s; return once
+        each is up and waiting for calls.
+
+        :raises: why a machine could not start (`ConfigError`, an API error).
+        """
+        self._check(plan)
+        await check_secrets(self.runtime, plan)
+        self.started = True
+        jobs = self._fill()
+        for job in jobs:
+            await job.done.wait()
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
 
     async def call(self, plan: Plan, arguments: bytes, state: CallState) -> Any:
         """Run one call on the pool; return its value or raise its error."""
@@ -140,15 +199,18 @@ class PoolRunner:
             await store.put(spilled_key(state.call_id), arguments)
         job = _Job(plan, arguments, state)
         self._submit(job)
+        if not self.started:
+            self.started = True
+            self._fill()
         try:
             await job.done.wait()
         except BaseException:
-            # Abandoned (cancelled): a machine still running it is destroyed with it.
+            # Abandoned (cancelled): its machine takes no more calls.
             state.status = CallStatus.cancelled
             if job in self._queue:
                 self._queue.remove(job)
-            if job.machine is not None:
-                job.machine.scope.cancel()
+            if job.slot is not None:
+                self._abandon(job.slot)
             job.settle(error=CallCancelledError("the call was cancelled"))
             raise
         finally:
@@ -181,7 +243,7 @@ class PoolRunner:
             options.pickle,
         )
         if self._shape is None:
-            self._shape = shape
+            self._shape, self._plan = shape, plan
         elif shape != self._shape:
             raise ConfigError(
                 f"pool {self.pool.name} runs machines for {self._shape[0]}/{self._shape[1]} with"
@@ -190,13 +252,15 @@ class PoolRunner:
             )
 
     def _submit(self, job: _Job, *, first: bool = False) -> None:
-        """Hand ``job`` to an idle machine, or queue it (``first``: ahead of the others, as a
+        """Hand ``job`` to a parked slot, or queue it (``first``: ahead of the others, as a
         retry) and start a machine for it if the pool may grow."""
-        if self._parked:
-            parked = self._parked.popleft()
-            parked.job = job
-            parked.event.set()
-            return
+        while self._parked:
+            slot = self._parked.popleft()
+            if slot.machine.open:
+                slot.job, job.slot = job, slot
+                slot.event.set()
+                return
+            slot.event.set()  # its machine is going: the slot ends
         if first:
             self._queue.appendleft(job)
         else:
@@ -204,31 +268,89 @@ class PoolRunner:
         self._grow()
 
     def _grow(self) -> None:
-        """Start machines for queued calls that no starting machine will take, up to max."""
-        starting = sum(1 for m in self._machines if m.starting)
-        while not self.closed and len(self._queue) > starting and self._count < self.pool.max:
-            machine = _Machine(anyio.CancelScope())
-            self._machines.add(machine)
-            self._all_gone = anyio.Event()
-            self._count += 1
-            starting += 1
-            self.runtime.background(functools.partial(self._machine, machine))
+        """Start machines for queued calls that no slot about to look at the queue will take,
+        up to max."""
+        coming = sum(
+            self.pool.max_concurrency if m.starting else m.warming()
+            for m in self._machines
+            if not m.draining
+        )
+        while not self.closed and len(self._queue) > coming and self._count < self.pool.max:
+            self._start_machine()
+            coming += self.pool.max_concurrency
 
-    async def _next_job(self) -> _Job | None:
-        """A queued call, or one submitted within the idle period; None if none came."""
+    def _fill(self) -> list[_Job]:
+        """Start machines with no call until the pool has ``min``; return their keep-warm
+        calls (each settles when its machine is up)."""
+        jobs = []
+        while not self.closed and self._count < self.pool.min:
+            job = self._keep_warm_job()
+            self._start_machine(first=job)
+            jobs.append(job)
+        return jobs
+
+    def _start_machine(self, first: _Job | None = None) -> None:
+        machine = _Machine(anyio.CancelScope(), first=first)
+        self._machines.add(machine)
+        self._all_gone = anyio.Event()
+        self._count += 1
+        self.runtime.background(functools.partial(self._machine, machine))
+
+    async def _next_job(self, slot: _Slot) -> _Job | None:
+        """A queued call, or one handed to ``slot`` within the idle period; None if none came
+        (or its machine drains)."""
+        if self.closed or not slot.machine.open:
+            return None
         if self._queue:
-            return self._queue.popleft()
-        parked = _Parked()
-        self._parked.append(parked)
+            job = slot.job = self._queue.popleft()
+            job.slot = slot
+            return job
+        slot.event = anyio.Event()
+        slot.parked_at = time.monotonic()
+        self._parked.append(slot)
         with anyio.move_on_after(self.pool.idle_s):
-            await parked.event.wait()
-        if parked.job is None:
-            self._parked.remove(parked)
-        return parked.job
+            await slot.event.wait()
+        if slot in self._parked:
+            self._parked.remove(slot)
+        return slot.job
 
-    def _keep_warm_job(self, plan: Plan) -> _Job:
-        keep = dataclasses.replace(plan, fn_ref=_KEEP_WARM, arg_names=())
+    def _keeps(self, slot: _Slot) -> bool:
+        """Whether ``slot``, idle for ``idle_s``, keeps waiting (with a keep-warm call): while
+        its machine is not idle (another slot was busy since it parked), or at ``min``."""
+        machine = slot.machine
+        if self.closed or not machine.open:
+            return False
+        if machine.busy(other_than=slot) or machine.active_at > slot.parked_at:
+            return True
+        return self._count <= self.pool.min
+
+    def _keep_warm_job(self) -> _Job:
+        assert self._plan is not None  # set by the first call or start (_check)
+        keep = dataclasses.replace(self._plan, fn_ref=_KEEP_WARM, arg_names=())
         return _Job(keep, encode_arguments((), {}), None)
+
+    def _drain(self, machine: _Machine) -> None:
+        """``machine`` takes no more calls: it leaves the count, and its parked slots end."""
+        if machine.draining:
+            return
+        machine.draining = True
+        if machine.counted:
+            machine.counted = False
+            self._count -= 1
+        for slot in machine.slots:
+            if slot in self._parked:
+                self._parked.remove(slot)
+                slot.event.set()
+        self._grow()  # queued calls may need another machine now
+
+    def _abandon(self, slot: _Slot) -> None:
+        """The caller gave up on the call ``slot`` runs: its machine takes no more calls, and
+        is destroyed now unless another of its slots is busy (it then ends once they are done;
+        the abandoned call's result is not used)."""
+        machine = slot.machine
+        self._drain(machine)
+        if not machine.busy(other_than=slot):
+            machine.scope.cancel()
 
     # --- one machine --------------------------------------------------------------------
 
@@ -241,33 +363,38 @@ class PoolRunner:
                 try:
                     # The create's turn first: a call queued meanwhile may go to a machine that
                     # frees up, and then this one is not made.
-                    job = None
-                    if self._queue:
-                        await pace_create(runtime, self._queue[0].plan.app)
+                    job = machine.first
+                    if (job is not None or self._queue) and self._plan is not None:
+                        await pace_create(runtime, self._plan.app)
                     machine.starting = False
-                    if self._queue:
+                    if job is None and self._queue:
                         job = self._queue.popleft()
                     if job is not None:
                         await self._run(machine, job)
                 finally:
                     runtime.limiter.release_on_behalf_of(holder)
         finally:
+            if machine.first is not None:
+                machine.first.settle(error=CallCancelledError(f"pool {self.pool.name} ended"))
             machine.starting = False
             if machine.counted:
+                machine.counted = False
                 self._count -= 1
             self._machines.discard(machine)
             if not self._machines:
                 self._all_gone.set()
             self._grow()  # a machine ended: queued calls may need another
 
-    def _hand(self, job: _Job, *, creating: bool) -> _Held:
-        """Start an attempt of ``job``: its clocks start now, with its machine."""
+    def _hand(self, job: _Job, slot: _Slot, *, creating: bool) -> _Held:
+        """Start an attempt of ``job`` on ``slot``: its clocks start now."""
         job.attempts += 1
+        slot.job, job.slot = job, slot
         plan, state = job.plan, job.state
         if state is None:
             call_id = f"{self.pool.name}-k{next(self._call_numbers)}"
         else:
             call_id = state.call_id if job.attempts == 1 else f"{state.call_id}-r{job.attempts - 1}"
+            slot.machine.active_at = time.monotonic()
         deadline = time.time() + plan.options.effective_timeout_s
         arguments_url = None
         store = self.runtime.store
@@ -281,7 +408,7 @@ class PoolRunner:
             state.timings.create_started_at = time.time()
         return _Held(job, call_id, ticket, deadline, arguments_url)
 
-    def _payload(self, held: _Held) -> bytes:
+    def _payload(self, held: _Held, concurrent: list[bytes] | None = None) -> bytes:
         return held.job.plan.payload(
             held.call_id,
             held.job.arguments,
@@ -290,56 +417,87 @@ class PoolRunner:
             arguments_url=held.arguments_url,
             pulls=True,
             idle_s=self.pool.idle_s,
+            concurrent=concurrent or (),
         )
 
-    async def _run(self, machine: _Machine, job: _Job) -> None:
-        runtime, plan = self.runtime, job.plan
-        first = self._hand(job, creating=True)
-        held: _Held | None = first
-        job.machine = machine
-        watch: ExitWatch | None = None
+    async def _run(self, machine: _Machine, first: _Job) -> None:
+        """Create ``machine`` with ``first`` in its first slot (the others start with keep-warm
+        calls) and serve its slots until they end."""
+        runtime, plan = self.runtime, self._plan
+        assert plan is not None
+        machine.slots = [_Slot(machine) for _ in range(self.pool.max_concurrency)]
+        jobs = [first, *(self._keep_warm_job() for _ in machine.slots[1:])]
+        for slot, job in zip(machine.slots, jobs, strict=True):
+            slot.held = self._hand(job, slot, creating=True)
         try:
-            name = f"{self.pool.name}-m{next(self._numbers)}"
-            try:
-                payload = self._payload(first)
-                created = await create_machine(
-                    runtime, plan, name, payload, first.deadline, pulls=True, paced=True
-                )
-            except Exception as exc:
-                held = None
-                await _close(first)
-                self._attempt_failed(first, exc)
+            watch = await self._create(machine, plan)
+            if watch is None:
                 return
-            machine.id = created.id
-            watch = ExitWatch(runtime, plan.app, created.id)
-            self._started(first, machine, created_now=True)
-            while held is not None:
-                held = await self._serve(held, watch, machine)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._drain_on_exit, machine, watch)
+                async with anyio.create_task_group() as slots:
+                    for slot in machine.slots:
+                        slots.start_soon(self._slot, slot, watch)
+                tg.cancel_scope.cancel()
             # Told there is no more work, it exits by itself; destroyed if it lingers.
             with anyio.move_on_after(EXIT_GRACE_S):
                 await watch.exited.wait()
             if not watch.exited.is_set():
                 watch.stop()
-                await destroy(runtime, plan.app, created.id)
+                await destroy(runtime, plan.app, watch.machine_id)
         except BaseException:
             # Cancelled (shutdown, interpreter exit, an abandoned call) or our own failure.
             with anyio.CancelScope(shield=True):
-                if watch is not None:
-                    watch.stop()
+                if machine.watch is not None:
+                    machine.watch.stop()
                 if machine.id is not None:
                     await destroy(runtime, plan.app, machine.id)
             raise
         finally:
-            if held is not None:
-                await _close(held)
-                held.job.settle(error=CallCancelledError(f"pool {self.pool.name} was shut down"))
+            for slot in machine.slots:
+                if slot.held is not None:
+                    held, slot.held, slot.job = slot.held, None, None
+                    await _close(held)
+                    ended = CallCancelledError(f"pool {self.pool.name} was shut down")
+                    held.job.settle(error=ended)
             if machine.id is not None:
                 runtime.live.forget(plan.app, machine.id)
+
+    async def _create(self, machine: _Machine, plan: Plan) -> ExitWatch | None:
+        """Create the machine with its slots' calls; None if that failed (each call then
+        failed an attempt)."""
+        helds = [slot.held for slot in machine.slots if slot.held is not None]
+        name = f"{self.pool.name}-m{next(self._numbers)}"
+        try:
+            others = [self._payload(held) for held in helds[1:]]
+            payload = self._payload(helds[0], others)
+            created = await create_machine(
+                self.runtime, plan, name, payload, helds[0].deadline, pulls=True, paced=True
+            )
+        except Exception as exc:
+            for slot in machine.slots:
+                if slot.held is not None:
+                    held, slot.held, slot.job = slot.held, None, None
+                    await _close(held)
+                    self._attempt_failed(held, exc)
+            return None
+        machine.id = created.id
+        machine.watch = ExitWatch(self.runtime, plan.app, created.id)
+        for held in helds:
+            self._started(held, machine, created_now=True)
+        return machine.watch
+
+    async def _drain_on_exit(self, machine: _Machine, watch: ExitWatch) -> None:
+        await watch.exited.wait()
+        self._drain(machine)
+
+    async def _slot(self, slot: _Slot, watch: ExitWatch) -> None:
+        while slot.held is not None:
+            slot.held = await self._serve(slot, slot.held, watch)
 
     def _started(self, held: _Held, machine: _Machine, *, created_now: bool) -> None:
         state, machine_id = held.job.state, machine.id
         assert machine_id is not None
-        held.job.machine = machine
         if state is not None:
             state.machine_id = machine_id
             if created_now:
@@ -347,9 +505,9 @@ class PoolRunner:
             state.status = CallStatus.running
             self.runtime.live.watch(held.job.plan.app, machine_id, held.call_id)
 
-    async def _serve(self, held: _Held, watch: ExitWatch, machine: _Machine) -> _Held | None:
+    async def _serve(self, slot: _Slot, held: _Held, watch: ExitWatch) -> _Held | None:
         """Wait for the held call's result (or the machine's death, or the deadline); return
-        the next call handed to the machine, if any."""
+        the next call handed to the slot, if any."""
         runtime, job = self.runtime, held.job
         plan, machine_id = job.plan, watch.machine_id
         try:
@@ -357,24 +515,20 @@ class PoolRunner:
                 body = await collect(held.ticket, watch)
         except TimeoutError:
             if not held.ticket.delivered:
-                watch.stop()
-                await destroy(runtime, plan.app, machine_id)
-                await _close(held)
-                timeout = CallTimeoutError(
-                    f"call {held.call_id} did not finish within"
-                    f" timeout_s={plan.options.effective_timeout_s:g};"
-                    f" machine {machine_id} was destroyed"
-                )
-                self._attempt_failed(held, tag(timeout, held.call_id, machine_id))
+                slot.job = None
+                await self._timed_out(slot, held, watch)
                 return None
             body = await held.ticket.result()  # delivered as the deadline struck: kept
+        slot.job = None
         if body is None:
             await _close(held)
             error = await exit_error(runtime, plan.app, machine_id, plan.options)
             self._attempt_failed(held, tag(error, held.call_id, machine_id))
             return None
-        job.machine = None
-        if job.state is not None:
+        if job.state is None:
+            job.settle()  # a keep-warm call: the machine is up
+        elif not job.done.is_set():
+            slot.machine.active_at = time.monotonic()
             job.state.timings.result_at = time.time()
             try:
                 value = await outcome(runtime, plan, body, held.call_id, machine_id)
@@ -382,23 +536,41 @@ class PoolRunner:
                 self._attempt_failed(held, exc)
             else:
                 job.settle(value)
-        return await self._next(held, machine)
+        return await self._next(slot, held)
 
-    async def _next(self, held: _Held, machine: _Machine) -> _Held | None:
-        """Answer the held delivery with the machine's next call, or with no more work."""
+    async def _timed_out(self, slot: _Slot, held: _Held, watch: ExitWatch) -> None:
+        """``held``'s call ran past its deadline: its machine takes no more calls, and is
+        destroyed now unless another of its slots is busy (its worker then ends once they are
+        done, see `flyjobs._protocol`)."""
+        plan, machine_id = held.job.plan, watch.machine_id
+        self._drain(slot.machine)
+        shared = slot.machine.busy(other_than=slot)
+        if not shared:
+            watch.stop()
+            await destroy(self.runtime, plan.app, machine_id)
+        await _close(held)
+        ending = "takes no more calls" if shared else "was destroyed"
+        timeout = CallTimeoutError(
+            f"call {held.call_id} did not finish within"
+            f" timeout_s={plan.options.effective_timeout_s:g}; machine {machine_id} {ending}"
+        )
+        self._attempt_failed(held, tag(timeout, held.call_id, machine_id))
+
+    async def _next(self, slot: _Slot, held: _Held) -> _Held | None:
+        """Answer the held delivery with the slot's next call, or with no more work."""
         ticket = held.ticket
         assert isinstance(ticket, Ticket)  # pools use the inbox (checked per call)
-        job = None if self.closed else await self._next_job()
-        if job is None and not self.closed and self._count <= self.pool.min:
-            job = self._keep_warm_job(held.job.plan)
+        job = await self._next_job(slot)
+        if job is None and self._keeps(slot):
+            job = self._keep_warm_job()
         if job is None:
-            machine.counted = False
-            self._count -= 1
+            slot.job = None
+            self._drain(slot.machine)  # idle above min (or already draining)
             ticket.reply(None)
             await _close(held)
             return None
-        next_held = self._hand(job, creating=False)
-        self._started(next_held, machine, created_now=False)
+        next_held = self._hand(job, slot, creating=False)
+        self._started(next_held, slot.machine, created_now=False)
         ticket.reply(self._payload(next_held))
         ticket.close()
         return next_held
@@ -406,9 +578,10 @@ class PoolRunner:
     def _attempt_failed(self, held: _Held, error: BaseException) -> None:
         """An attempt failed: queue the call again (within ``retries``), or settle its error."""
         job, options = held.job, held.job.plan.options
-        job.machine = None
+        job.slot = None
         if job.state is None or job.done.is_set():
-            return  # a keep-warm call, or one the caller abandoned
+            job.settle(error=error)  # a keep-warm call (`start` reports it), or an abandoned one
+            return
         if job.attempts <= options.retries and retryable(error, options) and not self.closed:
             logger.info("%s failed (%s); retrying on another machine", held.call_id, error)
             delay_s = retry_delay_s(error, job.attempts)
@@ -434,8 +607,8 @@ class PoolRunner:
             self._queue.popleft().settle(
                 error=CallCancelledError(f"pool {self.pool.name} was shut down")
             )
-        for parked in list(self._parked):
-            parked.event.set()
+        for slot in list(self._parked):
+            slot.event.set()
         for machine in list(self._machines):
             machine.scope.cancel()
         with anyio.move_on_after(_SHUTDOWN_WAIT_S):
@@ -461,6 +634,28 @@ async def pooled_call(runtime: Runtime, plan: Plan, arguments: bytes, state: Cal
     """Run one call of a pooled function (``plan.options.pool``) on its pool."""
     assert plan.options.pool is not None
     return await runner_for(plan.options.pool, runtime).call(plan, arguments, state)
+
+
+def start_pool(pool: Pool) -> None:
+    """Start the pool's ``min`` machines, for the function it was first given to (from any
+    thread but the runtime's); return once they are up and waiting for calls."""
+    if pool.min == 0:
+        return
+    attached = pool._attached
+    if attached is None:
+        raise ConfigError(
+            f"{pool!r}.start(): its machines take the options of a function, and no function"
+            " has this pool yet; declare one first (@flyjobs.remote(pool=pool), or"
+            " fn.with_options(pool=pool))"
+        )
+    fn, options = attached
+    start_plan = plan(fn, options, batch_id=None)
+    runtime = get_runtime()
+
+    async def start() -> None:
+        await runner_for(pool, runtime).start(start_plan)
+
+    runtime.portal.call(start)
 
 
 def shutdown_pool(pool: Pool) -> None:

@@ -6,35 +6,16 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pool_funcs as funcs
 import pytest
-from _remote_helpers import machines, metadata
+from _pool_helpers import eventually, live, pool_machines
 
 import flyjobs
-from flyjobs._protocol import META_POOL
 from flyjobs._runtime import Runtime
-from flyjobs.machines import Machine
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
-
-
-def _pool_machines(runtime: Runtime, pool: flyjobs.Pool) -> list[Machine]:
-    return [m for m in machines(runtime) if metadata(m).get(META_POOL) == pool.name]
-
-
-def _live(runtime: Runtime, pool: flyjobs.Pool) -> list[Machine]:
-    return [m for m in _pool_machines(runtime, pool) if m.state != "destroyed"]
-
-
-def _eventually(condition: Callable[[], bool], what: str, limit_s: float = 30.0) -> None:
-    """Poll ``condition`` until it holds (a bound on a hung test, not a timing check)."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
 
 
 def test_the_second_call_runs_on_the_warm_machine(runtime: Runtime) -> None:
@@ -42,16 +23,16 @@ def test_the_second_call_runs_on_the_warm_machine(runtime: Runtime) -> None:
     fn = funcs.pid_of.with_options(pool=pool)
     try:
         _, first = fn.remote(1)
-        assert len(_pool_machines(runtime, pool)) == 1
+        assert len(pool_machines(runtime, pool)) == 1
         assert fn.remote(2) == (2, first)
-        created = _pool_machines(runtime, pool)
+        created = pool_machines(runtime, pool)
         assert len(created) == 1, "the second call created a machine"
         (machine,) = created
         assert machine.config is not None and machine.config.auto_destroy
         assert machine.config.restart is not None and machine.config.restart.policy == "no"
     finally:
         pool.shutdown()
-    assert _live(runtime, pool) == []  # at once: shutdown waits until they are destroyed
+    assert live(runtime, pool) == []  # at once: shutdown waits until they are destroyed
 
 
 def test_concurrent_calls_grow_the_pool_to_max_and_no_further(
@@ -67,7 +48,7 @@ def test_concurrent_calls_grow_the_pool_to_max_and_no_further(
         pool.shutdown()
     assert [x for x, _ in results] == list(range(7))
     assert len({pid for _, pid in results}) == 3
-    assert len(_pool_machines(runtime, pool)) == 3
+    assert len(pool_machines(runtime, pool)) == 3
 
 
 def test_idle_machines_exit_after_idle_s_down_to_min(runtime: Runtime, tmp_path: Path) -> None:
@@ -76,13 +57,13 @@ def test_idle_machines_exit_after_idle_s_down_to_min(runtime: Runtime, tmp_path:
     try:
         calls = [fn.spawn(str(tmp_path), x, 3) for x in range(3)]
         assert len({call.result(timeout_s=60)[1] for call in calls}) == 3
-        _eventually(lambda: len(_live(runtime, pool)) == 1, "the pool shrank to min=1")
+        eventually(lambda: len(live(runtime, pool)) == 1, "the pool shrank to min=1")
         # Idle periods later, the machine kept at min still serves calls, and nothing grew.
         time.sleep(3 * pool.idle_s)
-        (kept,) = _live(runtime, pool)
+        (kept,) = live(runtime, pool)
         _, pid = funcs.pid_of.with_options(pool=pool).remote(0)
-        assert [m.id for m in _live(runtime, pool)] == [kept.id]
-        assert len(_pool_machines(runtime, pool)) == 3
+        assert [m.id for m in live(runtime, pool)] == [kept.id]
+        assert len(pool_machines(runtime, pool)) == 3
     finally:
         pool.shutdown()
 
@@ -91,9 +72,9 @@ def test_without_min_an_idle_pool_ends_every_machine(runtime: Runtime) -> None:
     pool = flyjobs.Pool(max=2, idle_s=0.3)
     fn = funcs.pid_of.with_options(pool=pool)
     fn.remote(1)
-    _eventually(lambda: _live(runtime, pool) == [], "the idle machine exited")
+    eventually(lambda: live(runtime, pool) == [], "the idle machine exited")
     # Destroyed by auto_destroy after its worker exited, not by the client.
-    (machine,) = _pool_machines(runtime, pool)
+    (machine,) = pool_machines(runtime, pool)
     assert machine.state == "destroyed"
     assert fn.remote(2)[0] == 2  # a fresh machine for the next call
     pool.shutdown()
@@ -107,14 +88,14 @@ def test_a_machine_killed_mid_call_is_replaced_and_the_call_retried(
     fn = funcs.hang_the_first_time.with_options(pool=pool, retries=1)
     try:
         call = fn.spawn(str(pid_file))
-        _eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
+        eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
         killed = int(pid_file.read_text())
         os.kill(killed, signal.SIGKILL)
         replacement = call.result(timeout_s=60)
         assert replacement != killed
         # The pool recovered: its one machine (max=1) now serves further calls.
         assert fn.remote(str(pid_file)) == replacement
-        assert len(_pool_machines(runtime, pool)) == 2
+        assert len(pool_machines(runtime, pool)) == 2
     finally:
         pool.shutdown()
 
@@ -130,11 +111,11 @@ def test_a_retried_call_goes_to_an_idle_machine_first(runtime: Runtime, tmp_path
         pid_file = tmp_path / "worker.pid"
         fn = funcs.hang_the_first_time.with_options(pool=pool, retries=1)
         call = fn.spawn(str(pid_file))
-        _eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
+        eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
         killed = int(pid_file.read_text())
         os.kill(killed, signal.SIGKILL)
         assert call.result(timeout_s=60) == (pids - {killed}).pop()
-        assert len(_pool_machines(runtime, pool)) == 2  # no machine created for the retry
+        assert len(pool_machines(runtime, pool)) == 2  # no machine created for the retry
     finally:
         pool.shutdown()
 
@@ -147,7 +128,7 @@ def test_a_killed_machine_without_retries_fails_the_call_only(
     fn = funcs.hang_the_first_time.with_options(pool=pool)
     try:
         call = fn.spawn(str(pid_file))
-        _eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
+        eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
         with pytest.raises(flyjobs.MachineCrashedError):
             call.result(timeout_s=60)
@@ -175,9 +156,9 @@ def test_shutdown_destroys_busy_machines_and_cancels_queued_calls(
     fn = funcs.hang_the_first_time.with_options(pool=pool)
     running = fn.spawn(str(pid_file))
     queued = fn.spawn(str(pid_file))
-    _eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
+    eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
     pool.shutdown()
-    assert _live(runtime, pool) == []
+    assert live(runtime, pool) == []
     for call in (running, queued):
         with pytest.raises(flyjobs.CallCancelledError):
             call.result(timeout_s=10)
@@ -191,9 +172,9 @@ def test_cancelling_a_pooled_call_destroys_its_machine_only(
     fn = funcs.hang_the_first_time.with_options(pool=pool)
     try:
         call = fn.spawn(str(pid_file))
-        _eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
+        eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
         assert call.cancel()
-        _eventually(lambda: _live(runtime, pool) == [], "the cancelled call's machine is gone")
+        eventually(lambda: live(runtime, pool) == [], "the cancelled call's machine is gone")
         assert isinstance(fn.remote(str(pid_file)), int)  # the pool starts another
     finally:
         pool.shutdown()
@@ -203,7 +184,7 @@ def test_a_pooled_call_cannot_be_detached(runtime: Runtime) -> None:
     pool = flyjobs.Pool(max=1)
     with pytest.raises(flyjobs.ConfigError, match="detached"):
         funcs.pid_of.with_options(pool=pool).spawn_detached(1)
-    assert _pool_machines(runtime, pool) == []
+    assert pool_machines(runtime, pool) == []
 
 
 def test_module_state_persists_between_calls_on_a_machine(runtime: Runtime) -> None:
@@ -223,7 +204,9 @@ def test_pool_settings_are_checked_before_any_machine(runtime: Runtime) -> None:
     with pytest.raises(flyjobs.ConfigError, match="min"):
         flyjobs.Pool(min=3, max=2)
     with pytest.raises(flyjobs.ConfigError, match="max_concurrency"):
-        flyjobs.Pool(max_concurrency=4)
+        flyjobs.Pool(max_concurrency=0)
+    with pytest.raises(flyjobs.ConfigError, match="max_concurrency"):
+        flyjobs.Pool(max_concurrency=2.0)  # type: ignore[arg-type]
     with pytest.raises(flyjobs.ConfigError, match="idle_s"):
         flyjobs.Pool(idle_s=0)
     with pytest.raises(flyjobs.ConfigError, match="flyjobs.Pool"):

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -73,12 +74,18 @@ def _run_client(
     return client.returncode, pids, client.stderr
 
 
-def _up(fly: dict[str, str]) -> list[str]:
-    """The app's machines that are not destroyed."""
+def _machines(fly: dict[str, str]) -> list[dict[str, Any]]:
+    """The app's machines, destroyed ones included."""
     headers = {"Authorization": f"Bearer {fly['FLY_API_TOKEN']}"}
     with httpx.Client(base_url=fly["FLY_API_HOSTNAME"], headers=headers) as http:
-        machines = http.get(f"/v1/apps/{APP}/machines").json()
-    return [m["id"] for m in machines if m["state"] != "destroyed"]
+        answer = http.get(f"/v1/apps/{APP}/machines", params={"include_deleted": "true"})
+    machines: list[dict[str, Any]] = answer.json()
+    return machines
+
+
+def _up(fly: dict[str, str]) -> list[str]:
+    """The app's machines that are not destroyed."""
+    return [m["id"] for m in _machines(fly) if m["state"] != "destroyed"]
 
 
 def test_interpreter_exit_leaves_no_pool_machine(fly: dict[str, str], tmp_path: Path) -> None:
@@ -101,6 +108,52 @@ def test_sigkill_of_the_caller_ends_its_pool_machines_within_idle_s_and_grace(
     assert len(set(pids)) == 2
     # Only the workers themselves can end the machines now (auto_destroy then removes them).
     limit = killed_at + IDLE_S + IDLE_EXIT_GRACE_S
+    while _up(fly) and time.monotonic() < limit:
+        time.sleep(0.05)
+    assert _up(fly) == []
+
+
+# Machines started with the pool (min=2), before any call; then the caller ends.
+STARTED = """
+import os, signal, sys
+sys.path.insert(0, {here!r})
+import flyjobs, pool_funcs
+pool = flyjobs.Pool(min=2, max=2, idle_s={idle_s!r})
+pool_funcs.pid_of.with_options(pool=pool)
+pool.start()
+print("started", flush=True)
+{ending}
+"""
+
+
+@pytest.mark.parametrize("ending", ["exit", "sigkill"])
+def test_machines_started_with_the_pool_never_outlive_the_caller(
+    fly: dict[str, str], tmp_path: Path, ending: str
+) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "FLYJOBS_"))}
+    kill = "os.kill(os.getpid(), signal.SIGKILL)" if ending == "sigkill" else ""
+    # idle_s far beyond the test when the caller exits (only its exit ends them), short when
+    # it is killed (only the workers' own bound ends them).
+    idle_s = IDLE_S if ending == "sigkill" else 600.0
+    script = STARTED.format(here=str(HERE), idle_s=idle_s, ending=kill)
+    client = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**base, **fly},
+        cwd=tmp_path,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    ended_at = time.monotonic()
+    assert client.stdout == "started\n", client.stderr
+    assert len(_machines(fly)) == 2  # started with the pool, no call made
+    if ending == "exit":
+        assert client.returncode == 0, client.stderr
+        assert _up(fly) == []  # at once: the exiting caller destroyed them
+        return
+    assert client.returncode == -signal.SIGKILL
+    limit = ended_at + IDLE_S + IDLE_EXIT_GRACE_S
     while _up(fly) and time.monotonic() < limit:
         time.sleep(0.05)
     assert _up(fly) == []
