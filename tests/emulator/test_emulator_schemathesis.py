@@ -26,7 +26,9 @@ from schemathesis.checks import not_a_server_error
 
 from flyjobs.emulator import RunningEmulator
 
-pytestmark = pytest.mark.slow
+# A fixed number of cases, each bounded; the whole run takes a minute or two on a loaded
+# machine, more than the suite's per-test timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 APP = "fuzzed-app"
 #: Machines kept alive at most (each runs a stand-in process); older ones are force-deleted.
