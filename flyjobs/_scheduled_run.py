@@ -164,7 +164,8 @@ class _Run:
         if self.interval_s:
             _thread.start_new_thread(self._skips, (self.interval_s,))
         sys.path[:0] = self.call.sys_path
-        from flyjobs.worker import _call, _EventLoop, _from_user_code, _import_function
+        from flyjobs._worker_shared import EventLoop
+        from flyjobs.worker import _call, _from_user_code, _import_function
 
         fn: Callable[..., Any]
         try:
@@ -178,7 +179,7 @@ class _Run:
             self.record("failed", error=_error(exc))
             return EXIT_BAD_PAYLOAD
         try:
-            value = _call(fn, args, kwargs, _EventLoop())
+            value = _call(fn, args, kwargs, EventLoop())
         except (Exception, SystemExit) as exc:
             # The function's own exception is its run's outcome, not a crash to run again.
             self.record("failed", error=_error(_from_user_code(exc)))

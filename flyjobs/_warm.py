@@ -40,7 +40,7 @@ import anyio
 
 from ._call import CallState, CallStatus
 from ._call_envelope import encode_arguments
-from ._channel import StoreTicket, close_ticket
+from ._channel import close_ticket
 from ._dispatch import collect, note_attempts, retry_delay_s, retryable, spilled_key, ticket_for
 from ._exceptions import CallCancelledError, CallTimeoutError, ConfigError
 from ._inbox import Ticket
@@ -58,6 +58,7 @@ from ._supervise import (
     pace_create,
     tag,
 )
+from ._warm_state import Held, Job, Machine, Slot
 
 __all__ = ("PoolRunner", "pooled_call", "shutdown_pool", "start_pool")
 
@@ -71,97 +72,15 @@ _KEEP_WARM = "flyjobs._protocol:keep_warm"
 _SHUTDOWN_WAIT_S = 30.0
 
 
-class _Job:
-    """One call of the application, from submission to its outcome (across attempts), or one
-    keep-warm call of the pool's (``state`` None; it settles when the machine is up)."""
-
-    __slots__ = ("arguments", "attempts", "done", "error", "plan", "slot", "state", "value")
-
-    def __init__(self, plan: Plan, arguments: bytes, state: CallState | None) -> None:
-        self.plan = plan
-        self.arguments = arguments
-        #: the caller's view of the call; None for the pool's own keep-warm calls
-        self.state = state
-        self.attempts = 0
-        self.done = anyio.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-        #: the slot running the job now, if any
-        self.slot: _Slot | None = None
-
-    def settle(self, value: Any = None, error: BaseException | None = None) -> None:
-        if not self.done.is_set():
-            self.value, self.error = value, error
-            self.done.set()
-
-
-@dataclasses.dataclass
-class _Held:
-    """A slot's current call: its job, ticket and deadline (unix s)."""
-
-    job: _Job
-    call_id: str
-    ticket: Ticket | StoreTicket
-    deadline: float
-    arguments_url: str | None
-
-
-@dataclasses.dataclass(eq=False)
-class _Slot:
-    """One of a machine's slots: the job it holds or was handed, or, parked, waiting for one."""
-
-    machine: _Machine
-    job: _Job | None = None
-    held: _Held | None = None
-    #: set when a parked slot is handed a job, or told to end
-    event: anyio.Event = dataclasses.field(default_factory=anyio.Event)
-    #: monotonic time (s) it last parked
-    parked_at: float = 0.0
-
-
-@dataclasses.dataclass(eq=False)
-class _Machine:
-    scope: anyio.CancelScope
-    #: the keep-warm call a machine started up to ``min`` begins with (None: a queued call)
-    first: _Job | None = None
-    id: str | None = None
-    watch: ExitWatch | None = None
-    slots: list[_Slot] = dataclasses.field(default_factory=list)
-    #: counted among the pool's machines (until it drains)
-    counted: bool = True
-    #: still waiting for its create's turn (it has no call yet)
-    starting: bool = True
-    #: takes no more calls (see the module docstring)
-    draining: bool = False
-    #: monotonic time (s) a call of the application last started or ended on it
-    active_at: float = 0.0
-
-    @property
-    def open(self) -> bool:
-        return not self.draining and not (self.watch is not None and self.watch.exited.is_set())
-
-    def busy(self, other_than: _Slot | None = None) -> bool:
-        """Whether a slot (other than ``other_than``) holds a call of the application."""
-        return any(
-            slot.job is not None and slot.job.state is not None
-            for slot in self.slots
-            if slot is not other_than
-        )
-
-    def warming(self) -> int:
-        """Slots running a keep-warm call: they look for a queued call in a moment."""
-        return sum(1 for slot in self.slots if slot.job is not None and slot.job.state is None)
-
-
 class PoolRunner:
     """A pool's machines and queued calls on one runtime (see the module docstring)."""
 
     def __init__(self, runtime: Runtime, pool: Pool) -> None:
         self.runtime = runtime
         self.pool = pool
-        self._queue: collections.deque[_Job] = collections.deque()
-        self._parked: collections.deque[_Slot] = collections.deque()
-        self._machines: set[_Machine] = set()
+        self._queue: collections.deque[Job] = collections.deque()
+        self._parked: collections.deque[Slot] = collections.deque()
+        self._machines: set[Machine] = set()
         self._count = 0  # machines up or starting, not draining
         self._numbers = itertools.count()
         self._shape: tuple[Any, ...] | None = None
@@ -197,7 +116,7 @@ class PoolRunner:
         store = self.runtime.store if plan.spilled(arguments) else None
         if store is not None:
             await store.put(spilled_key(state.call_id), arguments)
-        job = _Job(plan, arguments, state)
+        job = Job(plan, arguments, state)
         self._submit(job)
         if not self.started:
             self.started = True
@@ -251,7 +170,7 @@ class PoolRunner:
                 " give functions with other machine options their own flyjobs.Pool"
             )
 
-    def _submit(self, job: _Job, *, first: bool = False) -> None:
+    def _submit(self, job: Job, *, first: bool = False) -> None:
         """Hand ``job`` to a parked slot, or queue it (``first``: ahead of the others, as a
         retry) and start a machine for it if the pool may grow."""
         while self._parked:
@@ -279,7 +198,7 @@ class PoolRunner:
             self._start_machine()
             coming += self.pool.max_concurrency
 
-    def _fill(self) -> list[_Job]:
+    def _fill(self) -> list[Job]:
         """Start machines with no call until the pool has ``min``; return their keep-warm
         calls (each settles when its machine is up)."""
         jobs = []
@@ -289,14 +208,14 @@ class PoolRunner:
             jobs.append(job)
         return jobs
 
-    def _start_machine(self, first: _Job | None = None) -> None:
-        machine = _Machine(anyio.CancelScope(), first=first)
+    def _start_machine(self, first: Job | None = None) -> None:
+        machine = Machine(anyio.CancelScope(), first=first)
         self._machines.add(machine)
         self._all_gone = anyio.Event()
         self._count += 1
         self.runtime.background(functools.partial(self._machine, machine))
 
-    async def _next_job(self, slot: _Slot) -> _Job | None:
+    async def _next_job(self, slot: Slot) -> Job | None:
         """A queued call, or one handed to ``slot`` within the idle period; None if none came
         (or its machine drains)."""
         if self.closed or not slot.machine.open:
@@ -314,7 +233,7 @@ class PoolRunner:
             self._parked.remove(slot)
         return slot.job
 
-    def _keeps(self, slot: _Slot) -> bool:
+    def _keeps(self, slot: Slot) -> bool:
         """Whether ``slot``, idle for ``idle_s``, keeps waiting (with a keep-warm call): while
         its machine is not idle (another slot was busy since it parked), or at ``min``."""
         machine = slot.machine
@@ -324,12 +243,12 @@ class PoolRunner:
             return True
         return self._count <= self.pool.min
 
-    def _keep_warm_job(self) -> _Job:
+    def _keep_warm_job(self) -> Job:
         assert self._plan is not None  # set by the first call or start (_check)
         keep = dataclasses.replace(self._plan, fn_ref=_KEEP_WARM, arg_names=())
-        return _Job(keep, encode_arguments((), {}), None)
+        return Job(keep, encode_arguments((), {}), None)
 
-    def _drain(self, machine: _Machine) -> None:
+    def _drain(self, machine: Machine) -> None:
         """``machine`` takes no more calls: it leaves the count, and its parked slots end."""
         if machine.draining:
             return
@@ -343,7 +262,7 @@ class PoolRunner:
                 slot.event.set()
         self._grow()  # queued calls may need another machine now
 
-    def _abandon(self, slot: _Slot) -> None:
+    def _abandon(self, slot: Slot) -> None:
         """The caller gave up on the call ``slot`` runs: its machine takes no more calls, and
         is destroyed now unless another of its slots is busy (it then ends once they are done;
         the abandoned call's result is not used)."""
@@ -354,7 +273,7 @@ class PoolRunner:
 
     # --- one machine --------------------------------------------------------------------
 
-    async def _machine(self, machine: _Machine) -> None:
+    async def _machine(self, machine: Machine) -> None:
         runtime = self.runtime
         holder = object()
         try:
@@ -385,7 +304,7 @@ class PoolRunner:
                 self._all_gone.set()
             self._grow()  # a machine ended: queued calls may need another
 
-    def _hand(self, job: _Job, slot: _Slot, *, creating: bool) -> _Held:
+    def _hand(self, job: Job, slot: Slot, *, creating: bool) -> Held:
         """Start an attempt of ``job`` on ``slot``: its clocks start now."""
         job.attempts += 1
         slot.job, job.slot = job, slot
@@ -406,9 +325,9 @@ class PoolRunner:
         if state is not None:
             state.status = CallStatus.creating if creating else CallStatus.running
             state.timings.create_started_at = time.time()
-        return _Held(job, call_id, ticket, deadline, arguments_url)
+        return Held(job, call_id, ticket, deadline, arguments_url)
 
-    def _payload(self, held: _Held, concurrent: list[bytes] | None = None) -> bytes:
+    def _payload(self, held: Held, concurrent: list[bytes] | None = None) -> bytes:
         return held.job.plan.payload(
             held.call_id,
             held.job.arguments,
@@ -420,12 +339,12 @@ class PoolRunner:
             concurrent=concurrent or (),
         )
 
-    async def _run(self, machine: _Machine, first: _Job) -> None:
+    async def _run(self, machine: Machine, first: Job) -> None:
         """Create ``machine`` with ``first`` in its first slot (the others start with keep-warm
         calls) and serve its slots until they end."""
         runtime, plan = self.runtime, self._plan
         assert plan is not None
-        machine.slots = [_Slot(machine) for _ in range(self.pool.max_concurrency)]
+        machine.slots = [Slot(machine) for _ in range(self.pool.max_concurrency)]
         jobs = [first, *(self._keep_warm_job() for _ in machine.slots[1:])]
         for slot, job in zip(machine.slots, jobs, strict=True):
             slot.held = self._hand(job, slot, creating=True)
@@ -463,7 +382,7 @@ class PoolRunner:
             if machine.id is not None:
                 runtime.live.forget(plan.app, machine.id)
 
-    async def _create(self, machine: _Machine, plan: Plan) -> ExitWatch | None:
+    async def _create(self, machine: Machine, plan: Plan) -> ExitWatch | None:
         """Create the machine with its slots' calls; None if that failed (each call then
         failed an attempt)."""
         helds = [slot.held for slot in machine.slots if slot.held is not None]
@@ -487,15 +406,15 @@ class PoolRunner:
             self._started(held, machine, created_now=True)
         return machine.watch
 
-    async def _drain_on_exit(self, machine: _Machine, watch: ExitWatch) -> None:
+    async def _drain_on_exit(self, machine: Machine, watch: ExitWatch) -> None:
         await watch.exited.wait()
         self._drain(machine)
 
-    async def _slot(self, slot: _Slot, watch: ExitWatch) -> None:
+    async def _slot(self, slot: Slot, watch: ExitWatch) -> None:
         while slot.held is not None:
             slot.held = await self._serve(slot, slot.held, watch)
 
-    def _started(self, held: _Held, machine: _Machine, *, created_now: bool) -> None:
+    def _started(self, held: Held, machine: Machine, *, created_now: bool) -> None:
         state, machine_id = held.job.state, machine.id
         assert machine_id is not None
         if state is not None:
@@ -505,7 +424,7 @@ class PoolRunner:
             state.status = CallStatus.running
             self.runtime.live.watch(held.job.plan.app, machine_id, held.call_id)
 
-    async def _serve(self, slot: _Slot, held: _Held, watch: ExitWatch) -> _Held | None:
+    async def _serve(self, slot: Slot, held: Held, watch: ExitWatch) -> Held | None:
         """Wait for the held call's result (or the machine's death, or the deadline); return
         the next call handed to the slot, if any."""
         runtime, job = self.runtime, held.job
@@ -538,7 +457,7 @@ class PoolRunner:
                 job.settle(value)
         return await self._next(slot, held)
 
-    async def _timed_out(self, slot: _Slot, held: _Held, watch: ExitWatch) -> None:
+    async def _timed_out(self, slot: Slot, held: Held, watch: ExitWatch) -> None:
         """``held``'s call ran past its deadline: its machine takes no more calls, and is
         destroyed now unless another of its slots is busy (its worker then ends once they are
         done, see `flyjobs._protocol`)."""
@@ -556,7 +475,7 @@ class PoolRunner:
         )
         self._attempt_failed(held, tag(timeout, held.call_id, machine_id))
 
-    async def _next(self, slot: _Slot, held: _Held) -> _Held | None:
+    async def _next(self, slot: Slot, held: Held) -> Held | None:
         """Answer the held delivery with the slot's next call, or with no more work."""
         ticket = held.ticket
         assert isinstance(ticket, Ticket)  # pools use the inbox (checked per call)
@@ -575,7 +494,7 @@ class PoolRunner:
         ticket.close()
         return next_held
 
-    def _attempt_failed(self, held: _Held, error: BaseException) -> None:
+    def _attempt_failed(self, held: Held, error: BaseException) -> None:
         """An attempt failed: queue the call again (within ``retries``), or settle its error."""
         job, options = held.job, held.job.plan.options
         job.slot = None
@@ -593,7 +512,7 @@ class PoolRunner:
         note_attempts(error, job.attempts)
         job.settle(error=error)
 
-    async def _resubmit_later(self, job: _Job, delay_s: float) -> None:
+    async def _resubmit_later(self, job: Job, delay_s: float) -> None:
         await anyio.sleep(delay_s)
         if not job.done.is_set() and not self.closed:
             self._submit(job, first=True)
@@ -615,7 +534,7 @@ class PoolRunner:
             await self._all_gone.wait()
 
 
-async def _close(held: _Held) -> None:
+async def _close(held: Held) -> None:
     with anyio.CancelScope(shield=True):
         await close_ticket(held.ticket)
 

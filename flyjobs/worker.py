@@ -42,12 +42,10 @@ from __future__ import annotations
 
 import _socket
 import _thread
-import faulthandler
 import os
 import sys
 import time
 import types
-from _contextvars import ContextVar
 
 from flyjobs._call_envelope import CallEnvelope, decode_call
 from flyjobs._codec import import_reference
@@ -62,18 +60,25 @@ from flyjobs._protocol import (
     MACHINE_ROOT_ENV,
     PAYLOAD_GUEST_PATH,
     RESULT_KEY_ENV,
-    call_line,
     call_mark,
     seal_result,
     set_importing_function,
 )
 from flyjobs._remote_errors import ErrorInfo, describe_exception
 from flyjobs._result_envelope import encode_result
+from flyjobs._worker_shared import (
+    SLOT,
+    Deadlines,
+    EventLoop,
+    Tail,
+    capture_output,
+    log,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, TextIO
+    from typing import Any
 
 __all__ = ("main", "payload_path")
 
@@ -86,17 +91,6 @@ _RETRY_DELAYS_S = (0.2, 1.0)
 _PUT_TIMEOUT_S = 10.0
 #: Socket timeout (s) of fetching spilled arguments.
 _GET_TIMEOUT_S = 60.0
-#: Seconds past the deadline after which a function stuck in C code (so that not even the
-#: deadline thread gets to run) is stopped by faulthandler's watchdog, with exit code 1.
-_HARD_STOP_GRACE_S = 5.0
-
-
-def _log(message: str) -> None:
-    """One line to the machine's own stderr (never into the captured tail)."""
-    stream = sys.__stderr__
-    if stream is not None:
-        stream.write(f"flyjobs.worker: {message}\n")
-        stream.flush()
 
 
 def payload_path() -> str:
@@ -105,170 +99,6 @@ def payload_path() -> str:
     if not root:
         return PAYLOAD_GUEST_PATH
     return os.path.join(root, PAYLOAD_GUEST_PATH.lstrip("/"))
-
-
-#: The slot (see `_Worker`) whose call runs in this thread or asyncio task: what it writes goes
-#: to that call's output tail. Unset in threads a function started itself.
-_SLOT: ContextVar[int] = ContextVar("flyjobs_worker_slot")
-
-
-class _Kept:
-    """The last `limit` characters written for one call (written from any thread)."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._chunks: list[str] = []
-        self._size = 0
-        self._lock = _thread.allocate_lock()
-
-    def add(self, text: str) -> None:
-        with self._lock:
-            self._chunks.append(text)
-            self._size += len(text)
-            if self._size > 2 * self._limit:
-                self._chunks = ["".join(self._chunks)[-self._limit :]]
-                self._size = len(self._chunks[0])
-
-    def text(self) -> str:
-        with self._lock:
-            return "".join(self._chunks)[-self._limit :]
-
-
-class _Tail:
-    """A text stream that writes through to `stream` and keeps the last `limit` characters of
-    each slot's current call.
-
-    What a call's own thread (or asyncio task) writes is that call's alone; what other threads
-    write (threads a function started, which cannot be told apart) goes to every slot's tail,
-    so with one slot a call's tail has all of its output. With `prefixed` (slots run at the
-    same time), a call's lines go through whole, each as `flyjobs._protocol.call_line`.
-    """
-
-    def __init__(self, stream: TextIO, limit: int) -> None:
-        self._stream = stream
-        self._limit = limit
-        self._kept: dict[int, _Kept] = {}
-        self._mid_line = False
-        self.prefixed = False
-        #: with `prefixed`: each slot's call id and the line it has begun
-        self._lines: dict[int, tuple[str, str]] = {}
-
-    def write(self, text: str) -> int:
-        slot = _SLOT.get(-1)
-        kept = self._kept.get(slot)
-        if self.prefixed and kept is not None:
-            call_id, begun = self._lines[slot]
-            *lines, rest = (begun + text).split("\n")
-            self._lines[slot] = (call_id, rest)
-            if lines:
-                self._write_lines([call_line(call_id, line) for line in lines])
-            written = len(text)
-        else:
-            written = self._stream.write(text)
-            if text:
-                self._mid_line = not text.endswith("\n")
-        for each in [kept] if kept is not None else list(self._kept.values()):
-            each.add(text)
-        return written
-
-    def start(self, slot: int, call_id: str) -> None:
-        """Keep a fresh tail for `slot`, whose call `call_id` starts."""
-        self._kept[slot] = _Kept(self._limit)
-        self._lines[slot] = (call_id, "")
-
-    def finish(self, slot: int) -> None:
-        """`slot`'s call has ended: write the line it left unfinished, if prefixed."""
-        call_id, begun = self._lines.get(slot, ("", ""))
-        if self.prefixed and begun:
-            self._lines[slot] = (call_id, "")
-            self._write_lines([call_line(call_id, begun)])
-
-    def text(self, slot: int) -> str:
-        kept = self._kept.get(slot)
-        return "" if kept is None else kept.text()
-
-    def end_line(self) -> None:
-        """End a line left unfinished, so that what is written next starts a line of its own."""
-        if self._mid_line:
-            self._stream.write("\n")
-            self._mid_line = False
-        self._stream.flush()
-
-    def write_line(self, line: str) -> None:
-        """Write ``line`` through on a line of its own, outside the kept tails."""
-        self._write_lines([line])
-
-    def _write_lines(self, lines: list[str]) -> None:
-        self.end_line()
-        # One write: lines of slots that write at once do not cut into each other.
-        self._stream.write("".join(line + "\n" for line in lines))
-        self._stream.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        # flush, fileno, isatty, encoding, buffer, ...: those of the real stream.
-        return getattr(self._stream, name)
-
-
-class _Deadlines:
-    """Ends the process with EXIT_DEADLINE once every slot still running is past its deadline
-    (unix s); with one slot, once its deadline has passed.
-
-    A slot's deadline is its call's, then the end of its wait for the next call (it stays armed
-    through delivery too, so that a machine never outlives its deadline); a slot that has ended
-    has none. A call that runs past its deadline while other slots run goes on (a thread cannot
-    be stopped) but delivers nothing, and holds the process up no longer than they do. A thread
-    rather than SIGALRM: the function may use ``signal.alarm`` itself and would silently replace
-    the handler. Code that holds the GIL in C for long starves the thread (as it would a signal
-    handler); faulthandler's C watchdog ends such a process a little after the last deadline.
-    """
-
-    def __init__(self) -> None:
-        self._at: dict[int, tuple[float, str]] = {}
-        self._started = False
-
-    def set(self, slot: int, at: float, fn_ref: str) -> None:
-        self._at[slot] = (at, fn_ref)
-        if not self._started:
-            self._started = True
-            _thread.start_new_thread(self._watch, ())
-        stderr = sys.__stderr__
-        if stderr is not None:
-            latest = max(at for at, _ in list(self._at.values()))
-            faulthandler.dump_traceback_later(
-                max(latest - time.time(), 0.0) + _HARD_STOP_GRACE_S, exit=True, file=stderr
-            )
-
-    def clear(self, slot: int) -> None:
-        """`slot` has ended: it holds the process up no longer."""
-        self._at.pop(slot, None)
-
-    def _watch(self) -> None:
-        while True:
-            running = list(self._at.values())
-            remaining_s = max((at for at, _ in running), default=0.0) - time.time()
-            if running and remaining_s <= 0:
-                break
-            # Woken at least once a second: a later input may have moved a deadline.
-            time.sleep(min(remaining_s, 1.0) if running else 1.0)
-        # No flush of the output streams: they are line buffered (see _capture_output), and
-        # flushing could block on a lock the stuck main thread holds.
-        fn_refs = ", ".join(sorted({fn_ref for _, fn_ref in running}))
-        _log(f"deadline passed while running {fn_refs}; exiting {EXIT_DEADLINE}")
-        os._exit(EXIT_DEADLINE)
-
-
-def _capture_output() -> tuple[_Tail, _Tail]:
-    streams = []
-    for name in ("stdout", "stderr"):
-        real = getattr(sys, name)
-        reconfigure = getattr(real, "reconfigure", None)
-        if reconfigure is not None:
-            # So that the machine's log gets each line as it is printed.
-            reconfigure(line_buffering=True)
-        tail = _Tail(real, TAIL_CHARS)
-        setattr(sys, name, tail)
-        streams.append(tail)
-    return streams[0], streams[1]
 
 
 def _import_function(ref: str) -> Callable[..., Any]:
@@ -285,39 +115,8 @@ def _import_function(ref: str) -> Callable[..., Any]:
     return fn
 
 
-class _EventLoop:
-    """The one event loop of the machine's async functions, in a thread of its own (started
-    with the first coroutine). Async calls that run at once share it, as in any asyncio
-    program, and module state bound to a loop (clients, connection pools) stays usable from
-    one call to the next."""
-
-    def __init__(self) -> None:
-        self._loop: Any = None
-        self._lock = _thread.allocate_lock()
-
-    def run(self, coroutine: Any) -> Any:
-        """Run `coroutine` on the loop; return its value or raise its exception, here."""
-        import asyncio
-
-        with self._lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                _thread.start_new_thread(self._serve, (self._loop,))
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    @staticmethod
-    def _serve(loop: Any) -> None:
-        while True:
-            try:
-                loop.run_forever()
-            except BaseException:
-                # KeyboardInterrupt or SystemExit from a coroutine leave run_forever after the
-                # task has taken them as its outcome: the loop goes on serving the others.
-                continue
-
-
 def _call(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], loop: _EventLoop
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], loop: EventLoop
 ) -> Any:
     """Call `fn`; a coroutine it returns runs on `loop`."""
     value = fn(*args, **kwargs)
@@ -328,7 +127,7 @@ def _call(
 
 def _from_user_code(exc: BaseException) -> BaseException:
     """`exc` with the leading frames of the worker (and of asyncio's) cut from its traceback."""
-    ours = [__file__]
+    ours = [__file__, EventLoop.run.__code__.co_filename]
     for name in ("asyncio", "concurrent.futures"):
         module = sys.modules.get(name)
         if module is not None and module.__file__:
@@ -343,9 +142,9 @@ def _from_user_code(exc: BaseException) -> BaseException:
 
 def _exit_now(code: int) -> None:
     """End the process at once, whatever its other threads are running."""
-    # No flush, as in _Deadlines: the streams are line buffered, and another thread may hold
+    # No flush, as in Deadlines: the streams are line buffered, and another thread may hold
     # their lock.
-    _log(f"exiting {code}")
+    log(f"exiting {code}")
     os._exit(code)
 
 
@@ -369,16 +168,16 @@ class _Worker:
 
     A call with ``concurrent`` calls gives the machine one slot per call, each such a loop: the
     first in the main thread, the others in threads of their own (`flyjobs._protocol` says how
-    slots end). Sync functions run in their slot's thread, async ones on `_EventLoop`.
+    slots end). Sync functions run in their slot's thread, async ones on `EventLoop`.
     """
 
     def __init__(self, started: float, result_key: str | None) -> None:
         self.started = started
         self.result_key = result_key
-        self.stdout: _Tail | None = None
-        self.stderr: _Tail | None = None
-        self.deadlines = _Deadlines()
-        self.loop = _EventLoop()
+        self.stdout: Tail | None = None
+        self.stderr: Tail | None = None
+        self.deadlines = Deadlines()
+        self.loop = EventLoop()
         self.marks = False
         self._functions: dict[str, Callable[..., Any]] = {}
         #: held while a slot imports its function or decodes its arguments: a module another
@@ -390,14 +189,14 @@ class _Worker:
     def run(self, call: CallEnvelope) -> int:
         """Run the slots of `call` and its ``concurrent`` calls; return the exit code: the first
         slot's, else the first other slot's that is not EXIT_OK."""
-        self.stdout, self.stderr = _capture_output()
+        self.stdout, self.stderr = capture_output(TAIL_CHARS)
         # A machine that may run more than one call marks each call's output (_protocol): a
         # batch's (whose machine may be named for the batch even with one input) or a pool's.
         self.marks = call.pulls or bool(call.then) or bool(call.batch_id)
         try:
             others = [decode_call(data) for data in call.concurrent]
         except SerializationError as exc:
-            _log(f"bad concurrent call in the payload: {exc}")
+            log(f"bad concurrent call in the payload: {exc}")
             return EXIT_BAD_PAYLOAD
         self.stdout.prefixed = self.stderr.prefixed = self.marks and bool(others)
         joins = [self._start_slot(index, other) for index, other in enumerate(others, 1)]
@@ -405,7 +204,7 @@ class _Worker:
         if not alone:
             return code  # the other slots' calls end with the process; the caller retries them
         for ended in joins:
-            # Each other slot ends by itself, or `_Deadlines` ends the process.
+            # Each other slot ends by itself, or `Deadlines` ends the process.
             ended.acquire()
         return next((each for each in (code, *self._ended) if each != EXIT_OK), EXIT_OK)
 
@@ -421,7 +220,7 @@ class _Worker:
         try:
             code, alone = self._loop(index, call)
         except BaseException as exc:
-            _log(f"slot {index} failed: {type(exc).__name__}: {exc}")
+            log(f"slot {index} failed: {type(exc).__name__}: {exc}")
         if not alone:
             # A failure of the machine's (payload, import, delivery): it ends, and the caller
             # retries the calls its other slots hold, as for any machine that dies.
@@ -433,7 +232,7 @@ class _Worker:
         """Run `call` and every call that follows it in slot `index`; return the exit code of
         the last, and whether the slot ends alone (the others go on): when it has no more work,
         or its call ran past its deadline, or its caller no longer wanted the result."""
-        _SLOT.set(index)
+        SLOT.set(index)
         slot = _Slot(index, self.started)
         code = EXIT_OK
         following = list(call.then)  # a fixed slice: the calls after this one
@@ -444,14 +243,14 @@ class _Worker:
                 try:
                     next_call = decode_call(following.pop(0))
                 except SerializationError as exc:
-                    _log(f"bad call in the machine's slice: {exc}")
+                    log(f"bad call in the machine's slice: {exc}")
                     return EXIT_BAD_PAYLOAD, False
         self.deadlines.clear(index)
         return code, code in (EXIT_OK, EXIT_DEADLINE) or slot.unwanted
 
     def _run_one(self, slot: _Slot, call: CallEnvelope) -> tuple[int, CallEnvelope | None]:
         if call.deadline - time.time() <= 0:
-            _log(f"deadline passed before {call.call_id} started; exiting {EXIT_DEADLINE}")
+            log(f"deadline passed before {call.call_id} started; exiting {EXIT_DEADLINE}")
             return EXIT_DEADLINE, None
         for tail in (self.stdout, self.stderr):
             if tail is not None:
@@ -462,20 +261,20 @@ class _Worker:
         try:
             fn = self._function(call.fn)
         except (Exception, SystemExit) as exc:
-            _log(f"cannot import {call.fn}: {type(exc).__name__}: {exc}")
+            log(f"cannot import {call.fn}: {type(exc).__name__}: {exc}")
             self._deliver(slot, call, self._encode_error(slot, call, "import", exc), final=True)
             return EXIT_IMPORT_FAILED, None
         if call.arguments_url:
             try:
                 call.arguments_data = _get(call.arguments_url)
             except OSError as exc:
-                _log(f"cannot fetch the arguments of {call.call_id}: {exc}")
+                log(f"cannot fetch the arguments of {call.call_id}: {exc}")
                 return EXIT_BAD_PAYLOAD, None
         try:
             with self._imports:
                 args, kwargs = call.arguments()
         except SerializationError as exc:
-            _log(f"cannot decode the arguments of {call.call_id}: {exc}")
+            log(f"cannot decode the arguments of {call.call_id}: {exc}")
             missing_class = isinstance(exc.__cause__, (ImportError, AttributeError))
             body = self._encode_error(slot, call, "arguments", exc)
             delivered, next_call = self._deliver(slot, call, body)
@@ -486,7 +285,7 @@ class _Worker:
         if time.time() >= call.deadline:
             # It ran past its deadline while other slots kept the process up: the caller has
             # given up on it.
-            _log(f"{call.call_id} ended past its deadline; its result is not delivered")
+            log(f"{call.call_id} ended past its deadline; its result is not delivered")
             return EXIT_DEADLINE, None
         delivered, next_call = self._deliver(slot, call, body)
         if delivered:
@@ -578,7 +377,7 @@ class _Worker:
             try:
                 status, answer = _put(call.result_url, body, hold_s=call.idle_s if pulls else 0.0)
             except OSError as exc:
-                _log(f"result delivery attempt {attempt + 1} failed: {exc}")
+                log(f"result delivery attempt {attempt + 1} failed: {exc}")
                 continue
             if 200 <= status < 300:
                 return True, self._next_call(answer) if pulls else None
@@ -588,11 +387,11 @@ class _Worker:
                 # input elsewhere when this machine exits).
                 return True, None
             if status < 500:
-                _log(f"result delivery refused: HTTP {status} ({len(body)} bytes)")
+                log(f"result delivery refused: HTTP {status} ({len(body)} bytes)")
                 slot.too_large = status == 413
                 slot.unwanted = status in (404, 410)
                 return False, None
-            _log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")
+            log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")
         return False, None
 
     def _next_call(self, answer: bytes) -> CallEnvelope | None:
@@ -601,7 +400,7 @@ class _Worker:
         try:
             return decode_call(answer)
         except SerializationError as exc:
-            _log(f"bad next call from the inbox: {exc}")
+            log(f"bad next call from the inbox: {exc}")
             return None
 
 
@@ -742,17 +541,17 @@ def main(argv: list[str] | None = None) -> int:
     result_key = os.environ.get(RESULT_KEY_ENV)
     args = sys.argv[1:] if argv is None else argv
     if args and (len(args) != 2 or args[0] != "--payload"):
-        _log("usage: python -m flyjobs.worker [--payload PATH]")
+        log("usage: python -m flyjobs.worker [--payload PATH]")
         return EXIT_BAD_PAYLOAD
     path = args[1] if args else payload_path()
     try:
         with open(path, "rb") as file:
             call = decode_call(file.read())
     except OSError as exc:
-        _log(f"cannot read the payload {path}: {exc.strerror or exc}")
+        log(f"cannot read the payload {path}: {exc.strerror or exc}")
         return EXIT_BAD_PAYLOAD
     except SerializationError as exc:
-        _log(f"bad payload {path}: {exc}")
+        log(f"bad payload {path}: {exc}")
         return EXIT_BAD_PAYLOAD
     if call.schedule is not None:
         # A scheduled function's machine: no caller, each run's outcome goes to the log.

@@ -24,6 +24,7 @@ from flyjobs._protocol import (
     PAYLOAD_GUEST_PATH,
 )
 from flyjobs._result_envelope import decode_result, encode_result
+from flyjobs._worker_shared import _HARD_STOP_GRACE_S
 
 pytestmark = pytest.mark.anyio
 
@@ -211,7 +212,7 @@ async def test_code_holding_the_gil_is_stopped_shortly_after_the_deadline(
             "worker_funcs:stuck_in_c", call_id="c-stuck", result_url=ticket.url, deadline_s=1.0
         )
         assert run.returncode == 1  # faulthandler's watchdog: the deadline thread never ran
-        assert time.monotonic() - started < 1.0 + worker._HARD_STOP_GRACE_S + 5
+        assert time.monotonic() - started < 1.0 + _HARD_STOP_GRACE_S + 5
         assert run.stderr.startswith("Timeout (") and "in stuck_in_c" in run.stderr
 
 
