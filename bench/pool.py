@@ -13,7 +13,7 @@ Reported: p50 and p95 latency of each, the pool's p50 once warm (calls after the
 ``--warmup``), and the pool's ratios to the baseline. Goals: pool p50 <= 100 ms once warm,
 p95 <= 1.5 s including growth.
 
-    python bench/pool.py [--calls 100] [--rate 5] [--max 8] [--warmup 20]
+    python bench/pool.py [--calls 100] [--rate 5] [--max 8] [--max-concurrency 1] [--warmup 20]
 
 The last line of output is one JSON object.
 """
@@ -63,7 +63,9 @@ def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def run(calls: int, rate: float, max_machines: int) -> tuple[list[float], list[float]]:
+def run(
+    calls: int, rate: float, max_machines: int, max_concurrency: int
+) -> tuple[list[float], list[float]]:
     """(pool latencies, per-call latencies) on the Fly profile."""
     with standalone_emulator("--rate-limits", "--boot-delay-s", str(FLY_BOOT_S)) as settings:
         _create_app(settings)
@@ -74,7 +76,7 @@ def run(calls: int, rate: float, max_machines: int) -> tuple[list[float], list[f
             # One machine per call queues behind the create limit, and a create's wait counts
             # against its call's timeout: a timeout that outlasts the queue, for both runs.
             fn = sleep_s.with_options(timeout_s=calls / FLY_CREATE_PER_S + 60)
-            pool = flyjobs.Pool(max=max_machines, idle_s=30)
+            pool = flyjobs.Pool(max=max_machines, max_concurrency=max_concurrency, idle_s=30)
             pooled = asyncio.run(_app(fn.with_options(pool=pool), calls, rate))
             pool.shutdown()
             per_call = asyncio.run(_app(fn, calls, rate))
@@ -90,9 +92,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--rate", type=float, default=5.0)
     parser.add_argument("--max", type=int, default=8)
+    parser.add_argument("--max-concurrency", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
-    pooled, per_call = run(args.calls, args.rate, args.max)
+    pooled, per_call = run(args.calls, args.rate, args.max, args.max_concurrency)
     warm = pooled[args.warmup :]
     figures = {
         "pool_p50_s": _p(pooled, 50),
@@ -106,7 +109,8 @@ def main() -> None:
         f" (creates ~1/s burst 3, {FLY_BOOT_S} s boot):"
     )
     print(
-        f"  Pool(max={args.max}): p50 {figures['pool_p50_s'] * 1000:.0f} ms,"
+        f"  Pool(max={args.max}, max_concurrency={args.max_concurrency}):"
+        f" p50 {figures['pool_p50_s'] * 1000:.0f} ms,"
         f" p95 {figures['pool_p95_s'] * 1000:.0f} ms, p50 after the first {args.warmup} calls"
         f" {figures['pool_warm_p50_s'] * 1000:.0f} ms, max {max(pooled) * 1000:.0f} ms"
     )
@@ -119,6 +123,7 @@ def main() -> None:
         "rate_per_s": args.rate,
         "run_s": RUN_S,
         "pool_max": args.max,
+        "pool_max_concurrency": args.max_concurrency,
         **{name: round(value, 4) for name, value in figures.items()},
         "pool_vs_per_call_p50_ratio": round(figures["pool_p50_s"] / figures["per_call_p50_s"], 4),
         "pool_vs_per_call_p95_ratio": round(figures["pool_p95_s"] / figures["per_call_p95_s"], 4),

@@ -135,3 +135,21 @@ def test_start_needs_a_function_that_uses_the_pool(runtime: Runtime) -> None:
     with pytest.raises(flyjobs.ConfigError, match="no function has this pool"):
         flyjobs.Pool(min=1).start()
     flyjobs.Pool(min=0).start()  # nothing to start
+
+
+def test_cancelling_a_call_leaves_the_others_on_its_machine_running(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    pool = flyjobs.Pool(max=1, max_concurrency=2, idle_s=60)
+    pid_file = tmp_path / "worker.pid"
+    try:
+        hung = funcs.hang_the_first_time.with_options(pool=pool).spawn(str(pid_file))
+        eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
+        other = funcs.nap.with_options(pool=pool).spawn(2.0)
+        eventually(lambda: other.status == "running", "the other call runs")
+        assert hung.cancel()
+        assert other.result(timeout_s=60) == int(pid_file.read_text())
+        with pytest.raises(flyjobs.CallCancelledError):
+            hung.result(timeout_s=10)
+    finally:
+        pool.shutdown()
