@@ -80,6 +80,8 @@ class _AppFollower:
         self.app = app
         self.write = write
         self.token: str | None = None
+        #: The most lines a page of the logs API has held (its page size, once one was full).
+        self.page_lines = 0
         self.watched: dict[str, _Watch] = {}
         self.lines: collections.OrderedDict[str, CallLines] = collections.OrderedDict()
         self.held: collections.OrderedDict[str, collections.deque[Piece]] = (
@@ -152,8 +154,11 @@ class _AppFollower:
             for entry in page.entries:
                 self._route(entry.instance or "", entry.message)
             self.token = page.next_token or self.token
-            if not page.entries:
+            # A page shorter than the longest one seen held all the service had: the rest is
+            # for the next poll (reading on while lines trickle in would spin on the API).
+            if len(page.entries) < max(self.page_lines, 1):
                 return
+            self.page_lines = len(page.entries)
 
     def _route(self, machine_id: str, text: str) -> None:
         lines = self.lines.get(machine_id)

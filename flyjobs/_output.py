@@ -131,6 +131,7 @@ async def read_output(
     """
     reader = _Reader(ident, emit)
     token: str | None = None
+    page_lines = 0  # the most lines a page has held
     give_up = anyio.current_time() + (appear_s if follow else 0.0)
     while True:
         jobs = await list_jobs(client, app, include_deleted=True)
@@ -148,8 +149,10 @@ async def read_output(
                 else:
                     reader.unknown(machine_id, entry.message)
             token = page.next_token or token
-            if not page.entries:
+            # A page shorter than the longest one seen held all there was (see flyjobs._live).
+            if len(page.entries) < max(page_lines, 1):
                 break
+            page_lines = len(page.entries)
         for job in finished:
             reader.end(job)
         if reader.found and (not follow or reader.over(jobs)):
