@@ -392,6 +392,21 @@ def test_logs_of_each_call_on_a_pool_machine(fly: dict[str, str]) -> None:
         pool.shutdown()
 
 
+def test_logs_of_each_of_two_calls_run_at_once_on_a_pool_machine(fly: dict[str, str]) -> None:
+    pool = flyjobs_pkg.Pool(max=1, max_concurrency=2, idle_s=60, name="logs-slots")
+    try:
+        printing = cli_funcs.print_lines.with_options(pool=pool)
+        calls = [printing.spawn(300, tag) for tag in ("p", "q")]
+        assert [call.result(timeout_s=60) for call in calls] == [300, 300]
+        assert _machine_names() == ["logs-slots-m0"]
+        for call, tag in zip(calls, ("p", "q"), strict=True):
+            result = flyjobs("logs", call.call_id, env=fly)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.splitlines() == [f"{tag} {i:05d} " + "x" * 60 for i in range(300)]
+    finally:
+        pool.shutdown()
+
+
 @pytest.fixture
 def fly_small_logs(
     make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
