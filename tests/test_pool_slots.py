@@ -78,18 +78,21 @@ def test_a_call_past_its_timeout_fails_alone_and_its_machine_takes_no_more(
 ) -> None:
     pool = flyjobs.Pool(max=1, max_concurrency=2, idle_s=60)
     pid_file = tmp_path / "worker.pid"
-    stuck = funcs.hang_the_first_time.with_options(pool=pool, timeout_s=1).spawn(str(pid_file))
+    nap = funcs.nap.with_options(pool=pool)
     try:
+        # A machine up first, so that the stuck call's clock starts on a running machine.
+        machine_pid = nap.remote(0.0)
+        hang = funcs.hang_the_first_time.with_options(pool=pool, timeout_s=2)
+        stuck = hang.spawn(str(pid_file))
         eventually(lambda: pid_file.exists() and pid_file.read_text() != "", "the call started")
-        stuck_pid = int(pid_file.read_text())
         # Outlasts the stuck call's timeout on the same machine, and is not cut short by it.
-        longer = funcs.nap.with_options(pool=pool).spawn(3.0)
+        longer = nap.spawn(4.0)
         with pytest.raises(flyjobs.CallTimeoutError, match="takes no more calls"):
             stuck.result(timeout_s=60)
-        assert longer.result(timeout_s=60) == stuck_pid
+        assert longer.result(timeout_s=60) == machine_pid == int(pid_file.read_text())
         (first,) = pool_machines(runtime, pool)
         # The next call gets a machine of its own; the first ends once its calls have.
-        assert funcs.nap.with_options(pool=pool).remote(0.0) != stuck_pid
+        assert nap.remote(0.0) != machine_pid
         eventually(lambda: first.id not in [m.id for m in live(runtime, pool)], "it ended")
     finally:
         pool.shutdown()
