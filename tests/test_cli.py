@@ -392,6 +392,7 @@ def test_logs_of_each_call_on_a_pool_machine(fly: dict[str, str]) -> None:
         pool.shutdown()
 
 
+@pytest.mark.slow  # several seconds: run in the slow suite
 def test_logs_of_each_of_two_calls_run_at_once_on_a_pool_machine(fly: dict[str, str]) -> None:
     pool = flyjobs_pkg.Pool(max=1, max_concurrency=2, idle_s=60, name="logs-slots")
     try:
@@ -494,6 +495,7 @@ def test_doctor_without_a_token_reports_the_embedded_emulator() -> None:
     assert "PASS  back end" in result.stdout and "embedded" in result.stdout
 
 
+@pytest.mark.slow  # several seconds: run in the slow suite
 def test_commands_work_against_flyjobs_dev(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "flyjobs", "dev", "--port", "0", "--app", "my-app"]
     dev = subprocess.Popen(

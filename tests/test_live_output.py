@@ -54,6 +54,7 @@ def test_3000_printed_lines_all_reach_the_caller_in_order(
     assert lines == [f"[{call.call_id}] line {i:05d} {LINE}" for i in range(3000)]
 
 
+@pytest.mark.slow  # several seconds: run in the slow suite
 def test_without_the_logs_api_the_tail_comes_with_a_marker(
     fly: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -73,6 +73,7 @@ def test_a_machine_killed_with_two_calls_in_flight_retries_both(
     assert len(pool_machines(runtime, pool)) == 2
 
 
+@pytest.mark.slow  # several seconds: run in the slow suite
 def test_a_call_past_its_timeout_fails_alone_and_its_machine_takes_no_more(
     runtime: Runtime, tmp_path: Path
 ) -> None:

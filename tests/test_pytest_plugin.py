@@ -53,6 +53,7 @@ def user_project(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+@pytest.mark.slow  # several seconds: run in the slow suite
 def test_the_fixture_runs_calls_on_a_fresh_emulator(
     user_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

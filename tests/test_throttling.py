@@ -25,6 +25,7 @@ def throttling_api(
         yield emulator
 
 
+@pytest.mark.slow  # several seconds: run in the slow suite
 def test_throttled_creates_never_fail_a_call(throttling_api: RunningEmulator) -> None:
     # One machine per input: 8 creates against 1/s with bursts of 3, no client pacing, no
     # retries. Every create beyond the burst is refused at least once.

@@ -102,6 +102,7 @@ async def test_429_storm_is_ridden_out_with_retry_after(
     assert max((await _machines_per_name(emu, app)).values()) == 1
 
 
+@pytest.mark.slow  # several seconds: run in the slow suite
 async def test_client_side_pacing_avoids_429s(
     make_emulator: Callable[..., RunningEmulator], caplog: pytest.LogCaptureFixture
 ) -> None:

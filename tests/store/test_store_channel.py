@@ -149,6 +149,7 @@ def test_a_slice_whose_machine_crashes_midway_reruns_the_rest(fly_store: str) ->
     _no_machine_left()
 
 
+@pytest.mark.slow  # several seconds: run in the slow suite
 def test_a_slices_results_arrive_while_its_machine_still_runs(fly_store: str) -> None:
     inputs = [(0, 0.0), (1, 0.0), (2, 6.0)]
     results = funcs.slow_square.starmap(inputs, max_machines=1)
