@@ -47,6 +47,8 @@ class AppRecord:
     secrets: dict[str, Secret] = field(default_factory=dict)
     #: Bumped on every secrets change (the API's secrets ``version``).
     secrets_version: int = 0
+    #: Machines made so far: the next one's `MachineRecord.serial`.
+    machines_made: int = 0
 
     def secret_values(self) -> dict[str, str]:
         """Secret name → value, as injected into a machine's environment."""

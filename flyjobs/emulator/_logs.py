@@ -10,6 +10,10 @@ seen are no longer kept, it gets one line saying how many were dropped, and why
 (`flyjobs._protocol.log_gap_line`; Fly has no such line). A line's timestamp is when the
 emulator read it from the machine's output pipe (`MachineOutput`); a token counts lines, not
 bytes.
+
+The token stays small however many machines the app has had: machines that are destroyed and
+read to the end are named by their creation ``serial``, as a count below which all are done
+plus a bit set of those done above it; only the others carry their line number.
 """
 
 from __future__ import annotations
@@ -45,15 +49,18 @@ async def app_logs(request: Request) -> Response:
             raise not_found(f"machine {params['instance']} not found")
     if params.get("region"):
         machines = [m for m in machines if m.region == params["region"]]
-    offsets = _decode_token(params.get("next_token"))
+    position = _Position.decode(params.get("next_token"))
     budget = emulator.config.log_page_lines
     entries: list[dict[str, Any]] = []
     for machine in machines:
-        lines, offsets[machine.id] = machine.output.read(
-            offsets.get(machine.id), budget - len(entries)
+        if position.done(machine.serial):
+            continue
+        lines, position.offsets[machine.id] = machine.output.read(
+            position.offsets.get(machine.id), budget - len(entries)
         )
         entries.extend(_entry(machine, line) for line in lines)
-    return json_response({"data": entries, "meta": {"next_token": _encode_token(offsets)}})
+    token = position.compact(emulator.app_machines(app_name, include_deleted=True)).encode()
+    return json_response({"data": entries, "meta": {"next_token": token}})
 
 
 def _entry(machine: MachineRecord, line: LogLine) -> dict[str, Any]:
@@ -72,20 +79,65 @@ def _entry(machine: MachineRecord, line: LogLine) -> dict[str, Any]:
     }
 
 
-def _decode_token(token: str | None) -> dict[str, int]:
-    if not token:
-        return {}
-    try:
-        offsets = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError):
-        raise bad_request("invalid next_token") from None
-    if not isinstance(offsets, dict) or not all(isinstance(v, int) for v in offsets.values()):
-        raise bad_request("invalid next_token")
-    return {str(k): v for k, v in offsets.items()}
+class _Position:
+    """Where a reader of an app's logs is: ``below`` (every machine whose serial is lower is
+    done), ``above`` (serials done above it), and each other machine's next line number."""
 
+    def __init__(self, below: int, above: set[int], offsets: dict[str, int]) -> None:
+        self.below = below
+        self.above = above
+        self.offsets = offsets
 
-def _encode_token(offsets: dict[str, int]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(offsets).encode()).decode()
+    def done(self, serial: int) -> bool:
+        return serial < self.below or serial in self.above
+
+    def compact(self, machines: list[MachineRecord]) -> _Position:
+        """Mark done each destroyed machine read to its end; advance ``below`` over them."""
+        alive = set()
+        for machine in machines:
+            if self.done(machine.serial):
+                continue
+            read = self.offsets.get(machine.id, 0)
+            if machine.state == "destroyed" and read >= machine.output.next_seq:
+                self.above.add(machine.serial)
+                self.offsets.pop(machine.id, None)
+            else:
+                alive.add(machine.serial)
+        # A serial no longer listed is a machine forgotten after its retention: done too.
+        top = max((m.serial for m in machines), default=-1)
+        while self.below <= top and (self.below in self.above or self.below not in alive):
+            self.above.discard(self.below)
+            self.below += 1
+        return self
+
+    def encode(self) -> str:
+        bits = bytearray((max(self.above, default=self.below) - self.below) // 8 + 1)
+        for serial in self.above:
+            offset = serial - self.below
+            bits[offset // 8] |= 1 << (offset % 8)
+        body = {"b": self.below, "a": base64.b64encode(bytes(bits)).decode(), "o": self.offsets}
+        return base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
+
+    @classmethod
+    def decode(cls, token: str | None) -> _Position:
+        if not token:
+            return cls(0, set(), {})
+        try:
+            body = json.loads(base64.urlsafe_b64decode(token.encode()))
+            below, bits, offsets = body["b"], base64.b64decode(body["a"]), body["o"]
+        except (binascii.Error, ValueError, TypeError, KeyError):
+            raise bad_request("invalid next_token") from None
+        if (
+            not isinstance(below, int)
+            or below < 0
+            or not isinstance(offsets, dict)
+            or not all(isinstance(v, int) and v >= 0 for v in offsets.values())
+        ):
+            raise bad_request("invalid next_token")
+        above = {
+            below + i * 8 + b for i, byte in enumerate(bits) for b in range(8) if byte >> b & 1
+        }
+        return cls(below, above, {str(k): v for k, v in offsets.items()})
 
 
 LOG_ROUTES = [Route("/api/v1/apps/{app_name}/logs", app_logs, methods=["GET"])]

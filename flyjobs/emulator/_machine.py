@@ -87,6 +87,8 @@ class MachineRecord:
     secrets: dict[str, str]
     #: What its processes printed (and the emulator's notes), read by the logs API.
     output: MachineOutput
+    #: Its place among its app's machines, in creation order (0 for the first).
+    serial: int = 0
     state: str = "created"
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)

@@ -72,6 +72,11 @@ class MachineOutput:
         for line in text.splitlines() or [""]:
             self._record(line.encode())
 
+    @property
+    def next_seq(self) -> int:
+        """The number the next line will have: lines so far, dropped ones included."""
+        return self._next_seq
+
     def read(self, after: int | None, limit: int) -> tuple[list[LogLine], int]:
         """At most ``limit`` lines numbered ``after`` or later (None: from the first), and the
         number to continue from.

@@ -142,7 +142,9 @@ class Emulator:
             machine_dir=machine_dir,
             secrets=secrets,
             output=MachineOutput(self.config.log_max_bytes),
+            serial=app.machines_made,
         )
+        app.machines_made += 1
         # fly-go LaunchMachineInput.SkipServiceRegistration: created cordoned (no traffic).
         machine.cordoned = bool(body.get("skip_service_registration"))
         machine.set_state("created", ("launch", "user"))

@@ -85,3 +85,33 @@ def test_an_unfinished_last_line_and_long_lines_are_kept(client: httpx.Client, a
     messages = [e["attributes"]["message"] for e in data["data"]]
     assert "".join(messages[:-1]) == "x" * 40000
     assert messages[-1] == "no newline at the end"
+
+
+def test_the_next_token_stays_small_however_many_machines_the_app_had(
+    client: httpx.Client, app: str
+) -> None:
+    """A reader that has read destroyed machines to their end carries no line number for
+    each in its token (a batch of a thousand one-input machines made a URL too long)."""
+    logs = f"/api/v1/apps/{app}/logs"
+    made = []
+    for i in range(40):
+        m = create(client, app, ["echo", f"line of {i}"], restart={"policy": "no"})
+        made.append(m["id"])
+    for machine_id in made:
+        wait_ok(client, app, machine_id, "stopped")
+        assert client.delete(f"/v1/apps/{app}/machines/{machine_id}").status_code == 200
+    for machine_id in made:
+        wait_ok(client, app, machine_id, "destroyed")
+    first = client.get(logs).json()
+    assert sorted(e["attributes"]["message"] for e in first["data"]) == sorted(
+        f"line of {i}" for i in range(40)
+    )
+    token = first["meta"]["next_token"]
+    assert len(token) < 100, token
+    # Nothing is read twice, and a machine made after the token is read from its first line.
+    assert client.get(logs, params={"next_token": token}).json()["data"] == []
+    later = create(client, app, ["echo", "later"], restart={"policy": "no"})
+    wait_ok(client, app, later["id"], "stopped")
+    again = client.get(logs, params={"next_token": token}).json()
+    assert [e["attributes"]["message"] for e in again["data"]] == ["later"]
+    assert client.get(logs, params={"next_token": "bm90IGEgdG9rZW4"}).status_code == 400
