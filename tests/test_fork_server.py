@@ -81,6 +81,27 @@ def test_a_forked_worker_runs_its_atexit_handlers(on: bool, tmp_path: Path) -> N
     assert marker.read_text() == "ran"
 
 
+def test_a_worker_exit_waits_for_threads_and_flushes_and_only_fresh_ones_finalize(
+    on: bool, tmp_path: Path
+) -> None:
+    """A forked worker ends as an interpreter does (non-daemon threads joined, atexit handlers
+    run, output flushed) except that it does not finalize objects: that teardown would copy
+    the server's memory into each child, the larger part of a trivial call's CPU."""
+    call = funcs.exit_work.spawn(str(tmp_path))
+    call.result(timeout_s=30)
+    runtime = get_runtime()
+    app, machine_id = runtime.app, call.machine_id
+    assert app is not None and machine_id is not None
+    ended = runtime.portal.call(
+        lambda: runtime.client.wait(app, machine_id, "destroyed", timeout_s=30)
+    )
+    assert ended is not None
+    assert (tmp_path / "thread").read_text() == "ran"
+    logs = runtime.portal.call(lambda: runtime.client.log_tail(app, machine_id, lines=50))
+    assert "printed at exit" in logs
+    assert (tmp_path / "finalized").exists() is not on
+
+
 def test_a_python_startup_variable_gets_its_own_server(on: bool) -> None:
     """PYTHON* variables shape an interpreter's start: a machine that sets one must not be
     forked from a server started without it."""

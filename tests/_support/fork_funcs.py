@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -46,3 +47,41 @@ def exit_hook(path: str) -> None:
             file.write("ran")
 
     atexit.register(write)
+
+
+class _Finalized:
+    """Writes ``path`` when finalized: at the latest when the interpreter tears down modules."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    # `open` bound now: module teardown may already have taken the builtins when this runs.
+    def __del__(self, open: Any = open) -> None:
+        with open(self.path, "w") as file:
+            file.write("finalized")
+
+
+def _print_buffered() -> None:
+    # stdout replaced by a block-buffered file: only a flush at exit writes the line.
+    sys.stdout = open(1, "w", closefd=False)
+    sys.stdout.write("printed at exit")
+
+
+#: Kept alive until the interpreter's teardown, if it has one.
+KEPT: list[object] = []
+
+
+@flyjobs.remote(timeout_s=60)
+def exit_work(folder: str) -> None:
+    """Leave work for the worker's exit: a non-daemon thread that writes ``thread`` once the
+    main thread has finished (the interpreter's exit waits for it), an atexit handler that
+    prints to a buffered stdout, and an object whose finalizer writes ``finalized``."""
+
+    def after_main() -> None:
+        threading.main_thread().join()
+        with open(os.path.join(folder, "thread"), "w") as file:
+            file.write("ran")
+
+    threading.Thread(target=after_main).start()
+    atexit.register(_print_buffered)
+    KEPT.append(_Finalized(os.path.join(folder, "finalized")))
