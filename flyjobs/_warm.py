@@ -23,7 +23,9 @@ it runs past its deadline or is abandoned: that machine is destroyed at once if 
 of it is running, otherwise it ends by itself once they are done.
 
 The pool starts at `PoolRunner.start` (``pool.start()``) or at its first call, and then starts
-machines up to ``min`` with no call (their slots run a keep-warm call, then park).
+machines up to ``min`` with no call (their slots run a keep-warm call, then park). A machine
+that was up and ends below ``min`` (killed, crashed, past a call's deadline) is replaced the
+same way.
 """
 
 from __future__ import annotations
@@ -303,6 +305,10 @@ class PoolRunner:
             if not self._machines:
                 self._all_gone.set()
             self._grow()  # a machine ended: queued calls may need another
+            if machine.id is not None and self.started and not self.runtime.closing:
+                # One that was up (crashed, killed, or destroyed past a call's deadline): back
+                # to min. Not after a failed create, which would only fail again, and again.
+                self._fill()
 
     def _hand(self, job: Job, slot: Slot, *, creating: bool) -> Held:
         """Start an attempt of ``job`` on ``slot``: its clocks start now."""

@@ -111,6 +111,23 @@ def test_start_brings_up_min_machines_before_any_call(runtime: Runtime) -> None:
     assert live(runtime, pool) == []  # leaving the block shut the pool down
 
 
+def test_a_machine_killed_at_min_is_replaced_with_no_call(runtime: Runtime) -> None:
+    pool = flyjobs.Pool(min=1, max=2, idle_s=60)
+    fn = funcs.pid_of.with_options(pool=pool)
+    with pool:
+        (first,) = live(runtime, pool)
+        _, pid = fn.remote(1)
+        os.kill(pid, signal.SIGKILL)
+        eventually(
+            lambda: [m.id for m in live(runtime, pool)] not in ([first.id], []),
+            "a new machine replaced the killed one",
+        )
+        (replacement,) = live(runtime, pool)
+        assert fn.remote(2)[1] != pid
+        assert [m.id for m in live(runtime, pool)] == [replacement.id]
+    assert live(runtime, pool) == []
+
+
 def test_start_async_for_an_application_s_lifespan(runtime: Runtime) -> None:
     pool = flyjobs.Pool(min=1, max=2, idle_s=60)
     fn = funcs.pid_of.with_options(pool=pool)
