@@ -14,7 +14,7 @@ from ._typing import Generic, ParamSpec, TypeVar, overload
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
     from typing import Any, Literal, TypedDict, Unpack
 
     from ._call import Call
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 __all__ = ("Function", "remote")
 
@@ -43,7 +44,8 @@ class _RemoteFace(Generic[P, R]):
 
     __slots__ = ("_function",)
 
-    def __init__(self, function: Function[P, R]) -> None:
+    # Function[P, R], or for an ``async def`` Function[P, Coroutine[..., R]] (`_RemoteAttribute`).
+    def __init__(self, function: Function[P, Any]) -> None:
         self._function = function
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -62,7 +64,8 @@ class _RemoteFace(Generic[P, R]):
         from ._runtime import get_runtime_async
 
         await get_runtime_async()
-        return await self._function.spawn(*args, **kwargs).result_async()
+        call: Call[R] = self._function.spawn(*args, **kwargs)
+        return await call.result_async()
 
 
 class _MapFace(Generic[P, R]):
@@ -159,6 +162,28 @@ class _MapFace(Generic[P, R]):
             yield value
 
 
+class _RemoteAttribute:
+    """``fn.remote``: the remote face of the function it is read from. A descriptor rather than
+    a property so that type checkers see the value of an ``async def`` function's call (the
+    worker awaits the coroutine), not the coroutine."""
+
+    __slots__ = ()
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _RemoteAttribute: ...
+
+    @overload
+    def __get__(
+        self, instance: Function[P, Coroutine[Any, Any, T]], owner: type
+    ) -> _RemoteFace[P, T]: ...
+
+    @overload
+    def __get__(self, instance: Function[P, T], owner: type) -> _RemoteFace[P, T]: ...
+
+    def __get__(self, instance: Function[..., Any] | None, owner: type) -> Any:
+        return self if instance is None else _RemoteFace(instance)
+
+
 class Function(Generic[P, R]):
     """A function whose calls run on Fly Machines. Made by :func:`remote`.
 
@@ -176,13 +201,20 @@ class Function(Generic[P, R]):
             options.pool._attach(fn, options)
         functools.update_wrapper(self, fn)
 
-    @property
-    def remote(self) -> _RemoteFace[P, R]:
-        """Run one call on its own machine (``fn.remote(...)``, ``await fn.remote.aio(...)``)."""
-        return _RemoteFace(self)
+    #: Run one call on its own machine (``fn.remote(...)``, ``await fn.remote.aio(...)``).
+    remote = _RemoteAttribute()
 
-    def spawn(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
-        """Start one call on its own machine and return its handle at once.
+    @overload
+    def spawn(
+        self: Function[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Call[T]: ...
+
+    @overload
+    def spawn(self: Function[P, T], *args: P.args, **kwargs: P.kwargs) -> Call[T]: ...
+
+    def spawn(self, *args: Any, **kwargs: Any) -> Call[Any]:
+        """Start one call on its own machine and return its handle at once (the call of an
+        ``async def`` function gives the awaited value).
 
         Arguments are encoded here, so one that cannot be sent raises
         :class:`~flyjobs.SerializationError` (a ``TypeError``) before any machine exists.
@@ -201,7 +233,15 @@ class Function(Generic[P, R]):
             )
         return spawn(self._fn, self.options, args, kwargs)
 
-    def spawn_detached(self, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
+    @overload
+    def spawn_detached(
+        self: Function[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Call[T]: ...
+
+    @overload
+    def spawn_detached(self: Function[P, T], *args: P.args, **kwargs: P.kwargs) -> Call[T]: ...
+
+    def spawn_detached(self, *args: Any, **kwargs: Any) -> Call[Any]:
         """Start one call that outlives this process, and return its handle at once.
 
         When this process exits, the call's machine runs on to its own deadline and its result
