@@ -24,8 +24,9 @@ of it is running, otherwise it ends by itself once they are done.
 
 The pool starts at `PoolRunner.start` (``pool.start()``) or at its first call, and then starts
 machines up to ``min`` with no call (their slots run a keep-warm call, then park). A machine
-that was up and ends below ``min`` (killed, crashed, past a call's deadline) is replaced the
-same way.
+that has delivered a result and ends below ``min`` (killed, crashed, past a call's deadline) is
+replaced the same way; one that never delivered (a broken image) is not, or a pool would make
+machines forever.
 """
 
 from __future__ import annotations
@@ -305,9 +306,10 @@ class PoolRunner:
             if not self._machines:
                 self._all_gone.set()
             self._grow()  # a machine ended: queued calls may need another
-            if machine.id is not None and self.started and not self.runtime.closing:
-                # One that was up (crashed, killed, or destroyed past a call's deadline): back
-                # to min. Not after a failed create, which would only fail again, and again.
+            if machine.delivered and self.started and not self.runtime.closing:
+                # One that ran (then crashed, was killed, or was destroyed past a call's
+                # deadline): back to min. Not one that never delivered a result (a failed create,
+                # a broken image), whose replacement would fail again, and again.
                 self._fill()
 
     def _hand(self, job: Job, slot: Slot, *, creating: bool) -> Held:
@@ -445,6 +447,7 @@ class PoolRunner:
                 return None
             body = await held.ticket.result()  # delivered as the deadline struck: kept
         slot.job = None
+        slot.machine.delivered = slot.machine.delivered or body is not None
         if body is None:
             await _close(held)
             error = await exit_error(runtime, plan.app, machine_id, plan.options)

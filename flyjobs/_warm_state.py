@@ -81,6 +81,8 @@ class Machine:
     draining: bool = False
     #: monotonic time (s) a call of the application last started or ended on it
     active_at: float = 0.0
+    #: it delivered a result (a keep-warm call's too): it runs
+    delivered: bool = False
 
     @property
     def open(self) -> bool:

@@ -14,6 +14,7 @@ from _pool_helpers import eventually, live, pool_machines
 
 import flyjobs
 from flyjobs._runtime import Runtime
+from flyjobs._warm import PoolRunner
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 
@@ -126,6 +127,19 @@ def test_a_machine_killed_at_min_is_replaced_with_no_call(runtime: Runtime) -> N
         assert fn.remote(2)[1] != pid
         assert [m.id for m in live(runtime, pool)] == [replacement.id]
     assert live(runtime, pool) == []
+
+
+def test_a_machine_that_never_ran_is_not_replaced(runtime: Runtime) -> None:
+    # An interpreter that cannot start: each replacement would fail the same way.
+    pool = flyjobs.Pool(min=1, max=2, idle_s=60)
+    funcs.pid_of.with_options(pool=pool, env={"PYTHONHOME": "/nonexistent"})
+    with pytest.raises(flyjobs.FlyjobsError):
+        pool.start()
+    runner = pool._runner
+    assert isinstance(runner, PoolRunner)
+    eventually(lambda: not runner._machines, "the pool has no machine left")
+    assert len(pool_machines(runtime, pool)) == 1
+    pool.shutdown()
 
 
 def test_start_async_for_an_application_s_lifespan(runtime: Runtime) -> None:
