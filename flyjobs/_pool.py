@@ -60,7 +60,8 @@ class Pool:
     its running calls retried under ``retries=``. Signal handlers can be set only by the call
     that runs in the worker's main thread.
 
-    :param min: machines started with the pool and kept up even when idle.
+    :param min: machines started with the pool and kept up even when idle (one that dies
+        after it has run a call is replaced).
     :param max: machines at once (the process's ``FLYJOBS_MAX_MACHINES`` bounds them as well).
     :param max_concurrency: calls one machine runs at once (FLAME's ``max_concurrency``).
     :param idle_s: seconds a machine waits for its next call before it exits (above ``min``).
