@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ._exceptions import ConfigError
 from ._pool import Pool
-from ._protocol import RESERVED_ENV
+from ._protocol import MAX_WAIT_S, RESERVED_ENV
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -161,8 +161,11 @@ class CallOptions:
             raise ConfigError(
                 "size= names cpus and memory together; pass either size or cpus/memory_mb"
             )
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            raise ConfigError(f"timeout_s={self.timeout_s}: must be a positive number of seconds")
+        if self.timeout_s is not None and not 0 < self.timeout_s <= MAX_WAIT_S:
+            raise ConfigError(
+                f"timeout_s={self.timeout_s}: must be a positive number of seconds, at most"
+                f" {MAX_WAIT_S:g} (30 days)"
+            )
         if self.retries < 0:
             raise ConfigError(f"retries={self.retries}: must be 0 or more")
         for name in (*self.env, *self.secrets):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from ._exceptions import ConfigError
+from ._protocol import MAX_WAIT_S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,9 +81,9 @@ class Pool:
         *,
         name: str | None = None,
     ) -> None:
-        if not isinstance(max, int) or max < 1:
+        if isinstance(max, bool) or not isinstance(max, int) or max < 1:
             raise ConfigError(f"Pool(max={max!r}): a pool needs at least one machine (max >= 1)")
-        if not isinstance(min, int) or not 0 <= min <= max:
+        if isinstance(min, bool) or not isinstance(min, int) or not 0 <= min <= max:
             raise ConfigError(f"Pool(min={min!r}, max={max!r}): min must be from 0 to max")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
             raise ConfigError(
@@ -94,8 +95,15 @@ class Pool:
                 f"Pool(max_concurrency={max_concurrency!r}): a machine runs at least one call"
                 " at a time (max_concurrency >= 1)"
             )
-        if isinstance(idle_s, bool) or not isinstance(idle_s, (int, float)) or not idle_s > 0:
-            raise ConfigError(f"Pool(idle_s={idle_s!r}): must be a positive number of seconds")
+        if (
+            isinstance(idle_s, bool)
+            or not isinstance(idle_s, (int, float))
+            or not 0 < idle_s <= MAX_WAIT_S
+        ):
+            raise ConfigError(
+                f"Pool(idle_s={idle_s!r}): must be a positive number of seconds, at most"
+                f" {MAX_WAIT_S:g} (30 days)"
+            )
         if name is None:
             name = "fjp-" + os.urandom(4).hex()
         allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")

@@ -16,6 +16,7 @@ __all__ = (
     "IDLE_EXIT_GRACE_S",
     "LOG_GAP_PREFIX",
     "MAX_INBOX_RESULT_BYTES",
+    "MAX_WAIT_S",
     "MACHINE_ROOT_ENV",
     "META_BATCH_ID",
     "META_CALL_ID",
@@ -92,6 +93,11 @@ NEXT_INPUT_WAIT_S = 5.0
 #: ended itself, whatever happened to the caller: the worker's read timeout for the answer, and
 #: its deadline while it waits (plus the deadline thread's one-second poll).
 IDLE_EXIT_GRACE_S = 11.0
+
+#: The longest ``timeout_s`` of a call and ``idle_s`` of a pool (30 days): the worker sets its
+#: deadline watchdog (``faulthandler.dump_traceback_later``) that far ahead, which a platform
+#: ``time_t`` bounds; a value past it (``1e12``, ``inf``) crashed the machine after its create.
+MAX_WAIT_S = 30 * 86400.0
 
 # Worker exit codes. 0 means a result was delivered (the function's own exception counts as a
 # delivered result); each failure before or after that has its own code so the exit event alone

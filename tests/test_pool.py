@@ -11,8 +11,10 @@ from pathlib import Path
 import pool_funcs as funcs
 import pytest
 from _pool_helpers import eventually, live, pool_machines
+from _remote_helpers import machines
 
 import flyjobs
+from flyjobs._protocol import MAX_WAIT_S
 from flyjobs._runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
@@ -211,6 +213,25 @@ def test_pool_settings_are_checked_before_any_machine(runtime: Runtime) -> None:
         flyjobs.Pool(idle_s=0)
     with pytest.raises(flyjobs.ConfigError, match="flyjobs.Pool"):
         funcs.pid_of.with_options(pool=8)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("huge", [1e12, float("inf")])
+def test_waits_longer_than_a_machine_can_keep_are_refused_before_any_machine(
+    runtime: Runtime, huge: float
+) -> None:
+    # A worker arms its deadline watchdog that far ahead: past a platform time_t it crashed
+    # after the machine was created.
+    before = machines(runtime)
+    with pytest.raises(flyjobs.ConfigError, match="timeout_s=.*at most"):
+        funcs.pid_of.with_options(timeout_s=huge).remote(1)
+    with pytest.raises(flyjobs.ConfigError, match="idle_s=.*at most"):
+        funcs.pid_of.with_options(pool=flyjobs.Pool(idle_s=huge)).remote(1)
+    assert machines(runtime) == before
+    pool = flyjobs.Pool(max=1, idle_s=MAX_WAIT_S)
+    try:
+        assert funcs.pid_of.with_options(pool=pool, timeout_s=MAX_WAIT_S).remote(2)[0] == 2
+    finally:
+        pool.shutdown()
 
 
 def test_one_pool_serves_one_machine_shape(runtime: Runtime) -> None:
