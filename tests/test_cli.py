@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import cli_funcs
+import click
 import httpx
 import pytest
 from _fly_helpers import APP, RESULT_KEY, fly_env
@@ -78,9 +79,18 @@ def _states(env: dict[str, str]) -> dict[str, str]:
 # -- every command ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["run", "ls", "logs", "gc", "doctor"])
+def _leaf_commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _leaf_commands(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+@pytest.mark.parametrize("command", [" ".join(c) for c in _leaf_commands(cli)])
 def test_every_command_has_help_with_an_example(command: str) -> None:
-    result = CliRunner().invoke(cli, [command, "--help"])
+    # Every command, those of `schedule` and `batch` and `dev` too, found from the CLI itself.
+    result = CliRunner().invoke(cli, [*command.split(), "--help"])
     assert result.exit_code == 0, result.output
     assert "Example:" in result.output
     assert f"flyjobs {command}" in result.output.split("Example:")[1]

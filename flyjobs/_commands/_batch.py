@@ -33,7 +33,12 @@ def _where() -> tuple[Store | None, Settings]:
 @batch.command("ls")
 @shows_errors
 def ls() -> None:
-    """List the journaled batches: name, finished inputs, last finished (UTC)."""
+    """List the journaled batches: name, finished inputs, last finished (UTC).
+
+    \b
+    Example:
+        flyjobs batch ls
+    """
     store, settings = _where()
     infos: list[BatchInfo]
     if store is not None:
@@ -55,7 +60,12 @@ def ls() -> None:
 @click.argument("name")
 @shows_errors
 def rm(name: str) -> None:
-    """Forget the batch NAME: its next run starts from the first input."""
+    """Forget the batch NAME: its next run starts from the first input.
+
+    \b
+    Example:
+        flyjobs batch rm nightly-2026-11-30
+    """
     check_batch_name(name)
     store, settings = _where()
     if store is not None:

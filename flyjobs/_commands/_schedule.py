@@ -37,7 +37,17 @@ def schedule() -> None:
 @APP_OPTION
 @shows_errors
 def deploy(target: str, prune: bool, app: str | None) -> None:
-    """Create or update one machine per scheduled function of MODULE_OR_FILE (idempotent)."""
+    """Create or update one machine per scheduled function of MODULE_OR_FILE (idempotent).
+
+    An unchanged function is left alone; a changed one is updated in place under the machine's
+    lease. Functions gone from the module are reported, and destroyed with --prune. Code runs
+    from the image (FLYJOBS_IMAGE): push the new image first.
+
+    \b
+    Example:
+        flyjobs schedule deploy examples/scheduled.py
+        flyjobs schedule deploy myapp.jobs --prune
+    """
     from .._schedule_deploy import deploy as deploy_module
     from .._target import import_target
 
@@ -66,7 +76,13 @@ def deploy(target: str, prune: bool, app: str | None) -> None:
 @APP_OPTION
 @shows_errors
 def ls(runs: int, as_json: bool, app: str | None) -> None:
-    """Each deployed scheduled function: schedule, machine, last runs, next run due."""
+    """Each deployed scheduled function: schedule, machine, last runs, next run due.
+
+    \b
+    Example:
+        flyjobs schedule ls
+        flyjobs schedule ls --runs 20 --json
+    """
     from .._schedule_status import statuses
 
     _settings, client, app = api_client(app)
@@ -93,7 +109,13 @@ def ls(runs: int, as_json: bool, app: str | None) -> None:
 @APP_OPTION
 @shows_errors
 def rm(name: str, app: str | None) -> None:
-    """Remove one scheduled function's machine (NAME as `ls` prints it, or module:qualname)."""
+    """Remove one scheduled function's machine (NAME as `ls` prints it, or module:qualname).
+
+    \b
+    Example:
+        flyjobs schedule rm hourly_sync
+        flyjobs schedule rm scheduled:hourly_sync
+    """
     from .._schedule_status import remove
 
     _settings, client, app = api_client(app)
@@ -112,7 +134,13 @@ def rm(name: str, app: str | None) -> None:
 @APP_OPTION
 @shows_errors
 def logs(name: str, lines: int, app: str | None) -> None:
-    """Show the latest output of a scheduled function's runs."""
+    """Show the latest output of a scheduled function's runs.
+
+    \b
+    Example:
+        flyjobs schedule logs hourly_sync
+        flyjobs schedule logs hourly_sync -n 50
+    """
     from .._schedule_status import machine_logs
 
     _settings, client, app = api_client(app)
@@ -129,7 +157,14 @@ def logs(name: str, lines: int, app: str | None) -> None:
 @schedule.command("run")
 @click.argument("name")
 def run_(name: str) -> None:
-    """Run a scheduled function once now, on an ephemeral machine; print its result."""
+    """Run a scheduled function once now, on an ephemeral machine; print its result.
+
+    NAME is a deployed function, as `flyjobs schedule ls` prints it, or module:qualname.
+
+    \b
+    Example:
+        flyjobs schedule run nightly_report
+    """
     from .._schedule_status import run_now
 
     try:

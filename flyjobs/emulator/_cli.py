@@ -139,6 +139,11 @@ def dev(
     The accepted token comes from --token, else $FLYJOBS_DEV_TOKEN, else a private token file
     (--token-file), created with a random token on first use. $FLY_API_TOKEN is never used:
     your real Fly token stays out of the emulator. The full token is never printed.
+
+    \b
+    Example:
+        flyjobs dev --app my-app --ui
+        flyjobs dev --port 0 --time-scale 3600 --rate-limits
     """
     token_file = token_file or default_token_file()
     try:
