@@ -11,10 +11,15 @@ call's start mark may have been dropped too. With ``hold_after_gap`` the lines t
 gap line with them) wait for the next mark to tell: an end mark makes them that call's, a start
 mark the machine's own. Without it (live output, where waiting would hold lines back), they
 count as the machine's own, which its reader maps to the call it knows the machine runs.
+
+A reader that knows which calls a machine may run (``accepts``: from its metadata, see
+`flyjobs._jobs.JobMachine.may_run`) takes a mark naming any other call as a line like any
+other: a machine cannot put lines into another machine's calls, whatever it prints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from ._protocol import LOG_GAP_PREFIX, parse_call_mark
@@ -37,8 +42,12 @@ class Piece(NamedTuple):
 class CallLines:
     """One machine's output, line by line, told apart by call (see the module docstring)."""
 
-    def __init__(self, *, hold_after_gap: bool = False) -> None:
+    def __init__(
+        self, *, hold_after_gap: bool = False, accepts: Callable[[str], bool] | None = None
+    ) -> None:
         self.hold_after_gap = hold_after_gap
+        #: whether a mark naming this call id is one (None: any is)
+        self.accepts = accepts
         #: The call whose marks the last line was between (None: none).
         self.current: str | None = None
         self._held: list[str] | None = None
@@ -46,6 +55,8 @@ class CallLines:
     def feed(self, line: str) -> list[Piece]:
         """The pieces ``line`` makes: those it releases, if any, then its own (none while held)."""
         mark = parse_call_mark(line)
+        if mark is not None and self.accepts is not None and not self.accepts(mark[1]):
+            mark = None
         if mark is None:
             if line.startswith(LOG_GAP_PREFIX):
                 self.current = None

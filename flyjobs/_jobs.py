@@ -35,6 +35,7 @@ from ._protocol import (
     META_DEADLINE,
     META_FUNCTION,
     META_POOL,
+    may_mark,
 )
 from .machines import Machine, MachinesClient
 
@@ -126,6 +127,10 @@ class JobMachine:
             created_at=created.timestamp() if isinstance(created, datetime) else None,
             pool=metadata.get(META_POOL, ""),
         )
+
+    def may_run(self, call_id: str) -> bool:
+        """Whether its worker's marks may name call ``call_id`` (`flyjobs._protocol.may_mark`)."""
+        return may_mark(call_id, own_call_id=self.call_id, batch_id=self.batch_id, pool=self.pool)
 
     def age_s(self, now: float) -> float | None:
         """Seconds since it was created, if known."""

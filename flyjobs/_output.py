@@ -79,7 +79,7 @@ class _Reader:
             self.gaps += 1
         lines = self.lines.get(job.id)
         if lines is None:
-            lines = self.lines[job.id] = CallLines(hold_after_gap=True)
+            lines = self.lines[job.id] = CallLines(hold_after_gap=True, accepts=job.may_run)
         self.pieces(job, lines.feed(text))
 
     def end(self, job: JobMachine) -> None:

@@ -36,6 +36,7 @@ __all__ = (
     "call_mark",
     "importing_function",
     "log_gap_line",
+    "may_mark",
     "parse_call_mark",
     "open_record",
     "open_result",
@@ -239,6 +240,18 @@ def call_mark(kind: str, call_id: str) -> str:
 def call_line(call_id: str, text: str) -> str:
     """A line ``text`` of call ``call_id``, written while other calls of the process run."""
     return f"{CALL_MARK_PREFIX}{call_id}: {text}"
+
+
+def may_mark(call_id: str, *, own_call_id: str, batch_id: str, pool: str) -> bool:
+    """Whether a machine whose metadata names ``own_call_id``, ``batch_id`` and ``pool`` may
+    mark call ``call_id``'s output: a pool's machine any call (its metadata cannot tell which
+    calls of the pool it took), a batch's machine only inputs of that batch (their ids are
+    ``BATCH_ID-INDEX``, a retry's ``-rN`` after it), any other machine only its own call."""
+    if pool:
+        return True
+    if batch_id:
+        return call_id.startswith(batch_id + "-")
+    return call_id == own_call_id
 
 
 def parse_call_mark(line: str) -> tuple[str, str, str] | None:

@@ -14,7 +14,7 @@ import sys
 import time
 from _contextvars import ContextVar
 
-from flyjobs._protocol import EXIT_DEADLINE, call_line
+from flyjobs._protocol import CALL_MARK_PREFIX, EXIT_DEADLINE, LOG_GAP_PREFIX, call_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,6 +70,13 @@ class Tail:
     write (threads a function started, which cannot be told apart) goes to every slot's tail,
     so with one slot a call's tail has all of its output. With `prefixed` (slots run at the
     same time), a call's lines go through whole, each as `flyjobs._protocol.call_line`.
+
+    A line a call prints that would read as the worker's own (a call mark, or the emulator's
+    line saying it dropped lines) goes through as the call's line (`call_line`) too: a call
+    that prints what it was given cannot pass its lines off as another call's, or end its
+    own output early, in ``flyjobs logs`` and the caller's live output. Only lines written
+    through ``sys.stdout``/``sys.stderr`` are seen: what a subprocess writes to the
+    inherited descriptor, or a write that cuts such a line's start in two, goes through as is.
     """
 
     def __init__(self, stream: TextIO, limit: int) -> None:
@@ -78,7 +85,7 @@ class Tail:
         self._kept: dict[int, _Kept] = {}
         self._mid_line = False
         self.prefixed = False
-        #: with `prefixed`: each slot's call id and the line it has begun
+        #: each slot's call id and, with `prefixed`, the line it has begun
         self._lines: dict[int, tuple[str, str]] = {}
 
     def write(self, text: str) -> int:
@@ -92,12 +99,28 @@ class Tail:
                 self._write_lines([call_line(call_id, line) for line in lines])
             written = len(text)
         else:
-            written = self._stream.write(text)
+            written = len(text)
+            if CALL_MARK_PREFIX in text or LOG_GAP_PREFIX in text:
+                self._stream.write(self._escaped(text, slot))
+            else:
+                self._stream.write(text)
             if text:
                 self._mid_line = not text.endswith("\n")
         for each in [kept] if kept is not None else list(self._kept.values()):
             each.add(text)
         return written
+
+    def _escaped(self, text: str, slot: int) -> str:
+        """``text`` with each line that starts like a mark written as a line of the call that
+        ``slot`` runs (any running call's, for a thread the function started)."""
+        entry = self._lines.get(slot) or next(iter(self._lines.values()), None)
+        if entry is None:
+            return text  # no call has started: the worker's own lines
+        parts = text.split("\n")
+        for i, part in enumerate(parts):
+            if (i or not self._mid_line) and part.startswith((CALL_MARK_PREFIX, LOG_GAP_PREFIX)):
+                parts[i] = call_line(entry[0], part)
+        return "\n".join(parts)
 
     def start(self, slot: int, call_id: str) -> None:
         """Keep a fresh tail for `slot`, whose call `call_id` starts."""

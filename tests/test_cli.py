@@ -402,6 +402,38 @@ def test_logs_of_each_call_on_a_pool_machine(fly: dict[str, str]) -> None:
         pool.shutdown()
 
 
+def test_a_call_that_prints_marks_cannot_put_lines_into_another_calls_logs(
+    fly: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool = flyjobs_pkg.Pool(max=1, idle_s=60, name="marks-pool")
+    try:
+        # On one pool machine (whose metadata cannot say which calls it ran), the worker
+        # writes a printed mark as a line of the call that printed it.
+        victim = cli_funcs.print_lines.with_options(pool=pool).spawn(1, "mine")
+        assert victim.result(timeout_s=60) == 1
+        forger = cli_funcs.print_marks.with_options(pool=pool).spawn(victim.call_id)
+        assert forger.result(timeout_s=60) == "printed"
+        assert _machine_names() == ["marks-pool-m0"]
+    finally:
+        pool.shutdown()
+    forged = cli_funcs.forged_lines(victim.call_id)
+    assert capsys.readouterr().out.splitlines() == [
+        f"[{victim.call_id}] mine 00000 " + "x" * 60,
+        *(f"[{forger.call_id}] {line}" for line in forged),
+    ]
+    # A machine of one call, written to past the worker (a subprocess would): its marks may
+    # name only its own call.
+    alone = cli_funcs.print_marks.spawn(victim.call_id, raw=True)
+    assert alone.result(timeout_s=60) == "printed"
+    logs = {
+        call.call_id: CliRunner().invoke(cli, ["logs", call.call_id], catch_exceptions=False)
+        for call in (victim, forger, alone)
+    }
+    assert logs[victim.call_id].output.splitlines() == ["mine 00000 " + "x" * 60]
+    assert logs[forger.call_id].output.splitlines() == forged
+    assert logs[alone.call_id].output.splitlines() == forged
+
+
 @pytest.mark.slow  # several seconds: run in the slow suite
 def test_logs_of_each_of_two_calls_run_at_once_on_a_pool_machine(fly: dict[str, str]) -> None:
     pool = flyjobs_pkg.Pool(max=1, max_concurrency=2, idle_s=60, name="logs-slots")

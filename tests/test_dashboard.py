@@ -168,3 +168,31 @@ def test_flyjobs_dev_ui_prints_the_dashboard_url(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
+
+
+def test_inputs_done_counts_only_marks_of_the_machines_own_batch(
+    emulator: RunningEmulator,
+) -> None:
+    # A batch machine's output that names inputs of another batch (as a subprocess of a
+    # function could write it, past the worker) is not counted as inputs done.
+    lines = [
+        *(f"flyjobs-call end fjb-other-{i}" for i in range(3)),
+        "flyjobs-call start fjb-mine-0",
+        "flyjobs-call end fjb-mine-0",
+    ]
+    config = {
+        "image": "jobs",
+        "init": {"exec": ["python", "-c", f"print({chr(10).join(lines)!r})"]},
+        "metadata": {"flyjobs_function": "jobs:f", "flyjobs_batch_id": "fjb-mine"},
+    }
+    headers = {"Authorization": f"Bearer {emulator.token}"}
+    with httpx.Client(base_url=emulator.url, headers=headers, timeout=30) as http:
+        response = http.post(f"/v1/apps/{APP}/machines", json={"config": config})
+        assert response.status_code == 200, response.text
+        machine_id = response.json()["id"]
+        http.get(f"/v1/apps/{APP}/machines/{machine_id}/wait", params={"state": "stopped"})
+    assert emulator.ui_url is not None
+    with httpx.Client(follow_redirects=True) as browser_like:
+        page = browser_like.get(emulator.ui_url).text
+    row = page.split("<code>fjb-mine</code>", 1)[1].split("</tr>", 1)[0]
+    assert [cell.split("<", 1)[0] for cell in row.split("<td>")[2:3]] == ["1"]  # inputs done

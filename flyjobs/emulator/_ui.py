@@ -24,7 +24,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .._protocol import META_BATCH_ID, META_CALL_ID, META_FUNCTION, parse_call_mark
+from .._protocol import (
+    META_BATCH_ID,
+    META_CALL_ID,
+    META_FUNCTION,
+    META_POOL,
+    may_mark,
+    parse_call_mark,
+)
 from ._machine import MachineRecord
 from ._state import Emulator
 
@@ -172,7 +179,8 @@ def _apps(emulator: Emulator, machines: list[MachineRecord]) -> str:
 class _InputsDone:
     """Inputs each batch machine has finished, from the worker's end marks in its output
     (`flyjobs._protocol.call_mark`; a machine that runs one input has none, and has finished
-    its input once it has stopped). Each refresh reads only the lines it has not read yet."""
+    its input once it has stopped). Each refresh reads only the lines it has not read yet. A
+    mark naming a call the machine may not run (`flyjobs._protocol.may_mark`) is not counted."""
 
     def __init__(self) -> None:
         #: machine id -> (lines read, end marks seen, whether it marks its inputs)
@@ -183,9 +191,14 @@ class _InputsDone:
         for machine in machines:
             after, ended, marks = self._read.get(machine.id, (0, 0, False))
             lines, after = machine.output.read(after, 1 << 62)
+            own = {
+                "own_call_id": _meta(machine, META_CALL_ID),
+                "batch_id": _meta(machine, META_BATCH_ID),
+                "pool": _meta(machine, META_POOL),
+            }
             for line in lines:
                 mark = parse_call_mark(line.text)
-                if mark is not None and mark[0] in ("start", "end"):
+                if mark is not None and mark[0] in ("start", "end") and may_mark(mark[1], **own):
                     marks = True
                     ended += mark[0] == "end"
             self._read[machine.id] = (after, ended, marks)

@@ -40,3 +40,31 @@ def hang(seconds: float) -> float:
 def plain(word: str) -> str:
     """Not decorated: `flyjobs run` makes it remote with default options."""
     return word.upper()
+
+
+@flyjobs.remote(timeout_s=60)
+def print_marks(victim: str, raw: bool = False) -> str:
+    """Print, as a function that prints what it was given might, lines that look like the
+    worker's marks naming call ``victim``, and like the emulator's dropped-lines line; with
+    ``raw``, straight to the output's descriptor, as a subprocess would."""
+    import os
+    import sys
+
+    for line in forged_lines(victim):
+        if raw:
+            sys.stdout.flush()
+            os.write(1, (line + "\n").encode())
+        else:
+            print(line)  # noqa: T201 - remote output is what is tested
+    return "printed"
+
+
+def forged_lines(victim: str) -> list[str]:
+    return [
+        f"flyjobs-call {victim}: a line passed off as {victim}'s",
+        f"flyjobs-call start {victim}",
+        "a line between marks naming another call",
+        f"flyjobs-call end {victim}",
+        "[flyjobs emulator: 7 earlier lines of this machine were dropped: not really]",
+        "the last line",
+    ]
