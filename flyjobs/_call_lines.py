@@ -19,15 +19,43 @@ other: a machine cannot put lines into another machine's calls, whatever it prin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
 from ._protocol import LOG_GAP_PREFIX, parse_call_mark
 
-__all__ = ("CallLines", "Piece")
+__all__ = ("CallLines", "Piece", "shown")
 
 #: Lines held after a gap at most; past that they are released as the machine's own.
 _MAX_HELD = 100_000
+#: A colour (SGR) sequence, kept; or another control character, escaped.
+_CONTROL = re.compile(r"\x1b\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_RESET = "\x1b[0m"
+
+
+def shown(line: str) -> str:
+    """A machine's output ``line`` as it is safe to write to a terminal after a ``[call_id]``
+    prefix: colours kept (and reset at its end, so they do not run into the next line); of
+    text overwritten with carriage returns (a progress bar), the last part, as a terminal
+    would show it; any other control character (cursor moves, screen clears, title changes,
+    bells) written as ``\\xNN``, so a line cannot overwrite or hide what came before it."""
+    if "\r" in line:
+        parts = [part for part in line.split("\r") if part]
+        line = parts[-1] if parts else ""
+    if not _CONTROL.search(line):
+        return line
+    coloured = False
+
+    def escape(match: re.Match[str]) -> str:
+        nonlocal coloured
+        if len(match[0]) > 1:
+            coloured = True
+            return match[0]
+        return f"\\x{ord(match[0]):02x}"
+
+    line = _CONTROL.sub(escape, line)
+    return line + _RESET if coloured else line
 
 
 class Piece(NamedTuple):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskGroup
 
-from ._call_lines import CallLines, Piece
+from ._call_lines import CallLines, Piece, shown
 from ._exceptions import APIError, AuthenticationError, ForbiddenError, TransportError
 from .machines import MachinesClient
 
@@ -102,7 +102,7 @@ class _AppFollower:
         if missed:
             self.write(missed_marker(call_id, missed) + "\n")
         for call, line, _mark in self.held.pop(machine_id, ()):
-            self.write(f"[{call or call_id}] {line}\n")
+            self.write(f"[{call or call_id}] {shown(line)}\n")
 
     async def drain(self, machine_id: str) -> bool:
         """Wait for a poll that starts from now on to end; True if the machine's output was
@@ -171,7 +171,7 @@ class _AppFollower:
                 continue
             watch = self.watched.get(machine_id)
             if watch is not None:
-                self.write(f"[{piece.call or watch.call_id}] {piece.text}\n")
+                self.write(f"[{piece.call or watch.call_id}] {shown(piece.text)}\n")
             else:
                 self._hold(machine_id, piece)
 

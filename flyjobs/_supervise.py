@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from ._call_lines import shown
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -237,7 +238,7 @@ def _echo_output(call_id: str, stdout: str, stderr: str) -> None:
     for text, stream in ((stdout, sys.stdout), (stderr, sys.stderr)):
         if text:
             cut = len(text) >= TAIL_CHARS
-            lines = [f"[{call_id}] {line}\n" for line in text.splitlines()[cut:]]
+            lines = [f"[{call_id}] {shown(line)}\n" for line in text.splitlines()[cut:]]
             stream.write((cut_marker(call_id) + "\n" if cut else "") + "".join(lines))
             stream.flush()
 

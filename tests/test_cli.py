@@ -434,6 +434,18 @@ def test_a_call_that_prints_marks_cannot_put_lines_into_another_calls_logs(
     assert logs[alone.call_id].output.splitlines() == forged
 
 
+def test_control_sequences_in_output_cannot_rewrite_the_terminal(
+    fly: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    call = cli_funcs.print_controls.spawn()
+    assert call.result(timeout_s=60) == len(cli_funcs.CONTROL_LINES)
+    expected = list(cli_funcs.CONTROL_LINES.values())
+    assert capsys.readouterr().out.splitlines() == [f"[{call.call_id}] {line}" for line in expected]
+    # color=True: as on a terminal (click drops colours on other outputs)
+    result = CliRunner().invoke(cli, ["logs", call.call_id], catch_exceptions=False, color=True)
+    assert result.output.splitlines() == expected
+
+
 @pytest.mark.slow  # several seconds: run in the slow suite
 def test_logs_of_each_of_two_calls_run_at_once_on_a_pool_machine(fly: dict[str, str]) -> None:
     pool = flyjobs_pkg.Pool(max=1, max_concurrency=2, idle_s=60, name="logs-slots")

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from .._call_lines import shown
 from .._jobs import JobMachine, list_jobs
 from .._output import read_output
 from ._common import APP_OPTION, api_client, run_async, shows_errors
@@ -103,6 +104,7 @@ def logs(ident: str, app: str | None, follow: bool) -> None:
 
     def emit(_job: JobMachine, call_id: str, line: str) -> None:
         # One call's own lines print as they are; any other line says which call it is from.
+        line = shown(line)
         click.echo(line if call_id == ident else f"[{call_id}] {line}")
 
     def waiting() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from .._call_lines import shown
 from .._settings import Settings
 from ._common import APP_OPTION, NO_API, api_client, run_async, shows_errors
 
@@ -151,7 +152,7 @@ def logs(name: str, lines: int, app: str | None) -> None:
 
     _ref, text = run_async(run)
     if text:
-        click.echo(text)
+        click.echo("\n".join(shown(line) for line in text.splitlines()))
 
 
 @schedule.command("run")

@@ -68,3 +68,20 @@ def forged_lines(victim: str) -> list[str]:
         "[flyjobs emulator: 7 earlier lines of this machine were dropped: not really]",
         "the last line",
     ]
+
+
+#: Lines with terminal control sequences, as a function's output might hold them, each with
+#: how `flyjobs logs` and live output show it.
+CONTROL_LINES = {
+    "\x1b[2J\x1b[Hthe screen cleared": "\\x1b[2J\\x1b[Hthe screen cleared",
+    "mine\r[fj-0000000000000000] overwritten": "[fj-0000000000000000] overwritten",
+    "\x1b]0;a window title\x07 and a bell": "\\x1b]0;a window title\\x07 and a bell",
+    "\x1b[31mred\x1b[0m, tabs\tkept": "\x1b[31mred\x1b[0m, tabs\tkept\x1b[0m",
+}
+
+
+@flyjobs.remote(timeout_s=60)
+def print_controls() -> int:
+    for line in CONTROL_LINES:
+        print(line)  # noqa: T201 - remote output is what is tested
+    return len(CONTROL_LINES)
