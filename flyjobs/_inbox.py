@@ -44,7 +44,7 @@ from anyio.abc import SocketAttribute
 
 from ._exceptions import SerializationError
 from ._inbox_server import BoundedServer, RateLimitedLog
-from ._protocol import MAX_INBOX_RESULT_BYTES, NEXT_INPUT_WAIT_S, open_result
+from ._protocol import MAX_INBOX_RESULT_BYTES, NEXT_INPUT_WAIT_S, RESULT_NOT_SEALED, open_result
 from ._result_envelope import decode_result
 
 __all__ = ("ResultInbox", "Ticket")
@@ -333,7 +333,7 @@ class ResultInbox:
         if self._result_key is not None:
             opened = open_result(self._result_key, body)
             if opened is None:
-                raise _Refused(403, "the result is not authenticated by the app's result key")
+                raise _Refused(403, RESULT_NOT_SEALED)
             body = opened
         try:
             envelope = decode_result(body)

@@ -12,6 +12,7 @@ __all__ = (
     "EXIT_DELIVERY_FAILED",
     "EXIT_IMPORT_FAILED",
     "EXIT_OK",
+    "EXIT_RESULT_REFUSED",
     "EXIT_RESULT_TOO_LARGE",
     "IDLE_EXIT_GRACE_S",
     "LOG_GAP_PREFIX",
@@ -28,6 +29,7 @@ __all__ = (
     "PAYLOAD_GUEST_PATH",
     "RESERVED_ENV",
     "RESULT_KEY_ENV",
+    "RESULT_NOT_SEALED",
     "RUN_RECORD_PREFIX",
     "SCHEDULE_INTERVALS_S",
     "TIME_ORIGIN_ENV",
@@ -108,6 +110,12 @@ EXIT_BAD_PAYLOAD = 65  # payload file missing, unreadable or not a flyjobs call 
 EXIT_IMPORT_FAILED = 66  # the function reference could not be imported
 EXIT_DELIVERY_FAILED = 75  # the result could not be delivered (EX_TEMPFAIL)
 EXIT_RESULT_TOO_LARGE = 73  # the result inbox refused the result as too large (HTTP 413)
+#: The result inbox refused the result as not sealed with the caller's result key (its 403
+#: answer is `RESULT_NOT_SEALED`): for a genuine worker, the app's ``FLYJOBS_RESULT_KEY``
+#: secret is not the caller's ``FLYJOBS_RESULT_KEY`` (EX_NOPERM).
+EXIT_RESULT_REFUSED = 77
+#: The body of the inbox's 403 answer to a result not sealed with its result key.
+RESULT_NOT_SEALED = "the result is not authenticated by the app's result key"
 
 #: Largest result envelope (bytes) the caller's inbox accepts; a larger one needs the object
 #: store (``FLYJOBS_STORE``), which takes results of any size.

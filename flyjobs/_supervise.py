@@ -21,6 +21,7 @@ from ._exceptions import (
     AuthenticationError,
     CallError,
     CallTimeoutError,
+    ConfigError,
     FlyjobsError,
     MachineCrashedError,
     NotFoundError,
@@ -40,8 +41,10 @@ from ._protocol import (
     EXIT_DELIVERY_FAILED,
     EXIT_IMPORT_FAILED,
     EXIT_OK,
+    EXIT_RESULT_REFUSED,
     EXIT_RESULT_TOO_LARGE,
     MAX_INBOX_RESULT_BYTES,
+    RESULT_KEY_ENV,
 )
 from ._remote_errors import rebuild_exception
 from ._result_envelope import ResultEnvelope, decode_result
@@ -268,6 +271,13 @@ async def exit_error(
             " BUCKET_NAME from `fly storage create`) to bring back results of any size, or"
             " return a reference to the data instead",
             output_tail=tail,
+        )
+    if code == EXIT_RESULT_REFUSED:
+        return ConfigError(
+            f"the result of machine {machine_id} was refused: it was not sealed with this"
+            f" process's result key, so the app's {RESULT_KEY_ENV} secret is not the"
+            f" {RESULT_KEY_ENV} set here; give both the same value (fly secrets set"
+            f' {RESULT_KEY_ENV}="${RESULT_KEY_ENV}")'
         )
     reasons = {
         EXIT_OK: "the worker exited before it delivered one (did the function call os._exit?)",

@@ -24,7 +24,9 @@ a call's lines can be told apart in the machine's logs. The exit code is the las
   that holds the GIL is ended by faulthandler a few seconds later, with exit code 1 and the
   stacks of its threads on stderr);
 - ``EXIT_DELIVERY_FAILED``: the result could not be delivered (after two quick retries);
-- ``EXIT_RESULT_TOO_LARGE``: the result inbox refused the result as too large (HTTP 413).
+- ``EXIT_RESULT_TOO_LARGE``: the result inbox refused the result as too large (HTTP 413);
+- ``EXIT_RESULT_REFUSED``: the result inbox refused the result as not sealed with the
+  caller's result key (HTTP 403, `RESULT_NOT_SEALED`: this machine's key is not the caller's).
 
 Arguments too large for the payload come from the object store: the payload then names a
 presigned URL to GET them from.
@@ -56,10 +58,12 @@ from flyjobs._protocol import (
     EXIT_DELIVERY_FAILED,
     EXIT_IMPORT_FAILED,
     EXIT_OK,
+    EXIT_RESULT_REFUSED,
     EXIT_RESULT_TOO_LARGE,
     MACHINE_ROOT_ENV,
     PAYLOAD_GUEST_PATH,
     RESULT_KEY_ENV,
+    RESULT_NOT_SEALED,
     call_mark,
     seal_result,
     set_importing_function,
@@ -152,12 +156,14 @@ class _Slot:
     """One of the machine's pull loops: the index its output is kept under, and its current
     call's timings."""
 
-    __slots__ = ("index", "timings", "too_large", "unwanted")
+    __slots__ = ("index", "refused", "timings", "too_large", "unwanted")
 
     def __init__(self, index: int, started: float) -> None:
         self.index = index
         self.timings: dict[str, float] = {"worker_start": started}
         self.too_large = False
+        #: the inbox refused the result as not sealed with the caller's result key (403)
+        self.refused = False
         #: the inbox has no ticket for the result any more (404, 410): the caller gave up on it
         self.unwanted = False
 
@@ -290,6 +296,8 @@ class _Worker:
         delivered, next_call = self._deliver(slot, call, body)
         if delivered:
             return EXIT_OK, next_call
+        if slot.refused:
+            return EXIT_RESULT_REFUSED, None
         return (EXIT_RESULT_TOO_LARGE if slot.too_large else EXIT_DELIVERY_FAILED), None
 
     def _mark(self, slot: _Slot, kind: str, call_id: str) -> None:
@@ -389,6 +397,7 @@ class _Worker:
             if status < 500:
                 log(f"result delivery refused: HTTP {status} ({len(body)} bytes)")
                 slot.too_large = status == 413
+                slot.refused = status == 403 and answer == RESULT_NOT_SEALED.encode()
                 slot.unwanted = status in (404, 410)
                 return False, None
             log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")

@@ -75,6 +75,24 @@ def test_a_missing_secret_is_named_before_any_machine(fly: RunningEmulator) -> N
     assert runtime.portal.call(lambda: runtime.client.list_machines(APP)) == []
 
 
+@pytest.mark.slow  # over a second: the slow suite
+def test_a_result_key_that_is_not_the_apps_secret_says_so(
+    fly: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller's key was rotated and the app secret not: machines seal with the old one.
+    monkeypatch.setenv("FLYJOBS_RESULT_KEY", "a-new-key-0123456789abcdef0123456789")
+    shutdown_runtime()
+    call = funcs.add.with_options(retries=2).spawn(1, 2)
+    with pytest.raises(flyjobs.ConfigError, match="FLYJOBS_RESULT_KEY secret") as exc:
+        call.result(timeout_s=30)
+    assert "fly secrets set" in str(exc.value)
+    assert "a-new-key" not in str(exc.value) and RESULT_KEY not in str(exc.value)
+    runtime = get_runtime()
+    machines = runtime.portal.call(lambda: runtime.client.list_machines(APP, include_deleted=True))
+    assert len(machines) == 1  # not retried: another machine has the same key
+    assert machines[0].state == "destroyed"
+
+
 def test_missing_image_names_variable_and_pyproject_key(
     fly: RunningEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: object
 ) -> None:
