@@ -164,8 +164,12 @@ class _Run:
         if self.interval_s:
             _thread.start_new_thread(self._skips, (self.interval_s,))
         sys.path[:0] = self.call.sys_path
-        from flyjobs._worker_shared import EventLoop
-        from flyjobs.worker import _call, _from_user_code, _import_function
+        from flyjobs._worker_shared import EventLoop, capture_output
+        from flyjobs.worker import TAIL_CHARS, _call, _from_user_code, _import_function
+
+        # What the function prints that would read as a run record is written as its line.
+        for tail in capture_output(TAIL_CHARS):
+            tail.start(0, self.call.call_id)
 
         fn: Callable[..., Any]
         try:

@@ -14,7 +14,13 @@ import sys
 import time
 from _contextvars import ContextVar
 
-from flyjobs._protocol import CALL_MARK_PREFIX, EXIT_DEADLINE, LOG_GAP_PREFIX, call_line
+from flyjobs._protocol import (
+    CALL_MARK_PREFIX,
+    EXIT_DEADLINE,
+    LOG_GAP_PREFIX,
+    RUN_RECORD_PREFIX,
+    call_line,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,6 +40,9 @@ def log(message: str) -> None:
         stream.write(f"flyjobs.worker: {message}\n")
         stream.flush()
 
+
+#: How the lines that readers of a machine's output take as the worker's own begin.
+_WORKER_PREFIXES = (CALL_MARK_PREFIX, RUN_RECORD_PREFIX, LOG_GAP_PREFIX)
 
 #: The slot (see `flyjobs.worker._Worker`) whose call runs in this thread or asyncio task: what
 #: it writes goes to that call's output tail. Unset in threads a function started itself.
@@ -71,10 +80,11 @@ class Tail:
     so with one slot a call's tail has all of its output. With `prefixed` (slots run at the
     same time), a call's lines go through whole, each as `flyjobs._protocol.call_line`.
 
-    A line a call prints that would read as the worker's own (a call mark, or the emulator's
-    line saying it dropped lines) goes through as the call's line (`call_line`) too: a call
-    that prints what it was given cannot pass its lines off as another call's, or end its
-    own output early, in ``flyjobs logs`` and the caller's live output. Only lines written
+    A line a call prints that would read as the worker's own (a call mark, a scheduled run's
+    record, or the emulator's line saying it dropped lines) goes through as the call's line
+    (`call_line`) too: a call that prints what it was given cannot pass its lines off as
+    another call's, end its own output early in ``flyjobs logs`` and the caller's live
+    output, or add runs to ``flyjobs schedule ls``. Only lines written
     through ``sys.stdout``/``sys.stderr`` are seen: what a subprocess writes to the
     inherited descriptor, or a write that cuts such a line's start in two, goes through as is.
     """
@@ -100,7 +110,7 @@ class Tail:
             written = len(text)
         else:
             written = len(text)
-            if CALL_MARK_PREFIX in text or LOG_GAP_PREFIX in text:
+            if any(prefix in text for prefix in _WORKER_PREFIXES):
                 self._stream.write(self._escaped(text, slot))
             else:
                 self._stream.write(text)
@@ -118,7 +128,7 @@ class Tail:
             return text  # no call has started: the worker's own lines
         parts = text.split("\n")
         for i, part in enumerate(parts):
-            if (i or not self._mid_line) and part.startswith((CALL_MARK_PREFIX, LOG_GAP_PREFIX)):
+            if (i or not self._mid_line) and part.startswith(_WORKER_PREFIXES):
                 parts[i] = call_line(entry[0], part)
         return "\n".join(parts)
 

@@ -192,6 +192,29 @@ def test_a_failing_run_shows_in_ls_with_its_message(deployment: Deployment) -> N
     assert "the feed is down (42)" in logs
 
 
+def test_a_run_that_prints_a_run_record_shows_its_real_outcome(deployment: Deployment) -> None:
+    deployment.write(
+        "liar.py",
+        """
+        import json
+        import flyjobs
+
+        @flyjobs.remote(schedule="weekly")
+        def liar() -> None:
+            fake = {"status": "ok", "started": 4102444800.0, "value": "'all good'"}
+            print("flyjobs-run " + json.dumps(fake))
+            raise ValueError("it failed")
+        """,
+    )
+    deployment.cli("deploy", "liar.py")
+    # The printed line comes before the real record in the machine's log.
+    runs = deployment.runs_until("liar", lambda runs: any(r["status"] == "failed" for r in runs))
+    assert [(run["status"], run["error"]) for run in runs] == [
+        ("failed", "builtins.ValueError: it failed")
+    ]
+    assert "flyjobs-run {" in deployment.cli("logs", "liar").stdout  # shown as its line
+
+
 def test_redeploying_a_changed_function_updates_its_machine(deployment: Deployment) -> None:
     deployment.write("jobs.py", JOBS)
     first = deployment.cli("deploy", "jobs.py").stdout
