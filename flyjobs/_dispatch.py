@@ -30,7 +30,14 @@ from ._exceptions import (
 )
 from ._inbox import Ticket
 from ._options import CallOptions
-from ._plan import WORKER_DEADLINE_SLACK_S, Plan, new_call_id, plan, resolve_target
+from ._plan import (
+    WORKER_DEADLINE_SLACK_S,
+    Plan,
+    check_arguments,
+    new_call_id,
+    plan,
+    resolve_target,
+)
 from ._protocol import NEXT_INPUT_WAIT_S
 from ._runtime import Runtime, get_runtime
 from ._supervise import (
@@ -96,7 +103,9 @@ def spawn(
                 " use fn.with_options(pool=None).spawn_detached(...)"
             )
         check_detachable(runtime)
-    # Encoded here, in the caller's thread, so a bad argument raises before anything runs.
+    # Checked and encoded here, in the caller's thread, so a bad argument raises before
+    # anything runs.
+    check_arguments(fn, call_plan.fn_ref, args, kwargs)
     arguments = call_plan.encode(args, kwargs, spill=runtime.store is not None)
     return _submit(runtime, call_plan, arguments)
 

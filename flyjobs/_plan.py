@@ -36,7 +36,14 @@ from ._reference import function_reference
 from ._runtime import current_settings, get_runtime
 from .machines import MachineConfig
 
-__all__ = ("MAX_INLINE_PAYLOAD_BYTES", "WORKER_DEADLINE_SLACK_S", "Plan", "new_batch_id", "plan")
+__all__ = (
+    "MAX_INLINE_PAYLOAD_BYTES",
+    "WORKER_DEADLINE_SLACK_S",
+    "Plan",
+    "check_arguments",
+    "new_batch_id",
+    "plan",
+)
 
 #: Largest encoded arguments sent inline in ``files[].raw_value`` (before base64, which adds a
 #: third). Fly does not document a config size limit; 1 MiB keeps the create request
@@ -259,6 +266,28 @@ def _portable(roots: list[str]) -> list[str]:
             if entry not in portable and entry != "." and not entry.startswith(".."):
                 portable.append(entry)
     return portable
+
+
+def check_arguments(
+    fn: Callable[..., Any], fn_ref: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> None:
+    """Refuse arguments ``fn`` does not take, as calling it here would, before any machine.
+
+    :raises SerializationError: (also a TypeError) the arguments do not fit ``fn``'s signature.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no signature to check (a builtin): the machine's call tells
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        empty = inspect.Parameter.empty
+        bare = signature.replace(
+            parameters=[p.replace(annotation=empty) for p in signature.parameters.values()],
+            return_annotation=empty,
+        )
+        raise SerializationError(f"{fn_ref}{bare}: {exc}; no machine was created") from None
 
 
 def _positional_names(fn: Callable[..., Any]) -> list[str]:

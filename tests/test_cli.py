@@ -150,7 +150,9 @@ def test_run_map_reads_json_lines(fly: dict[str, str], tmp_path: Path) -> None:
         (["no_such_module::f"], "neither a .py file nor an importable module"),
         (["cli_funcs.py::nope"], "has no function 'nope'"),
         (["cli_funcs.py::square", "--map", "missing.jsonl"], "cannot read missing.jsonl"),
-        (["cli_funcs.py::square", "'a'", "2"], "TypeError"),
+        (["cli_funcs.py::square", "'a'"], "TypeError"),  # the function's own, remote
+        (["cli_funcs.py::square"], "missing a required argument: 'x'"),
+        (["cli_funcs.py::square", "1", "2"], "too many positional arguments"),
     ],
 )
 def test_run_bad_input_is_a_clear_error(fly: dict[str, str], args: list[str], message: str) -> None:

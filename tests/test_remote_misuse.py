@@ -9,11 +9,27 @@ from pathlib import Path
 
 import misuse_funcs as funcs
 import pytest
+from _remote_helpers import machines
 
 import flyjobs
-from flyjobs._runtime import shutdown_runtime
+from flyjobs._runtime import get_runtime, shutdown_runtime
 
 uses_runtime = pytest.mark.usefixtures("runtime", "no_machine_left")
+
+
+@uses_runtime
+def test_arguments_the_function_does_not_take_are_refused_before_any_machine() -> None:
+    runtime = get_runtime()
+    with pytest.raises(flyjobs.SerializationError, match=r"add\(a, b\): missing .*'b'") as exc:
+        funcs.add.remote(1)  # type: ignore[call-arg]
+    assert isinstance(exc.value, TypeError)  # as calling it here would be
+    assert "no machine was created" in str(exc.value)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'c'"):
+        funcs.add.spawn(1, 2, c=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        funcs.add.with_options(retries=1).remote(1, 2, 3)  # type: ignore[call-arg]
+    assert machines(runtime) == []
+    assert funcs.add.remote(b=2, a=1) == 3
 
 
 @uses_runtime
