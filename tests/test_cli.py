@@ -96,6 +96,15 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
     assert f"flyjobs {command}" in result.output.split("Example:")[1]
 
 
+@pytest.mark.parametrize(
+    "args", [["schedule", "ls", "--runs", "-1"], ["schedule", "logs", "job", "-n", "0"]]
+)
+def test_counts_below_their_range_are_refused(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "Invalid value for" in result.output and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("command", [["ls"], ["logs", "fj-0"], ["gc"]])
 def test_commands_without_an_api_say_how_to_get_one(command: list[str]) -> None:
     result = flyjobs(*command, env={})

@@ -72,7 +72,13 @@ def deploy(target: str, prune: bool, app: str | None) -> None:
 
 
 @schedule.command("ls")
-@click.option("--runs", default=5, show_default=True, help="Last runs shown per function.")
+@click.option(
+    "--runs",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Last runs shown per function.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per function.")
 @APP_OPTION
 @shows_errors
@@ -131,7 +137,14 @@ def rm(name: str, app: str | None) -> None:
 
 @schedule.command("logs")
 @click.argument("name")
-@click.option("-n", "--lines", default=200, show_default=True, help="Last lines shown.")
+@click.option(
+    "-n",
+    "--lines",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Last lines shown.",
+)
 @APP_OPTION
 @shows_errors
 def logs(name: str, lines: int, app: str | None) -> None:
