@@ -31,6 +31,9 @@ if TYPE_CHECKING:
         batch: str | None
 
 
+#: The keyword settings of ``fn.map``/``fn.starmap`` besides order_outputs/return_exceptions.
+_MAP_SETTINGS = ("max_machines", "reuse", "max_failures", "progress", "batch")
+
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -129,10 +132,14 @@ class _MapFace(Generic[P, R]):
             only the inputs not recorded yet, yielding the recorded values in their place
             (see ``flyjobs batch ls|rm``).
         :return: an iterator of the values; its ``summary()`` tells counts and timings.
+        :raises ConfigError: before any machine, for no iterable, an unknown setting (call
+            options such as ``timeout_s`` go through ``fn.with_options``), or a setting of the
+            wrong type or range.
         :raises: the first failure (unless ``return_exceptions``). However the map ends
             (exhausted, ``break``, an error, Ctrl-C, SIGTERM), every machine of the batch is
             destroyed before it returns or raises.
         """
+        _check_iterables(iterables)
         return self._function._map(
             zip(*iterables, strict=False),
             order_outputs=order_outputs,
@@ -151,6 +158,7 @@ class _MapFace(Generic[P, R]):
         from ._map import map_async
         from ._runtime import get_runtime_async
 
+        _check_iterables(iterables)
         await get_runtime_async()
         run = self._function._start_map(
             zip(*iterables, strict=False),
@@ -312,6 +320,16 @@ class Function(Generic[P, R]):
     ) -> _MapRun:
         from ._map import start_map
 
+        unknown = sorted(set(settings) - set(_MAP_SETTINGS))
+        if unknown:
+            from ._exceptions import ConfigError
+
+            # A call option here (timeout_s=, retries=...) would be silently ignored.
+            raise ConfigError(
+                f"fn.map/starmap got unknown setting(s) {', '.join(unknown)}; its settings are"
+                f" {', '.join(_MAP_SETTINGS)}, order_outputs and return_exceptions. Call"
+                " options go through with_options: fn.with_options(timeout_s=60).map(...)"
+            )
         journal = None
         name = settings.get("batch")
         if name is not None:
@@ -427,3 +445,14 @@ def _takes_keyword(fn: Callable[..., Any], name: str) -> bool:
         or p.kind is inspect.Parameter.VAR_KEYWORD
         for p in parameters
     )
+
+
+def _check_iterables(iterables: tuple[Iterable[Any], ...]) -> None:
+    """``fn.map`` takes one iterable per positional parameter, as built-in ``map`` does."""
+    if not iterables:
+        from ._exceptions import ConfigError
+
+        raise ConfigError(
+            "fn.map() needs at least one iterable (one per parameter): fn.map(xs), or"
+            " fn.map(xs, ys) for f(x, y); for a function of no arguments, fn.starmap([()] * n)"
+        )

@@ -254,11 +254,16 @@ def _start(
     return_exceptions: bool,
     journal: Journal | None,
 ) -> _MapRun:
-    if max_machines is not None and max_machines < 1:
-        raise ConfigError(f"max_machines={max_machines}: must be at least 1")
+    _check_count("max_machines", max_machines)
+    _check_count("max_failures", max_failures)
+    for name, flag in (("reuse", reuse), ("order_outputs", order_outputs)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{name}={flag!r}: give True or False")
+    if progress is not None and not isinstance(progress, bool):
+        raise ConfigError(
+            f"progress={progress!r}: give True, False, or None (on when stderr is a terminal)"
+        )
     if max_failures is not None:
-        if max_failures < 1:
-            raise ConfigError(f"max_failures={max_failures}: must be at least 1")
         if not return_exceptions:
             raise ConfigError(
                 "max_failures= needs return_exceptions=True: without it the first failure"
@@ -291,6 +296,16 @@ def _start(
             throttled=lambda: _throttled(runtime),
         )
     return _MapRun(runtime, batch, outcomes, display, journal)
+
+
+def _check_count(name: str, value: object) -> None:
+    """A setting that is None or a whole number of at least 1 (a bool is not a count)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={value!r}: give a whole number of at least 1 (or None)")
+    if value < 1:
+        raise ConfigError(f"{name}={value}: must be at least 1")
 
 
 def _throttled(runtime: Runtime) -> bool:

@@ -84,3 +84,26 @@ async def test_async_map(runtime: Runtime) -> None:
     assert values == [11, 22, 33]
     unordered = [v async for v in funcs.slow.map.aio([0.6, 0.0], order_outputs=False)]
     assert unordered == [0.0, 0.6]
+
+
+def test_bad_map_arguments_are_refused_before_any_machine(runtime: Runtime) -> None:
+    before = len(machines(runtime))
+    bad: list[tuple[dict[str, object], str]] = [
+        ({"max_machine": 3}, "unknown setting.*max_machine.*max_machines"),
+        ({"timeout_s": 5}, "unknown setting.*timeout_s.*with_options"),
+        ({"max_machines": "3"}, "max_machines='3': give a whole number"),
+        ({"max_machines": 1.5}, "max_machines=1.5: give a whole number"),
+        ({"max_machines": True}, "max_machines=True: give a whole number"),
+        ({"max_machines": 0}, "max_machines=0: must be at least 1"),
+        ({"max_failures": "1", "return_exceptions": True}, "max_failures='1'"),
+        ({"reuse": "no"}, "reuse='no': give True or False"),
+        ({"progress": "yes"}, "progress='yes'"),
+    ]
+    for settings, message in bad:
+        with pytest.raises(flyjobs.ConfigError, match=message):
+            funcs.echo.map([1], **settings)  # type: ignore[call-overload]
+    with pytest.raises(flyjobs.ConfigError, match="at least one iterable.*starmap"):
+        funcs.echo.map()
+    with pytest.raises(flyjobs.ConfigError, match="unknown setting"):
+        funcs.add.starmap([(1, 2)], retries=2)  # type: ignore[call-arg]
+    assert len(machines(runtime)) == before
