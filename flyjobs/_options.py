@@ -149,7 +149,20 @@ class CallOptions:
     def _values(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _DEFAULTS}
 
+    def _check_numbers(self) -> None:
+        """Numbers are numbers (a bool or a string would fail later, or mean something else)."""
+        for name in ("cpus", "memory_mb", "retries"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{name}={value!r}: give a whole number")
+        timeout_s = self.timeout_s
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+        ):
+            raise ConfigError(f"timeout_s={timeout_s!r}: must be a positive number of seconds")
+
     def _check(self) -> None:
+        self._check_numbers()
         if self.memory_mb is not None and (self.memory_mb <= 0 or self.memory_mb % 256):
             raise ConfigError(
                 f"memory_mb={self.memory_mb}: Fly machines take memory in multiples of 256 MB"

@@ -203,6 +203,23 @@ def test_with_options_changes_only_the_new_function(runtime: Runtime) -> None:
         funcs.echo.with_options(colour="blue")  # type: ignore[call-arg]
 
 
+def test_with_options_refuses_values_of_the_wrong_type_or_out_of_range() -> None:
+    bad: list[tuple[dict[str, object], str]] = [
+        ({"timeout_s": "5"}, "timeout_s='5': must be a positive number"),
+        ({"timeout_s": float("inf")}, "timeout_s=inf"),
+        ({"timeout_s": float("nan")}, "timeout_s=nan"),
+        ({"timeout_s": True}, "timeout_s=True"),
+        ({"retries": "2"}, "retries='2': give a whole number"),
+        ({"retries": 1.5}, "retries=1.5: give a whole number"),
+        ({"memory_mb": "512"}, "memory_mb='512': give a whole number"),
+        ({"cpus": True}, "cpus=True: give a whole number"),
+    ]
+    for options, message in bad:
+        with pytest.raises(flyjobs.ConfigError, match=message):
+            funcs.echo.with_options(**options)  # type: ignore[arg-type]
+    assert funcs.echo.with_options(timeout_s=0.5, retries=2).options.timeout_s == 0.5
+
+
 def test_a_call_timeout_names_its_call_and_machine(runtime: Runtime) -> None:
     with pytest.raises(flyjobs.CallTimeoutError) as caught:
         funcs.sleepy.remote(30)
