@@ -153,6 +153,7 @@ class Batch:
             await check_secrets(self._runtime, self._plan)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._source.start(tg)
                 while True:
                     holder = object()
                     await self._slots.acquire_on_behalf_of(holder)

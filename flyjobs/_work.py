@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
 from ._exceptions import SerializationError
@@ -54,7 +55,8 @@ class Journal(Protocol):
 _WAIT_SLICE_S = 0.25
 #: Most inputs read from the iterable in one go (one worker-thread hop).
 _CHUNK = 64
-#: Seconds after which a read stops early (a slow iterable still feeds machines promptly).
+#: Seconds after which a read stops early, and between hand-outs of what a read still going
+#: has read (a slow or blocking iterable still feeds machines promptly).
 _CHUNK_S = 0.05
 
 
@@ -237,6 +239,14 @@ class WorkSource:
         self._read_ahead: collections.deque[Item] = collections.deque()
         self._reading = False
         self._ended: tuple[int, BaseException | None] | None = None
+        #: what the reading thread has read and the loop has not handed out yet
+        self._incoming: list[tuple[int, Item | None, Exception | None, Any]] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Read the iterable in tasks of ``tg`` (the batch's): cancelling it abandons a read
+        blocked in the caller's iterable, instead of waiting for the iterable."""
+        self._tg = tg
 
     @property
     def taken(self) -> int:
@@ -272,7 +282,9 @@ class WorkSource:
                     self._in_flight += 1
                     return self._read_ahead.popleft()
                 if not self._exhausted and not self._reading and self._room():
-                    await self._fill()
+                    self._reading = True
+                    assert self._tg is not None, "WorkSource.start was not called"
+                    self._tg.start_soon(self._fill)
                     continue
                 if self._exhausted and not self._in_flight:
                     return None
@@ -312,15 +324,31 @@ class WorkSource:
 
     async def _fill(self) -> None:
         """Read (and encode) the next few inputs, in a worker thread: the iterable is the
-        caller's code, and may be slow or block."""
+        caller's code, and may be slow or block. What is read is handed out every
+        ``_CHUNK_S`` while the thread reads on, so inputs read before one the iterable is slow
+        to give run meanwhile."""
         with self._lock:
             room = self._window - (self._taken - self._consumed)
-        self._reading = True
         try:
-            read = await anyio.to_thread.run_sync(self._read, self._taken, min(room, _CHUNK))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._publish_while_reading)
+                await anyio.to_thread.run_sync(
+                    self._read, self._taken, min(room, _CHUNK), abandon_on_cancel=True
+                )
+                tg.cancel_scope.cancel()
         finally:
             self._reading = False
-            self._notify()
+            self._publish()
+
+    async def _publish_while_reading(self) -> None:
+        while True:
+            await anyio.sleep(_CHUNK_S)
+            self._publish()
+
+    def _publish(self) -> None:
+        """Hand out what the reading thread has read so far."""
+        with self._lock:
+            read, self._incoming = self._incoming, []
         for index, item, error, recorded in read:
             self._taken = index + 1
             self._on_read(index)
@@ -332,17 +360,19 @@ class WorkSource:
             else:
                 assert error is not None
                 self._on_reject(index, error)
-        if self._ended is not None:
+        if self._ended is not None and not self._exhausted and not self._reading:
             self._exhausted = True
             self._on_end(*self._ended)
+        self._notify()
 
-    def _read(self, first: int, count: int) -> list[tuple[int, Item | None, Exception | None, Any]]:
+    def _read(self, first: int, count: int) -> None:
         """(Worker thread.) Up to ``count`` inputs from index ``first`` on, each encoded or
-        with its encoding error, and its recorded value (or `MISSING`); reading stops early
-        after ``_CHUNK_S`` seconds."""
-        read: list[tuple[int, Item | None, Exception | None, Any]] = []
+        with its encoding error, and its recorded value (or `MISSING`), added to
+        ``_incoming`` as each is read; reading stops early after ``_CHUNK_S`` seconds."""
         started = time.monotonic()
         for index in range(first, first + count):
+            if self._closed:
+                break  # the batch is over (this read was abandoned): take no more
             try:
                 args, kwargs = next(self._inputs)
             except StopIteration:
@@ -352,18 +382,20 @@ class WorkSource:
                 # The iterable's own error: it ends the inputs, raised after those before it.
                 self._ended = (index, exc)
                 break
+            entry: tuple[int, Item | None, Exception | None, Any]
             try:
                 arguments = self._encode(args, kwargs)
             except SerializationError as exc:
                 error = SerializationError(f"input {index}: {exc}")
                 error.__cause__ = exc.__cause__
-                read.append((index, None, error, MISSING))
+                entry = (index, None, error, MISSING)
             else:
                 recorded = MISSING if self._lookup is None else self._lookup(arguments)
-                read.append((index, Item(index, arguments), None, recorded))
+                entry = (index, Item(index, arguments), None, recorded)
+            with self._lock:
+                self._incoming.append(entry)
             if time.monotonic() - started > _CHUNK_S:
                 break
-        return read
 
     def _notify(self) -> None:
         self._changed.set()

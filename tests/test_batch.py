@@ -66,6 +66,31 @@ def test_a_generator_of_a_million_items_broken_after_five_results(runtime: Runti
     assert read == stopped_at, "reading went on after the loop was left"
 
 
+def test_inputs_read_before_a_blocking_one_run_and_closing_does_not_wait_for_it(
+    runtime: Runtime,
+) -> None:
+    # A generator that pauses (a queue, a socket, a slow query) after two inputs: those two
+    # run meanwhile, and leaving the map does not wait for the third.
+    release = threading.Event()
+    safety = threading.Timer(20, release.set)  # the generator never blocks a broken run forever
+    safety.start()
+
+    def inputs() -> Iterator[int]:
+        yield 1
+        yield 2
+        release.wait()
+        yield 3
+
+    try:
+        values = funcs.echo.map(inputs())
+        assert [next(values), next(values)] == [1, 2]
+        values.close()
+        assert not release.is_set(), "the first results waited for the blocked generator"
+    finally:
+        release.set()
+        safety.cancel()
+
+
 def test_a_reused_machine_that_crashes_mid_input_has_it_completed_elsewhere(
     runtime: Runtime, tmp_path: Path
 ) -> None:
