@@ -154,7 +154,15 @@ class _MapFace(Generic[P, R]):
         return_exceptions: bool = False,
         **settings: Unpack[MapSettings],
     ) -> AsyncIterator[Any]:
-        """The async face of ``fn.map``: ``async for value in fn.map.aio(...)``."""
+        """The async face of ``fn.map``: ``async for value in fn.map.aio(...)``.
+
+        To leave early, close it (``async with contextlib.aclosing(fn.map.aio(xs)) as
+        values:``): closing waits until the machines of the batch are destroyed. A loop left
+        by ``break`` without that leaves the closing to the garbage collector and the event
+        loop, as for any async generator.
+        """
+        from contextlib import aclosing
+
         from ._map import map_async
         from ._runtime import get_runtime_async
 
@@ -166,8 +174,10 @@ class _MapFace(Generic[P, R]):
             return_exceptions=return_exceptions,
             **settings,
         )
-        async for value in map_async(run, return_exceptions=return_exceptions):
-            yield value
+        # Closed with this generator, not later by the loop's finalizer.
+        async with aclosing(map_async(run, return_exceptions=return_exceptions)) as values:
+            async for value in values:
+                yield value
 
 
 class _RemoteAttribute:

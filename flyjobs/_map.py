@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import Any, Self
 
@@ -88,6 +88,7 @@ class _MapRun:
         self._future.cancel()
         if self._progress is not None:
             self._progress.stop()
+        self._restore_sigterm()
 
     async def stop_async(self) -> None:
         self._future.cancel()
@@ -95,6 +96,9 @@ class _MapRun:
             await anyio.to_thread.run_sync(self._ended.wait, _CLOSE_TIMEOUT_S)
         if self._progress is not None:
             self._progress.stop()
+        # An async map in the main thread installed the handler as well: a SIGTERM after the
+        # map must not raise SystemExit wherever the program then is.
+        self._restore_sigterm()
 
     # SIGTERM (a scheduler or container stopping the script) would end the process without any
     # clean-up; while a map runs in the main thread, it raises SystemExit instead, so the map
@@ -318,7 +322,7 @@ def results(run: _MapRun, *, return_exceptions: bool) -> MapResults:
     return MapResults(run, return_exceptions=return_exceptions)
 
 
-async def map_async(run: _MapRun, *, return_exceptions: bool) -> AsyncIterator[Any]:
+async def map_async(run: _MapRun, *, return_exceptions: bool) -> AsyncGenerator[Any, None]:
     """The async face of `MapResults`: the same values, awaited without blocking the loop.
 
     Leaving early (or an error, or cancellation) cancels what still runs and waits, without

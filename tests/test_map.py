@@ -3,8 +3,11 @@ cancel the rest."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 
+import anyio.to_thread
 import pytest
 import remote_funcs as funcs
 from _remote_helpers import machines, metadata
@@ -107,3 +110,21 @@ def test_bad_map_arguments_are_refused_before_any_machine(runtime: Runtime) -> N
     with pytest.raises(flyjobs.ConfigError, match="unknown setting"):
         funcs.add.starmap([(1, 2)], retries=2)  # type: ignore[call-arg]
     assert len(machines(runtime)) == before
+
+
+@pytest.mark.anyio
+async def test_a_map_leaves_the_sigterm_handler_as_it_found_it(runtime: Runtime) -> None:
+    # While a map runs in the main thread, SIGTERM raises SystemExit so that the map destroys
+    # its machines; after it, a SIGTERM must do what it did before.
+    before = signal.getsignal(signal.SIGTERM)
+    assert [v async for v in funcs.echo.map.aio([1, 2])] == [1, 2]
+    assert signal.getsignal(signal.SIGTERM) is before
+    async with contextlib.aclosing(funcs.slow.map.aio([0.0, 30])) as values:
+        async for _ in values:
+            break
+    assert signal.getsignal(signal.SIGTERM) is before
+    # Closing waited for the batch's machines (the sleeper's included) to be destroyed.
+    assert [m.id for m in machines(runtime) if m.state != "destroyed"] == []
+    assert await anyio.to_thread.run_sync(lambda: list(funcs.echo.map([3]))) == [3]
+    assert list(funcs.echo.map([4])) == [4]
+    assert signal.getsignal(signal.SIGTERM) is before
