@@ -132,6 +132,7 @@ class Batch:
             on_end=outcomes.end,
             lookup=journal.lookup if journal is not None else None,
             on_recorded=self._recorded,
+            held_bytes=lambda: outcomes.held_bytes,
         )
         self._source = self.source
         self._slots = anyio.CapacityLimiter(max_machines)
@@ -356,7 +357,7 @@ class Batch:
             if self._journal is not None:
                 # Recorded before the machine gets more work: a kill loses only what runs.
                 await anyio.to_thread.run_sync(self._journal.record, held.item.arguments, value)
-            self._succeeded(held, value)
+            self._succeeded(held, value, len(body))
         return await self._next(held, machine_id)
 
     async def _next(self, held: _Held, machine_id: str) -> _Held | None:
@@ -389,10 +390,11 @@ class Batch:
 
     # --- outcomes -----------------------------------------------------------------------
 
-    def _succeeded(self, held: _Held, value: Any) -> None:
+    def _succeeded(self, held: _Held, value: Any, size: int) -> None:
         item = held.item
         timings = self.stats.settled(item.index, "done")
-        self._outcomes.put(Outcome(item.index, True, value, item.attempts, held.call_id, timings))
+        outcome = Outcome(item.index, True, value, item.attempts, held.call_id, timings)
+        self._outcomes.put(outcome, size)
         self._source.finished(item)
         self._forget_arguments(held)
 

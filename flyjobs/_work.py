@@ -3,8 +3,9 @@
 `WorkSource` is the client side of the pull protocol: machines (the batch's, or any pool of
 long-lived ones) `take` their next input from it, give an input back for a retry, and report it
 `finished`. It reads the caller's iterable lazily, encoding each input as it is taken, and never
-runs more than ``window`` inputs ahead of what the caller has consumed, so client memory stays
-bounded whatever the number of inputs.
+runs more than ``window`` inputs ahead of what the caller has consumed, nor hands out another
+input while the results waiting for the caller hold `MAX_HELD_BYTES` or more, so client memory
+stays bounded whatever the number of inputs and the size of their results.
 
 `Outcomes` carries each input's `Outcome` (its value or error, attempts and timings) from the
 runtime's loop to the caller's thread, in input order or as they complete.
@@ -28,7 +29,7 @@ import anyio.to_thread
 
 from ._exceptions import SerializationError
 
-__all__ = ("MISSING", "Item", "Journal", "Outcome", "Outcomes", "WorkSource")
+__all__ = ("MAX_HELD_BYTES", "MISSING", "Item", "Journal", "Outcome", "Outcomes", "WorkSource")
 
 Input = tuple[tuple[Any, ...], Mapping[str, Any]]
 
@@ -51,6 +52,9 @@ class Journal(Protocol):
         """Release the journal."""
 
 
+#: Bytes of delivered results waiting for the caller above which a batch reads no more inputs
+#: (the window alone would let 256 results of up to 64 MiB each pile up).
+MAX_HELD_BYTES = 256 * 1024 * 1024
 #: Seconds the caller's thread waits for outcomes at a time.
 _WAIT_SLICE_S = 0.25
 #: Most inputs read from the iterable in one go (one worker-thread hop).
@@ -114,10 +118,16 @@ class Outcomes:
         self._total: int | None = None
         self._final_error: BaseException | None = None
         self._abort: BaseException | None = None
+        self._sizes: dict[int, int] = {}
+        #: bytes of the results (as delivered) recorded and not yet taken by the caller
+        self.held_bytes = 0
 
-    def put(self, outcome: Outcome) -> None:
-        """Record an input's outcome."""
+    def put(self, outcome: Outcome, size: int = 0) -> None:
+        """Record an input's outcome; ``size`` is its result's size as delivered (bytes)."""
         with self._cond:
+            if size:
+                self._sizes[outcome.index] = size
+                self.held_bytes += size
             if self._ordered:
                 self._ready[outcome.index] = outcome
                 # Out of order: the caller cannot take it yet, so it is not woken for it.
@@ -156,6 +166,8 @@ class Outcomes:
                 ready = self._pop_ready()
                 if ready:
                     self._given += len(ready)
+                    if self._sizes:
+                        self.held_bytes -= sum(self._sizes.pop(o.index, 0) for o in ready)
                     return ready
                 if self._total is not None and self._given >= self._total:
                     if self._final_error is not None:
@@ -203,6 +215,9 @@ class WorkSource:
         iterable's own error, if it raised one.
     :param lookup: a journal's lookup (`Journal.lookup`): an input it has a value for is not
         run; ``on_recorded`` gets its index and value instead.
+    :param held_bytes: bytes of results waiting for the caller; no input is read while they
+        are `MAX_HELD_BYTES` or more (a slow consumer, or an early input still running while
+        later ones finish, does not pile up a window of large results).
     """
 
     def __init__(
@@ -217,7 +232,9 @@ class WorkSource:
         on_end: Callable[[int, BaseException | None], None],
         lookup: Callable[[bytes], Any] | None = None,
         on_recorded: Callable[[int, Any], None] | None = None,
+        held_bytes: Callable[[], int] = lambda: 0,
     ) -> None:
+        self._held_bytes = held_bytes
         self._lookup = lookup
         self._on_recorded = on_recorded
         self._inputs = inputs
@@ -278,7 +295,7 @@ class WorkSource:
             while not self._closed:
                 if self._retries:
                     return self._retries.popleft()
-                if self._read_ahead:
+                if self._read_ahead and self._room_for_results():
                     self._in_flight += 1
                     return self._read_ahead.popleft()
                 if not self._exhausted and not self._reading and self._room():
@@ -286,7 +303,7 @@ class WorkSource:
                     assert self._tg is not None, "WorkSource.start was not called"
                     self._tg.start_soon(self._fill)
                     continue
-                if self._exhausted and not self._in_flight:
+                if self._exhausted and not self._in_flight and not self._read_ahead:
                     return None
                 await self._changed.wait()
         return None
@@ -320,6 +337,13 @@ class WorkSource:
         with self._lock:
             room = self._taken - self._consumed < self._window
             self._blocked = not room
+        return room and self._room_for_results()
+
+    def _room_for_results(self) -> bool:
+        """Whether results waiting for the caller leave room for another input's."""
+        with self._lock:
+            room = self._held_bytes() < MAX_HELD_BYTES
+            self._blocked = self._blocked or not room
         return room
 
     async def _fill(self) -> None:

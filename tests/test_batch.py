@@ -16,6 +16,7 @@ import remote_funcs as funcs
 from _remote_helpers import machines
 
 import flyjobs
+import flyjobs._work
 from flyjobs._runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
@@ -89,6 +90,25 @@ def test_inputs_read_before_a_blocking_one_run_and_closing_does_not_wait_for_it(
     finally:
         release.set()
         safety.cancel()
+
+
+@pytest.mark.slow
+def test_results_waiting_for_the_caller_stop_new_inputs_at_a_byte_budget(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Input 0 runs until released, so the results of those after it wait for the caller (in
+    # input order). Past the budget no machine is handed another input: the second machine
+    # runs out of work and ends. Without the budget it would take all ten first.
+    monkeypatch.setattr(flyjobs._work, "MAX_HELD_BYTES", 3 * 2**20)
+    release = tmp_path / "release"
+    before = {m.id for m in machines(runtime)}
+    values = funcs.megabyte_after.map([str(release)] * 10, range(10), max_machines=2)
+    while not any(m.state == "destroyed" for m in machines(runtime) if m.id not in before):
+        time.sleep(0.05)
+    done_while_waiting = values.summary().done
+    release.touch()
+    assert [len(v) for v in values] == [2**20] * 10
+    assert done_while_waiting <= 4  # the budget's 3, and one handed out as it was reached
 
 
 def test_a_reused_machine_that_crashes_mid_input_has_it_completed_elsewhere(

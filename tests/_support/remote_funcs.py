@@ -167,3 +167,11 @@ def fail_or_sleep(seconds: float) -> float:
         raise ValueError(f"failed on {seconds}")
     time.sleep(seconds)
     return seconds
+
+
+@flyjobs.remote(timeout_s=60)
+def megabyte_after(release: str, index: int) -> bytes:
+    """A MiB; input 0 only once the file ``release`` exists."""
+    while index == 0 and not os.path.exists(release):
+        time.sleep(0.02)
+    return b"x" * 2**20
