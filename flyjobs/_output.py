@@ -127,8 +127,13 @@ async def read_output(
     id may take up to ``appear_s`` seconds to appear (a call waiting for its turn in the pool);
     ``on_wait`` is called once if it is not there at first.
 
-    :raises OutputNotFoundError: no machine of ``app`` carries or ran that id (in time).
+    :raises OutputNotFoundError: no machine of ``app`` carries or ran that id (in time), or
+        ``ident`` is empty (machines outside any batch have an empty batch id).
     """
+    if not ident.strip():
+        raise OutputNotFoundError(
+            "give a call id (fj-…) or a batch id (fjb-…), as `flyjobs ls` shows them"
+        )
     reader = _Reader(ident, emit)
     token: str | None = None
     page_lines = 0  # the most lines a page has held

@@ -324,6 +324,14 @@ def test_logs_of_each_input_of_a_batch_that_ran_on_reused_machines(
         ]
 
 
+def test_logs_of_an_empty_id_is_an_error_not_every_machines_output(fly: dict[str, str]) -> None:
+    assert cli_funcs.print_lines.remote(1, "other") == 1
+    for ident in ("", " "):
+        result = CliRunner().invoke(cli, ["logs", ident])
+        assert result.exit_code == 1
+        assert "give a call id" in result.output and "other" not in result.output
+
+
 def test_logs_follow_waits_for_a_call_that_has_no_machine_yet(fly: dict[str, str]) -> None:
     follower = subprocess.Popen(
         [sys.executable, "-m", "flyjobs", "logs", "fj-later", "--follow"],
