@@ -284,7 +284,7 @@ async def _attempt(
             state.machine_id = machine.id
             state.timings.created_at = time.time()
             state.status = CallStatus.running
-            runtime.live.watch(call_plan.app, machine.id, call_id)
+            runtime.live.watch(call_plan.app, machine.id, call_id, single=True)
             try:
                 return await _supervise(runtime, call_plan, machine, ticket, state, deadline)
             finally:

@@ -70,6 +70,8 @@ def missed_marker(call_id: str, count: int) -> str:
 class _Watch:
     call_id: str
     complete: bool = True
+    #: the machine runs this call only: a mark naming another call is a line like any other
+    single: bool = False
 
 
 class _AppFollower:
@@ -96,13 +98,13 @@ class _AppFollower:
         self.round_done = anyio.Event()
         self.wake = anyio.Event()
 
-    def watch(self, machine_id: str, call_id: str) -> None:
-        self.watched[machine_id] = _Watch(call_id, complete=not self.broken)
+    def watch(self, machine_id: str, call_id: str, single: bool) -> None:
+        self.watched[machine_id] = _Watch(call_id, complete=not self.broken, single=single)
         missed = self.missed.pop(machine_id, 0)
         if missed:
             self.write(missed_marker(call_id, missed) + "\n")
         for call, line, _mark in self.held.pop(machine_id, ()):
-            self.write(f"[{call or call_id}] {shown(line)}\n")
+            self.write(f"[{call_id if single else call or call_id}] {shown(line)}\n")
 
     async def drain(self, machine_id: str) -> bool:
         """Wait for a poll that starts from now on to end; True if the machine's output was
@@ -165,7 +167,9 @@ class _AppFollower:
         if lines is None:
             if len(self.lines) >= _MACHINES_FOLLOWED:
                 self.lines.popitem(last=False)
-            lines = self.lines[machine_id] = CallLines()
+            lines = self.lines[machine_id] = CallLines(
+                accepts=lambda call_id: self._may_mark(machine_id, call_id)
+            )
         for piece in lines.feed(text):
             if piece.mark:
                 continue
@@ -174,6 +178,10 @@ class _AppFollower:
                 self.write(f"[{piece.call or watch.call_id}] {shown(piece.text)}\n")
             else:
                 self._hold(machine_id, piece)
+
+    def _may_mark(self, machine_id: str, call_id: str) -> bool:
+        watch = self.watched.get(machine_id)
+        return watch is None or not watch.single or call_id == watch.call_id
 
     def _hold(self, machine_id: str, piece: Piece) -> None:
         held = self.held.get(machine_id)
@@ -203,13 +211,15 @@ class LiveOutput:
         self._write = write or _write_stdout
         self._followers: dict[str, _AppFollower] = {}
 
-    def watch(self, app: str, machine_id: str, call_id: str) -> None:
+    def watch(self, app: str, machine_id: str, call_id: str, *, single: bool = False) -> None:
         """Show the lines of ``machine_id`` as ``[call_id] line`` from now on (and those it
-        printed already)."""
+        printed already). With ``single``, the machine runs that call only: its lines are all
+        that call's, whatever call marks they hold; otherwise (a batch's or pool's machine)
+        the worker's marks tell which call each line is from."""
         follower = self._followers.get(app)
         if follower is None:
             follower = self._followers[app] = _AppFollower(self._client, app, self._write)
-        follower.watch(machine_id, call_id)
+        follower.watch(machine_id, call_id, single)
         if not follower.running and not follower.broken:
             follower.running = True
             self._tasks.start_soon(follower.run)

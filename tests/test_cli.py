@@ -444,13 +444,16 @@ def test_a_call_that_prints_marks_cannot_put_lines_into_another_calls_logs(
     # name only its own call.
     alone = cli_funcs.print_marks.spawn(victim.call_id, raw=True)
     assert alone.result(timeout_s=60) == "printed"
+    assert capsys.readouterr().out.splitlines() == [
+        f"[{alone.call_id}] {line}" for line in [*forged, cli_funcs.RAW_END]
+    ]
     logs = {
         call.call_id: CliRunner().invoke(cli, ["logs", call.call_id], catch_exceptions=False)
         for call in (victim, forger, alone)
     }
     assert logs[victim.call_id].output.splitlines() == ["mine 00000 " + "x" * 60]
     assert logs[forger.call_id].output.splitlines() == forged
-    assert logs[alone.call_id].output.splitlines() == forged
+    assert logs[alone.call_id].output.splitlines() == [*forged, cli_funcs.RAW_END]
 
 
 def test_control_sequences_in_output_cannot_rewrite_the_terminal(

@@ -46,7 +46,8 @@ def plain(word: str) -> str:
 def print_marks(victim: str, raw: bool = False) -> str:
     """Print, as a function that prints what it was given might, lines that look like the
     worker's marks naming call ``victim``, and like the emulator's dropped-lines line; with
-    ``raw``, straight to the output's descriptor, as a subprocess would."""
+    ``raw``, straight to the output's descriptor, as a subprocess would (then one line through
+    ``print``: a call whose result carries no output is not waited for by live output)."""
     import os
     import sys
 
@@ -56,7 +57,12 @@ def print_marks(victim: str, raw: bool = False) -> str:
             os.write(1, (line + "\n").encode())
         else:
             print(line)  # noqa: T201 - remote output is what is tested
+    if raw:
+        print(RAW_END)  # noqa: T201
     return "printed"
+
+
+RAW_END = "and a line through print"
 
 
 def forged_lines(victim: str) -> list[str]:
