@@ -130,7 +130,8 @@ class _MapFace(Generic[P, R]):
         :param batch: a name that makes the map resumable: every input that returns is
             recorded in the batch's journal, and a map with the same name and function runs
             only the inputs not recorded yet, yielding the recorded values in their place
-            (see ``flyjobs batch ls|rm``).
+            (see ``flyjobs batch ls|rm``); an input whose recorded value cannot be decoded
+            (its class changed since, say) runs again.
         :return: an iterator of the values; its ``summary()`` tells counts and timings.
         :raises ConfigError: before any machine, for no iterable, an unknown setting (call
             options such as ``timeout_s`` go through ``fn.with_options``), or a setting of the

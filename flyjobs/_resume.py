@@ -89,11 +89,21 @@ class Resume:
                     self.journal.name,
                 )
                 return MISSING
-        if self._pickle:
-            import pickle
+        try:
+            if self._pickle:
+                import pickle
 
-            return pickle.loads(data)  # sealed (store) or written by this user (SQLite)
-        return decode_value(data, where="a journaled result", may_import=self._may_import)
+                return pickle.loads(data)  # sealed (store) or written by this user (SQLite)
+            return decode_value(data, where="a journaled result", may_import=self._may_import)
+        except Exception as exc:
+            # The code changed since it was recorded (a class renamed), or the record is
+            # damaged: running the input again gives its value as the code is now.
+            logger.warning(
+                "batch %s: a recorded value cannot be decoded (%s); its input runs again",
+                self.journal.name,
+                exc,
+            )
+            return MISSING
 
     def _encode(self, value: Any) -> bytes:
         if self._pickle:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,3 +101,21 @@ def test_batch_ls_and_rm(project: Path, tmp_path: Path) -> None:
 def test_a_bad_batch_name_is_refused_before_any_machine(project: Path) -> None:
     with pytest.raises(flyjobs.ConfigError, match="batch name"):
         counted_square.starmap([(1, "x")], batch="../etc")
+
+
+def test_a_recorded_value_that_no_longer_decodes_runs_its_input_again(
+    project: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = tmp_path / "ledger.txt"
+    inputs = [(x, str(ledger)) for x in range(3)]
+    assert list(counted_square.starmap(inputs, batch="b-2")) == [0, 1, 4]
+    # A record damaged (or written by code whose classes have changed since): 0xc1 is never
+    # valid msgpack.
+    with sqlite3.connect(project / ".flyjobs" / "journal.sqlite3") as db:
+        db.execute(
+            "UPDATE finished SET value = x'c1' WHERE rowid = (SELECT MIN(rowid) FROM finished)"
+        )
+    with caplog.at_level(logging.WARNING, logger="flyjobs"):
+        assert list(counted_square.starmap(inputs, batch="b-2")) == [0, 1, 4]
+    assert len(ledger.read_text().split()) == 4  # the damaged one ran again, only it
+    assert "cannot be decoded" in caplog.text and "b-2" in caplog.text
