@@ -78,10 +78,12 @@ class _MapRun:
         """Cancel what is still running and wait (up to ``timeout_s``) until every machine of
         the batch is destroyed; end the progress display."""
         self._future.cancel()
-        self._ended.wait(timeout_s)
-        if self._progress is not None:
-            self._progress.stop()
-        self._restore_sigterm()
+        try:
+            self._ended.wait(timeout_s)
+        finally:  # a second Ctrl-C while waiting too
+            if self._progress is not None:
+                self._progress.stop()
+            self._restore_sigterm()
 
     def cancel(self) -> None:
         """Cancel without waiting (the runtime destroys the machines in the background)."""
@@ -92,13 +94,17 @@ class _MapRun:
 
     async def stop_async(self) -> None:
         self._future.cancel()
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._ended.wait, _CLOSE_TIMEOUT_S)
-        if self._progress is not None:
-            self._progress.stop()
-        # An async map in the main thread installed the handler as well: a SIGTERM after the
-        # map must not raise SystemExit wherever the program then is.
-        self._restore_sigterm()
+        try:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._ended.wait, _CLOSE_TIMEOUT_S)
+        finally:
+            # Also when the wait is cancelled all the same (asyncio.run ending cancels the
+            # task that closes a generator left unclosed). The runtime destroys the machines.
+            if self._progress is not None:
+                self._progress.stop()
+            # An async map in the main thread installed the handler as well: a SIGTERM after
+            # the map must not raise SystemExit wherever the program then is.
+            self._restore_sigterm()
 
     # SIGTERM (a scheduler or container stopping the script) would end the process without any
     # clean-up; while a map runs in the main thread, it raises SystemExit instead, so the map

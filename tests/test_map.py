@@ -7,6 +7,7 @@ import contextlib
 import signal
 import time
 
+import anyio
 import anyio.to_thread
 import pytest
 import remote_funcs as funcs
@@ -127,4 +128,18 @@ async def test_a_map_leaves_the_sigterm_handler_as_it_found_it(runtime: Runtime)
     assert [m.id for m in machines(runtime) if m.state != "destroyed"] == []
     assert await anyio.to_thread.run_sync(lambda: list(funcs.echo.map([3]))) == [3]
     assert list(funcs.echo.map([4])) == [4]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_async_map_left_unclosed_when_its_loop_ends_restores_the_sigterm_handler(
+    runtime: Runtime,
+) -> None:
+    # `break` without aclosing: asyncio.run closes the generator as it ends, and cancels that.
+    before = signal.getsignal(signal.SIGTERM)
+
+    async def leave_early() -> None:
+        async for _ in funcs.slow.map.aio([0.0, 30]):
+            break
+
+    anyio.run(leave_early)
     assert signal.getsignal(signal.SIGTERM) is before
