@@ -213,10 +213,10 @@ def _payload(machine: Machine) -> CallEnvelope | None:
     return None
 
 
-def run_now(name: str) -> tuple[str, Any]:
-    """Run a deployed scheduled function once, now, on an ephemeral machine (the path of
-    ``fn.remote()``, with the deployed arguments and options); return (``module:qualname``,
-    its value).
+def run_now(name: str, app: str | None = None) -> tuple[str, Any]:
+    """Run a deployed scheduled function of ``app`` (default: the settings' app) once, now, on
+    an ephemeral machine (the path of ``fn.remote()``, with the deployed arguments and
+    options); return (``module:qualname``, its value).
 
     :raises ConfigError: no such scheduled function, or its machine carries no payload.
     :raises RemoteError: the function raised (as with ``fn.remote()``).
@@ -225,7 +225,8 @@ def run_now(name: str) -> tuple[str, Any]:
     from ._runtime import get_runtime
 
     runtime = get_runtime()
-    app = runtime.settings.require("app") if runtime.app is None else runtime.app
+    if app is None:
+        app = runtime.settings.require("app") if runtime.app is None else runtime.app
     machines = runtime.portal.call(scheduled_machines, runtime.client, app)
     ref, machine = find(machines, name)
     call = _payload(machine)

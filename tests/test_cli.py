@@ -324,6 +324,13 @@ def test_logs_of_each_input_of_a_batch_that_ran_on_reused_machines(
         ]
 
 
+def test_schedule_run_takes_the_app_as_its_siblings_do(fly: dict[str, str]) -> None:
+    result = flyjobs("schedule", "run", "-a", "elsewhere", "job", env=fly)
+    assert result.returncode == 1
+    assert 'Could not find App "elsewhere"' in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_logs_of_an_empty_id_is_an_error_not_every_machines_output(fly: dict[str, str]) -> None:
     assert cli_funcs.print_lines.remote(1, "other") == 1
     for ident in ("", " "):

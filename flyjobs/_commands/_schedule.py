@@ -170,7 +170,8 @@ def logs(name: str, lines: int, app: str | None) -> None:
 
 @schedule.command("run")
 @click.argument("name")
-def run_(name: str) -> None:
+@APP_OPTION
+def run_(name: str, app: str | None) -> None:
     """Run a scheduled function once now, on an ephemeral machine; print its result.
 
     NAME is a deployed function, as `flyjobs schedule ls` prints it, or module:qualname.
@@ -184,7 +185,7 @@ def run_(name: str) -> None:
     try:
         if Settings.load().embedded:
             raise click.ClickException(NO_API)
-        _ref, value = run_now(name)
+        _ref, value = run_now(name, app)
     except click.ClickException:
         raise
     except Exception as exc:  # the function's own exception too: shown, without a traceback
