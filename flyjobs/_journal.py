@@ -126,10 +126,16 @@ def _connect(path: Path) -> Iterator[sqlite3.Connection]:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
     try:
-        # WAL: a reader (`flyjobs batch ls`) never blocks the running batch, and each commit is
-        # durable once it returns, so a SIGKILL loses no recorded input.
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(_SCHEMA)
+        try:
+            # WAL: a reader (`flyjobs batch ls`) never blocks the running batch, and each
+            # commit is durable once it returns, so a SIGKILL loses no recorded input.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"{path} is not a flyjobs batch journal ({exc}): move it away or delete it"
+                " (the batches it recorded then run from the start)"
+            ) from None
         yield db
     finally:
         db.close()

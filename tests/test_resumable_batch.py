@@ -119,3 +119,17 @@ def test_a_recorded_value_that_no_longer_decodes_runs_its_input_again(
         assert list(counted_square.starmap(inputs, batch="b-2")) == [0, 1, 4]
     assert len(ledger.read_text().split()) == 4  # the damaged one ran again, only it
     assert "cannot be decoded" in caplog.text and "b-2" in caplog.text
+
+
+def test_a_journal_file_that_is_not_one_is_a_config_error_naming_it(project: Path) -> None:
+    journal = project / ".flyjobs" / "journal.sqlite3"
+    journal.parent.mkdir()
+    journal.write_bytes(b"not a database, " * 512)
+    with pytest.raises(
+        flyjobs.ConfigError, match=r"journal\.sqlite3 is not a flyjobs batch journal"
+    ):
+        counted_square.starmap([(1, "x")], batch="b-3")
+    result = CliRunner().invoke(cli, ["batch", "ls"])
+    assert (
+        result.exit_code != 0 and "journal.sqlite3 is not a flyjobs batch journal" in result.output
+    )
