@@ -133,3 +133,17 @@ def test_a_journal_file_that_is_not_one_is_a_config_error_naming_it(project: Pat
     assert (
         result.exit_code != 0 and "journal.sqlite3 is not a flyjobs batch journal" in result.output
     )
+
+
+def test_an_error_of_the_journal_mid_batch_is_raised_as_itself(project: Path) -> None:
+    journal = project / ".flyjobs" / "journal.sqlite3"
+
+    def inputs() -> Iterator[tuple[int, str]]:
+        yield (1, "x")
+        # Read in the batch's reading thread: the journal's table goes before the next lookup.
+        with sqlite3.connect(journal) as db:
+            db.execute("DROP TABLE finished")
+        yield (2, "x")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        list(counted_square.starmap(inputs(), batch="b-4"))
