@@ -55,6 +55,8 @@ __all__ = ("STARTUP_ENV", "signal_machine", "startup_env")
 STARTUP_ENV = re.compile(r"PYTHON[A-Z0-9_]*|LC_[A-Z]+|LANG|LANGUAGE|HOME")
 #: Largest request accepted, in bytes (an argv and an environment).
 _MAX_REQUEST = 1024 * 1024
+#: What a child blocks from its fork until it runs its machine (SIGKILL and SIGSTOP cannot be).
+_ALL_SIGNALS = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
 
 
 def startup_env(env: dict[str, str]) -> dict[str, str]:
@@ -108,15 +110,21 @@ class _Server:
             self.send({"failed": "a fork request must carry one output pipe"})
             return None
         (output,) = fds
+        # Signals wait (blocked) until the child runs the machine (`_run_and_exit`): one that
+        # reached the child before the interpreter's after-fork reset would be dropped by it,
+        # and one during `become_machine` would end it with its traceback on our stderr.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _ALL_SIGNALS)
             os.close(output)
             self.send({"failed": str(exc)})
             return None
         if pid == 0:
             self.become_machine(output)
             return argv, env, cwd
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _ALL_SIGNALS)
         os.close(output)
         self.children.add(pid)
         self.send({"forked": pid})
@@ -211,6 +219,8 @@ def _run_and_exit(machine: tuple[list[str], dict[str, str], str]) -> None:
     ending = _Ending()
     atexit.register(ending.now)
     try:
+        # Those blocked since the fork arrive now, as KeyboardInterrupt for a SIGINT.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _ALL_SIGNALS)
         ending.status = _run_machine(*machine)
     except SystemExit as exc:
         # As the interpreter reads `sys.exit(code)`: None is 0, other non-integers are printed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ def probe() -> dict[str, Any]:
         "utf8_mode": sys.flags.utf8_mode,
         "dont_write_bytecode": sys.dont_write_bytecode,
         "ppid": os.getppid(),
+        "blocked_signals": sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
     }
 
 
