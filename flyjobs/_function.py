@@ -14,7 +14,7 @@ from ._typing import Generic, ParamSpec, TypeVar, overload
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+    from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
     from typing import Any, Literal, TypedDict, Unpack
 
     from ._call import Call
@@ -154,7 +154,7 @@ class _MapFace(Generic[P, R]):
         order_outputs: bool = True,
         return_exceptions: bool = False,
         **settings: Unpack[MapSettings],
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The async face of ``fn.map``: ``async for value in fn.map.aio(...)``.
 
         To leave early, close it (``async with contextlib.aclosing(fn.map.aio(xs)) as
