@@ -88,6 +88,13 @@ def check_schedule(schedule: object) -> None:
     )
 
 
+#: What each field of a cron expression takes, for the message of a bad one.
+_FIELDS = (
+    "the fields are minute (0-59), hour (0-23), day of month (1-31), month (1-12 or JAN-DEC)"
+    " and day of week (0-7 or SUN-SAT), each a value, a range a-b, a list a,b, a step */n or *"
+)
+
+
 def check_cron(cron: Cron) -> None:
     """Parse a cron expression and its time zone in full.
 
@@ -108,7 +115,7 @@ def check_cron(cron: Cron) -> None:
     try:
         next(CronSim(cron.expression, datetime.datetime.now(tz)))
     except CronSimError as exc:
-        raise ConfigError(f"{cron!r}: {exc}") from None
+        raise ConfigError(f"{cron!r}: {exc}; {_FIELDS}") from None
     except StopIteration:
         raise ConfigError(f"{cron!r} never fires") from None
 

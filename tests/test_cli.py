@@ -331,6 +331,19 @@ def test_schedule_run_takes_the_app_as_its_siblings_do(fly: dict[str, str]) -> N
     assert "Traceback" not in result.stderr
 
 
+def test_a_bad_cron_field_says_what_the_fields_take(fly: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "crons.py").write_text(
+        "import flyjobs\n\n"
+        "@flyjobs.remote(schedule=flyjobs.Cron('61 * * * *'))\n"
+        "def job() -> None: ...\n"
+    )
+    result = flyjobs("schedule", "deploy", "crons.py", env=fly, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "Bad minute" in line and "minute (0-59)" in line
+    assert _states(fly) == {}
+
+
 def test_logs_of_an_empty_id_is_an_error_not_every_machines_output(fly: dict[str, str]) -> None:
     assert cli_funcs.print_lines.remote(1, "other") == 1
     for ident in ("", " "):
