@@ -183,10 +183,14 @@ from flyjobs.emulator import EmulatorConfig, serve_in_thread
 
 def children_running(name):
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmd:
-            ppid = stat.read().rsplit(")", 1)[1].split()[1]
-            if ppid == str(os.getpid()) and name in cmd.read():
-                yield pid
+        try:  # a process may end between the listing and the reads (a machine's, under load)
+            with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                ppid = stat.read().rsplit(")", 1)[1].split()[1]
+                found = ppid == str(os.getpid()) and name in cmd.read()
+        except OSError:
+            continue
+        if found:
+            yield pid
 
 worker = ["python", "-m", "flyjobs.worker", "--payload", "/nonexistent"]
 config = {"image": "x", "init": {"exec": worker}, "restart": {"policy": "no"}}
