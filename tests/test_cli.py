@@ -290,6 +290,7 @@ def _machine_names() -> list[str]:
     return sorted(str(m.name) for m in machines)
 
 
+@pytest.mark.slow  # a few seconds
 def test_logs_of_each_input_of_a_batch_that_ran_on_reused_machines(
     fly: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

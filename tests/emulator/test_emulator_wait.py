@@ -106,6 +106,7 @@ def enough_file_descriptors() -> None:
         pytest.skip("not enough file descriptors for 1000 waiters")
 
 
+@pytest.mark.slow  # a few seconds
 @pytest.mark.anyio
 @pytest.mark.usefixtures("enough_file_descriptors")
 async def test_many_concurrent_waiters(aclient: httpx.AsyncClient) -> None:

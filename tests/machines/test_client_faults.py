@@ -86,6 +86,7 @@ async def test_faulty_server_never_gets_a_twin_machine(
         assert set(outcomes.values()) == {"done"}
 
 
+@pytest.mark.slow  # a few seconds
 async def test_429_storm_is_ridden_out_with_retry_after(
     make_emulator: Callable[..., RunningEmulator], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -120,6 +120,7 @@ async def test_a_stalled_upload_never_blocks_the_genuine_one() -> None:
                 assert await _closed_by_peer(stalled)
 
 
+@pytest.mark.slow  # a few seconds
 async def test_refusals_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
     now = [1000.0]
     async with ResultInbox(log_clock=lambda: now[0]) as inbox:

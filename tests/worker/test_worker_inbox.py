@@ -127,6 +127,7 @@ async def test_duplicate_ticket_is_refused(inbox: ResultInbox) -> None:
         inbox.expect("c1")
 
 
+@pytest.mark.slow  # a few seconds
 async def test_many_concurrent_tickets(inbox: ResultInbox) -> None:
     count = 2000
     tickets = [inbox.expect(f"call-{i}", ttl_s=120) for i in range(count)]

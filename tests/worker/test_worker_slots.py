@@ -74,6 +74,7 @@ async def test_concurrent_calls_run_at_once_each_with_its_own_output(
         assert len({result.value(pickle=False)[1] for result in results}) == 1
 
 
+@pytest.mark.slow  # a few seconds
 async def test_a_call_past_its_deadline_ends_alone_and_the_others_deliver(
     inbox: ResultInbox, machine_root: Path
 ) -> None:
