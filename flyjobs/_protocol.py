@@ -185,8 +185,8 @@ def open_result(secret: str, sealed: bytes, *, purpose: bytes = _RESULT) -> byte
 
 
 def seal_record(secret: str, name: str, data: bytes) -> bytes:
-    """A batch journal record `data`, kept under `name` (its input's key), sealed with the
-    result key: the record cannot be forged, nor moved to another input's name."""
+    """A batch journal record `data`, kept under `name` (its app, batch and input's key),
+    sealed with the result key: the record cannot be forged, nor moved to another name."""
     prefix = name.encode() + b"\0"
     return seal_result(secret, prefix + data, purpose=_JOURNAL)[len(prefix) :]
 

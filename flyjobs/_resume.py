@@ -35,10 +35,16 @@ class Resume:
     :param name: the batch name (``batch=``).
     :param fn_ref: the function's ``module:qualname`` (part of every input's key).
     :param pickle: the map's ``pickle`` option: how values are encoded in the journal.
+    :param app: the app the batch runs in (bound into every sealed record with the name).
     """
 
-    def __init__(self, runtime: Runtime, name: str, fn_ref: str, *, pickle: bool) -> None:
+    def __init__(
+        self, runtime: Runtime, name: str, fn_ref: str, *, pickle: bool, app: str = ""
+    ) -> None:
         self.journal: Journal = open_journal(name, runtime.settings, runtime.store)
+        # A sealed record names its app, batch and input: copied to another batch (or
+        # another app's journal in a shared bucket), it is not taken for that one's value.
+        self._bound = f"{app}\0{name}\0"
         self._fn_ref = fn_ref
         self._pickle = pickle
         self._may_import = trusted_modules(fn_ref)
@@ -69,7 +75,7 @@ class Resume:
         try:
             data = self._encode(value)
             if self._key is not None:
-                data = seal_record(self._key, key, data)
+                data = seal_record(self._key, self._bound + key, data)
             with self._lock:
                 self.journal.record(key, data)
         except Exception as exc:
@@ -82,10 +88,11 @@ class Resume:
         if data is None:
             return MISSING
         if self._key is not None:
-            data = open_record(self._key, key, data)
+            data = open_record(self._key, self._bound + key, data)
             if data is None:
                 logger.warning(
-                    "batch %s: a record is not sealed with this result key; its input runs again",
+                    "batch %s: a record is not sealed for this batch with this result key; its"
+                    " input runs again",
                     self.journal.name,
                 )
                 return MISSING
@@ -124,4 +131,5 @@ def open_resume(fn: Callable[..., Any], options: CallOptions, name: str) -> Resu
     as its input returns.
     """
     runtime = get_runtime()
-    return Resume(runtime, name, function_reference(fn)[0], pickle=options.pickle)
+    app = options.app or runtime.app or ""
+    return Resume(runtime, name, function_reference(fn)[0], pickle=options.pickle, app=app)

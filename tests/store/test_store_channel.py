@@ -108,6 +108,27 @@ def test_store_journal_records_that_were_forged_or_moved_are_never_decoded(
     assert CliRunner().invoke(cli, ["batch", "rm", "sealed"]).exit_code == 0
 
 
+def test_journal_records_copied_to_another_batch_are_not_its_values(
+    fly_store: str, tmp_path: Path
+) -> None:
+    """A bucket writer copies ``batches/nightly-1/*`` to ``batches/nightly-2/``: the seal binds
+    the batch's name (and app), so night 2 runs every input instead of yielding night 1's."""
+    ledger = tmp_path / "ledger.txt"
+    inputs = [(x, str(ledger)) for x in range(3)]
+    assert list(funcs.counted_square.starmap(inputs, batch="nightly-1")) == [0, 1, 4]
+    config = StoreConfig.load(f"s3://{fly_store}/flyjobs")
+    assert config is not None
+    store = Store(config)
+    for info in objects(fly_store, "batches/nightly-1"):
+        record = store.get_sync(info.key)
+        assert record is not None
+        store.put_sync(info.key.replace("nightly-1", "nightly-2"), record)
+    assert list(funcs.counted_square.starmap(inputs, batch="nightly-2")) == [0, 1, 4]
+    assert len(ledger.read_text().split()) == 3 + 3  # night 2 ran every input itself
+    for name in ("nightly-1", "nightly-2"):
+        assert CliRunner().invoke(cli, ["batch", "rm", name]).exit_code == 0
+
+
 def test_a_store_journal_without_a_result_key_is_refused_before_any_machine(
     bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
