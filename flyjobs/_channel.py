@@ -25,7 +25,7 @@ import anyio
 
 from ._exceptions import ConfigError, SerializationError, TransportError
 from ._inbox import Ticket
-from ._protocol import open_result
+from ._protocol import open_result, ticket_id
 from ._result_envelope import decode_result
 
 if TYPE_CHECKING:
@@ -140,8 +140,11 @@ class StoreTicket:
     :ivar keep: leave the object in the store when the ticket is closed.
 
     Anyone who reads the machine's config can PUT to its URL: an object not sealed with
-    `seal_key` (see `flyjobs._protocol.seal_result`) is ignored, so a forger can spoil a
-    result but never supply one.
+    `seal_key` for this ticket (see `flyjobs._protocol.seal_result`) is ignored, so a forger
+    can spoil a result but never supply one.
+
+    :param bound_to: the `flyjobs._protocol.ticket_id` the result is sealed for (default: this
+        ticket's own URL's); a detached call read again later has a new URL but the old id.
     """
 
     def __init__(
@@ -152,11 +155,14 @@ class StoreTicket:
         expires_at: float,
         key: str | None = None,
         seal_key: str | None = None,
+        bound_to: str | None = None,
     ) -> None:
         self.call_id = call_id
         self.key = key or result_key(call_id)
         self.expires_at = expires_at
         self.url = store.presign("PUT", self.key, expires_at=expires_at)
+        #: the id the result's seal is bound to
+        self.ticket_id = bound_to or ticket_id(self.url)
         self.keep = False
         #: look for the object while the machine runs (`poll`), not only after its exit: for
         #: an input of a fixed slice, whose machine exits only after the whole slice
@@ -189,7 +195,7 @@ class StoreTicket:
         if body is None:
             return False
         if self._seal_key is not None:
-            body = open_result(self._seal_key, body)
+            body = open_result(self._seal_key, body, ticket=self.ticket_id)
             if body is None:
                 logger.warning("ignored the object %s: not sealed with the result key", self.key)
                 return False

@@ -71,12 +71,14 @@ async def write_record(
     machine: Machine,
     options: CallOptions,
     deadline: float,
+    ticket: str,
 ) -> None:
     """Record where a detached call runs and where its result will be (one PUT).
 
     :param attempt_id: the call id of this attempt (``<call_id>-r<n>`` on a retry), which keys
         its result.
     :param deadline: unix time (s) by which the client gives up on the call.
+    :param ticket: the `flyjobs._protocol.ticket_id` its result is sealed for.
     """
     record = {
         "flyjobs": _RECORD_VERSION,
@@ -86,6 +88,7 @@ async def write_record(
         "deadline": deadline,
         "timeout_s": options.effective_timeout_s,
         "pickle": options.pickle,
+        "ticket": ticket,
     }
     await store.put(record_key(call_id), msgpack.packb(record))
 
@@ -152,7 +155,11 @@ async def _reattach(runtime: Runtime, store: Store, call_id: str, state: CallSta
     )
     attempt_id = record["attempt_id"]
     ticket = StoreTicket(
-        store, attempt_id, expires_at=record["deadline"] + 60, seal_key=runtime.result_key
+        store,
+        attempt_id,
+        expires_at=record["deadline"] + 60,
+        seal_key=runtime.result_key,
+        bound_to=record["ticket"],
     )
     ticket.keep = True
     machine_id: str = record["machine_id"]

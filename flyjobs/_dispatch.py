@@ -278,9 +278,7 @@ async def _attempt(
             if call_plan.detach:
                 assert isinstance(ticket, StoreTicket)
                 ticket.keep = True  # read (and deleted) through Call.from_id
-                await _record_detached(
-                    runtime, call_plan, state.call_id, call_id, machine, deadline
-                )
+                await _record_detached(runtime, call_plan, state.call_id, ticket, machine, deadline)
             state.machine_id = machine.id
             state.timings.created_at = time.time()
             state.status = CallStatus.running
@@ -298,7 +296,7 @@ async def _record_detached(
     runtime: Runtime,
     call_plan: Plan,
     base_id: str,
-    call_id: str,
+    ticket: StoreTicket,
     machine: Machine,
     deadline: float,
 ) -> None:
@@ -309,7 +307,13 @@ async def _record_detached(
     try:
         with anyio.CancelScope(shield=True):
             await write_record(
-                runtime.store, base_id, call_id, machine, call_plan.options, deadline
+                runtime.store,
+                base_id,
+                ticket.call_id,
+                machine,
+                call_plan.options,
+                deadline,
+                ticket.ticket_id,
             )
     except BaseException:
         with anyio.CancelScope(shield=True):

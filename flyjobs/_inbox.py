@@ -44,7 +44,13 @@ from anyio.abc import SocketAttribute
 
 from ._exceptions import SerializationError
 from ._inbox_server import BoundedServer, RateLimitedLog
-from ._protocol import MAX_INBOX_RESULT_BYTES, NEXT_INPUT_WAIT_S, RESULT_NOT_SEALED, open_result
+from ._protocol import (
+    MAX_INBOX_RESULT_BYTES,
+    NEXT_INPUT_WAIT_S,
+    RESULT_NOT_SEALED,
+    open_result,
+    ticket_id,
+)
 from ._result_envelope import decode_result
 
 __all__ = ("ResultInbox", "Ticket")
@@ -331,7 +337,7 @@ class ResultInbox:
         # hold the ticket against the genuine one. The first complete, authentic one wins.
         body = await self._read_body(receive)
         if self._result_key is not None:
-            opened = open_result(self._result_key, body)
+            opened = open_result(self._result_key, body, ticket=ticket_id(ticket.url))
             if opened is None:
                 raise _Refused(403, RESULT_NOT_SEALED)
             body = opened

@@ -40,13 +40,16 @@ __all__ = (
     "log_gap_line",
     "may_mark",
     "parse_call_mark",
+    "open_call_record",
     "open_record",
     "open_result",
     "result_mac",
+    "seal_call_record",
     "seal_record",
     "seal_result",
     "set_importing_function",
     "keep_warm",
+    "ticket_id",
 )
 
 #: Absolute guest path of the call payload file (``config.files[].guest_path``).
@@ -149,13 +152,26 @@ _MAC_HEX_DIGITS = 64
 
 
 #: What a MAC authenticates, kept apart: a sealed result is never accepted as a journal
-#: record, nor the other way round.
+#: record or a detached call's record, nor the other way round.
 _RESULT = b"flyjobs-result"
 _JOURNAL = b"flyjobs-journal"
+_CALL_RECORD = b"flyjobs-call-record"
 
 
-def result_mac(secret: str, body: bytes, *, purpose: bytes = _RESULT) -> str:
-    """The hex MAC of a result `body` under the key derived from the app secret `secret`.
+def ticket_id(result_url: str) -> str:
+    """The id a result's seal binds it to: a digest of the URL the result is delivered to.
+
+    Every ticket (inbox or store) has a URL of its own, so a sealed result captured from one
+    delivery is refused by every other ticket, even one for the same call id.
+    """
+    from _blake2 import blake2b
+
+    return blake2b(result_url.encode(), digest_size=16).hexdigest()
+
+
+def result_mac(secret: str, body: bytes, *, purpose: bytes = _RESULT, bound: str = "") -> str:
+    """The hex MAC of `body`, bound to the name `bound` (what the body is for), under the key
+    derived from the app secret `secret` for `purpose`.
 
     Keyed BLAKE2b, a MAC by design; from ``_blake2`` because ``hashlib`` loads OpenSSL, a few
     milliseconds of every machine's start.
@@ -163,39 +179,58 @@ def result_mac(secret: str, body: bytes, *, purpose: bytes = _RESULT) -> str:
     from _blake2 import blake2b
 
     key = blake2b(secret.encode(), digest_size=32, person=purpose).digest()
-    return blake2b(body, key=key, digest_size=32).hexdigest()
+    # `bound` never holds a NUL (URL digests, batch and call names): the split is unambiguous.
+    mac = blake2b(bound.encode() + b"\0", key=key, digest_size=32)
+    mac.update(body)
+    return mac.hexdigest()
 
 
-def seal_result(secret: str, body: bytes, *, purpose: bytes = _RESULT) -> bytes:
-    """`body` (a result envelope) with its MAC under `secret` appended, as the worker sends it."""
-    return body + _SEAL_MARK + result_mac(secret, body, purpose=purpose).encode("ascii")
+def seal_result(secret: str, body: bytes, *, ticket: str, purpose: bytes = _RESULT) -> bytes:
+    """`body` (a result envelope) with its MAC under `secret` appended, as the worker sends it,
+    bound to `ticket` (`ticket_id` of the URL it is delivered to)."""
+    mac = result_mac(secret, body, purpose=purpose, bound=ticket)
+    return body + _SEAL_MARK + mac.encode("ascii")
 
 
-def open_result(secret: str, sealed: bytes, *, purpose: bytes = _RESULT) -> bytes | None:
-    """The result envelope inside `sealed`, or None unless its MAC under `secret` is right."""
+def open_result(
+    secret: str, sealed: bytes, *, ticket: str, purpose: bytes = _RESULT
+) -> bytes | None:
+    """The result envelope inside `sealed`, or None unless its MAC under `secret`, bound to
+    `ticket`, is right."""
     import hmac
 
     split = len(sealed) - _MAC_HEX_DIGITS - len(_SEAL_MARK)
     if split < 0 or sealed[split : split + len(_SEAL_MARK)] != _SEAL_MARK:
         return None
     body, mac = sealed[:split], sealed[split + len(_SEAL_MARK) :]
-    if not hmac.compare_digest(mac, result_mac(secret, body, purpose=purpose).encode("ascii")):
+    expected = result_mac(secret, body, purpose=purpose, bound=ticket)
+    if not hmac.compare_digest(mac, expected.encode("ascii")):
         return None
     return body
 
 
-def seal_record(secret: str, name: str, data: bytes) -> bytes:
-    """A batch journal record `data`, kept under `name` (its app, batch and input's key),
-    sealed with the result key: the record cannot be forged, nor moved to another name."""
-    prefix = name.encode() + b"\0"
-    return seal_result(secret, prefix + data, purpose=_JOURNAL)[len(prefix) :]
+def seal_record(secret: str, name: str, data: bytes, *, purpose: bytes = _JOURNAL) -> bytes:
+    """A record `data` the caller keeps in the object store under `name` (a batch journal's:
+    its app, batch and input's key), sealed with the result key: the record cannot be forged,
+    nor moved to another name."""
+    return seal_result(secret, data, ticket=name, purpose=purpose)
 
 
-def open_record(secret: str, name: str, sealed: bytes) -> bytes | None:
+def open_record(
+    secret: str, name: str, sealed: bytes, *, purpose: bytes = _JOURNAL
+) -> bytes | None:
     """The record inside `sealed` kept under `name`, or None unless it was sealed for it."""
-    prefix = name.encode() + b"\0"
-    body = open_result(secret, prefix + sealed, purpose=_JOURNAL)
-    return None if body is None else body[len(prefix) :]
+    return open_result(secret, sealed, ticket=name, purpose=purpose)
+
+
+def seal_call_record(secret: str, name: str, data: bytes) -> bytes:
+    """A detached call's record `data`, sealed for `name` (its app and call id)."""
+    return seal_record(secret, name, data, purpose=_CALL_RECORD)
+
+
+def open_call_record(secret: str, name: str, sealed: bytes) -> bytes | None:
+    """The detached call's record inside `sealed`, or None unless it was sealed for `name`."""
+    return open_record(secret, name, sealed, purpose=_CALL_RECORD)
 
 
 # The function reference the worker of this process is importing, while it does. A module that

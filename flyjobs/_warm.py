@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import itertools
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -89,6 +90,9 @@ class PoolRunner:
         self._shape: tuple[Any, ...] | None = None
         self._plan: Plan | None = None
         self._call_numbers = itertools.count()
+        # Keep-warm call ids name this runner too: ``<pool>-k0`` alone would repeat in every
+        # process, and a result captured from an earlier one would fit this one's call.
+        self._keep_warm_prefix = f"{pool.name}-{secrets.token_hex(4)}-k"
         self._all_gone = anyio.Event()
         self._all_gone.set()
         self.started = False
@@ -318,7 +322,7 @@ class PoolRunner:
         slot.job, job.slot = job, slot
         plan, state = job.plan, job.state
         if state is None:
-            call_id = f"{self.pool.name}-k{next(self._call_numbers)}"
+            call_id = f"{self._keep_warm_prefix}{next(self._call_numbers)}"
         else:
             call_id = state.call_id if job.attempts == 1 else f"{state.call_id}-r{job.attempts - 1}"
             slot.machine.active_at = time.monotonic()

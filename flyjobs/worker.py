@@ -67,6 +67,7 @@ from flyjobs._protocol import (
     call_mark,
     seal_result,
     set_importing_function,
+    ticket_id,
 )
 from flyjobs._remote_errors import ErrorInfo, describe_exception
 from flyjobs._result_envelope import encode_result
@@ -372,7 +373,8 @@ class _Worker:
         self._mark(slot, "end", call.call_id)
         pulls = call.pulls and not final
         if self.result_key:
-            body = seal_result(self.result_key, body)
+            # Bound to the URL it goes to: a captured delivery fits no other ticket.
+            body = seal_result(self.result_key, body, ticket=ticket_id(call.result_url))
         if pulls:
             # The call is done; the inbox may hold the answer for the idle period. The deadline
             # is the end of that wait, and no later, so a vanished caller cannot keep the

@@ -128,11 +128,11 @@ def test_a_config_reader_cannot_guess_the_mac_from_what_it_sees(
     call = attack.wait_for_file.spawn(str(go))
     envelope = _read_call(fly, call)
     forged = attack.forged_envelope(envelope, "import", str(tmp_path / "m"))
-    from flyjobs._protocol import seal_result
+    from flyjobs._protocol import seal_result, ticket_id
 
     guesses = [envelope["result_url"], envelope["call_id"], TOKEN, ""]
     for guess in guesses:
-        sealed = seal_result(guess, forged)
+        sealed = seal_result(guess, forged, ticket=ticket_id(envelope["result_url"]))
         answer = httpx.put(envelope["result_url"], content=sealed, timeout=10)
         assert answer.status_code == 403, guess
     go.touch()

@@ -81,12 +81,14 @@ def forged_envelope(call: dict[str, Any], kind: str, marker: str) -> bytes:
 def deliver_forged_result(kind: str, marker: str) -> str:
     """Code on a machine, holding the app's secrets, delivers a hostile result of its own
     before the worker delivers the function's."""
-    from flyjobs._protocol import RESULT_KEY_ENV, seal_result
+    from flyjobs._protocol import RESULT_KEY_ENV, seal_result, ticket_id
 
     with open(worker.payload_path(), "rb") as file:
         call = msgpack.unpackb(file.read(), raw=False)
     body = forged_envelope(call, kind, marker)
     key = os.environ[RESULT_KEY_ENV]
-    status, _ = worker._put(call["result_url"], seal_result(key, body))
+    status, _ = worker._put(
+        call["result_url"], seal_result(key, body, ticket=ticket_id(call["result_url"]))
+    )
     assert status == 204, status
     return "REAL"
