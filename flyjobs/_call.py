@@ -33,6 +33,9 @@ class CallStatus(enum.StrEnum):
     failed = "failed"
     #: the call was cancelled and its machine destroyed
     cancelled = "cancelled"
+    #: a detached call (`Call.from_id`) succeeded, and its value was read already: it is read
+    #: once, so ``result()`` raises `UnknownCallError`
+    consumed = "succeeded, result already read"
 
 
 @dataclass
@@ -90,10 +93,17 @@ class Call(Generic[R]):
         """A handle on the detached call `call_id` (``fn.spawn_detached``), made by this or
         another process, now or earlier: ``status``, ``result(timeout_s)`` and ``cancel()``.
 
-        It is found through the object store (``FLYJOBS_STORE``) and the machine's state; the
-        result is deleted from the store once read (or the call cancelled).
+        It is found through the object store (``FLYJOBS_STORE``) and the machine's state; its
+        ``status`` is read from them when asked. The result is deleted from the store once read
+        (or the call cancelled); the call's record then says so (``status`` is
+        `CallStatus.consumed`).
 
-        :raises ConfigError: no object store is configured.
+        :raises UnknownCallError: ``call_id`` is not a call id, or the store has no such call.
+        :raises ConfigError: no object store or result key is configured, or the call runs in
+            another app than this process's (nothing is touched).
+        :raises SerializationError: the call's record in the store is not sealed with this
+            process's result key (changed by someone who can write the bucket): nothing is
+            read, decoded or destroyed.
         """
         from ._detach import from_id
 

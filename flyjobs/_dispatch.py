@@ -303,18 +303,9 @@ async def _record_detached(
     """Write a detached call's record before anyone can see its machine id, so a process that
     exits as soon as it has one leaves a call `Call.from_id` finds; without a record, the
     machine is destroyed."""
-    assert runtime.store is not None
     try:
         with anyio.CancelScope(shield=True):
-            await write_record(
-                runtime.store,
-                base_id,
-                ticket.call_id,
-                machine,
-                call_plan.options,
-                deadline,
-                ticket.ticket_id,
-            )
+            await write_record(runtime, call_plan, base_id, ticket, machine.id, deadline)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await destroy(runtime, call_plan.app, machine.id)

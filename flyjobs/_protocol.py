@@ -155,7 +155,7 @@ _MAC_HEX_DIGITS = 64
 #: record or a detached call's record, nor the other way round.
 _RESULT = b"flyjobs-result"
 _JOURNAL = b"flyjobs-journal"
-_CALL_RECORD = b"flyjobs-call-record"
+_CALL_RECORD = b"flyjobs-call-rec"  # person is at most 16 bytes
 
 
 def ticket_id(result_url: str) -> str:

@@ -64,3 +64,13 @@ def crash_at(x: int, code: int) -> int:
     if code:
         os._exit(code)
     return x
+
+
+@flyjobs.remote(timeout_s=60)
+def pickle_shaped(marker: str) -> dict[int, object]:
+    """An authentic plain value whose msgpack bytes happen to be a pickle that creates
+    `marker`: ``8c 02`` (a 12-entry map, key 2) is SHORT_BINUNICODE of the 2 bytes ``d9 8x``
+    (valid UTF-8: a 128-191 character string follows), then the string runs as opcodes."""
+    opcodes = f"cbuiltins\nopen\n(S'{marker}'\nS'w'\ntR."
+    assert len(opcodes) <= 160, "the marker's path is too long for the string"
+    return {2: opcodes.ljust(140), **{k: k for k in range(3, 14)}}

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 import store_funcs as funcs
 from _store_helpers import APP, live_machines, objects
@@ -16,6 +18,7 @@ from _store_helpers import APP, live_machines, objects
 import flyjobs
 from flyjobs._jobs import collect_strays
 from flyjobs._runtime import get_runtime, shutdown_runtime
+from flyjobs._store import Store, StoreConfig
 
 SUPPORT = Path(__file__).resolve().parent.parent / "_support"
 
@@ -53,9 +56,32 @@ def test_from_id_in_a_second_process_after_the_spawner_exited(fly_store: str) ->
     runtime = get_runtime()
     assert runtime.portal.call(lambda: collect_strays(runtime.client, APP, dry_run=True)) == []
     assert _python(READER, call_id) == "running 49 succeeded"
-    assert objects(fly_store) == []  # read once, then deleted
-    with pytest.raises(flyjobs.UnknownCallError):
-        flyjobs.Call.from_id(call_id).result(timeout_s=30)
+    # The result was read once and deleted; the call's record stays, saying so.
+    assert [info.key for info in objects(fly_store)] == [f"calls/{call_id}"]
+    again = flyjobs.Call.from_id(call_id)
+    assert again.status == flyjobs.CallStatus.consumed
+    with pytest.raises(flyjobs.UnknownCallError, match="already read"):
+        again.result(timeout_s=30)
+
+
+def test_status_is_read_from_the_truth_when_asked(fly_store: str) -> None:
+    """A finished call says ``succeeded`` before anyone polled or read it, and once its
+    result was read, a fresh handle says so instead of ``running``."""
+    call = funcs.double.spawn_detached(21)
+    shutdown_runtime()  # as if the spawner exited
+    deadline = time.monotonic() + 30
+    while live_machines():
+        assert time.monotonic() < deadline, "the machine never finished"
+        time.sleep(0.05)
+    handle = flyjobs.Call.from_id(call.id)
+    assert handle.status == flyjobs.CallStatus.succeeded
+    assert handle.done()
+    assert handle.result(timeout_s=30) == 42
+    fresh = flyjobs.Call.from_id(call.id)
+    assert fresh.status.value == "succeeded, result already read"
+    assert fresh.done() and fresh.cancel() is False
+    with pytest.raises(flyjobs.UnknownCallError, match="succeeded, and its result was already"):
+        fresh.result(timeout_s=30)
 
 
 def test_from_id_cancel_destroys_the_machine(fly_store: str) -> None:
@@ -70,7 +96,8 @@ def test_from_id_cancel_destroys_the_machine(fly_store: str) -> None:
     while live_machines() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert live_machines() == []
-    assert objects(fly_store) == []
+    assert [info.key for info in objects(fly_store)] == [f"calls/{call.id}"]
+    assert flyjobs.Call.from_id(call.id).status == flyjobs.CallStatus.cancelled
 
 
 def test_a_detached_error_comes_back_as_its_own_type(fly_store: str) -> None:
@@ -78,7 +105,9 @@ def test_a_detached_error_comes_back_as_its_own_type(fly_store: str) -> None:
     shutdown_runtime()
     with pytest.raises(funcs.StoreTestError, match="later"):
         flyjobs.Call.from_id(call.id).result(timeout_s=60)
-    assert objects(fly_store) == []
+    assert [info.key for info in objects(fly_store)] == [f"calls/{call.id}"]
+    with pytest.raises(flyjobs.UnknownCallError, match="failed, and its error was already"):
+        flyjobs.Call.from_id(call.id).result(timeout_s=60)
 
 
 def test_detach_needs_the_store(fly_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,3 +119,99 @@ def test_detach_needs_the_store(fly_store: str, monkeypatch: pytest.MonkeyPatch)
         funcs.double.spawn_detached(1)
     runtime = get_runtime()
     assert runtime.portal.call(lambda: runtime.client.list_machines(APP)) == []
+
+
+# --- a bucket writer changes records (docs/threat-model.md, 3b) ---------------------------------
+
+_MARK = b"\n-flyjobs-mac:"
+
+
+def _store(bucket: str) -> Store:
+    config = StoreConfig.load(f"s3://{bucket}/flyjobs")
+    assert config is not None
+    return Store(config)
+
+
+def _record(bucket: str, call_id: str) -> tuple[bytes, dict[str, Any]]:
+    """A call's record as stored, and its fields as a bucket reader decodes them."""
+    data = _store(bucket).get_sync(f"calls/{call_id}")
+    assert data is not None
+    body = data.rpartition(_MARK)[0] or data
+    return data, msgpack.unpackb(body, raw=False)
+
+
+def _tamper(bucket: str, call_id: str, **changes: Any) -> bytes:
+    """Rewrite fields of a call's record, keeping whatever seal it had; return the original."""
+    data, record = _record(bucket, call_id)
+    body, mark, mac = data.rpartition(_MARK)
+    changed = msgpack.packb({**record, **changes}) + (mark + mac if mark else b"")
+    _store(bucket).put_sync(f"calls/{call_id}", changed)
+    return data
+
+
+def _finished(bucket: str, call_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while f"results/{call_id}" not in [info.key for info in objects(bucket)]:
+        assert time.monotonic() < deadline, f"{call_id} never delivered its result"
+        time.sleep(0.05)
+
+
+def test_a_record_flipped_to_pickle_runs_nothing_in_the_caller(
+    fly_store: str, tmp_path: Path
+) -> None:
+    """The value's msgpack bytes happen to be a pickle that runs code: a record that says
+    ``pickle`` where the call did not is refused, and nothing is decoded or deleted."""
+    marker = tmp_path / "pwned"
+    call = funcs.pickle_shaped.spawn_detached(str(marker))
+    shutdown_runtime()
+    _finished(fly_store, call.id)
+    _tamper(fly_store, call.id, pickle=True)
+    with pytest.raises(flyjobs.SerializationError, match="not sealed for it"):
+        flyjobs.Call.from_id(call.id).result(timeout_s=30)
+    assert not marker.exists(), "a bucket writer ran code in the caller"
+    assert len(objects(fly_store)) == 2  # the result and the record, untouched
+
+
+def test_a_record_pointed_at_another_call_or_machine_is_refused(fly_store: str) -> None:
+    """Swapping ``attempt_id`` would return (and delete) another call's value; pointing
+    ``machine_id`` at another machine would make ``cancel()`` destroy it."""
+    slow = funcs.slow_square.spawn_detached(3, 30.0)
+    other = funcs.slow_square.spawn_detached(4, 30.0)
+    quick = funcs.double.spawn_detached(5)
+    shutdown_runtime()
+    _finished(fly_store, quick.id)
+    machine_of_other = _record(fly_store, other.id)[1]["machine_id"]
+    for changes in ({"attempt_id": quick.id}, {"machine_id": machine_of_other}):
+        original = _tamper(fly_store, slow.id, **changes)
+        with pytest.raises(flyjobs.SerializationError, match="not sealed for it"):
+            flyjobs.Call.from_id(slow.id).cancel()
+        _store(fly_store).put_sync(f"calls/{slow.id}", original)
+    assert machine_of_other in live_machines()
+    assert flyjobs.Call.from_id(quick.id).result(timeout_s=30) == 10
+    # A record copied whole to another call's name is not that call's either.
+    _store(fly_store).put_sync(f"calls/{other.id}", _record(fly_store, slow.id)[0])
+    with pytest.raises(flyjobs.SerializationError, match="not sealed for it"):
+        flyjobs.Call.from_id(other.id)
+    assert flyjobs.Call.from_id(slow.id).cancel() is True
+    get_runtime().portal.call(
+        lambda: get_runtime().client.delete_machine(APP, machine_of_other, force=True)
+    )
+
+
+def test_from_id_in_another_app_is_a_clear_error_that_touches_nothing(
+    fly_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = funcs.slow_square.spawn_detached(6, 1.0)
+    shutdown_runtime()
+    monkeypatch.setenv("FLY_APP", "another-app")
+    with pytest.raises(flyjobs.ConfigError, match="runs in the app 'flyjobs-store'.*FLY_APP="):
+        flyjobs.Call.from_id(call.id).result(timeout_s=30)
+    assert [info.key for info in objects(fly_store)] == [f"calls/{call.id}"]
+    monkeypatch.setenv("FLY_APP", APP)
+    shutdown_runtime()
+    assert flyjobs.Call.from_id(call.id).result(timeout_s=30) == 36
+
+
+def test_an_id_that_is_not_a_call_id_is_said_so(fly_store: str) -> None:
+    with pytest.raises(flyjobs.UnknownCallError, match="'../x' is not a call id"):
+        flyjobs.Call.from_id("../x")
