@@ -341,7 +341,8 @@ class Batch:
             body = await held.ticket.result()  # delivered as the deadline struck: kept
         if body is None:
             await _close(held)
-            error = await exit_error(runtime, plan.app, machine_id, plan.options)
+            spoiled = held.ticket.spoiled if isinstance(held.ticket, StoreTicket) else None
+            error = await exit_error(runtime, plan.app, machine_id, plan.options, spoiled=spoiled)
             self._attempt_failed(held, tag(error, held.call_id, machine_id))
             return None
         result = decode_result(body)

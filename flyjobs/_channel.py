@@ -167,6 +167,10 @@ class StoreTicket:
         #: look for the object while the machine runs (`poll`), not only after its exit: for
         #: an input of a fixed slice, whose machine exits only after the whole slice
         self.polls = False
+        #: why the last object found at `key` was ignored (its seal failed, or it is not a
+        #: result for this call), or None: a machine that exits "delivered" and leaves only
+        #: such an object had its result overwritten
+        self.spoiled: str | None = None
         self._store = store
         self._seal_key = seal_key
         self._body: bytes | None = None
@@ -197,15 +201,18 @@ class StoreTicket:
         if self._seal_key is not None:
             body = open_result(self._seal_key, body, ticket=self.ticket_id)
             if body is None:
-                logger.warning("ignored the object %s: not sealed with the result key", self.key)
+                self.spoiled = "it is not sealed with the result key for this call"
+                logger.warning("ignored the object %s: %s", self.key, self.spoiled)
                 return False
         try:
             envelope = decode_result(body)
         except SerializationError as exc:
+            self.spoiled = str(exc)
             logger.warning("ignored the object %s: %s", self.key, exc)
             return False
         if envelope.call_id != self.call_id:
-            logger.warning("ignored the object %s: it is for call %r", self.key, envelope.call_id)
+            self.spoiled = f"it is a result for call {envelope.call_id!r}"
+            logger.warning("ignored the object %s: %s", self.key, self.spoiled)
             return False
         self._body = body
         self._event.set()

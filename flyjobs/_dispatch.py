@@ -354,7 +354,9 @@ async def _supervise(
                 await destroy(runtime, app, machine.id)
         raise
     if body is None:
-        raise tag(await exit_error(runtime, app, machine.id, options), call_id, machine.id)
+        spoiled = ticket.spoiled if isinstance(ticket, StoreTicket) else None
+        error = await exit_error(runtime, app, machine.id, options, spoiled=spoiled)
+        raise tag(error, call_id, machine.id)
     # The value is ready now; the watch sees the machine's exit to in the background.
     watch.after_result()
     return await outcome(runtime, call_plan, body, call_id, machine.id)

@@ -123,8 +123,16 @@ CREATE TABLE IF NOT EXISTS finished (
 
 @contextlib.contextmanager
 def _connect(path: Path) -> Iterator[sqlite3.Connection]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder")
+        db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            f"the batch journal {path} cannot be opened ({exc}): it must be a file flyjobs can"
+            " create and write (move away what is there, or fix its permissions)"
+        ) from None
     try:
         try:
             # WAL: a reader (`flyjobs batch ls`) never blocks the running batch, and each

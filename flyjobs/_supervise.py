@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -64,6 +65,7 @@ __all__ = (
     "show_output",
     "tag",
     "trusted_modules",
+    "undelivered_reason",
     "value_of",
 )
 
@@ -247,9 +249,18 @@ def _echo_output(call_id: str, stdout: str, stderr: str) -> None:
 
 
 async def exit_error(
-    runtime: Runtime, app: str, machine_id: str, options: CallOptions
+    runtime: Runtime,
+    app: str,
+    machine_id: str,
+    options: CallOptions,
+    *,
+    spoiled: str | None = None,
 ) -> FlyjobsError:
-    """Why a machine exited without a result, from its exit event and its last log lines."""
+    """Why a machine exited without a result, from its exit event and its last log lines.
+
+    :param spoiled: why the object found at the result's key in the store was ignored, if one
+        was (see `flyjobs._channel.StoreTicket.spoiled`).
+    """
     exit_event = await _exit_event(runtime, app, machine_id)
     code = exit_event.get("exit_code") if exit_event else None
     tail = await _log_tail(runtime, app, machine_id)
@@ -279,13 +290,21 @@ async def exit_error(
             f" {RESULT_KEY_ENV} set here; give both the same value (fly secrets set"
             f' {RESULT_KEY_ENV}="${RESULT_KEY_ENV}")'
         )
+    if code == EXIT_OK and spoiled is not None:
+        return MachineCrashedError(
+            f"machine {machine_id} exited with code 0 without a result this process accepts:"
+            f" the stored result failed its seal ({spoiled}), so it was overwritten by someone"
+            f" who can write the bucket, or the app's {RESULT_KEY_ENV} secret is not the one"
+            " set here",
+            exit_code=code,
+            output_tail=tail,
+        )
     reasons = {
         EXIT_OK: "the worker exited before it delivered one (did the function call os._exit?)",
         EXIT_BAD_PAYLOAD: "the worker could not read its payload (is the image's flyjobs"
         " version the same as this one?)",
         EXIT_IMPORT_FAILED: "the worker could not import the function (is your code in the image?)",
-        EXIT_DELIVERY_FAILED: "the worker could not deliver its result (can machines reach"
-        " this host? see FLYJOBS_INBOX_HOST)",
+        EXIT_DELIVERY_FAILED: undelivered_reason(tail, runtime.channel.mode),
     }
     what = reasons.get(code if isinstance(code, int) else -1, "it crashed")
     shown = "unknown" if code is None else str(code)
@@ -293,6 +312,39 @@ async def exit_error(
         f"machine {machine_id} exited with code {shown} without a result: {what}",
         exit_code=code if isinstance(code, int) else None,
         output_tail=tail,
+    )
+
+
+#: What the worker logs for a delivery attempt that failed (see `flyjobs.worker`).
+_ATTEMPT_FAILED = re.compile(r"result delivery attempt \d+ failed: (.*)")
+#: How a failed attempt reads when the inbox took the connection and then turned it away (it
+#: closes a connection beyond its slots, or answers 5xx), as opposed to never reaching it.
+_TURNED_AWAY = re.compile(r"closed the connection|reset by peer|broken pipe|HTTP 5\d\d", re.I)
+
+
+def undelivered_reason(tail: str, mode: str) -> str:
+    """Why a worker exited ``EXIT_DELIVERY_FAILED``, from the delivery attempts its last lines
+    (`tail`) show, for the result channel ``mode`` (``inbox`` or ``store``)."""
+    if mode == "store":
+        return (
+            "the worker could not PUT its result to the object store (can machines reach"
+            " AWS_ENDPOINT_URL_S3?)"
+        )
+    attempts = [m.group(1) for m in map(_ATTEMPT_FAILED.search, tail.splitlines()) if m]
+    if attempts and all(_TURNED_AWAY.search(reason) for reason in attempts):
+        return (
+            "the worker reached this process's result inbox, which turned every delivery"
+            " away: the inbox was full or busy (its connection slots held, for example by"
+            " uploads that never finish; this process's log says so)"
+        )
+    if attempts:
+        return (
+            "the worker could not reach this process's result inbox (can machines reach"
+            " this host? see FLYJOBS_INBOX_HOST)"
+        )
+    return (
+        "the worker could not deliver its result: machines could not reach this process's"
+        " result inbox (see FLYJOBS_INBOX_HOST), or it was full (this process's log says so)"
     )
 
 

@@ -135,6 +135,14 @@ def test_a_journal_file_that_is_not_one_is_a_config_error_naming_it(project: Pat
     )
 
 
+def test_a_journal_path_that_is_a_folder_is_a_config_error_naming_it(project: Path) -> None:
+    (project / ".flyjobs" / "journal.sqlite3").mkdir(parents=True)
+    with pytest.raises(flyjobs.ConfigError, match=r"journal\.sqlite3 cannot be opened"):
+        counted_square.starmap([(1, "x")], batch="b-5")
+    result = CliRunner().invoke(cli, ["batch", "ls"])
+    assert result.exit_code != 0 and "journal.sqlite3 cannot be opened" in result.output
+
+
 def test_an_error_of_the_journal_mid_batch_is_raised_as_itself(project: Path) -> None:
     journal = project / ".flyjobs" / "journal.sqlite3"
 

@@ -60,7 +60,10 @@ def test_a_forged_object_left_alone_is_ignored(fly_store: str, tmp_path: Path, k
     forged = attack.forged_envelope(envelope, kind, str(marker))
     assert httpx.put(envelope["result_url"], content=forged, timeout=10).is_success
     go.touch()
-    with pytest.raises(flyjobs.MachineCrashedError, match="without a result"):
+    with pytest.raises(flyjobs.MachineCrashedError, match="without a result") as failed:
         call.result(timeout_s=60)
+    # It says what happened to the result, not that the function may have called os._exit.
+    assert "the stored result failed its seal" in str(failed.value)
+    assert "os._exit" not in str(failed.value)
     assert not marker.exists()
     assert "import_side_effect" not in sys.modules
