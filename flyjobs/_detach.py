@@ -180,11 +180,12 @@ class _Attachment:
         self.record = record
         self.call_id: str = record["call_id"]
         self.state = CallState(self.call_id, status=CallStatus.running)
+        self.machine_id: str = record.get("machine_id", "")
         read = record.get("read")
         if read is not None:
             self.state.status = _READ[read]
             return
-        self.state.machine_id = record["machine_id"]
+        self.state.machine_id = self.machine_id
         self.ticket = StoreTicket(
             store,
             record["attempt_id"],
@@ -225,11 +226,6 @@ class _Attachment:
     async def _delivered(self) -> CallStatus:
         ok = decode_result(await self.ticket.result()).ok
         return CallStatus.succeeded if ok else CallStatus.failed
-
-    @property
-    def machine_id(self) -> str:
-        machine_id: str = self.record["machine_id"]
-        return machine_id
 
     async def mark_read(self, outcome: str) -> None:
         """The outcome was read (or the call cancelled): delete the result, and mark the record
@@ -300,7 +296,7 @@ class DetachedCall(Call[Any]):
 
     def done(self) -> bool:
         """True once the call has an outcome (read from the truth, as `status`)."""
-        return self._done.is_set() if self._started else self.status not in (CallStatus.running,)
+        return self._done.is_set() if self._started else self.status != CallStatus.running
 
     def result(self, timeout_s: float | None = None) -> Any:
         self._start()
@@ -398,7 +394,8 @@ def _open_record(secret: str, call_id: str, data: bytes) -> dict[str, Any]:
         raise SerializationError(
             f"the store's record of detached call {call_id} is not sealed for it with this"
             f" process's result key ({RESULT_KEY_ENV}): it was changed by someone who can write"
-            " the bucket, or made with another key; nothing was read, decoded or destroyed"
+            " the bucket, or made with another key (or by a flyjobs older than this one);"
+            " nothing was read, decoded or destroyed"
         )
     try:
         record = msgpack.unpackb(opened, raw=False)
