@@ -145,7 +145,8 @@ META_POOL = "flyjobs_pool"
 #: environment. See docs/threat-model.md.
 RESULT_KEY_ENV = "FLYJOBS_RESULT_KEY"
 
-# A sealed result is the result envelope, this mark, then the envelope's MAC in 64 hex digits.
+# A sealed result is the result envelope, this mark, then the MAC in 64 hex digits of the
+# envelope and the ticket it is for (`ticket_id`).
 # The MAC travels inside the body so that it survives an object store, which keeps no header.
 _SEAL_MARK = b"\n-flyjobs-mac:"
 _MAC_HEX_DIGITS = 64
