@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal
 
+from . import _event_loop
 from ._channel import Channel, choose_channel
 from ._exceptions import CallCancelledError, ConfigError
 from ._inbox import ResultInbox
@@ -217,6 +218,7 @@ def _portal_thread() -> Any:
     # non-daemon executor thread, which the interpreter joins *before* atexit handlers run, so a
     # script would hang at exit instead of reaching shutdown_runtime.
     ready: Future[BlockingPortal] = Future()
+    ended: list[BaseException] = []  # how the loop failed after it started
 
     def run() -> None:
         async def main() -> None:
@@ -225,9 +227,11 @@ def _portal_thread() -> Any:
                 await portal.sleep_until_stopped()
 
         try:
-            anyio.run(main)
-        except BaseException as exc:  # surfaced to the starting thread below
-            if not ready.done():
+            _event_loop.run(main())
+        except BaseException as exc:  # surfaced to the starting or the stopping thread below
+            if ready.done():
+                ended.append(exc)
+            else:
                 ready.set_exception(exc)
 
     thread = threading.Thread(target=run, name=RUNTIME_THREAD, daemon=True)
@@ -239,6 +243,8 @@ def _portal_thread() -> Any:
         with contextlib.suppress(RuntimeError):
             portal.call(portal.stop, True)
         thread.join(10)
+        if ended:
+            raise ended[0]
 
 
 def _api_endpoint(settings: Settings, stack: ExitStack) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import _event_loop
 from .._asgi_serve import bind_listener, serve_asgi
 from ._asgi import build_app
 from ._config import EmulatorConfig
@@ -127,7 +128,7 @@ def serve_in_thread(
 
     def run() -> None:
         try:
-            asyncio.run(main())
+            _event_loop.run(main())
         except BaseException as exc:  # handed to the caller's thread
             box["error"] = exc
         finally:
