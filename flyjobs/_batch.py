@@ -215,7 +215,9 @@ class Batch:
                 await runtime.store.put(key, item.arguments)
             expires_at = deadline + WORKER_DEADLINE_SLACK_S
             arguments_url = runtime.store.presign("GET", key, expires_at=expires_at)
-        ticket = ticket_for(runtime, call_id, deadline, replies=self._pulls)
+        ticket = ticket_for(
+            runtime, call_id, deadline, replies=self._pulls, on_late=self.stats.late_delivery
+        )
         self.stats.started(index, item.queued_at, creating=creating)
         return _Held(item, call_id, ticket, deadline, arguments_url)
 

@@ -186,11 +186,13 @@ def ticket_for(
     *,
     replies: bool = False,
     hold_s: float = NEXT_INPUT_WAIT_S,
+    on_late: Callable[[], None] | None = None,
 ) -> Ticket | StoreTicket:
     """Where an attempt's result is to be delivered (the inbox, or the store), valid a minute
     past the worker's own deadline; ``deadline`` is the client's (unix s). ``replies``: an
     inbox ticket whose delivery is answered with the machine's next input, held up to
-    ``hold_s`` seconds."""
+    ``hold_s`` seconds. ``on_late``: called for each delivery to the inbox after the ticket
+    was closed without a result."""
     expires_at = deadline + WORKER_DEADLINE_SLACK_S + _URL_SLACK_S
     if runtime.channel.mode == "store":
         assert runtime.store is not None
@@ -198,7 +200,7 @@ def ticket_for(
             runtime.store, call_id, expires_at=expires_at, seal_key=runtime.result_key
         )
     return runtime.inbox.expect(
-        call_id, ttl_s=expires_at - time.time(), replies=replies, hold_s=hold_s
+        call_id, ttl_s=expires_at - time.time(), replies=replies, hold_s=hold_s, on_late=on_late
     )
 
 

@@ -12,6 +12,11 @@ match, or the body is not sealed with the app's result key), 410 (expired), 404 
 result envelope for this call); it is answered 204 only after the result is stored, so a
 result the worker saw accepted is never lost.
 
+A signed delivery that finds its ticket closed without a result is late, not hostile: the caller
+stopped waiting for it (its call was cancelled, timed out, or its batch stopped at Ctrl-C or
+``max_failures``). It is refused with 404 like any other, logged at debug level only, and
+counted through the ticket's ``on_late`` (a batch counts them in its summary).
+
 A ticket opened with ``replies=True`` belongs to a machine that takes more than one input: once
 its result is stored, the delivery is held (up to the ticket's ``hold_s``, `NEXT_INPUT_WAIT_S`
 seconds by default, plus a margin)
@@ -27,6 +32,7 @@ has no time limit from the server (only the inbox's own reply wait).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -62,6 +68,8 @@ _PREFIX = "/results/"
 #: ``204`` anyway (the caller always replies sooner; this bounds a caller that is gone).
 _REPLY_MARGIN_S = 2.0
 _MAX_EXPIRES_DIGITS = 12
+#: Tickets closed without a result whose late deliveries are still counted (the latest ones).
+_LATE_COUNTED = 4096
 
 _Scope = dict[str, Any]
 _Receive = Callable[[], Any]
@@ -69,10 +77,12 @@ _Send = Callable[[dict[str, Any]], Any]
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, late: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        #: a signed delivery whose ticket the caller closed (see the module docstring)
+        self.late = late
 
 
 class Ticket:
@@ -84,6 +94,8 @@ class Ticket:
     :ivar call_id: the call the result is for.
     :ivar url: the signed URL the worker PUTs the result to.
     :ivar expires_at: unix time (s) after which deliveries are refused.
+    :ivar on_late: called for each delivery that arrives after the ticket was closed without
+        a result.
     """
 
     __slots__ = (
@@ -97,6 +109,7 @@ class Ticket:
         "call_id",
         "hold_s",
         "expires_at",
+        "on_late",
         "replies",
         "url",
     )
@@ -111,7 +124,9 @@ class Ticket:
         *,
         replies: bool = False,
         hold_s: float = NEXT_INPUT_WAIT_S,
+        on_late: Callable[[], None] | None = None,
     ) -> None:
+        self.on_late = on_late
         self.replies = replies
         self.hold_s = hold_s
         self._reply: bytes | None = None
@@ -216,6 +231,10 @@ class ResultInbox:
         self._key = secrets.token_bytes(32)
         self._result_key = result_key
         self._tickets: dict[str, Ticket] = {}
+        #: (call id, token) of tickets closed without a result -> their ``on_late``
+        self._late: collections.OrderedDict[tuple[str, str], Callable[[], None]] = (
+            collections.OrderedDict()
+        )
         self._stack: contextlib.AsyncExitStack | None = None
         self._log = RateLimitedLog(logger, clock=log_clock)
         #: the HTTP server (its `connection_count` shows the connections held)
@@ -249,11 +268,13 @@ class ResultInbox:
         *,
         replies: bool = False,
         hold_s: float = NEXT_INPUT_WAIT_S,
+        on_late: Callable[[], None] | None = None,
     ) -> Ticket:
         """Open a ticket for `call_id`'s result, valid for `ttl_s` seconds (default: the inbox's).
 
         With ``replies``, the delivery is answered with what `Ticket.reply` gives, waiting for
-        it up to ``hold_s`` seconds (see the module docstring).
+        it up to ``hold_s`` seconds (see the module docstring). ``on_late`` is called for each
+        delivery that arrives after the ticket was closed without a result.
 
         :raises ValueError: a ticket for `call_id` is already open.
         """
@@ -263,7 +284,9 @@ class ResultInbox:
         token = secrets.token_hex(8)
         path = f"{_PREFIX}{quote(call_id, safe='')}/{token}"
         url = f"{self.base_url}{path}?expires={expires_at}&sig={self._sign(path, expires_at)}"
-        ticket = Ticket(self, call_id, token, url, expires_at, replies=replies, hold_s=hold_s)
+        ticket = Ticket(
+            self, call_id, token, url, expires_at, replies=replies, hold_s=hold_s, on_late=on_late
+        )
         self._tickets[call_id] = ticket
         return ticket
 
@@ -274,6 +297,10 @@ class ResultInbox:
     def _forget(self, ticket: Ticket) -> None:
         if self._tickets.get(ticket.call_id) is ticket:
             del self._tickets[ticket.call_id]
+        if ticket.on_late is not None and ticket._body is None:
+            self._late[ticket.call_id, ticket._token] = ticket.on_late
+            if len(self._late) > _LATE_COUNTED:
+                self._late.popitem(last=False)
 
     async def __aenter__(self) -> Self:
         listener = await anyio.create_tcp_listener(
@@ -314,12 +341,16 @@ class ResultInbox:
         try:
             reply = await self._accept(scope, path, receive)
         except _Refused as refusal:
-            self._log.warning(
-                "refused a result delivery to %s: %s (HTTP %d)",
-                path,
-                refusal.reason,
-                refusal.status,
-            )
+            if refusal.late:
+                logger.debug("ignored a late result delivery to %s: %s", path, refusal.reason)
+                self._count_late(path)
+            else:
+                self._log.warning(
+                    "refused a result delivery to %s: %s (HTTP %d)",
+                    path,
+                    refusal.reason,
+                    refusal.status,
+                )
             await _respond(send, refusal.status, refusal.reason)
             return
         if reply:
@@ -348,7 +379,7 @@ class ResultInbox:
         if envelope.call_id != ticket.call_id:
             raise _Refused(400, f"the envelope is for call {envelope.call_id!r}")
         if ticket._closed:
-            raise _Refused(404, "the ticket was closed during the delivery")
+            raise _Refused(404, "the ticket was closed during the delivery", late=True)
         if ticket._body is not None:
             raise _Refused(409, "this call's result was already delivered")
         ticket._body = body
@@ -371,10 +402,17 @@ class ResultInbox:
         call_part, _, token = path.removeprefix(_PREFIX).partition("/")
         ticket = self._tickets.get(unquote(call_part))
         if ticket is None or ticket._token != token:
-            raise _Refused(404, "no open ticket for this call")
+            # The signature is good: this process made the URL, and closed its ticket since.
+            raise _Refused(404, "no open ticket for this call", late=True)
         if ticket._body is not None:
             raise _Refused(409, "this call's result was already delivered")
         return ticket
+
+    def _count_late(self, path: str) -> None:
+        call_part, _, token = path.removeprefix(_PREFIX).partition("/")
+        on_late = self._late.get((unquote(call_part), token))
+        if on_late is not None:
+            on_late()
 
     async def _read_body(self, receive: _Receive) -> bytes:
         chunks: list[bytes] = []

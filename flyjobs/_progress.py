@@ -77,6 +77,8 @@ class Summary:
         (create request → machine created, first inputs only), ``boot`` (created → function
         started, first inputs only), ``run`` (the function), ``deliver`` (function end →
         result in the inbox).
+    :ivar late: results that arrived after their input was cancelled (a batch stopped by
+        Ctrl-C or ``max_failures``, or an attempt given up), and were ignored.
     """
 
     total: int
@@ -86,12 +88,15 @@ class Summary:
     machines: int
     elapsed_s: float
     phases: Mapping[str, PhaseStats]
+    late: int = 0
 
     def __str__(self) -> str:
         lines = [
             f"{self.done + self.failed}/{self.total} inputs: {self.done} done, {self.failed}"
             f" failed, {self.retried} retried, {self.machines} machines, {self.elapsed_s:.1f} s"
         ]
+        if self.late:
+            lines[0] += f"; {self.late} late results of cancelled inputs ignored"
         for name, phase in self.phases.items():
             if phase.count:
                 p50, p95 = phase.percentile(0.5), phase.percentile(0.95)
@@ -116,6 +121,8 @@ class BatchStats:
         self.failed = 0
         self.retried = 0
         self.machines = 0
+        #: results delivered after their input was cancelled (see `Summary.late`)
+        self.late = 0
         self.throttled_at: float | None = None
         self.phases = {
             name: PhaseStats() for name in ("queued", "create", "boot", "run", "deliver")
@@ -185,6 +192,9 @@ class BatchStats:
     def finished(self) -> None:
         self.ended_at = time.time()
 
+    def late_delivery(self) -> None:
+        self.late += 1
+
     @property
     def queued(self) -> int:
         """Inputs read and waiting for a machine."""
@@ -201,6 +211,7 @@ class BatchStats:
             machines=self.machines,
             elapsed_s=end - self.started_at,
             phases=dict(self.phases),
+            late=self.late,
         )
 
 
@@ -248,6 +259,8 @@ class Progress:
             f"queued {s.queued} starting {s.starting} running {s.running} done {s.done}"
             f" failed {s.failed} retried {s.retried}"
         )
+        if s.late:
+            text += f" late {s.late}"
         if self._throttled():
             text += " (API throttling)"
         return text

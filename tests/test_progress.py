@@ -62,3 +62,12 @@ def test_summary_phases_and_percentiles() -> None:
     assert phase.count == 10_000 and phase.max_s == 9999.0
     median = phase.percentile(0.5)
     assert median is not None and 4000 < median < 6000  # a uniform sample of all of them
+
+
+def test_late_results_of_cancelled_inputs_are_counted_in_the_summary() -> None:
+    stats = BatchStats(3)
+    assert "late" not in str(stats.summary())
+    stats.late_delivery()
+    stats.late_delivery()
+    assert stats.summary().late == 2
+    assert "2 late results of cancelled inputs ignored" in str(stats.summary())

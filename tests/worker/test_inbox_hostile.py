@@ -191,3 +191,28 @@ def test_a_caller_limited_to_1024_descriptors_survives_1100_idle_connections() -
             if process is not None:
                 process.kill()
                 process.communicate()
+
+
+async def test_a_late_delivery_is_counted_and_logged_at_debug_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A cancelled batch's machines still deliver for a moment: expected, so no warning (they
+    # were drawn over the progress bar), only a count; a forged delivery is still a warning.
+    late: list[str] = []
+    async with ResultInbox() as inbox:
+        ticket = inbox.expect("c-late", on_late=lambda: late.append("c-late"))
+        delivered = inbox.expect("c-done", on_late=lambda: late.append("c-done"))
+        assert (await _put(delivered.url, encode_result("c-done", value=1))).status_code == 204
+        ticket.close()
+        delivered.close()
+        with caplog.at_level(logging.DEBUG, logger="flyjobs.inbox"):
+            for _ in range(3):
+                answer = await _put(ticket.url, encode_result("c-late", value=1))
+                assert answer.status_code == 404
+            # A second delivery of a result already taken (a worker's retried PUT): not late.
+            assert (await _put(delivered.url, encode_result("c-done", value=1))).status_code == 404
+            forged = ticket.url.replace("sig=", "sig=0")
+            assert (await _put(forged, encode_result("c-late", value=1))).status_code == 403
+    assert late == ["c-late"] * 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "bad signature" in warnings[0]
