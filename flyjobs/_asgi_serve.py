@@ -2,9 +2,10 @@
 
 flyjobs's one way to embed uvicorn (the emulator serves through it), on uvicorn's public API
 only: ``uvicorn.Config``, ``uvicorn.Server(config).serve(sockets=...)`` in a task and
-``server.should_exit`` (uvicorn's "Config and Server instances" usage). Readiness comes from
-the ASGI lifespan protocol, not from uvicorn's internals; `tests/test_asgi_serve.py` fails
-loudly if any of this moves.
+``server.should_exit`` (uvicorn's "Config and Server instances" usage), and the config's
+``access_log`` set after it is made (so that uvicorn leaves the process's logging alone).
+Readiness comes from the ASGI lifespan protocol, not from uvicorn's internals;
+`tests/test_asgi_serve.py` fails loudly if any of this moves.
 
 Signals: uvicorn takes SIGINT/SIGTERM while it serves from the main thread, stops, then raises
 them again for the previous handlers ("cooperative" handling): Ctrl-C still reaches the host
@@ -61,6 +62,7 @@ async def serve_asgi(
     keep_alive_s: int = 5,
     limit_concurrency: int | None = None,
     max_header_bytes: int | None = None,
+    access_log: bool = False,
 ) -> AsyncIterator[None]:
     """Serve `app` on the listening socket `sock` (see `bind_listener`) until the block exits.
 
@@ -73,6 +75,7 @@ async def serve_asgi(
     :param limit_concurrency: connections plus tasks served at once; beyond it, 503.
     :param max_header_bytes: largest request head (line and headers) read before 400;
         None keeps h11's default (16 KiB).
+    :param access_log: log each request to the ``uvicorn.access`` logger.
     :raises: whatever stopped the server before it loaded the app (on entry), or later (on
         exit).
     """
@@ -87,12 +90,16 @@ async def serve_asgi(
         server_header=False,
         date_header=False,
         log_config=None,
-        access_log=False,
+        # True here, False below: with access_log=False uvicorn.Config removes the handlers
+        # of the process-wide "uvicorn.access" logger, which turned off the access log of
+        # the host program's own uvicorn once the embedded emulator started.
+        access_log=True,
         timeout_keep_alive=keep_alive_s,
         timeout_graceful_shutdown=graceful_stop_s,
         limit_concurrency=limit_concurrency,
         h11_max_incomplete_event_size=max_header_bytes,
     )
+    config.access_log = access_log
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     serving.add_done_callback(lambda _: sock.close())

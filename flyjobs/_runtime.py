@@ -28,6 +28,7 @@ from ._exceptions import CallCancelledError, ConfigError
 from ._inbox import ResultInbox
 from ._live import LiveOutput
 from ._protocol import RESULT_KEY_ENV
+from ._quiet_logs import quiet_this_thread
 from ._settings import Settings
 from ._store import Store, StoreConfig
 from .machines import MachinesClient, RateLimitSetting
@@ -226,6 +227,7 @@ def _portal_thread() -> Any:
                 ready.set_result(portal)
                 await portal.sleep_until_stopped()
 
+        quiet_this_thread()
         try:
             _event_loop.run(main())
         except BaseException as exc:  # surfaced to the starting or the stopping thread below

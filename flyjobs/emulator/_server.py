@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import _event_loop
 from .._asgi_serve import bind_listener, serve_asgi
+from .._quiet_logs import logs_asked, quiet_this_thread
 from ._asgi import build_app
 from ._config import EmulatorConfig
 from ._state import Emulator
@@ -76,7 +77,7 @@ async def serve(
     try:
         ui_key = secrets.token_urlsafe(16) if config.ui else None
         app = build_app(emulator, tokens, clock, ui_key=ui_key)
-        async with serve_asgi(app, sock, graceful_stop_s=_GRACEFUL_STOP_S):
+        async with serve_asgi(app, sock, graceful_stop_s=_GRACEFUL_STOP_S, access_log=logs_asked()):
             host = f"[{config.host}]" if ":" in config.host else config.host
             url = f"http://{host}:{port}"
             ui_url = f"{url}/ui/?key={ui_key}" if ui_key else None
@@ -127,6 +128,8 @@ def serve_in_thread(
             await stop.wait()
 
     def run() -> None:
+        # An emulator beside the host program stays out of its log (unless asked).
+        quiet_this_thread()
         try:
             _event_loop.run(main())
         except BaseException as exc:  # handed to the caller's thread
