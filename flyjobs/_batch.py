@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -147,6 +148,7 @@ class Batch:
         self._max_failures = max_failures
         self._failures: list[tuple[int, BaseException]] = []
         self._machine_numbers = itertools.count()
+        self._hinted = False
 
     async def run(self) -> None:
         """Run the batch to its end; cancelling it destroys every machine it made."""
@@ -282,7 +284,7 @@ class Batch:
                 return
             machine_id = machine.id
             self.stats.created(first.item.index)
-            runtime.live.watch(plan.app, machine_id, first.call_id)
+            self._watch(machine_id, first.call_id)
             watch = ExitWatch(runtime, plan.app, machine_id)
             while held is not None:
                 held = await self._serve(held, watch, machine_id)
@@ -349,7 +351,8 @@ class Batch:
             return None
         result = decode_result(body)
         self.stats.delivered(held.item.index, result.timings)
-        await show_output(runtime, plan.app, machine_id, held.call_id, result)
+        if await show_output(runtime, plan, machine_id, held.call_id, result):
+            self._hint_output()
         try:
             value = value_of(result, plan, held.call_id, machine_id)
         except Exception as exc:
@@ -371,7 +374,7 @@ class Batch:
             await _close(held)
             next_held = held.following.pop(0)
             next_held.following = held.following
-            self._runtime.live.watch(self._plan.app, machine_id, next_held.call_id)
+            self._watch(machine_id, next_held.call_id)
             return next_held
         if not self._pulls or not isinstance(ticket, Ticket):
             return await self._stop(held)
@@ -379,10 +382,32 @@ class Batch:
         if item is None:
             return await self._stop(held)
         next_held = await self._hand(item, creating=False)
-        self._runtime.live.watch(self._plan.app, machine_id, next_held.call_id)
+        self._watch(machine_id, next_held.call_id)
         ticket.reply(self._payload(next_held))
         ticket.close()
         return next_held
+
+    def _watch(self, machine_id: str, call_id: str) -> None:
+        """Show what the machine prints, as ``call_id``'s, from now on (``output="live"``)."""
+        if self._plan.output == "live":
+            self._runtime.live.watch(self._plan.app, machine_id, call_id)
+
+    def _hint_output(self) -> None:
+        """Once per batch: say that inputs printed lines not shown, and how to see them."""
+        if self._hinted or self._plan.output != "errors":
+            return
+        self._hinted = True
+        batch_id = self._plan.batch_id
+        how = (
+            'output="live" shows every line'
+            if self._runtime.settings.embedded  # its logs end with this process
+            else f"every line: flyjobs logs {batch_id}"
+        )
+        sys.stderr.write(
+            f"[{batch_id}] lines printed by inputs that succeed are not shown"
+            f' (output="errors"); {how}\n'
+        )
+        sys.stderr.flush()
 
     async def _stop(self, held: _Held) -> _Held | None:
         """Answer the held delivery with "no more work"; the machine exits."""

@@ -30,6 +30,7 @@ from ._exceptions import (
 )
 from ._inbox import Ticket
 from ._options import CallOptions
+from ._output_choice import resolve_output
 from ._plan import (
     WORKER_DEADLINE_SLACK_S,
     Plan,
@@ -128,6 +129,7 @@ def spawn_encoded(
         batch_id=None,
         app=app,
         image=image,
+        output=resolve_output(options.output, runtime.settings.output, batch=False),
     )
     return _submit(runtime, call_plan, arguments)
 
@@ -284,7 +286,8 @@ async def _attempt(
             state.machine_id = machine.id
             state.timings.created_at = time.time()
             state.status = CallStatus.running
-            runtime.live.watch(call_plan.app, machine.id, call_id, single=True)
+            if call_plan.output == "live":
+                runtime.live.watch(call_plan.app, machine.id, call_id, single=True)
             try:
                 return await _supervise(runtime, call_plan, machine, ticket, state, deadline)
             finally:

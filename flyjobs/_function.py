@@ -29,10 +29,11 @@ if TYPE_CHECKING:
         max_failures: int | None
         progress: bool | None
         batch: str | None
+        output: Literal["live", "errors", "none"] | None
 
 
 #: The keyword settings of ``fn.map``/``fn.starmap`` besides order_outputs/return_exceptions.
-_MAP_SETTINGS = ("max_machines", "reuse", "max_failures", "progress", "batch")
+_MAP_SETTINGS = ("max_machines", "reuse", "max_failures", "progress", "batch", "output")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -132,6 +133,10 @@ class _MapFace(Generic[P, R]):
             only the inputs not recorded yet, yielding the recorded values in their place
             (see ``flyjobs batch ls|rm``); an input whose recorded value cannot be decoded
             (its class changed since, say) runs again.
+        :param output: what the lines the inputs print show here: ``"errors"`` (only what
+            failed inputs printed, and once a line saying how to see the rest), ``"live"``
+            (every line, as it is printed) or ``"none"``; default: the function's ``output``
+            option, else ``FLYJOBS_OUTPUT``, else ``"errors"``.
         :return: an iterator of the values; its ``summary()`` tells counts and timings.
         :raises ConfigError: before any machine, for no iterable, an unknown setting (call
             options such as ``timeout_s`` go through ``fn.with_options``), or a setting of the
@@ -359,6 +364,7 @@ class Function(Generic[P, R]):
             order_outputs=order_outputs,
             return_exceptions=return_exceptions,
             journal=journal,
+            output=settings.get("output"),
         )
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from types import FrameType, TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import anyio
 import anyio.to_thread
@@ -225,9 +225,11 @@ def start_map(
     order_outputs: bool,
     return_exceptions: bool,
     journal: Journal | None = None,
+    output: Literal["live", "errors", "none"] | None = None,
 ) -> _MapRun:
     """Check the map's settings and start its batch; see the module docstring. A ``journal``
-    makes it resumable (`flyjobs._resume`); it is closed when the map ends.
+    makes it resumable (`flyjobs._resume`); it is closed when the map ends. ``output``
+    overrides the function's ``output`` option for this map.
 
     :raises ConfigError: an invalid setting, or a setting the calls need is missing.
     :raises SerializationError: the function cannot be referenced by the worker.
@@ -244,6 +246,7 @@ def start_map(
             order_outputs=order_outputs,
             return_exceptions=return_exceptions,
             journal=journal,
+            output=output,
         )
     except BaseException:
         if journal is not None:
@@ -263,6 +266,7 @@ def _start(
     order_outputs: bool,
     return_exceptions: bool,
     journal: Journal | None,
+    output: Literal["live", "errors", "none"] | None,
 ) -> _MapRun:
     _check_count("max_machines", max_machines)
     _check_count("max_failures", max_failures)
@@ -279,6 +283,8 @@ def _start(
                 "max_failures= needs return_exceptions=True: without it the first failure"
                 " already stops the map"
             )
+    if output is not None:
+        options = options.replaced(output=output)
     batch_plan = plan(fn, options, batch_id=new_batch_id())
     runtime = get_runtime()
     limit = max_machines or runtime.settings.max_machines

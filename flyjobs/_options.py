@@ -10,13 +10,14 @@ time here (they cost a machine ~12 ms of start).
 from __future__ import annotations
 
 from ._exceptions import ConfigError
+from ._output_choice import check_output
 from ._pool import Pool
 from ._protocol import MAX_WAIT_S, RESERVED_ENV
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Any, TypedDict, Unpack
+    from typing import Any, Literal, TypedDict, Unpack
 
     from ._schedule import Cron
 
@@ -47,6 +48,10 @@ if TYPE_CHECKING:
         :ivar schedule_kwargs: the fixed keyword arguments of every scheduled run.
         :ivar pool: run ``.remote``/``.spawn`` calls on this `~flyjobs.Pool`'s warm machines
             instead of one machine per call (``.map`` keeps its own batch machines).
+        :ivar output: what the lines a call prints show here: ``"live"`` (each line as it is
+            printed), ``"errors"`` (only what failed calls printed) or ``"none"``; unset:
+            ``FLYJOBS_OUTPUT``, else ``"live"`` for ``.remote``/``.spawn`` and ``"errors"``
+            for ``.map`` (see `flyjobs._output_choice`).
         """
 
         image: str | None
@@ -65,6 +70,7 @@ if TYPE_CHECKING:
         schedule_args: Sequence[Any]
         schedule_kwargs: Mapping[str, Any] | None
         pool: Pool | None
+        output: Literal["live", "errors", "none"] | None
 
 
 __all__ = ("CallOptions",)
@@ -91,6 +97,7 @@ _DEFAULTS: dict[str, object] = {
     "schedule_args": (),
     "schedule_kwargs": None,
     "pool": None,
+    "output": None,
 }
 
 
@@ -122,6 +129,7 @@ class CallOptions:
         schedule_args: tuple[Any, ...]
         schedule_kwargs: dict[str, Any]
         pool: Pool | None
+        output: str | None
 
     def __init__(self, **options: Unpack[Options]) -> None:
         unknown = sorted(set(options) - set(_DEFAULTS))
@@ -191,6 +199,7 @@ class CallOptions:
                 raise ConfigError(
                     f"env[{name!r}]: a value must be a string without NUL characters (\\x00)"
                 )
+        check_output(self.output, "output")
         if self.pool is not None and not isinstance(self.pool, Pool):
             raise ConfigError(f"pool={self.pool!r}: give a flyjobs.Pool(min=, max=, idle_s=)")
         region = self.region

@@ -21,6 +21,7 @@ from ._call_envelope import encode_arguments, encode_call
 from ._exceptions import ConfigError, SerializationError
 from ._jobs import client_identity
 from ._options import CallOptions
+from ._output_choice import resolve_output
 from ._protocol import (
     META_BATCH_ID,
     META_CALL_ID,
@@ -68,6 +69,8 @@ class Plan:
     image: str
     #: the call outlives this process: its machine runs on and its result stays in the store
     detach: bool = False
+    #: what the lines the calls print show here: live, errors or none (`flyjobs._output_choice`)
+    output: str = "live"
 
     def encode(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], *, spill: bool) -> bytes:
         """The encoded arguments of one input.
@@ -232,6 +235,9 @@ def plan(
         app=app,
         image=image,
         detach=detach,
+        output=resolve_output(
+            options.output, current_settings().output, batch=batch_id is not None
+        ),
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigError
+from ._output_choice import check_output
 
 __all__ = ("Settings", "find_pyproject")
 
@@ -38,6 +39,7 @@ _KEYS: dict[str, str | None] = {
     "store": "FLYJOBS_STORE",
     "results": "FLYJOBS_RESULTS",
     "rate_limits": "FLYJOBS_RATE_LIMITS",
+    "output": "FLYJOBS_OUTPUT",
 }
 _RATE_LIMITS = ("auto", "fly", "off")
 
@@ -71,6 +73,9 @@ class Settings:
         ``[tool.flyjobs] rate_limits``): ``"fly"`` paces to Fly's published limits, ``"off"``
         sends at once, ``"auto"`` (default) is ``"fly"`` except for a loopback API host.
         Throttling (429) is waited out whichever is chosen.
+    :ivar output: what calls' printed lines show here when a function does not say
+        (``FLYJOBS_OUTPUT``, ``[tool.flyjobs] output``): ``live``, ``errors`` or ``none``;
+        None leaves each kind of call its default (see `flyjobs._output_choice`).
     :ivar source: the pyproject.toml the settings were read from, if any.
     :ivar result_key: the app secret results are authenticated with (``FLYJOBS_RESULT_KEY``);
         never shown in a repr.
@@ -88,6 +93,7 @@ class Settings:
     store: str | None = None
     results: str = "auto"
     rate_limits: str = "auto"
+    output: str | None = None
     source: Path | None = None
     result_key: str | None = field(default=None, repr=False)
     in_machine: bool = False
@@ -178,6 +184,11 @@ class Settings:
                 f"rate_limits={rate_limits!r} (FLYJOBS_RATE_LIMITS or [tool.flyjobs] rate_limits)"
                 f" must be one of {', '.join(_RATE_LIMITS)}"
             )
+        output = merged.pop("output", None)
+        output = check_output(
+            output.strip().lower() if isinstance(output, str) else output,
+            "FLYJOBS_OUTPUT or [tool.flyjobs] output",
+        )
         return cls(
             api_token=env.get("FLY_API_TOKEN") or None,
             api_hostname=str(merged.pop("api_hostname", DEFAULT_API_HOSTNAME)),
@@ -188,6 +199,7 @@ class Settings:
             store=merged.pop("store", None) or None,
             results=str(merged.pop("results", "auto")),
             rate_limits=rate_limits,
+            output=output,
             source=pyproject,
             result_key=env.get(_RESULT_KEY_ENV) or None,
             in_machine=in_machine,

@@ -192,18 +192,25 @@ async def outcome(runtime: Runtime, plan: Plan, body: bytes, call_id: str, machi
     """The value of a delivered result (its output shown), or raise the error it carries
     (tagged with the call)."""
     result = decode_result(body)
-    await show_output(runtime, plan.app, machine_id, call_id, result)
+    await show_output(runtime, plan, machine_id, call_id, result)
     return value_of(result, plan, call_id, machine_id)
 
 
 async def show_output(
-    runtime: Runtime, app: str, machine_id: str, call_id: str, result: ResultEnvelope
-) -> None:
-    """Finish showing a call's output: its last live lines, or (when the logs could not be
-    followed) the tail its result carried."""
+    runtime: Runtime, plan: Plan, machine_id: str, call_id: str, result: ResultEnvelope
+) -> bool:
+    """Finish showing a call's output as ``plan.output`` says: with ``live``, its last live
+    lines, or (when the logs could not be followed) the tail its result carried; with
+    ``errors``, that tail if the call failed. Return True when it printed lines not shown."""
     printed = bool(result.stdout_tail or result.stderr_tail)
-    if not await runtime.live.finish(app, machine_id, printed=printed):
+    if plan.output == "live":
+        if not await runtime.live.finish(plan.app, machine_id, printed=printed):
+            _echo_output(call_id, result.stdout_tail, result.stderr_tail)
+        return False
+    if plan.output == "errors" and not result.ok:
         _echo_output(call_id, result.stdout_tail, result.stderr_tail)
+        return False
+    return printed
 
 
 def value_of(result: ResultEnvelope, plan: Plan, call_id: str, machine_id: str | None) -> Any:

@@ -434,7 +434,8 @@ class PoolRunner:
             if created_now:
                 state.timings.created_at = time.time()
             state.status = CallStatus.running
-            self.runtime.live.watch(held.job.plan.app, machine_id, held.call_id)
+            if held.job.plan.output == "live":
+                self.runtime.live.watch(held.job.plan.app, machine_id, held.call_id)
 
     async def _serve(self, slot: Slot, held: Held, watch: ExitWatch) -> Held | None:
         """Wait for the held call's result (or the machine's death, or the deadline); return

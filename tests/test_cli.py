@@ -295,7 +295,9 @@ def test_logs_of_each_input_of_a_batch_that_ran_on_reused_machines(
     fly: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     tags = ["a", "b", "c", "d", "e"]
-    results = cli_funcs.print_lines.starmap([(3, tag) for tag in tags], max_machines=2)
+    results = cli_funcs.print_lines.starmap(
+        [(3, tag) for tag in tags], max_machines=2, output="live"
+    )
     assert list(results) == [3] * len(tags)
     machines = _machine_names()
     batch = machines[0].rsplit("-", 1)[0]
