@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from ._exceptions import WaitTimeoutError as WaitTimeoutError
     from ._function import Function as Function
     from ._function import remote as remote
+    from ._map import MapResults as MapResults
     from ._pool import Pool as Pool
     from ._schedule import Cron as Cron
     from ._work import Outcome as Outcome
@@ -68,6 +69,7 @@ _WHERE: dict[str, str] = {
     "remote": "._function",
     "Cron": "._schedule",
     "Pool": "._pool",
+    "MapResults": "._map",
     "Outcome": "._work",
     **dict.fromkeys(_exceptions.__all__, "._exceptions"),
 }

@@ -450,7 +450,7 @@ class Batch:
         self._forget_arguments(held)
         self.rejected(Outcome(item.index, False, error, item.attempts, held.call_id, timings))
 
-    def rejected(self, outcome: Outcome) -> None:
+    def rejected(self, outcome: Outcome[Any]) -> None:
         """An input failed for good (an attempt, or its encoding): record its error, and stop
         the batch at ``max_failures``."""
         index, error = outcome.index, outcome.value

@@ -36,8 +36,15 @@ if TYPE_CHECKING:
 _MAP_SETTINGS = ("max_machines", "reuse", "max_failures", "progress", "batch", "output")
 
 P = ParamSpec("P")
-R = TypeVar("R")
+# Covariant: pyright types an ``async def``'s value as ``CoroutineType[..., T]``, which matches
+# the overloads for ``Function[P, Coroutine[..., T]]`` only as a subtype of it.
+R = TypeVar("R", covariant=True)
 T = TypeVar("T")
+# The function's signature (with an ``async def``'s awaited value), as the map faces see it.
+F = TypeVar("F", covariant=True)
+A1 = TypeVar("A1")
+A2 = TypeVar("A2")
+A3 = TypeVar("A3")
 
 __all__ = ("Function", "remote")
 
@@ -72,33 +79,121 @@ class _RemoteFace(Generic[P, R]):
         return await call.result_async()
 
 
-class _MapFace(Generic[P, R]):
+class _MapFace(Generic[F]):
     """``fn.map(*iterables)`` calls the function once per input on a batch of machines and
     yields the values; ``async for value in fn.map.aio(*iterables)`` is the same from async
-    code."""
+    code.
+
+    Typed by the function's signature ``F``: each iterable's items are checked against the
+    parameter they fill (up to three; more iterables are not checked) and the values have the
+    function's return type (an ``async def``'s awaited value), or are the exception of a failed
+    input with ``return_exceptions=True``.
+    """
 
     __slots__ = ("_function",)
 
-    def __init__(self, function: Function[P, R]) -> None:
+    def __init__(self, function: Function[..., Any]) -> None:
         self._function = function
 
     @overload
     def __call__(
-        self,
+        self: _MapFace[Callable[[A1], T]],
+        iterable: Iterable[A1],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T]: ...
+
+    @overload
+    def __call__(
+        self: _MapFace[Callable[[A1], T]],
+        iterable: Iterable[A1],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T | Exception]: ...
+
+    @overload
+    def __call__(
+        self: _MapFace[Callable[[A1, A2], T]],
+        iterable: Iterable[A1],
+        iterable2: Iterable[A2],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T]: ...
+
+    @overload
+    def __call__(
+        self: _MapFace[Callable[[A1, A2], T]],
+        iterable: Iterable[A1],
+        iterable2: Iterable[A2],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T | Exception]: ...
+
+    @overload
+    def __call__(
+        self: _MapFace[Callable[[A1, A2, A3], T]],
+        iterable: Iterable[A1],
+        iterable2: Iterable[A2],
+        iterable3: Iterable[A3],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T]: ...
+
+    @overload
+    def __call__(
+        self: _MapFace[Callable[[A1, A2, A3], T]],
+        iterable: Iterable[A1],
+        iterable2: Iterable[A2],
+        iterable3: Iterable[A3],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T | Exception]: ...
+
+    @overload
+    def __call__(
+        self: _MapFace[Callable[..., T]],
+        iterable: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        iterable4: Iterable[Any],
+        /,
         *iterables: Iterable[Any],
         order_outputs: bool = True,
         return_exceptions: Literal[False] = False,
         **settings: Unpack[MapSettings],
-    ) -> MapResults: ...
+    ) -> MapResults[T]: ...
 
     @overload
     def __call__(
-        self,
+        self: _MapFace[Callable[..., T]],
+        iterable: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        iterable4: Iterable[Any],
+        /,
         *iterables: Iterable[Any],
         order_outputs: bool = True,
-        return_exceptions: Literal[True],
+        return_exceptions: bool,
         **settings: Unpack[MapSettings],
-    ) -> MapResults: ...
+    ) -> MapResults[T | Exception]: ...
 
     def __call__(
         self,
@@ -106,7 +201,7 @@ class _MapFace(Generic[P, R]):
         order_outputs: bool = True,
         return_exceptions: bool = False,
         **settings: Unpack[MapSettings],
-    ) -> MapResults:
+    ) -> MapResults[Any]:
         """Call the function once per input, zipped from ``iterables`` as in built-in ``map``.
 
         The inputs are read lazily, a bounded window ahead of what you have consumed (a
@@ -153,6 +248,106 @@ class _MapFace(Generic[P, R]):
             **settings,
         )
 
+    @overload
+    def aio(
+        self: _MapFace[Callable[[A1], T]],
+        iterable: Iterable[A1],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> AsyncGenerator[T, None]: ...
+
+    @overload
+    def aio(
+        self: _MapFace[Callable[[A1], T]],
+        iterable: Iterable[A1],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> AsyncGenerator[T | Exception, None]: ...
+
+    @overload
+    def aio(
+        self: _MapFace[Callable[[A1, A2], T]],
+        iterable: Iterable[A1],
+        iterable2: Iterable[A2],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> AsyncGenerator[T, None]: ...
+
+    @overload
+    def aio(
+        self: _MapFace[Callable[[A1, A2], T]],
+        iterable: Iterable[A1],
+        iterable2: Iterable[A2],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> AsyncGenerator[T | Exception, None]: ...
+
+    @overload
+    def aio(
+        self: _MapFace[Callable[[A1, A2, A3], T]],
+        iterable: Iterable[A1],
+        iterable2: Iterable[A2],
+        iterable3: Iterable[A3],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> AsyncGenerator[T, None]: ...
+
+    @overload
+    def aio(
+        self: _MapFace[Callable[[A1, A2, A3], T]],
+        iterable: Iterable[A1],
+        iterable2: Iterable[A2],
+        iterable3: Iterable[A3],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> AsyncGenerator[T | Exception, None]: ...
+
+    @overload
+    def aio(
+        self: _MapFace[Callable[..., T]],
+        iterable: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        iterable4: Iterable[Any],
+        /,
+        *iterables: Iterable[Any],
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> AsyncGenerator[T, None]: ...
+
+    @overload
+    def aio(
+        self: _MapFace[Callable[..., T]],
+        iterable: Iterable[Any],
+        iterable2: Iterable[Any],
+        iterable3: Iterable[Any],
+        iterable4: Iterable[Any],
+        /,
+        *iterables: Iterable[Any],
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> AsyncGenerator[T | Exception, None]: ...
+
     async def aio(
         self,
         *iterables: Iterable[Any],
@@ -184,6 +379,187 @@ class _MapFace(Generic[P, R]):
         async with aclosing(map_async(run, return_exceptions=return_exceptions)) as values:
             async for value in values:
                 yield value
+
+
+class _StarmapFace(Generic[F]):
+    """``fn.starmap(arg_tuples)``: ``fn.map`` with each input a tuple of positional arguments.
+
+    Typed by the function's signature ``F`` as ``fn.map`` is: each tuple's items are checked
+    against the parameters (tuples of up to three; longer ones are not checked).
+    """
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Function[..., Any]) -> None:
+        self._function = function
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[[], T]],
+        inputs: Iterable[tuple[()]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T]: ...
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[[], T]],
+        inputs: Iterable[tuple[()]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T | Exception]: ...
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[[A1], T]],
+        inputs: Iterable[tuple[A1]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T]: ...
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[[A1], T]],
+        inputs: Iterable[tuple[A1]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T | Exception]: ...
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[[A1, A2], T]],
+        inputs: Iterable[tuple[A1, A2]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T]: ...
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[[A1, A2], T]],
+        inputs: Iterable[tuple[A1, A2]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T | Exception]: ...
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[[A1, A2, A3], T]],
+        inputs: Iterable[tuple[A1, A2, A3]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T]: ...
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[[A1, A2, A3], T]],
+        inputs: Iterable[tuple[A1, A2, A3]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T | Exception]: ...
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[..., T]],
+        inputs: Iterable[tuple[Any, Any, Any, Any, *tuple[Any, ...]]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: Literal[False] = False,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T]: ...
+
+    @overload
+    def __call__(
+        self: _StarmapFace[Callable[..., T]],
+        inputs: Iterable[tuple[Any, Any, Any, Any, *tuple[Any, ...]]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[T | Exception]: ...
+
+    def __call__(
+        self,
+        inputs: Iterable[Sequence[Any]],
+        /,
+        *,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+        **settings: Unpack[MapSettings],
+    ) -> MapResults[Any]:
+        """Like ``fn.map``, with each input a tuple of positional arguments."""
+        return self._function._map(
+            inputs, order_outputs=order_outputs, return_exceptions=return_exceptions, **settings
+        )
+
+
+class _MapAttribute:
+    """``fn.map``: the map face of the function it is read from, typed by its signature
+    (a descriptor, as `_RemoteAttribute` is: an ``async def`` function's values are the awaited
+    ones)."""
+
+    __slots__ = ()
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _MapAttribute: ...
+
+    @overload
+    def __get__(
+        self, instance: Function[P, Coroutine[Any, Any, T]], owner: type
+    ) -> _MapFace[Callable[P, T]]: ...
+
+    @overload
+    def __get__(self, instance: Function[P, T], owner: type) -> _MapFace[Callable[P, T]]: ...
+
+    def __get__(self, instance: Function[..., Any] | None, owner: type) -> Any:
+        return self if instance is None else _MapFace(instance)
+
+
+class _StarmapAttribute:
+    """``fn.starmap``: the starmap face of the function it is read from, typed by its signature
+    (a descriptor, as `_RemoteAttribute` is: an ``async def`` function's values are the awaited
+    ones)."""
+
+    __slots__ = ()
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _StarmapAttribute: ...
+
+    @overload
+    def __get__(
+        self, instance: Function[P, Coroutine[Any, Any, T]], owner: type
+    ) -> _StarmapFace[Callable[P, T]]: ...
+
+    @overload
+    def __get__(self, instance: Function[P, T], owner: type) -> _StarmapFace[Callable[P, T]]: ...
+
+    def __get__(self, instance: Function[..., Any] | None, owner: type) -> Any:
+        return self if instance is None else _StarmapFace(instance)
 
 
 class _RemoteAttribute:
@@ -227,6 +603,10 @@ class Function(Generic[P, R]):
 
     #: Run one call on its own machine (``fn.remote(...)``, ``await fn.remote.aio(...)``).
     remote = _RemoteAttribute()
+    #: One call per input, on a batch of machines (``fn.map(xs)``, ``fn.map.aio(xs)``).
+    map = _MapAttribute()
+    #: ``fn.map`` with each input a tuple of positional arguments (``fn.starmap(pairs)``).
+    starmap = _StarmapAttribute()
 
     @overload
     def spawn(
@@ -284,11 +664,6 @@ class Function(Generic[P, R]):
         call._wait_created()
         return call
 
-    @property
-    def map(self) -> _MapFace[P, R]:
-        """One call per input, each on its own machine (``fn.map(xs)``, ``fn.map.aio(xs)``)."""
-        return _MapFace(self)
-
     def with_options(self, **options: Unpack[Options]) -> Function[P, R]:
         """The same function with some options replaced, for ``.remote``, ``.spawn`` and
         ``.map`` (``fn.with_options(memory_mb=1024, timeout_s=600).map(xs)``); this one is
@@ -298,19 +673,6 @@ class Function(Generic[P, R]):
         """
         return Function(self._fn, self.options.replaced(**options))
 
-    def starmap(
-        self,
-        inputs: Iterable[Sequence[Any]],
-        *,
-        order_outputs: bool = True,
-        return_exceptions: bool = False,
-        **settings: Unpack[MapSettings],
-    ) -> MapResults:
-        """Like ``fn.map``, with each input a tuple of positional arguments."""
-        return self._map(
-            inputs, order_outputs=order_outputs, return_exceptions=return_exceptions, **settings
-        )
-
     def _map(
         self,
         inputs: Iterable[Sequence[Any]],
@@ -318,7 +680,7 @@ class Function(Generic[P, R]):
         order_outputs: bool,
         return_exceptions: bool,
         **settings: Unpack[MapSettings],
-    ) -> MapResults:
+    ) -> MapResults[Any]:
         from ._map import results
 
         run = self._start_map(
@@ -417,16 +779,16 @@ class _BoundMethod:
 
 
 @overload
-def remote(fn: Callable[P, R], /) -> Function[P, R]: ...
+def remote(fn: Callable[P, T], /) -> Function[P, T]: ...
 
 
 @overload
-def remote(**options: Unpack[Options]) -> Callable[[Callable[P, R]], Function[P, R]]: ...
+def remote(**options: Unpack[Options]) -> Callable[[Callable[P, T]], Function[P, T]]: ...
 
 
 def remote(
-    fn: Callable[P, R] | None = None, /, **options: Unpack[Options]
-) -> Function[P, R] | Callable[[Callable[P, R]], Function[P, R]]:
+    fn: Callable[P, T] | None = None, /, **options: Unpack[Options]
+) -> Function[P, T] | Callable[[Callable[P, T]], Function[P, T]]:
     """Make a function whose calls each run on an ephemeral Fly Machine.
 
     Use bare (``@flyjobs.remote``) or with options (``@flyjobs.remote(memory_mb=512)``); the
@@ -443,7 +805,7 @@ def remote(
     """
     call_options = CallOptions(**options)
 
-    def decorate(f: Callable[P, R]) -> Function[P, R]:
+    def decorate(f: Callable[P, T]) -> Function[P, T]:
         return Function(f, call_options)
 
     return decorate(fn) if fn is not None else decorate

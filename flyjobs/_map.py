@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from types import FrameType, TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -37,6 +37,8 @@ __all__ = ("MapResults", "map_async", "results", "start_map")
 _CLOSE_TIMEOUT_S = 30.0
 #: Least inputs read ahead of the caller, whatever ``max_machines``.
 _MIN_WINDOW = 256
+
+T = TypeVar("T")
 
 
 class _MapRun:
@@ -127,8 +129,9 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-class MapResults(Iterator[Any]):
-    """The values of a ``fn.map`` (an iterator; also a context manager that closes it).
+class MapResults(Iterator[T]):
+    """The values of a ``fn.map`` (an iterator; also a context manager that closes it), of
+    the function's return type ``T`` (with ``return_exceptions``, or a failed input's error).
 
     ``close()`` (or leaving a ``with`` block, or the iterator's end) cancels what is still
     running and destroys every machine of the batch. `summary` tells what the batch did, and
@@ -138,20 +141,21 @@ class MapResults(Iterator[Any]):
     def __init__(self, run: _MapRun, *, return_exceptions: bool) -> None:
         self._run = run
         self._return_exceptions = return_exceptions
-        self._buffer: collections.deque[Outcome] = collections.deque()
+        self._buffer: collections.deque[Outcome[T]] = collections.deque()
         self._closed = False
 
     def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> T:
         outcome = self._next_outcome()
         if outcome.ok or self._return_exceptions:
-            return outcome.value
+            # With return_exceptions, T includes the errors (as fn.map's overloads say).
+            return cast(T, outcome.value)
         self.close()
-        raise outcome.value
+        raise cast(Exception, outcome.value)
 
-    def outcomes(self) -> Iterator[Outcome]:
+    def outcomes(self) -> Iterator[Outcome[T]]:
         """Each input's :class:`~flyjobs.Outcome` (value or error, attempts, call id, phase
         timings in seconds) in place of its value; a failed input's error is never raised.
 
@@ -163,7 +167,7 @@ class MapResults(Iterator[Any]):
             except StopIteration:
                 return
 
-    def _next_outcome(self) -> Outcome:
+    def _next_outcome(self) -> Outcome[T]:
         if self._closed:
             raise StopIteration
         try:
@@ -329,7 +333,7 @@ def _throttled(runtime: Runtime) -> bool:
     return at is not None and time.monotonic() - at < 5.0
 
 
-def results(run: _MapRun, *, return_exceptions: bool) -> MapResults:
+def results(run: _MapRun, *, return_exceptions: bool) -> MapResults[Any]:
     """The caller's iterator over a started map."""
     return MapResults(run, return_exceptions=return_exceptions)
 

@@ -23,7 +23,7 @@ else:
     def ParamSpec(name: str) -> str:
         return name
 
-    def TypeVar(name: str) -> str:
+    def TypeVar(name: str, **_variance: bool) -> str:
         return name
 
     def overload(fn: object) -> object:

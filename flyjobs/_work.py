@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -32,6 +32,8 @@ from ._exceptions import SerializationError
 __all__ = ("MAX_HELD_BYTES", "MISSING", "Item", "Journal", "Outcome", "Outcomes", "WorkSource")
 
 Input = tuple[tuple[Any, ...], Mapping[str, Any]]
+
+T = TypeVar("T")
 
 #: What `Journal.lookup` returns for an input it has no value for.
 MISSING: Any = object()
@@ -81,7 +83,7 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(Generic[T]):
     """How one input of a ``fn.map`` ended (see ``MapResults.outcomes``).
 
     :ivar index: the input's position in the iterable.
@@ -98,7 +100,7 @@ class Outcome:
 
     index: int
     ok: bool
-    value: Any
+    value: T | Exception
     attempts: int = 0
     call_id: str | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
@@ -110,8 +112,8 @@ class Outcomes:
     def __init__(self, *, ordered: bool) -> None:
         self._ordered = ordered
         self._cond = threading.Condition()
-        self._ready: dict[int, Outcome] = {}
-        self._completed: collections.deque[Outcome] = collections.deque()
+        self._ready: dict[int, Outcome[Any]] = {}
+        self._completed: collections.deque[Outcome[Any]] = collections.deque()
         self._waiting = 0
         self._next = 0
         self._given = 0
@@ -122,7 +124,7 @@ class Outcomes:
         #: bytes of the results (as delivered) recorded and not yet taken by the caller
         self.held_bytes = 0
 
-    def put(self, outcome: Outcome, size: int = 0) -> None:
+    def put(self, outcome: Outcome[Any], size: int = 0) -> None:
         """Record an input's outcome; ``size`` is its result's size as delivered (bytes)."""
         with self._cond:
             if size:
@@ -152,7 +154,7 @@ class Outcomes:
                 self._abort = error
             self._cond.notify_all()
 
-    def take(self, timeout_s: float | None = None) -> list[Outcome]:
+    def take(self, timeout_s: float | None = None) -> list[Outcome[Any]]:
         """Wait for the next outcomes (all that are ready, in yield order) and return them; an
         empty list means every outcome has been taken (or ``timeout_s`` passed: see `done`).
 
@@ -189,7 +191,7 @@ class Outcomes:
         with self._cond:
             return self._total is not None and self._given >= self._total
 
-    def _pop_ready(self) -> list[Outcome]:
+    def _pop_ready(self) -> list[Outcome[Any]]:
         if not self._ordered:
             ready = list(self._completed)
             self._completed.clear()
