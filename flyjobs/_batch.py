@@ -50,6 +50,7 @@ from ._progress import BatchStats
 from ._protocol import NEXT_INPUT_WAIT_S
 from ._result_envelope import decode_result
 from ._runtime import Runtime
+from ._sole_error import sole_error
 from ._supervise import (
     EXIT_GRACE_S,
     ExitWatch,
@@ -174,7 +175,7 @@ class Batch:
                         break
                     tg.start_soon(self._machine, item, holder)
         except Exception as exc:
-            self._outcomes.abort(_sole_error(exc))
+            self._outcomes.abort(sole_error(exc))
         finally:
             self._source.close()
             self.stats.finished()
@@ -471,14 +472,6 @@ class Batch:
     async def _give_back_later(self, item: Item, delay_s: float) -> None:
         await anyio.sleep(delay_s)
         self._source.give_back(item)
-
-
-def _sole_error(exc: Exception) -> Exception:
-    """The error itself rather than the task groups' wrapping of it, when it is alone (the
-    caller sees the journal's or the API's error, not "unhandled errors in a TaskGroup")."""
-    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 async def _call_async(fn: Callable[[], None]) -> None:

@@ -138,7 +138,7 @@ def _inbox(settings: Settings) -> Check:
             " and export the same value here",
         )  # fmt: skip
     try:
-        store = StoreConfig.load(settings.store)
+        store = StoreConfig.load(settings.store, embedded=settings.embedded)
         channel = choose_channel(settings, has_store=store is not None)
     except ConfigError as exc:
         return Check("results", False, "machines have no way to deliver results", str(exc))

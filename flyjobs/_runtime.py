@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, TypeVarTuple, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -30,6 +30,7 @@ from ._live import LiveOutput
 from ._protocol import RESULT_KEY_ENV
 from ._quiet_logs import quiet_this_thread
 from ._settings import Settings
+from ._sole_error import sole_error
 from ._store import Store, StoreConfig
 from .machines import MachinesClient, RateLimitSetting
 
@@ -44,6 +45,7 @@ __all__ = (
 )
 
 T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 #: App the embedded emulator's machines run in.
 EMBEDDED_APP = "flyjobs-local"
@@ -117,8 +119,17 @@ class Runtime:
     def submit(self, fn: Callable[[], Awaitable[T]]) -> Future[T]:
         """Run ``fn()`` on the runtime's loop, from another thread, as a tracked task; return
         its future. Tasks still running at shutdown are cancelled (and raise
-        `CallCancelledError`)."""
+        `CallCancelledError`). A task group's error arrives as itself (`sole_error`)."""
         return self.portal.start_task_soon(self._tracked, fn)
+
+    def call(self, fn: Callable[[*Args], Awaitable[T]], *args: *Args) -> T:
+        """Run ``fn(*args)`` on the runtime's loop, from another thread, and return its value.
+        A task group's error arrives as itself (`sole_error`)."""
+        try:
+            return self.portal.call(fn, *args)
+        except BaseExceptionGroup as group:
+            error = sole_error(group)
+        raise error
 
     def background(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn()`` as a tracked task, from the runtime's own loop; it must not raise."""
@@ -133,7 +144,11 @@ class Runtime:
         with anyio.CancelScope() as scope:
             self._active.add(scope)
             try:
-                return await fn()
+                try:
+                    return await fn()
+                except BaseExceptionGroup as group:
+                    error = sole_error(group)
+                raise error
             finally:
                 self._active.discard(scope)
                 if not self._active:
@@ -164,7 +179,19 @@ def current_settings() -> Settings:
 
 
 def get_runtime() -> Runtime:
-    """Return the process's runtime, starting it (and the embedded emulator) on first use."""
+    """Return the process's runtime, starting it (and the embedded emulator) on first use.
+
+    :raises ConfigError: a setting is missing or wrong (the store's, say), as itself: never
+        inside the start's ``ExceptionGroup``.
+    """
+    try:
+        return _get_runtime()
+    except BaseExceptionGroup as group:
+        error = sole_error(group)
+    raise error
+
+
+def _get_runtime() -> Runtime:
     global _runtime, _stack, _atexit_registered
     with _lock:
         if _runtime is not None:
@@ -269,7 +296,7 @@ def _api_endpoint(settings: Settings, stack: ExitStack) -> tuple[str, str]:
 async def _open(
     settings: Settings, portal: BlockingPortal, base_url: str, token: str
 ) -> AsyncIterator[Runtime]:
-    config = StoreConfig.load(settings.store)
+    config = StoreConfig.load(settings.store, embedded=settings.embedded)
     channel = choose_channel(settings, has_store=config is not None)
     # The embedded emulator's machines get a fresh key as an app secret, as on Fly.
     local_key = secrets.token_urlsafe(32)

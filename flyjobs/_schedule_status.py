@@ -227,7 +227,7 @@ def run_now(name: str, app: str | None = None) -> tuple[str, Any]:
     runtime = get_runtime()
     if app is None:
         app = runtime.settings.require("app") if runtime.app is None else runtime.app
-    machines = runtime.portal.call(scheduled_machines, runtime.client, app)
+    machines = runtime.call(scheduled_machines, runtime.client, app)
     ref, machine = find(machines, name)
     call = _payload(machine)
     if call is None or call.schedule is None or machine.config is None:

@@ -89,17 +89,23 @@ class StoreConfig:
 
     @classmethod
     def load(
-        cls, store: str | None, environ: Mapping[str, str] | None = None
+        cls,
+        store: str | None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        embedded: bool = False,
     ) -> StoreConfig | None:
         """The store named by ``store`` (``FLYJOBS_STORE`` / ``[tool.flyjobs] store``), else by
         ``BUCKET_NAME`` (as ``s3://$BUCKET_NAME/flyjobs``); None when neither is set.
 
+        :param embedded: calls run on the embedded emulator (`Settings.embedded`): then only
+            ``store`` names one. ``BUCKET_NAME`` is what `fly storage create` exports for Fly;
+            one left in a shell must not take a local run to a remote bucket, nor fail it.
         :raises ConfigError: the URL is not ``s3://bucket[/prefix]``, or credentials are missing.
         """
         env = os.environ if environ is None else environ
-        url = store or (
-            f"s3://{env['BUCKET_NAME']}/{DEFAULT_PREFIX}" if env.get("BUCKET_NAME") else ""
-        )
+        bucket = None if embedded else env.get("BUCKET_NAME")
+        url = store or (f"s3://{bucket}/{DEFAULT_PREFIX}" if bucket else "")
         if not url:
             return None
         bucket, prefix = _parse_url(url)

@@ -588,7 +588,7 @@ def start_pool(pool: Pool) -> None:
     async def start() -> None:
         await runner_for(pool, runtime).start(start_plan)
 
-    runtime.portal.call(start)
+    runtime.call(start)
 
 
 def shutdown_pool(pool: Pool) -> None:
@@ -596,4 +596,4 @@ def shutdown_pool(pool: Pool) -> None:
     runner = pool._runner
     if not isinstance(runner, PoolRunner) or runner.runtime is not current_runtime():
         return  # never used, or its runtime has ended (and destroyed its machines)
-    runner.runtime.portal.call(runner.shutdown)
+    runner.runtime.call(runner.shutdown)

@@ -133,6 +133,9 @@ def _fresh_emulator() -> Iterator[FlyjobsBackend]:
             RESULT_KEY_ENV: result_key,
         }.items():
             patch.setenv(name, value)
+        # Nor their object store (`fly storage create`'s BUCKET_NAME): results come to the inbox.
+        for name in ("FLYJOBS_STORE", "BUCKET_NAME", "FLYJOBS_RESULTS"):
+            patch.delenv(name, raising=False)
         shutdown_runtime()
         try:
             yield backend

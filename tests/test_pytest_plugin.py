@@ -60,6 +60,7 @@ def test_the_fixture_runs_calls_on_a_fresh_emulator(
     monkeypatch.setenv("FLY_API_TOKEN", "the-users-real-token")
     monkeypatch.setenv("FLY_API_HOSTNAME", "http://127.0.0.1:9")  # Fly, unreachable here
     monkeypatch.setenv("FLY_APP", "users-real-app")
+    monkeypatch.setenv("BUCKET_NAME", "users-real-bucket")  # no credentials: never reached
     result = user_project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, skipped=1)
 

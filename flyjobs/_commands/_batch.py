@@ -26,7 +26,7 @@ def batch() -> None:
 
 def _where() -> tuple[Store | None, Settings]:
     settings = Settings.load()
-    config = StoreConfig.load(settings.store)
+    config = StoreConfig.load(settings.store, embedded=settings.embedded)
     return (Store(config) if config is not None else None), settings
 
 

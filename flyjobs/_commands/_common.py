@@ -11,6 +11,7 @@ import click
 
 from .._exceptions import ConfigError, FlyjobsError
 from .._settings import Settings
+from .._sole_error import sole_error
 from ..machines import MachinesClient
 
 __all__ = ("APP_OPTION", "NO_API", "api_client", "run_async", "shows_errors")
@@ -29,12 +30,17 @@ APP_OPTION = click.option(
 
 
 def shows_errors(command: Callable[P, T]) -> Callable[P, T]:
-    """Show flyjobs' errors (bad settings, API refusals) as one clear line, exit code 1."""
+    """Show flyjobs' errors (bad settings, API refusals) as one clear line, exit code 1 (an
+    exception group's too: `flyjobs._sole_error`)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            except BaseExceptionGroup as group:
+                error = sole_error(group)
+            raise error  # outside the handler: the group does not become its context
         except (FlyjobsError, LookupError) as exc:
             notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()))
             raise click.ClickException(f"{exc}{notes}") from None

@@ -43,7 +43,7 @@ def gc(app: str | None, dry_run: bool) -> None:
         click.echo(f"{verb} {job.id} ({job.call_id}, {job.function}): {stray.reason}")
     if not strays:
         click.echo(f"no stray flyjobs machines in app {app!r}")
-    config = StoreConfig.load(settings.store)
+    config = StoreConfig.load(settings.store, embedded=settings.embedded)
     if config is None:
         return
     store = Store(config)
