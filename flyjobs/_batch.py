@@ -131,7 +131,7 @@ class Batch:
             wake=self._wake,
             on_read=lambda _index: self.stats.input_read(),
             on_reject=self._encode_failed,
-            on_end=outcomes.end,
+            on_end=self._inputs_ended,
             lookup=journal.lookup if journal is not None else None,
             on_recorded=self._recorded,
             held_bytes=lambda: outcomes.held_bytes,
@@ -179,6 +179,10 @@ class Batch:
         finally:
             self._source.close()
             self.stats.finished()
+
+    def _inputs_ended(self, total: int, error: BaseException | None) -> None:
+        self.stats.inputs_ended()
+        self._outcomes.end(total, error)
 
     def _wake(self, fn: Callable[[], None]) -> None:
         # From the caller's thread: run fn on the runtime's loop, without waiting for it.

@@ -243,6 +243,7 @@ class _MapFace(Generic[F]):
         _check_iterables(iterables)
         return self._function._map(
             zip(*iterables, strict=False),
+            iterables,
             order_outputs=order_outputs,
             return_exceptions=return_exceptions,
             **settings,
@@ -371,6 +372,7 @@ class _MapFace(Generic[F]):
         await get_runtime_async()
         run = self._function._start_map(
             zip(*iterables, strict=False),
+            iterables,
             order_outputs=order_outputs,
             return_exceptions=return_exceptions,
             **settings,
@@ -514,7 +516,11 @@ class _StarmapFace(Generic[F]):
     ) -> MapResults[Any]:
         """Like ``fn.map``, with each input a tuple of positional arguments."""
         return self._function._map(
-            inputs, order_outputs=order_outputs, return_exceptions=return_exceptions, **settings
+            inputs,
+            (inputs,),
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+            **settings,
         )
 
 
@@ -676,6 +682,7 @@ class Function(Generic[P, R]):
     def _map(
         self,
         inputs: Iterable[Sequence[Any]],
+        sources: Sequence[Iterable[Any]],
         *,
         order_outputs: bool,
         return_exceptions: bool,
@@ -684,19 +691,26 @@ class Function(Generic[P, R]):
         from ._map import results
 
         run = self._start_map(
-            inputs, order_outputs=order_outputs, return_exceptions=return_exceptions, **settings
+            inputs,
+            sources,
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+            **settings,
         )
         return results(run, return_exceptions=return_exceptions)
 
     def _start_map(
         self,
         inputs: Iterable[Sequence[Any]],
+        sources: Sequence[Iterable[Any]],
         *,
         order_outputs: bool,
         return_exceptions: bool,
         **settings: Unpack[MapSettings],
     ) -> _MapRun:
-        from ._map import start_map
+        """Start the map of ``inputs`` (argument tuples), made from the iterables ``sources``
+        (which tell how many inputs there are: see `flyjobs._map.input_count`)."""
+        from ._map import input_count, start_map
 
         unknown = sorted(set(settings) - set(_MAP_SETTINGS))
         if unknown:
@@ -727,6 +741,7 @@ class Function(Generic[P, R]):
             return_exceptions=return_exceptions,
             journal=journal,
             output=settings.get("output"),
+            total_hint=input_count(sources),
         )
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:

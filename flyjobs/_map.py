@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence, Sized
 from types import FrameType, TracebackType
 from typing import Any, Literal, Self, TypeVar, cast
 
@@ -31,7 +31,7 @@ from ._progress import Progress, Summary
 from ._runtime import RUNTIME_THREAD, Runtime, get_runtime
 from ._work import Input, Journal, Outcome, Outcomes
 
-__all__ = ("MapResults", "map_async", "results", "start_map")
+__all__ = ("MapResults", "input_count", "map_async", "results", "start_map")
 
 #: Seconds closing a map waits for its machines to be destroyed.
 _CLOSE_TIMEOUT_S = 30.0
@@ -230,10 +230,13 @@ def start_map(
     return_exceptions: bool,
     journal: Journal | None = None,
     output: Literal["live", "errors", "none"] | None = None,
+    total_hint: int | None = None,
 ) -> _MapRun:
     """Check the map's settings and start its batch; see the module docstring. A ``journal``
     makes it resumable (`flyjobs._resume`); it is closed when the map ends. ``output``
-    overrides the function's ``output`` option for this map.
+    overrides the function's ``output`` option for this map. ``total_hint`` is the number of
+    inputs when known beforehand (`input_count`): progress shows no total and no ETA without
+    it until the last input is read.
 
     :raises ConfigError: an invalid setting, or a setting the calls need is missing.
     :raises SerializationError: the function cannot be referenced by the worker.
@@ -251,6 +254,7 @@ def start_map(
             return_exceptions=return_exceptions,
             journal=journal,
             output=output,
+            total_hint=total_hint,
         )
     except BaseException:
         if journal is not None:
@@ -271,6 +275,7 @@ def _start(
     return_exceptions: bool,
     journal: Journal | None,
     output: Literal["live", "errors", "none"] | None,
+    total_hint: int | None,
 ) -> _MapRun:
     _check_count("max_machines", max_machines)
     _check_count("max_failures", max_failures)
@@ -292,7 +297,6 @@ def _start(
     batch_plan = plan(fn, options, batch_id=new_batch_id())
     runtime = get_runtime()
     limit = max_machines or runtime.settings.max_machines
-    hint = operator.length_hint(inputs) or None
     outcomes = Outcomes(ordered=order_outputs)
     batch = Batch(
         runtime,
@@ -305,7 +309,7 @@ def _start(
         reuse=reuse,
         max_failures=max_failures,
         window=max(_MIN_WINDOW, 4 * limit),
-        total_hint=hint,
+        total_hint=total_hint,
         journal=journal,
     )
     display = None
@@ -316,6 +320,22 @@ def _start(
             throttled=lambda: _throttled(runtime),
         )
     return _MapRun(runtime, batch, outcomes, display, journal)
+
+
+def input_count(iterables: Sequence[Iterable[Any]]) -> int | None:
+    """How many inputs zipping ``iterables`` gives, when each tells its length: the least of
+    their ``len()`` (else ``operator.length_hint``); None when one tells nothing (a
+    generator)."""
+    lengths = []
+    for iterable in iterables:
+        if isinstance(iterable, Sized):
+            length = len(iterable)
+        else:
+            length = operator.length_hint(iterable, -1)
+        if length < 0:
+            return None
+        lengths.append(length)
+    return min(lengths, default=None)
 
 
 def _check_count(name: str, value: object) -> None:

@@ -12,7 +12,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -113,7 +113,11 @@ class BatchStats:
     def __init__(self, total_hint: int | None = None) -> None:
         self.started_at = time.time()
         self.ended_at: float | None = None
+        #: The number of inputs as the iterables told it beforehand (``len()``, else their
+        #: length hint), None when they did not.
         self.total_hint = total_hint
+        #: Set once the last input has been read: then ``read`` is the total.
+        self.all_read = False
         self.read = 0
         self.starting = 0
         self.running = 0
@@ -137,6 +141,18 @@ class BatchStats:
 
     def input_read(self) -> None:
         self.read += 1
+
+    def inputs_ended(self) -> None:
+        """The iterable has no more inputs: ``read`` is the total."""
+        self.all_read = True
+
+    @property
+    def total(self) -> int | None:
+        """How many inputs the batch has, None while unknown (the iterables told nothing and
+        are not read to their end yet)."""
+        if self.all_read or self.ended_at is not None:
+            return self.read
+        return None if self.total_hint is None else max(self.total_hint, self.read)
 
     def started(self, index: int, queued_at: float, *, creating: bool) -> None:
         now = time.time()
@@ -219,6 +235,7 @@ class Progress:
     """Shows a batch's progress on stderr until `stop` (see the module docstring).
 
     :param throttled: returns whether the API throttled requests lately.
+    :param clock: unix time now, in seconds (what the batch's times are read against).
     """
 
     def __init__(
@@ -228,8 +245,10 @@ class Progress:
         *,
         throttled: Any,
         stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._stats = stats
+        self._clock = clock
         self._label = label
         self._throttled = throttled
         self._stream = stream or sys.stderr
@@ -265,28 +284,25 @@ class Progress:
             text += " (API throttling)"
         return text
 
-    def _total(self) -> int | None:
-        s = self._stats
-        return s.read if s.ended_at is not None else max(s.total_hint or 0, s.read) or None
-
     def _eta_s(self) -> float | None:
-        s, total = self._stats, self._total()
+        # Only against a known total: inputs read so far would promise an end too soon.
+        s, total = self._stats, self._stats.total
         finished = s.done + s.failed
-        elapsed = time.time() - s.started_at
-        if not total or not finished or elapsed <= 0:
+        elapsed = self._clock() - s.started_at
+        if total is None or not finished or elapsed <= 0:
             return None
         return (total - finished) * elapsed / finished
 
     def _line(self, *, final: bool = False) -> None:
         s = self._stats
-        total = self._total()
+        total = s.total
         shown = total if total is not None else "?"
         text = f"{self._label}: {s.done + s.failed}/{shown} · {self._counts()}"
         eta = self._eta_s()
         if not final and eta is not None:
             text += f" · ETA {eta:.0f} s"
         if final:
-            text += f" · {time.time() - s.started_at:.1f} s"
+            text += f" · {self._clock() - s.started_at:.1f} s"
         self._stream.write(text + "\n")
         self._stream.flush()
 
@@ -307,7 +323,7 @@ class Progress:
             task = bar.add_task(self._label, total=None, shown="?", counts="", eta="")
             while True:
                 stopping = self._stop.wait(1 / _LIVE_HZ)
-                s, total = self._stats, self._total()
+                s, total = self._stats, self._stats.total
                 eta = self._eta_s()
                 bar.update(
                     task,

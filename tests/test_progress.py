@@ -4,10 +4,14 @@ count; and the batch summary's phase statistics."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 import pytest
+import remote_funcs as funcs
 
+from flyjobs._map import input_count
 from flyjobs._progress import BatchStats, PhaseStats, Progress
+from flyjobs._runtime import Runtime
 
 
 class _Terminal(io.StringIO):
@@ -71,3 +75,60 @@ def test_late_results_of_cancelled_inputs_are_counted_in_the_summary() -> None:
     stats.late_delivery()
     assert stats.summary().late == 2
     assert "2 late results of cancelled inputs ignored" in str(stats.summary())
+
+
+def _halfway(total_hint: int | None) -> BatchStats:
+    """13 inputs read and finished, the iterable not read to its end."""
+    stats = BatchStats(total_hint=total_hint)
+    for index in range(13):
+        stats.input_read()
+        stats.started(index, queued_at=stats.started_at, creating=False)
+        stats.settled(index, "done")
+    return stats
+
+
+def _first_line(stats: BatchStats) -> str:
+    stream = io.StringIO()
+    progress = Progress(
+        stats, "f.map", throttled=lambda: False, stream=stream, clock=lambda: stats.started_at + 6
+    )
+    progress._line()
+    progress.stop()
+    return stream.getvalue().splitlines()[0]
+
+
+def test_the_total_is_the_iterable_s_length_and_the_eta_counts_on_it() -> None:
+    line = _first_line(_halfway(total_hint=2000))
+    assert line.startswith("f.map: 13/2000 ·")
+    assert line.endswith(f"ETA {(2000 - 13) * 6 / 13:.0f} s")
+
+
+def test_no_eta_until_an_unsized_iterable_is_read_to_its_end() -> None:
+    stats = _halfway(total_hint=None)
+    line = _first_line(stats)
+    assert line.startswith("f.map: 13/? ·")  # not "13/13", which promised an end in 0 s
+    assert "ETA" not in line
+    stats.inputs_ended()
+    assert _first_line(stats).startswith("f.map: 13/13 ·")
+
+
+def test_the_input_count_comes_from_len_else_the_length_hint() -> None:
+    assert input_count([range(2000)]) == 2000
+    assert input_count([range(2000), [1, 2, 3]]) == 3  # zipped: the shortest
+    assert input_count([iter([1, 2])]) == 2  # an iterator's length hint
+    assert input_count([(x for x in range(3))]) is None
+    assert input_count([range(3), (x for x in range(3))]) is None
+
+
+@pytest.mark.usefixtures("no_machine_left")
+def test_a_map_knows_its_total_before_reading(runtime: Runtime) -> None:
+    def inputs() -> Iterator[int]:
+        yield from range(3)
+
+    with funcs.echo.map(range(40), max_machines=1) as results:
+        assert results._run.batch.stats.total == 40
+    with funcs.add.starmap([(1, 2), (3, 4)]) as results:
+        assert results._run.batch.stats.total == 2
+    with funcs.echo.map(inputs(), max_machines=1) as results:
+        assert list(results) == [0, 1, 2]
+        assert results._run.batch.stats.total == 3  # once read to its end
