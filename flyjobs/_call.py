@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ._aio import await_future
+from ._blocking import warn_if_in_event_loop
 from ._exceptions import CallCancelledError, FlyjobsTimeoutError
 
 __all__ = ("Call", "CallState", "CallStatus", "Timings", "cancel_all")
@@ -150,6 +151,7 @@ class Call(Generic[R]):
         :param timeout_s: seconds to wait; None waits as long as the call's own ``timeout_s``.
         :raises FlyjobsTimeoutError: when ``timeout_s`` passes first (the call goes on).
         """
+        warn_if_in_event_loop("call.result()", "`await call.result_async()`")
         try:
             return self._future.result(timeout_s)
         except CancelledError:

@@ -60,6 +60,9 @@ class _RemoteFace(Generic[P, R]):
         self._function = function
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        from ._blocking import warn_if_in_event_loop
+
+        warn_if_in_event_loop("fn.remote()", "`await fn.remote.aio(...)`")
         call: Call[R] | None = None
         try:
             call = self._function.spawn(*args, **kwargs)

@@ -24,6 +24,7 @@ import anyio
 import anyio.to_thread
 
 from ._batch import Batch
+from ._blocking import warn_if_in_event_loop
 from ._exceptions import ConfigError
 from ._options import CallOptions
 from ._plan import new_batch_id, plan
@@ -143,11 +144,15 @@ class MapResults(Iterator[T]):
         self._return_exceptions = return_exceptions
         self._buffer: collections.deque[Outcome[T]] = collections.deque()
         self._closed = False
+        self._loop_checked = False
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> T:
+        if not self._loop_checked:
+            self._loop_checked = True
+            warn_if_in_event_loop("iterating fn.map(...)", "`async for v in fn.map.aio(...)`")
         outcome = self._next_outcome()
         if outcome.ok or self._return_exceptions:
             # With return_exceptions, T includes the errors (as fn.map's overloads say).
@@ -161,6 +166,7 @@ class MapResults(Iterator[T]):
 
         It reads the same stream as iterating the values: use one or the other.
         """
+        warn_if_in_event_loop("fn.map(...).outcomes()", "`async for v in fn.map.aio(...)`")
         while True:
             try:
                 yield self._next_outcome()
