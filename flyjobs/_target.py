@@ -22,7 +22,9 @@ def load_function(target: str) -> Function[..., Any]:
     made remote with default options if it is not decorated with ``@flyjobs.remote``.
 
     A file is imported as a module named after it, with its folder on ``sys.path`` (so a
-    machine imports it the same way); a module is imported from the working directory.
+    machine imports it the same way), or, inside a package, as that package's module
+    (``mypkg/jobs.py`` as ``mypkg.jobs``, with the package's parent folder on ``sys.path``); a
+    module is imported from the working directory.
 
     :raises ConfigError: the target is malformed, missing, fails to import, or names no
         function.
@@ -50,7 +52,8 @@ def load_function(target: str) -> Function[..., Any]:
 
 def import_target(where: str) -> ModuleType:
     """Import ``where``: a ``.py`` file (as a module named after it, its folder on
-    ``sys.path``) or a module importable from the working directory.
+    ``sys.path``; inside a package, as the package's module) or a module importable from the
+    working directory.
 
     :raises ConfigError: the file is missing, the module does not exist, or importing it
         failed (its error named, without a traceback).
@@ -73,13 +76,25 @@ def _module_of(where: str) -> str:
     if where.endswith(".py") or os.sep in where:
         if not path.is_file():
             raise ConfigError(f"no such file: {where}")
-        folder = str(path.resolve().parent)
+        folder, name = _package_module(path.resolve())
         if folder not in sys.path:
             sys.path.insert(0, folder)
-        return path.stem
+        return name
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     return where
+
+
+def _package_module(path: Path) -> tuple[str, str]:
+    """(the folder to import from, the module's dotted name) of the file ``path``: its folders
+    up to the first without an ``__init__.py`` are its packages (its own imports, absolute or
+    relative, then work as they do when the package is imported by name)."""
+    parts = [] if path.stem == "__init__" else [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.name.isidentifier():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return str(folder), ".".join(parts) or path.stem
 
 
 def parse_argument(text: str) -> Any:

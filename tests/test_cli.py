@@ -137,6 +137,20 @@ def test_run_on_the_embedded_emulator_needs_no_settings(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == "HEY!"
 
 
+def test_run_a_file_inside_a_package_imports_it_as_the_package_s_module(tmp_path: Path) -> None:
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
+    (package / "jobs.py").write_text(
+        "from mypkg.helpers import double\nfrom .helpers import double as again\n\n"
+        "def process(x):\n    return double(x) + again(x) + (__name__ == 'mypkg.jobs')\n"
+    )
+    result = flyjobs("run", "mypkg/jobs.py::process", "3", env={}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "13\n"  # as `flyjobs run mypkg.jobs::process 3` gives
+
+
 def test_run_a_module_function_that_is_not_decorated(fly: dict[str, str]) -> None:
     result = flyjobs("run", "cli_funcs::plain", "abc", env=fly)
     assert result.returncode == 0, result.stderr

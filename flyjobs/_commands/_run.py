@@ -64,6 +64,7 @@ def run(target: str, args: tuple[str, ...], map_file: Path | None) -> None:
             progress=None,
             order_outputs=True,
             return_exceptions=False,
+            total_hint=len(inputs),
         )
         with results(mapped, return_exceptions=False) as values:
             for value in values:
