@@ -27,6 +27,8 @@ from ._settings import Settings
 __all__ = ("FlyjobsBackend",)
 
 _APP = "flyjobs-pytest"
+#: Seconds the fresh emulator lists a destroyed machine: a day, the whole test session.
+_SESSION_RETENTION_S = 86_400.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +45,14 @@ class FlyjobsBackend:
     on_fly: bool
     token: str = dataclasses.field(repr=False)
 
-    def machines(self, *, include_deleted: bool = False) -> list[dict[str, Any]]:
-        """The app's machines as the API lists them (JSON objects)."""
+    def machines(self, *, include_deleted: bool = True) -> list[dict[str, Any]]:
+        """The app's machines as the API lists them (JSON objects, each with its ``state``).
+
+        A call's machine is destroyed when the call ends, so by default the destroyed ones are
+        listed too: after calls, this lists the machines they made (the fresh emulator keeps
+        them listed for the whole session; Fly for a while). ``include_deleted=False`` lists
+        only the machines not destroyed.
+        """
         headers = {"Authorization": f"Bearer {self.token}"}
         with httpx.Client(base_url=self.url, headers=headers, timeout=30) as http:
             params = {"include_deleted": "true"} if include_deleted else {}
@@ -112,7 +120,7 @@ def _fresh_emulator() -> Iterator[FlyjobsBackend]:
     from .emulator import EmulatorConfig, serve_in_thread
 
     with (
-        serve_in_thread(EmulatorConfig()) as emulator,
+        serve_in_thread(EmulatorConfig(retention_s=_SESSION_RETENTION_S)) as emulator,
         pytest.MonkeyPatch.context() as patch,
     ):
         backend = FlyjobsBackend(emulator.url, _APP, False, emulator.token)

@@ -34,7 +34,9 @@ def test_square(flyjobs_emulator):
 
 def test_runs_in_the_backend_app(flyjobs_emulator):
     assert where.remote() == flyjobs_emulator.app
-    assert flyjobs_emulator.machines(include_deleted=True)
+    made = flyjobs_emulator.machines()  # destroyed once their calls ended, and listed
+    assert len(made) >= 2 and all(m["state"] for m in made)
+    assert all(m["state"] != "destroyed" for m in flyjobs_emulator.machines(include_deleted=False))
 
 @pytest.mark.flyjobs_fly
 def test_only_on_fly(flyjobs_emulator):
