@@ -4,6 +4,8 @@ loop warns once, naming its async face; outside a loop, or in a worker thread, i
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Callable
 
 import anyio
@@ -63,3 +65,19 @@ def test_blocking_faces_are_silent_outside_a_loop_and_in_worker_threads(
         return await anyio.to_thread.run_sync(funcs.echo.remote, 4)
 
     assert anyio.run(handler) == 4
+
+
+class ZMQInteractiveShell:
+    """Stands in for ipykernel's shell: its cells run inside the kernel's event loop."""
+
+
+def test_a_notebook_cell_blocks_without_a_warning(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shell = ZMQInteractiveShell()
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+
+    async def cell() -> object:
+        return funcs.echo.remote(5)
+
+    assert anyio.run(cell) == 5

@@ -22,6 +22,7 @@ from _remote_helpers import machine_of
 from _remote_helpers import machines as _machines
 
 import flyjobs
+from flyjobs import _blocking
 from flyjobs._call_envelope import decode_call
 from flyjobs._plan import MAX_INLINE_PAYLOAD_BYTES, _portable
 from flyjobs._protocol import PAYLOAD_GUEST_PATH
@@ -209,9 +210,14 @@ def test_local_runs_here(runtime: Runtime) -> None:
 
 
 @pytest.mark.anyio
-async def test_sync_face_works_inside_a_running_event_loop(runtime: Runtime) -> None:
-    # As in a Jupyter cell: a running loop in this thread, and a plain blocking call.
-    assert funcs.add.remote(20, 22) == 42
+async def test_sync_face_works_inside_a_running_event_loop(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A running loop in this thread, and a plain blocking call: it works, and (outside a
+    # notebook) warns that the loop's other tasks wait meanwhile.
+    monkeypatch.setattr(_blocking, "_warned", False)
+    with pytest.warns(RuntimeWarning, match=r"fn\.remote\.aio"):
+        assert funcs.add.remote(20, 22) == 42
     call = funcs.add.spawn(1, 1)
     assert await call.result_async() == 2
 
