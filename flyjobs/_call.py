@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from ._aio import await_future
 from ._blocking import warn_if_in_event_loop
 from ._exceptions import CallCancelledError, FlyjobsTimeoutError
+from ._remote_errors import is_remote
 
 __all__ = ("Call", "CallState", "CallStatus", "Timings", "cancel_all")
 
@@ -153,7 +154,12 @@ class Call(Generic[R]):
         """
         warn_if_in_event_loop("call.result()", "`await call.result_async()`")
         try:
-            return self._future.result(timeout_s)
+            try:
+                return self._future.result(timeout_s)
+            except Exception as exc:
+                if is_remote(exc):  # see is_remote: the caller's frames only
+                    raise exc.with_traceback(None)  # noqa: B904 - itself, re-raised
+                raise
         except CancelledError:
             raise CallCancelledError(f"call {self.call_id} was cancelled") from None
         except TimeoutError as exc:
@@ -169,6 +175,10 @@ class Call(Generic[R]):
             return await await_future(self._future)
         except CancelledError:
             raise CallCancelledError(f"call {self.call_id} was cancelled") from None
+        except Exception as exc:
+            if is_remote(exc):  # see is_remote: the caller's frames only
+                raise exc.with_traceback(None)  # noqa: B904 - itself, re-raised
+            raise
 
     def cancel(self, timeout_s: float = 30.0) -> bool:
         """Cancel the call and wait (up to ``timeout_s`` seconds) until its machine is destroyed.

@@ -72,6 +72,10 @@ class _RemoteFace(Generic[P, R]):
             if call is not None:
                 call.cancel()
             raise
+        except Exception as exc:
+            if _is_remote(exc):  # see is_remote: the caller's frames only
+                raise exc.with_traceback(None)  # noqa: B904 - itself, re-raised
+            raise
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run one call on a machine and await its value."""
@@ -79,7 +83,12 @@ class _RemoteFace(Generic[P, R]):
 
         await get_runtime_async()
         call: Call[R] = self._function.spawn(*args, **kwargs)
-        return await call.result_async()
+        try:
+            return await call.result_async()
+        except Exception as exc:
+            if _is_remote(exc):  # see is_remote: the caller's frames only
+                raise exc.with_traceback(None)  # noqa: B904 - itself, re-raised
+            raise
 
 
 class _MapFace(Generic[F]):
@@ -382,8 +391,13 @@ class _MapFace(Generic[F]):
         )
         # Closed with this generator, not later by the loop's finalizer.
         async with aclosing(map_async(run, return_exceptions=return_exceptions)) as values:
-            async for value in values:
-                yield value
+            try:
+                async for value in values:
+                    yield value
+            except Exception as exc:
+                if _is_remote(exc):  # see is_remote: the caller's frames only
+                    raise exc.with_traceback(None)  # noqa: B904 - itself, re-raised
+                raise
 
 
 class _StarmapFace(Generic[F]):
@@ -827,6 +841,13 @@ def remote(
         return Function(f, call_options)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _is_remote(exc: BaseException) -> bool:
+    """`flyjobs._remote_errors.is_remote`, imported only when a call failed."""
+    from ._remote_errors import is_remote
+
+    return is_remote(exc)
 
 
 def _takes_keyword(fn: Callable[..., Any], name: str) -> bool:

@@ -29,6 +29,7 @@ from ._exceptions import ConfigError
 from ._options import CallOptions
 from ._plan import new_batch_id, plan
 from ._progress import Progress, Summary
+from ._remote_errors import is_remote
 from ._runtime import RUNTIME_THREAD, Runtime, get_runtime
 from ._work import Input, Journal, Outcome, Outcomes
 
@@ -158,7 +159,10 @@ class MapResults(Iterator[T]):
             # With return_exceptions, T includes the errors (as fn.map's overloads say).
             return cast(T, outcome.value)
         self.close()
-        raise cast(Exception, outcome.value)
+        error = cast(Exception, outcome.value)
+        # Raised here for the first time in this thread: a remote error shows the caller's
+        # frames only (see is_remote).
+        raise error.with_traceback(None) if is_remote(error) else error
 
     def outcomes(self) -> Iterator[Outcome[T]]:
         """Each input's :class:`~flyjobs.Outcome` (value or error, attempts, call id, phase

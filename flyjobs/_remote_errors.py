@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ("ErrorInfo", "describe_exception", "rebuild_exception")
+__all__ = ("ErrorInfo", "describe_exception", "is_remote", "rebuild_exception")
 
 _MAX_CAUSES = 16
 
@@ -231,3 +231,15 @@ def rebuild_exception(
         pass
     exc.add_note(f"Remote traceback:\n{error.traceback.rstrip()}")
     return exc
+
+
+def is_remote(exc: BaseException) -> bool:
+    """Whether ``exc`` came from a machine (it carries its ``remote_traceback``).
+
+    Where a call's error reaches its caller, a remote one is raised as
+    ``exc.with_traceback(None)``: the frames of the machinery that brought it here (the
+    runtime's loop, anyio, futures) say nothing to the caller, whose traceback then goes from
+    their own call to the ``Remote traceback:`` note, as a local call's would. Any other error
+    keeps its frames: they locate a failure of flyjobs itself.
+    """
+    return isinstance(getattr(exc, "remote_traceback", None), str)

@@ -137,6 +137,9 @@ def _from_user_code(exc: BaseException) -> BaseException:
         module = sys.modules.get(name)
         if module is not None and module.__file__:
             ours.append(os.path.dirname(module.__file__) + os.sep)
+    function = sys.modules.get("flyjobs._function")  # `Function.__call__`, which called it
+    if function is not None and function.__file__:
+        ours.append(function.__file__)
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         if not tb.tb_frame.f_code.co_filename.startswith(tuple(ours)):
