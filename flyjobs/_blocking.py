@@ -9,8 +9,9 @@ notebook user means.
 
 from __future__ import annotations
 
-import sys
 import warnings
+
+from ._notebook import in_notebook
 
 __all__ = ("warn_if_in_event_loop",)
 
@@ -24,7 +25,7 @@ def warn_if_in_event_loop(face: str, instead: str) -> None:
     :param instead: the async face to use instead.
     """
     global _warned
-    if _warned or not _in_event_loop() or _in_notebook():
+    if _warned or not _in_event_loop() or in_notebook():
         return
     _warned = True
     warnings.warn(
@@ -44,9 +45,3 @@ def _in_event_loop() -> bool:
     except sniffio.AsyncLibraryNotFoundError:
         return False
     return True
-
-
-def _in_notebook() -> bool:
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return type(shell).__name__ == "ZMQInteractiveShell"

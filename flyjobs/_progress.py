@@ -1,7 +1,8 @@
 """What a batch has done so far (`BatchStats`), its summary, and the progress display.
 
-The display is a live bar (rich) on a terminal, or plain periodic lines on stderr otherwise;
-both end with a ``done/total`` summary line. The batch updates the counts on the runtime's loop;
+The display is a live bar (rich) on a terminal, a line updated in place in a Jupyter notebook
+(an IPython display), or plain periodic lines on stderr otherwise; each ends with a
+``done/total`` summary line. The batch updates the counts on the runtime's loop;
 the display reads them from its own thread, a few times a second at most, so the cost per input
 is a few integer increments.
 """
@@ -15,6 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+from ._notebook import in_notebook
 
 __all__ = ("BatchStats", "PhaseStats", "Progress", "Summary")
 
@@ -254,6 +257,8 @@ class Progress:
         self._stream = stream or sys.stderr
         self._stop = threading.Event()
         self._live = bool(getattr(self._stream, "isatty", lambda: False)())
+        # A notebook's stderr is no terminal, and shows a line every few seconds at best.
+        self._notebook = stream is None and not self._live and in_notebook()
         self._thread = threading.Thread(target=self._run, name="flyjobs-progress", daemon=True)
         self._thread.start()
 
@@ -267,6 +272,8 @@ class Progress:
     def _run(self) -> None:
         if self._live:
             self._run_live()
+        elif self._notebook:
+            self._run_notebook()
         else:
             while not self._stop.wait(_PLAIN_INTERVAL_S):
                 self._line()
@@ -293,7 +300,7 @@ class Progress:
             return None
         return (total - finished) * elapsed / finished
 
-    def _line(self, *, final: bool = False) -> None:
+    def _text(self, *, final: bool = False) -> str:
         s = self._stats
         total = s.total
         shown = total if total is not None else "?"
@@ -303,8 +310,22 @@ class Progress:
             text += f" · ETA {eta:.0f} s"
         if final:
             text += f" · {self._clock() - s.started_at:.1f} s"
-        self._stream.write(text + "\n")
+        return text
+
+    def _line(self, *, final: bool = False) -> None:
+        self._stream.write(self._text(final=final) + "\n")
         self._stream.flush()
+
+    def _run_notebook(self) -> None:
+        from IPython.display import display
+
+        def shown(text: str) -> dict[str, str]:
+            return {"text/plain": text}
+
+        handle = display(shown(self._text()), raw=True, display_id=True)
+        while not self._stop.wait(1 / _LIVE_HZ):
+            handle.update(shown(self._text()), raw=True)
+        handle.update(shown(self._text(final=True)), raw=True)
 
     def _run_live(self) -> None:
         from rich.console import Console

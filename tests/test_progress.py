@@ -4,6 +4,9 @@ count; and the batch summary's phase statistics."""
 from __future__ import annotations
 
 import io
+import sys
+import threading
+import types
 from collections.abc import Iterator
 
 import pytest
@@ -132,3 +135,41 @@ def test_a_map_knows_its_total_before_reading(runtime: Runtime) -> None:
     with funcs.echo.map(inputs(), max_machines=1) as results:
         assert list(results) == [0, 1, 2]
         assert results._run.batch.stats.total == 3  # once read to its end
+
+
+class ZMQInteractiveShell:
+    """Stands in for ipykernel's shell: this process is a notebook's kernel."""
+
+
+class _Display:
+    """Stands in for IPython's display: what a notebook cell would show, in order."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.updated = threading.Event()
+
+    def display(self, data: dict[str, str], *, raw: bool, display_id: bool) -> _Display:
+        assert raw and display_id
+        self.shown.append(data["text/plain"])
+        return self
+
+    def update(self, data: dict[str, str], *, raw: bool) -> None:
+        self.shown.append(data["text/plain"])
+        self.updated.set()
+
+
+def test_in_a_notebook_the_progress_is_one_display_updated_in_place(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cell = _Display()
+    shell = ZMQInteractiveShell()
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    monkeypatch.setitem(sys.modules, "IPython.display", types.SimpleNamespace(display=cell.display))
+    stats = _halfway(total_hint=20)
+    progress = Progress(stats, "f.map", throttled=lambda: False, clock=lambda: stats.started_at + 6)
+    assert cell.updated.wait(10)  # updated while the map runs, not only at its end
+    progress.stop()
+    assert cell.shown[0].startswith("f.map: 13/20 ·")
+    assert cell.shown[1].endswith(f"ETA {7 * 6 / 13:.0f} s")
+    assert cell.shown[-1].endswith("· 6.0 s")  # the summary line
+    assert capsys.readouterr().err == ""  # nothing on stderr besides
