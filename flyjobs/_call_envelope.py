@@ -10,6 +10,8 @@ any class named in the arguments is imported::
      "arguments": bytes,          # encode_value([args, kwargs]), or pickle of (args, kwargs)
      "arguments_url": str | None, # if set, `arguments` is empty: GET them there (they were over
                                   # the inline limit and spilled to the object store)
+     "arguments_digest": bytes,   # with arguments_url: their `arguments_digest` (else absent):
+                                  # a bucket writer can replace the object, not this
      "pulls": bool,               # a batch machine's call: the delivery's answer may carry the
                                   # next call (absent: false)
      "then": [bytes],             # call envelopes the machine runs after this one, in order (a
@@ -62,6 +64,8 @@ class CallEnvelope:
         idle period: a batch's `NEXT_INPUT_WAIT_S`, a warm pool's ``idle_s``).
     :ivar arguments_url: where to GET `arguments_data` instead, when it was too large to travel
         in the payload (empty until then).
+    :ivar arguments_digest: with `arguments_url`, the `arguments_digest` of the arguments there
+        (see `take_arguments`).
     :ivar then: encoded call envelopes to run after this one, in order (a batch machine's fixed
         slice of inputs when results go through the object store and it cannot pull).
     :ivar concurrent: encoded call envelopes to run at the same time as this one, each the
@@ -73,6 +77,7 @@ class CallEnvelope:
 
     __slots__ = (
         "arguments_data",
+        "arguments_digest",
         "arguments_url",
         "pulls",
         "batch_id",
@@ -100,6 +105,7 @@ class CallEnvelope:
         pickle: bool,
         arguments_data: bytes,
         arguments_url: str | None = None,
+        arguments_digest: bytes | None = None,
         pulls: bool = False,
         then: list[bytes] | None = None,
         schedule: dict[str, Any] | None = None,
@@ -119,7 +125,26 @@ class CallEnvelope:
         self.pickle = pickle
         self.arguments_data = arguments_data
         self.arguments_url = arguments_url
+        self.arguments_digest = arguments_digest
         self.schedule = schedule
+
+    def take_arguments(self, data: bytes) -> None:
+        """Take `data`, fetched from `arguments_url`, as the arguments, if it is what the caller
+        stored: its digest is the one the payload carries.
+
+        :raises SerializationError: it is not (someone who can write the bucket replaced the
+            object); nothing of it is decoded.
+        """
+        # Checked before any decoding: with pickle, decoding a replaced object would run its
+        # code on the machine, which holds the app's secrets.
+        if self.arguments_digest is None or arguments_digest(data) != self.arguments_digest:
+            raise SerializationError(
+                "its arguments read from the object store are not the ones its caller stored"
+                " (their digest differs from the one in the call's payload), so someone who can"
+                " write the bucket replaced them; the machine refused them unread. Check who"
+                " holds write access to the bucket (FLYJOBS_STORE), then call again"
+            )
+        self.arguments_data = data
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Decode ``(args, kwargs)``, importing the classes they name (apply `sys_path` first).
@@ -147,6 +172,14 @@ def _argument_label(index: int, arg_names: Sequence[str]) -> str:
     if index < len(arg_names):
         return f"argument {arg_names[index]!r}"
     return f"positional argument {index}"
+
+
+def arguments_digest(data: bytes) -> bytes:
+    """The digest (BLAKE2b, 32 bytes) that binds spilled arguments to their call envelope."""
+    # From _blake2, as in flyjobs._protocol: hashlib would load OpenSSL in the worker.
+    from _blake2 import blake2b
+
+    return blake2b(data, digest_size=32, person=b"flyjobs-args").digest()
 
 
 def encode_arguments(
@@ -217,14 +250,17 @@ def encode_call(
     :param idle_s: with ``pulls``, seconds the answer to that delivery may be held.
     :param concurrent: with ``pulls``, encoded calls the machine runs at the same time as this
         one, each in a pull loop of its own.
-    :param arguments_url: a URL the worker GETs the encoded arguments from instead (then
-        `arguments` must be ``b""``).
+    :param arguments_url: a URL the worker GETs the encoded arguments from instead: the
+        envelope then carries their digest (`arguments_digest`) in place of them.
     :param schedule: makes a scheduled function's payload (see the module docstring).
     :raises SerializationError: an argument cannot be encoded; the message names it and where
         inside it the offending value sits.
     """
     if arguments is None:
         arguments = encode_arguments(args, kwargs, pickle=pickle, arg_names=arg_names)
+    digest = None
+    if arguments_url:
+        digest, arguments = arguments_digest(arguments), b""
     envelope = {
         "flyjobs": ENVELOPE_VERSION,
         "call_id": call_id,
@@ -240,6 +276,8 @@ def encode_call(
         "then": list(then),
         "idle_s": float(idle_s),
     }
+    if digest is not None:
+        envelope["arguments_digest"] = digest
     if concurrent:
         envelope["concurrent"] = list(concurrent)
     if schedule is not None:
@@ -266,6 +304,7 @@ def decode_call(data: bytes) -> CallEnvelope:
         pickle=field(envelope, "pickle", bool),
         arguments_data=field(envelope, "arguments", bytes),
         arguments_url=field(envelope, "arguments_url", (str, type(None))),
+        arguments_digest=field(envelope, "arguments_digest", (bytes, type(None))),
         pulls=envelope.get("pulls") is True,
         then=_calls(envelope.get("then"), "then"),
         concurrent=_calls(envelope.get("concurrent"), "concurrent"),

@@ -114,8 +114,9 @@ class Plan:
     ) -> bytes:
         """The call envelope a worker reads; ``deadline`` is the client's (unix s), the worker
         gets a little more so that the client decides first. With ``arguments_url`` the worker
-        GETs the arguments there instead; ``then`` are the calls it runs after this one,
-        ``concurrent`` those it runs at the same time (see `flyjobs._call_envelope`)."""
+        GETs the arguments there instead (the payload carries their digest); ``then`` are the
+        calls it runs after this one, ``concurrent`` those it runs at the same time (see
+        `flyjobs._call_envelope`)."""
         return encode_call(
             self.fn_ref,
             call_id=call_id,
@@ -124,7 +125,7 @@ class Plan:
             batch_id=self.batch_id,
             sys_path=self.sys_path,
             pickle=self.options.pickle,
-            arguments=b"" if arguments_url else arguments,
+            arguments=arguments,
             arguments_url=arguments_url,
             pulls=pulls,
             then=then,

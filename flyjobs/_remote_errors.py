@@ -6,7 +6,7 @@ On the wire (inside a result envelope)::
 
     {"type": "module.qualname", "module": str, "message": str, "traceback": str,
      "causes": [{"type": str, "message": str}], "args": bytes | None, "attrs": bytes | None,
-     "stage": "import" | "arguments" | "call" | "result"}
+     "stage": "import" | "arguments" | "call" | "result" | "payload"}
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class ErrorInfo:
     :ivar causes: ``{"type", "message"}`` of each ``__cause__``/``__context__``, nearest first.
     :ivar args_data: the encoded ``exc.args`` (or the pickled exception), None if not encodable.
     :ivar attrs_data: the encoded instance attributes that could be encoded, or None.
-    :ivar stage: where it happened: ``import``, ``arguments``, ``call`` or ``result``.
+    :ivar stage: where it happened: ``import``, ``arguments``, ``call`` or ``result``
+        (or ``payload``: the worker refused the call's payload unread).
     """
 
     __slots__ = (
@@ -141,7 +142,8 @@ def _encode_attrs(exc: BaseException) -> bytes | None:
 def describe_exception(exc: BaseException, *, stage: str, pickle: bool = False) -> ErrorInfo:
     """Capture `exc` (type, message, formatted traceback, cause chain, args) for the trip.
 
-    :param stage: where it happened: ``import``, ``arguments``, ``call`` or ``result``.
+    :param stage: where it happened: ``import``, ``arguments``, ``call`` or ``result``
+        (or ``payload``: the worker refused the call's payload unread).
     :param pickle: carry the exception itself as pickle instead of its msgpack-encoded args.
     """
     import traceback

@@ -30,6 +30,7 @@ from ._exceptions import (
     RateLimitedError,
     RemoteImportError,
     ResultTooLargeError,
+    SerializationError,
     TransportError,
     WaitTimeoutError,
 )
@@ -223,6 +224,10 @@ def value_of(result: ResultEnvelope, plan: Plan, call_id: str, machine_id: str |
     error = result.error
     if result.ok or error is None:
         return result.value(pickle=pickle, may_import=may_import)
+    if error.stage == "payload":
+        # The worker refused its payload unread (spilled arguments that fail their digest).
+        machine = f" (machine {machine_id})" if machine_id else ""
+        raise SerializationError(f"call {call_id}{machine}: {error.message}")
     if error.stage in ("import", "arguments"):
         what = fn_ref if error.stage == "import" else f"a class in the arguments of {fn_ref}"
         raise tag(

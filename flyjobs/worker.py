@@ -29,7 +29,9 @@ a call's lines can be told apart in the machine's logs. The exit code is the las
   caller's result key (HTTP 403, `RESULT_NOT_SEALED`: this machine's key is not the caller's).
 
 Arguments too large for the payload come from the object store: the payload then names a
-presigned URL to GET them from.
+presigned URL to GET them from, and their digest. Bytes of another digest (the object was
+replaced) are refused unread: an error result of stage ``payload`` is delivered, and the worker
+exits ``EXIT_BAD_PAYLOAD``.
 
 A payload with a ``schedule`` (a scheduled function's machine, made by ``flyjobs schedule
 deploy``) has no caller: `flyjobs._scheduled_run` runs it and writes each outcome to the log.
@@ -276,9 +278,18 @@ class _Worker:
             return EXIT_IMPORT_FAILED, None
         if call.arguments_url:
             try:
-                call.arguments_data = _get(call.arguments_url)
+                fetched = _get(call.arguments_url)
             except OSError as exc:
                 log(f"cannot fetch the arguments of {call.call_id}: {exc}")
+                return EXIT_BAD_PAYLOAD, None
+            try:
+                call.take_arguments(fetched)
+            except SerializationError as exc:
+                log(f"refusing the arguments of {call.call_id}: {exc}")
+                # Delivered (sealed like any result), so the caller says why, naming the call.
+                self._deliver(
+                    slot, call, self._encode_error(slot, call, "payload", exc), final=True
+                )
                 return EXIT_BAD_PAYLOAD, None
         try:
             with self._imports:
