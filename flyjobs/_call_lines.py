@@ -31,15 +31,30 @@ __all__ = ("CallLines", "Piece", "shown")
 _MAX_HELD = 100_000
 #: A colour (SGR) sequence, kept; or another control character, escaped.
 _CONTROL = re.compile(r"\x1b\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Every control character, newlines, tabs and the escape of a colour too.
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _RESET = "\x1b[0m"
 
 
-def shown(line: str) -> str:
-    """A machine's output ``line`` as it is safe to write to a terminal after a ``[call_id]``
-    prefix: colours kept (and reset at its end, so they do not run into the next line); of
-    text overwritten with carriage returns (a progress bar), the last part, as a terminal
-    would show it; any other control character (cursor moves, screen clears, title changes,
-    bells) written as ``\\xNN``, so a line cannot overwrite or hide what came before it."""
+def shown(line: str, *, output: bool = True, multiline: bool = False) -> str:
+    """Remote or stored text as it is safe to write to a terminal: every command prints such
+    text (machines' output, metadata, names, exception messages, keys) through this.
+
+    A machine's output ``line`` (``output=True``, after a ``[call_id]`` prefix): colours kept
+    (and reset at its end, so they do not run into the next line); of text overwritten with
+    carriage returns (a progress bar), the last part, as a terminal would show it; any other
+    control character (cursor moves, screen clears, title changes, bells) written as
+    ``\\xNN``, so a line cannot overwrite or hide what came before it.
+
+    Any other text (``output=False``: a name, a metadata value, an exception's message, one
+    line of a traceback): every control character written as ``\\xNN``, newlines, tabs,
+    carriage returns and colours too, so that it stays one cell of one line; with
+    ``multiline`` (a traceback, an error's message and notes) newlines stay, between lines so
+    escaped."""
+    if multiline:
+        return "\n".join(shown(part, output=False) for part in line.split("\n"))
+    if not output:
+        return _ANY_CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}", line)
     if "\r" in line:
         parts = [part for part in line.split("\r") if part]
         line = parts[-1] if parts else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -671,3 +672,40 @@ def test_a_bad_api_port_is_a_clear_error() -> None:
     result = flyjobs("ls", env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "bad port (use 1 to 65535)" in result.stderr
+
+
+# -- escapes in what commands print ----------------------------------------------------------
+
+#: A window title change, a screen clear, a bell and a fake new line.
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[31m\r\nFAKE"
+
+
+def test_no_command_writes_a_terminal_escape_it_read(fly: dict[str, str], tmp_path: Path) -> None:
+    now = time.time()
+    _create(
+        fly,
+        {
+            "flyjobs_function": f"jobs:work{ESCAPES}",
+            "flyjobs_call_id": f"fj-{ESCAPES}",
+            "flyjobs_batch_id": ESCAPES,
+            "flyjobs_deadline": str(int(now - 600)),
+        },
+    )
+    (tmp_path / "pyproject.toml").write_text("[tool.flyjobs]\n")
+    (tmp_path / ".flyjobs").mkdir()
+    with sqlite3.connect(tmp_path / ".flyjobs" / "journal.sqlite3") as db:
+        db.execute("CREATE TABLE finished (batch TEXT, key TEXT, value BLOB, at REAL)")
+        db.execute("INSERT INTO finished VALUES (?, 'k', x'00', 0)", (f"nightly{ESCAPES}",))
+    outputs = [
+        flyjobs("ls", env=fly),
+        flyjobs("ls", "--all", env=fly),
+        flyjobs("gc", "--dry-run", env=fly),
+        flyjobs("batch", "ls", env=fly, cwd=tmp_path),
+    ]
+    for done in outputs:
+        assert done.returncode == 0, done.stderr
+        assert "jobs:work" in done.stdout or "nightly" in done.stdout
+        for char in "\x1b\x07\r":
+            assert char not in done.stdout + done.stderr, done.args
+        assert "\nFAKE" not in done.stdout  # one row stays one line
+        assert "\\x1b]0;pwned\\x07" in done.stdout

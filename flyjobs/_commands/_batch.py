@@ -6,6 +6,7 @@ import datetime
 
 import click
 
+from .._call_lines import shown
 from .._journal import BatchInfo, SqliteJournal, StoreJournal, check_batch_name, sqlite_path
 from .._settings import Settings
 from .._store import Store, StoreConfig
@@ -53,7 +54,9 @@ def ls() -> None:
         return
     for info in infos:
         at = datetime.datetime.fromtimestamp(info.updated_at, datetime.UTC)
-        click.echo(f"{info.name}\t{info.finished} finished\t{at:%Y-%m-%d %H:%M:%S}")
+        # A batch's name is a key of the store, which anyone who writes the bucket can make.
+        name = shown(info.name, output=False)
+        click.echo(f"{name}\t{info.finished} finished\t{at:%Y-%m-%d %H:%M:%S}")
 
 
 @batch.command("rm")

@@ -9,6 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import click
 
+from .._call_lines import shown
 from .._exceptions import ConfigError, FlyjobsError
 from .._settings import Settings
 from .._sole_error import sole_error
@@ -31,7 +32,8 @@ APP_OPTION = click.option(
 
 def shows_errors(command: Callable[P, T]) -> Callable[P, T]:
     """Show flyjobs' errors (bad settings, API refusals) as one clear line, exit code 1 (an
-    exception group's too: `flyjobs._sole_error`)."""
+    exception group's too: `flyjobs._sole_error`); what they quote of remote or stored text is
+    escaped (`shown`)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -43,7 +45,7 @@ def shows_errors(command: Callable[P, T]) -> Callable[P, T]:
             raise error  # outside the handler: the group does not become its context
         except (FlyjobsError, LookupError) as exc:
             notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()))
-            raise click.ClickException(f"{exc}{notes}") from None
+            raise click.ClickException(shown(f"{exc}{notes}", multiline=True)) from None
 
     return wrapper
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from .._call_lines import shown
 from .._doctor import Check, diagnose
 from .._settings import Settings
 from ._common import run_async, shows_errors
@@ -38,8 +39,10 @@ def doctor(secrets: tuple[str, ...]) -> None:
     where = f" (settings from {settings.source})" if settings.source else ""
     click.echo(f"flyjobs doctor{where}")
     for item in checks:
-        click.echo(f"{'PASS' if item.ok else 'FAIL'}  {item.name}: {item.detail}")
+        # A detail quotes the API's answers (secret names, error bodies): escaped.
+        detail = shown(item.detail, multiline=True)
+        click.echo(f"{'PASS' if item.ok else 'FAIL'}  {item.name}: {detail}")
         if not item.ok and item.fix:
-            click.echo(f"      fix: {item.fix}")
+            click.echo(f"      fix: {shown(item.fix, multiline=True)}")
     if not all(item.ok for item in checks):
         sys.exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._call_lines import shown
 from .._jobs import Stray, collect_strays
 from .._store import ObjectInfo, Store, StoreConfig, collect_stale_objects
 from ._common import APP_OPTION, api_client, run_async, shows_errors
@@ -40,7 +41,9 @@ def gc(app: str | None, dry_run: bool) -> None:
     verb = "would destroy" if dry_run else "destroyed"
     for stray in strays:
         job = stray.machine
-        click.echo(f"{verb} {job.id} ({job.call_id}, {job.function}): {stray.reason}")
+        # The machine's metadata (ids, function, client in the reason) is escaped.
+        text = f"{job.id} ({job.call_id}, {job.function}): {stray.reason}"
+        click.echo(f"{verb} {shown(text, output=False)}")
     if not strays:
         click.echo(f"no stray flyjobs machines in app {app!r}")
     config = StoreConfig.load(settings.store, embedded=settings.embedded)
@@ -50,6 +53,6 @@ def gc(app: str | None, dry_run: bool) -> None:
     stale: list[ObjectInfo] = run_async(lambda: collect_stale_objects(store, dry_run=dry_run))
     verb = "would delete" if dry_run else "deleted"
     for info in stale:
-        click.echo(f"{verb} {config.url}/{info.key} ({info.size} bytes)")
+        click.echo(f"{verb} {config.url}/{shown(info.key, output=False)} ({info.size} bytes)")
     if not stale:
         click.echo(f"no stale flyjobs objects in {config.url}")

@@ -58,19 +58,23 @@ def ls(app: str | None, show_all: bool, as_json: bool) -> None:
         click.echo(json.dumps([job.as_json(now) for job in jobs], indent=2))
         return
     if not jobs:
-        click.echo(f"no flyjobs machines in app {app!r}")
+        click.echo(f"no flyjobs machines in app {shown(app, output=False)!r}")
         return
     jobs.sort(key=lambda j: (j.pool, j.batch_id, j.function, j.state, j.created_at or 0.0))
+    # Every cell but the age is the machine's config or the API's answer: escaped.
     rows = [_COLUMNS] + [
-        (
-            j.id,
-            j.state,
-            j.pool or "-",
-            j.batch_id or "-",
-            j.call_id,
-            j.function,
-            j.region,
-            _age(j, now),
+        tuple(
+            shown(cell, output=False)
+            for cell in (
+                j.id,
+                j.state,
+                j.pool or "-",
+                j.batch_id or "-",
+                j.call_id,
+                j.function,
+                j.region,
+                _age(j, now),
+            )
         )
         for j in jobs
     ]
@@ -105,7 +109,7 @@ def logs(ident: str, app: str | None, follow: bool) -> None:
     def emit(_job: JobMachine, call_id: str, line: str) -> None:
         # One call's own lines print as they are; any other line says which call it is from.
         line = shown(line)
-        click.echo(line if call_id == ident else f"[{call_id}] {line}")
+        click.echo(line if call_id == ident else f"[{shown(call_id, output=False)}] {line}")
 
     def waiting() -> None:
         click.echo(f"waiting for a machine of {ident}…", err=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .._call_lines import shown
 from .._exceptions import FlyjobsError
 from .._map import results, start_map
 from .._target import load_function, parse_argument, read_inputs
@@ -74,7 +75,7 @@ def run(target: str, args: tuple[str, ...], map_file: Path | None) -> None:
     except Exception as exc:
         # The function's own exception, rebuilt here: its remote traceback is what helps.
         trace = getattr(exc, "remote_traceback", "")
-        raise click.ClickException(
-            f"{target} raised {type(exc).__name__}: {exc}"
-            + (f"\n\nRemote traceback:\n{trace.rstrip()}" if trace else "")
-        ) from None
+        message = f"{target} raised {type(exc).__name__}: {exc}" + (
+            f"\n\nRemote traceback:\n{trace.rstrip()}" if trace else ""
+        )
+        raise click.ClickException(shown(message, multiline=True)) from None

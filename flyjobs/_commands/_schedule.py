@@ -58,15 +58,21 @@ def deploy(target: str, prune: bool, app: str | None) -> None:
 
     async def run() -> Any:
         async with client:
-            return await deploy_module(client, app, image, module, prune=prune, say=click.echo)
+            return await deploy_module(client, app, image, module, prune=prune, say=say)
+
+    def say(line: str) -> None:
+        click.echo(shown(line, output=False))
 
     report = run_async(run)
     for outcome in ("created", "updated", "unchanged", "pruned"):
         for name in getattr(report, outcome):
-            click.echo(f"{outcome:10} {name}")
+            click.echo(f"{outcome:10} {shown(name, output=False)}")
     stale = [name for name in report.stale if name not in report.pruned]
     for name in stale:
-        click.echo(f"{'stale':10} {name} (gone from {target}; --prune removes it)")
+        # The name of a machine's function is its metadata: escaped.
+        click.echo(
+            f"{'stale':10} {shown(name, output=False)} (gone from {target}; --prune removes it)"
+        )
     if not any(dataclasses.asdict(report).values()):
         click.echo(f"no scheduled functions in {target}")
 
@@ -102,13 +108,16 @@ def ls(runs: int, as_json: bool, app: str | None) -> None:
         if as_json:
             click.echo(json.dumps(dataclasses.asdict(status)))
             continue
-        click.echo(
+        # Everything but the times is the machine's config or its log: escaped.
+        head = (
             f"{status.name}  ({status.ref})  {status.schedule}  machine {status.machine_id}"
-            f" {status.state}  next due {_when(status.next_due)}"
+            f" {status.state}"
         )
+        click.echo(f"{shown(head, output=False)}  next due {_when(status.next_due)}")
         for r in reversed(status.runs):
-            detail = r.error or (f"-> {r.value}" if r.value else "")
-            click.echo(f"  {_when(r.started)}  {r.status:8} {r.duration_s:8.2f}s  {detail}")
+            detail = shown(r.error or (f"-> {r.value}" if r.value else ""), output=False)
+            status_ = shown(r.status, output=False)
+            click.echo(f"  {_when(r.started)}  {status_:8} {r.duration_s:8.2f}s  {detail}")
 
 
 @schedule.command("rm")
@@ -132,7 +141,7 @@ def rm(name: str, app: str | None) -> None:
             return await remove(client, app, name)
 
     ref, machine_id = run_async(run)
-    click.echo(f"removed {ref} (machine {machine_id})")
+    click.echo(shown(f"removed {ref} (machine {machine_id})", output=False))
 
 
 @schedule.command("logs")
@@ -189,5 +198,6 @@ def run_(name: str, app: str | None) -> None:
     except click.ClickException:
         raise
     except Exception as exc:  # the function's own exception too: shown, without a traceback
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        message = shown(f"{type(exc).__name__}: {exc}", multiline=True)
+        raise click.ClickException(message) from None
     click.echo(repr(value))
