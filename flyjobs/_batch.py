@@ -395,7 +395,8 @@ class Batch:
     def _watch(self, machine_id: str, call_id: str) -> None:
         """Show what the machine prints, as ``call_id``'s, from now on (``output="live"``)."""
         if self._plan.output == "live":
-            self._runtime.live.watch(self._plan.app, machine_id, call_id)
+            batch_id = self._plan.batch_id or ""
+            self._runtime.live.watch(self._plan.app, machine_id, call_id, batch_id=batch_id)
 
     def _hint_output(self) -> None:
         """Once per batch: say that inputs printed lines not shown, and how to see them."""

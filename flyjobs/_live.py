@@ -35,6 +35,7 @@ from anyio.abc import TaskGroup
 
 from ._call_lines import CallLines, Piece, shown
 from ._exceptions import APIError, AuthenticationError, ForbiddenError, TransportError
+from ._protocol import may_mark
 from .machines import MachinesClient
 
 __all__ = ("POLL_S", "LiveOutput", "cut_marker", "missed_marker")
@@ -72,6 +73,8 @@ class _Watch:
     complete: bool = True
     #: the machine runs this call only: a mark naming another call is a line like any other
     single: bool = False
+    #: the machine runs inputs of this batch only: a mark naming a call outside it is a line
+    batch_id: str = ""
 
 
 class _AppFollower:
@@ -98,8 +101,10 @@ class _AppFollower:
         self.round_done = anyio.Event()
         self.wake = anyio.Event()
 
-    def watch(self, machine_id: str, call_id: str, single: bool) -> None:
-        self.watched[machine_id] = _Watch(call_id, complete=not self.broken, single=single)
+    def watch(self, machine_id: str, call_id: str, single: bool, batch_id: str) -> None:
+        self.watched[machine_id] = _Watch(
+            call_id, complete=not self.broken, single=single, batch_id=batch_id
+        )
         missed = self.missed.pop(machine_id, 0)
         if missed:
             self.write(missed_marker(call_id, missed) + "\n")
@@ -181,7 +186,11 @@ class _AppFollower:
 
     def _may_mark(self, machine_id: str, call_id: str) -> bool:
         watch = self.watched.get(machine_id)
-        return watch is None or not watch.single or call_id == watch.call_id
+        if watch is None:
+            return True
+        # As `flyjobs logs` reads the machine's metadata: a pool's machine may mark any call.
+        pool = "" if watch.single or watch.batch_id else "pool"
+        return may_mark(call_id, own_call_id=watch.call_id, batch_id=watch.batch_id, pool=pool)
 
     def _hold(self, machine_id: str, piece: Piece) -> None:
         held = self.held.get(machine_id)
@@ -211,15 +220,19 @@ class LiveOutput:
         self._write = write or _write_stdout
         self._followers: dict[str, _AppFollower] = {}
 
-    def watch(self, app: str, machine_id: str, call_id: str, *, single: bool = False) -> None:
+    def watch(
+        self, app: str, machine_id: str, call_id: str, *, single: bool = False, batch_id: str = ""
+    ) -> None:
         """Show the lines of ``machine_id`` as ``[call_id] line`` from now on (and those it
         printed already). With ``single``, the machine runs that call only: its lines are all
         that call's, whatever call marks they hold; otherwise (a batch's or pool's machine)
-        the worker's marks tell which call each line is from."""
+        the worker's marks tell which call each line is from: with ``batch_id`` (a batch's
+        machine) only marks naming an input of that batch, any other being a line of the call
+        that wrote it (`flyjobs._protocol.may_mark`, as ``flyjobs logs`` reads them)."""
         follower = self._followers.get(app)
         if follower is None:
             follower = self._followers[app] = _AppFollower(self._client, app, self._write)
-        follower.watch(machine_id, call_id, single)
+        follower.watch(machine_id, call_id, single, batch_id)
         if not follower.running and not follower.broken:
             follower.running = True
             self._tasks.start_soon(follower.run)

@@ -127,3 +127,18 @@ def test_a_caller_that_fell_behind_the_logs_retention_says_lines_were_missed(
     dropped = int(gap[len(prefix) :].split()[0])
     # Every line is either shown or counted as missed.
     assert shown == [f"[fj-behind] line {i:03d} {LINE}\n" for i in range(dropped, 200)]
+
+
+def test_a_raw_mark_for_another_call_is_a_line_of_the_input_that_wrote_it(
+    fly: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Written past the worker, as a subprocess would, by an input of a batch: the marks name a
+    # call that is not the batch's, so they are lines of that input (as `flyjobs logs` shows).
+    other = "fj-0000000000000000"
+    assert list(cli_funcs.print_marks.map([other], [True])) == ["printed"]
+    lines = capsys.readouterr().out.splitlines()
+    assert len({line.partition("] ")[0] for line in lines}) == 1, lines
+    assert [line.partition("] ")[2] for line in lines] == [
+        *cli_funcs.forged_lines(other),
+        cli_funcs.RAW_END,
+    ]
