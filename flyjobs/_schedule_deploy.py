@@ -7,6 +7,13 @@ left alone otherwise. A machine is found by its metadata (``flyjobs_schedule`` =
 ``module:qualname``); its config carries a digest of what was deployed, so an unchanged
 function costs one read. Machines of the same module whose function is gone are reported,
 and destroyed with ``prune``.
+
+Metadata anyone may write, so no schedule command takes it alone as flyjobs's mark: a
+machine is a scheduled function's only with the full set of its metadata, the name
+`machine_name` gives its function, and a seal (`META_SEAL`): a MAC under the app's result
+key (``FLYJOBS_RESULT_KEY``) of the app, the machine's name, the function and the digest of
+its config. A machine without it (another tool's, a look-alike, one deployed before seals)
+is never updated, destroyed or listed; a deploy whose machine name it holds says so.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any
 import anyio
 
 from ._call_envelope import encode_arguments, encode_call
+from ._call_lines import shown
 from ._exceptions import (
     ConfigError,
     ConflictError,
@@ -33,7 +41,7 @@ from ._exceptions import (
 )
 from ._function import Function
 from ._plan import MAX_INLINE_PAYLOAD_BYTES, _import_root, _portable, _positional_names
-from ._protocol import PAYLOAD_GUEST_PATH
+from ._protocol import META_FUNCTION, PAYLOAD_GUEST_PATH, result_mac
 from ._reference import function_reference
 from ._schedule import Cron, check_cron, describe, schedule_spec
 from .machines import Machine, MachineConfig, MachinesClient
@@ -53,6 +61,12 @@ META_SCHEDULE = "flyjobs_schedule"  # module:qualname
 META_MODULE = "flyjobs_module"
 META_SPEC = "flyjobs_schedule_spec"  # the schedule as `describe` shows it
 META_DIGEST = "flyjobs_digest"  # of the deployed config, to skip unchanged functions
+#: The seal that marks a machine as a scheduled function's deployed by flyjobs (see above).
+META_SEAL = "flyjobs_schedule_seal"
+#: Every metadata key a scheduled function's machine carries.
+_META_KEYS = (META_SCHEDULE, META_MODULE, META_SPEC, META_DIGEST, META_FUNCTION, META_SEAL)
+#: What the seal's MAC authenticates (kept apart from results and journal records).
+_SEAL_PURPOSE = b"flyjobs-schedule"
 #: Seconds a deploy's lease on a machine lasts between refreshes.
 _LEASE_TTL_S = 30
 #: Longest wait, in seconds, for another deploy's lease on a machine to go.
@@ -126,8 +140,9 @@ def _check_arguments(fn: Function[..., Any], ref: str) -> None:
         pass  # no signature to check (a builtin): the run reports a mismatch
 
 
-def machine_config(scheduled: Scheduled, image: str) -> MachineConfig:
-    """The machine config of a scheduled function, its digest in ``metadata``."""
+def machine_config(scheduled: Scheduled, image: str, *, app: str, key: str) -> MachineConfig:
+    """The machine config of a scheduled function of ``app``, its digest and its seal under
+    the result key ``key`` in ``metadata``."""
     options = scheduled.function.options
     schedule = options.schedule
     assert schedule is not None
@@ -188,7 +203,8 @@ def machine_config(scheduled: Scheduled, image: str) -> MachineConfig:
         META_MODULE: scheduled.module,
         META_SPEC: describe(spec),
         META_DIGEST: digest,
-        "flyjobs_function": scheduled.ref,
+        META_FUNCTION: scheduled.ref,
+        META_SEAL: seal(key, app, scheduled.ref, digest),
     }
     return MachineConfig.model_validate(config)
 
@@ -208,14 +224,36 @@ def machine_name(ref: str) -> str:
     return f"fjs-{slug}"[:63].rstrip("-")
 
 
-async def scheduled_machines(client: MachinesClient, app: str) -> list[Machine]:
-    """The app's live machines of scheduled functions."""
+def seal(key: str, app: str, ref: str, digest: str) -> str:
+    """The seal of the machine of scheduled function ``ref`` in ``app`` whose config has
+    ``digest``, under the result key ``key``."""
+    identity = "\0".join([app, machine_name(ref), ref, digest]).encode()
+    return result_mac(key, identity, purpose=_SEAL_PURPOSE)
+
+
+def deployed_by_flyjobs(machine: Machine, app: str, key: str) -> bool:
+    """Whether ``machine`` is a scheduled function's that flyjobs deployed in ``app``: the full
+    set of its metadata, its function's machine name, and a seal made with ``key``."""
+    import hmac
+
+    meta = (machine.config.metadata if machine.config else None) or {}
+    if not all(meta.get(name) for name in _META_KEYS):
+        return False
+    ref = meta[META_SCHEDULE]
+    if (
+        meta[META_FUNCTION] != ref
+        or meta[META_MODULE] != ref.partition(":")[0]
+        or machine.name != machine_name(ref)
+    ):
+        return False
+    return hmac.compare_digest(meta[META_SEAL], seal(key, app, ref, meta[META_DIGEST]))
+
+
+async def scheduled_machines(client: MachinesClient, app: str, key: str) -> list[Machine]:
+    """The app's live machines of scheduled functions that flyjobs deployed (sealed with the
+    result key ``key``); any other machine, whatever its metadata, is left out."""
     machines = await client.list_machines(app)
-    return [
-        m
-        for m in machines
-        if m.state != "destroyed" and m.config and (m.config.metadata or {}).get(META_SCHEDULE)
-    ]
+    return [m for m in machines if m.state != "destroyed" and deployed_by_flyjobs(m, app, key)]
 
 
 def _ref_of(machine: Machine) -> str:
@@ -228,25 +266,32 @@ async def deploy(
     image: str,
     module: ModuleType,
     *,
+    key: str,
     prune: bool = False,
     say: Callable[[str], None] = lambda _: None,
 ) -> DeployReport:
     """Make the app's scheduled machines match the module's scheduled functions.
 
+    :param key: the app's result key: machines are sealed with it, and only machines sealed
+        with it are updated or pruned.
     :param say: called with a line of progress (waiting for a lease, ...).
     :raises ConfigError, SerializationError: a function cannot be deployed (checked for every
         function before any machine is touched).
+    :raises ConfigError: another machine (not sealed by flyjobs) holds a function's name.
     """
     functions = scheduled_functions(module)
-    configs = {s.ref: machine_config(s, s.function.options.image or image) for s in functions}
+    configs = {
+        s.ref: machine_config(s, s.function.options.image or image, app=app, key=key)
+        for s in functions
+    }
     report = DeployReport([], [], [], [], [])
-    existing = await scheduled_machines(client, app)
+    existing = await scheduled_machines(client, app, key)
     for scheduled in functions:
         mine = sorted(
             (m for m in existing if _ref_of(m) == scheduled.ref),
             key=lambda m: m.created_at.timestamp() if m.created_at else 0,
         )
-        outcome = await _deploy_one(client, app, scheduled, configs[scheduled.ref], mine, say)
+        outcome = await _deploy_one(client, app, key, scheduled, configs[scheduled.ref], mine, say)
         getattr(report, outcome).append(scheduled.name)
     wanted = set(configs)
     for machine in existing:
@@ -257,7 +302,7 @@ async def deploy(
         name = ref.partition(":")[2]
         report.stale.append(name)
         if prune:
-            await _destroy(client, app, machine.id, say)
+            await _destroy(client, app, key, machine.id, say)
             report.pruned.append(name)
     return report
 
@@ -265,6 +310,7 @@ async def deploy(
 async def _deploy_one(
     client: MachinesClient,
     app: str,
+    key: str,
     scheduled: Scheduled,
     config: MachineConfig,
     mine: list[Machine],
@@ -277,14 +323,29 @@ async def _deploy_one(
             return "created"
         except ConflictError:
             # Another deploy created it in the meantime: update that one under its lease.
-            mine = [m for m in await scheduled_machines(client, app) if _ref_of(m) == scheduled.ref]
+            mine = [
+                m for m in await scheduled_machines(client, app, key) if _ref_of(m) == scheduled.ref
+            ]
             if not mine:
-                raise
+                name = machine_name(scheduled.ref)
+                raise ConfigError(
+                    f"a machine named {shown(name, output=False)} exists in {app!r} but flyjobs"
+                    f" did not deploy it (or deployed it with another FLYJOBS_RESULT_KEY, or"
+                    f" before schedule machines were sealed), so it is left alone: destroy it"
+                    f" (`fly machine destroy --force ID -a {app}`) if it is yours, then deploy"
+                    " again"
+                ) from None
     keep, *extra = mine
     for machine in extra:  # twins left by an earlier race: the oldest stays
-        await _destroy(client, app, machine.id, say)
+        await _destroy(client, app, key, machine.id, say)
     async with _leased(client, app, keep.id, say):
         current = await client.get_machine(app, keep.id)
+        if not deployed_by_flyjobs(current, app, key):
+            # Changed since it was listed: it is no longer one flyjobs may touch.
+            raise ConfigError(
+                f"machine {keep.id} of {scheduled.ref} changed during the deploy and no longer"
+                " carries flyjobs's seal: left alone"
+            )
         digest = (current.config.metadata or {}).get(META_DIGEST) if current.config else None
         assert config.metadata is not None
         if digest == config.metadata[META_DIGEST]:
@@ -332,10 +393,19 @@ class _leased:
 
 
 async def _destroy(
-    client: MachinesClient, app: str, machine_id: str, say: Callable[[str], None]
+    client: MachinesClient, app: str, key: str, machine_id: str, say: Callable[[str], None]
 ) -> None:
+    """Destroy a scheduled function's machine, if it still carries flyjobs's seal under its
+    lease (it may have been changed since it was listed).
+
+    :raises ConfigError: it no longer carries the seal (it is left alone).
+    """
     try:
         async with _leased(client, app, machine_id, say):
+            if not deployed_by_flyjobs(await client.get_machine(app, machine_id), app, key):
+                raise ConfigError(
+                    f"machine {machine_id} no longer carries flyjobs's seal: left alone"
+                )
             await client.delete_machine(app, machine_id, force=True)
     except NotFoundError:
         pass  # already gone

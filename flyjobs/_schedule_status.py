@@ -87,10 +87,13 @@ def find(machines: list[Machine], name: str) -> tuple[str, Machine]:
     return matches[0]
 
 
-async def statuses(client: MachinesClient, app: str, *, runs: int = 5) -> list[ScheduleStatus]:
-    """Every deployed scheduled function of the app with its last ``runs`` runs, oldest first."""
+async def statuses(
+    client: MachinesClient, app: str, key: str, *, runs: int = 5
+) -> list[ScheduleStatus]:
+    """Every scheduled function of the app deployed by flyjobs (its machine sealed with the
+    result key ``key``) with its last ``runs`` runs, oldest first."""
     result = []
-    for ref, machine in sorted(iter_refs(await scheduled_machines(client, app))):
+    for ref, machine in sorted(iter_refs(await scheduled_machines(client, app, key))):
         full = await client.get_machine(app, machine.id)
         history = _merge(await _records(client, app, machine.id), _crashes(full))
         done = [run for run in history if run.status != "pending"]
@@ -110,17 +113,18 @@ async def statuses(client: MachinesClient, app: str, *, runs: int = 5) -> list[S
 
 
 async def machine_logs(
-    client: MachinesClient, app: str, name: str, *, lines: int = 200
+    client: MachinesClient, app: str, key: str, name: str, *, lines: int = 200
 ) -> tuple[str, str]:
     """(``module:qualname``, the machine's last ``lines`` log lines) of the scheduled function."""
-    ref, machine = find(await scheduled_machines(client, app), name)
+    ref, machine = find(await scheduled_machines(client, app, key), name)
     return ref, await client.log_tail(app, machine.id, lines=lines)
 
 
-async def remove(client: MachinesClient, app: str, name: str) -> tuple[str, str]:
-    """Destroy the machine of one scheduled function; return (``module:qualname``, its id)."""
-    ref, machine = find(await scheduled_machines(client, app), name)
-    await _destroy(client, app, machine.id, lambda _: None)
+async def remove(client: MachinesClient, app: str, key: str, name: str) -> tuple[str, str]:
+    """Destroy the machine of one scheduled function (one flyjobs deployed: sealed with the
+    result key ``key``); return (``module:qualname``, its id)."""
+    ref, machine = find(await scheduled_machines(client, app, key), name)
+    await _destroy(client, app, key, machine.id, lambda _: None)
     return ref, machine.id
 
 
@@ -227,7 +231,11 @@ def run_now(name: str, app: str | None = None) -> tuple[str, Any]:
     runtime = get_runtime()
     if app is None:
         app = runtime.settings.require("app") if runtime.app is None else runtime.app
-    machines = runtime.call(scheduled_machines, runtime.client, app)
+    key = runtime.result_key
+    if key is None:
+        runtime.settings.check_fly(app=app, image=None)
+        raise AssertionError("unreachable: check_fly raises without a result key")
+    machines = runtime.call(scheduled_machines, runtime.client, app, key)
     ref, machine = find(machines, name)
     call = _payload(machine)
     if call is None or call.schedule is None or machine.config is None:

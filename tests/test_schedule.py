@@ -504,3 +504,62 @@ def test_a_cron_run_that_crashes_is_retried_in_its_resident(deployment: Deployme
     deployment.cli("deploy", "cronflaky.py")
     runs = deployment.runs_until("flaky", lambda runs: bool(finished(runs)))
     assert [(run["status"], run["value"]) for run in finished(runs)][0] == ("ok", "3")
+
+
+def test_schedule_commands_touch_only_machines_flyjobs_deployed(deployment: Deployment) -> None:
+    def create(name: str, metadata: dict[str, str]) -> dict[str, Any]:
+        config = {
+            "image": "postgres:16",
+            "env": {"PGDATA": "/data"},
+            "init": {"exec": ["python", "-c", "import time; time.sleep(600)"]},
+            "metadata": metadata,
+        }
+        made = deployment.http.post(
+            f"/v1/apps/{APP}/machines", json={"name": name, "config": config}
+        )
+        assert made.status_code == 200, made.text
+        machine: dict[str, Any] = made.json()
+        return machine
+
+    # A foreign machine carrying only the schedule key, and a look-alike with every key
+    # flyjobs writes (its seal forged), both naming functions of the module deployed below.
+    only_key = create("pg-main", {"flyjobs_schedule": "jobs:tick"})
+    look_alike = create(
+        "pg-replica",
+        {
+            "flyjobs_schedule": "jobs:gone",
+            "flyjobs_module": "jobs",
+            "flyjobs_schedule_spec": "hourly",
+            "flyjobs_digest": "0" * 32,
+            "flyjobs_function": "jobs:gone",
+            "flyjobs_schedule_seal": "0" * 64,
+        },
+    )
+    foreign = {only_key["id"]: only_key, look_alike["id"]: look_alike}
+    deployment.write("jobs.py", JOBS)
+    assert deployment.cli("deploy", "jobs.py", "--prune").stdout.split() == [
+        "created", "tick", "created", "report", "created", "broken",
+    ]  # fmt: skip
+    assert sorted(deployment.ls()) == ["broken", "report", "tick"]
+    missing = deployment.cli("rm", "gone", ok=False)
+    assert "no scheduled function 'gone'" in missing.stderr
+    for machine_id, before in foreign.items():
+        after = deployment.machine(machine_id)
+        assert after["state"] == "started"
+        assert after["config"] == before["config"]  # image, env, metadata: untouched
+
+    # A foreign machine that holds a function's machine name: a clear error, left alone.
+    squatter = create("fjs-other-invoices", {"flyjobs_schedule": "other:invoices"})
+    deployment.write(
+        "other.py",
+        """
+        import flyjobs
+
+        @flyjobs.remote(schedule="monthly")
+        def invoices() -> None: ...
+        """,
+    )
+    refused = deployment.cli("deploy", "other.py", ok=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "fjs-other-invoices" in refused.stderr and "did not deploy it" in refused.stderr
+    assert deployment.machine(squatter["id"])["config"] == squatter["config"]

@@ -11,11 +11,12 @@ import click
 
 from .._call_lines import shown
 from .._exceptions import ConfigError, FlyjobsError
+from .._protocol import RESULT_KEY_ENV
 from .._settings import Settings
 from .._sole_error import sole_error
 from ..machines import MachinesClient
 
-__all__ = ("APP_OPTION", "NO_API", "api_client", "run_async", "shows_errors")
+__all__ = ("APP_OPTION", "NO_API", "api_client", "result_key", "run_async", "shows_errors")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -61,6 +62,21 @@ def api_client(app: str | None) -> tuple[Settings, MachinesClient, str]:
     app = app or settings.require("app")
     client = MachinesClient(token=settings.api_token, base_url=settings.api_hostname)
     return settings, client, app
+
+
+async def result_key(settings: Settings, client: MachinesClient, app: str) -> str:
+    """The app's result key (``FLYJOBS_RESULT_KEY``): scheduled machines are sealed with it.
+
+    :raises ConfigError: it is not set.
+    """
+    del client, app  # the app's own secret, once an API on this host may give it
+    if settings.result_key:
+        return settings.result_key
+    raise ConfigError(
+        f"{RESULT_KEY_ENV} is not set: schedule commands seal the machines they deploy with it,"
+        " and touch no machine without that seal; export the value of the app's"
+        f" {RESULT_KEY_ENV} secret (`fly secrets set {RESULT_KEY_ENV}=...` sets one)"
+    )
 
 
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:

@@ -16,7 +16,7 @@ import click
 
 from .._call_lines import shown
 from .._settings import Settings
-from ._common import APP_OPTION, NO_API, api_client, run_async, shows_errors
+from ._common import APP_OPTION, NO_API, api_client, result_key, run_async, shows_errors
 
 __all__ = ("schedule",)
 
@@ -58,7 +58,8 @@ def deploy(target: str, prune: bool, app: str | None) -> None:
 
     async def run() -> Any:
         async with client:
-            return await deploy_module(client, app, image, module, prune=prune, say=say)
+            key = await result_key(settings, client, app)
+            return await deploy_module(client, app, image, module, key=key, prune=prune, say=say)
 
     def say(line: str) -> None:
         click.echo(shown(line, output=False))
@@ -98,11 +99,11 @@ def ls(runs: int, as_json: bool, app: str | None) -> None:
     """
     from .._schedule_status import statuses
 
-    _settings, client, app = api_client(app)
+    settings, client, app = api_client(app)
 
     async def run() -> Any:
         async with client:
-            return await statuses(client, app, runs=runs)
+            return await statuses(client, app, await result_key(settings, client, app), runs=runs)
 
     for status in run_async(run):
         if as_json:
@@ -134,11 +135,11 @@ def rm(name: str, app: str | None) -> None:
     """
     from .._schedule_status import remove
 
-    _settings, client, app = api_client(app)
+    settings, client, app = api_client(app)
 
     async def run() -> Any:
         async with client:
-            return await remove(client, app, name)
+            return await remove(client, app, await result_key(settings, client, app), name)
 
     ref, machine_id = run_async(run)
     click.echo(shown(f"removed {ref} (machine {machine_id})", output=False))
@@ -166,11 +167,12 @@ def logs(name: str, lines: int, app: str | None) -> None:
     """
     from .._schedule_status import machine_logs
 
-    _settings, client, app = api_client(app)
+    settings, client, app = api_client(app)
 
     async def run() -> Any:
         async with client:
-            return await machine_logs(client, app, name, lines=lines)
+            key = await result_key(settings, client, app)
+            return await machine_logs(client, app, key, name, lines=lines)
 
     _ref, text = run_async(run)
     if text:
