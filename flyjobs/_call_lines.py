@@ -75,7 +75,8 @@ def shown(line: str, *, output: bool = True, multiline: bool = False) -> str:
 
 class Piece(NamedTuple):
     """A line of a machine's output and the call it belongs to (None: the machine's own), or,
-    with ``mark`` ("start" or "end"), a call's mark (``text`` is then empty)."""
+    with ``mark`` ("start" or "end"), a call's mark (``text`` is then empty), or ("error") the
+    exception the call raised (``text``: its JSON, see `flyjobs._protocol.call_error`)."""
 
     call: str | None
     text: str
@@ -114,6 +115,8 @@ class CallLines:
         kind, call_id, text = mark
         if kind == "line":
             return [Piece(call_id, text)]
+        if kind == "error":
+            return [Piece(call_id, text, kind)]
         pieces = self._release(call_id if kind == "end" else None)
         self.current = call_id if kind == "start" else None
         pieces.append(Piece(call_id, "", kind))

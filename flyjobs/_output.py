@@ -14,6 +14,7 @@ it, its retries on other machines included.
 from __future__ import annotations
 
 import collections
+import json
 import re
 from collections.abc import Callable
 
@@ -24,7 +25,7 @@ from ._jobs import JobMachine, list_jobs
 from ._protocol import LOG_GAP_PREFIX
 from .machines import MachinesClient
 
-__all__ = ("OutputNotFoundError", "read_output")
+__all__ = ("OutputNotFoundError", "error_lines", "read_output")
 
 #: Machine states after which a machine prints nothing more.
 _FINAL_STATES = frozenset({"stopped", "destroyed", "failed", "suspended"})
@@ -92,6 +93,11 @@ class _Reader:
         whole_batch = job.batch_id == self.ident
         for call, text, mark in pieces:
             call_id = call or job.call_id
+            if mark == "error":
+                if whole_batch or self.is_call(call_id):
+                    for line in error_lines(text):
+                        self.emit(job, call_id, line)
+                continue
             if mark:
                 if self.is_call(call_id):
                     self.found = True
@@ -169,6 +175,19 @@ async def read_output(
                 on_wait()
                 on_wait = None
         await anyio.sleep(poll_s)
+
+
+def error_lines(error_json: str) -> list[str]:
+    """The lines showing the exception of a call's error line (`flyjobs._protocol.call_error`):
+    a line naming it, then its remote traceback."""
+    try:
+        error = json.loads(error_json)
+        kind, message = str(error["type"]), str(error["message"])
+        trace = str(error.get("traceback") or "")
+    except (ValueError, KeyError, TypeError):
+        return [error_json]  # not the worker's: shown as it is
+    head = f"[flyjobs] the call raised {kind}: {message}"
+    return [*head.splitlines(), *(["Remote traceback:", *trace.splitlines()] if trace else [])]
 
 
 def _not_found(app: str, ident: str, gaps: int) -> str:

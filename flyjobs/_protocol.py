@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = (
     "CALL_MARK_PREFIX",
+    "ERROR_TRACEBACK_CHARS",
     "EXIT_BAD_PAYLOAD",
     "EXIT_DEADLINE",
     "EXIT_DELIVERY_FAILED",
@@ -34,6 +35,7 @@ __all__ = (
     "SCHEDULE_INTERVALS_S",
     "TIME_ORIGIN_ENV",
     "TIME_SCALE_ENV",
+    "call_error",
     "call_line",
     "call_mark",
     "importing_function",
@@ -281,6 +283,21 @@ def call_mark(kind: str, call_id: str) -> str:
     return f"{CALL_MARK_PREFIX}{kind} {call_id}"
 
 
+#: Characters of a traceback kept in a call's error line (its last ones: the innermost frames).
+ERROR_TRACEBACK_CHARS = 8000
+
+
+def call_error(call_id: str, kind: str, message: str, traceback: str) -> str:
+    """The line ``flyjobs-call error CALL_ID {json}`` a worker writes when call ``call_id``
+    raised (before its end mark): the exception's type, message and formatted traceback (its
+    last `ERROR_TRACEBACK_CHARS` characters), so that ``flyjobs logs`` shows them after the
+    result has gone to the caller. Live output leaves it out: the caller has the exception."""
+    import json
+
+    error = {"type": kind, "message": message, "traceback": traceback[-ERROR_TRACEBACK_CHARS:]}
+    return f"{CALL_MARK_PREFIX}error {call_id} {json.dumps(error)}"
+
+
 def call_line(call_id: str, text: str) -> str:
     """A line ``text`` of call ``call_id``, written while other calls of the process run."""
     return f"{CALL_MARK_PREFIX}{call_id}: {text}"
@@ -300,12 +317,17 @@ def may_mark(call_id: str, *, own_call_id: str, batch_id: str, pool: str) -> boo
 
 def parse_call_mark(line: str) -> tuple[str, str, str] | None:
     """``(kind, call_id, text)`` of a line the worker wrote for a call: ``("start", id, "")``,
-    ``("end", id, "")``, or ``("line", id, text)``; None for any other line."""
+    ``("end", id, "")``, ``("error", id, json)`` (`call_error`), or ``("line", id, text)``;
+    None for any other line."""
     if not line.startswith(CALL_MARK_PREFIX):
         return None
     head, _, rest = line[len(CALL_MARK_PREFIX) :].partition(" ")
     if head in ("start", "end") and rest and " " not in rest and ":" not in rest:
         return head, rest, ""
+    if head == "error":
+        call_id, _, error = rest.partition(" ")
+        if call_id and ":" not in call_id and error.startswith("{"):
+            return "error", call_id, error
     if head.endswith(":") and len(head) > 1:
         return "line", head[:-1], rest
     return None

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._call_envelope import CallEnvelope, decode_call
+from ._call_lines import shown
 from ._exceptions import APIError, ConfigError, SerializationError, TransportError
 from ._options import CallOptions
 from ._protocol import (
@@ -28,11 +30,23 @@ from ._protocol import (
 from ._schedule_deploy import META_SPEC, _destroy, iter_refs, scheduled_machines
 from .machines import Machine, MachinesClient
 
-__all__ = ("Run", "ScheduleStatus", "find", "machine_logs", "remove", "run_now", "statuses")
+__all__ = (
+    "Run",
+    "ScheduleStatus",
+    "find",
+    "machine_logs",
+    "readable",
+    "remove",
+    "run_now",
+    "statuses",
+    "when",
+)
 
 #: Log lines (and pages of them) read for a machine's run records: the latest ones are kept.
 _LOG_LINES = 20_000
 _LOG_PAGES = 50
+#: The statuses of a run that did not succeed.
+_FAILED = frozenset({"failed", "timeout", "crashed"})
 #: Exit codes after which the worker has written its own record of the run.
 _RECORDED_EXITS = frozenset({0, EXIT_DEADLINE, EXIT_IMPORT_FAILED, EXIT_BAD_PAYLOAD})
 
@@ -46,6 +60,9 @@ class Run:
     :ivar status: ``ok``, ``failed``, ``timeout``, ``crashed`` or ``skipped``.
     :ivar duration_s: seconds it ran.
     :ivar error: ``Type: message`` of a failed run.
+    :ivar traceback: the formatted remote traceback of a failed run (its last
+        `flyjobs._protocol.ERROR_TRACEBACK_CHARS` characters), when the worker recorded it.
+    :ivar reason: why a tick was skipped.
     """
 
     started: float
@@ -55,11 +72,17 @@ class Run:
     value: str = ""
     next_due: float | None = None
     tick: float | None = None
+    traceback: str = ""
+    reason: str = ""
 
 
 @dataclass
 class ScheduleStatus:
-    """A deployed scheduled function as ``flyjobs schedule ls`` shows it."""
+    """A deployed scheduled function as ``flyjobs schedule ls`` shows it.
+
+    :ivar last_failure: its last run that did not succeed (among those its machine's logs
+        still hold), with its traceback when recorded; None if none failed.
+    """
 
     name: str
     ref: str
@@ -68,6 +91,7 @@ class ScheduleStatus:
     state: str
     runs: list[Run] = field(default_factory=list)
     next_due: float | None = None
+    last_failure: Run | None = None
 
 
 def find(machines: list[Machine], name: str) -> tuple[str, Machine]:
@@ -107,6 +131,7 @@ async def statuses(
                 state=full.state or "?",
                 runs=done[-runs:] if runs > 0 else [],
                 next_due=_next_due(full, history),
+                last_failure=next((r for r in reversed(done) if r.status in _FAILED), None),
             )
         )
     return result
@@ -114,10 +139,50 @@ async def statuses(
 
 async def machine_logs(
     client: MachinesClient, app: str, key: str, name: str, *, lines: int = 200
-) -> tuple[str, str]:
-    """(``module:qualname``, the machine's last ``lines`` log lines) of the scheduled function."""
+) -> tuple[str, list[str]]:
+    """(``module:qualname``, the machine's last ``lines`` log lines as `readable` shows
+    them, then the traceback of the last failed run among them) of the scheduled function."""
     ref, machine = find(await scheduled_machines(client, app, key), name)
-    return ref, await client.log_tail(app, machine.id, lines=lines)
+    return ref, readable(await client.log_tail(app, machine.id, lines=lines))
+
+
+def when(at: float | None) -> str:
+    """Unix time ``at`` as ISO 8601 in this host's local time zone, to the second, with its
+    offset (``2026-12-06 09:30:00+01:00``); ``-`` for None."""
+    if at is None:
+        return "-"
+    return dt.datetime.fromtimestamp(at).astimezone().isoformat(sep=" ", timespec="seconds")
+
+
+def readable(text: str) -> list[str]:
+    """A scheduled machine's log lines as ``flyjobs schedule logs`` shows them: each run
+    record as one line (local time, status, duration, error or value), the skips and next tick
+    of a resident too; every other line as it is, escaped (`flyjobs._call_lines.shown`); then
+    the traceback of the last failed run, if the worker recorded one."""
+    out: list[str] = []
+    last_failed: Run | None = None
+    for line in text.splitlines():
+        run = _parse_record(line)
+        if run is None:
+            out.append(shown(line))
+            continue
+        if run.status == "pending":
+            out.append(f"{when(run.started)}  next run due")
+        elif run.status == "skipped":
+            out.append(f"{when(run.started)}  skipped   {shown(run.reason, output=False)}")
+        else:
+            detail = run.error or (f"-> {run.value}" if run.value else "")
+            out.append(
+                f"{when(run.started)}  {shown(run.status, output=False):8}  "
+                f"{run.duration_s:.2f}s  {shown(detail, output=False)}"
+            )
+        if run.traceback:
+            last_failed = run
+    if last_failed is not None:
+        out.append("")
+        out.append(f"Traceback of the last failed run ({when(last_failed.started)}):")
+        out.extend(shown(line, output=False) for line in last_failed.traceback.splitlines())
+    return out
 
 
 async def remove(client: MachinesClient, app: str, key: str, name: str) -> tuple[str, str]:
@@ -133,27 +198,29 @@ async def _records(client: MachinesClient, app: str, machine_id: str) -> list[Ru
         text = await client.log_tail(app, machine_id, lines=_LOG_LINES, max_pages=_LOG_PAGES)
     except (APIError, TransportError):
         return []  # logs unavailable: the exit events still tell what failed
-    runs = []
-    for message in text.splitlines():
-        if not message.startswith(RUN_RECORD_PREFIX):
-            continue
-        try:
-            record = json.loads(message[len(RUN_RECORD_PREFIX) :])
-            error = record.get("error") or {}
-            runs.append(
-                Run(
-                    started=float(record["started"]),
-                    status=str(record["status"]),
-                    duration_s=float(record.get("duration_s") or 0.0),
-                    error=f"{error['type']}: {error['message']}" if error else "",
-                    value=str(record.get("value") or ""),
-                    next_due=record.get("next_due"),
-                    tick=record.get("tick"),
-                )
-            )
-        except (ValueError, KeyError, TypeError):
-            continue  # a line that only looks like a record
-    return runs
+    return [run for message in text.splitlines() if (run := _parse_record(message)) is not None]
+
+
+def _parse_record(message: str) -> Run | None:
+    """The run a record line of the log tells (`flyjobs._scheduled_run`), or None."""
+    if not message.startswith(RUN_RECORD_PREFIX):
+        return None
+    try:
+        record = json.loads(message[len(RUN_RECORD_PREFIX) :])
+        error = record.get("error") or {}
+        return Run(
+            started=float(record["started"]),
+            status=str(record["status"]),
+            duration_s=float(record.get("duration_s") or 0.0),
+            error=f"{error['type']}: {error['message']}" if error else "",
+            value=str(record.get("value") or ""),
+            next_due=record.get("next_due"),
+            tick=record.get("tick"),
+            traceback=str(error.get("traceback") or "") if error else "",
+            reason=str(record.get("reason") or ""),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # a line that only looks like a record
 
 
 def _crashes(machine: Machine) -> list[Run]:

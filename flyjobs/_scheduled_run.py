@@ -10,7 +10,7 @@ later through the logs API::
      "tick": float,          # the schedule tick the run belongs to (unix s, scaled clock)
      "started": float,       # when it started (unix s, scaled clock); = tick for a skip
      "duration_s": float,    # real seconds it ran
-     "error": None | {"type": str, "message": str},
+     "error": None | {"type": str, "message": str, "traceback": str},
      "value": None | str,    # repr of the returned value, cut to 200 characters
      "next_due": None | float, "attempt": int, "machine": str}
 
@@ -39,6 +39,7 @@ import sys
 import time
 
 from flyjobs._protocol import (
+    ERROR_TRACEBACK_CHARS,
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_IMPORT_FAILED,
@@ -99,8 +100,24 @@ def _record(**fields: Any) -> None:
 
 
 def _error(exc: BaseException) -> dict[str, str]:
+    import traceback
+
+    # The frames of flyjobs that led to the function are cut: its own frames come first.
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        if not os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package):
+            break
+        tb = tb.tb_next
+    exc = exc.with_traceback(tb)
     kind = type(exc)
-    return {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(exc)}
+    # The last characters of the traceback: its innermost frames, and the line a log keeps.
+    trace = "".join(traceback.format_exception(exc))[-ERROR_TRACEBACK_CHARS:]
+    return {
+        "type": f"{kind.__module__}.{kind.__qualname__}",
+        "message": str(exc),
+        "traceback": trace,
+    }
 
 
 def cron_ticks(spec: dict[str, Any], after: float) -> Iterator[float]:

@@ -66,6 +66,7 @@ from flyjobs._protocol import (
     PAYLOAD_GUEST_PATH,
     RESULT_KEY_ENV,
     RESULT_NOT_SEALED,
+    call_error,
     call_mark,
     seal_result,
     set_importing_function,
@@ -373,6 +374,10 @@ class _Worker:
         self, slot: _Slot, call: CallEnvelope, stage: str, exc: BaseException
     ) -> bytes:
         error = describe_exception(exc, stage=stage, pickle=call.pickle)
+        if self.stdout is not None:
+            # In the logs too (the result goes to the caller alone): `flyjobs logs` shows it.
+            line = call_error(call.call_id, error.type, error.message, error.traceback)
+            self.stdout.write_line(line)
         return self._encode(slot, call, error=error)
 
     def _deliver(

@@ -709,3 +709,25 @@ def test_no_command_writes_a_terminal_escape_it_read(fly: dict[str, str], tmp_pa
             assert char not in done.stdout + done.stderr, done.args
         assert "\nFAKE" not in done.stdout  # one row stays one line
         assert "\\x1b]0;pwned\\x07" in done.stdout
+
+
+def test_logs_of_a_failed_input_show_its_exception_and_traceback(
+    fly: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcomes = list(cli_funcs.fetch_rows.map([3, 0], return_exceptions=True, max_machines=1))
+    assert outcomes[0] == 3 and isinstance(outcomes[1], ValueError)
+    batch = _machine_names()[0].rsplit("-", 1)[0]
+    # Live output leaves the exception out: the caller has it.
+    assert "Traceback" not in capsys.readouterr().out
+    failed = flyjobs("logs", f"{batch}-1", env=fly)
+    assert failed.returncode == 0, failed.stderr
+    lines = failed.stdout.splitlines()
+    assert lines[:3] == [
+        "fetching 0 rows",
+        "[flyjobs] the call raised ValueError: upstream returned 0 rows",
+        "Remote traceback:",
+    ]
+    assert lines[3] == "Traceback (most recent call last):"
+    assert 'raise ValueError("upstream returned 0 rows")' in failed.stdout
+    assert lines[-1] == "ValueError: upstream returned 0 rows"
+    assert flyjobs("logs", f"{batch}-0", env=fly).stdout.splitlines() == ["fetching 3 rows"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -366,7 +367,11 @@ def test_schedule_run_returns_the_result(deployment: Deployment) -> None:
     assert "building the report" in done.stdout
     failed = deployment.cli("run", "jobs:broken", ok=False)
     assert failed.returncode == 1
-    assert "the feed is down (42)" in failed.stderr and "Traceback" not in failed.stderr
+    # The function's exception with its remote traceback, and no traceback of the command's.
+    assert failed.stderr.startswith("Error: ValueError: the feed is down (42)")
+    assert "Remote traceback:" in failed.stderr
+    assert 'raise ValueError("the feed is down (42)")' in failed.stderr
+    assert failed.stderr.count("Traceback (most recent call last)") == 1
     # An ephemeral machine: it is gone, the scheduled ones stay.
     deadline = time.monotonic() + WAIT_S
     while len(deployment.machines()) != 3 and time.monotonic() < deadline:
@@ -563,3 +568,44 @@ def test_schedule_commands_touch_only_machines_flyjobs_deployed(deployment: Depl
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "fjs-other-invoices" in refused.stderr and "did not deploy it" in refused.stderr
     assert deployment.machine(squatter["id"])["config"] == squatter["config"]
+
+
+def test_the_traceback_of_a_failed_run_is_kept_and_shown(deployment: Deployment) -> None:
+    deployment.write(
+        "etl.py",
+        """
+        import flyjobs
+
+        def load(rows: int) -> None:
+            if not rows:
+                raise ValueError("upstream returned 0 rows\\x1b]0;pwned\\x07\\x1b[2J")
+
+        @flyjobs.remote(schedule="weekly")
+        def nightly_etl() -> None:
+            print("loading")
+            load(0)
+        """,
+    )
+    deployment.cli("deploy", "etl.py")
+    (run,) = deployment.runs_until("nightly_etl", lambda runs: bool(runs))
+    assert run["status"] == "failed"
+    assert run["traceback"].startswith("Traceback (most recent call last):")
+    assert "in load" in run["traceback"] and "raise ValueError(" in run["traceback"]
+    assert "flyjobs" not in run["traceback"].split("etl.py")[0]  # its own frames first
+
+    table = deployment.cli("ls", "-v").stdout
+    assert "in load" in table and "last failure" in table
+    logs = deployment.cli("logs", "nightly_etl").stdout.splitlines()
+    assert "loading" in logs
+    # The run's record as one readable line, in local time with its offset: no raw record.
+    (record,) = [line for line in logs if "  failed  " in line]
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d  failed  ", record), record
+    assert "builtins.ValueError: upstream returned 0 rows" in record
+    assert not any(line.startswith("flyjobs-run ") for line in logs)
+    start = next(i for i, line in enumerate(logs) if line.startswith("Traceback of the last"))
+    tail = logs[start:]
+    assert tail[1] == "Traceback (most recent call last):" and "in load" in "\n".join(tail)
+    # What the function raised reaches no terminal as escapes (issue 23.8).
+    for out in (table, "\n".join(logs), deployment.cli("ls").stdout):
+        assert "\x1b" not in out and "\x07" not in out
+        assert "rows\\x1b]0;pwned\\x07" in out

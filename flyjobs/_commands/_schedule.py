@@ -8,7 +8,6 @@ outlives them: Fly (``FLY_API_TOKEN``) or ``flyjobs dev`` (``FLY_API_HOSTNAME`` 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 from typing import Any
 
@@ -19,12 +18,6 @@ from .._settings import Settings
 from ._common import APP_OPTION, NO_API, api_client, result_key, run_async, shows_errors
 
 __all__ = ("schedule",)
-
-
-def _when(at: float | None) -> str:
-    if at is None:
-        return "-"
-    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @click.group("schedule")
@@ -87,17 +80,24 @@ def deploy(target: str, prune: bool, app: str | None) -> None:
     help="Last runs shown per function.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per function.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Show the traceback of each function's last failure."
+)
 @APP_OPTION
 @shows_errors
-def ls(runs: int, as_json: bool, app: str | None) -> None:
+def ls(runs: int, as_json: bool, verbose: bool, app: str | None) -> None:
     """Each deployed scheduled function: schedule, machine, last runs, next run due.
+
+    Times are this host's local time. With -v, each function's last failed run follows, with
+    its remote traceback.
 
     \b
     Example:
         flyjobs schedule ls
+        flyjobs schedule ls -v
         flyjobs schedule ls --runs 20 --json
     """
-    from .._schedule_status import statuses
+    from .._schedule_status import statuses, when
 
     settings, client, app = api_client(app)
 
@@ -114,11 +114,17 @@ def ls(runs: int, as_json: bool, app: str | None) -> None:
             f"{status.name}  ({status.ref})  {status.schedule}  machine {status.machine_id}"
             f" {status.state}"
         )
-        click.echo(f"{shown(head, output=False)}  next due {_when(status.next_due)}")
+        click.echo(f"{shown(head, output=False)}  next due {when(status.next_due)}")
         for r in reversed(status.runs):
             detail = shown(r.error or (f"-> {r.value}" if r.value else ""), output=False)
             status_ = shown(r.status, output=False)
-            click.echo(f"  {_when(r.started)}  {status_:8} {r.duration_s:8.2f}s  {detail}")
+            click.echo(f"  {when(r.started)}  {status_:8} {r.duration_s:8.2f}s  {detail}")
+        failure = status.last_failure
+        if verbose and failure is not None:
+            click.echo(f"  last failure, {when(failure.started)}:")
+            trace = failure.traceback or failure.error
+            for line in trace.splitlines():
+                click.echo(f"    {shown(line, output=False)}")
 
 
 @schedule.command("rm")
@@ -160,6 +166,9 @@ def rm(name: str, app: str | None) -> None:
 def logs(name: str, lines: int, app: str | None) -> None:
     """Show the latest output of a scheduled function's runs.
 
+    Each run's record is one line (local time, status, duration, error or value); the
+    traceback of the last failed run among them comes last.
+
     \b
     Example:
         flyjobs schedule logs hourly_sync
@@ -174,9 +183,9 @@ def logs(name: str, lines: int, app: str | None) -> None:
             key = await result_key(settings, client, app)
             return await machine_logs(client, app, key, name, lines=lines)
 
-    _ref, text = run_async(run)
-    if text:
-        click.echo("\n".join(shown(line) for line in text.splitlines()))
+    _ref, shown_lines = run_async(run)
+    if shown_lines:
+        click.echo("\n".join(shown_lines))
 
 
 @schedule.command("run")
@@ -199,7 +208,10 @@ def run_(name: str, app: str | None) -> None:
         _ref, value = run_now(name, app)
     except click.ClickException:
         raise
-    except Exception as exc:  # the function's own exception too: shown, without a traceback
-        message = shown(f"{type(exc).__name__}: {exc}", multiline=True)
-        raise click.ClickException(message) from None
+    except Exception as exc:  # the function's own exception too: with its remote traceback
+        trace = getattr(exc, "remote_traceback", "")
+        message = f"{type(exc).__name__}: {exc}" + (
+            f"\n\nRemote traceback:\n{trace.rstrip()}" if trace else ""
+        )
+        raise click.ClickException(shown(message, multiline=True)) from None
     click.echo(repr(value))

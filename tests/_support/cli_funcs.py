@@ -91,3 +91,12 @@ def print_controls() -> int:
     for line in CONTROL_LINES:
         print(line)  # noqa: T201 - remote output is what is tested
     return len(CONTROL_LINES)
+
+
+@flyjobs.remote(timeout_s=60)
+def fetch_rows(rows: int) -> int:
+    """Fail when there are no rows, as a job whose upstream returned nothing."""
+    print(f"fetching {rows} rows")  # noqa: T201 - remote output is what is tested
+    if rows == 0:
+        raise ValueError("upstream returned 0 rows")
+    return rows
