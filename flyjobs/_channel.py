@@ -118,6 +118,9 @@ def _reachable_inbox(settings: Settings, env: Mapping[str, str]) -> tuple[str, s
     advertise = env.get("FLYJOBS_INBOX_HOST") or env.get("FLY_PRIVATE_IP")
     if advertise:
         return env.get("FLYJOBS_INBOX_BIND") or advertise, advertise
+    if settings.local_api:
+        # The API is on this host (`flyjobs dev`): its machines are local processes.
+        return env.get("FLYJOBS_INBOX_BIND") or "127.0.0.1", "127.0.0.1"
     return None
 
 

@@ -90,12 +90,16 @@ async def _api_checks(
         fix = f"create it (`fly apps create {app}`) or name another with FLY_APP"
         return [*checks, Check("app", False, f"no app {app!r} at {api}", fix)]
     checks.append(Check("app", True, f"{app!r} exists"))
-    checks.append(await _secrets(client, app, [*secrets, RESULT_KEY_ENV]))
+    # With `flyjobs dev` and no exported key, calls read the app's key or set one themselves.
+    own_key = [] if settings.local_api and not settings.result_key else [RESULT_KEY_ENV]
+    checks.append(await _secrets(client, app, [*secrets, *own_key], local=settings.local_api))
     checks.append(await _logs(client, app))
     return checks
 
 
-async def _secrets(client: MachinesClient, app: str, wanted: Sequence[str]) -> Check:
+async def _secrets(
+    client: MachinesClient, app: str, wanted: Sequence[str], *, local: bool
+) -> Check:
     try:
         names = sorted(s.name for s in await client.list_secrets(app))
     except (APIError, TransportError) as exc:
@@ -103,10 +107,26 @@ async def _secrets(client: MachinesClient, app: str, wanted: Sequence[str]) -> C
                      "use a token allowed to read the app's secrets")  # fmt: skip
     missing = [n for n in wanted if n not in names]
     if missing:
-        fix = " ; ".join(f"fly secrets set {n}=... -a {app}" for n in missing)
+        fix = " ; ".join(
+            _set_through_api(client.base_url, app, n)
+            if local
+            else f"fly secrets set {n}=... -a {app}"
+            for n in missing
+        )
         return Check("secrets", False, f"{app!r} lacks {', '.join(missing)}", fix)
     shown = ", ".join(names) if names else "none"
     return Check("secrets", True, f"{len(names)} set ({shown})")
+
+
+def _set_through_api(api: str, app: str, name: str) -> str:
+    """The command that sets secret ``name`` of ``app`` on the Machines API at ``api`` (the
+    local emulator, which no ``fly secrets`` reaches)."""
+    value = f"${RESULT_KEY_ENV}" if name == RESULT_KEY_ENV else "..."
+    return (
+        f'curl -X POST -H "Authorization: Bearer $FLY_API_TOKEN"'
+        f" {api.rstrip('/')}/v1/apps/{app}/secrets/{name}"
+        f' -d "{{\\"value\\": \\"{value}\\"}}"'
+    )
 
 
 async def _logs(client: MachinesClient, app: str) -> Check:
@@ -131,7 +151,7 @@ def _image(settings: Settings) -> Check:
 
 
 def _inbox(settings: Settings) -> Check:
-    if not settings.result_key:
+    if not settings.result_key and not settings.local_api:
         return Check(
             "results", False, f"{RESULT_KEY_ENV} is not set, so no result could be trusted",
             f"generate a key, set it as an app secret (`fly secrets set {RESULT_KEY_ENV}=...`)"
@@ -154,7 +174,13 @@ def _inbox(settings: Settings) -> Check:
     except OSError as exc:
         return Check("results", False, f"the inbox cannot listen on {bind}: {exc}",
                      "set FLYJOBS_INBOX_BIND to an address of this host")  # fmt: skip
-    return Check("results", True, f"inbox listens on {bind}, machines reach it at {advertise}")
+    key = (
+        f"; the result key is the app's {RESULT_KEY_ENV} secret, read (or set) through the API"
+        " on this host"
+        if not settings.result_key
+        else ""
+    )
+    return Check("results", True, f"inbox listens on {bind}, machines reach it at {advertise}{key}")
 
 
 def _rate_limits(client: MachinesClient) -> Check:

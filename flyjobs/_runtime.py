@@ -301,6 +301,12 @@ async def _open(
     # The embedded emulator's machines get a fresh key as an app secret, as on Fly.
     local_key = secrets.token_urlsafe(32)
     result_key = local_key if settings.embedded else settings.result_key
+    if result_key is None and settings.local_api and settings.app:
+        # `flyjobs dev`: the app's own key, read (or set) through the API on this host.
+        from ._local_api import app_result_key
+
+        async with MachinesClient(base_url=base_url, token=token, rate_limits="off") as api:
+            result_key = await app_result_key(settings, api, settings.app)
     inbox = ResultInbox(
         host=channel.bind,
         advertise_host=channel.advertise,

@@ -94,10 +94,11 @@ class ScheduleStatus:
     last_failure: Run | None = None
 
 
-def find(machines: list[Machine], name: str) -> tuple[str, Machine]:
+def find(machines: list[Machine], name: str, *, app: str = "") -> tuple[str, Machine]:
     """The scheduled machine called ``name``: its qualname as ``ls`` prints it, or its
     ``module:qualname``.
 
+    :param app: the app the machines are of, named in the error.
     :raises ConfigError: none matches (the deployed names are listed), or several do.
     """
     pairs = list(iter_refs(machines))
@@ -107,7 +108,11 @@ def find(machines: list[Machine], name: str) -> tuple[str, Machine]:
         raise ConfigError(f"{name!r} names several scheduled functions: {', '.join(refs)}")
     if not matches:
         known = ", ".join(sorted({ref for ref, _ in pairs})) or "none"
-        raise ConfigError(f"no scheduled function {name!r} is deployed (deployed: {known})")
+        where = f" in app {app!r}" if app else ""
+        raise ConfigError(
+            f"no scheduled function {name!r}: it is not deployed{where} (deployed: {known};"
+            " `flyjobs schedule deploy MODULE` deploys)"
+        )
     return matches[0]
 
 

@@ -100,6 +100,25 @@ class Settings:
     fly_env: tuple[str, ...] = ()
 
     @property
+    def local_api(self) -> bool:
+        """True when the Machines API named is on this host (a loopback address, as ``flyjobs
+        dev`` prints it) and not the embedded one: its machines are local processes, so they
+        reach an inbox on 127.0.0.1, and the app's result key is read (or set) through the API
+        itself when ``FLYJOBS_RESULT_KEY`` is not given (see `flyjobs._local_api`)."""
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        if self.embedded or self.in_machine:
+            return False
+        host = urlsplit(self.api_hostname).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
     def embedded(self) -> bool:
         """True when calls run on the embedded emulator: no Fly token, no Fly-only variable
         set, and not on a Fly machine."""
@@ -132,7 +151,7 @@ class Settings:
                 "the image: set FLYJOBS_IMAGE, `image = ...` under [tool.flyjobs], or image= on"
                 " @flyjobs.remote"
             )
-        if not self.result_key:
+        if not self.result_key and not self.local_api:
             missing.append(
                 f"{_RESULT_KEY_ENV}, the key results are authenticated with: generate one"
                 f" (`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), set it as"

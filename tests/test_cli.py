@@ -586,19 +586,21 @@ def test_doctor_passes_a_good_setup(fly: dict[str, str]) -> None:
 
 
 def test_doctor_names_each_failure_with_its_fix(fly: dict[str, str]) -> None:
-    env = {k: v for k, v in fly.items() if k not in ("FLYJOBS_IMAGE", "FLYJOBS_INBOX_HOST")}
-    result = flyjobs(
-        "doctor", "--secret", "DATABASE_URL", env={**env, "FLY_APP": "nope"}, cwd=Path("/")
-    )
+    # (Machines of an API on this host reach an inbox on 127.0.0.1: results fail for want of
+    # the store asked for.)
+    env = {k: v for k, v in fly.items() if k != "FLYJOBS_IMAGE"}
+    env.update(FLY_APP="nope", FLYJOBS_RESULTS="store")
+    result = flyjobs("doctor", "--secret", "DATABASE_URL", env=env, cwd=Path("/"))
     assert result.returncode == 1
     out = result.stdout
     assert "PASS  token" in out
     assert "FAIL  app: no app 'nope'" in out and "fly apps create nope" in out
     assert "FAIL  image" in out and "FLYJOBS_IMAGE" in out
-    assert "FAIL  results" in out and "FLYJOBS_INBOX_HOST" in out
+    assert "FAIL  results" in out and "FLYJOBS_STORE" in out
     secrets = flyjobs("doctor", "--secret", "DATABASE_URL", env=fly)
     assert "FAIL  secrets" in secrets.stdout
-    assert f"fly secrets set DATABASE_URL=... -a {APP}" in secrets.stdout
+    # The API is the emulator on this host: set through its secrets API, not `fly secrets`.
+    assert f"/v1/apps/{APP}/secrets/DATABASE_URL" in secrets.stdout
     bad_token = flyjobs("doctor", env={**fly, "FLY_API_TOKEN": "nope-nope"})
     assert "FAIL  token" in bad_token.stdout and "FLY_API_TOKEN" in bad_token.stdout
 

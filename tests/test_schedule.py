@@ -74,11 +74,13 @@ class Deployment:
             text=True,
         )
 
-    def cli(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, ok: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [sys.executable, "-m", "flyjobs", "schedule", *args],
             cwd=self.folder,
-            env=self.env(),
+            env=self.env() if env is None else env,
             capture_output=True,
             text=True,
             timeout=WAIT_S,
@@ -609,3 +611,39 @@ def test_the_traceback_of_a_failed_run_is_kept_and_shown(deployment: Deployment)
     for out in (table, "\n".join(logs), deployment.cli("ls").stdout):
         assert "\x1b" not in out and "\x07" not in out
         assert "rows\\x1b]0;pwned\\x07" in out
+
+
+def test_flyjobs_dev_needs_no_inbox_host_nor_result_key(deployment: Deployment) -> None:
+    # An app with no result key yet, and none of the settings a caller on Fly needs for results.
+    fresh = "flyjobs-fresh"
+    assert deployment.http.post("/v1/apps", json={"app_name": fresh, "org_slug": "personal"})
+    unset = ("FLYJOBS_INBOX_HOST", "FLYJOBS_INBOX_BIND", "FLYJOBS_RESULT_KEY")
+    env = {k: v for k, v in deployment.env().items() if k not in unset}
+    env["FLY_APP"] = fresh
+    deployment.write("jobs.py", JOBS)
+    deployment.cli("deploy", "jobs.py", env=env)
+    secrets = deployment.http.get(f"/v1/apps/{fresh}/secrets").json()["secrets"]
+    assert [s["name"] for s in secrets] == ["FLYJOBS_RESULT_KEY"]  # set as local mode does
+    # The machines are local processes: the inbox is on 127.0.0.1 without being told.
+    assert deployment.cli("run", "report", env=env).stdout.splitlines()[-1] == "42"
+    missing = deployment.cli("run", "nosuch", env=env, ok=False)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "no scheduled function 'nosuch': it is not deployed in app 'flyjobs-fresh'" in (
+        missing.stderr
+    )
+    assert "jobs:broken, jobs:report, jobs:tick" in missing.stderr
+    assert "WireGuard" not in missing.stderr and "storage" not in missing.stderr
+
+    doctor = subprocess.run(
+        [sys.executable, "-m", "flyjobs", "doctor", "--secret", "DATABASE_URL"],
+        cwd=deployment.folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert "PASS  results: inbox listens on 127.0.0.1" in doctor.stdout, doctor.stdout
+    assert "FAIL  secrets: 'flyjobs-fresh' lacks DATABASE_URL" in doctor.stdout
+    api = deployment.emulator.url.rstrip("/")
+    assert f"{api}/v1/apps/{fresh}/secrets/DATABASE_URL" in doctor.stdout
+    assert "fly secrets set" not in doctor.stdout

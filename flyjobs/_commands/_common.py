@@ -65,13 +65,16 @@ def api_client(app: str | None) -> tuple[Settings, MachinesClient, str]:
 
 
 async def result_key(settings: Settings, client: MachinesClient, app: str) -> str:
-    """The app's result key (``FLYJOBS_RESULT_KEY``): scheduled machines are sealed with it.
+    """The app's result key (``FLYJOBS_RESULT_KEY``, or with ``flyjobs dev`` the app's secret
+    read through its API, see `flyjobs._local_api`): scheduled machines are sealed with it.
 
-    :raises ConfigError: it is not set.
+    :raises ConfigError: it is not set (on Fly).
     """
-    del client, app  # the app's own secret, once an API on this host may give it
-    if settings.result_key:
-        return settings.result_key
+    from .._local_api import app_result_key
+
+    key = await app_result_key(settings, client, app)
+    if key:
+        return key
     raise ConfigError(
         f"{RESULT_KEY_ENV} is not set: schedule commands seal the machines they deploy with it,"
         " and touch no machine without that seal; export the value of the app's"

@@ -200,11 +200,27 @@ def run_(name: str, app: str | None) -> None:
     Example:
         flyjobs schedule run nightly_report
     """
-    from .._schedule_status import run_now
+    from .._schedule_deploy import scheduled_machines
+    from .._schedule_status import find, run_now
 
+    if Settings.load().embedded:
+        raise click.ClickException(NO_API)
+
+    @shows_errors
+    def look_up() -> str:
+        # Before any setting a run needs (an inbox, a store): a name not deployed says so.
+        settings, client, app_name = api_client(app)
+
+        async def run() -> Any:
+            async with client:
+                key = await result_key(settings, client, app_name)
+                return find(await scheduled_machines(client, app_name, key), name, app=app_name)
+
+        run_async(run)
+        return app_name
+
+    app = look_up()
     try:
-        if Settings.load().embedded:
-            raise click.ClickException(NO_API)
         _ref, value = run_now(name, app)
     except click.ClickException:
         raise

@@ -74,6 +74,15 @@ def test_auto_prefers_a_reachable_inbox_and_falls_back_to_the_store() -> None:
     assert choose_channel(settings, has_store=True, environ=env).mode == "store"
     embedded = Settings.load({}, Path("/"))
     assert choose_channel(embedded, has_store=True, environ={}).mode == "inbox"
+    # An API on this host (`flyjobs dev`): its machines are local processes.
+    for host in ("http://127.0.0.1:4280", "http://localhost:4280", "http://[::1]:4280"):
+        settings, env = _fly(FLY_API_HOSTNAME=host)
+        channel = choose_channel(settings, has_store=False, environ=env)
+        assert (channel.mode, channel.bind, channel.advertise) == (
+            "inbox",
+            "127.0.0.1",
+            "127.0.0.1",
+        )
 
 
 def test_auto_with_neither_names_both_ways() -> None:
