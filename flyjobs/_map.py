@@ -11,6 +11,7 @@ batch is destroyed before the map returns or raises.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import operator
 import signal
 import sys
@@ -304,7 +305,9 @@ def _start(
             )
     if output is not None:
         options = options.replaced(output=output)
-    batch_plan = plan(fn, options, batch_id=new_batch_id())
+    batch_plan = dataclasses.replace(
+        plan(fn, options, batch_id=new_batch_id()), batch_size=total_hint
+    )
     runtime = get_runtime()
     limit = max_machines or runtime.settings.max_machines
     outcomes = Outcomes(ordered=order_outputs)

@@ -24,6 +24,7 @@ from ._options import CallOptions
 from ._output_choice import resolve_output
 from ._protocol import (
     META_BATCH_ID,
+    META_BATCH_SIZE,
     META_CALL_ID,
     META_CLIENT,
     META_DEADLINE,
@@ -71,6 +72,8 @@ class Plan:
     detach: bool = False
     #: what the lines the calls print show here: live, errors or none (`flyjobs._output_choice`)
     output: str = "live"
+    #: the batch's number of inputs, when known: in its machines' metadata (for dashboards)
+    batch_size: int | None = None
 
     def encode(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], *, spill: bool) -> bytes:
         """The encoded arguments of one input.
@@ -151,6 +154,8 @@ class Plan:
         }
         if options.pool is not None:
             metadata[META_POOL] = options.pool.name
+        if self.batch_size is not None:
+            metadata[META_BATCH_SIZE] = str(self.batch_size)
         if deadline is not None:
             metadata[META_DEADLINE] = str(math.ceil(deadline + WORKER_DEADLINE_SLACK_S))
         return MachineConfig.model_validate(

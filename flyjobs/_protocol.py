@@ -5,9 +5,14 @@ Imported by the worker runtime, so it must stay standard-library only and cheap 
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = (
     "CALL_MARK_PREFIX",
     "ERROR_TRACEBACK_CHARS",
+    "MAX_ERROR_LINE_BYTES",
     "EXIT_BAD_PAYLOAD",
     "EXIT_DEADLINE",
     "EXIT_DELIVERY_FAILED",
@@ -21,11 +26,14 @@ __all__ = (
     "MAX_WAIT_S",
     "MACHINE_ROOT_ENV",
     "META_BATCH_ID",
+    "META_BATCH_SIZE",
     "META_CALL_ID",
     "META_CLIENT",
     "META_DEADLINE",
     "META_FUNCTION",
     "META_POOL",
+    "META_SCHEDULE",
+    "META_SCHEDULE_SPEC",
     "NEXT_INPUT_WAIT_S",
     "PAYLOAD_GUEST_PATH",
     "RESERVED_ENV",
@@ -36,6 +44,7 @@ __all__ = (
     "TIME_ORIGIN_ENV",
     "TIME_SCALE_ENV",
     "call_error",
+    "error_line",
     "call_line",
     "call_mark",
     "importing_function",
@@ -139,6 +148,12 @@ META_DEADLINE = "flyjobs_deadline"
 META_CLIENT = "flyjobs_client"
 #: The warm pool a machine belongs to (`flyjobs.Pool`'s name); absent outside pools.
 META_POOL = "flyjobs_pool"
+#: The number of inputs of the machine's batch, when the map knew it (``len()``); absent else.
+META_BATCH_SIZE = "flyjobs_batch_size"
+#: A scheduled function's machine: its ``module:qualname``, and its schedule as ``flyjobs
+#: schedule ls`` shows it (see `flyjobs._schedule_deploy`, which seals them).
+META_SCHEDULE = "flyjobs_schedule"
+META_SCHEDULE_SPEC = "flyjobs_schedule_spec"
 
 #: The app secret (``fly secrets set``) from which the key that authenticates results is
 #: derived. Machines read app secrets from their environment and the Machines API never shows
@@ -285,17 +300,38 @@ def call_mark(kind: str, call_id: str) -> str:
 
 #: Characters of a traceback kept in a call's error line (its last ones: the innermost frames).
 ERROR_TRACEBACK_CHARS = 8000
+#: Bytes of a line carrying an exception (a call's error line, a scheduled run's record) at
+#: most: a logs service cuts longer lines (the emulator at 16 KiB), and a cut one reads as none.
+MAX_ERROR_LINE_BYTES = 12_000
+
+
+def error_line(prefix: str, fields: dict[str, Any], error: dict[str, Any] | None) -> str:
+    """``prefix`` then ``fields`` as JSON, within `MAX_ERROR_LINE_BYTES`: ``error`` (the dict
+    of an exception among ``fields``, or ``fields`` itself) has its traceback, then its
+    message, cut to fit, keeping the traceback's last characters."""
+    import json
+
+    while True:
+        line = prefix + json.dumps(fields, default=str)
+        if len(line.encode()) <= MAX_ERROR_LINE_BYTES or error is None:
+            return line
+        trace, message = str(error.get("traceback") or ""), str(error.get("message") or "")
+        if trace:
+            error["traceback"] = trace[len(trace) // 2 + 1 :]
+        elif message:
+            error["message"] = message[: len(message) // 2]
+        else:
+            return line
 
 
 def call_error(call_id: str, kind: str, message: str, traceback: str) -> str:
     """The line ``flyjobs-call error CALL_ID {json}`` a worker writes when call ``call_id``
     raised (before its end mark): the exception's type, message and formatted traceback (its
-    last `ERROR_TRACEBACK_CHARS` characters), so that ``flyjobs logs`` shows them after the
-    result has gone to the caller. Live output leaves it out: the caller has the exception."""
-    import json
-
+    last `ERROR_TRACEBACK_CHARS` characters, all within `MAX_ERROR_LINE_BYTES`), so that
+    ``flyjobs logs`` shows them after the result has gone to the caller. Live output leaves it
+    out: the caller has the exception."""
     error = {"type": kind, "message": message, "traceback": traceback[-ERROR_TRACEBACK_CHARS:]}
-    return f"{CALL_MARK_PREFIX}error {call_id} {json.dumps(error)}"
+    return error_line(f"{CALL_MARK_PREFIX}error {call_id} ", error, error)
 
 
 def call_line(call_id: str, text: str) -> str:

@@ -41,7 +41,13 @@ from ._exceptions import (
 )
 from ._function import Function
 from ._plan import MAX_INLINE_PAYLOAD_BYTES, _import_root, _portable, _positional_names
-from ._protocol import META_FUNCTION, PAYLOAD_GUEST_PATH, result_mac
+from ._protocol import (
+    META_FUNCTION,
+    META_SCHEDULE,
+    META_SCHEDULE_SPEC,
+    PAYLOAD_GUEST_PATH,
+    result_mac,
+)
 from ._reference import function_reference
 from ._schedule import Cron, check_cron, describe, schedule_spec
 from .machines import Machine, MachineConfig, MachinesClient
@@ -57,9 +63,10 @@ __all__ = (
 logger = logging.getLogger("flyjobs.schedule")
 
 #: Metadata keys of a scheduled function's machine.
-META_SCHEDULE = "flyjobs_schedule"  # module:qualname
+# META_SCHEDULE (module:qualname) and META_SPEC (the schedule as `describe` shows it) are the
+# protocol's: the emulator's dashboard reads them.
 META_MODULE = "flyjobs_module"
-META_SPEC = "flyjobs_schedule_spec"  # the schedule as `describe` shows it
+META_SPEC = META_SCHEDULE_SPEC
 META_DIGEST = "flyjobs_digest"  # of the deployed config, to skip unchanged functions
 #: The seal that marks a machine as a scheduled function's deployed by flyjobs (see above).
 META_SEAL = "flyjobs_schedule_seal"

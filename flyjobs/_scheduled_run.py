@@ -33,7 +33,6 @@ Under the emulator's ``--time-scale`` the clock runs ``FLYJOBS_TIME_SCALE`` time
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -48,6 +47,7 @@ from flyjobs._protocol import (
     SCHEDULE_INTERVALS_S,
     TIME_ORIGIN_ENV,
     TIME_SCALE_ENV,
+    error_line,
 )
 
 TYPE_CHECKING = False
@@ -95,7 +95,9 @@ def _record(**fields: Any) -> None:
     fields.setdefault("machine", os.environ.get("FLY_MACHINE_ID", ""))
     stream = sys.__stderr__
     if stream is not None:
-        stream.write(RUN_RECORD_PREFIX + json.dumps(fields, default=str) + "\n")
+        error = fields.get("error")
+        line = error_line(RUN_RECORD_PREFIX, fields, error if isinstance(error, dict) else None)
+        stream.write(line + "\n")
         stream.flush()
 
 

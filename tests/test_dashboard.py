@@ -4,6 +4,7 @@ driven by Playwright, against an emulator whose machines are real calls."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -196,3 +197,57 @@ def test_inputs_done_counts_only_marks_of_the_machines_own_batch(
         page = browser_like.get(emulator.ui_url).text
     row = page.split("<code>fjb-mine</code>", 1)[1].split("</tr>", 1)[0]
     assert [cell.split("<", 1)[0] for cell in row.split("<td>")[2:3]] == ["1"]  # inputs done
+
+
+FAILING_JOBS = """
+import flyjobs
+
+@flyjobs.remote(schedule="weekly")
+def weekly_report() -> None:
+    raise ValueError("upstream returned 0 rows")
+
+@flyjobs.remote(schedule=flyjobs.Cron("0 * * * *"))
+def hourly_sync() -> None:
+    raise ValueError("the feed is down")
+"""
+
+
+def test_the_dashboard_shows_failed_runs_and_failed_inputs(
+    emulator: RunningEmulator, browser: sync_api.Browser, tmp_path: Path
+) -> None:
+    # Scheduled functions that raise on every run (their machines exit 0), one of each kind.
+    (tmp_path / "failing.py").write_text(FAILING_JOBS)
+    env = {k: v for k, v in os.environ.items() if k.startswith(("FLY", "FLYJOBS"))}
+    deploy = subprocess.run(
+        [sys.executable, "-m", "flyjobs", "schedule", "deploy", "failing.py"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert deploy.returncode == 0, deploy.stderr
+    # A batch of 12 inputs on 2 machines, 11 of which raise.
+    inputs = [(0,)] * 11 + [(3,)]
+    outcomes = list(cli_funcs.fetch_rows.starmap(inputs, max_machines=2).outcomes())
+    assert sum(1 for o in outcomes if not o.ok) == 11
+    assert outcomes[0].call_id is not None
+    batch_id = outcomes[0].call_id.rsplit("-", 1)[0]
+
+    assert emulator.ui_url is not None
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(emulator.ui_url)
+    expect = sync_api.expect
+    batch_row = page.locator("#batches tr", has_text=batch_id)
+    expect(batch_row.locator("td").nth(2)).to_have_text("12")  # inputs done
+    # Progress in inputs (out of the batch's size when the map knew it: issue 22.9's total).
+    expect(batch_row.locator("td").nth(3)).to_contain_text(re.compile(r"^12/(12|\?) inputs"))
+    expect(batch_row.locator("td").nth(4)).to_have_text("11")  # inputs failed
+    for function, message in [
+        ("failing:weekly_report", "upstream returned 0 rows"),
+        ("failing:hourly_sync", "the feed is down"),  # the cron resident: no config.schedule
+    ]:
+        row = page.locator("#schedules tr", has_text=function)
+        expect(row).to_contain_text(f"failed: builtins.ValueError: {message}", timeout=WAIT_MS)
+        expect(row).not_to_contain_text("exit 0")
+    page.screenshot(path=str(tmp_path / "failures.png"), full_page=True)

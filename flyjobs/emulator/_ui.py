@@ -1,8 +1,10 @@
 """The dev dashboard (``flyjobs dev --ui``): server-rendered HTML at ``/ui/``, refreshed by polling.
 
 It reads the emulator's own state: apps; machines with state, batch, function and age; each
-machine's events and logs; flyjobs batches with their progress (inputs done, counted from the
-workers' call marks, and machines finished); scheduled machines with their last runs. No build
+machine's events and logs; flyjobs batches with their progress in inputs (done and failed, told
+by the workers' call marks and error lines, out of the batch's size when its map knew it) and
+machines; scheduled machines (Fly's schedules and flyjobs' cron residents) with their last runs,
+each run's status read from its worker's run record (`flyjobs._ui_outcomes`). No build
 step and no script library: each page reloads its ``#content`` from ``?fragment=1`` every
 `REFRESH_MS` milliseconds with a few lines of plain JavaScript.
 
@@ -26,14 +28,15 @@ from starlette.routing import Route
 
 from .._protocol import (
     META_BATCH_ID,
+    META_BATCH_SIZE,
     META_CALL_ID,
     META_FUNCTION,
-    META_POOL,
-    may_mark,
-    parse_call_mark,
+    META_SCHEDULE,
+    META_SCHEDULE_SPEC,
 )
 from ._machine import MachineRecord
 from ._state import Emulator
+from ._ui_outcomes import Outcomes
 
 __all__ = ("REFRESH_MS", "build_ui")
 
@@ -57,7 +60,7 @@ code, pre { font: 12px ui-monospace, monospace; } pre { background: #111; color:
 .failed { background: #b3261e; }
 .bar { display: inline-block; width: 12em; height: .8em; background: #ddd; }
 .bar span { display: block; height: 100%; background: #1f7a3a; }
-.muted { color: #777; }
+.muted { color: #777; } .bad { color: #b3261e; }
 """
 
 _SCRIPT = f"""
@@ -92,10 +95,10 @@ def build_ui(emulator: Emulator, key: str) -> Starlette:
 
         return endpoint
 
-    inputs = _InputsDone()
+    outcomes = Outcomes()
 
     def overview(_request: Request) -> tuple[str, str]:
-        return "overview", _overview(emulator, time.time(), inputs)
+        return "overview", _overview(emulator, time.time(), outcomes)
 
     def machine_page(request: Request) -> tuple[str, str]:
         machine = emulator.machines.get(request.path_params["machine_id"])
@@ -149,17 +152,18 @@ def _meta(machine: MachineRecord, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _overview(emulator: Emulator, now: float, inputs: _InputsDone) -> str:
+def _overview(emulator: Emulator, now: float, outcomes: Outcomes) -> str:
     machines = sorted(emulator.machines.values(), key=lambda m: m.created_at, reverse=True)
+    outcomes.forget_others(machines)
     return "".join(
         [
             f"<p class='muted'>updated {time.strftime('%H:%M:%S', time.localtime(now))}</p>",
             "<h2>Apps</h2>",
             _apps(emulator, machines),
             "<h2>Batches</h2>",
-            _batches(machines, inputs),
+            _batches(machines, outcomes),
             "<h2>Schedules</h2>",
-            _schedules(machines, now),
+            _schedules(machines, now, outcomes),
             "<h2>Machines</h2>",
             _machines(machines[:_MACHINE_ROWS], now),
         ]
@@ -176,86 +180,69 @@ def _apps(emulator: Emulator, machines: list[MachineRecord]) -> str:
     return _table(("app", "live machines", "machines", "org"), rows, "no apps yet", "apps")
 
 
-class _InputsDone:
-    """Inputs each batch machine has finished, from the worker's end marks in its output
-    (`flyjobs._protocol.call_mark`; a machine that runs one input has none, and has finished
-    its input once it has stopped). Each refresh reads only the lines it has not read yet. A
-    mark naming a call the machine may not run (`flyjobs._protocol.may_mark`) is not counted."""
-
-    def __init__(self) -> None:
-        #: machine id -> (lines read, end marks seen, whether it marks its inputs)
-        self._read: dict[str, tuple[int, int, bool]] = {}
-
-    def count(self, machines: list[MachineRecord]) -> int:
-        done = 0
-        for machine in machines:
-            after, ended, marks = self._read.get(machine.id, (0, 0, False))
-            lines, after = machine.output.read(after, 1 << 62)
-            own = {
-                "own_call_id": _meta(machine, META_CALL_ID),
-                "batch_id": _meta(machine, META_BATCH_ID),
-                "pool": _meta(machine, META_POOL),
-            }
-            for line in lines:
-                mark = parse_call_mark(line.text)
-                if mark is not None and mark[0] in ("start", "end") and may_mark(mark[1], **own):
-                    marks = True
-                    ended += mark[0] == "end"
-            self._read[machine.id] = (after, ended, marks)
-            done += ended if marks else int(machine.state in _FINISHED)
-        return done
-
-    def forget_others(self, machines: Iterable[MachineRecord]) -> None:
-        """Forget the machines not among ``machines`` (gone from the emulator)."""
-        keep = {machine.id for machine in machines}
-        self._read = {k: v for k, v in self._read.items() if k in keep}
-
-
-def _batches(machines: list[MachineRecord], inputs: _InputsDone) -> str:
+def _batches(machines: list[MachineRecord], outcomes: Outcomes) -> str:
     batches: dict[str, list[MachineRecord]] = {}
     for machine in machines:
         batch = _meta(machine, META_BATCH_ID)
         if batch:
             batches.setdefault(batch, []).append(machine)
-    inputs.forget_others(m for members in batches.values() for m in members)
     rows = []
     for batch, members in batches.items():
-        states = Counter(m.state for m in members)
-        done = sum(states[s] for s in _FINISHED)
-        failed = sum(1 for m in members if _exit_code(m) not in (None, 0))
-        percent = 100 * done // len(members)
-        bar = (
-            f"<span class='bar'><span style='width:{percent}%'></span></span> {done}/{len(members)}"
-        )
+        counts = outcomes.batch(members)
+        size = _meta(members[0], META_BATCH_SIZE)
+        total = int(size) if size.isdigit() and int(size) > 0 else None
+        if total is not None:
+            percent = min(100, 100 * counts.done // total)
+            progress = f"<span class='bar'><span style='width:{percent}%'></span></span> "
+        else:
+            progress = ""  # a map of an iterable with no len(): no total to measure against
+        progress += f"{counts.done}/{total if total is not None else '?'} inputs"
+        finished = sum(1 for m in members if m.state in _FINISHED)
+        failed = str(counts.failed) if not counts.failed else f"<b class='bad'>{counts.failed}</b>"
         rows.append(
             (
                 f"<code>{_e(batch)}</code>",
                 _e(_meta(members[0], META_FUNCTION)),
-                str(inputs.count(members)),
-                bar,
-                str(len(members) - done),
-                str(failed),
+                str(counts.done),
+                progress,
+                failed,
+                str(len(members) - finished),
+                f"{finished}/{len(members)}",
             )
         )
-    headers = ("batch", "function", "inputs done", "machines finished", "running", "failed")
+    headers = (
+        "batch", "function", "inputs done", "progress", "inputs failed", "machines running",
+        "machines finished",
+    )  # fmt: skip
     return _table(headers, rows, "no batches", "batches")
 
 
-def _schedules(machines: list[MachineRecord], now: float) -> str:
+def _schedules(machines: list[MachineRecord], now: float, outcomes: Outcomes) -> str:
     rows = []
     for machine in machines:
-        schedule = machine.config.get("schedule")
+        # Fly's schedules, and flyjobs' cron residents (no config.schedule: always running).
+        schedule = machine.config.get("schedule") or _meta(machine, META_SCHEDULE_SPEC)
         if not schedule:
             continue
-        runs = [e for e in machine.events if e.get("type") == "exit"][:5]
-        last = ", ".join(
-            f"{_age(now - e['timestamp'] / 1000)} ago (exit {_exit_of(e)})" for e in runs
-        )
+        recorded = outcomes.runs(machine)
+        if recorded:
+            # The run's own record: a function that raised exits 0, and is a failed run.
+            last = ", ".join(
+                f"{_age(max(now - run.at_ms / 1000, 0))} ago ({run.status}"
+                + (f": {run.error}" if run.error else "")
+                + ")"
+                for run in recorded
+            )
+        else:
+            runs = [e for e in machine.events if e.get("type") == "exit"][:5]
+            last = ", ".join(
+                f"{_age(now - e['timestamp'] / 1000)} ago (exit {_exit_of(e)})" for e in runs
+            )
         rows.append(
             (
                 _machine_link(machine),
                 _e(machine.app_name),
-                _e(_meta(machine, META_FUNCTION) or machine.name),
+                _e(_meta(machine, META_SCHEDULE) or _meta(machine, META_FUNCTION) or machine.name),
                 _e(schedule),
                 _state(machine.state),
                 _e(last) or "<span class='muted'>no run yet</span>",
@@ -290,14 +277,6 @@ def _machine_link(machine: MachineRecord) -> str:
 def _exit_of(event: dict[str, Any]) -> str:
     code = ((event.get("request") or {}).get("exit_event") or {}).get("exit_code")
     return "?" if code is None else str(code)
-
-
-def _exit_code(machine: MachineRecord) -> int | None:
-    for event in machine.events:
-        if event.get("type") == "exit":
-            code = ((event.get("request") or {}).get("exit_event") or {}).get("exit_code")
-            return code if isinstance(code, int) else None
-    return None
 
 
 def _machine_detail(machine: MachineRecord, now: float) -> str:
