@@ -135,7 +135,7 @@ def test_a_raw_mark_for_another_call_is_a_line_of_the_input_that_wrote_it(
     # Written past the worker, as a subprocess would, by an input of a batch: the marks name a
     # call that is not the batch's, so they are lines of that input (as `flyjobs logs` shows).
     other = "fj-0000000000000000"
-    assert list(cli_funcs.print_marks.map([other], [True])) == ["printed"]
+    assert list(cli_funcs.print_marks.map([other], [True], output="live")) == ["printed"]
     lines = capsys.readouterr().out.splitlines()
     assert len({line.partition("] ")[0] for line in lines}) == 1, lines
     assert [line.partition("] ")[2] for line in lines] == [
