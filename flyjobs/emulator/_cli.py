@@ -25,7 +25,9 @@ from ._tokens import TOKEN_ENV, TokenSource, default_token_file, resolve_token
 
 __all__ = ("dev",)
 
-_SPECIAL = frozenset({"tokens", "image_commands", "port", "pass_env", "apps", "regions"})
+_SPECIAL = frozenset(
+    {"tokens", "image_commands", "port", "pass_env", "apps", "regions", "failing_images"}
+)
 _CLICK_TYPES: dict[object, Any] = {
     bool: bool,
     int: int,
@@ -115,6 +117,12 @@ def _config_options(command: Callable[..., None]) -> Callable[..., None]:
     help="IMAGE=JSON-ARGV run for an image whose config names no command (repeatable).",
 )
 @click.option(
+    "--failing-image",
+    "failing_images",
+    multiple=True,
+    help=(EmulatorConfig.model_fields["failing_images"].description or "") + " Repeatable.",
+)
+@click.option(
     "--app",
     "apps",
     multiple=True,
@@ -128,6 +136,7 @@ def dev(
     pass_env: tuple[str, ...],
     apps: tuple[str, ...],
     regions: tuple[str, ...],
+    failing_images: tuple[str, ...],
     **settings: Any,
 ) -> None:
     """Run the local Fly Machines API emulator until interrupted.
@@ -144,6 +153,7 @@ def dev(
     Example:
         flyjobs dev --app my-app --ui
         flyjobs dev --port 0 --time-scale 3600 --rate-limits
+        flyjobs dev --failing-image registry.fly.io/my-app:bad --keep-failed
     """
     token_file = token_file or default_token_file()
     try:
@@ -160,6 +170,7 @@ def dev(
                 "tokens": source.tokens,
                 "pass_env": list(pass_env),
                 "apps": list(apps),
+                "failing_images": list(failing_images),
                 **({"regions": list(regions)} if regions else {}),
             }
         )

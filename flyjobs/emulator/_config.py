@@ -82,6 +82,12 @@ class EmulatorConfig(BaseModel):
     )
     get_rate_burst: int = Field(default=10, ge=1, description="Get Machine burst per machine.")
     latency_s: float = Field(default=0.0, ge=0, description="Seconds added before every answer.")
+    create_latency_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds more before a machine create is made and answered, as a cold "
+        "image pull or a capacity search can take on Fly (over 30 s).",
+    )
     restart_backoff_s: float = Field(
         default=0.05,
         ge=0,
@@ -112,6 +118,16 @@ class EmulatorConfig(BaseModel):
     )
     memory_poll_s: float = Field(
         default=0.075, gt=0, description="Seconds between checks of guest.memory_mb."
+    )
+    failing_images: list[str] = Field(
+        default_factory=list,
+        description="Images whose machines fail to launch, as one Fly cannot pull would: they "
+        "end failed without running.",
+    )
+    keep_failed: bool = Field(
+        default=False,
+        description="A machine whose launch failed stays failed even with auto_destroy, as "
+        "Fly may leave it (off: it is destroyed).",
     )
     default_stop_timeout_s: float = Field(
         default=5.0, ge=0, description="Seconds a stop waits after its signal before SIGKILL."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ("ErrorReply", "bad_request", "conflict", "error_body", "not_found")
+__all__ = ("ErrorReply", "bad_request", "conflict", "error_body", "machine_not_found", "not_found")
 
 
 def error_body(text: str, code: str = "unknown", extra: dict[str, Any] | None = None) -> bytes:
@@ -56,6 +56,12 @@ def bad_request(message: str) -> ErrorReply:
 def not_found(message: str) -> ErrorReply:
     """404 with ``message``."""
     return ErrorReply(404, message)
+
+
+def machine_not_found() -> ErrorReply:
+    """404 for a machine that does not exist or is destroyed, in Fly's words (flyctl matches
+    ``machine not found``)."""
+    return ErrorReply(404, "not_found: machine not found")
 
 
 def conflict(message: str) -> ErrorReply:

@@ -1,5 +1,6 @@
 """The gate every request passes first, as one pure ASGI middleware: auth, Fly's rate
-limits, added latency, and injected faults (5xx answers, dropped connections).
+limits, added latency, injected faults (5xx answers, dropped connections), and the
+``fly-request-id`` header of every answer.
 
 Order matters: a request without a valid token is answered 401 before anything else, so it
 touches nothing and costs no rate-limit tokens.
@@ -11,6 +12,7 @@ import asyncio
 import hmac
 import math
 import random
+import secrets
 import time
 from collections.abc import Callable
 
@@ -74,6 +76,7 @@ class Gate:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        send = _with_request_id(send)
         if not self._authorized(scope):
             await _answer(send, 401, error_body("You must be authenticated to view this."))
             return
@@ -84,8 +87,11 @@ class Gate:
                 body = error_body("rate limit exceeded: too many requests for this action")
                 await _answer(send, 429, body, retry_after=str(max(1, math.ceil(wait_s))))
                 return
-        if config.latency_s > 0:
-            await asyncio.sleep(config.latency_s)
+        latency_s = config.latency_s
+        if config.create_latency_s > 0 and _is_create(scope):
+            latency_s += config.create_latency_s
+        if latency_s > 0:
+            await asyncio.sleep(latency_s)
         if config.error_rate > 0 and self._random.random() < config.error_rate:
             status = self._random.choice(_SERVER_ERRORS)
             await _answer(send, status, error_body("injected server error"))
@@ -124,6 +130,12 @@ def _bare_token(value: bytes) -> bytes:
         token = rest.strip()
 
 
+def _is_create(scope: Scope) -> bool:
+    """Whether the request creates a machine (``POST /v1/apps/{app}/machines``)."""
+    parts = scope["path"].strip("/").split("/")
+    return scope["method"] == "POST" and len(parts) == 4 and parts[3] == "machines"
+
+
 def _action_of(path: str) -> tuple[str, str]:
     """(route template, subject) of a path; the subject is the machine id, else the app."""
     parts = path.strip("/").split("/")
@@ -145,6 +157,20 @@ async def _answer(send: Send, status: int, body: bytes, *, retry_after: str | No
         headers.append((b"retry-after", retry_after.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _with_request_id(send: Send) -> Send:
+    """``send`` adding a ``fly-request-id`` header to the answer, as Fly does on every answer
+    (fly-go reads it into its errors, for a support request)."""
+    request_id = secrets.token_hex(13).encode()
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), (b"fly-request-id", request_id)]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_id
 
 
 async def _discard(_message: Message) -> None:

@@ -13,6 +13,7 @@ __all__ = (
     "now_ms",
     "private_ip",
     "rfc3339",
+    "rfc3339_ms",
     "ulid",
 )
 
@@ -44,6 +45,13 @@ def now_ms() -> int:
 def rfc3339(unix_s: float) -> str:
     """RFC 3339 UTC timestamp with second precision (``2022-05-23T22:48:21Z``)."""
     return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_ms(unix_ms: int) -> str:
+    """RFC 3339 UTC timestamp with milliseconds (``2022-05-23T22:48:21.255Z``): how Fly
+    sends an exit event's ``exited_at``, which fly-go decodes as a Go ``time.Time``."""
+    seconds, millis = divmod(unix_ms, 1000)
+    return f"{dt.datetime.fromtimestamp(seconds, dt.UTC):%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
 
 
 def machine_id() -> str:

@@ -13,7 +13,15 @@ from ._errors import ErrorReply, bad_request
 from ._ids import new_nonce
 from ._machine import LeaseRecord, MachineRecord
 
-__all__ = ("DEFAULT_TTL_S", "MAX_TTL_S", "NONCE_HEADER", "acquire", "check", "release")
+__all__ = (
+    "DEFAULT_TTL_S",
+    "MAX_TTL_S",
+    "NONCE_HEADER",
+    "acquire",
+    "check",
+    "lease_not_found",
+    "release",
+)
 
 NONCE_HEADER = "fly-machine-lease-nonce"
 #: Lease time to live when the request gives none, in seconds.
@@ -62,15 +70,22 @@ def check(machine: MachineRecord, nonce: str | None) -> None:
 def release(machine: MachineRecord, nonce: str | None) -> None:
     """Drop the live lease whose nonce is ``nonce``.
 
-    :raises ErrorReply: 404 when no lease is live; 409 when ``nonce`` is not its nonce.
+    :raises ErrorReply: 404 ("lease not found") when no lease is live; 409 when ``nonce`` is
+        not its nonce.
     """
     lease = machine.live_lease()
     if lease is None:
-        raise ErrorReply(404, f"machine {machine.id} has no active lease")
+        raise lease_not_found()
     if nonce != lease.nonce:
         raise held_error(machine, lease)
     machine.lease = None
     machine.touch()
+
+
+def lease_not_found() -> ErrorReply:
+    """404 for a machine without a live lease, in Fly's words (flyctl recognises the absence
+    of a lease by the text ``lease not found``)."""
+    return ErrorReply(404, "lease not found")
 
 
 def held_error(machine: MachineRecord, lease: LeaseRecord) -> ErrorReply:

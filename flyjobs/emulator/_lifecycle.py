@@ -20,7 +20,7 @@ from .._protocol import TIME_ORIGIN_ENV, TIME_SCALE_ENV
 from ._config import EmulatorConfig
 from ._errors import ErrorReply
 from ._forks import ForkServers
-from ._ids import now_ms
+from ._ids import now_ms, rfc3339_ms
 from ._launch import Identity, free_files, plan_launch, prepare_root
 from ._machine import MachineRecord
 from ._process import ExitStatus, MemoryMonitor, spawn
@@ -76,6 +76,10 @@ class Lifecycle:
         identity = Identity(
             machine.app_name, machine.id, machine.region, machine.version, machine.private_ip
         )
+        image = machine.config["image"]
+        if image in self._config.failing_images:
+            self._launch_failed(machine, f"failed to pull image {image!r} (failing_images)")
+            return
         argv0 = "?"
         try:
             plan = plan_launch(
@@ -117,7 +121,8 @@ class Lifecycle:
         """End a run that never started: an ``exit`` event, state ``failed``, no restart.
 
         As on Fly, a machine that fails to launch is ``failed`` (a persistent state it can be
-        started, updated or destroyed from); an ``auto_destroy`` one is then destroyed.
+        started, updated or destroyed from); an ``auto_destroy`` one is then destroyed, unless
+        the emulator's ``keep_failed`` leaves it, as Fly may.
         """
         machine.output.note(f"Error: {message}")
         pending, machine.pending = machine.pending, None
@@ -130,12 +135,13 @@ class Lifecycle:
                 "requested_stop": pending is not None,
                 "restarting": False,
                 "signal": -1,
-                "exited_at": now_ms(),
+                "exited_at": rfc3339_ms(now_ms()),
             },
             "restart_count": machine.restart_count,
         }
         machine.set_state("failed", ("exit", "flyd"), request)
-        if pending == "destroy" or machine.config.get("auto_destroy"):
+        auto_destroy = machine.config.get("auto_destroy") and not self._config.keep_failed
+        if pending == "destroy" or auto_destroy:
             self.destroy(machine, source="user" if pending == "destroy" else "flyd")
 
     def _on_exit(self, machine: MachineRecord, status: ExitStatus) -> None:
@@ -152,7 +158,7 @@ class Lifecycle:
                 "requested_stop": pending is not None,
                 "restarting": restart,
                 "signal": status.signal,
-                "exited_at": status.exited_at_ms,
+                "exited_at": rfc3339_ms(status.exited_at_ms),
             },
             "restart_count": machine.restart_count,
         }

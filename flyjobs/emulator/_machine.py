@@ -136,6 +136,8 @@ class MachineRecord:
                 continue
             if _matches(state, waiter.states):
                 self._settle(waiter, state)
+            elif state == "failed" and "started" in waiter.states:
+                self._settle(waiter, self._failed_to_start(waiter.states))
             elif state == "destroyed":
                 self._settle(waiter, ErrorReply(404, f"machine {self.id} was destroyed"))
 
@@ -199,7 +201,8 @@ class MachineRecord:
         gone from ``started`` to ``stopped`` still satisfies a wait for ``started``.
 
         :raises ErrorReply: 408 on timeout; 404 if the machine is destroyed without reaching
-            the state; 400 for a version that is not this machine's.
+            the state; 400 for a version that is not this machine's, and for a wait for
+            ``started`` once the launch failed (the machine is ``failed``).
         """
         if version == self.version:
             version = None
@@ -215,6 +218,8 @@ class MachineRecord:
             return reached
         if self.state == "destroyed":
             raise ErrorReply(404, f"machine {self.id} was destroyed")
+        if self.state == "failed" and "started" in states:
+            raise self._failed_to_start(states)
         waiter = _Waiter(states, asyncio.get_running_loop().create_future(), None)
         self._waiters.add(waiter)
         try:
@@ -223,10 +228,22 @@ class MachineRecord:
         except TimeoutError:
             wanted = ",".join(sorted(states))
             raise ErrorReply(
-                408, f"deadline_exceeded: machine {self.id} did not reach {wanted} in time"
+                408,
+                "deadline_exceeded: machine failed to reach desired state, "
+                f"{wanted}, currently {self.state}",
             ) from None
         finally:
             self._waiters.discard(waiter)
+
+    def _failed_to_start(self, states: frozenset[str]) -> ErrorReply:
+        # Fly answers a wait for "started" at once when the launch failed: the machine rests
+        # in "failed" until someone starts, updates or destroys it.
+        wanted = ",".join(sorted(states))
+        return ErrorReply(
+            400,
+            f"failed_precondition: machine failed to reach desired state, {wanted}, "
+            f"currently {self.state}",
+        )
 
     def fail_waiters(self, error: ErrorReply) -> None:
         """Answer every pending wait with ``error`` (the emulator is stopping)."""

@@ -14,13 +14,15 @@ __all__ = ("APP_ROUTES",)
 
 
 async def create_app(request: Request) -> Response:
-    """``POST /v1/apps``: 201 ``{id, created_at}``; the name comes as ``app_name`` (guide) or
-    ``name`` (spec, fly-go); 422 ``name_taken`` when it is used."""
+    """``POST /v1/apps``: 201 with the app as ``GET /v1/apps/{app}`` shows it (name,
+    organization, status, id: flyctl reads the name back) plus the spec's ``created_at``; the
+    name comes as ``app_name`` (guide) or ``name`` (spec, fly-go); 422 ``name_taken`` when it
+    is used."""
     body = await read_json(request)
     app = emulator_of(request).create_app(
         body.get("name") or body.get("app_name"), body.get("org_slug"), body.get("network")
     )
-    return json_response({"id": app.id, "created_at": app.created_at_ms}, 201)
+    return json_response({**app.to_dict(0), "created_at": app.created_at_ms}, 201)
 
 
 async def list_apps(request: Request) -> Response:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ._errors import ErrorReply, bad_request, conflict, not_found
+from ._errors import ErrorReply, bad_request, conflict, machine_not_found, not_found
 from ._http import (
     decode_cursor,
     emulator_of,
@@ -19,7 +19,7 @@ from ._http import (
     query_int,
     read_json,
 )
-from ._leases import DEFAULT_TTL_S, acquire, release
+from ._leases import DEFAULT_TTL_S, acquire, lease_not_found, release
 from ._machine import SHOWN_EVENTS, WAITABLE_STATES, MachineRecord
 from ._ps import SORT_KEYS, process_stats
 from ._validate import STOP_SIGNALS, parse_duration_s, parse_signal
@@ -113,12 +113,14 @@ async def delete_machine(request: Request) -> Response:
 
 
 async def stop_machine(request: Request) -> Response:
-    """``POST …/stop`` with an optional ``{signal, timeout}``: signal now, SIGKILL after."""
+    """``POST …/stop`` with an optional ``{signal, timeout}``: signal now, SIGKILL after
+    ``timeout`` (a zero or missing one: the machine's ``stop_config``, else the default)."""
     body = await read_json(request, required=False)
     machine = _live(request)
     signum = parse_signal(body["signal"], allowed=STOP_SIGNALS) if body.get("signal") else None
+    # fly-go always sends a timeout, "0s" when its caller gave none: zero means the default.
     timeout_s = parse_duration_s(body["timeout"]) if body.get("timeout") not in (None, "") else None
-    emulator_of(request).lifecycle.stop(machine, signum, timeout_s)
+    emulator_of(request).lifecycle.stop(machine, signum, timeout_s or None)
     return json_response(_OK)
 
 
@@ -263,9 +265,10 @@ async def get_metadata(request: Request) -> Response:
 
 async def patch_metadata(request: Request) -> Response:
     """``PATCH``/``PUT …/metadata``: set several keys (null or "" removes); 412 on a stale
-    ``machine_version``."""
+    ``machine_version``. Metadata writes need no lease nonce (fly-go's ``SetMetadata`` and
+    ``DeleteMetadata`` send none, and flyctl calls them while it holds the lease)."""
     body = await read_json(request)
-    machine = _live(request)
+    machine = _existing(request)
     expected = body.get("machine_version")
     if expected not in (None, "") and expected != machine.version:
         raise ErrorReply(
@@ -295,7 +298,7 @@ async def get_metadata_key(request: Request) -> Response:
 async def set_metadata_key(request: Request) -> Response:
     """``POST …/metadata/{key}`` with ``{value}``: 204."""
     body = await read_json(request)
-    machine = _live(request)
+    machine = _existing(request)
     value = body.get("value")
     if not isinstance(value, str):
         raise bad_request("value is required and must be a string")
@@ -305,7 +308,7 @@ async def set_metadata_key(request: Request) -> Response:
 
 async def delete_metadata_key(request: Request) -> Response:
     """``DELETE …/metadata/{key}``: 204."""
-    machine = _live(request)
+    machine = _existing(request)
     _write_metadata(machine, {request.path_params["key"]: None})
     return Response(status_code=204)
 
@@ -331,18 +334,28 @@ async def acquire_lease(request: Request) -> Response:
 
 
 async def get_lease(request: Request) -> Response:
-    """``GET …/lease``: the live lease in Fly's envelope, or 404."""
-    machine = _existing(request)
-    lease = machine.live_lease()
+    """``GET …/lease``: the live lease in Fly's envelope, or 404 "lease not found" (a
+    destroyed machine holds none)."""
+    lease = _lease_holder(request).live_lease()
     if lease is None:
-        raise not_found(f"machine {machine.id} has no active lease")
+        raise lease_not_found()
     return json_response({"status": "success", "data": lease.to_dict()})
 
 
 async def release_lease(request: Request) -> Response:
-    """``DELETE …/lease`` with the nonce header."""
-    release(_existing(request), nonce_of(request))
+    """``DELETE …/lease`` with the nonce header; 404 "lease not found" when none is live
+    (flyctl releases its lease after destroying the machine, and expects that answer)."""
+    release(_lease_holder(request), nonce_of(request))
     return json_response(_OK)
+
+
+def _lease_holder(request: Request) -> MachineRecord:
+    machine = emulator_of(request).machine(
+        request.path_params["app_name"], request.path_params["machine_id"]
+    )
+    if machine.state in ("destroying", "destroyed"):
+        machine.lease = None  # a destroyed machine's lease went with it
+    return machine
 
 
 def _wait_timeout_s(raw: str | None) -> float:
@@ -363,7 +376,7 @@ def _existing(request: Request) -> MachineRecord:
         request.path_params["app_name"], request.path_params["machine_id"]
     )
     if machine.state in ("destroying", "destroyed"):
-        raise not_found(f"machine {machine.id} is destroyed")
+        raise machine_not_found()
     return machine
 
 

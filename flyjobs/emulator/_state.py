@@ -17,7 +17,7 @@ from typing import Any
 
 from ._apps import AppRecord
 from ._config import EmulatorConfig
-from ._errors import ErrorReply, bad_request, conflict, not_found
+from ._errors import ErrorReply, bad_request, conflict, machine_not_found, not_found
 from ._ids import machine_id, machine_name, private_ip, ulid
 from ._launch import Identity, plan_launch
 from ._leases import MAX_TTL_S, acquire, check
@@ -169,7 +169,7 @@ class Emulator:
         self.app(app_name)
         machine = self.machines.get(machine_id_)
         if machine is None or machine.app_name != app_name:
-            raise not_found("machine not found")
+            raise machine_not_found()
         return machine
 
     def live_machine(self, app_name: str, machine_id_: str, nonce: str | None) -> MachineRecord:
@@ -179,7 +179,7 @@ class Emulator:
         """
         machine = self.machine(app_name, machine_id_)
         if machine.state in ("destroying", "destroyed"):
-            raise not_found(f"machine {machine.id} is destroyed")
+            raise machine_not_found()
         check(machine, nonce)
         return machine
 

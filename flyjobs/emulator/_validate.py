@@ -34,26 +34,19 @@ __all__ = (
 )
 
 
-#: Named sizes → (cpu_kind, cpus, memory_mb), as fly-go's presets.
+#: Named sizes → (cpu_kind, cpus, memory_mb): fly-go's ``MachinePresets`` (machine_types.go).
 _SIZES: dict[str, tuple[str, int, int]] = {
-    "shared-cpu-1x": ("shared", 1, 256),
-    "shared-cpu-2x": ("shared", 2, 512),
-    "shared-cpu-4x": ("shared", 4, 1024),
-    "shared-cpu-8x": ("shared", 8, 2048),
-    "performance-1x": ("performance", 1, 2048),
-    "performance-2x": ("performance", 2, 4096),
-    "performance-4x": ("performance", 4, 8192),
-    "performance-8x": ("performance", 8, 16384),
-    "performance-16x": ("performance", 16, 32768),
+    **{f"shared-cpu-{n}x": ("shared", n, 256 * n) for n in (1, 2, 4, 6, 8)},
+    **{f"performance-{n}x": ("performance", n, 2048 * n) for n in (1, 2, 4, 6, 8, 10, 12, 14, 16)},
     "a10": ("performance", 8, 32768),
     "a100-40gb": ("performance", 8, 32768),
     "a100-80gb": ("performance", 8, 32768),
     "l40s": ("performance", 8, 32768),
 }
-#: cpu_kind → (allowed cpu counts, min MB per cpu, max MB per cpu).
+#: cpu_kind → (allowed cpu counts, min MB per cpu, max MB per cpu): every count a preset has.
 _CPU_KINDS: dict[str, tuple[frozenset[int], int, int]] = {
-    "shared": (frozenset({1, 2, 4, 8}), 256, 2048),
-    "performance": (frozenset({1, 2, 4, 8, 16}), 2048, 8192),
+    "shared": (frozenset(c for k, c, _ in _SIZES.values() if k == "shared"), 256, 2048),
+    "performance": (frozenset(c for k, c, _ in _SIZES.values() if k == "performance"), 2048, 8192),
 }
 _DEFAULT_GUEST = {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256}
 _RESTART_POLICIES = frozenset({"", "no", "always", "on-failure"})

@@ -31,7 +31,6 @@ def test_held_lease_blocks_others_and_changes_without_nonce(client: httpx.Client
         ("POST", "/stop", None),
         ("POST", "/restart", None),
         ("POST", "", {"config": {"image": "x"}}),
-        ("POST", "/metadata/k", {"value": "v"}),
         ("DELETE", "", None),
     ):
         r = client.request(method, base + path, json=body)

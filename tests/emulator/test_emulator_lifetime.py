@@ -132,6 +132,7 @@ def test_dev_command_help_lists_every_knob() -> None:
             "image_commands": "image-command",
             "apps": "app",
             "regions": "region",
+            "failing_images": "failing-image",
         }
         flag = renamed.get(option, option.replace("_", "-"))
         assert f"--{flag} " in result.output, option
