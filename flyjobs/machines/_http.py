@@ -31,6 +31,7 @@ from ._validation import SERVER_CONTEXT
 __all__ = (
     "ApiRequest",
     "Requester",
+    "authorization",
     "paced_already",
     "patient_until",
     "may_have_reached_server",
@@ -53,8 +54,8 @@ Parse = Callable[[httpx.Response], T]
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 #: httpx failures that are programming or configuration errors: never retried.
 _FATAL: Final = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
-#: Macaroon tokens (``fm1r_…``, ``fm2_…``) go under the ``FlyV1`` scheme, others ``Bearer``.
-_MACAROON_PREFIXES: Final = ("fm1r", "fm2")
+#: Prefixes of macaroon tokens, sent under the ``FlyV1`` scheme (fly-go's ``tokens.Parse``).
+_MACAROON_PREFIXES: Final = ("fm1a", "fm1r", "fm2")
 #: Throttled retries counted for backoff growth (the backoff stays at its cap past this).
 _MAX_THROTTLE_STEPS: Final = 6
 
@@ -141,12 +142,22 @@ def normalize_token(raw: str | None) -> str:
     return token
 
 
+def authorization(token: str) -> str:
+    """The ``Authorization`` value fly-go sends for ``token`` (a bare token or a comma-joined
+    list, as ``fly tokens create`` prints): ``FlyV1`` and the macaroons (``fm1a_…``, ``fm1r_…``,
+    ``fm2_…``) when there are any, other tokens then left out; else ``Bearer`` and the token."""
+    parts = [part.strip() for part in token.split(",") if part.strip()]
+    macaroons = [part for part in parts if part.partition("_")[0] in _MACAROON_PREFIXES]
+    if macaroons:
+        return "FlyV1 " + ",".join(macaroons)
+    return "Bearer " + ",".join(parts)
+
+
 class _TokenAuth(httpx.Auth):
     """Adds the ``Authorization`` header at send time; its repr never shows the token."""
 
     def __init__(self, token: str) -> None:
-        macaroon = any(part.partition("_")[0] in _MACAROON_PREFIXES for part in token.split(","))
-        self._header = f"{'FlyV1' if macaroon else 'Bearer'} {token}"
+        self._header = authorization(token)
 
     def auth_flow(self, request: httpx.Request) -> Any:
         request.headers["Authorization"] = self._header
@@ -189,8 +200,12 @@ class Requester:
             await self._limiter.acquire(action, scope)
 
     def redact(self, text: str) -> str:
-        """``text`` with every occurrence of the token replaced."""
-        return text.replace(self._token, "[redacted]")
+        """``text`` with every occurrence of the token, and of each token of a comma-joined
+        list (fly-go sends only some of them), replaced."""
+        for secret in (self._token, *(part.strip() for part in self._token.split(","))):
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return text
 
     async def call(
         self,
