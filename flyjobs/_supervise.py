@@ -136,7 +136,8 @@ async def create_machine(
 
 
 class ExitWatch:
-    """Waits, in the background from its creation on, for a machine to stop or be destroyed.
+    """Waits, in the background from its creation on, for a machine to stop, be destroyed, or
+    fail to launch.
 
     One ``/wait`` serves both ends of a machine's life: it tells the caller that the machine
     died without a result, and once the caller has its last result (`after_result`) the machine
@@ -170,8 +171,12 @@ class ExitWatch:
         exited = False
         try:
             with self._scope:
+                # A machine that fails to launch ends "failed" on Fly, and may stay there.
                 await self._runtime.client.wait(
-                    self._app, self.machine_id, ("stopped", "destroyed"), timeout_s=24 * 3600.0
+                    self._app,
+                    self.machine_id,
+                    ("stopped", "destroyed", "failed"),
+                    timeout_s=24 * 3600.0,
                 )
                 exited = True
                 self.exited_at = time.time()
@@ -270,10 +275,24 @@ async def exit_error(
 ) -> FlyjobsError:
     """Why a machine exited without a result, from its exit event and its last log lines.
 
+    A machine that failed to launch (state ``failed``, which Fly may leave as it is despite
+    ``auto_destroy``) is destroyed here, and the error names its image.
+
     :param spoiled: why the object found at the result's key in the store was ignored, if one
         was (see `flyjobs._channel.StoreTicket.spoiled`).
     """
-    exit_event = await _exit_event(runtime, app, machine_id)
+    machine = await _machine_or_none(runtime, app, machine_id)
+    if machine is not None and machine.state == "failed":
+        await destroy(runtime, app, machine_id)
+        image = machine.config.image if machine.config is not None else "?"
+        tail = await _log_tail(runtime, app, machine_id)
+        return MachineCrashedError(
+            f"machine {machine_id} failed to launch image {image!r} and was destroyed: can Fly"
+            " pull that image (was it pushed, is the tag right; see FLYJOBS_IMAGE)?",
+            exit_code=(_exit_event(machine) or {}).get("exit_code"),
+            output_tail=tail,
+        )
+    exit_event = _exit_event(machine)
     code = exit_event.get("exit_code") if exit_event else None
     tail = await _log_tail(runtime, app, machine_id)
     if exit_event and exit_event.get("oom_killed"):
@@ -360,11 +379,16 @@ def undelivered_reason(tail: str, mode: str) -> str:
     )
 
 
-async def _exit_event(runtime: Runtime, app: str, machine_id: str) -> dict[str, Any] | None:
+async def _machine_or_none(runtime: Runtime, app: str, machine_id: str) -> Machine | None:
     try:
-        machine = await runtime.client.get_machine(app, machine_id)
+        return await runtime.client.get_machine(app, machine_id)
     except NotFoundError:
         return None  # destroyed and past retention: the exit code is no longer known
+
+
+def _exit_event(machine: Machine | None) -> dict[str, Any] | None:
+    if machine is None:
+        return None
     for event in machine.events or ():
         if event.type == "exit" and event.exit_event is not None:
             return event.exit_event.model_dump()

@@ -18,6 +18,7 @@ from flyjobs.emulator import RunningEmulator
 APP = "flyjobs-fly-mode"
 #: The app secret results are authenticated with; the caller holds the same value.
 RESULT_KEY = "result-key-0123456789abcdef0123456789"
+IMAGE = "registry.fly.io/flyjobs-fly-mode:latest"
 
 
 def _as_fly(
@@ -28,7 +29,7 @@ def _as_fly(
         "FLY_API_TOKEN": emulator.token,
         "FLY_API_HOSTNAME": emulator.url,
         "FLY_APP": APP,
-        "FLYJOBS_IMAGE": "registry.fly.io/flyjobs-fly-mode:latest",
+        "FLYJOBS_IMAGE": IMAGE,
         # Results come back to an inbox on this host, as on a Fly machine's private address.
         "FLYJOBS_INBOX_HOST": "127.0.0.1",
         "FLYJOBS_INBOX_BIND": "127.0.0.1",
@@ -44,7 +45,22 @@ def _as_fly(
 def fly(
     make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[RunningEmulator]:
-    emulator = make_emulator()
+    yield from _fly_app(make_emulator(), monkeypatch)
+
+
+@pytest.fixture
+def fly_failing_launches(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningEmulator]:
+    """Fly whose machines of FLYJOBS_IMAGE fail to launch and then stay ``failed`` (Fly may
+    not auto-destroy them)."""
+    emulator = make_emulator(failing_images=[IMAGE], keep_failed=True)
+    yield from _fly_app(emulator, monkeypatch)
+
+
+def _fly_app(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningEmulator]:
     headers = {"Authorization": f"Bearer {emulator.token}"}
     with httpx.Client(base_url=emulator.url, headers=headers) as http:
         assert http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"}).is_success
@@ -65,6 +81,20 @@ def test_calls_run_in_the_configured_app_with_its_secrets(fly: RunningEmulator) 
     assert machine.config.image == "registry.fly.io/flyjobs-fly-mode:latest"
     assert machine.config.auto_destroy is True
     assert machine.config.restart is not None and machine.config.restart.policy == "no"
+
+
+def test_a_machine_that_fails_to_launch_is_a_clear_error_and_is_destroyed(
+    fly_failing_launches: RunningEmulator,
+) -> None:
+    # On Fly a launch that fails (an image it cannot pull) ends "failed", maybe not destroyed.
+    call = funcs.add.with_options(timeout_s=60).spawn(1, 2)
+    with pytest.raises(flyjobs.MachineCrashedError, match="failed to launch image") as exc:
+        call.result(timeout_s=60)
+    assert call.machine_id is not None
+    assert IMAGE in str(exc.value) and call.machine_id in str(exc.value)
+    runtime = get_runtime()
+    machine = machine_of(runtime, call.machine_id)
+    assert machine.state == "destroyed"
 
 
 def test_a_missing_secret_is_named_before_any_machine(fly: RunningEmulator) -> None:
