@@ -27,7 +27,12 @@ pytest.importorskip(
 )
 from playwright import sync_api  # only once it is known to be installed
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: Set (to 1) by .ci/run, which installs chromium: there a missing browser fails the tests.
+REQUIRE_BROWSER_ENV = "FLYJOBS_REQUIRE_BROWSER"
+NO_BROWSER = (
+    "no chromium on PATH: the dashboard's browser tests drive Debian's chromium; to run them,"
+    " install it (apt-get install chromium)"
+)
 BROWSER_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -47,10 +52,22 @@ def emulator(
     next(settings, None)
 
 
+def chromium_or_skip() -> str:
+    """The chromium executable on PATH; without one the test is skipped, saying how to run it,
+    or fails when FLYJOBS_REQUIRE_BROWSER=1."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get(REQUIRE_BROWSER_ENV) == "1":
+            pytest.fail(f"{NO_BROWSER} ({REQUIRE_BROWSER_ENV}=1 requires the browser tests)")
+        pytest.skip(NO_BROWSER)
+    return chromium
+
+
 @pytest.fixture
 def browser() -> Iterator[sync_api.Browser]:
+    chromium = chromium_or_skip()
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
         yield browser
         browser.close()
 
@@ -250,3 +267,21 @@ def test_the_dashboard_shows_failed_runs_and_failed_inputs(
         expect(row).to_contain_text(f"failed: builtins.ValueError: {message}", timeout=WAIT_MS)
         expect(row).not_to_contain_text("exit 0")
     page.screenshot(path=str(tmp_path / "failures.png"), full_page=True)
+
+
+def test_without_chromium_the_browser_tests_skip_saying_how_to_run_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # a fresh machine: no chromium
+    monkeypatch.delenv(REQUIRE_BROWSER_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        chromium_or_skip()
+
+
+def test_without_chromium_the_browser_tests_fail_where_required(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv(REQUIRE_BROWSER_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=REQUIRE_BROWSER_ENV):
+        chromium_or_skip()
