@@ -89,6 +89,9 @@ class Gate:
                 return
         latency_s = config.latency_s
         if config.create_latency_s > 0 and _is_create(scope):
+            # Fly has the whole request before its slow part (the image pull): the machine is
+            # made even if the client has stopped waiting for the answer.
+            receive = await _buffered(receive)
             latency_s += config.create_latency_s
         if latency_s > 0:
             await asyncio.sleep(latency_s)
@@ -128,6 +131,25 @@ def _bare_token(value: bytes) -> bytes:
         if scheme.lower() not in (b"bearer", b"flyv1"):
             return token
         token = rest.strip()
+
+
+async def _buffered(receive: Receive) -> Receive:
+    """Read the whole request body now; the returned ``receive`` replays it, then reports a
+    disconnect once the client has gone."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+
+    async def replayed() -> Message:
+        return replay.pop() if replay else await receive()
+
+    return replayed
 
 
 def _is_create(scope: Scope) -> bool:

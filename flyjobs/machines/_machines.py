@@ -25,6 +25,11 @@ log = logging.getLogger("flyjobs.machines")
 
 #: Longest time spent, shielded from cancellation, destroying what a failed create left.
 CLEANUP_TIMEOUT_S: Final = 15.0
+#: Seconds a create's answer is awaited. Fly may take over 30 s to make a machine (a cold image
+#: pull, a capacity search), and a create given up on is still made: asking again meanwhile
+#: finds nothing by its name yet, and a create that fails while the first is still being made
+#: leaves that machine running for nobody. Fly's own deadline ends a request well before this.
+CREATE_READ_TIMEOUT_S: Final = 150.0
 
 
 class MachinesAPI(ClientCore):
@@ -45,7 +50,9 @@ class MachinesAPI(ClientCore):
         """Create (and, unless ``skip_launch``, start) a machine.
 
         The request always carries a name (``flyjobs-<random>`` when none is given): it is how
-        a create whose answer was lost is found instead of being made twice. If the call fails
+        a create whose answer was lost is found instead of being made twice. A slow create is
+        waited for (up to ``CREATE_READ_TIMEOUT_S``, whatever the client's ``timeout_s``)
+        rather than asked again while it may still be made. If the call fails
         in a way that may have left a machine behind, or is cancelled, that machine is looked
         up and destroyed before the error propagates: a create either returns the machine or
         leaves none.
@@ -64,7 +71,13 @@ class MachinesAPI(ClientCore):
             min_secrets_version=min_secrets_version,
         )
         call = ApiRequest(
-            "POST", f"{app_path(app)}/machines", "create_machine", app, False, json=body
+            "POST",
+            f"{app_path(app)}/machines",
+            "create_machine",
+            app,
+            False,
+            json=body,
+            read_timeout_s=CREATE_READ_TIMEOUT_S,
         )
         recover = partial(self._find_machine, app, name, include_deleted=True)
         try:

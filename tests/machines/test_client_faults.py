@@ -86,6 +86,25 @@ async def test_faulty_server_never_gets_a_twin_machine(
         assert set(outcomes.values()) == {"done"}
 
 
+@pytest.mark.slow  # a few seconds: every create takes 2 s
+async def test_a_slow_create_whose_answer_is_late_or_lost_is_adopted_never_doubled(
+    make_emulator: Callable[..., RunningEmulator],
+) -> None:
+    # On Fly a create can take longer than the client's request timeout (a cold image pull, a
+    # capacity search), and its answer can be lost. Given up on, it is still made: the create
+    # must wait for it, or find it by name, never fail while it is being made (that machine
+    # would run for nobody) nor make it twice.
+    emu = make_emulator(create_latency_s=2.0, drop_rate=0.2, seed=21)
+    app = f"s-{secrets.token_hex(4)}"
+    async with client_for(emu, retry=PATIENT) as setup:
+        await setup.create_app(app)
+    async with client_for(emu, timeout_s=0.25) as fly:
+        outcomes = await _run_jobs(fly, app, 6)
+    assert all(outcome.startswith(("created", "done")) for outcome in outcomes.values()), outcomes
+    per_name = await _machines_per_name(emu, app)
+    assert per_name == {name: 1 for name in outcomes}, per_name
+
+
 @pytest.mark.slow  # a few seconds
 async def test_429_storm_is_ridden_out_with_retry_after(
     make_emulator: Callable[..., RunningEmulator], caplog: pytest.LogCaptureFixture
