@@ -184,8 +184,7 @@ class ActionsAPI(ClientCore):
         if not wanted:
             raise ValueError("wait needs at least one state")
         deadline = anyio.current_time() + timeout_s
-        while (remaining_s := deadline - anyio.current_time()) > 0:
-            sent_at = anyio.current_time()
+        while (remaining_s := deadline - (sent_at := anyio.current_time())) > 0:
             server_s = max(1, math.ceil(min(MAX_SERVER_WAIT_S, remaining_s)))
             result = await self._wait_once(
                 app, machine_id, wanted, server_s, version, from_event_id
@@ -229,5 +228,8 @@ class ActionsAPI(ClientCore):
             raise
 
 
+_parse_wait_result = parse_model(WaitResult)
+
+
 def _parse_wait(response: httpx.Response) -> WaitResult | None:
-    return None if response.status_code == 408 else parse_model(WaitResult)(response)
+    return None if response.status_code == 408 else _parse_wait_result(response)

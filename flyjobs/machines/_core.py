@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ import httpx
 
 from .._exceptions import ConfigError
 from ._held import held_nonce
-from ._http import ApiRequest, Params, Requester, normalize_token
+from ._http import ApiRequest, Params, Requester, authorization, normalize_token
 from ._ratelimit import RateLimiter, RateLimits
 from ._retry import RetryPolicy
 
@@ -73,6 +74,10 @@ class ClientCore:
             # Few idle connections are kept: httpcore rescans every pooled connection at each
             # request, which cost a fan-out of 64 calls in flight a third of its CPU at 100.
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=20),
+            # The client's own defaults: a request that needs no other is built without merging
+            # headers or copying a timeout (see Requester).
+            headers={"Authorization": authorization(bare_token)},
+            timeout=timeout_s,
         )
         self._requester = Requester(
             self._http,
@@ -148,8 +153,10 @@ class ClientCore:
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def quote_segment(segment: str) -> str:
-    """``segment`` quoted for use as one path segment (``/`` included)."""
+    """``segment`` quoted for use as one path segment (``/`` included); cached, as the same
+    app names and machine ids come back with every request."""
     return quote(segment, safe="")
 
 
