@@ -31,7 +31,8 @@ class MachinesClient(AppsAPI, MachinesAPI, ActionsAPI, LeasesAPI, MetadataAPI, L
         `RateLimits`), ``"off"``, a custom `RateLimits`, or ``"auto"`` (the default): Fly's
         limits unless the base URL is a loopback address.
     :param timeout_s: connect/read/write timeout of one request, in seconds (waits and execs
-        get read timeouts longer than their server-side timeouts).
+        get read timeouts longer than their server-side timeouts, and a create waits up to
+        ``CREATE_READ_TIMEOUT_S`` for its answer: Fly can take longer to make a machine).
     :param http: an `httpx.AsyncClient` to send with (the test seam). It is not closed by
         `aclose`; its base URL and auth are not used.
     :param transport: an httpx transport for the client's own pool (exclusive with ``http``).
