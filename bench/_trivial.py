@@ -15,3 +15,14 @@ def sleep_s(seconds: float) -> float:
 
     time.sleep(seconds)
     return seconds
+
+
+@flyjobs.remote(timeout_s=120)
+def wait_for_file(path: str) -> str:
+    """Return "REAL" once `path` exists."""
+    import os
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return "REAL"

@@ -7,7 +7,8 @@ Each expected call gets a `Ticket` whose URL is the only way to deliver that cal
 ``token`` is fresh for every ticket, so a late delivery for an earlier attempt of the same call
 id finds no ticket. ``sig`` is an HMAC-SHA256, under a key made for this inbox and never shown,
 of the method, the path and the expiry. A delivery is refused with 403 (signature does not
-match, or the body is not sealed with the app's result key), 410 (expired), 404 (no open ticket),
+match, the request head lacks the proof that its sender holds the app's result key, or the
+body is not sealed with that key), 410 (expired), 404 (no open ticket),
 409 (the ticket already has its result), 413 (body over ``max_body_bytes``) or 400 (not a flyjobs
 result envelope for this call); it is answered 204 only after the result is stored, so a
 result the worker saw accepted is never lost.
@@ -51,9 +52,11 @@ from anyio.abc import SocketAttribute
 from ._exceptions import SerializationError
 from ._inbox_server import BoundedServer, RateLimitedLog
 from ._protocol import (
+    DELIVERY_PROOF_HEADER,
     MAX_INBOX_RESULT_BYTES,
     NEXT_INPUT_WAIT_S,
     RESULT_NOT_SEALED,
+    delivery_proof,
     open_result,
     ticket_id,
 )
@@ -106,6 +109,7 @@ class Ticket:
         "_replied",
         "_reply",
         "_token",
+        "_upload",
         "call_id",
         "hold_s",
         "expires_at",
@@ -139,6 +143,8 @@ class Ticket:
         self._event = anyio.Event()
         self._body: bytes | None = None
         self._closed = False
+        #: the upload being read for this ticket (a newer one cancels it)
+        self._upload: anyio.CancelScope | None = None
 
     @property
     def delivered(self) -> bool:
@@ -199,12 +205,14 @@ class ResultInbox:
     :param ttl_s: default lifetime (s) of a ticket's URL.
     :param max_body_bytes: largest result body accepted.
     :param result_key: the app secret results are authenticated with (see
-        `flyjobs._protocol.seal_result`); a delivery not sealed with it is refused with 403 and
-        the ticket stays open for the genuine one; a ticket's result is the opened envelope.
-        None accepts any body the URL admits.
+        `flyjobs._protocol.seal_result`); a delivery whose head lacks its proof
+        (`flyjobs._protocol.delivery_proof`), or whose body is not sealed with it, is refused
+        with 403 and the ticket stays open for the genuine one; a ticket's result is the
+        opened envelope. None accepts any body the URL admits.
     :param max_connections: connections held at once (see `BoundedServer`).
     :param head_timeout_s: seconds a connection has to send its request head.
     :param body_timeout_s: seconds a body may go without sending a byte.
+    :param min_body_rate: bytes/s a body must average once it has sent for `body_timeout_s`.
     :param log_clock: monotonic seconds, for the rate limit of refusal logs (tests inject one).
     """
 
@@ -220,6 +228,7 @@ class ResultInbox:
         max_connections: int = 256,
         head_timeout_s: float = 10.0,
         body_timeout_s: float = 10.0,
+        min_body_rate: float = 16 * 1024,
         log_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
@@ -244,6 +253,7 @@ class ResultInbox:
             max_connections=max_connections,
             head_timeout_s=head_timeout_s,
             body_timeout_s=body_timeout_s,
+            min_body_rate=min_body_rate,
         )
 
     @property
@@ -361,12 +371,27 @@ class ResultInbox:
     async def _accept(self, scope: _Scope, path: str, receive: _Receive) -> bytes | None:
         """Store a delivery's result; return the body to answer with (a held reply), if any."""
         ticket = self._check(scope, path)
+        if self._result_key is not None and not _proven(scope, self._result_key, path):
+            # Refused from the request head, before any of the body is read: someone who only
+            # knows the URL holds no connection, and no memory, while the body trickles in.
+            raise _Refused(403, RESULT_NOT_SEALED)
         length = _content_length(scope)
         if length is not None and length > self.max_body_bytes:
             raise _Refused(413, f"body over {self.max_body_bytes} bytes")
-        # Deliveries to one ticket may run side by side: a stalled or forged upload must not
-        # hold the ticket against the genuine one. The first complete, authentic one wins.
-        body = await self._read_body(receive)
+        # One upload per ticket is read at a time, the newest: a worker that retries after a
+        # lost connection replaces its stalled attempt, and a ticket never buffers two bodies.
+        upload = anyio.CancelScope()
+        if ticket._upload is not None:
+            ticket._upload.cancel()
+        ticket._upload = upload
+        try:
+            with upload:
+                body = await self._read_body(receive)
+        finally:
+            if ticket._upload is upload:
+                ticket._upload = None
+        if upload.cancelled_caught:
+            raise _Refused(409, "a newer upload to this ticket replaced this one")
         if self._result_key is not None:
             opened = open_result(self._result_key, body, ticket=ticket_id(ticket.url))
             if opened is None:
@@ -458,6 +483,14 @@ def _header(scope: _Scope, name: bytes) -> bytes | None:
             found: bytes = value
             return found
     return None
+
+
+def _proven(scope: _Scope, result_key: str, path: str) -> bool:
+    """Whether the request head carries the delivery proof of `path` under `result_key`."""
+    sent = _header(scope, DELIVERY_PROOF_HEADER.lower().encode("ascii"))
+    if sent is None:
+        return False
+    return hmac.compare_digest(sent, delivery_proof(result_key, path).encode("ascii"))
 
 
 def _content_length(scope: _Scope) -> int | None:

@@ -8,7 +8,8 @@ to 1,024 descriptors. This server:
 - holds at most `max_connections` connections. At the cap, a new connection evicts the oldest one
   still waiting for its request head, or is closed at once when every connection is busy;
 - closes a connection whose request head is not complete within `head_timeout_s`, or whose body
-  sends nothing for `body_timeout_s`;
+  sends nothing for `body_timeout_s` or falls behind `min_body_rate` bytes/s (counted from
+  `body_timeout_s` after the body started), so a trickle of a byte every few seconds is closed;
 - serves one request per connection (``Connection: close``): a delivery is one PUT;
 - answers a request h11 cannot parse, or a head over `max_head_bytes`, with 400.
 
@@ -101,6 +102,7 @@ class BoundedServer:
     :param head_timeout_s: seconds a connection has to send its whole request head.
     :param body_timeout_s: seconds the body may go without sending a byte.
     :param max_head_bytes: largest request head (request line and headers).
+    :param min_body_rate: bytes/s a body must average, after a grace of `body_timeout_s`.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class BoundedServer:
         head_timeout_s: float = 10.0,
         body_timeout_s: float = 10.0,
         max_head_bytes: int = 16 * 1024,
+        min_body_rate: float = 16 * 1024,
     ) -> None:
         self._app = app
         self._log = log
@@ -119,6 +122,7 @@ class BoundedServer:
         self.head_timeout_s = head_timeout_s
         self.body_timeout_s = body_timeout_s
         self.max_head_bytes = max_head_bytes
+        self.min_body_rate = min_body_rate
         self._connections: dict[int, _Connection] = {}
         self._ids = itertools.count()
 
@@ -205,7 +209,7 @@ class BoundedServer:
         if not isinstance(request, h11.Request):
             return  # closed before a request
         connection.awaiting_head = False
-        exchange = _Exchange(h11_conn, stream, self.body_timeout_s)
+        exchange = _Exchange(h11_conn, stream, self.body_timeout_s, self.min_body_rate)
         try:
             await self._app(_scope(request), exchange.receive, exchange.send)
         except Exception:
@@ -217,10 +221,15 @@ class BoundedServer:
 class _Exchange:
     """``receive`` and ``send`` of one request, in ASGI's terms."""
 
-    def __init__(self, conn: h11.Connection, stream: ByteStream, body_timeout_s: float) -> None:
+    def __init__(
+        self, conn: h11.Connection, stream: ByteStream, body_timeout_s: float, min_rate: float
+    ) -> None:
         self._conn = conn
         self._stream = stream
         self._body_timeout_s = body_timeout_s
+        self._min_rate = min_rate
+        self._body_started: float | None = None
+        self._received = 0
         self._body_done = False
         self._status = 500
         self._headers: list[tuple[bytes, bytes]] = []
@@ -236,12 +245,18 @@ class _Exchange:
             return {"type": "http.disconnect"}
         if self._conn.they_are_waiting_for_100_continue:
             await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        now = anyio.current_time()
+        if self._body_started is None:
+            self._body_started = now
+        # The body's whole schedule: a grace of body_timeout_s, then min_rate bytes/s.
+        behind_at = self._body_started + self._body_timeout_s + self._received / self._min_rate
         try:
-            with anyio.fail_after(self._body_timeout_s):
+            with anyio.fail_after(min(self._body_timeout_s, behind_at - now)):
                 event = await _next_event(self._conn, self._stream)
         except (TimeoutError, h11.RemoteProtocolError):
             return {"type": "http.disconnect"}
         if isinstance(event, h11.Data):
+            self._received += len(event.data)
             return {"type": "http.request", "body": bytes(event.data), "more_body": True}
         if isinstance(event, h11.EndOfMessage):
             self._body_done = True

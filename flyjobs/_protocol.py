@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "CALL_MARK_PREFIX",
+    "DELIVERY_PROOF_HEADER",
     "ERROR_TRACEBACK_CHARS",
     "MAX_ERROR_LINE_BYTES",
     "EXIT_BAD_PAYLOAD",
@@ -47,6 +48,7 @@ __all__ = (
     "error_line",
     "call_line",
     "call_mark",
+    "delivery_proof",
     "importing_function",
     "log_gap_line",
     "may_mark",
@@ -174,6 +176,12 @@ _MAC_HEX_DIGITS = 64
 _RESULT = b"flyjobs-result"
 _JOURNAL = b"flyjobs-journal"
 _CALL_RECORD = b"flyjobs-call-rec"  # person is at most 16 bytes
+_DELIVERY = b"flyjobs-delivery"
+
+#: The request header in which a worker proves, before the body, that it holds the result key:
+#: the inbox refuses an upload without it from its request head, so uploads by someone who only
+#: knows the URL never hold a connection or memory for their body (docs/threat-model.md).
+DELIVERY_PROOF_HEADER = "Flyjobs-Delivery-Proof"
 
 
 def ticket_id(result_url: str) -> str:
@@ -201,6 +209,13 @@ def result_mac(secret: str, body: bytes, *, purpose: bytes = _RESULT, bound: str
     mac = blake2b(bound.encode() + b"\0", key=key, digest_size=32)
     mac.update(body)
     return mac.hexdigest()
+
+
+def delivery_proof(secret: str, path: str) -> str:
+    """The `DELIVERY_PROOF_HEADER` value for a delivery to the inbox URL path `path` (no query):
+    a MAC of the path under the result key. The path names one ticket (its token is fresh), so
+    a proof is good for that ticket only."""
+    return result_mac(secret, path.encode("utf-8", "surrogateescape"), purpose=_DELIVERY)
 
 
 def seal_result(secret: str, body: bytes, *, ticket: str, purpose: bytes = _RESULT) -> bytes:

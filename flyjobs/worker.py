@@ -55,6 +55,7 @@ from flyjobs._call_envelope import CallEnvelope, decode_call
 from flyjobs._codec import import_reference
 from flyjobs._exceptions import SerializationError
 from flyjobs._protocol import (
+    DELIVERY_PROOF_HEADER,
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_DELIVERY_FAILED,
@@ -68,6 +69,7 @@ from flyjobs._protocol import (
     RESULT_NOT_SEALED,
     call_error,
     call_mark,
+    delivery_proof,
     seal_result,
     set_importing_function,
     ticket_id,
@@ -404,7 +406,12 @@ class _Worker:
             if attempt:
                 time.sleep(_RETRY_DELAYS_S[attempt - 1])
             try:
-                status, answer = _put(call.result_url, body, hold_s=call.idle_s if pulls else 0.0)
+                status, answer = _put(
+                    call.result_url,
+                    body,
+                    hold_s=call.idle_s if pulls else 0.0,
+                    result_key=self.result_key,
+                )
             except OSError as exc:
                 log(f"result delivery attempt {attempt + 1} failed: {exc}")
                 continue
@@ -434,15 +441,19 @@ class _Worker:
             return None
 
 
-def _put(url: str, body: bytes, *, hold_s: float = 0.0) -> tuple[int, bytes]:
+def _put(
+    url: str, body: bytes, *, hold_s: float = 0.0, result_key: str | None = None
+) -> tuple[int, bytes]:
     """PUT `body` to `url`; return the HTTP status and the answer's body.
 
     :param hold_s: seconds the answer may be held (the machine's idle period, when the answer
         carries the next call): wait for it that much longer.
+    :param result_key: the app's result key: an ``http://`` (inbox) request carries its
+        delivery proof, which the inbox checks before it reads the body.
     """
     timeout_s = _PUT_TIMEOUT_S + len(body) / 1048576 + hold_s
     if url.startswith("http://"):
-        return _put_http(url, body, timeout_s)
+        return _put_http(url, body, timeout_s, result_key)
     return _put_urllib(url, body, timeout_s)
 
 
@@ -458,16 +469,22 @@ def _split_http_url(url: str) -> tuple[str, str, int, str]:
     return authority, host, int(port_text or 80), "/" + path.partition("#")[0]
 
 
-def _put_http(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+def _put_http(
+    url: str, body: bytes, timeout_s: float, result_key: str | None = None
+) -> tuple[int, bytes]:
     # HTTP/1.1 by hand over _socket (socket's C core), because every call pays the worker's
     # imports: http.client pulls in the email package (about 18 ms measured here, more than the
     # ~13 ms an interpreter that imports msgpack needs in all), urllib.request adds ssl on top
     # (about 23 ms), and even the socket module adds enum and selectors (about 3 ms); all this
     # for one request, one status line and a body of known length.
     authority, host, port, target = _split_http_url(url)
+    proof = ""
+    if result_key:
+        path = target.partition("?")[0]
+        proof = f"{DELIVERY_PROOF_HEADER}: {delivery_proof(result_key, path)}\r\n"
     request = (
         f"PUT {target} HTTP/1.1\r\nHost: {authority}\r\n"
-        f"Content-Type: application/msgpack\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: application/msgpack\r\nContent-Length: {len(body)}\r\n{proof}"
         "Connection: close\r\n\r\n"
     ).encode("latin-1") + body
     error: OSError = OSError(f"cannot resolve {host}")

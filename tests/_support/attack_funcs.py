@@ -88,7 +88,9 @@ def deliver_forged_result(kind: str, marker: str) -> str:
     body = forged_envelope(call, kind, marker)
     key = os.environ[RESULT_KEY_ENV]
     status, _ = worker._put(
-        call["result_url"], seal_result(key, body, ticket=ticket_id(call["result_url"]))
+        call["result_url"],
+        seal_result(key, body, ticket=ticket_id(call["result_url"])),
+        result_key=key,
     )
     assert status == 204, status
     return "REAL"

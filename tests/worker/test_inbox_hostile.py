@@ -17,6 +17,7 @@ import pytest
 
 from flyjobs._channel import choose_channel
 from flyjobs._inbox import ResultInbox
+from flyjobs._protocol import DELIVERY_PROOF_HEADER, delivery_proof, seal_result, ticket_id
 from flyjobs._result_envelope import encode_result
 from flyjobs._settings import Settings
 
@@ -43,6 +44,18 @@ async def _closed_by_peer(stream: anyio.abc.SocketStream) -> bool:
         except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
             return True
     return False
+
+
+async def _answer_to(stream: anyio.abc.SocketStream) -> bytes:
+    """What the server sent on `stream` until it closed it (waits at most 10 s)."""
+    answer = b""
+    with anyio.move_on_after(10):
+        try:
+            while True:
+                answer += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            pass
+    return answer
 
 
 def test_the_inbox_binds_only_the_address_machines_are_told() -> None:
@@ -118,6 +131,85 @@ async def test_a_stalled_upload_never_blocks_the_genuine_one() -> None:
                 assert await ticket.result() == genuine
                 # The stalled one is answered and closed once its body timed out.
                 assert await _closed_by_peer(stalled)
+
+
+KEY = "inbox-hostile-result-key"
+
+
+@pytest.mark.parametrize(("length", "sent"), [(1000, 1), (60 * 1024 * 1024, 1024 * 1024)])
+async def test_uploads_that_only_know_the_url_are_refused_before_their_body(
+    length: int, sent: int
+) -> None:
+    """A config reader trickling bodies (or starting huge ones) to a live URL: each is refused
+    from its request head, so none holds a connection slot or buffers its body, and the genuine
+    delivery gets through with every slot the attackers took back."""
+    async with ResultInbox(max_connections=8, result_key=KEY, body_timeout_s=60) as inbox:
+        with inbox.expect("c-abuse") as ticket:
+            target = ticket.url.split("/", 3)[3]
+            head = f"PUT /{target} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+            for _ in range(12):  # more than the connections the inbox holds
+                async with await _silent_connection(inbox.port) as upload:
+                    await upload.send(head.encode() + b"x" * sent)
+                    assert (await _answer_to(upload)).startswith(b"HTTP/1.1 403 ")
+            assert inbox.server.connection_count == 0
+            genuine = encode_result("c-abuse", value="real")
+            path = "/" + target.partition("?")[0]
+            async with httpx.AsyncClient() as client:
+                answer = await client.put(
+                    ticket.url,
+                    content=seal_result(KEY, genuine, ticket=ticket_id(ticket.url)),
+                    headers={DELIVERY_PROOF_HEADER: delivery_proof(KEY, path)},
+                )
+            assert answer.status_code == 204, answer.text
+            assert await ticket.result() == genuine
+
+
+async def test_an_upload_slower_than_the_minimum_rate_is_closed() -> None:
+    """A body that sends a byte before every silence would time out (here every 0.1 s, under a
+    0.5 s body timeout) is still closed once it falls behind the minimum rate."""
+    async with ResultInbox(body_timeout_s=0.5, min_body_rate=100) as inbox:
+        with inbox.expect("c-trickle") as ticket:
+            target = ticket.url.split("/", 3)[3]
+            head = f"PUT /{target} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+            async with await _silent_connection(inbox.port) as trickle:
+                await trickle.send(head.encode())
+                closed = False
+                for _ in range(100):  # 10 s of trickling at most
+                    try:
+                        await trickle.send(b"x")
+                    except (anyio.BrokenResourceError, OSError):
+                        closed = True
+                        break
+                    with anyio.move_on_after(0.1):
+                        try:
+                            await trickle.receive()  # an answer
+                        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                            pass
+                        closed = True
+                    if closed:
+                        break
+                assert closed, "a trickle above the body timeout but below the rate held on"
+            assert not ticket.delivered
+
+
+async def test_a_newer_upload_replaces_a_stalled_one() -> None:
+    async with ResultInbox(body_timeout_s=60) as inbox:
+        with inbox.expect("c-newer") as ticket:
+            target = ticket.url.split("/", 3)[3]
+            head = (
+                f"PUT /{target} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                "Expect: 100-continue\r\n\r\n"
+            )
+            async with await _silent_connection(inbox.port) as stalled:
+                await stalled.send(head.encode())
+                # The inbox asks for the body once it reads it.
+                assert (await stalled.receive()).startswith(b"HTTP/1.1 100 ")
+                await stalled.send(b"partial")
+                genuine = encode_result("c-newer", value="real")
+                assert (await _put(ticket.url, genuine)).status_code == 204
+                # Not held until the body timeout: replaced at once.
+                assert b"HTTP/1.1 409 " in await _answer_to(stalled)
+            assert await ticket.result() == genuine
 
 
 @pytest.mark.slow  # a few seconds
