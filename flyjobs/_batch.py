@@ -14,11 +14,12 @@ missing failed with the machine's exit (and is retried under ``retries``), and t
 it, which never ran, are given back without counting an attempt.
 
 Each input's clocks (deadline, result URL expiry) start when a machine is created for it or
-handed it. A machine that dies holding an input gives the input back for another machine
-(within ``retries``); a result is taken from a ticket only once, and a ticket is closed before
-its input is retried, so no input's result is delivered twice. However the batch ends (done,
-cancelled, failed, interpreter exit), every machine it created is destroyed or exiting by
-itself, watched until it has.
+handed it: a create the API throttles (429) is sent again, however long that lasts, with the
+clocks of the inputs it carries started anew. A machine that dies holding an input gives the
+input back for another machine (within ``retries``); a result is taken from a ticket only once,
+and a ticket is closed before its input is retried, so no input's result is delivered twice.
+However the batch ends (done, cancelled, failed, interpreter exit), every machine it created is
+destroyed or exiting by itself, watched until it has.
 """
 
 from __future__ import annotations
@@ -207,26 +208,44 @@ class Batch:
         """Start ``item``'s clocks and open its ticket (putting arguments too large to travel
         inline in the store, the first time). ``queue`` inputs run before it on its machine
         (in a fixed slice), so its deadline is that many ``timeout_s`` later."""
-        runtime, plan = self._runtime, self._plan
         item.attempts += 1
-        index = item.index
-        call_id = f"{plan.batch_id}-{index}"
+        call_id = f"{self._plan.batch_id}-{item.index}"
         if item.attempts > 1:
             call_id += f"-r{item.attempts - 1}"
+        held = await self._start_clocks(item, call_id, queue, upload=item.attempts == 1)
+        self.stats.started(item.index, item.queued_at, creating=creating)
+        return held
+
+    async def _start_clocks(
+        self, item: Item, call_id: str, queue: int, *, upload: bool = False
+    ) -> _Held:
+        """``item`` held as ``call_id``: its deadline from now, its ticket, where its
+        arguments are (``upload``: put them in the store first, when they spill)."""
+        runtime, plan = self._runtime, self._plan
         deadline = time.time() + plan.options.effective_timeout_s * (1 + queue)
         arguments_url = None
         if plan.spilled(item.arguments):
             assert runtime.store is not None  # encoding refuses them without one
-            key = spilled_key(f"{plan.batch_id}-{index}")
-            if item.attempts == 1:
+            key = spilled_key(f"{plan.batch_id}-{item.index}")
+            if upload:
                 await runtime.store.put(key, item.arguments)
             expires_at = deadline + WORKER_DEADLINE_SLACK_S
             arguments_url = runtime.store.presign("GET", key, expires_at=expires_at)
         ticket = ticket_for(
             runtime, call_id, deadline, replies=self._pulls, on_late=self.stats.late_delivery
         )
-        self.stats.started(index, item.queued_at, creating=creating)
         return _Held(item, call_id, ticket, deadline, arguments_url)
+
+    async def _restart_clocks(self, first: _Held) -> tuple[bytes, float]:
+        """After a throttled create: the inputs it was to carry were not taken, so their
+        clocks start again (new deadlines and tickets); the create's new payload and
+        deadline."""
+        for queue, held in enumerate((first, *first.following)):
+            await _close(held)
+            fresh = await self._start_clocks(held.item, held.call_id, queue)
+            held.ticket, held.deadline = fresh.ticket, fresh.deadline
+            held.arguments_url = fresh.arguments_url
+        return self._payload(first), first.deadline
 
     def _payload(self, held: _Held) -> bytes:
         return self._plan.payload(
@@ -280,6 +299,7 @@ class Batch:
                     first.deadline,
                     pulls=self._reuse,
                     paced=True,
+                    restart=partial(self._restart_clocks, first),
                 )
             except Exception as exc:
                 self.stats.create_failed()

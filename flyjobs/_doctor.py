@@ -186,7 +186,11 @@ def _inbox(settings: Settings) -> Check:
 def _rate_limits(client: MachinesClient) -> Check:
     limits = client.rate_limits
     if limits is None:
-        return Check("rate limits", True, "client pacing off (the API is on this host)")
+        if client.paces_after_throttling:
+            what = "client pacing starts at the API's first 429 (the API is on this host)"
+        else:
+            what = "client pacing off"
+        return Check("rate limits", True, what)
     rate = limits.default
     return Check(
         "rate limits", True,

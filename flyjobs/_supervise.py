@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -106,6 +106,7 @@ async def create_machine(
     *,
     pulls: bool,
     paced: bool = False,
+    restart: Callable[[], Awaitable[tuple[bytes, float]]] | None = None,
 ) -> Machine:
     """Create the machine ``name`` carrying ``payload`` as its first call.
 
@@ -113,26 +114,39 @@ async def create_machine(
     and never counts as a failure. A machine that ``pulls`` more inputs has no fixed deadline.
     ``paced``: the caller took this create's turn with `pace_create` already.
 
+    ``restart``: the first call is a batch input, not taken until a machine exists, so its
+    clock must not run while the API throttles: throttling is waited out however long it
+    lasts (backing off, then paced), and each create sent again carries the payload and
+    deadline ``await restart()`` gives, with the input's clocks started anew.
+
     :raises CallTimeoutError: the API throttled creates until the deadline.
     :raises APIError, TransportError: the create failed; a note names the likely setting.
     """
-    config = plan.machine_config(name, payload, deadline=None if pulls else deadline)
-    patience = anyio.current_time() + max(deadline - time.time(), 0.0)
-    try:
-        paced_ = paced_already(_CREATE, plan.app) if paced else contextlib.nullcontext()
-        with patient_until(patience), paced_:
-            return await runtime.client.create_machine(
-                plan.app, config, name=name, region=plan.options.region
-            )
-    except RateLimitedError as exc:
-        raise CallTimeoutError(
-            f"call {name}: the Machines API throttled machine creation (429) until the call's"
-            f" timeout_s={plan.options.effective_timeout_s:g} passed;"
-            " raise timeout_s or lower max_machines"
-        ) from exc
-    except (APIError, TransportError) as exc:
-        _add_hint(exc, runtime, plan.app)
-        raise
+    while True:
+        config = plan.machine_config(name, payload, deadline=None if pulls else deadline)
+        now = anyio.current_time()
+        # With restart, a 429 comes back here at once: the create is sent again with a new
+        # payload, not as it was.
+        patience = now if restart is not None else now + max(deadline - time.time(), 0.0)
+        try:
+            paced_ = paced_already(_CREATE, plan.app) if paced else contextlib.nullcontext()
+            with patient_until(patience), paced_:
+                return await runtime.client.create_machine(
+                    plan.app, config, name=name, region=plan.options.region
+                )
+        except RateLimitedError as exc:
+            if restart is None:
+                raise CallTimeoutError(
+                    f"call {name}: the Machines API throttled machine creation (429) until the"
+                    f" call's timeout_s={plan.options.effective_timeout_s:g} passed;"
+                    " raise timeout_s or lower max_machines"
+                ) from exc
+            await runtime.client.pace_after_throttling(_CREATE, plan.app, exc.retry_after_s)
+            payload, deadline = await restart()
+            paced = True
+        except (APIError, TransportError) as exc:
+            _add_hint(exc, runtime, plan.app)
+            raise
 
 
 class ExitWatch:

@@ -29,7 +29,9 @@ class MachinesClient(AppsAPI, MachinesAPI, ActionsAPI, LeasesAPI, MetadataAPI, L
     :param retry: retry budget and backoff; see `RetryPolicy`.
     :param rate_limits: client-side pacing: ``"fly"`` (Fly's published limits, see
         `RateLimits`), ``"off"``, a custom `RateLimits`, or ``"auto"`` (the default): Fly's
-        limits unless the base URL is a loopback address.
+        limits, except that on a loopback address a bucket is paced only once the API has
+        answered it 429. With any pacing, a 429 empties its bucket for the backoff (at least
+        ``Retry-After``) and the retry queues behind the requests already waiting.
     :param timeout_s: connect/read/write timeout of one request, in seconds (waits and execs
         get read timeouts longer than their server-side timeouts, and a create waits up to
         ``CREATE_READ_TIMEOUT_S`` for its answer: Fly can take longer to make a machine).

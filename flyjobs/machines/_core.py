@@ -65,8 +65,14 @@ class ClientCore:
         )
         raw_token = token if token is not None else os.environ.get("FLY_API_TOKEN")
         bare_token = normalize_token(raw_token)
-        #: The client-side rate limits in force (``None``: off).
+        #: The client-side rate limits in force (``None``: off, or only after a 429 with
+        #: ``"auto"`` on a loopback host).
         self.rate_limits = _resolve_rate_limits(rate_limits, self.base_url)
+        limiter = RateLimiter(self.rate_limits) if self.rate_limits is not None else None
+        #: ``"auto"`` on a loopback host: a bucket is paced (as on Fly) once it drew a 429.
+        self.paces_after_throttling = limiter is None and rate_limits == "auto"
+        if self.paces_after_throttling:
+            limiter = RateLimiter(RateLimits(), adaptive=True)
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             transport=transport,
@@ -84,7 +90,7 @@ class ClientCore:
             base_url=self.base_url,
             token=bare_token,
             retry=retry or RetryPolicy(),
-            limiter=RateLimiter(self.rate_limits) if self.rate_limits is not None else None,
+            limiter=limiter,
             timeout_s=timeout_s,
         )
 
@@ -97,6 +103,15 @@ class ClientCore:
         and take it: send that request inside `paced_already` so it does not wait again.
         Lets a caller decide what to send only once it can be sent."""
         await self._requester.pace(action, scope)
+
+    async def pace_after_throttling(
+        self, action: str, scope: str, retry_after_s: float | None = None
+    ) -> None:
+        """Wait, after a `RateLimitedError` for ``action`` on ``scope``, until the request may
+        be sent again, and take that turn (as `pace` does): the backoff the 429 set on the
+        bucket and the requests queued before it, or without pacing ``retry_after_s``
+        (the error's ``Retry-After``)."""
+        await self._requester.pace_after_throttling(action, scope, retry_after_s)
 
     @property
     def throttled_at(self) -> float | None:

@@ -196,6 +196,17 @@ class Requester:
         if self._limiter is not None:
             await self._limiter.acquire(action, scope)
 
+    async def pace_after_throttling(
+        self, action: str, scope: str, retry_after_s: float | None
+    ) -> None:
+        """Wait, after a 429 for ``action`` on ``scope`` that was not retried here, until a
+        request may be sent again, and take that turn (see `pace`): with pacing, the bucket's
+        next turn (the 429 emptied it for the backoff); without, the ``Retry-After``."""
+        if self._limiter is not None:
+            await self._limiter.acquire(action, scope)
+        else:
+            await anyio.sleep(retry_after_s if retry_after_s is not None else self._retry.max_s)
+
     def redact(self, text: str) -> str:
         """``text`` with every occurrence of the token, and of each token of a comma-joined
         list (fly-go sends only some of them), replaced."""
@@ -218,23 +229,30 @@ class Requester:
         Without ``recover``, an unsafe call is not repeated after an unknown outcome.
         """
         ambiguous_seen = False
-        attempt = throttles = 0
+        attempt = throttles = sends = 0
         patience = _PATIENCE.get()
         while True:
             attempt += 1
-            outcome = await self._attempt(call, attempt, ambiguous_seen)
+            sends += 1
+            outcome = await self._attempt(call, attempt, ambiguous_seen, first=sends == 1)
             if isinstance(outcome, httpx.Response):
                 return self._parse(call, outcome, parse)
             if outcome.throttled:
-                self.throttled_at = anyio.current_time()
+                now = self.throttled_at = anyio.current_time()
+                throttles += 1
+                step = min(throttles, _MAX_THROTTLE_STEPS)
+                delay_s = self._retry.delay_s(step, outcome.retry_after_s, self._rng)
+                if self._limiter is not None:
+                    # Back off, then pace: the bucket waits out the delay, and this retry
+                    # queues behind the requests already waiting for it (a retry sent at once
+                    # beside them would only be refused again).
+                    self._limiter.penalize(call.action, call.scope, delay_s, now)
                 if patience is not None:
-                    throttles += 1
-                    step = min(throttles, _MAX_THROTTLE_STEPS)
-                    delay_s = self._retry.delay_s(step, outcome.retry_after_s, self._rng)
-                    if anyio.current_time() + delay_s > patience:
+                    if now + delay_s > patience:
                         raise outcome.error from outcome.cause
                     attempt -= 1  # throttling is not a failure: the budget is kept
-                    await anyio.sleep(delay_s)
+                    if self._limiter is None:
+                        await anyio.sleep(delay_s)
                     continue
             ambiguous_seen = ambiguous_seen or outcome.ambiguous
             if ambiguous_seen and recover is not None:
@@ -243,7 +261,8 @@ class Requester:
                     return found
             if not self._may_retry(call, outcome, attempt, recover is not None):
                 raise outcome.error from outcome.cause
-            await anyio.sleep(self._retry.delay_s(attempt, outcome.retry_after_s, self._rng))
+            if not (outcome.throttled and self._limiter is not None):
+                await anyio.sleep(self._retry.delay_s(attempt, outcome.retry_after_s, self._rng))
 
     def _may_retry(
         self, call: ApiRequest, failure: _Failure, attempt: int, recoverable: bool
@@ -265,13 +284,11 @@ class Requester:
             raise failure.error from failure.cause
 
     async def _attempt(
-        self, call: ApiRequest, attempt: int, ambiguous_seen: bool
+        self, call: ApiRequest, attempt: int, ambiguous_seen: bool, *, first: bool
     ) -> httpx.Response | _Failure:
         if self.closed:
             raise TransportError(f"{call.method} {call.path}: the MachinesClient is closed")
-        if self._limiter is not None and not (
-            attempt == 1 and _PACED.get() == (call.action, call.scope)
-        ):
+        if self._limiter is not None and not (first and _PACED.get() == (call.action, call.scope)):
             await self._limiter.acquire(call.action, call.scope)
         started = time.perf_counter()
         try:

@@ -74,18 +74,28 @@ class RateLimiter:
     """Paces requests so that none goes out faster than its `RateLimits` bucket allows.
 
     Each caller reserves a token at once (the balance may go negative) and sleeps off the
-    deficit, so concurrent callers are served in arrival order without a lock.
+    deficit, so concurrent callers are served in arrival order without a lock. A 429 from the
+    API (`penalize`) empties a bucket for as long as the API asks, and the requests behind it
+    wait in line.
+
+    :param adaptive: pace a bucket only once the API has throttled it (`penalize`): until
+        then its requests go at once. For an API on this host, which rarely limits: when it
+        does, requests back off and are then paced as on Fly instead of retried at once.
     """
 
     #: Buckets kept before idle (full) ones are forgotten.
     MAX_BUCKETS = 10_000
 
-    def __init__(self, limits: RateLimits) -> None:
+    def __init__(self, limits: RateLimits, *, adaptive: bool = False) -> None:
         self.limits = limits
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        #: the buckets paced so far, when adaptive (None: all of them)
+        self._paced: set[tuple[str, str]] | None = set() if adaptive else None
 
     async def acquire(self, action: str, scope: str) -> None:
         """Wait until a request for ``action`` on ``scope`` may be sent."""
+        if self._paced is not None and (action, scope) not in self._paced:
+            return
         delay_s = self.reserve(action, scope, anyio.current_time())
         if delay_s <= 0:
             return
@@ -113,8 +123,23 @@ class RateLimiter:
         bucket.tokens -= 1
         return max(0.0, -bucket.tokens / rate.per_s)
 
+    def penalize(self, action: str, scope: str, wait_s: float, now: float) -> None:
+        """The API throttled a request for ``action`` on ``scope`` at time ``now`` (monotonic
+        seconds): nothing more is sent from that bucket for ``wait_s`` seconds (its
+        ``Retry-After``, or a backoff), then requests are paced at its rate."""
+        if self._paced is not None:
+            self._paced.add((action, scope))
+        self.reserve(action, scope, now)  # refill the bucket to now
+        bucket = self._buckets[(action, scope)]
+        # Give back the token just taken, with the debt of wait_s seconds: the next
+        # reservation waits at least that long.
+        rate = self.limits.rate(action)
+        bucket.tokens = min(bucket.tokens + 1, 1 - wait_s * rate.per_s)
+
     def _forget_idle(self, now: float) -> None:
         for key, bucket in list(self._buckets.items()):
             rate = self.limits.rate(key[0])
             if bucket.tokens + (now - bucket.updated) * rate.per_s >= rate.burst:
                 del self._buckets[key]
+                if self._paced is not None:
+                    self._paced.discard(key)  # throttled long ago: unpaced again

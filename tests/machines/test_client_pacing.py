@@ -56,6 +56,28 @@ def test_idle_buckets_are_forgotten() -> None:
     assert list(limiter._buckets) == [("start", "d")]
 
 
+def test_a_429_empties_the_bucket_for_its_wait_and_the_rest_queue_behind() -> None:
+    limiter = RateLimiter(RateLimits(margin=0))
+    assert _delays(limiter, [0]) == [0]
+    limiter.penalize("start", "m1", 2.5, 0)
+    # Nothing before 2.5 s, then one per second: the burst left is not spent at once.
+    assert _delays(limiter, [0, 0, 0]) == [2.5, 3.5, 4.5]
+    assert limiter.reserve("start", "m2", 0) == 0  # other buckets are not touched
+
+
+@pytest.mark.anyio
+async def test_an_adaptive_limiter_paces_a_bucket_only_after_a_429() -> None:
+    limiter = RateLimiter(RateLimits(margin=0), adaptive=True)
+    with anyio.fail_after(10):
+        for _ in range(20):  # far past the burst: not paced
+            await limiter.acquire("create_machine", "app")
+    now = anyio.current_time()
+    limiter.penalize("create_machine", "app", 1.0, now)
+    assert limiter.reserve("create_machine", "app", now) == 1.0
+    with anyio.fail_after(10):
+        await limiter.acquire("create_machine", "other-app")  # still unpaced
+
+
 @pytest.mark.anyio
 async def test_a_cancelled_wait_gives_its_token_back() -> None:
     limiter = RateLimiter(RateLimits(default=Rate(1.0, 1), margin=0))
