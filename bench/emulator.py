@@ -1,17 +1,14 @@
 """Emulator speed against baselines measured in the same run.
 
 1. Get Machine requests/s against a minimal Starlette app answering the same JSON body on the
-   same server stack (uvicorn, h11, same socket setup), both over one reused connection,
-   sequentially. Goal: ratio >= 0.7.
+   same server stack (flyjobs's BoundedServer over h11, same socket setup), both over one
+   reused connection, sequentially. Goal: ratio >= 0.7.
 2. One job cycle of an ``auto_destroy`` machine running ``python -c pass`` (create → wait
    started → wait stopped → wait destroyed) against spawning ``[sys.executable, "-c", "pass"]``
    directly, at concurrency 1 and 16. Goal: ratio <= 1.6. The cycle's client is a minimal
    HTTP/1.1 one, so the figure is the emulator's cost; the same cycle through httpx's async
    client is reported beside it (``*_httpx_ratio``, no goal): at concurrency 16 on two cores
    everything is CPU-bound and httpx's own CPU per request (0.7-1.5 ms) dominates it.
-
-Server stack note: uvicorn's ``httptools`` parser is faster than ``h11`` but is not installed
-here; the emulator uses h11 explicitly, and so does the baseline.
 
 Every loop is bounded (a fixed duration or count). The last line is one JSON object.
 """
@@ -21,21 +18,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
+import anyio
 import httpx
+from anyio.abc import SocketListener
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flyjobs._asgi_serve import bind_listener, serve_asgi
+from flyjobs._inbox_server import App, BoundedServer, RateLimitedLog, bind_listener
 from flyjobs.emulator import EmulatorConfig, RunningEmulator, serve_in_thread
 
 GET_ROUNDS = 4
@@ -46,7 +46,8 @@ CYCLES = {1: 30, 16: 96}
 @contextlib.contextmanager
 def baseline_server(body: bytes) -> Iterator[str]:
     """A minimal Starlette app answering ``body`` on every GET, served as the emulator is
-    (flyjobs._asgi_serve), from a thread of its own."""
+    (flyjobs._inbox_server.BoundedServer, keeping connections alive), from a thread of its
+    own."""
 
     async def fixed(_request: Request) -> Response:
         return Response(body, media_type="application/json")
@@ -58,9 +59,14 @@ def baseline_server(body: bytes) -> Iterator[str]:
 
     async def serve() -> None:
         stop["loop"], stop["event"] = asyncio.get_running_loop(), asyncio.Event()
-        async with serve_asgi(app, sock):
+        log = RateLimitedLog(logging.getLogger("bench.baseline"))
+        server = BoundedServer(cast(App, app), log=log, keep_alive_s=5.0, name="the baseline")
+        listener = await SocketListener.from_socket(sock)
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(server.serve, listener)
             ready.set()
             await stop["event"].wait()
+            tasks.cancel_scope.cancel()
 
     thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
     thread.start()

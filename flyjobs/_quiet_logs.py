@@ -1,15 +1,17 @@
 """Keep the logs of flyjobs' own servers and HTTP client out of the host program's log.
 
-The embedded emulator serves through uvicorn and the runtime speaks to the Machines API through
-httpx, on threads of their own; both libraries log through the loggers the host application
-shares (``uvicorn.error``, ``uvicorn.access``, ``httpx``). Under ``logging.basicConfig(level=
-INFO)`` a web app served by uvicorn then showed a second ``Started server process`` and one
-``HTTP Request:`` line per API request flyjobs made (its waits and log polls included).
+The embedded emulator once served through uvicorn, and the runtime speaks to the Machines API
+through httpx, on threads of their own; both libraries log through the loggers the host
+application shares (``uvicorn.error``, ``uvicorn.access``, ``httpx``). Under
+``logging.basicConfig(level=INFO)`` a web app served by uvicorn then showed a second ``Started
+server process`` and one ``HTTP Request:`` line per API request flyjobs made (its waits and log
+polls included).
 
 A thread flyjobs runs calls `quiet_this_thread` first: the filter put on those loggers drops
 their records below WARNING made in that thread (warnings and errors still show). Setting
-``FLYJOBS_EMULATOR_LOG=1`` keeps them all, and the emulator's access log (one line per request)
-with them. ``flyjobs dev`` serves on the main thread, so its logs are kept.
+``FLYJOBS_EMULATOR_LOG=1`` keeps them all, and turns on the emulator's own start line and
+access log (one line per request, ``flyjobs.emulator.access``). ``flyjobs dev`` serves on the
+main thread, so its logs are kept.
 """
 
 from __future__ import annotations

@@ -65,6 +65,6 @@ def test_flyjobs_emulator_log_keeps_the_emulator_s_log(
     caplog.set_level(logging.INFO)
     with serve_in_thread(EmulatorConfig(tokens=[TOKEN])) as emulator:
         httpx.get(f"{emulator.url}/v1/apps", headers={"Authorization": f"Bearer {TOKEN}"})
-    shown = _third_party(caplog)
-    assert any("Started server process" in m for m in shown)
+    shown = [r.getMessage() for r in caplog.records if r.name.startswith("flyjobs.emulator")]
+    assert any("the emulator serves the Machines API at" in m for m in shown)
     assert any('"GET /v1/apps HTTP/1.1"' in m for m in shown)  # its access log

@@ -141,6 +141,23 @@ class EmulatorConfig(BaseModel):
         description="Largest request body accepted; a larger one is answered 413 before it is "
         "read (Fly documents no limit).",
     )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connections held at once; at the cap a new one evicts the oldest idle one "
+        "(default: half the process's descriptor limit, 64 to 4096).",
+    )
+    head_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a new connection has to send its request head."
+    )
+    keep_alive_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a connection is kept for its next request after an answer.",
+    )
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a request body may go without sending a byte."
+    )
     log_page_lines: int = Field(default=1000, ge=1, description="Log lines per logs answer.")
     log_max_bytes: int = Field(
         default=1024 * 1024,

@@ -200,11 +200,11 @@ async def _discard(_message: Message) -> None:
 
 
 async def _drop_connection(send: Send) -> None:
-    """Cut the connection mid-answer, as a network failure would: the client reads a status
-    line and headers promising a body, then the end of the stream.
+    """Cut the connection mid-answer, as a network failure would: the client reads the end
+    of the stream where it expects its answer.
 
     ASGI has no message to abort a connection; its servers close the connection of an app
-    that returns with its response unfinished (uvicorn logs it as an error).
+    that returns with its response unfinished.
     """
     headers = [(b"content-type", b"application/json"), (b"content-length", b"1")]
     await send({"type": "http.response.start", "status": 502, "headers": headers})

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import os
+import resource
 import secrets
 import shutil
 import tempfile
@@ -14,10 +16,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import anyio
+from anyio.abc import SocketListener
 
 from .. import _event_loop
-from .._asgi_serve import bind_listener, serve_asgi
+from .._inbox_server import App, BoundedServer, RateLimitedLog, bind_listener
 from .._quiet_logs import logs_asked, quiet_this_thread
 from ._asgi import build_app
 from ._config import EmulatorConfig
@@ -25,8 +30,16 @@ from ._state import Emulator
 
 __all__ = ("RunningEmulator", "serve", "serve_in_thread")
 
-#: Seconds uvicorn may spend finishing in-flight requests at stop (waits are answered first).
+#: Seconds in-flight requests may take to finish at stop (waits are answered first).
 _GRACEFUL_STOP_S = 2
+#: Seconds between two log lines about refused connections (one line per interval, with a
+#: count of those left out, however fast a peer makes them).
+_REFUSAL_LOG_INTERVAL_S = 10.0
+_MIN_CONNECTIONS, _MAX_CONNECTIONS = 64, 4096
+
+logger = logging.getLogger("flyjobs.emulator")
+#: One line per request, with ``FLYJOBS_EMULATOR_LOG`` set (see `flyjobs._quiet_logs`).
+access_logger = logging.getLogger("flyjobs.emulator.access")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +66,18 @@ async def serve(
 ) -> AsyncIterator[RunningEmulator]:
     """Serve the API in the current event loop until the block exits.
 
-    ``clock`` gives the time (monotonic seconds) the rate limits count with; tests pass one
-    they move by hand.
+    ``clock`` gives the time (monotonic seconds) the rate limits and the log of refused
+    connections count with; tests pass one they move by hand.
 
     Yields once the server answers. On exit every machine process is killed (its whole
     process group) and reaped, pending waits are answered 503, and the server stops.
+
+    Connections are served by `flyjobs._inbox_server.BoundedServer`, bounded as the result
+    inbox is (uvicorn has no setting that closes a connection that never sends its request):
+    at most ``config.max_connections`` (at the cap a new one evicts the oldest idle one), a
+    request head due within ``config.head_timeout_s`` of connecting and within
+    ``config.keep_alive_s`` of the last answer, a body that may not stall
+    ``config.body_timeout_s``; refused connections are logged once per 10 s.
     """
     tokens = list(config.tokens) or [secrets.token_urlsafe(24)]
     sock = bind_listener(config.host, config.port)
@@ -77,15 +97,32 @@ async def serve(
     try:
         ui_key = secrets.token_urlsafe(16) if config.ui else None
         app = build_app(emulator, tokens, clock, ui_key=ui_key)
-        async with serve_asgi(app, sock, graceful_stop_s=_GRACEFUL_STOP_S, access_log=logs_asked()):
+        server = BoundedServer(
+            cast(App, app),  # Starlette's ASGI types: mappings where the server gives dicts
+            log=RateLimitedLog(logger, burst=1, interval_s=_REFUSAL_LOG_INTERVAL_S, clock=clock),
+            max_connections=config.max_connections or _default_max_connections(),
+            head_timeout_s=config.head_timeout_s,
+            body_timeout_s=config.body_timeout_s,
+            keep_alive_s=config.keep_alive_s,
+            name="the emulator",
+            access_log=access_logger if logs_asked() else None,
+        )
+        listener = await SocketListener.from_socket(sock)
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(server.serve, listener)
             host = f"[{config.host}]" if ":" in config.host else config.host
             url = f"http://{host}:{port}"
             ui_url = f"{url}/ui/?key={ui_key}" if ui_key else None
+            if logs_asked():
+                logger.info("the emulator serves the Machines API at %s", url)
             try:
                 yield RunningEmulator(url, tokens[0], config, data_dir, ui_url)
             finally:
                 # Waits are answered 503 before the server stops, not cut off by it.
                 emulator.close()
+                with anyio.CancelScope(shield=True):
+                    await server.drain(_GRACEFUL_STOP_S)
+                tasks.cancel_scope.cancel()
     finally:
         atexit.unregister(abandon)
         monitor.cancel()
@@ -94,6 +131,18 @@ async def serve(
         sock.close()
         if config.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _default_max_connections() -> int:
+    """Half the process's descriptor limit (the rest is for machines' pipes and logs), within
+    64 to 4096: connections alone never exhaust the descriptors."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 1024
+    if soft == resource.RLIM_INFINITY:
+        return _MAX_CONNECTIONS
+    return max(_MIN_CONNECTIONS, min(_MAX_CONNECTIONS, soft // 2))
 
 
 def _temporary_data_dir() -> Path:
