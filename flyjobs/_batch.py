@@ -243,6 +243,8 @@ class Batch:
         for queue, held in enumerate((first, *first.following)):
             await _close(held)
             fresh = await self._start_clocks(held.item, held.call_id, queue)
+            if isinstance(held.ticket, StoreTicket) and isinstance(fresh.ticket, StoreTicket):
+                fresh.ticket.polls = held.ticket.polls
             held.ticket, held.deadline = fresh.ticket, fresh.deadline
             held.arguments_url = fresh.arguments_url
         return self._payload(first), first.deadline
