@@ -17,13 +17,22 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._ids import now_ms
 
-__all__ = ("CommandResult", "ExitStatus", "MemoryMonitor", "ProcessHandle", "run_command", "spawn")
+__all__ = (
+    "CommandResult",
+    "ExitStatus",
+    "MemoryMonitor",
+    "ProcessHandle",
+    "run_command",
+    "spawn",
+    "wait_groups_gone",
+)
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 #: Bytes read from a machine's output pipe at a time, and reads at most when it has exited
@@ -339,6 +348,26 @@ def _group_rss(pgids: frozenset[int]) -> dict[int, int]:
         if pgrp in usage:
             usage[pgrp] += int(fields[21]) * _PAGE_SIZE
     return usage
+
+
+def wait_groups_gone(pgids: Iterable[int], timeout_s: float) -> None:
+    """Block until no process of the groups ``pgids`` is running any more (a zombie counts as
+    gone), or ``timeout_s`` seconds passed. A machine's own process is reaped when it is
+    killed; the processes it started die of the same signal a moment later, which a stop
+    that returns at once would not wait for. Without /proc, returns at once."""
+    groups = frozenset(pgids)
+    if not groups or not USE_PROC:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = False
+        for stat in _proc_stats():  # to its end: the scan's directory is closed there
+            # Fields after the parenthesised command name: state ppid pgrp ...
+            fields = stat[stat.rfind(")") + 2 :].split()
+            running |= int(fields[2]) in groups and fields[0] not in ("Z", "X")
+        if not running:
+            return
+        time.sleep(0.005)
 
 
 def _group_rss_psutil(pgids: frozenset[int]) -> dict[int, int]:

@@ -26,6 +26,7 @@ from .._inbox_server import App, BoundedServer, RateLimitedLog, bind_listener
 from .._quiet_logs import logs_asked, quiet_this_thread
 from ._asgi import build_app
 from ._config import EmulatorConfig
+from ._process import wait_groups_gone
 from ._state import Emulator
 
 __all__ = ("RunningEmulator", "serve", "serve_in_thread")
@@ -119,7 +120,9 @@ async def serve(
                 yield RunningEmulator(url, tokens[0], config, data_dir, ui_url)
             finally:
                 # Waits are answered 503 before the server stops, not cut off by it.
+                groups = [m.handle.pid for m in emulator.machines.values() if m.handle]
                 emulator.close()
+                wait_groups_gone(groups, _GRACEFUL_STOP_S)
                 with anyio.CancelScope(shield=True):
                     await server.drain(_GRACEFUL_STOP_S)
                 tasks.cancel_scope.cancel()
