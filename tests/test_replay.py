@@ -14,11 +14,17 @@ from _pool_helpers import pool_machines
 
 import flyjobs
 from flyjobs._inbox import ResultInbox
-from flyjobs._protocol import seal_result, ticket_id
+from flyjobs._protocol import DELIVERY_PROOF_HEADER, delivery_proof, seal_result, ticket_id
 from flyjobs._result_envelope import encode_result
 from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime
 
 KEY = "replay-result-key-0123456789abcdef"
+
+
+def _proof(url: str) -> dict[str, str]:
+    """The request head of a delivery by a key holder (the worker) to `url`."""
+    path = "/" + url.split("/", 3)[3].partition("?")[0]
+    return {DELIVERY_PROOF_HEADER: delivery_proof(KEY, path)}
 
 
 @pytest.mark.anyio
@@ -30,15 +36,18 @@ async def test_a_delivery_captured_for_one_ticket_is_refused_by_the_next_of_that
         with earlier.expect("p-k0") as ticket:
             captured = seal_result(KEY, genuine, ticket=ticket_id(ticket.url))
             async with httpx.AsyncClient() as http:
-                assert (await http.put(ticket.url, content=captured)).status_code == 204
+                answer = await http.put(ticket.url, content=captured, headers=_proof(ticket.url))
+                assert answer.status_code == 204
     async with ResultInbox(result_key=KEY) as later:
         with later.expect("p-k0") as ticket:
             async with httpx.AsyncClient() as http:
-                replayed = await http.put(ticket.url, content=captured)
+                # Even with the head a key holder would send, the captured body does not fit.
+                replayed = await http.put(ticket.url, content=captured, headers=_proof(ticket.url))
                 assert replayed.status_code == 403, replayed.text
                 assert not ticket.delivered
                 own = seal_result(KEY, genuine, ticket=ticket_id(ticket.url))
-                assert (await http.put(ticket.url, content=own)).status_code == 204
+                answer = await http.put(ticket.url, content=own, headers=_proof(ticket.url))
+                assert answer.status_code == 204
             assert await ticket.result() == genuine
 
 
