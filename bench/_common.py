@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from flyjobs._runtime import Runtime
+from flyjobs._calls.runtime import Runtime
 from flyjobs.machines import MachineConfig
 
 os.environ.pop("FLY_API_TOKEN", None)  # the embedded emulator, always

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flyjobs._inbox_server import App, BoundedServer, RateLimitedLog, bind_listener
+from flyjobs._aio.http_server import App, BoundedServer, RateLimitedLog, bind_listener
 from flyjobs.emulator import EmulatorConfig, RunningEmulator, serve_in_thread
 
 GET_ROUNDS = 4
@@ -46,7 +46,7 @@ CYCLES = {1: 30, 16: 96}
 @contextlib.contextmanager
 def baseline_server(body: bytes) -> Iterator[str]:
     """A minimal Starlette app answering ``body`` on every GET, served as the emulator is
-    (flyjobs._inbox_server.BoundedServer, keeping connections alive), from a thread of its
+    (flyjobs._aio.http_server.BoundedServer, keeping connections alive), from a thread of its
     own."""
 
     async def fixed(_request: Request) -> Response:

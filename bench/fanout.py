@@ -8,8 +8,8 @@ Four figures, side by side in one run:
   machine takes many inputs, so the map should beat even that floor.
 - **Reuse off** (``map_no_reuse_vs_floor_ratio``, goal <= 1.3): the same with ``reuse=False``
   (one machine per input, as ``.remote()`` runs). The emulator forks worker machines from a
-  pre-started interpreter (``flyjobs._zygote``); ``map_no_reuse_fresh_vs_floor_ratio`` is the
-  same map on an emulator in this process with that off (``fork_server=False``: every machine
+  pre-started interpreter (``flyjobs._machine_side.zygote``); ``map_no_reuse_fresh_vs_floor_ratio``
+  is the same map on an emulator in this process with that off (``fork_server=False``: every machine
   a fresh interpreter, as the floor's are), for comparison.
 - **Fly profile** (``fly_makespan_vs_ideal_ratio``, goal <= 1.3): a standalone
   ``flyjobs dev --rate-limits --boot-delay-s 0.3``, client pacing ``fly``, 60 one-second inputs
@@ -49,7 +49,7 @@ sys.path.insert(0, str(HERE))
 import _common  # noqa: E402,F401  (sets up the environment first)
 from _trivial import noop, sleep_s  # noqa: E402
 
-from flyjobs._runtime import get_runtime, shutdown_runtime  # noqa: E402
+from flyjobs._calls.runtime import get_runtime, shutdown_runtime  # noqa: E402
 
 FLOOR_CMD = [sys.executable, "-c", "import msgpack"]
 #: Fly's create limit per app: a burst of 3, then 1 per second.

@@ -37,7 +37,7 @@ from _trivial import sleep_s  # noqa: E402
 from fanout import FLY_BOOT_S, FLY_CREATE_PER_S, _create_app, standalone_emulator  # noqa: E402
 
 import flyjobs  # noqa: E402
-from flyjobs._runtime import get_runtime, shutdown_runtime  # noqa: E402
+from flyjobs._calls.runtime import get_runtime, shutdown_runtime  # noqa: E402
 
 RUN_S = 0.05
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 from _common import bare_config, bare_lifecycle  # noqa: E402  (sets up the environment first)
 from _trivial import noop  # noqa: E402
 
-from flyjobs._runtime import get_runtime, shutdown_runtime  # noqa: E402
+from flyjobs._calls.runtime import get_runtime, shutdown_runtime  # noqa: E402
 
 CALL_GOAL = 1.2
 

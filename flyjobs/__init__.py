@@ -25,8 +25,14 @@ __version__ = "0.1.0"
 # Not `from typing import TYPE_CHECKING`: importing typing costs every machine ~5 ms of start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._call import Call as Call
-    from ._call import CallStatus as CallStatus
+    from ._batches.map import MapResults as MapResults
+    from ._batches.work import Outcome as Outcome
+    from ._calls.handle import Call as Call
+    from ._calls.handle import CallStatus as CallStatus
+    from ._declare.function import Function as Function
+    from ._declare.function import remote as remote
+    from ._declare.pool import Pool as Pool
+    from ._declare.schedule import Cron as Cron
     from ._exceptions import APIError as APIError
     from ._exceptions import AuthenticationError as AuthenticationError
     from ._exceptions import BadRequestError as BadRequestError
@@ -54,23 +60,17 @@ if TYPE_CHECKING:
     from ._exceptions import UnknownCallError as UnknownCallError
     from ._exceptions import UnprocessableError as UnprocessableError
     from ._exceptions import WaitTimeoutError as WaitTimeoutError
-    from ._function import Function as Function
-    from ._function import remote as remote
-    from ._map import MapResults as MapResults
-    from ._pool import Pool as Pool
-    from ._schedule import Cron as Cron
-    from ._work import Outcome as Outcome
 
 
 _WHERE: dict[str, str] = {
-    "Call": "._call",
-    "CallStatus": "._call",
-    "Function": "._function",
-    "remote": "._function",
-    "Cron": "._schedule",
-    "Pool": "._pool",
-    "MapResults": "._map",
-    "Outcome": "._work",
+    "Call": "._calls.handle",
+    "CallStatus": "._calls.handle",
+    "Function": "._declare.function",
+    "remote": "._declare.function",
+    "Cron": "._declare.schedule",
+    "Pool": "._declare.pool",
+    "MapResults": "._batches.map",
+    "Outcome": "._batches.work",
     **dict.fromkeys(_exceptions.__all__, "._exceptions"),
 }
 

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._declare.output_choice import check_output
 from ._exceptions import ConfigError
-from ._output_choice import check_output
 
 __all__ = ("Settings", "find_pyproject")
 
 DEFAULT_API_HOSTNAME = "https://api.machines.dev"
 #: The Machines API as a Fly machine reaches it over the app's private network.
 INTERNAL_API_HOSTNAME = "http://_api.internal:4280"
-#: The app secret results are authenticated with (also `flyjobs._protocol.RESULT_KEY_ENV`).
+#: The app secret results are authenticated with (also `flyjobs._wire.protocol.RESULT_KEY_ENV`).
 _RESULT_KEY_ENV = "FLYJOBS_RESULT_KEY"
 # Set only when flyjobs is meant to run on Fly: with one of them and no token, running on the
 # local emulator instead would silently do something else than asked.
@@ -66,16 +66,17 @@ class Settings:
         ``timeout_s``) used when a function does not set them.
     :ivar max_machines: machines in flight at once, across all calls of this process.
     :ivar store: the object store's URL, ``s3://bucket/prefix`` (``FLYJOBS_STORE``,
-        ``[tool.flyjobs] store``); see `flyjobs._store.StoreConfig.load` for ``BUCKET_NAME``.
+        ``[tool.flyjobs] store``); see `flyjobs._results.store.StoreConfig.load` for
+        ``BUCKET_NAME``.
     :ivar results: the result channel, ``auto``, ``inbox`` or ``store`` (``FLYJOBS_RESULTS``);
-        see `flyjobs._channel`.
+        see `flyjobs._results.channel`.
     :ivar rate_limits: client-side pacing of API requests (``FLYJOBS_RATE_LIMITS``,
         ``[tool.flyjobs] rate_limits``): ``"fly"`` paces to Fly's published limits, ``"off"``
         sends at once, ``"auto"`` (default) is ``"fly"`` except for a loopback API host.
         Throttling (429) is waited out whichever is chosen.
     :ivar output: what calls' printed lines show here when a function does not say
         (``FLYJOBS_OUTPUT``, ``[tool.flyjobs] output``): ``live``, ``errors`` or ``none``;
-        None leaves each kind of call its default (see `flyjobs._output_choice`).
+        None leaves each kind of call its default (see `flyjobs._declare.output_choice`).
     :ivar source: the pyproject.toml the settings were read from, if any.
     :ivar result_key: the app secret results are authenticated with (``FLYJOBS_RESULT_KEY``);
         never shown in a repr.
@@ -104,7 +105,7 @@ class Settings:
         """True when the Machines API named is on this host (a loopback address, as ``flyjobs
         dev`` prints it) and not the embedded one: its machines are local processes, so they
         reach an inbox on 127.0.0.1, and the app's result key is read (or set) through the API
-        itself when ``FLYJOBS_RESULT_KEY`` is not given (see `flyjobs._local_api`)."""
+        itself when ``FLYJOBS_RESULT_KEY`` is not given (see `flyjobs._results.local_api`)."""
         import ipaddress
         from urllib.parse import urlsplit
 

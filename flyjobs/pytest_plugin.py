@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ._protocol import RESULT_KEY_ENV
 from ._settings import Settings
+from ._wire.protocol import RESULT_KEY_ENV
 
 __all__ = ("FlyjobsBackend",)
 
@@ -103,7 +103,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def flyjobs_emulator(pytestconfig: pytest.Config) -> Iterator[FlyjobsBackend]:
     """Run the session's remote calls on a fresh local emulator (or, with ``--flyjobs-fly``,
     on the configured Fly app); yields where they run."""
-    from ._runtime import shutdown_runtime
+    from ._calls.runtime import shutdown_runtime
 
     if pytestconfig.getoption("--flyjobs-fly"):
         settings = _fly_settings()
@@ -116,7 +116,7 @@ def flyjobs_emulator(pytestconfig: pytest.Config) -> Iterator[FlyjobsBackend]:
 
 
 def _fresh_emulator() -> Iterator[FlyjobsBackend]:
-    from ._runtime import EMBEDDED_IMAGE, shutdown_runtime
+    from ._calls.runtime import EMBEDDED_IMAGE, shutdown_runtime
     from .emulator import EmulatorConfig, serve_in_thread
 
     with (

@@ -2,19 +2,19 @@
 
 It reads the call payload at the fixed guest path (under ``$FLYJOBS_MACHINE_ROOT`` in the local
 emulator), imports the function, runs it under the call's deadline, delivers the result envelope
-with one HTTP PUT to the URL the payload names, and exits with a code from `flyjobs._protocol`.
+with one HTTP PUT to the URL the payload names, and exits with a code from `flyjobs._wire.protocol`.
 A call with ``pulls`` belongs to a batch or pool machine: the answer to its delivery may carry
 the next call envelope, which the worker runs in the same process (the function stays
-imported), until the answer is "no more work" (see `flyjobs._protocol.NEXT_INPUT_WAIT_S`).
+imported), until the answer is "no more work" (see `flyjobs._wire.protocol.NEXT_INPUT_WAIT_S`).
 While it waits for that answer (up to the call's ``idle_s``) its deadline is the end of the wait
 plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by then
-(`flyjobs._protocol.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A call
+(`flyjobs._wire.protocol.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A call
 with ``concurrent`` calls (a warm pool's ``max_concurrency``) runs them at the same time, each
 in a slot (a pull loop) of its own with its own deadline and output tail (see `_Worker`).
 A machine that may run more than one call (``pulls``, a fixed slice in ``then``, any batch's)
-writes a line before and after each call's output (`flyjobs._protocol.call_mark`), and one that
-runs calls at the same time writes each line of a call as `flyjobs._protocol.call_line`, so that
-a call's lines can be told apart in the machine's logs. The exit code is the last call's:
+writes a line before and after each call's output (`flyjobs._wire.protocol.call_mark`), and one that
+runs calls at the same time writes each line of a call as `flyjobs._wire.protocol.call_line`, so
+that a call's lines can be told apart in the machine's logs. The exit code is the last call's:
 
 - ``EXIT_OK``: a result was delivered (the function's own exception is a delivered result);
 - ``EXIT_BAD_PAYLOAD``: the payload is missing, unreadable, or not a flyjobs call;
@@ -34,7 +34,8 @@ replaced) are refused unread: an error result of stage ``payload`` is delivered,
 exits ``EXIT_BAD_PAYLOAD``.
 
 A payload with a ``schedule`` (a scheduled function's machine, made by ``flyjobs schedule
-deploy``) has no caller: `flyjobs._scheduled_run` runs it and writes each outcome to the log.
+deploy``) has no caller: `flyjobs._machine_side.scheduled_run` runs it and writes each outcome to
+the log.
 
 Every call pays this module's start-up, so it imports only the standard library's cheapest
 modules and msgpack; anything else is imported on the path that needs it. Usage::
@@ -51,10 +52,18 @@ import sys
 import time
 import types
 
-from flyjobs._call_envelope import CallEnvelope, decode_call
-from flyjobs._codec import import_reference
 from flyjobs._exceptions import SerializationError
-from flyjobs._protocol import (
+from flyjobs._machine_side.shared import (
+    SLOT,
+    Deadlines,
+    EventLoop,
+    Tail,
+    capture_output,
+    log,
+)
+from flyjobs._wire.call_envelope import CallEnvelope, decode_call
+from flyjobs._wire.codec import import_reference
+from flyjobs._wire.protocol import (
     DELIVERY_PROOF_HEADER,
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
@@ -74,16 +83,8 @@ from flyjobs._protocol import (
     set_importing_function,
     ticket_id,
 )
-from flyjobs._remote_errors import ErrorInfo, describe_exception
-from flyjobs._result_envelope import encode_result
-from flyjobs._worker_shared import (
-    SLOT,
-    Deadlines,
-    EventLoop,
-    Tail,
-    capture_output,
-    log,
-)
+from flyjobs._wire.remote_errors import ErrorInfo, describe_exception
+from flyjobs._wire.result_envelope import encode_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def _from_user_code(exc: BaseException) -> BaseException:
         module = sys.modules.get(name)
         if module is not None and module.__file__:
             ours.append(os.path.dirname(module.__file__) + os.sep)
-    function = sys.modules.get("flyjobs._function")  # `Function.__call__`, which called it
+    function = sys.modules.get("flyjobs._declare.function")  # `Function.__call__`, which called it
     if function is not None and function.__file__:
         ours.append(function.__file__)
     tb = exc.__traceback__
@@ -182,7 +183,7 @@ class _Worker:
     answers a delivery with, in the same process, until there is no more work for it.
 
     A call with ``concurrent`` calls gives the machine one slot per call, each such a loop: the
-    first in the main thread, the others in threads of their own (`flyjobs._protocol` says how
+    first in the main thread, the others in threads of their own (`flyjobs._wire.protocol` says how
     slots end). Sync functions run in their slot's thread, async ones on `EventLoop`.
     """
 
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_PAYLOAD
     if call.schedule is not None:
         # A scheduled function's machine: no caller, each run's outcome goes to the log.
-        from flyjobs._scheduled_run import run_scheduled
+        from flyjobs._machine_side.scheduled_run import run_scheduled
 
         return run_scheduled(call, path)
     return _Worker(started, result_key).run(call)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from _remote_helpers import machines
 
-from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime
+from flyjobs._calls.runtime import Runtime, get_runtime, shutdown_runtime
 from flyjobs.emulator import EmulatorConfig, RunningEmulator, serve_in_thread
 
 TEST_TOKEN = "test-token-0123456789abcdef"

@@ -16,8 +16,8 @@ import remote_funcs as funcs
 from _remote_helpers import machines
 
 import flyjobs
-import flyjobs._work
-from flyjobs._runtime import Runtime
+import flyjobs._batches.work
+from flyjobs._calls.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 
@@ -99,7 +99,7 @@ def test_results_waiting_for_the_caller_stop_new_inputs_at_a_byte_budget(
     # Input 0 runs until released, so the results of those after it wait for the caller (in
     # input order). Past the budget no machine is handed another input: the second machine
     # runs out of work and ends. Without the budget it would take all ten first.
-    monkeypatch.setattr(flyjobs._work, "MAX_HELD_BYTES", 3 * 2**20)
+    monkeypatch.setattr(flyjobs._batches.work, "MAX_HELD_BYTES", 3 * 2**20)
     release = tmp_path / "release"
     before = {m.id for m in machines(runtime)}
     values = funcs.megabyte_after.map([str(release)] * 10, range(10), max_machines=2)

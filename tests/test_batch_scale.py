@@ -10,7 +10,7 @@ import pytest
 import remote_funcs as funcs
 from _remote_helpers import machines
 
-from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime
+from flyjobs._calls.runtime import Runtime, get_runtime, shutdown_runtime
 
 
 @pytest.fixture

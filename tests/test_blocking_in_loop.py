@@ -13,8 +13,8 @@ import anyio.to_thread
 import pytest
 import remote_funcs as funcs
 
-from flyjobs import _blocking
-from flyjobs._runtime import Runtime
+from flyjobs._aio import blocking as _blocking
+from flyjobs._calls.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 

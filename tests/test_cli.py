@@ -22,7 +22,7 @@ from _fly_helpers import APP, RESULT_KEY, fly_env
 from click.testing import CliRunner
 
 import flyjobs as flyjobs_pkg
-from flyjobs._runtime import get_runtime
+from flyjobs._calls.runtime import get_runtime
 from flyjobs.cli import cli
 from flyjobs.emulator import RunningEmulator
 
@@ -239,7 +239,7 @@ def _dead_pid() -> int:
 def test_gc_destroys_exactly_the_strays(fly: dict[str, str]) -> None:
     import socket
 
-    from flyjobs._jobs import client_identity
+    from flyjobs._calls.fleet import client_identity
 
     now = time.time()
     host = socket.gethostname()

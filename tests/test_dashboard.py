@@ -18,7 +18,7 @@ import pytest
 from _fly_helpers import APP, fly_env
 from _remote_helpers import metadata
 
-from flyjobs._runtime import get_runtime
+from flyjobs._calls.runtime import get_runtime
 from flyjobs.emulator import RunningEmulator
 from flyjobs.machines import Machine
 

@@ -1,6 +1,6 @@
-"""The emulator's fork server (`flyjobs._zygote`): worker machines forked from an interpreter
-that has already started, seen from inside the machine and from the API, against machines
-spawned as fresh processes (``fork_server=False``)."""
+"""The emulator's fork server (`flyjobs._machine_side.zygote`): worker machines forked from an
+interpreter that has already started, seen from inside the machine and from the API, against
+machines spawned as fresh processes (``fork_server=False``)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pytest
 from _emu_helpers import create, exit_event, get, new_app, sync_client, wait_ok
 from _fly_helpers import fly_env
 
-from flyjobs._protocol import EXIT_BAD_PAYLOAD
-from flyjobs._runtime import get_runtime
+from flyjobs._calls.runtime import get_runtime
+from flyjobs._wire.protocol import EXIT_BAD_PAYLOAD
 from flyjobs.emulator import EmulatorConfig, RunningEmulator, serve_in_thread
 
 _WORKER = ["python", "-m", "flyjobs.worker"]
@@ -202,7 +202,7 @@ with serve_in_thread(EmulatorConfig(tokens=[token])) as emu:
         for _ in range(2):
             m = c.post("/v1/apps/a/machines", json={"config": config}).json()
             c.get(f"/v1/apps/a/machines/{m['id']}/wait", params={"state": "stopped"})
-    print(*children_running(b"flyjobs._zygote"), flush=True)
+    print(*children_running(b"flyjobs._machine_side.zygote"), flush=True)
     time.sleep(600)
 """
 
@@ -276,7 +276,7 @@ def test_a_signal_reaches_a_machine_that_has_no_group_yet() -> None:
     import subprocess
     import sys
 
-    from flyjobs._zygote import signal_machine
+    from flyjobs._machine_side.zygote import signal_machine
 
     # A process in this test's own group, as a child is between its fork and its setsid().
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

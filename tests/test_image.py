@@ -16,10 +16,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from flyjobs._call_envelope import encode_call
-from flyjobs._inbox import ResultInbox
-from flyjobs._protocol import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH
-from flyjobs._result_envelope import decode_result
+from flyjobs._results.inbox import ResultInbox
+from flyjobs._wire.call_envelope import encode_call
+from flyjobs._wire.protocol import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH
+from flyjobs._wire.result_envelope import decode_result
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = [REPO / "Dockerfile", REPO / "worker_image" / "Dockerfile"]

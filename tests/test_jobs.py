@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from flyjobs._jobs import JobMachine, client_identity, client_is_gone, find_strays
+from flyjobs._calls.fleet import JobMachine, client_identity, client_is_gone, find_strays
 
 
 def _job(

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from _fly_helpers import fly_env
 
-from flyjobs._live import LiveOutput
-from flyjobs._runtime import get_runtime
+from flyjobs._calls.runtime import get_runtime
+from flyjobs._output.live import LiveOutput
 from flyjobs.emulator import RunningEmulator
 from flyjobs.machines import MachinesClient
 

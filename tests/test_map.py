@@ -15,7 +15,7 @@ import remote_funcs as funcs
 from _remote_helpers import machines, metadata
 
 import flyjobs
-from flyjobs._runtime import Runtime
+from flyjobs._calls.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 

@@ -12,9 +12,9 @@ import pytest
 import remote_funcs
 
 import flyjobs
-from flyjobs._commands._common import shows_errors
-from flyjobs._runtime import Runtime, shutdown_runtime
-from flyjobs._sole_error import sole_error
+from flyjobs._aio.sole_error import sole_error
+from flyjobs._calls.runtime import Runtime, shutdown_runtime
+from flyjobs._commands.common import shows_errors
 
 _FLY_ONLY = ("FLY_API_TOKEN", "FLY_API_HOSTNAME", "FLY_APP", "FLYJOBS_IMAGE")
 

@@ -89,7 +89,7 @@ INTERRUPTED_CLIENT = """
 import os, signal, sys, threading, time
 sys.path.insert(0, {here!r})
 import remote_funcs
-from flyjobs._runtime import get_runtime
+from flyjobs._calls.runtime import get_runtime
 
 def interrupt_when_running():
     rt = get_runtime()

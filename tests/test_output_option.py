@@ -15,7 +15,7 @@ from _fly_helpers import fly_env
 from click.testing import CliRunner
 
 import flyjobs
-from flyjobs._runtime import Runtime, get_runtime, shutdown_runtime
+from flyjobs._calls.runtime import Runtime, get_runtime, shutdown_runtime
 from flyjobs._settings import Settings
 from flyjobs.cli import cli
 from flyjobs.emulator import RunningEmulator

@@ -8,9 +8,9 @@ import remote_funcs as funcs
 from store_funcs import big_result
 
 import flyjobs
-from flyjobs._plan import MAX_INLINE_PAYLOAD_BYTES
-from flyjobs._protocol import MAX_INBOX_RESULT_BYTES
-from flyjobs._runtime import Runtime
+from flyjobs._calls.plan import MAX_INLINE_PAYLOAD_BYTES
+from flyjobs._calls.runtime import Runtime
+from flyjobs._wire.protocol import MAX_INBOX_RESULT_BYTES
 
 
 def test_arguments_over_the_inline_limit_name_it_and_the_store(

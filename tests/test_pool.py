@@ -14,8 +14,8 @@ from _pool_helpers import eventually, live, pool_machines
 from _remote_helpers import machines
 
 import flyjobs
-from flyjobs._protocol import MAX_WAIT_S
-from flyjobs._runtime import Runtime
+from flyjobs._calls.runtime import Runtime
+from flyjobs._wire.protocol import MAX_WAIT_S
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 

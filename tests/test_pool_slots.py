@@ -13,8 +13,8 @@ import pytest
 from _pool_helpers import eventually, live, pool_machines
 
 import flyjobs
-from flyjobs._runtime import Runtime
-from flyjobs._warm import PoolRunner
+from flyjobs._calls.runtime import Runtime
+from flyjobs._pools.runner import PoolRunner
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 

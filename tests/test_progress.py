@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 import remote_funcs as funcs
 
-from flyjobs._map import input_count
-from flyjobs._progress import BatchStats, PhaseStats, Progress
-from flyjobs._runtime import Runtime
+from flyjobs._batches.map import input_count
+from flyjobs._batches.progress import BatchStats, PhaseStats, Progress
+from flyjobs._calls.runtime import Runtime
 
 
 class _Terminal(io.StringIO):

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import remote_funcs as funcs
 
-from flyjobs._runtime import Runtime
+from flyjobs._calls.runtime import Runtime
 from flyjobs.emulator import EmulatorConfig, serve_in_thread
 
 TOKEN = "quiet-token-0123456789"

@@ -22,11 +22,11 @@ from _remote_helpers import machine_of
 from _remote_helpers import machines as _machines
 
 import flyjobs
-from flyjobs import _blocking
-from flyjobs._call_envelope import decode_call
-from flyjobs._plan import MAX_INLINE_PAYLOAD_BYTES, _portable
-from flyjobs._protocol import PAYLOAD_GUEST_PATH
-from flyjobs._runtime import Runtime
+from flyjobs._aio import blocking as _blocking
+from flyjobs._calls.plan import MAX_INLINE_PAYLOAD_BYTES, _portable
+from flyjobs._calls.runtime import Runtime
+from flyjobs._wire.call_envelope import decode_call
+from flyjobs._wire.protocol import PAYLOAD_GUEST_PATH
 
 
 @dataclasses.dataclass

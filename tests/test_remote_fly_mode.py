@@ -12,7 +12,7 @@ import remote_funcs as funcs
 from _remote_helpers import machine_of
 
 import flyjobs
-from flyjobs._runtime import get_runtime, shutdown_runtime
+from flyjobs._calls.runtime import get_runtime, shutdown_runtime
 from flyjobs.emulator import RunningEmulator
 
 APP = "flyjobs-fly-mode"

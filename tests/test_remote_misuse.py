@@ -12,7 +12,7 @@ import pytest
 from _remote_helpers import machines
 
 import flyjobs
-from flyjobs._runtime import get_runtime, shutdown_runtime
+from flyjobs._calls.runtime import get_runtime, shutdown_runtime
 
 uses_runtime = pytest.mark.usefixtures("runtime", "no_machine_left")
 

@@ -13,7 +13,7 @@ import pytest
 import remote_funcs as funcs
 
 import flyjobs
-from flyjobs._runtime import Runtime
+from flyjobs._calls.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from store_funcs import counted_square
 
 import flyjobs
-from flyjobs._runtime import shutdown_runtime
+from flyjobs._calls.runtime import shutdown_runtime
 from flyjobs.cli import cli
 
 SUPPORT = Path(__file__).resolve().parent / "_support"

@@ -25,7 +25,7 @@ import pytest
 from cronsim import CronSim
 
 import flyjobs
-from flyjobs._schedule import check_cron
+from flyjobs._declare.schedule import check_cron
 from flyjobs.emulator import RunningEmulator
 
 APP = "flyjobs-sched"

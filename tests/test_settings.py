@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import flyjobs
-from flyjobs._options import CallOptions
+from flyjobs._declare.options import CallOptions
 from flyjobs._settings import Settings
 
 

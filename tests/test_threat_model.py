@@ -23,7 +23,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 import flyjobs
-from flyjobs._runtime import get_runtime, shutdown_runtime
+from flyjobs._calls.runtime import get_runtime, shutdown_runtime
 from flyjobs._settings import Settings
 
 APP = "flyjobs-threats"
@@ -128,7 +128,7 @@ def test_a_config_reader_cannot_guess_the_mac_from_what_it_sees(
     call = attack.wait_for_file.spawn(str(go))
     envelope = _read_call(fly, call)
     forged = attack.forged_envelope(envelope, "import", str(tmp_path / "m"))
-    from flyjobs._protocol import seal_result, ticket_id
+    from flyjobs._wire.protocol import seal_result, ticket_id
 
     guesses = [envelope["result_url"], envelope["call_id"], TOKEN, ""]
     for guess in guesses:

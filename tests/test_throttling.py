@@ -14,7 +14,7 @@ import pytest
 import remote_funcs as funcs
 from _fly_helpers import fly_env
 
-from flyjobs._runtime import get_runtime
+from flyjobs._calls.runtime import get_runtime
 from flyjobs.emulator import RunningEmulator
 
 SUPPORT = Path(__file__).resolve().parent / "_support"

@@ -5,12 +5,12 @@ Each is a thin face over a library function; `flyjobs.cli` registers them.
 
 from __future__ import annotations
 
-from ._batch import batch
-from ._doctor import doctor
-from ._gc import gc
-from ._inspect import logs, ls
-from ._run import run
-from ._schedule import schedule
+from .batch import batch
+from .doctor import doctor
+from .listing import logs, ls
+from .run import run
+from .schedule import schedule
+from .strays import gc
 
 __all__ = ("COMMANDS",)
 

@@ -1,10 +1,11 @@
-"""Worker machines started by forking a pre-started interpreter (`flyjobs._zygote`).
+"""Worker machines started by forking a pre-started interpreter (`flyjobs._machine_side.zygote`).
 
 A machine whose command is ``python -m flyjobs.worker …`` would spend most of a one-input run
-starting an interpreter and importing the worker. `ForkServers` keeps one `flyjobs._zygote`
-process per set of start-up variables (`flyjobs._zygote.STARTUP_ENV`) that has already done
-that, and asks it for a fork per machine. Any other command, a server not ready yet, or one
-that has failed: the machine is spawned as a fresh process (`flyjobs.emulator._process`).
+starting an interpreter and importing the worker. `ForkServers` keeps one
+`flyjobs._machine_side.zygote` process per set of start-up variables
+(`flyjobs._machine_side.zygote.STARTUP_ENV`) that has already done that, and asks it for a fork per
+machine. Any other command, a server not ready yet, or one that has failed: the machine is spawned
+as a fresh process (`flyjobs.emulator._process`).
 
 Linux only (pidfds, ``SOCK_SEQPACKET``); elsewhere every machine is a fresh process.
 """
@@ -21,12 +22,12 @@ from collections.abc import Callable
 
 import msgpack  # type: ignore[import-untyped]
 
-from .._zygote import signal_machine, startup_env
+from .._machine_side.zygote import signal_machine, startup_env
 from ._process import USE_PIDFD, ExitStatus, ProcessHandle
 
 __all__ = ("ForkServers",)
 
-#: The worker's command after the interpreter, as `flyjobs._plan` sets it.
+#: The worker's command after the interpreter, as `flyjobs._calls.plan` sets it.
 _WORKER_ARGS = ("-m", "flyjobs.worker")
 #: Fork servers kept at most, one per distinct set of start-up variables.
 _MAX_SERVERS = 4
@@ -75,7 +76,7 @@ class _ForkServer:
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "flyjobs._zygote", str(theirs.fileno())],
+                [sys.executable, "-m", "flyjobs._machine_side.zygote", str(theirs.fileno())],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

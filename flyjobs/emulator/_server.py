@@ -21,9 +21,9 @@ from typing import Any, cast
 import anyio
 from anyio.abc import SocketListener
 
-from .. import _event_loop
-from .._inbox_server import App, BoundedServer, RateLimitedLog, bind_listener
-from .._quiet_logs import logs_asked, quiet_this_thread
+from .._aio import event_loop as _event_loop
+from .._aio.http_server import App, BoundedServer, RateLimitedLog, bind_listener
+from .._aio.quiet_logs import logs_asked, quiet_this_thread
 from ._asgi import build_app
 from ._config import EmulatorConfig
 from ._process import wait_groups_gone
@@ -39,7 +39,7 @@ _REFUSAL_LOG_INTERVAL_S = 10.0
 _MIN_CONNECTIONS, _MAX_CONNECTIONS = 64, 4096
 
 logger = logging.getLogger("flyjobs.emulator")
-#: One line per request, with ``FLYJOBS_EMULATOR_LOG`` set (see `flyjobs._quiet_logs`).
+#: One line per request, with ``FLYJOBS_EMULATOR_LOG`` set (see `flyjobs._aio.quiet_logs`).
 access_logger = logging.getLogger("flyjobs.emulator.access")
 
 
@@ -73,7 +73,7 @@ async def serve(
     Yields once the server answers. On exit every machine process is killed (its whole
     process group) and reaped, pending waits are answered 503, and the server stops.
 
-    Connections are served by `flyjobs._inbox_server.BoundedServer`, bounded as the result
+    Connections are served by `flyjobs._aio.http_server.BoundedServer`, bounded as the result
     inbox is (uvicorn has no setting that closes a connection that never sends its request):
     at most ``config.max_connections`` (at the cap a new one evicts the oldest idle one), a
     request head due within ``config.head_timeout_s`` of connecting and within

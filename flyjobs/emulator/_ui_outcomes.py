@@ -3,13 +3,13 @@
 A machine's exit code does not say whether a function failed: the worker delivers the
 function's exception as a result and exits 0. What does say is the worker's own lines:
 
-- a batch machine's call marks (`flyjobs._protocol.call_mark`) and error lines
-  (`flyjobs._protocol.call_error`): an input whose call wrote an error line before its end
+- a batch machine's call marks (`flyjobs._wire.protocol.call_mark`) and error lines
+  (`flyjobs._wire.protocol.call_error`): an input whose call wrote an error line before its end
   mark failed, one that ended without one succeeded. Retries of an input (``ID-rN``) count as
   that input: it failed only if no attempt succeeded. A machine that runs one input writes no
   marks; it has finished its input once it has stopped. A mark naming a call the machine may
-  not run (`flyjobs._protocol.may_mark`) is not counted.
-- a scheduled machine's run records (`flyjobs._protocol.RUN_RECORD_PREFIX`), with each run's
+  not run (`flyjobs._wire.protocol.may_mark`) is not counted.
+- a scheduled machine's run records (`flyjobs._wire.protocol.RUN_RECORD_PREFIX`), with each run's
   status (``ok``, ``failed``, ...) and error.
 
 Each refresh reads only the lines it has not read yet.
@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .._protocol import (
+from .._wire.protocol import (
     META_BATCH_ID,
     META_CALL_ID,
     META_POOL,

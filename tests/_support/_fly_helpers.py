@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from flyjobs._runtime import shutdown_runtime
+from flyjobs._calls.runtime import shutdown_runtime
 from flyjobs.emulator import RunningEmulator
 
 APP = "flyjobs-tools"

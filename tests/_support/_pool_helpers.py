@@ -8,8 +8,8 @@ from collections.abc import Callable
 from _remote_helpers import machines, metadata
 
 import flyjobs
-from flyjobs._protocol import META_POOL
-from flyjobs._runtime import Runtime
+from flyjobs._calls.runtime import Runtime
+from flyjobs._wire.protocol import META_POOL
 from flyjobs.machines import Machine
 
 

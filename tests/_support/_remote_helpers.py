@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flyjobs._runtime import Runtime
+from flyjobs._calls.runtime import Runtime
 from flyjobs.machines import Machine
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from flyjobs._runtime import get_runtime
-from flyjobs._store import ObjectInfo, Store, StoreConfig
+from flyjobs._calls.runtime import get_runtime
+from flyjobs._results.store import ObjectInfo, Store, StoreConfig
 
 #: The app the store tests' machines run in.
 APP = "flyjobs-store"

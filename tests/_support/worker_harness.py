@@ -11,9 +11,9 @@ from typing import Any
 
 import anyio
 
-from flyjobs._protocol import MACHINE_ROOT_ENV
-from flyjobs._remote_errors import rebuild_exception
-from flyjobs._result_envelope import ResultEnvelope
+from flyjobs._wire.protocol import MACHINE_ROOT_ENV
+from flyjobs._wire.remote_errors import rebuild_exception
+from flyjobs._wire.result_envelope import ResultEnvelope
 
 
 def unwrap(result: ResultEnvelope, *, pickle: bool = False) -> Any:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from _store_helpers import APP
 
-from flyjobs._runtime import shutdown_runtime
+from flyjobs._calls.runtime import shutdown_runtime
 from flyjobs.emulator import RunningEmulator
 
 #: The app secret results are sealed with; the caller holds the same value.

@@ -16,9 +16,9 @@ import store_funcs as funcs
 from _store_helpers import APP, live_machines, objects
 
 import flyjobs
-from flyjobs._jobs import collect_strays
-from flyjobs._runtime import get_runtime, shutdown_runtime
-from flyjobs._store import Store, StoreConfig
+from flyjobs._calls.fleet import collect_strays
+from flyjobs._calls.runtime import get_runtime, shutdown_runtime
+from flyjobs._results.store import Store, StoreConfig
 
 SUPPORT = Path(__file__).resolve().parent.parent / "_support"
 

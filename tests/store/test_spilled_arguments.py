@@ -15,11 +15,11 @@ import spill_funcs as funcs
 from _store_helpers import APP, objects
 
 import flyjobs
-from flyjobs._call_envelope import decode_call, encode_arguments, encode_call
-from flyjobs._plan import MAX_INLINE_PAYLOAD_BYTES
-from flyjobs._protocol import EXIT_BAD_PAYLOAD
-from flyjobs._runtime import get_runtime
-from flyjobs._store import Store, StoreConfig
+from flyjobs._calls.plan import MAX_INLINE_PAYLOAD_BYTES
+from flyjobs._calls.runtime import get_runtime
+from flyjobs._results.store import Store, StoreConfig
+from flyjobs._wire.call_envelope import decode_call, encode_arguments, encode_call
+from flyjobs._wire.protocol import EXIT_BAD_PAYLOAD
 
 #: Over the inline limit: these arguments spill to the store.
 BIG = b"a" * (MAX_INLINE_PAYLOAD_BYTES + 1)

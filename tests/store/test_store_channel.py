@@ -15,8 +15,8 @@ from _store_helpers import APP, live_machines, objects
 from click.testing import CliRunner
 
 import flyjobs
-from flyjobs._runtime import get_runtime, shutdown_runtime
-from flyjobs._store import Store, StoreConfig
+from flyjobs._calls.runtime import get_runtime, shutdown_runtime
+from flyjobs._results.store import Store, StoreConfig
 from flyjobs.cli import cli
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from flyjobs import ConfigError
-from flyjobs._channel import choose_channel
+from flyjobs._results.channel import choose_channel
+from flyjobs._results.store import DEFAULT_ENDPOINT, StoreConfig
 from flyjobs._settings import Settings
-from flyjobs._store import DEFAULT_ENDPOINT, StoreConfig
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "tid_x", "AWS_SECRET_ACCESS_KEY": "tsec_very_secret"}
 
@@ -111,7 +111,7 @@ def test_a_presigned_url_reaches_the_store_verbatim_through_the_workers_socket_p
     target is the URL's path and query exactly as signed (nothing re-encoded or dropped)."""
     from urllib.parse import urlsplit
 
-    from flyjobs._store import Store
+    from flyjobs._results.store import Store
     from flyjobs.worker import _split_http_url
 
     config = StoreConfig.load("s3://b/p", {**CREDENTIALS, "AWS_ENDPOINT_URL_S3": "http://h:9"})

@@ -15,7 +15,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 import flyjobs
-from flyjobs._runtime import get_runtime
+from flyjobs._calls.runtime import get_runtime
 
 
 def _read_call(call: flyjobs.Call[Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import anyio
 from _store_helpers import objects
 from click.testing import CliRunner
 
-from flyjobs._store import STALE_OBJECT_AGE_S, Store, StoreConfig, collect_stale_objects
+from flyjobs._results.store import STALE_OBJECT_AGE_S, Store, StoreConfig, collect_stale_objects
 from flyjobs.cli import cli
 
 

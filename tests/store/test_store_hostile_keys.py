@@ -9,7 +9,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from flyjobs._store import Store, StoreConfig
+from flyjobs._results.store import Store, StoreConfig
 from flyjobs.cli import cli
 
 #: A batch name holding a terminal's title change and a bell.

@@ -11,7 +11,7 @@ import pytest
 import store_funcs as funcs
 from _store_helpers import live_machines, objects
 
-from flyjobs._runtime import get_runtime
+from flyjobs._calls.runtime import get_runtime
 from flyjobs.emulator import RunningEmulator
 
 

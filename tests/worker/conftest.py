@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from worker_harness import RunWorker, WorkerRun, run_worker_process
 
-from flyjobs._call_envelope import encode_call
-from flyjobs._inbox import ResultInbox
-from flyjobs._protocol import PAYLOAD_GUEST_PATH
+from flyjobs._results.inbox import ResultInbox
+from flyjobs._wire.call_envelope import encode_call
+from flyjobs._wire.protocol import PAYLOAD_GUEST_PATH
 
 # worker_funcs lives in tests/_support: the worker imports it with that folder on its sys.path.
 SUPPORT = Path(__file__).resolve().parent.parent / "_support"

@@ -7,9 +7,9 @@ import anyio
 import pytest
 from worker_harness import RunWorker
 
-from flyjobs._inbox import ResultInbox
-from flyjobs._protocol import EXIT_DELIVERY_FAILED
-from flyjobs._supervise import undelivered_reason
+from flyjobs._calls.attempt import undelivered_reason
+from flyjobs._results.inbox import ResultInbox
+from flyjobs._wire.protocol import EXIT_DELIVERY_FAILED
 
 pytestmark = pytest.mark.anyio
 

@@ -15,11 +15,11 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from flyjobs._channel import choose_channel
-from flyjobs._inbox import ResultInbox
-from flyjobs._protocol import DELIVERY_PROOF_HEADER, delivery_proof, seal_result, ticket_id
-from flyjobs._result_envelope import encode_result
+from flyjobs._results.channel import choose_channel
+from flyjobs._results.inbox import ResultInbox
 from flyjobs._settings import Settings
+from flyjobs._wire.protocol import DELIVERY_PROOF_HEADER, delivery_proof, seal_result, ticket_id
+from flyjobs._wire.result_envelope import encode_result
 
 pytestmark = pytest.mark.anyio
 
@@ -233,7 +233,7 @@ import resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 sys.path.insert(0, {support!r})
 import misuse_funcs
-from flyjobs._runtime import get_runtime
+from flyjobs._calls.runtime import get_runtime
 print(get_runtime().inbox.port, flush=True)
 sys.stdin.readline()  # the attacker holds its connections now
 print("result", misuse_funcs.add.remote(1, 2), flush=True)

@@ -21,13 +21,13 @@ import pydantic
 import pytest
 from worker_funcs import BoomError, Box, CodedError, Color, Level, Pair, Point, square
 
-from flyjobs._call_envelope import decode_call, encode_call
-from flyjobs._codec import decode_value, encode_value
 from flyjobs._exceptions import RemoteError, SerializationError
-from flyjobs._framing import ENVELOPE_VERSION
-from flyjobs._reference import function_reference
-from flyjobs._remote_errors import ErrorInfo, describe_exception, rebuild_exception
-from flyjobs._result_envelope import decode_result, encode_result
+from flyjobs._wire.call_envelope import decode_call, encode_call
+from flyjobs._wire.codec import decode_value, encode_value
+from flyjobs._wire.framing import ENVELOPE_VERSION
+from flyjobs._wire.reference import function_reference
+from flyjobs._wire.remote_errors import ErrorInfo, describe_exception, rebuild_exception
+from flyjobs._wire.result_envelope import decode_result, encode_result
 
 
 class Model(pydantic.BaseModel):
@@ -356,8 +356,8 @@ def _run_script(tmp_path: Path, body: str, *args: str) -> subprocess.CompletedPr
 def test_function_reference_maps_a_script_to_its_module_name(tmp_path: Path) -> None:
     body = """
         import dataclasses, json
-        from flyjobs._codec import encode_value, decode_value
-        from flyjobs._reference import function_reference
+        from flyjobs._wire.codec import encode_value, decode_value
+        from flyjobs._wire.reference import function_reference
 
         @dataclasses.dataclass
         class Item:
@@ -381,7 +381,7 @@ def test_function_reference_maps_a_script_to_its_module_name(tmp_path: Path) -> 
 def test_function_reference_refuses_interactive_functions(tmp_path: Path) -> None:
     body = textwrap.dedent(
         """
-        from flyjobs._reference import function_reference
+        from flyjobs._wire.reference import function_reference
         def square(x):
             return x * x
         try:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from flyjobs import worker
-from flyjobs._inbox import ResultInbox, Ticket
-from flyjobs._result_envelope import decode_result, encode_result
+from flyjobs._results.inbox import ResultInbox, Ticket
+from flyjobs._wire.result_envelope import decode_result, encode_result
 
 pytestmark = pytest.mark.anyio
 

@@ -12,10 +12,11 @@ from worker_funcs import BoomError, Point
 from worker_harness import RunWorker, run_worker_process, unwrap
 
 from flyjobs import worker
-from flyjobs._call_envelope import encode_call
 from flyjobs._exceptions import RemoteError
-from flyjobs._inbox import ResultInbox
-from flyjobs._protocol import (
+from flyjobs._machine_side.shared import _HARD_STOP_GRACE_S
+from flyjobs._results.inbox import ResultInbox
+from flyjobs._wire.call_envelope import encode_call
+from flyjobs._wire.protocol import (
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_DELIVERY_FAILED,
@@ -23,8 +24,7 @@ from flyjobs._protocol import (
     EXIT_OK,
     PAYLOAD_GUEST_PATH,
 )
-from flyjobs._result_envelope import decode_result, encode_result
-from flyjobs._worker_shared import _HARD_STOP_GRACE_S
+from flyjobs._wire.result_envelope import decode_result, encode_result
 
 pytestmark = pytest.mark.anyio
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from worker_harness import run_worker_process
 
-from flyjobs._call_envelope import encode_call
-from flyjobs._inbox import ResultInbox
-from flyjobs._protocol import EXIT_DEADLINE, EXIT_DELIVERY_FAILED, EXIT_OK, PAYLOAD_GUEST_PATH
-from flyjobs._result_envelope import ResultEnvelope, decode_result
+from flyjobs._results.inbox import ResultInbox
+from flyjobs._wire.call_envelope import encode_call
+from flyjobs._wire.protocol import EXIT_DEADLINE, EXIT_DELIVERY_FAILED, EXIT_OK, PAYLOAD_GUEST_PATH
+from flyjobs._wire.result_envelope import ResultEnvelope, decode_result
 
 SUPPORT = str(Path(__file__).resolve().parent.parent / "_support")
 
@@ -32,7 +32,7 @@ def _call(fn: str, *args: object, call_id: str, url: str, deadline_s: float = 30
 
 def _write_payload(root: Path, first: bytes, *concurrent: bytes, pulls: bool = False) -> None:
     # The first call carries the others: re-encode it with its `concurrent` field.
-    from flyjobs._call_envelope import decode_call
+    from flyjobs._wire.call_envelope import decode_call
 
     call = decode_call(first)
     payload = encode_call(

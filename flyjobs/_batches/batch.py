@@ -1,0 +1,510 @@
+"""A batch's machines: created at the create rate, each pulling inputs until the work runs out.
+
+Up to ``max_machines`` ephemeral machines (``auto_destroy``, never restarted) run a batch. Each
+is created with its first input in ``files[].raw_value``; when it delivers a result to the inbox,
+the same round trip answers with its next input, taken from the batch's `WorkSource` (the FLAME
+pattern within one batch). A machine exits when the batch has no work left for it, or after
+`NEXT_INPUT_WAIT_S` without any. With ``reuse=False`` each machine takes one input.
+
+When results go through the object store, machines cannot pull from the caller: each is created
+with a fixed slice of inputs instead (``then`` in its payload, at most `MAX_SLICE` and
+`MAX_INLINE_PAYLOAD_BYTES` of arguments), runs them in order and PUTs each result to its own
+presigned URL. The client reads them once the machine has exited; an input whose result is
+missing failed with the machine's exit (and is retried under ``retries``), and the inputs after
+it, which never ran, are given back without counting an attempt.
+
+Each input's clocks (deadline, result URL expiry) start when a machine is created for it or
+handed it: a create the API throttles (429) is sent again, however long that lasts, with the
+clocks of the inputs it carries started anew. A machine that dies holding an input gives the
+input back for another machine (within ``retries``); a result is taken from a ticket only once,
+and a ticket is closed before its input is retried, so no input's result is delivered twice.
+However the batch ends (done, cancelled, failed, interpreter exit), every machine it created is
+destroyed or exiting by itself, watched until it has.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .._aio.sole_error import sole_error
+from .._calls.attempt import (
+    EXIT_GRACE_S,
+    ExitWatch,
+    check_secrets,
+    create_machine,
+    destroy,
+    exit_error,
+    pace_create,
+    show_output,
+    tag,
+    value_of,
+)
+from .._calls.dispatch import (
+    collect,
+    note_attempts,
+    retry_delay_s,
+    retryable,
+    spilled_key,
+    ticket_for,
+)
+from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, WORKER_DEADLINE_SLACK_S, Plan
+from .._calls.runtime import Runtime
+from .._exceptions import CallTimeoutError, TooManyFailuresError
+from .._results.channel import StoreTicket, close_ticket
+from .._results.inbox import Ticket
+from .._wire.protocol import NEXT_INPUT_WAIT_S
+from .._wire.result_envelope import decode_result
+from .progress import BatchStats
+from .work import Input, Item, Journal, Outcome, Outcomes, WorkSource
+
+__all__ = ("MAX_SLICE", "Batch")
+
+#: Most inputs one machine takes at creation when results go through the object store.
+MAX_SLICE = 64
+
+logger = logging.getLogger("flyjobs.batch")
+
+
+class _Held:
+    """The input a machine holds: its ticket, its deadline (unix s), and where its arguments
+    are when they were too large to travel inline."""
+
+    __slots__ = ("arguments_url", "call_id", "deadline", "following", "item", "ticket")
+
+    def __init__(
+        self,
+        item: Item,
+        call_id: str,
+        ticket: Ticket | StoreTicket,
+        deadline: float,
+        arguments_url: str | None,
+    ) -> None:
+        self.item = item
+        self.call_id = call_id
+        self.ticket = ticket
+        self.deadline = deadline
+        self.arguments_url = arguments_url
+        #: the rest of the machine's fixed slice, run after this input (object store only)
+        self.following: list[_Held] = []
+
+
+class Batch:
+    """Runs one batch on the runtime's loop (`run`); see the module docstring.
+
+    :param max_machines: machines of this batch at once (the runtime's pool bounds all calls
+        of the process as well).
+    :param reuse: machines take more than one input.
+    :param max_failures: stop after this many failed inputs (None: never stop).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        plan: Plan,
+        inputs: Iterator[Input],
+        outcomes: Outcomes,
+        *,
+        max_machines: int,
+        reuse: bool,
+        max_failures: int | None,
+        window: int,
+        total_hint: int | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        self._journal = journal
+        self._runtime = runtime
+        self._plan = plan
+        self._outcomes = outcomes
+        self.stats = BatchStats(total_hint)
+        self.source = WorkSource(
+            inputs,
+            partial(plan.encode, spill=runtime.store is not None),
+            window=window,
+            wake=self._wake,
+            on_read=lambda _index: self.stats.input_read(),
+            on_reject=self._encode_failed,
+            on_end=self._inputs_ended,
+            lookup=journal.lookup if journal is not None else None,
+            on_recorded=self._recorded,
+            held_bytes=lambda: outcomes.held_bytes,
+        )
+        self._source = self.source
+        self._slots = anyio.CapacityLimiter(max_machines)
+        self._reuse = reuse
+        # Machines pull their next input over the inbox; through the store they cannot, and
+        # take a fixed slice when they are created instead.
+        self._pulls = reuse and runtime.channel.mode == "inbox"
+        self._slice = 1
+        if reuse and not self._pulls:
+            share = -(-total_hint // max_machines) if total_hint else 8
+            self._slice = max(1, min(MAX_SLICE, share))
+        self._max_failures = max_failures
+        self._failures: list[tuple[int, BaseException]] = []
+        self._machine_numbers = itertools.count()
+        self._hinted = False
+
+    async def run(self) -> None:
+        """Run the batch to its end; cancelling it destroys every machine it made."""
+        try:
+            await check_secrets(self._runtime, self._plan)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._source.start(tg)
+                while True:
+                    holder = object()
+                    await self._slots.acquire_on_behalf_of(holder)
+                    try:
+                        await self._runtime.limiter.acquire_on_behalf_of(holder)
+                    except BaseException:
+                        self._slots.release_on_behalf_of(holder)
+                        raise
+                    # The create's turn first, then the input: an input is not held back from
+                    # the machines already running while its create waits for the rate limit.
+                    await pace_create(self._runtime, self._plan.app)
+                    item = await self._source.take()
+                    if item is None:
+                        self._release(holder)
+                        break
+                    tg.start_soon(self._machine, item, holder)
+        except Exception as exc:
+            self._outcomes.abort(sole_error(exc))
+        finally:
+            self._source.close()
+            self.stats.finished()
+
+    def _inputs_ended(self, total: int, error: BaseException | None) -> None:
+        self.stats.inputs_ended()
+        self._outcomes.end(total, error)
+
+    def _wake(self, fn: Callable[[], None]) -> None:
+        # From the caller's thread: run fn on the runtime's loop, without waiting for it.
+        self._runtime.portal.start_task_soon(_call_async, fn)
+
+    def _recorded(self, index: int, value: Any) -> None:
+        # A resumed batch's input that returned in an earlier run: its value, not run again.
+        self.stats.done += 1
+        self._outcomes.put(Outcome(index, True, value))
+
+    def _encode_failed(self, index: int, error: BaseException) -> None:
+        self.stats.failed += 1
+        self.rejected(Outcome(index, False, error))
+
+    def _release(self, holder: object) -> None:
+        self._runtime.limiter.release_on_behalf_of(holder)
+        self._slots.release_on_behalf_of(holder)
+
+    # --- one machine ------------------------------------------------------------------
+
+    async def _hand(self, item: Item, *, creating: bool, queue: int = 0) -> _Held:
+        """Start ``item``'s clocks and open its ticket (putting arguments too large to travel
+        inline in the store, the first time). ``queue`` inputs run before it on its machine
+        (in a fixed slice), so its deadline is that many ``timeout_s`` later."""
+        item.attempts += 1
+        call_id = f"{self._plan.batch_id}-{item.index}"
+        if item.attempts > 1:
+            call_id += f"-r{item.attempts - 1}"
+        held = await self._start_clocks(item, call_id, queue, upload=item.attempts == 1)
+        self.stats.started(item.index, item.queued_at, creating=creating)
+        return held
+
+    async def _start_clocks(
+        self, item: Item, call_id: str, queue: int, *, upload: bool = False
+    ) -> _Held:
+        """``item`` held as ``call_id``: its deadline from now, its ticket, where its
+        arguments are (``upload``: put them in the store first, when they spill)."""
+        runtime, plan = self._runtime, self._plan
+        deadline = time.time() + plan.options.effective_timeout_s * (1 + queue)
+        arguments_url = None
+        if plan.spilled(item.arguments):
+            assert runtime.store is not None  # encoding refuses them without one
+            key = spilled_key(f"{plan.batch_id}-{item.index}")
+            if upload:
+                await runtime.store.put(key, item.arguments)
+            expires_at = deadline + WORKER_DEADLINE_SLACK_S
+            arguments_url = runtime.store.presign("GET", key, expires_at=expires_at)
+        ticket = ticket_for(
+            runtime, call_id, deadline, replies=self._pulls, on_late=self.stats.late_delivery
+        )
+        return _Held(item, call_id, ticket, deadline, arguments_url)
+
+    async def _restart_clocks(self, first: _Held) -> tuple[bytes, float]:
+        """After a throttled create: the inputs it was to carry were not taken, so their
+        clocks start again (new deadlines and tickets); the create's new payload and
+        deadline."""
+        for queue, held in enumerate((first, *first.following)):
+            await _close(held)
+            fresh = await self._start_clocks(held.item, held.call_id, queue)
+            if isinstance(held.ticket, StoreTicket) and isinstance(fresh.ticket, StoreTicket):
+                fresh.ticket.polls = held.ticket.polls
+            held.ticket, held.deadline = fresh.ticket, fresh.deadline
+            held.arguments_url = fresh.arguments_url
+        return self._payload(first), first.deadline
+
+    def _payload(self, held: _Held) -> bytes:
+        return self._plan.payload(
+            held.call_id,
+            held.item.arguments,
+            deadline=held.deadline,
+            result_url=held.ticket.url,
+            arguments_url=held.arguments_url,
+            pulls=self._pulls,
+            then=[self._payload(after) for after in held.following],
+        )
+
+    async def _take_slice(self, first: _Held) -> None:
+        """Give the machine about to be created for ``first`` the inputs that follow it in
+        its fixed slice: those ready now, up to `MAX_SLICE` and the inline payload limit."""
+        size = 0 if self._plan.spilled(first.item.arguments) else len(first.item.arguments)
+        while len(first.following) + 1 < self._slice and size <= MAX_INLINE_PAYLOAD_BYTES:
+            item = await self._source.take(timeout_s=0)
+            if item is None:
+                break
+            held = await self._hand(item, creating=True, queue=len(first.following) + 1)
+            first.following.append(held)
+            if held.arguments_url is None:
+                size += len(item.arguments)
+        for held in (first, *first.following) if first.following else ():
+            if isinstance(held.ticket, StoreTicket):
+                # The machine exits only after its whole slice: look for each result while it
+                # runs, so values reach the caller (and a journal) as they come.
+                held.ticket.polls = True
+
+    async def _machine(self, item: Item, holder: object | None) -> None:
+        plan, runtime = self._plan, self._runtime
+        held: _Held | None = None
+        watch: ExitWatch | None = None
+        machine_id: str | None = None
+        slice_: list[_Held] = []
+        try:
+            first = held = await self._hand(item, creating=True)
+            if self._slice > 1:
+                await self._take_slice(first)
+                slice_ = first.following
+            name = first.call_id
+            if self._reuse:
+                name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
+            try:
+                machine = await create_machine(
+                    runtime,
+                    plan,
+                    name,
+                    self._payload(first),
+                    first.deadline,
+                    pulls=self._reuse,
+                    paced=True,
+                    restart=partial(self._restart_clocks, first),
+                )
+            except Exception as exc:
+                self.stats.create_failed()
+                held = None
+                await _close(first)
+                self._attempt_failed(first, exc)
+                return
+            machine_id = machine.id
+            self.stats.created(first.item.index)
+            self._watch(machine_id, first.call_id)
+            watch = ExitWatch(runtime, plan.app, machine_id)
+            while held is not None:
+                held = await self._serve(held, watch, machine_id)
+            # The machine is told there is no more work: it exits by itself, and its place in
+            # the pool goes to the next. The batch still owns it until it has exited
+            # (destroying it if it lingers), so that a batch that is over leaves no machine.
+            self._release(holder)
+            holder = None
+            with anyio.move_on_after(EXIT_GRACE_S):
+                await watch.exited.wait()
+            if not watch.exited.is_set():
+                watch.stop()
+                await destroy(runtime, plan.app, machine_id)
+            watch = None
+        except BaseException:
+            # Cancelled (the batch is over), or a failure of our own: the machine goes now.
+            with anyio.CancelScope(shield=True):
+                if watch is not None:
+                    watch.stop()
+                if machine_id is not None:
+                    await destroy(runtime, plan.app, machine_id)
+            raise
+        finally:
+            if held is not None:
+                await _close(held)
+            for never_ran in slice_:
+                # The slice's inputs after one that failed (or all, if the create failed).
+                await _close(never_ran)
+                never_ran.item.attempts -= 1
+                self.stats.settled(never_ran.item.index, "retried")
+                self._source.give_back(never_ran.item)
+            if machine_id is not None:
+                runtime.live.forget(plan.app, machine_id)
+            if holder is not None:
+                self._release(holder)
+
+    async def _serve(self, held: _Held, watch: ExitWatch, machine_id: str) -> _Held | None:
+        """Wait for the held input's result (or the machine's death, or the deadline); return
+        the next input handed to the machine, if any."""
+        runtime, plan = self._runtime, self._plan
+        try:
+            with anyio.fail_after(max(held.deadline - time.time(), 0.001)):
+                body = await collect(held.ticket, watch)
+        except TimeoutError:
+            if isinstance(held.ticket, StoreTicket):
+                await held.ticket.fetch()
+            if not held.ticket.delivered:
+                watch.stop()
+                await destroy(runtime, plan.app, machine_id)
+                timeout = CallTimeoutError(
+                    f"call {held.call_id} did not finish within"
+                    f" timeout_s={plan.options.effective_timeout_s:g};"
+                    f" machine {machine_id} was destroyed"
+                )
+                await _close(held)
+                self._attempt_failed(held, tag(timeout, held.call_id, machine_id))
+                return None
+            body = await held.ticket.result()  # delivered as the deadline struck: kept
+        if body is None:
+            await _close(held)
+            spoiled = held.ticket.spoiled if isinstance(held.ticket, StoreTicket) else None
+            error = await exit_error(runtime, plan.app, machine_id, plan.options, spoiled=spoiled)
+            self._attempt_failed(held, tag(error, held.call_id, machine_id))
+            return None
+        result = decode_result(body)
+        self.stats.delivered(held.item.index, result.timings)
+        if await show_output(runtime, plan, machine_id, held.call_id, result):
+            self._hint_output()
+        try:
+            value = value_of(result, plan, held.call_id, machine_id)
+        except Exception as exc:
+            self._attempt_failed(held, exc)
+            if result.error is not None and result.error.stage == "import":
+                return await self._stop(held)  # the next input would fail the same way
+        else:
+            if self._journal is not None:
+                # Recorded before the machine gets more work: a kill loses only what runs.
+                await anyio.to_thread.run_sync(self._journal.record, held.item.arguments, value)
+            self._succeeded(held, value, len(body))
+        return await self._next(held, machine_id)
+
+    async def _next(self, held: _Held, machine_id: str) -> _Held | None:
+        """Answer the held delivery with the machine's next input (or no more work)."""
+        ticket = held.ticket
+        if held.following:
+            # The next input of the machine's fixed slice: it is running it already.
+            await _close(held)
+            next_held = held.following.pop(0)
+            next_held.following = held.following
+            self._watch(machine_id, next_held.call_id)
+            return next_held
+        if not self._pulls or not isinstance(ticket, Ticket):
+            return await self._stop(held)
+        item = await self._source.take(timeout_s=NEXT_INPUT_WAIT_S)
+        if item is None:
+            return await self._stop(held)
+        next_held = await self._hand(item, creating=False)
+        self._watch(machine_id, next_held.call_id)
+        ticket.reply(self._payload(next_held))
+        ticket.close()
+        return next_held
+
+    def _watch(self, machine_id: str, call_id: str) -> None:
+        """Show what the machine prints, as ``call_id``'s, from now on (``output="live"``)."""
+        if self._plan.output == "live":
+            batch_id = self._plan.batch_id or ""
+            self._runtime.live.watch(self._plan.app, machine_id, call_id, batch_id=batch_id)
+
+    def _hint_output(self) -> None:
+        """Once per batch: say that inputs printed lines not shown, and how to see them."""
+        if self._hinted or self._plan.output != "errors":
+            return
+        self._hinted = True
+        batch_id = self._plan.batch_id
+        how = (
+            'output="live" shows every line'
+            if self._runtime.settings.embedded  # its logs end with this process
+            else f"every line: flyjobs logs {batch_id}"
+        )
+        sys.stderr.write(
+            f"[{batch_id}] lines printed by inputs that succeed are not shown"
+            f' (output="errors"); {how}\n'
+        )
+        sys.stderr.flush()
+
+    async def _stop(self, held: _Held) -> _Held | None:
+        """Answer the held delivery with "no more work"; the machine exits."""
+        if isinstance(held.ticket, Ticket):
+            held.ticket.reply(None)
+        await _close(held)
+        return None
+
+    # --- outcomes -----------------------------------------------------------------------
+
+    def _succeeded(self, held: _Held, value: Any, size: int) -> None:
+        item = held.item
+        timings = self.stats.settled(item.index, "done")
+        outcome = Outcome(item.index, True, value, item.attempts, held.call_id, timings)
+        self._outcomes.put(outcome, size)
+        self._source.finished(item)
+        self._forget_arguments(held)
+
+    def _forget_arguments(self, held: _Held) -> None:
+        store = self._runtime.store
+        if held.arguments_url is not None and store is not None:
+            key = spilled_key(f"{self._plan.batch_id}-{held.item.index}")
+            self._runtime.background(partial(store.discard, key))
+
+    def _attempt_failed(self, held: _Held, error: BaseException) -> None:
+        """An attempt of ``held``'s input failed: retry it elsewhere, or record its error."""
+        item, options = held.item, self._plan.options
+        if item.attempts <= options.retries and retryable(error, options):
+            self.stats.settled(item.index, "retried")
+            delay_s = retry_delay_s(error, item.attempts)
+            logger.info("%s failed (%s); retrying", held.call_id, error)
+            if delay_s > 0:
+                self._tg.start_soon(self._give_back_later, item, delay_s)
+            else:
+                self._source.give_back(item)
+            return
+        note_attempts(error, item.attempts)
+        timings = self.stats.settled(item.index, "failed")
+        self._source.finished(item)
+        self._forget_arguments(held)
+        self.rejected(Outcome(item.index, False, error, item.attempts, held.call_id, timings))
+
+    def rejected(self, outcome: Outcome[Any]) -> None:
+        """An input failed for good (an attempt, or its encoding): record its error, and stop
+        the batch at ``max_failures``."""
+        index, error = outcome.index, outcome.value
+        self._failures.append((index, error))
+        self._outcomes.put(outcome)
+        if self._max_failures is not None and len(self._failures) >= self._max_failures:
+            self._outcomes.abort(
+                TooManyFailuresError(
+                    f"{len(self._failures)} inputs failed (max_failures={self._max_failures});"
+                    " the rest were cancelled and their machines destroyed. First failure:"
+                    f" input {self._failures[0][0]}: {type(self._failures[0][1]).__name__}:"
+                    f" {self._failures[0][1]}",
+                    list(self._failures),
+                )
+            )
+            self._tg.cancel_scope.cancel()
+
+    async def _give_back_later(self, item: Item, delay_s: float) -> None:
+        await anyio.sleep(delay_s)
+        self._source.give_back(item)
+
+
+async def _call_async(fn: Callable[[], None]) -> None:
+    fn()
+
+
+async def _close(held: _Held) -> None:
+    with anyio.CancelScope(shield=True):
+        await close_ticket(held.ticket)

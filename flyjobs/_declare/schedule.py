@@ -1,0 +1,135 @@
+"""Schedules of remote functions: Fly's native intervals and `Cron` expressions.
+
+Imported when a module decorates a function (so also by the worker on every machine): only
+cheap checks run here. A cron expression is parsed in full, with its time zone, by
+``flyjobs schedule deploy`` (`check_cron`), before any machine is made.
+
+How each kind runs (``flyjobs schedule deploy`` makes one machine per function):
+
+- ``"hourly"``, ``"daily"``, ``"weekly"``, ``"monthly"``: Fly's own ``config.schedule``. Fly
+  starts the machine once at creation, then every interval counted from creation (fuzzily),
+  and never while a run is still going; the worker records the tick it skipped.
+- `Cron`: Fly has no cron, so the machine is a small resident scheduler (restart policy
+  ``always``). It sleeps until the next tick of the expression in its time zone, runs the
+  function in a child process, and after the run records every tick that fell due while the
+  run was going as skipped. Ticks are taken strictly after the last one handled, so none runs
+  twice; the resident costs a machine that is always on.
+"""
+
+from __future__ import annotations
+
+from .._exceptions import ConfigError
+from .._wire.protocol import SCHEDULE_INTERVALS_S
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ("INTERVALS", "Cron", "check_cron", "check_schedule", "schedule_spec")
+
+#: The ``schedule=`` strings Fly runs natively.
+INTERVALS = tuple(SCHEDULE_INTERVALS_S)
+
+
+class Cron:
+    """A cron schedule: ``flyjobs.Cron("0 3 * * *", tz="Europe/Paris")``.
+
+    :param expression: five fields (minute hour day-of-month month day-of-week), or six with
+        seconds first, in the syntax of Debian cron (``*/15``, ``1-5``, ``MON``, ``L``...).
+    :param tz: the IANA time zone the expression is read in (default ``"UTC"``); ticks follow
+        its daylight-saving changes as Debian cron does.
+    :raises ConfigError: the expression does not have 5 or 6 fields (the full check, fields and
+        time zone, runs at deploy).
+    """
+
+    __slots__ = ("expression", "tz")
+
+    expression: str
+    tz: str
+
+    def __init__(self, expression: str, *, tz: str = "UTC") -> None:
+        fields = expression.split() if isinstance(expression, str) else []
+        if len(fields) not in (5, 6):
+            raise ConfigError(
+                f"Cron({expression!r}): a cron expression has 5 fields (minute hour"
+                " day-of-month month day-of-week), or 6 with seconds first"
+            )
+        object.__setattr__(self, "expression", " ".join(fields))
+        object.__setattr__(self, "tz", tz)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Cron is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cron):
+            return NotImplemented
+        return (self.expression, self.tz) == (other.expression, other.tz)
+
+    def __hash__(self) -> int:
+        return hash((self.expression, self.tz))
+
+    def __repr__(self) -> str:
+        return f"Cron({self.expression!r}, tz={self.tz!r})"
+
+    def __str__(self) -> str:
+        return f"cron {self.expression} ({self.tz})"
+
+
+def check_schedule(schedule: object) -> None:
+    """Check a ``schedule=`` option cheaply, at decoration time.
+
+    :raises ConfigError: neither one of `INTERVALS` nor a `Cron`; the message lists them.
+    """
+    if schedule is None or isinstance(schedule, Cron) or schedule in INTERVALS:
+        return
+    raise ConfigError(
+        f"schedule={schedule!r}: use one of {', '.join(repr(i) for i in INTERVALS)}, or"
+        ' flyjobs.Cron("0 3 * * *", tz="Europe/Paris")'
+    )
+
+
+#: What each field of a cron expression takes, for the message of a bad one.
+_FIELDS = (
+    "the fields are minute (0-59), hour (0-23), day of month (1-31), month (1-12 or JAN-DEC)"
+    " and day of week (0-7 or SUN-SAT), each a value, a range a-b, a list a,b, a step */n or *"
+)
+
+
+def check_cron(cron: Cron) -> None:
+    """Parse a cron expression and its time zone in full.
+
+    :raises ConfigError: naming the bad field or the unknown time zone.
+    """
+    import datetime
+    import zoneinfo
+
+    from cronsim import CronSim, CronSimError
+
+    try:
+        tz = zoneinfo.ZoneInfo(cron.tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{cron!r}: unknown time zone {cron.tz!r}; use an IANA name such as"
+            " 'Europe/Paris' or 'UTC'"
+        ) from None
+    try:
+        next(CronSim(cron.expression, datetime.datetime.now(tz)))
+    except CronSimError as exc:
+        raise ConfigError(f"{cron!r}: {exc}; {_FIELDS}") from None
+    except StopIteration:
+        raise ConfigError(f"{cron!r} never fires") from None
+
+
+def schedule_spec(schedule: str | Cron) -> dict[str, Any]:
+    """The schedule as the worker's payload carries it: ``{"every": "hourly"}`` or
+    ``{"cron": "0 3 * * *", "tz": "Europe/Paris"}``."""
+    if isinstance(schedule, Cron):
+        return {"cron": schedule.expression, "tz": schedule.tz}
+    return {"every": schedule}
+
+
+def describe(spec: dict[str, Any]) -> str:
+    """A schedule spec as ``ls`` shows it: ``hourly`` or ``cron 0 3 * * * (Europe/Paris)``."""
+    if "cron" in spec:
+        return f"cron {spec['cron']} ({spec.get('tz', 'UTC')})"
+    return str(spec.get("every", "?"))

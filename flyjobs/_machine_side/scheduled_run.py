@@ -1,0 +1,320 @@
+"""A scheduled function's runs inside its machine: no caller, outcomes written to the log.
+
+``python -m flyjobs.worker`` comes here when its payload has a ``schedule`` (see
+`flyjobs._wire.call_envelope`). Nobody waits for the result, so each run's outcome is one line of
+the machine's log, `RUN_RECORD_PREFIX` then a JSON object, which ``flyjobs schedule ls`` reads back
+later through the logs API::
+
+    {"fn": "module:qualname",
+     "status": "ok" | "failed" | "timeout" | "skipped" | "crashed" | "pending",
+     "tick": float,          # the schedule tick the run belongs to (unix s, scaled clock)
+     "started": float,       # when it started (unix s, scaled clock); = tick for a skip
+     "duration_s": float,    # real seconds it ran
+     "error": None | {"type": str, "message": str, "traceback": str},
+     "value": None | str,    # repr of the returned value, cut to 200 characters
+     "next_due": None | float, "attempt": int, "machine": str}
+
+(``pending``, written by a cron resident before it sleeps, is no run: it names the next tick.)
+
+- A Fly-scheduled machine (``{"every": "hourly"}``...) runs the function once per start and
+  exits. The function's own exception is a recorded outcome (exit 0); a run that cannot import
+  the function or dies exits non-zero, and Fly's ``on-failure`` restart policy
+  (``max_retries`` = the function's ``retries``) runs it again. While a run outlasts its
+  interval, each tick it covers is recorded as skipped: Fly does not start a running machine.
+- A cron machine (``{"cron": ..., "tz": ...}``) is resident: it sleeps until each tick, runs the
+  function in a child worker (the same mode, one run), runs it again after a crash up to
+  ``retries`` times, then records every tick that fell due during the run as skipped and waits
+  for the first tick after now. ``cronsim`` is imported only here.
+
+Under the emulator's ``--time-scale`` the clock runs ``FLYJOBS_TIME_SCALE`` times as fast from
+``FLYJOBS_TIME_ORIGIN``, as the emulator's schedules do. Standard library and msgpack only
+(besides cronsim for cron), as for the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from flyjobs._wire.protocol import (
+    ERROR_TRACEBACK_CHARS,
+    EXIT_BAD_PAYLOAD,
+    EXIT_DEADLINE,
+    EXIT_IMPORT_FAILED,
+    EXIT_OK,
+    RUN_RECORD_PREFIX,
+    SCHEDULE_INTERVALS_S,
+    TIME_ORIGIN_ENV,
+    TIME_SCALE_ENV,
+    error_line,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    from flyjobs._wire.call_envelope import CallEnvelope
+
+__all__ = ("Clock", "cron_ticks", "run_scheduled")
+
+#: Set in a cron resident's child worker: the tick it runs, on the scaled clock.
+_TICK_ENV = "FLYJOBS_SCHEDULED_TICK"
+#: Set in a cron resident's child worker: which attempt of the tick this is (1-based).
+_ATTEMPT_ENV = "FLYJOBS_SCHEDULED_ATTEMPT"
+#: Most skipped ticks recorded one by one after a long run (the rest are counted in one line).
+_MAX_SKIP_RECORDS = 50
+#: Characters of a returned value's repr kept in its record.
+_VALUE_CHARS = 200
+#: Seconds a cron resident's child gets past its timeout before it is killed.
+_CHILD_GRACE_S = 10.0
+
+
+class Clock:
+    """Unix time, running ``FLYJOBS_TIME_SCALE`` times as fast from ``FLYJOBS_TIME_ORIGIN``."""
+
+    def __init__(self, environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+        self.scale = float(environ.get(TIME_SCALE_ENV) or 1.0)
+        self.origin = float(environ.get(TIME_ORIGIN_ENV) or 0.0)
+
+    def now(self) -> float:
+        return self.origin + (time.time() - self.origin) * self.scale
+
+    def real_seconds(self, scaled_s: float) -> float:
+        """Real seconds that `scaled_s` seconds of this clock take."""
+        return scaled_s / self.scale
+
+    def sleep_until(self, at: float) -> None:
+        while (left := self.real_seconds(at - self.now())) > 0:
+            time.sleep(min(left, 60.0))
+
+
+def _record(**fields: Any) -> None:
+    """Write one run record to the machine's log (stderr, unbuffered past this line)."""
+    fields.setdefault("machine", os.environ.get("FLY_MACHINE_ID", ""))
+    stream = sys.__stderr__
+    if stream is not None:
+        error = fields.get("error")
+        line = error_line(RUN_RECORD_PREFIX, fields, error if isinstance(error, dict) else None)
+        stream.write(line + "\n")
+        stream.flush()
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    import traceback
+
+    # The frames of flyjobs that led to the function are cut: its own frames come first.
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        if not os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package):
+            break
+        tb = tb.tb_next
+    exc = exc.with_traceback(tb)
+    kind = type(exc)
+    # The last characters of the traceback: its innermost frames, and the line a log keeps.
+    trace = "".join(traceback.format_exception(exc))[-ERROR_TRACEBACK_CHARS:]
+    return {
+        "type": f"{kind.__module__}.{kind.__qualname__}",
+        "message": str(exc),
+        "traceback": trace,
+    }
+
+
+def cron_ticks(spec: dict[str, Any], after: float) -> Iterator[float]:
+    """The ticks of a cron spec strictly after `after` (unix s), in order."""
+    import datetime
+    import zoneinfo
+
+    from cronsim import CronSim
+
+    tz = zoneinfo.ZoneInfo(spec.get("tz") or "UTC")
+    for moment in CronSim(spec["cron"], datetime.datetime.fromtimestamp(after, tz)):
+        yield moment.timestamp()
+
+
+def run_scheduled(call: CallEnvelope, payload: str) -> int:
+    """Run a scheduled payload: a cron resident's loop, or one run; return the exit code."""
+    spec = call.schedule or {}
+    if "cron" in spec and _TICK_ENV not in os.environ:
+        return _Resident(call, spec, payload).loop()
+    clock = Clock()
+    tick = float(os.environ.get(_TICK_ENV) or clock.now())
+    attempt = int(os.environ.get(_ATTEMPT_ENV) or 1)
+    return _Run(call, spec, clock, tick, attempt).run()
+
+
+class _Run:
+    """One run of the function, recorded."""
+
+    def __init__(
+        self, call: CallEnvelope, spec: dict[str, Any], clock: Clock, tick: float, attempt: int
+    ) -> None:
+        self.call = call
+        self.spec = spec
+        self.clock = clock
+        self.tick = tick
+        self.attempt = attempt
+        self.started = clock.now()
+        self.started_real = time.time()
+        self.interval_s = SCHEDULE_INTERVALS_S.get(spec.get("every", ""))
+
+    def record(self, status: str, **fields: Any) -> None:
+        if self.interval_s:
+            next_due: float | None = self.tick + self.interval_s
+        else:
+            next_due = next(cron_ticks(self.spec, self.tick), None)
+        _record(
+            fn=self.call.fn,
+            status=status,
+            tick=self.tick,
+            started=self.started,
+            duration_s=round(time.time() - self.started_real, 6),
+            next_due=next_due,
+            attempt=self.attempt,
+            **{"error": None, "value": None, **fields},
+        )
+
+    def run(self) -> int:
+        import _thread
+
+        _thread.start_new_thread(self._deadline, (float(self.spec.get("timeout_s") or 300.0),))
+        if self.interval_s:
+            _thread.start_new_thread(self._skips, (self.interval_s,))
+        sys.path[:0] = self.call.sys_path
+        from flyjobs._machine_side.shared import EventLoop, capture_output
+        from flyjobs.worker import TAIL_CHARS, _call, _from_user_code, _import_function
+
+        # What the function prints that would read as a run record is written as its line.
+        for tail in capture_output(TAIL_CHARS):
+            tail.start(0, self.call.call_id)
+
+        fn: Callable[..., Any]
+        try:
+            fn = _import_function(self.call.fn)
+        except (Exception, SystemExit) as exc:
+            self.record("failed", error=_error(exc))
+            return EXIT_IMPORT_FAILED
+        try:
+            args, kwargs = self.call.arguments()
+        except Exception as exc:
+            self.record("failed", error=_error(exc))
+            return EXIT_BAD_PAYLOAD
+        try:
+            value = _call(fn, args, kwargs, EventLoop())
+        except (Exception, SystemExit) as exc:
+            # The function's own exception is its run's outcome, not a crash to run again.
+            self.record("failed", error=_error(_from_user_code(exc)))
+            return EXIT_OK
+        self.record("ok", value=repr(value)[:_VALUE_CHARS])
+        return EXIT_OK
+
+    def _deadline(self, timeout_s: float) -> None:
+        time.sleep(timeout_s)
+        self.record(
+            "timeout", error={"type": "TimeoutError", "message": f"timeout_s={timeout_s:g}"}
+        )
+        os._exit(EXIT_DEADLINE)
+
+    def _skips(self, interval_s: float) -> None:
+        # Fly's next tick comes one interval after this run's; it is skipped while we still run.
+        skipped = self.tick
+        while True:
+            skipped += interval_s
+            time.sleep(max(self.clock.real_seconds(skipped - self.clock.now()), 0.0))
+            _record(
+                fn=self.call.fn,
+                status="skipped",
+                tick=skipped,
+                started=skipped,
+                duration_s=0.0,
+                error=None,
+                value=None,
+                next_due=skipped + interval_s,
+                attempt=0,
+                reason=f"the run of {self.tick:.0f} was still going",
+            )
+
+
+class _Resident:
+    """A cron schedule's resident loop: wait for each tick, run it in a child, record skips."""
+
+    def __init__(self, call: CallEnvelope, spec: dict[str, Any], payload: str) -> None:
+        self.call = call
+        self.spec = spec
+        self.payload = payload
+        self.clock = Clock()
+        self.retries = int(spec.get("retries") or 0)
+        self.timeout_s = float(spec.get("timeout_s") or 300.0)
+
+    def ticks_after(self, after: float) -> Iterator[float]:
+        return cron_ticks(self.spec, after)
+
+    def loop(self) -> int:
+        after = self.clock.now()
+        while True:
+            tick = next(self.ticks_after(after))
+            # So that `schedule ls` can tell when the next run is due before it happens.
+            _record(fn=self.call.fn, status="pending", tick=tick, started=tick, next_due=tick)
+            self.clock.sleep_until(tick)
+            self.run_tick(tick)
+            now = self.clock.now()
+            upcoming = self.ticks_after(tick)
+            skipped = 0
+            for later in upcoming:
+                if later > now:
+                    break
+                skipped += 1
+                if skipped <= _MAX_SKIP_RECORDS:
+                    self.record_skip(later, tick, reason=f"the run of {tick:.0f} was still going")
+            if skipped > _MAX_SKIP_RECORDS:
+                self.record_skip(
+                    now, tick, reason=f"{skipped - _MAX_SKIP_RECORDS} more ticks skipped"
+                )
+            # Strictly after both: the tick just run and every tick recorded as skipped.
+            after = max(tick, now)
+
+    def record_skip(self, skipped: float, tick: float, *, reason: str) -> None:
+        _record(
+            fn=self.call.fn,
+            status="skipped",
+            tick=skipped,
+            started=skipped,
+            duration_s=0.0,
+            error=None,
+            value=None,
+            next_due=None,
+            attempt=0,
+            reason=reason,
+        )
+
+    def run_tick(self, tick: float) -> None:
+        import subprocess
+
+        started, started_real = self.clock.now(), time.time()
+        code = 0
+        for attempt in range(1, self.retries + 2):
+            env = {**os.environ, _TICK_ENV: repr(tick), _ATTEMPT_ENV: str(attempt)}
+            argv = [sys.executable, "-m", "flyjobs.worker", "--payload", self.payload]
+            try:
+                code = subprocess.run(
+                    argv, env=env, timeout=self.timeout_s + _CHILD_GRACE_S, check=False
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = EXIT_DEADLINE
+            if code == EXIT_OK:
+                return
+        if code in (EXIT_DEADLINE, EXIT_IMPORT_FAILED, EXIT_BAD_PAYLOAD):
+            return  # the child recorded why
+        _record(
+            fn=self.call.fn,
+            status="crashed",
+            tick=tick,
+            started=started,
+            duration_s=round(time.time() - started_real, 6),
+            error={"type": "MachineCrashedError", "message": f"the run exited with code {code}"},
+            value=None,
+            next_due=None,
+            attempt=self.retries + 1,
+        )

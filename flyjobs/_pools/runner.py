@@ -1,0 +1,606 @@
+"""A `~flyjobs.Pool`'s machines: single calls on warm machines that pull their next call.
+
+The pull protocol is the batch's (`flyjobs._batches.batch`): a machine is created with its first
+call in ``files[].raw_value`` and ``pulls`` set; the inbox holds each delivery of a result until the
+pool answers it (`Ticket.reply`) with the machine's next call, or with "no more work", after
+which the worker exits and ``auto_destroy`` removes the machine. A pool differs from a batch in
+where its work comes from: calls arrive one by one from the application (`PoolRunner.call`), so
+an idle machine waits up to the pool's ``idle_s`` for one (the call envelope's ``idle_s``, which
+also bounds the worker's own wait), and the pool keeps ``min`` machines when idle.
+
+A machine has ``max_concurrency`` slots, each a pull loop of its worker (the first call's
+``concurrent`` calls start the others, see `flyjobs._wire.protocol`): a slot holds one call at a
+time, and a slot with nothing to do waits for a call ("parked"). A call goes to a parked slot
+if there is one; otherwise it queues, and the pool starts a new machine for it if the queue is
+longer than the slots about to look at it (those of starting machines, and those running a
+keep-warm call) and the pool is below ``max``. A new machine takes the create's turn
+(`pace_create`) before it takes a call, so a call is never held back behind a create while a
+running machine frees up.
+
+A machine leaves the pool ("drains": it takes no more calls, and no longer counts toward
+``max``) when it has been idle for ``idle_s`` above ``min``, when it exits, and when a call on
+it runs past its deadline or is abandoned: that machine is destroyed at once if no other call
+of it is running, otherwise it ends by itself once they are done.
+
+The pool starts at `PoolRunner.start` (``pool.start()``) or at its first call, and then starts
+machines up to ``min`` with no call (their slots run a keep-warm call, then park). A machine
+that has delivered a result and ends below ``min`` (killed, crashed, past a call's deadline) is
+replaced the same way; one that never delivered (a broken image) is not, or a pool would make
+machines forever.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import itertools
+import logging
+import secrets
+import time
+from typing import Any
+
+import anyio
+
+from .._calls.attempt import (
+    EXIT_GRACE_S,
+    ExitWatch,
+    check_secrets,
+    create_machine,
+    destroy,
+    exit_error,
+    outcome,
+    pace_create,
+    tag,
+)
+from .._calls.dispatch import (
+    collect,
+    note_attempts,
+    retry_delay_s,
+    retryable,
+    spilled_key,
+    ticket_for,
+)
+from .._calls.handle import CallState, CallStatus
+from .._calls.plan import WORKER_DEADLINE_SLACK_S, Plan, plan
+from .._calls.runtime import Runtime, current_runtime, get_runtime
+from .._declare.pool import Pool
+from .._exceptions import CallCancelledError, CallTimeoutError, ConfigError
+from .._results.channel import close_ticket
+from .._results.inbox import Ticket
+from .._wire.call_envelope import encode_arguments
+from .state import Held, Job, Machine, Slot
+
+__all__ = ("PoolRunner", "pooled_call", "shutdown_pool", "start_pool")
+
+logger = logging.getLogger("flyjobs.pool")
+
+#: What a slot with nothing to do runs: a no-op call whose delivery asks for the next call (a
+#: new slot's first call; an idle slot's call that renews its wait, which the worker cannot
+#: make forever, by design).
+_KEEP_WARM = "flyjobs._wire.protocol:keep_warm"
+#: Seconds `shutdown_pool` waits for the pool's machines to be destroyed.
+_SHUTDOWN_WAIT_S = 30.0
+
+
+class PoolRunner:
+    """A pool's machines and queued calls on one runtime (see the module docstring)."""
+
+    def __init__(self, runtime: Runtime, pool: Pool) -> None:
+        self.runtime = runtime
+        self.pool = pool
+        self._queue: collections.deque[Job] = collections.deque()
+        self._parked: collections.deque[Slot] = collections.deque()
+        self._machines: set[Machine] = set()
+        self._count = 0  # machines up or starting, not draining
+        self._numbers = itertools.count()
+        self._shape: tuple[Any, ...] | None = None
+        self._plan: Plan | None = None
+        self._call_numbers = itertools.count()
+        # Keep-warm call ids name this runner too: ``<pool>-k0`` alone would repeat in every
+        # process, and a result captured from an earlier one would fit this one's call.
+        self._keep_warm_prefix = f"{pool.name}-{secrets.token_hex(4)}-k"
+        self._all_gone = anyio.Event()
+        self._all_gone.set()
+        self.started = False
+        self.closed = False
+
+    # --- calls --------------------------------------------------------------------------
+
+    async def start(self, plan: Plan) -> None:
+        """Start the pool: machines up to ``min`` for functions like ``plan``'s; return once
+        each is up and waiting for calls.
+
+        :raises: why a machine could not start (`ConfigError`, an API error).
+        """
+        self._check(plan)
+        await check_secrets(self.runtime, plan)
+        self.started = True
+        jobs = self._fill()
+        for job in jobs:
+            await job.done.wait()
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
+
+    async def call(self, plan: Plan, arguments: bytes, state: CallState) -> Any:
+        """Run one call on the pool; return its value or raise its error."""
+        self._check(plan)
+        await check_secrets(self.runtime, plan)
+        store = self.runtime.store if plan.spilled(arguments) else None
+        if store is not None:
+            await store.put(spilled_key(state.call_id), arguments)
+        job = Job(plan, arguments, state)
+        self._submit(job)
+        if not self.started:
+            self.started = True
+            self._fill()
+        try:
+            await job.done.wait()
+        except BaseException:
+            # Abandoned (cancelled): its machine takes no more calls.
+            state.status = CallStatus.cancelled
+            if job in self._queue:
+                self._queue.remove(job)
+            if job.slot is not None:
+                self._abandon(job.slot)
+            job.settle(error=CallCancelledError("the call was cancelled"))
+            raise
+        finally:
+            state.timings.finished_at = time.time()
+            if store is not None:
+                with anyio.CancelScope(shield=True):
+                    await store.discard(spilled_key(state.call_id))
+        if job.error is not None:
+            state.status = CallStatus.failed
+            raise job.error
+        state.status = CallStatus.succeeded
+        return job.value
+
+    def _check(self, plan: Plan) -> None:
+        if self.closed:
+            raise CallCancelledError(f"pool {self.pool.name} is shutting down")
+        if self.runtime.channel.mode != "inbox":
+            raise ConfigError(
+                "a pool's machines pull their calls over the result inbox, and results go to"
+                " the object store here (FLYJOBS_RESULTS=store); use the inbox, or no pool"
+            )
+        options = plan.options
+        shape = (
+            plan.app,
+            plan.image,
+            repr(options.guest()),
+            tuple(sorted(options.env.items())),
+            options.secrets,
+            options.region,
+            options.pickle,
+        )
+        if self._shape is None:
+            self._shape, self._plan = shape, plan
+        elif shape != self._shape:
+            raise ConfigError(
+                f"pool {self.pool.name} runs machines for {self._shape[0]}/{self._shape[1]} with"
+                f" other options (size, env, secrets, region or pickle) than {plan.fn_ref} has;"
+                " give functions with other machine options their own flyjobs.Pool"
+            )
+
+    def _submit(self, job: Job, *, first: bool = False) -> None:
+        """Hand ``job`` to a parked slot, or queue it (``first``: ahead of the others, as a
+        retry) and start a machine for it if the pool may grow."""
+        while self._parked:
+            slot = self._parked.popleft()
+            if slot.machine.open:
+                slot.job, job.slot = job, slot
+                slot.event.set()
+                return
+            slot.event.set()  # its machine is going: the slot ends
+        if first:
+            self._queue.appendleft(job)
+        else:
+            self._queue.append(job)
+        self._grow()
+
+    def _grow(self) -> None:
+        """Start machines for queued calls that no slot about to look at the queue will take,
+        up to max."""
+        coming = sum(
+            self.pool.max_concurrency if m.starting else m.warming()
+            for m in self._machines
+            if not m.draining
+        )
+        while not self.closed and len(self._queue) > coming and self._count < self.pool.max:
+            self._start_machine()
+            coming += self.pool.max_concurrency
+
+    def _fill(self) -> list[Job]:
+        """Start machines with no call until the pool has ``min``; return their keep-warm
+        calls (each settles when its machine is up)."""
+        jobs = []
+        while not self.closed and self._count < self.pool.min:
+            job = self._keep_warm_job()
+            self._start_machine(first=job)
+            jobs.append(job)
+        return jobs
+
+    def _start_machine(self, first: Job | None = None) -> None:
+        machine = Machine(anyio.CancelScope(), first=first)
+        self._machines.add(machine)
+        self._all_gone = anyio.Event()
+        self._count += 1
+        self.runtime.background(functools.partial(self._machine, machine))
+
+    async def _next_job(self, slot: Slot) -> Job | None:
+        """A queued call, or one handed to ``slot`` within the idle period; None if none came
+        (or its machine drains)."""
+        if self.closed or not slot.machine.open:
+            return None
+        if self._queue:
+            job = slot.job = self._queue.popleft()
+            job.slot = slot
+            return job
+        slot.event = anyio.Event()
+        slot.parked_at = time.monotonic()
+        self._parked.append(slot)
+        with anyio.move_on_after(self.pool.idle_s):
+            await slot.event.wait()
+        if slot in self._parked:
+            self._parked.remove(slot)
+        return slot.job
+
+    def _keeps(self, slot: Slot) -> bool:
+        """Whether ``slot``, idle for ``idle_s``, keeps waiting (with a keep-warm call): while
+        its machine is not idle (another slot was busy since it parked), or at ``min``."""
+        machine = slot.machine
+        if self.closed or not machine.open:
+            return False
+        if machine.busy(other_than=slot) or machine.active_at > slot.parked_at:
+            return True
+        return self._count <= self.pool.min
+
+    def _keep_warm_job(self) -> Job:
+        assert self._plan is not None  # set by the first call or start (_check)
+        keep = dataclasses.replace(self._plan, fn_ref=_KEEP_WARM, arg_names=())
+        return Job(keep, encode_arguments((), {}), None)
+
+    def _drain(self, machine: Machine) -> None:
+        """``machine`` takes no more calls: it leaves the count, and its parked slots end."""
+        if machine.draining:
+            return
+        machine.draining = True
+        if machine.counted:
+            machine.counted = False
+            self._count -= 1
+        for slot in machine.slots:
+            if slot in self._parked:
+                self._parked.remove(slot)
+                slot.event.set()
+        self._grow()  # queued calls may need another machine now
+
+    def _abandon(self, slot: Slot) -> None:
+        """The caller gave up on the call ``slot`` runs: its machine takes no more calls, and
+        is destroyed now unless another of its slots is busy (it then ends once they are done;
+        the abandoned call's result is not used)."""
+        machine = slot.machine
+        self._drain(machine)
+        if not machine.busy(other_than=slot):
+            machine.scope.cancel()
+
+    # --- one machine --------------------------------------------------------------------
+
+    async def _machine(self, machine: Machine) -> None:
+        runtime = self.runtime
+        holder = object()
+        try:
+            with machine.scope:
+                await runtime.limiter.acquire_on_behalf_of(holder)
+                try:
+                    # The create's turn first: a call queued meanwhile may go to a machine that
+                    # frees up, and then this one is not made.
+                    job = machine.first
+                    if (job is not None or self._queue) and self._plan is not None:
+                        await pace_create(runtime, self._plan.app)
+                    machine.starting = False
+                    if job is None and self._queue:
+                        job = self._queue.popleft()
+                    if job is not None:
+                        await self._run(machine, job)
+                finally:
+                    runtime.limiter.release_on_behalf_of(holder)
+        finally:
+            if machine.first is not None:
+                machine.first.settle(error=CallCancelledError(f"pool {self.pool.name} ended"))
+            machine.starting = False
+            if machine.counted:
+                machine.counted = False
+                self._count -= 1
+            self._machines.discard(machine)
+            if not self._machines:
+                self._all_gone.set()
+            self._grow()  # a machine ended: queued calls may need another
+            if machine.delivered and self.started and not self.runtime.closing:
+                # One that ran (then crashed, was killed, or was destroyed past a call's
+                # deadline): back to min. Not one that never delivered a result (a failed create,
+                # a broken image), whose replacement would fail again, and again.
+                self._fill()
+
+    def _hand(self, job: Job, slot: Slot, *, creating: bool) -> Held:
+        """Start an attempt of ``job`` on ``slot``: its clocks start now."""
+        job.attempts += 1
+        slot.job, job.slot = job, slot
+        plan, state = job.plan, job.state
+        if state is None:
+            call_id = f"{self._keep_warm_prefix}{next(self._call_numbers)}"
+        else:
+            call_id = state.call_id if job.attempts == 1 else f"{state.call_id}-r{job.attempts - 1}"
+            slot.machine.active_at = time.monotonic()
+        deadline = time.time() + plan.options.effective_timeout_s
+        arguments_url = None
+        store = self.runtime.store
+        if plan.spilled(job.arguments) and store is not None and state is not None:
+            arguments_url = store.presign(
+                "GET", spilled_key(state.call_id), expires_at=deadline + WORKER_DEADLINE_SLACK_S
+            )
+        ticket = ticket_for(self.runtime, call_id, deadline, replies=True, hold_s=self.pool.idle_s)
+        if state is not None:
+            state.status = CallStatus.creating if creating else CallStatus.running
+            state.timings.create_started_at = time.time()
+        return Held(job, call_id, ticket, deadline, arguments_url)
+
+    def _payload(self, held: Held, concurrent: list[bytes] | None = None) -> bytes:
+        return held.job.plan.payload(
+            held.call_id,
+            held.job.arguments,
+            deadline=held.deadline,
+            result_url=held.ticket.url,
+            arguments_url=held.arguments_url,
+            pulls=True,
+            idle_s=self.pool.idle_s,
+            concurrent=concurrent or (),
+        )
+
+    async def _run(self, machine: Machine, first: Job) -> None:
+        """Create ``machine`` with ``first`` in its first slot (the others start with keep-warm
+        calls) and serve its slots until they end."""
+        runtime, plan = self.runtime, self._plan
+        assert plan is not None
+        machine.slots = [Slot(machine) for _ in range(self.pool.max_concurrency)]
+        jobs = [first, *(self._keep_warm_job() for _ in machine.slots[1:])]
+        for slot, job in zip(machine.slots, jobs, strict=True):
+            slot.held = self._hand(job, slot, creating=True)
+        try:
+            watch = await self._create(machine, plan)
+            if watch is None:
+                return
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._drain_on_exit, machine, watch)
+                async with anyio.create_task_group() as slots:
+                    for slot in machine.slots:
+                        slots.start_soon(self._slot, slot, watch)
+                tg.cancel_scope.cancel()
+            # Told there is no more work, it exits by itself; destroyed if it lingers.
+            with anyio.move_on_after(EXIT_GRACE_S):
+                await watch.exited.wait()
+            if not watch.exited.is_set():
+                watch.stop()
+                await destroy(runtime, plan.app, watch.machine_id)
+        except BaseException:
+            # Cancelled (shutdown, interpreter exit, an abandoned call) or our own failure.
+            with anyio.CancelScope(shield=True):
+                if machine.watch is not None:
+                    machine.watch.stop()
+                if machine.id is not None:
+                    await destroy(runtime, plan.app, machine.id)
+            raise
+        finally:
+            for slot in machine.slots:
+                if slot.held is not None:
+                    held, slot.held, slot.job = slot.held, None, None
+                    await _close(held)
+                    ended = CallCancelledError(f"pool {self.pool.name} was shut down")
+                    held.job.settle(error=ended)
+            if machine.id is not None:
+                runtime.live.forget(plan.app, machine.id)
+
+    async def _create(self, machine: Machine, plan: Plan) -> ExitWatch | None:
+        """Create the machine with its slots' calls; None if that failed (each call then
+        failed an attempt)."""
+        helds = [slot.held for slot in machine.slots if slot.held is not None]
+        name = f"{self.pool.name}-m{next(self._numbers)}"
+        try:
+            others = [self._payload(held) for held in helds[1:]]
+            payload = self._payload(helds[0], others)
+            created = await create_machine(
+                self.runtime, plan, name, payload, helds[0].deadline, pulls=True, paced=True
+            )
+        except Exception as exc:
+            for slot in machine.slots:
+                if slot.held is not None:
+                    held, slot.held, slot.job = slot.held, None, None
+                    await _close(held)
+                    self._attempt_failed(held, exc)
+            return None
+        machine.id = created.id
+        machine.watch = ExitWatch(self.runtime, plan.app, created.id)
+        for held in helds:
+            self._started(held, machine, created_now=True)
+        return machine.watch
+
+    async def _drain_on_exit(self, machine: Machine, watch: ExitWatch) -> None:
+        await watch.exited.wait()
+        self._drain(machine)
+
+    async def _slot(self, slot: Slot, watch: ExitWatch) -> None:
+        while slot.held is not None:
+            slot.held = await self._serve(slot, slot.held, watch)
+
+    def _started(self, held: Held, machine: Machine, *, created_now: bool) -> None:
+        state, machine_id = held.job.state, machine.id
+        assert machine_id is not None
+        if state is not None:
+            state.machine_id = machine_id
+            if created_now:
+                state.timings.created_at = time.time()
+            state.status = CallStatus.running
+            if held.job.plan.output == "live":
+                self.runtime.live.watch(held.job.plan.app, machine_id, held.call_id)
+
+    async def _serve(self, slot: Slot, held: Held, watch: ExitWatch) -> Held | None:
+        """Wait for the held call's result (or the machine's death, or the deadline); return
+        the next call handed to the slot, if any."""
+        runtime, job = self.runtime, held.job
+        plan, machine_id = job.plan, watch.machine_id
+        try:
+            with anyio.fail_after(max(held.deadline - time.time(), 0.001)):
+                body = await collect(held.ticket, watch)
+        except TimeoutError:
+            if not held.ticket.delivered:
+                slot.job = None
+                await self._timed_out(slot, held, watch)
+                return None
+            body = await held.ticket.result()  # delivered as the deadline struck: kept
+        slot.job = None
+        slot.machine.delivered = slot.machine.delivered or body is not None
+        if body is None:
+            await _close(held)
+            error = await exit_error(runtime, plan.app, machine_id, plan.options)
+            self._attempt_failed(held, tag(error, held.call_id, machine_id))
+            return None
+        if job.state is None:
+            job.settle()  # a keep-warm call: the machine is up
+        elif not job.done.is_set():
+            slot.machine.active_at = time.monotonic()
+            job.state.timings.result_at = time.time()
+            try:
+                value = await outcome(runtime, plan, body, held.call_id, machine_id)
+            except Exception as exc:
+                self._attempt_failed(held, exc)
+            else:
+                job.settle(value)
+        return await self._next(slot, held)
+
+    async def _timed_out(self, slot: Slot, held: Held, watch: ExitWatch) -> None:
+        """``held``'s call ran past its deadline: its machine takes no more calls, and is
+        destroyed now unless another of its slots is busy (its worker then ends once they are
+        done, see `flyjobs._wire.protocol`)."""
+        plan, machine_id = held.job.plan, watch.machine_id
+        self._drain(slot.machine)
+        shared = slot.machine.busy(other_than=slot)
+        if not shared:
+            watch.stop()
+            await destroy(self.runtime, plan.app, machine_id)
+        await _close(held)
+        ending = "takes no more calls" if shared else "was destroyed"
+        timeout = CallTimeoutError(
+            f"call {held.call_id} did not finish within"
+            f" timeout_s={plan.options.effective_timeout_s:g}; machine {machine_id} {ending}"
+        )
+        self._attempt_failed(held, tag(timeout, held.call_id, machine_id))
+
+    async def _next(self, slot: Slot, held: Held) -> Held | None:
+        """Answer the held delivery with the slot's next call, or with no more work."""
+        ticket = held.ticket
+        assert isinstance(ticket, Ticket)  # pools use the inbox (checked per call)
+        job = await self._next_job(slot)
+        if job is None and self._keeps(slot):
+            job = self._keep_warm_job()
+        if job is None:
+            slot.job = None
+            self._drain(slot.machine)  # idle above min (or already draining)
+            ticket.reply(None)
+            await _close(held)
+            return None
+        next_held = self._hand(job, slot, creating=False)
+        self._started(next_held, slot.machine, created_now=False)
+        ticket.reply(self._payload(next_held))
+        ticket.close()
+        return next_held
+
+    def _attempt_failed(self, held: Held, error: BaseException) -> None:
+        """An attempt failed: queue the call again (within ``retries``), or settle its error."""
+        job, options = held.job, held.job.plan.options
+        job.slot = None
+        if job.state is None or job.done.is_set():
+            job.settle(error=error)  # a keep-warm call (`start` reports it), or an abandoned one
+            return
+        if job.attempts <= options.retries and retryable(error, options) and not self.closed:
+            logger.info("%s failed (%s); retrying on another machine", held.call_id, error)
+            delay_s = retry_delay_s(error, job.attempts)
+            if delay_s > 0:
+                self.runtime.background(functools.partial(self._resubmit_later, job, delay_s))
+            else:
+                self._submit(job, first=True)
+            return
+        note_attempts(error, job.attempts)
+        job.settle(error=error)
+
+    async def _resubmit_later(self, job: Job, delay_s: float) -> None:
+        await anyio.sleep(delay_s)
+        if not job.done.is_set() and not self.closed:
+            self._submit(job, first=True)
+
+    # --- the end ------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Fail queued calls, destroy every machine, and wait (bounded) until they are gone."""
+        self.closed = True
+        while self._queue:
+            self._queue.popleft().settle(
+                error=CallCancelledError(f"pool {self.pool.name} was shut down")
+            )
+        for slot in list(self._parked):
+            slot.event.set()
+        for machine in list(self._machines):
+            machine.scope.cancel()
+        with anyio.move_on_after(_SHUTDOWN_WAIT_S):
+            await self._all_gone.wait()
+
+
+async def _close(held: Held) -> None:
+    with anyio.CancelScope(shield=True):
+        await close_ticket(held.ticket)
+
+
+def runner_for(pool: Pool, runtime: Runtime) -> PoolRunner:
+    """The pool's runner on ``runtime`` (made on first use, and again after a shutdown or on a
+    new runtime). Called on the runtime's loop."""
+    runner = pool._runner
+    if not isinstance(runner, PoolRunner) or runner.runtime is not runtime or runner.closed:
+        runner = PoolRunner(runtime, pool)
+        pool._runner = runner
+    return runner
+
+
+async def pooled_call(runtime: Runtime, plan: Plan, arguments: bytes, state: CallState) -> Any:
+    """Run one call of a pooled function (``plan.options.pool``) on its pool."""
+    assert plan.options.pool is not None
+    return await runner_for(plan.options.pool, runtime).call(plan, arguments, state)
+
+
+def start_pool(pool: Pool) -> None:
+    """Start the pool's ``min`` machines, for the function it was first given to (from any
+    thread but the runtime's); return once they are up and waiting for calls."""
+    if pool.min == 0:
+        return
+    attached = pool._attached
+    if attached is None:
+        raise ConfigError(
+            f"{pool!r}.start(): its machines take the options of a function, and no function"
+            " has this pool yet; declare one first (@flyjobs.remote(pool=pool), or"
+            " fn.with_options(pool=pool))"
+        )
+    fn, options = attached
+    start_plan = plan(fn, options, batch_id=None)
+    runtime = get_runtime()
+
+    async def start() -> None:
+        await runner_for(pool, runtime).start(start_plan)
+
+    runtime.call(start)
+
+
+def shutdown_pool(pool: Pool) -> None:
+    """Destroy the pool's machines (from any thread but the runtime's)."""
+    runner = pool._runner
+    if not isinstance(runner, PoolRunner) or runner.runtime is not current_runtime():
+        return  # never used, or its runtime has ended (and destroyed its machines)
+    runner.runtime.call(runner.shutdown)

@@ -1,0 +1,261 @@
+"""How a call's result comes back: the caller's inbox, or the object store.
+
+``FLYJOBS_RESULTS`` (or ``[tool.flyjobs] results``) picks the channel:
+
+- ``inbox``: machines PUT results to an HTTP inbox this process serves, so they must reach it:
+  the local emulator, a caller on a Fly machine (``FLY_PRIVATE_IP``), or one whose address in
+  the app's private network is ``FLYJOBS_INBOX_HOST`` (WireGuard, for example).
+- ``store``: machines PUT results to presigned URLs in the object store (``FLYJOBS_STORE``); the
+  caller learns a machine is done from ``/wait`` and its exit event, then reads the object.
+  The caller can be anywhere.
+- ``auto`` (default): the inbox where machines can reach it, else the store.
+
+Either way the result envelope is the same bytes, checked by the same code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+
+from .._exceptions import ConfigError, SerializationError, TransportError
+from .._wire.protocol import open_result, ticket_id
+from .._wire.result_envelope import decode_result
+from .inbox import Ticket
+
+if TYPE_CHECKING:
+    from .._settings import Settings
+    from .store import Store
+
+__all__ = (
+    "RESULTS_MODES",
+    "Channel",
+    "StoreTicket",
+    "choose_channel",
+    "close_ticket",
+    "look_after_exit",
+    "result_key",
+)
+
+logger = logging.getLogger("flyjobs.channel")
+
+RESULTS_MODES = ("auto", "inbox", "store")
+#: Seconds before a polling `StoreTicket` first looks for its object, and most seconds between
+#: two looks.
+POLL_FIRST_S = 1.0
+POLL_MAX_S = 8.0
+#: Seconds a result delivered to the inbox may lag behind the exit it preceded (delivery is
+#: acknowledged before the worker exits, so on one host this is only scheduling slack).
+INBOX_RESULT_GRACE_S = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    """The result channel of this process.
+
+    :ivar mode: ``inbox`` or ``store``.
+    :ivar bind: address the inbox listens on.
+    :ivar advertise: address machines use to reach the inbox.
+    """
+
+    mode: Literal["inbox", "store"]
+    bind: str = "127.0.0.1"
+    advertise: str = "127.0.0.1"
+
+
+def choose_channel(
+    settings: Settings, has_store: bool, environ: Mapping[str, str] | None = None
+) -> Channel:
+    """The channel `settings` ask for (see the module docstring).
+
+    :raises ConfigError: an unknown mode, or the chosen channel (or, for ``auto``, both) cannot
+        work here; the message names both ways to make one work.
+    """
+    env = os.environ if environ is None else environ
+    mode = settings.results
+    if mode not in RESULTS_MODES:
+        raise ConfigError(
+            f"FLYJOBS_RESULTS (or [tool.flyjobs] results) must be one of"
+            f" {', '.join(RESULTS_MODES)}, not {mode!r}"
+        )
+    inbox = _reachable_inbox(settings, env)
+    if mode == "inbox" or (mode == "auto" and inbox is not None):
+        if inbox is None:
+            raise ConfigError(_NEITHER if not has_store else _NO_INBOX)
+        return Channel("inbox", *inbox)
+    if not has_store:
+        raise ConfigError(_NEITHER if mode == "auto" else _NO_STORE)
+    return Channel("store")
+
+
+_INBOX_WAY = (
+    "run the client on a Fly machine (FLY_PRIVATE_IP is then set), or set FLYJOBS_INBOX_HOST to"
+    " this host's address in your app's private network (for example its WireGuard address)"
+)
+_STORE_WAY = (
+    "create a bucket with `fly storage create` and export what it prints (BUCKET_NAME,"
+    " AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3), or set"
+    " FLYJOBS_STORE=s3://bucket/prefix with those credentials"
+)
+_NEITHER = (
+    "results of calls on Fly need a way back to this process. Either machines reach an inbox"
+    f" it serves: {_INBOX_WAY}; or they go through an object store: {_STORE_WAY}"
+)
+_NO_INBOX = f"FLYJOBS_RESULTS=inbox needs machines to reach this process: {_INBOX_WAY}"
+_NO_STORE = f"FLYJOBS_RESULTS=store needs an object store: {_STORE_WAY}"
+
+
+def _reachable_inbox(settings: Settings, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(bind host, host machines use) of an inbox machines can reach, or None."""
+    if settings.embedded:
+        return "127.0.0.1", "127.0.0.1"
+    # Bound to the advertised address only: the inbox has no business on other interfaces.
+    advertise = env.get("FLYJOBS_INBOX_HOST") or env.get("FLY_PRIVATE_IP")
+    if advertise:
+        return env.get("FLYJOBS_INBOX_BIND") or advertise, advertise
+    if settings.local_api:
+        # The API is on this host (`flyjobs dev`): its machines are local processes.
+        return env.get("FLYJOBS_INBOX_BIND") or "127.0.0.1", "127.0.0.1"
+    return None
+
+
+def result_key(call_id: str) -> str:
+    """The store key of a call's result (relative to the store's prefix)."""
+    return f"results/{call_id}"
+
+
+class StoreTicket:
+    """The store's counterpart of an inbox `Ticket`: one presigned PUT URL for one call's result.
+
+    The store tells nobody when an object arrives, so the call looks (`fetch`) once its machine
+    has exited (or its deadline passed). The object is deleted when the ticket is closed
+    (`aclose`), unless `keep` was set (a batch journal holds it).
+
+    :ivar call_id: the call the result is for.
+    :ivar key: the object's key.
+    :ivar url: the presigned URL the worker PUTs the result to.
+    :ivar expires_at: unix time (s) after which the URL no longer works.
+    :ivar keep: leave the object in the store when the ticket is closed.
+
+    Anyone who reads the machine's config can PUT to its URL: an object not sealed with
+    `seal_key` for this ticket (see `flyjobs._wire.protocol.seal_result`) is ignored, so a forger
+    can spoil a result but never supply one.
+
+    :param bound_to: the `flyjobs._wire.protocol.ticket_id` the result is sealed for (default: this
+        ticket's own URL's); a detached call read again later has a new URL but the old id.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        call_id: str,
+        *,
+        expires_at: float,
+        key: str | None = None,
+        seal_key: str | None = None,
+        bound_to: str | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.key = key or result_key(call_id)
+        self.expires_at = expires_at
+        self.url = store.presign("PUT", self.key, expires_at=expires_at)
+        #: the id the result's seal is bound to
+        self.ticket_id = bound_to or ticket_id(self.url)
+        self.keep = False
+        #: look for the object while the machine runs (`poll`), not only after its exit: for
+        #: an input of a fixed slice, whose machine exits only after the whole slice
+        self.polls = False
+        #: why the last object found at `key` was ignored (its seal failed, or it is not a
+        #: result for this call), or None: a machine that exits "delivered" and leaves only
+        #: such an object had its result overwritten
+        self.spoiled: str | None = None
+        self._store = store
+        self._seal_key = seal_key
+        self._body: bytes | None = None
+        self._event = anyio.Event()
+
+    @property
+    def delivered(self) -> bool:
+        """True once a result for this call has been read from the store."""
+        return self._body is not None
+
+    async def result(self) -> bytes:
+        """Wait until `fetch` found the result; return the envelope (checked to be one for this
+        call). Waits without a limit."""
+        await self._event.wait()
+        assert self._body is not None
+        return self._body
+
+    async def fetch(self) -> bool:
+        """Read the result object if it is there; True if it was (and is a result for this call).
+
+        :raises TransportError: the store could not be read.
+        """
+        if self._body is not None:
+            return True
+        body = await self._store.get(self.key)
+        if body is None:
+            return False
+        if self._seal_key is not None:
+            body = open_result(self._seal_key, body, ticket=self.ticket_id)
+            if body is None:
+                self.spoiled = "it is not sealed with the result key for this call"
+                logger.warning("ignored the object %s: %s", self.key, self.spoiled)
+                return False
+        try:
+            envelope = decode_result(body)
+        except SerializationError as exc:
+            self.spoiled = str(exc)
+            logger.warning("ignored the object %s: %s", self.key, exc)
+            return False
+        if envelope.call_id != self.call_id:
+            self.spoiled = f"it is a result for call {envelope.call_id!r}"
+            logger.warning("ignored the object %s: %s", self.key, self.spoiled)
+            return False
+        self._body = body
+        self._event.set()
+        return True
+
+    async def poll(self) -> None:
+        """`fetch` until the result is found, first after `POLL_FIRST_S`, then at intervals
+        doubling up to `POLL_MAX_S` (each look is one GET of the store)."""
+        interval = POLL_FIRST_S
+        while True:
+            await anyio.sleep(interval)
+            try:
+                if await self.fetch():
+                    return
+            except TransportError as exc:
+                logger.info("could not look for %s yet: %s", self.key, exc)
+            interval = min(2 * interval, POLL_MAX_S)
+
+    async def aclose(self) -> None:
+        """Forget the ticket: delete its object unless `keep` is set (errors are logged: a
+        lifecycle rule or ``flyjobs gc`` removes what is left)."""
+        if not self.keep:
+            await self._store.discard(self.key)
+
+    def __repr__(self) -> str:
+        return f"<StoreTicket {self.call_id} {'delivered' if self.delivered else 'waiting'}>"
+
+
+async def look_after_exit(ticket: Ticket | StoreTicket) -> None:
+    """The call's machine has exited: give its result the time or the look it needs to be
+    found (the inbox may still be storing it; the store must be read)."""
+    if isinstance(ticket, StoreTicket):
+        await ticket.fetch()
+    else:
+        await anyio.sleep(INBOX_RESULT_GRACE_S)
+
+
+async def close_ticket(ticket: Ticket | StoreTicket) -> None:
+    """Close a ticket of either channel."""
+    if isinstance(ticket, StoreTicket):
+        await ticket.aclose()
+    else:
+        ticket.close()

@@ -1,0 +1,513 @@
+"""The result inbox: an HTTP endpoint this process serves, where workers PUT their results.
+
+Each expected call gets a `Ticket` whose URL is the only way to deliver that call's result::
+
+    http://{advertise_host}:{port}/results/{call_id}/{token}?expires={unix s}&sig={hex}
+
+``token`` is fresh for every ticket, so a late delivery for an earlier attempt of the same call
+id finds no ticket. ``sig`` is an HMAC-SHA256, under a key made for this inbox and never shown,
+of the method, the path and the expiry. A delivery is refused with 403 (signature does not
+match, the request head lacks the proof that its sender holds the app's result key, or the
+body is not sealed with that key), 410 (expired), 404 (no open ticket),
+409 (the ticket already has its result), 413 (body over ``max_body_bytes``) or 400 (not a flyjobs
+result envelope for this call); it is answered 204 only after the result is stored, so a
+result the worker saw accepted is never lost.
+
+A signed delivery that finds its ticket closed without a result is late, not hostile: the caller
+stopped waiting for it (its call was cancelled, timed out, or its batch stopped at Ctrl-C or
+``max_failures``). It is refused with 404 like any other, logged at debug level only, and
+counted through the ticket's ``on_late`` (a batch counts them in its summary).
+
+A ticket opened with ``replies=True`` belongs to a machine that takes more than one input: once
+its result is stored, the delivery is held (up to the ticket's ``hold_s``, `NEXT_INPUT_WAIT_S`
+seconds by default, plus a margin)
+until the caller answers with `Ticket.reply`: the machine's next call envelope (``200`` with
+that body) or nothing (``204``: no more work, the machine exits). One round trip delivers a
+result and fetches the next input.
+
+The inbox serves HTTP with `flyjobs._aio.http_server.BoundedServer` in the current event loop:
+it listens only on the address it is given, times out silent and stalled peers, caps its
+connections, and logs refusals at a bounded rate. A malformed query is a 4xx. A held delivery
+has no time limit from the server (only the inbox's own reply wait).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qs, quote, unquote
+
+import anyio
+from anyio.abc import SocketAttribute
+
+from .._aio.http_server import BoundedServer, RateLimitedLog
+from .._exceptions import SerializationError
+from .._wire.protocol import (
+    DELIVERY_PROOF_HEADER,
+    MAX_INBOX_RESULT_BYTES,
+    NEXT_INPUT_WAIT_S,
+    RESULT_NOT_SEALED,
+    delivery_proof,
+    open_result,
+    ticket_id,
+)
+from .._wire.result_envelope import decode_result
+
+__all__ = ("ResultInbox", "Ticket")
+
+logger = logging.getLogger("flyjobs.inbox")
+
+_PREFIX = "/results/"
+#: Seconds past its ``hold_s`` a held delivery waits for its reply before it is answered
+#: ``204`` anyway (the caller always replies sooner; this bounds a caller that is gone).
+_REPLY_MARGIN_S = 2.0
+_MAX_EXPIRES_DIGITS = 12
+#: Tickets closed without a result whose late deliveries are still counted (the latest ones).
+_LATE_COUNTED = 4096
+
+_Scope = dict[str, Any]
+_Receive = Callable[[], Any]
+_Send = Callable[[dict[str, Any]], Any]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, *, late: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        #: a signed delivery whose ticket the caller closed (see the module docstring)
+        self.late = late
+
+
+class Ticket:
+    """The inbox's promise to accept one result for one call.
+
+    Use it as a context manager (or call `close`) so the inbox forgets it when the caller is
+    done; deliveries after that are refused.
+
+    :ivar call_id: the call the result is for.
+    :ivar url: the signed URL the worker PUTs the result to.
+    :ivar expires_at: unix time (s) after which deliveries are refused.
+    :ivar on_late: called for each delivery that arrives after the ticket was closed without
+        a result.
+    """
+
+    __slots__ = (
+        "_body",
+        "_closed",
+        "_event",
+        "_inbox",
+        "_replied",
+        "_reply",
+        "_token",
+        "_upload",
+        "call_id",
+        "hold_s",
+        "expires_at",
+        "on_late",
+        "replies",
+        "url",
+    )
+
+    def __init__(
+        self,
+        inbox: ResultInbox,
+        call_id: str,
+        token: str,
+        url: str,
+        expires_at: int,
+        *,
+        replies: bool = False,
+        hold_s: float = NEXT_INPUT_WAIT_S,
+        on_late: Callable[[], None] | None = None,
+    ) -> None:
+        self.on_late = on_late
+        self.replies = replies
+        self.hold_s = hold_s
+        self._reply: bytes | None = None
+        self._replied = anyio.Event()
+        self._inbox = inbox
+        self._token = token
+        self.call_id = call_id
+        self.url = url
+        self.expires_at = expires_at
+        self._event = anyio.Event()
+        self._body: bytes | None = None
+        self._closed = False
+        #: the upload being read for this ticket (a newer one cancels it)
+        self._upload: anyio.CancelScope | None = None
+
+    @property
+    def delivered(self) -> bool:
+        """True once the result has been stored."""
+        return self._body is not None
+
+    async def result(self) -> bytes:
+        """Wait for the result; return the delivered body (a result envelope, see
+        `flyjobs._wire.result_envelope.decode_result`), already checked to be one for this call.
+
+        Waits without a limit: wrap it in ``anyio.fail_after`` for one.
+
+        :raises RuntimeError: the ticket was closed before a result arrived.
+        """
+        await self._event.wait()
+        if self._body is None:
+            raise RuntimeError(f"the ticket for call {self.call_id} was closed without a result")
+        return self._body
+
+    def reply(self, body: bytes | None) -> None:
+        """Answer the held delivery of a ``replies`` ticket: with ``body`` (the machine's next
+        call envelope), or with None (no more work). Only the first reply counts."""
+        if not self._replied.is_set():
+            self._reply = body
+            self._replied.set()
+
+    def close(self) -> None:
+        """Forget the ticket: later deliveries are refused (404) and waiters are woken (a held
+        delivery is answered "no more work")."""
+        if not self._closed:
+            self._closed = True
+            self._inbox._forget(self)
+            self._event.set()
+            self._replied.set()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "delivered" if self.delivered else "closed" if self._closed else "waiting"
+        return f"<Ticket {self.call_id} {state} expires_at={self.expires_at}>"
+
+
+class ResultInbox:
+    """Serves the endpoint workers deliver results to; an async context manager.
+
+    :param host: the one address to listen on.
+    :param port: port to listen on; 0 picks a free one (see `port` once entered).
+    :param advertise_host: the address machines use to reach this inbox (default: `host`).
+    :param ttl_s: default lifetime (s) of a ticket's URL.
+    :param max_body_bytes: largest result body accepted.
+    :param result_key: the app secret results are authenticated with (see
+        `flyjobs._wire.protocol.seal_result`); a delivery whose head lacks its proof
+        (`flyjobs._wire.protocol.delivery_proof`), or whose body is not sealed with it, is refused
+        with 403 and the ticket stays open for the genuine one; a ticket's result is the
+        opened envelope. None accepts any body the URL admits.
+    :param max_connections: connections held at once (see `BoundedServer`).
+    :param head_timeout_s: seconds a connection has to send its request head.
+    :param body_timeout_s: seconds a body may go without sending a byte.
+    :param min_body_rate: bytes/s a body must average once it has sent for `body_timeout_s`.
+    :param log_clock: monotonic seconds, for the rate limit of refusal logs (tests inject one).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        advertise_host: str | None = None,
+        ttl_s: float = 3600.0,
+        max_body_bytes: int = MAX_INBOX_RESULT_BYTES,
+        result_key: str | None = None,
+        max_connections: int = 256,
+        head_timeout_s: float = 10.0,
+        body_timeout_s: float = 10.0,
+        min_body_rate: float = 16 * 1024,
+        log_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host = host
+        self.advertise_host = advertise_host or host
+        self.ttl_s = ttl_s
+        self.max_body_bytes = max_body_bytes
+        self._requested_port = port
+        self._port: int | None = None
+        self._key = secrets.token_bytes(32)
+        self._result_key = result_key
+        self._tickets: dict[str, Ticket] = {}
+        #: (call id, token) of tickets closed without a result -> their ``on_late``
+        self._late: collections.OrderedDict[tuple[str, str], Callable[[], None]] = (
+            collections.OrderedDict()
+        )
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._log = RateLimitedLog(logger, clock=log_clock)
+        #: the HTTP server (its `connection_count` shows the connections held)
+        self.server = BoundedServer(
+            self._app,
+            log=self._log,
+            max_connections=max_connections,
+            head_timeout_s=head_timeout_s,
+            body_timeout_s=body_timeout_s,
+            min_body_rate=min_body_rate,
+        )
+
+    @property
+    def port(self) -> int:
+        """The port the inbox listens on."""
+        if self._port is None:
+            raise RuntimeError("the inbox is not running; use it as `async with ResultInbox()`")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://advertise_host:port``, the origin of every ticket URL."""
+        host = self.advertise_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def expect(
+        self,
+        call_id: str,
+        ttl_s: float | None = None,
+        *,
+        replies: bool = False,
+        hold_s: float = NEXT_INPUT_WAIT_S,
+        on_late: Callable[[], None] | None = None,
+    ) -> Ticket:
+        """Open a ticket for `call_id`'s result, valid for `ttl_s` seconds (default: the inbox's).
+
+        With ``replies``, the delivery is answered with what `Ticket.reply` gives, waiting for
+        it up to ``hold_s`` seconds (see the module docstring). ``on_late`` is called for each
+        delivery that arrives after the ticket was closed without a result.
+
+        :raises ValueError: a ticket for `call_id` is already open.
+        """
+        if call_id in self._tickets:
+            raise ValueError(f"a ticket for call {call_id} is already open")
+        expires_at = math.ceil(time.time() + (self.ttl_s if ttl_s is None else ttl_s))
+        token = secrets.token_hex(8)
+        path = f"{_PREFIX}{quote(call_id, safe='')}/{token}"
+        url = f"{self.base_url}{path}?expires={expires_at}&sig={self._sign(path, expires_at)}"
+        ticket = Ticket(
+            self, call_id, token, url, expires_at, replies=replies, hold_s=hold_s, on_late=on_late
+        )
+        self._tickets[call_id] = ticket
+        return ticket
+
+    def _sign(self, path: str, expires_at: int) -> str:
+        message = f"PUT\n{path}\n{expires_at}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def _forget(self, ticket: Ticket) -> None:
+        if self._tickets.get(ticket.call_id) is ticket:
+            del self._tickets[ticket.call_id]
+        if ticket.on_late is not None and ticket._body is None:
+            self._late[ticket.call_id, ticket._token] = ticket.on_late
+            if len(self._late) > _LATE_COUNTED:
+                self._late.popitem(last=False)
+
+    async def __aenter__(self) -> Self:
+        listener = await anyio.create_tcp_listener(
+            local_host=self.host, local_port=self._requested_port
+        )
+        self._port = listener.extra(SocketAttribute.local_port)
+        async with contextlib.AsyncExitStack() as stack:
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            await task_group.start(self.server.serve, listener)
+            stack.callback(task_group.cancel_scope.cancel)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        for ticket in list(self._tickets.values()):
+            ticket.close()
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        where = f"{self.base_url}" if self._port is not None else "not running"
+        return f"<ResultInbox {where} open_tickets={len(self._tickets)}>"
+
+    # --- the ASGI application -------------------------------------------------------------
+
+    async def _app(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http":
+            return
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
+        try:
+            reply = await self._accept(scope, path, receive)
+        except _Refused as refusal:
+            if refusal.late:
+                logger.debug("ignored a late result delivery to %s: %s", path, refusal.reason)
+                self._count_late(path)
+            else:
+                self._log.warning(
+                    "refused a result delivery to %s: %s (HTTP %d)",
+                    path,
+                    refusal.reason,
+                    refusal.status,
+                )
+            await _respond(send, refusal.status, refusal.reason)
+            return
+        if reply:
+            await _respond(send, 200, reply, content_type=b"application/msgpack")
+        else:
+            await _respond(send, 204, "")
+
+    async def _accept(self, scope: _Scope, path: str, receive: _Receive) -> bytes | None:
+        """Store a delivery's result; return the body to answer with (a held reply), if any."""
+        ticket = self._check(scope, path)
+        if self._result_key is not None and not _proven(scope, self._result_key, path):
+            # Refused from the request head, before any of the body is read: someone who only
+            # knows the URL holds no connection, and no memory, while the body trickles in.
+            raise _Refused(403, RESULT_NOT_SEALED)
+        length = _content_length(scope)
+        if length is not None and length > self.max_body_bytes:
+            raise _Refused(413, f"body over {self.max_body_bytes} bytes")
+        # One upload per ticket is read at a time, the newest: a worker that retries after a
+        # lost connection replaces its stalled attempt, and a ticket never buffers two bodies.
+        upload = anyio.CancelScope()
+        if ticket._upload is not None:
+            ticket._upload.cancel()
+        ticket._upload = upload
+        try:
+            with upload:
+                body = await self._read_body(receive)
+        finally:
+            if ticket._upload is upload:
+                ticket._upload = None
+        if upload.cancelled_caught:
+            raise _Refused(409, "a newer upload to this ticket replaced this one")
+        if self._result_key is not None:
+            opened = open_result(self._result_key, body, ticket=ticket_id(ticket.url))
+            if opened is None:
+                raise _Refused(403, RESULT_NOT_SEALED)
+            body = opened
+        try:
+            envelope = decode_result(body)
+        except SerializationError as exc:
+            raise _Refused(400, str(exc)) from None
+        if envelope.call_id != ticket.call_id:
+            raise _Refused(400, f"the envelope is for call {envelope.call_id!r}")
+        if ticket._closed:
+            raise _Refused(404, "the ticket was closed during the delivery", late=True)
+        if ticket._body is not None:
+            raise _Refused(409, "this call's result was already delivered")
+        ticket._body = body
+        ticket._event.set()
+        if not ticket.replies:
+            return None
+        with anyio.move_on_after(ticket.hold_s + _REPLY_MARGIN_S):
+            await ticket._replied.wait()
+        return ticket._reply
+
+    def _check(self, scope: _Scope, path: str) -> Ticket:
+        """The ticket a request may deliver to, or _Refused saying why not."""
+        if scope["method"] != "PUT":
+            raise _Refused(405, "only PUT is accepted")
+        expires, signature = _query(scope)
+        if not hmac.compare_digest(signature.encode(), self._sign(path, expires).encode()):
+            raise _Refused(403, "bad signature")
+        if expires < time.time():
+            raise _Refused(410, "the URL has expired")
+        call_part, _, token = path.removeprefix(_PREFIX).partition("/")
+        ticket = self._tickets.get(unquote(call_part))
+        if ticket is None or ticket._token != token:
+            # The signature is good: this process made the URL, and closed its ticket since.
+            raise _Refused(404, "no open ticket for this call", late=True)
+        if ticket._body is not None:
+            raise _Refused(409, "this call's result was already delivered")
+        return ticket
+
+    def _count_late(self, path: str) -> None:
+        call_part, _, token = path.removeprefix(_PREFIX).partition("/")
+        on_late = self._late.get((unquote(call_part), token))
+        if on_late is not None:
+            on_late()
+
+    async def _read_body(self, receive: _Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Refused(400, "the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _Refused(413, f"body over {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _query(scope: _Scope) -> tuple[int, str]:
+    """(expires, sig) of a delivery URL's query, or _Refused(400) for any malformed query."""
+    try:
+        query = parse_qs(
+            scope.get("query_string", b"").decode("ascii"),
+            strict_parsing=True,
+            max_num_fields=4,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _Refused(400, "malformed query") from None
+    # Absent ones sign nothing: the signature check refuses them (403).
+    expires = query.get("expires", ["0"])
+    signature = query.get("sig", [""])
+    if len(expires) != 1 or len(signature) != 1:
+        raise _Refused(400, "the query needs one expires and one sig")
+    # ASCII digits only, and few of them: int() would take "²" or fail on 5,000 digits.
+    text = expires[0]
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_EXPIRES_DIGITS):
+        raise _Refused(400, "malformed expires")
+    return int(text), signature[0]
+
+
+def _header(scope: _Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            found: bytes = value
+            return found
+    return None
+
+
+def _proven(scope: _Scope, result_key: str, path: str) -> bool:
+    """Whether the request head carries the delivery proof of `path` under `result_key`."""
+    sent = _header(scope, DELIVERY_PROOF_HEADER.lower().encode("ascii"))
+    if sent is None:
+        return False
+    return hmac.compare_digest(sent, delivery_proof(result_key, path).encode("ascii"))
+
+
+def _content_length(scope: _Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    return int(value) if value is not None and value.isdigit() and len(value) < 20 else None
+
+
+async def _respond(
+    send: _Send,
+    status: int,
+    content: str | bytes,
+    *,
+    content_type: bytes = b"text/plain; charset=utf-8",
+) -> None:
+    body = content.encode() if isinstance(content, str) else content
+    headers = [(b"content-length", str(len(body)).encode())]
+    if body:
+        headers.append((b"content-type", content_type))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,4 @@
+"""Scheduled functions seen from the caller: deploy, status, run now, remove.
+
+May import: `flyjobs._calls` (machine config, attempt), `_wire`, `_declare`, `machines`.
+"""
