@@ -130,11 +130,22 @@ def test_exit_codes_output_and_stop_signals_reach_the_api(
         # then SIGKILL after the stop timeout, to the machine's process group.
         fifo = Path(emu.data_dir) / "never.fifo"
         os.mkfifo(fifo)
-        stuck = create(client, app, [*_WORKER, "--payload", str(fifo)], restart={"policy": "no"})
-        wait_ok(client, app, stuck["id"], "started")
-        stop = client.post(f"/v1/apps/{app}/machines/{stuck['id']}/stop", json={"timeout": "30s"})
-        assert stop.status_code == 200, stop.text
-        wait_ok(client, app, stuck["id"], "stopped")
+        writer = os.open(fifo, os.O_RDWR)  # held open, never written: the worker's read blocks
+        try:
+            stuck = create(
+                client, app, [*_WORKER, "--payload", str(fifo)], restart={"policy": "no"}
+            )
+            wait_ok(client, app, stuck["id"], "started")
+            # "started" is the process's spawn: a SIGINT while its interpreter is still starting
+            # ends it as CPython's start-up does (exit 1), not as the worker's Python does.
+            _wait_for_holder(fifo)
+            stop = client.post(
+                f"/v1/apps/{app}/machines/{stuck['id']}/stop", json={"timeout": "30s"}
+            )
+            assert stop.status_code == 200, stop.text
+            wait_ok(client, app, stuck["id"], "stopped")
+        finally:
+            os.close(writer)
         ended = exit_event(get(client, app, stuck["id"]))
     assert ended["requested_stop"] is True
     # Fly's default stop signal is SIGINT: the worker ends as Python does on one.
