@@ -73,4 +73,4 @@ def test_the_remote_traceback_starts_in_the_user_s_function(runtime: Runtime) ->
 def test_an_error_of_flyjobs_itself_keeps_its_frames(runtime: Runtime) -> None:
     with pytest.raises(flyjobs.SerializationError) as exc:
         funcs.echo.remote(object())  # cannot be encoded: raised where it was found
-    assert any("_call_envelope.py" in frame for frame in _flyjobs_frames(exc.value))
+    assert any("call_envelope.py" in frame for frame in _flyjobs_frames(exc.value))
