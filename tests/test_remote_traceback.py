@@ -58,7 +58,7 @@ def test_the_async_faces_trim_the_same(runtime: Runtime, face: str) -> None:
     with pytest.raises(funcs.LocalOnlyError) as exc:
         anyio.run(_raise_remotely_async, face)
     shown = "".join(traceback.format_exception(exc.value))
-    assert "_runtime.py" not in shown and "_dispatch.py" not in shown, shown
+    assert "_calls/runtime.py" not in shown and "_calls/dispatch.py" not in shown, shown
     assert len(_flyjobs_frames(exc.value)) <= 1, _flyjobs_frames(exc.value)
 
 
