@@ -237,6 +237,28 @@ def test_redeploying_a_changed_function_updates_its_machine(deployment: Deployme
     assert deployment.cli("run", "report").stdout.splitlines()[-1] == "35"
 
 
+def test_deploy_creates_the_machine_in_the_functions_region(deployment: Deployment) -> None:
+    source = """
+        import flyjobs
+
+        @flyjobs.remote(schedule="daily", region="ams")
+        def report() -> int:
+            return 1
+    """
+    deployment.write("jobs.py", source)
+    assert deployment.cli("deploy", "jobs.py").stdout.split() == ["created", "report"]
+    (machine,) = deployment.machines()
+    assert machine["region"] == "ams"
+
+    # Fly cannot move a machine: another region is a new machine there, the old one gone.
+    deployment.write("jobs.py", source.replace('region="ams"', 'region="fra"'))
+    assert deployment.cli("deploy", "jobs.py").stdout.split() == ["updated", "report"]
+    (moved,) = deployment.machines()
+    assert (moved["region"], moved["name"]) == ("fra", "fjs-jobs-report")
+    assert moved["id"] != machine["id"]
+    assert deployment.cli("deploy", "jobs.py").stdout.split() == ["unchanged", "report"]
+
+
 def test_concurrent_deploys_are_serialized_by_the_lease(deployment: Deployment) -> None:
     deployment.write("jobs.py", JOBS)
     deployment.cli("deploy", "jobs.py")

@@ -7,7 +7,6 @@ options with the settings' defaults, the app and image); each input is then enco
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import inspect
 import math
@@ -30,12 +29,12 @@ from .._wire.protocol import (
     META_FUNCTION,
     META_POOL,
     NEXT_INPUT_WAIT_S,
-    PAYLOAD_GUEST_PATH,
     importing_function,
 )
 from .._wire.reference import function_reference
 from ..machines import MachineConfig
 from .fleet import client_identity
+from .machine_config import Ephemeral, machine_config
 from .runtime import current_settings, get_runtime
 
 __all__ = (
@@ -54,7 +53,6 @@ __all__ = (
 MAX_INLINE_PAYLOAD_BYTES = 1024 * 1024
 #: Seconds the worker's own deadline is set after the client's, so the client decides first.
 WORKER_DEADLINE_SLACK_S = 5.0
-_WORKER_CMD = ["python", "-m", "flyjobs.worker"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +143,6 @@ class Plan:
             `flyjobs gc` tells a stray; None for a machine that takes more than one input (its
             worker's deadline moves with each input, and it ends itself when idle).
         """
-        options = self.options
         metadata = {
             META_CALL_ID: name,
             META_BATCH_ID: self.batch_id or "",
@@ -153,28 +150,18 @@ class Plan:
             # A detached call outlives its client: `flyjobs gc` judges it by its deadline.
             META_CLIENT: "" if self.detach else client_identity(),
         }
-        if options.pool is not None:
-            metadata[META_POOL] = options.pool.name
+        if self.options.pool is not None:
+            metadata[META_POOL] = self.options.pool.name
         if self.batch_size is not None:
             metadata[META_BATCH_SIZE] = str(self.batch_size)
         if deadline is not None:
             metadata[META_DEADLINE] = str(math.ceil(deadline + WORKER_DEADLINE_SLACK_S))
-        return MachineConfig.model_validate(
-            {
-                "image": self.image,
-                "auto_destroy": True,
-                "restart": {"policy": "no"},
-                **options.guest(),
-                "env": dict(options.env),
-                "init": {"cmd": _WORKER_CMD},
-                "files": [
-                    {
-                        "guest_path": PAYLOAD_GUEST_PATH,
-                        "raw_value": base64.b64encode(payload).decode("ascii"),
-                    }
-                ],
-                "metadata": metadata,
-            }
+        return machine_config(
+            self.options,
+            image=self.image,
+            payload=payload,
+            metadata=metadata,
+            lifetime=Ephemeral(),
         )
 
 

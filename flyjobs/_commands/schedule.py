@@ -52,7 +52,16 @@ def deploy(target: str, prune: bool, app: str | None) -> None:
     async def run() -> Any:
         async with client:
             key = await result_key(settings, client, app)
-            return await deploy_module(client, app, image, module, key=key, prune=prune, say=say)
+            return await deploy_module(
+                client,
+                app,
+                image,
+                module,
+                key=key,
+                prune=prune,
+                defaults=settings.defaults,
+                say=say,
+            )
 
     def say(line: str) -> None:
         click.echo(shown(line, output=False))

@@ -10,7 +10,7 @@ time here (they cost a machine ~12 ms of start).
 from __future__ import annotations
 
 from .._exceptions import ConfigError
-from .._wire.protocol import MAX_WAIT_S, RESERVED_ENV
+from .._wire.protocol import DEFAULT_TIMEOUT_S, MAX_WAIT_S, RESERVED_ENV
 from .output_choice import check_output
 from .pool import Pool
 
@@ -75,7 +75,6 @@ if TYPE_CHECKING:
 
 __all__ = ("CallOptions",)
 
-DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_MB = 256
 DEFAULT_CPUS = 1
 _CPUS = (1, 2, 4, 8, 16)

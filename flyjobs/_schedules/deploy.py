@@ -18,20 +18,21 @@ is never updated, destroyed or listed; a deploy whose machine name it holds says
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import anyio
 
+from .._calls.machine_config import Resident, create_args, machine_spec
 from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, _import_root, _portable, _positional_names
 from .._declare.function import Function
+from .._declare.options import CallOptions
 from .._declare.schedule import Cron, check_cron, describe, schedule_spec
 from .._exceptions import (
     ConfigError,
@@ -46,7 +47,6 @@ from .._wire.protocol import (
     META_FUNCTION,
     META_SCHEDULE,
     META_SCHEDULE_SPEC,
-    PAYLOAD_GUEST_PATH,
     result_mac,
 )
 from .._wire.reference import function_reference
@@ -78,7 +78,6 @@ _SEAL_PURPOSE = b"flyjobs-schedule"
 _LEASE_TTL_S = 30
 #: Longest wait, in seconds, for another deploy's lease on a machine to go.
 _LEASE_WAIT_S = 120.0
-_WORKER_CMD = ["python", "-m", "flyjobs.worker"]
 
 
 @dataclass(frozen=True)
@@ -147,10 +146,21 @@ def _check_arguments(fn: Function[..., Any], ref: str) -> None:
         pass  # no signature to check (a builtin): the run reports a mismatch
 
 
-def machine_config(scheduled: Scheduled, image: str, *, app: str, key: str) -> MachineConfig:
+def machine_config(
+    scheduled: Scheduled,
+    image: str,
+    *,
+    app: str,
+    key: str,
+    defaults: Mapping[str, Any] | None = None,
+) -> MachineConfig:
     """The machine config of a scheduled function of ``app``, its digest and its seal under
-    the result key ``key`` in ``metadata``."""
-    options = scheduled.function.options
+    the result key ``key`` in ``metadata``.
+
+    :param defaults: the settings' defaults (``[tool.flyjobs]``: region, size, timeout), for
+        the options the function leaves unset, as its calls take them.
+    """
+    options = scheduled.function.options.merged(defaults or {})
     schedule = options.schedule
     assert schedule is not None
     spec = {
@@ -181,30 +191,17 @@ def machine_config(scheduled: Scheduled, image: str, *, app: str, key: str) -> M
         arguments=arguments,
         schedule=spec,
     )
-    config: dict[str, Any] = {
-        "image": image,
-        "auto_destroy": False,
-        **options.guest(),
-        "env": dict(options.env),
-        "init": {"cmd": _WORKER_CMD},
-        "files": [
-            {"guest_path": PAYLOAD_GUEST_PATH, "raw_value": base64.b64encode(payload).decode()}
-        ],
-    }
-    if isinstance(schedule, Cron):
-        # The resident scheduler must come back if it dies; its runs are retried by itself.
-        config["restart"] = {"policy": "always"}
-    else:
-        config["schedule"] = schedule
-        config["restart"] = (
-            {"policy": "on-failure", "max_retries": options.retries}
-            if options.retries
-            else {"policy": "no"}
-        )
+    lifetime = Resident(schedule, options.retries)
+    config = machine_spec(options, image=image, payload=payload, metadata=None, lifetime=lifetime)
     # The code runs from the image, but a changed function is a change to deploy (the image
     # may keep its tag): its source counts in the digest too.
     source = _source(scheduled.function)
-    digest = hashlib.sha256(json.dumps([config, source], sort_keys=True).encode()).hexdigest()[:32]
+    # The region is no part of the config (it is the create request's): a change of it is a
+    # change to deploy. Unset, it stays out, so that digests of earlier deploys still match.
+    region = [options.region] if options.region else []
+    digest = hashlib.sha256(
+        json.dumps([config, source, *region], sort_keys=True).encode()
+    ).hexdigest()[:32]
     config["metadata"] = {
         META_SCHEDULE: scheduled.ref,
         META_MODULE: scheduled.module,
@@ -275,12 +272,15 @@ async def deploy(
     *,
     key: str,
     prune: bool = False,
+    defaults: Mapping[str, Any] | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> DeployReport:
     """Make the app's scheduled machines match the module's scheduled functions.
 
     :param key: the app's result key: machines are sealed with it, and only machines sealed
         with it are updated or pruned.
+    :param defaults: the settings' defaults (``[tool.flyjobs]``) for options a function leaves
+        unset, as its calls take them.
     :param say: called with a line of progress (waiting for a lease, ...).
     :raises ConfigError, SerializationError: a function cannot be deployed (checked for every
         function before any machine is touched).
@@ -288,7 +288,9 @@ async def deploy(
     """
     functions = scheduled_functions(module)
     configs = {
-        s.ref: machine_config(s, s.function.options.image or image, app=app, key=key)
+        s.ref: machine_config(
+            s, s.function.options.image or image, app=app, key=key, defaults=defaults
+        )
         for s in functions
     }
     report = DeployReport([], [], [], [], [])
@@ -298,7 +300,9 @@ async def deploy(
             (m for m in existing if _ref_of(m) == scheduled.ref),
             key=lambda m: m.created_at.timestamp() if m.created_at else 0,
         )
-        outcome = await _deploy_one(client, app, key, scheduled, configs[scheduled.ref], mine, say)
+        options = scheduled.function.options.merged(defaults or {})
+        config = configs[scheduled.ref]
+        outcome = await _deploy_one(client, app, key, scheduled, options, config, mine, say)
         getattr(report, outcome).append(scheduled.name)
     wanted = set(configs)
     for machine in existing:
@@ -319,14 +323,16 @@ async def _deploy_one(
     app: str,
     key: str,
     scheduled: Scheduled,
+    options: CallOptions,
     config: MachineConfig,
     mine: list[Machine],
     say: Callable[[str], None],
 ) -> str:
     native = config.schedule is not None
+    name = machine_name(scheduled.ref)
     if not mine:
         try:
-            await client.create_machine(app, config, name=machine_name(scheduled.ref))
+            await client.create_machine(app, config, name=name, **create_args(options))
             return "created"
         except ConflictError:
             # Another deploy created it in the meantime: update that one under its lease.
@@ -334,7 +340,6 @@ async def _deploy_one(
                 m for m in await scheduled_machines(client, app, key) if _ref_of(m) == scheduled.ref
             ]
             if not mine:
-                name = machine_name(scheduled.ref)
                 raise ConfigError(
                     f"a machine named {shown(name, output=False)} exists in {app!r} but flyjobs"
                     f" did not deploy it (or deployed it with another FLYJOBS_RESULT_KEY, or"
@@ -357,10 +362,15 @@ async def _deploy_one(
         assert config.metadata is not None
         if digest == config.metadata[META_DIGEST]:
             return "unchanged"
-        # A Fly-scheduled machine is left for its schedule to start; a cron resident restarts
-        # on the new version at once.
-        await client.update_machine(app, keep.id, config, skip_launch=native)
-        return "updated"
+        if options.region is None or current.region == options.region:
+            # A Fly-scheduled machine is left for its schedule to start; a cron resident
+            # restarts on the new version at once.
+            await client.update_machine(app, keep.id, config, skip_launch=native)
+            return "updated"
+        # Fly cannot move a machine: the one in the old region goes, a new one is created.
+        await client.delete_machine(app, keep.id, force=True)
+    await client.create_machine(app, config, name=name, **create_args(options))
+    return "updated"
 
 
 class _leased:

@@ -16,11 +16,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._calls.dispatch import spawn_encoded
+from .._calls.runtime import get_runtime
 from .._declare.options import CallOptions
 from .._exceptions import APIError, ConfigError, SerializationError, TransportError
+from .._machine_side.scheduled_run import cron_ticks
 from .._output.call_lines import shown
 from .._wire.call_envelope import CallEnvelope, decode_call
 from .._wire.protocol import (
+    DEFAULT_TIMEOUT_S,
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_IMPORT_FAILED,
@@ -266,8 +270,6 @@ def _next_due(machine: Machine, history: list[Run]) -> float | None:
         return created + interval * (int((time.time() - created) // interval) + 1)
     spec = _cron_spec(machine)
     if spec is not None:
-        from .._machine_side.scheduled_run import cron_ticks
-
         return next(cron_ticks(spec, time.time()), None)
     return None
 
@@ -297,9 +299,6 @@ def run_now(name: str, app: str | None = None) -> tuple[str, Any]:
     :raises ConfigError: no such scheduled function, or its machine carries no payload.
     :raises RemoteError: the function raised (as with ``fn.remote()``).
     """
-    from .._calls.dispatch import spawn_encoded
-    from .._calls.runtime import get_runtime
-
     runtime = get_runtime()
     if app is None:
         app = runtime.settings.require("app") if runtime.app is None else runtime.app
@@ -320,7 +319,7 @@ def run_now(name: str, app: str | None = None) -> tuple[str, Any]:
         cpus=guest.cpus if guest else None,
         memory_mb=guest.memory_mb if guest else None,
         env=config.env,
-        timeout_s=float(call.schedule.get("timeout_s") or 300.0),
+        timeout_s=float(call.schedule.get("timeout_s") or DEFAULT_TIMEOUT_S),
         retries=int(call.schedule.get("retries") or 0),
         pickle=call.pickle,
     )

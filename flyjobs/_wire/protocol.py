@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "CALL_MARK_PREFIX",
+    "DEFAULT_TIMEOUT_S",
     "DELIVERY_PROOF_HEADER",
     "ERROR_TRACEBACK_CHARS",
     "MAX_ERROR_LINE_BYTES",
@@ -44,6 +45,8 @@ __all__ = (
     "SCHEDULE_INTERVALS_S",
     "TIME_ORIGIN_ENV",
     "TIME_SCALE_ENV",
+    "WORKER_CMD",
+    "WORKER_MODULE",
     "call_error",
     "error_line",
     "call_line",
@@ -64,6 +67,14 @@ __all__ = (
     "keep_warm",
     "ticket_id",
 )
+
+#: The module every flyjobs machine runs (``python -m flyjobs.worker``): images, deployed
+#: schedules and the emulator's fork server start it by this name, so it never moves.
+WORKER_MODULE = "flyjobs.worker"
+#: The ``init.cmd`` of every flyjobs machine.
+WORKER_CMD = ("python", "-m", WORKER_MODULE)
+#: Seconds a call (or a scheduled run) may take when its function sets no ``timeout_s``.
+DEFAULT_TIMEOUT_S = 300.0
 
 #: Absolute guest path of the call payload file (``config.files[].guest_path``).
 PAYLOAD_GUEST_PATH = "/flyjobs/call.msgpack"

@@ -1,0 +1,103 @@
+"""The one machine config of every machine flyjobs creates: calls, batches, pools, schedules.
+
+What a machine is made of (image, size, env, the worker command, the payload file, metadata)
+is written here once; what differs is its lifetime: an `Ephemeral` machine runs its calls and
+destroys itself, a `Resident` one is a scheduled function's and stays between runs. What a
+create request carries besides the config (the region) is `create_args`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._declare.options import CallOptions
+from .._declare.schedule import Cron
+from .._wire.protocol import PAYLOAD_GUEST_PATH, WORKER_CMD
+from ..machines import MachineConfig
+
+__all__ = ("Ephemeral", "Resident", "create_args", "machine_config", "machine_spec")
+
+
+@dataclass(frozen=True)
+class Ephemeral:
+    """A machine for calls: destroyed when its worker exits (``auto_destroy``), never
+    restarted (a call is retried by the client, on another machine)."""
+
+
+@dataclass(frozen=True)
+class Resident:
+    """A scheduled function's machine: it stays between runs.
+
+    :ivar schedule: Fly's own schedule (``"hourly"``…), which starts the machine, retried
+        ``retries`` times when it fails; or a `Cron`, whose resident scheduler runs in the
+        machine and is always restarted (it retries its runs itself).
+    """
+
+    schedule: str | Cron
+    retries: int
+
+
+def machine_spec(
+    options: CallOptions,
+    *,
+    image: str,
+    payload: bytes,
+    metadata: Mapping[str, str] | None,
+    lifetime: Ephemeral | Resident,
+) -> dict[str, Any]:
+    """The machine config as the Machines API takes it (JSON), before validation; with
+    ``metadata`` None it has none (a deploy digests the config without it)."""
+    spec: dict[str, Any] = {
+        "image": image,
+        **options.guest(),
+        "env": dict(options.env),
+        "init": {"cmd": list(WORKER_CMD)},
+        "files": [
+            {
+                "guest_path": PAYLOAD_GUEST_PATH,
+                "raw_value": base64.b64encode(payload).decode("ascii"),
+            }
+        ],
+    }
+    if isinstance(lifetime, Ephemeral):
+        spec["auto_destroy"] = True
+        spec["restart"] = {"policy": "no"}
+    elif isinstance(lifetime.schedule, Cron):
+        spec["auto_destroy"] = False
+        spec["restart"] = {"policy": "always"}
+    else:
+        spec["auto_destroy"] = False
+        spec["schedule"] = lifetime.schedule
+        spec["restart"] = (
+            {"policy": "on-failure", "max_retries": lifetime.retries}
+            if lifetime.retries
+            else {"policy": "no"}
+        )
+    if metadata is not None:
+        spec["metadata"] = dict(metadata)
+    return spec
+
+
+def machine_config(
+    options: CallOptions,
+    *,
+    image: str,
+    payload: bytes,
+    metadata: Mapping[str, str],
+    lifetime: Ephemeral | Resident,
+) -> MachineConfig:
+    """The config of a machine whose worker reads ``payload`` (a call envelope) from its file.
+
+    :param options: the function's options, the settings' defaults applied (size, env).
+    """
+    spec = machine_spec(options, image=image, payload=payload, metadata=metadata, lifetime=lifetime)
+    return MachineConfig.model_validate(spec)
+
+
+def create_args(options: CallOptions) -> dict[str, Any]:
+    """What a create request carries besides the config (keyword arguments of
+    `~flyjobs.machines.MachinesClient.create_machine`): the region, where one is set."""
+    return {"region": options.region}
