@@ -50,9 +50,10 @@ import _thread
 import os
 import sys
 import time
-import types
 
 from flyjobs._exceptions import SerializationError
+from flyjobs._machine_side.run import TAIL_CHARS, from_user_code, import_function
+from flyjobs._machine_side.run import call as call_function
 from flyjobs._machine_side.shared import (
     SLOT,
     Deadlines,
@@ -62,7 +63,6 @@ from flyjobs._machine_side.shared import (
     log,
 )
 from flyjobs._wire.call_envelope import CallEnvelope, decode_call
-from flyjobs._wire.codec import import_reference
 from flyjobs._wire.protocol import (
     DELIVERY_PROOF_HEADER,
     EXIT_BAD_PAYLOAD,
@@ -80,7 +80,6 @@ from flyjobs._wire.protocol import (
     call_mark,
     delivery_proof,
     seal_result,
-    set_importing_function,
     ticket_id,
 )
 from flyjobs._wire.remote_errors import ErrorInfo, describe_exception
@@ -93,8 +92,6 @@ if TYPE_CHECKING:
 
 __all__ = ("main", "payload_path")
 
-#: Characters of stdout and of stderr kept for the result envelope.
-TAIL_CHARS = 64 * 1024
 #: Seconds to wait before each retry of a failed delivery.
 _RETRY_DELAYS_S = (0.2, 1.0)
 #: Socket timeout (s) of one delivery attempt, plus a second per MiB of body (a large result
@@ -110,48 +107,6 @@ def payload_path() -> str:
     if not root:
         return PAYLOAD_GUEST_PATH
     return os.path.join(root, PAYLOAD_GUEST_PATH.lstrip("/"))
-
-
-def _import_function(ref: str) -> Callable[..., Any]:
-    set_importing_function(ref)
-    try:
-        obj = import_reference(ref)
-    except ValueError as exc:
-        raise ImportError(str(exc)) from None
-    finally:
-        set_importing_function(None)
-    if not callable(obj):
-        raise ImportError(f"{ref} is not callable")
-    fn: Callable[..., Any] = obj
-    return fn
-
-
-def _call(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], loop: EventLoop
-) -> Any:
-    """Call `fn`; a coroutine it returns runs on `loop`."""
-    value = fn(*args, **kwargs)
-    if isinstance(value, types.CoroutineType):
-        return loop.run(value)
-    return value
-
-
-def _from_user_code(exc: BaseException) -> BaseException:
-    """`exc` with the leading frames of the worker (and of asyncio's) cut from its traceback."""
-    ours = [__file__, EventLoop.run.__code__.co_filename]
-    for name in ("asyncio", "concurrent.futures"):
-        module = sys.modules.get(name)
-        if module is not None and module.__file__:
-            ours.append(os.path.dirname(module.__file__) + os.sep)
-    function = sys.modules.get("flyjobs._declare.function")  # `Function.__call__`, which called it
-    if function is not None and function.__file__:
-        ours.append(function.__file__)
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(tuple(ours)):
-            break
-        tb = tb.tb_next
-    return exc.with_traceback(tb)
 
 
 def _exit_now(code: int) -> None:
@@ -334,7 +289,7 @@ class _Worker:
         with self._imports:
             fn = self._functions.get(ref)
             if fn is None:
-                fn = self._functions[ref] = _import_function(ref)
+                fn = self._functions[ref] = import_function(ref)
             return fn
 
     def _run_function(
@@ -348,12 +303,12 @@ class _Worker:
         """Run the function; return the encoded result (its value or its exception)."""
         slot.timings["function_start"] = time.time()
         try:
-            value = _call(fn, args, kwargs, self.loop)
+            value = call_function(fn, args, kwargs, self.loop)
         except BaseException as exc:
             # KeyboardInterrupt and the user's own BaseException subclasses too: they are the
             # function's outcome, delivered like any exception.
             slot.timings["function_end"] = time.time()
-            return self._encode_error(slot, call, "call", _from_user_code(exc))
+            return self._encode_error(slot, call, "call", from_user_code(exc))
         slot.timings["function_end"] = time.time()
         try:
             return self._encode(slot, call, value=value)

@@ -287,7 +287,7 @@ def test_a_signal_reaches_a_machine_that_has_no_group_yet() -> None:
     import subprocess
     import sys
 
-    from flyjobs._machine_side.zygote import signal_machine
+    from flyjobs._machine_side.forking import signal_machine
 
     # A process in this test's own group, as a child is between its fork and its setsid().
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -34,6 +34,7 @@ from .._exceptions import (
     TransportError,
     WaitTimeoutError,
 )
+from .._machine_side.run import TAIL_CHARS
 from .._output.call_lines import shown
 from .._output.live import cut_marker
 from .._wire.protocol import (
@@ -50,7 +51,6 @@ from .._wire.protocol import (
 from .._wire.remote_errors import rebuild_exception
 from .._wire.result_envelope import ResultEnvelope, decode_result
 from ..machines import Machine, paced_already, patient_until
-from ..worker import TAIL_CHARS
 from .plan import Plan
 from .runtime import Runtime
 

@@ -37,7 +37,10 @@ import os
 import sys
 import time
 
+from flyjobs._machine_side.run import TAIL_CHARS, call, from_user_code, import_function
+from flyjobs._machine_side.shared import EventLoop, capture_output
 from flyjobs._wire.protocol import (
+    DEFAULT_TIMEOUT_S,
     ERROR_TRACEBACK_CHARS,
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
@@ -47,6 +50,7 @@ from flyjobs._wire.protocol import (
     SCHEDULE_INTERVALS_S,
     TIME_ORIGIN_ENV,
     TIME_SCALE_ENV,
+    WORKER_MODULE,
     error_line,
 )
 
@@ -105,7 +109,7 @@ def _error(exc: BaseException) -> dict[str, str]:
     import traceback
 
     # The frames of flyjobs that led to the function are cut: its own frames come first.
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         if not os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package):
@@ -179,12 +183,12 @@ class _Run:
     def run(self) -> int:
         import _thread
 
-        _thread.start_new_thread(self._deadline, (float(self.spec.get("timeout_s") or 300.0),))
+        _thread.start_new_thread(
+            self._deadline, (float(self.spec.get("timeout_s") or DEFAULT_TIMEOUT_S),)
+        )
         if self.interval_s:
             _thread.start_new_thread(self._skips, (self.interval_s,))
         sys.path[:0] = self.call.sys_path
-        from flyjobs._machine_side.shared import EventLoop, capture_output
-        from flyjobs.worker import TAIL_CHARS, _call, _from_user_code, _import_function
 
         # What the function prints that would read as a run record is written as its line.
         for tail in capture_output(TAIL_CHARS):
@@ -192,7 +196,7 @@ class _Run:
 
         fn: Callable[..., Any]
         try:
-            fn = _import_function(self.call.fn)
+            fn = import_function(self.call.fn)
         except (Exception, SystemExit) as exc:
             self.record("failed", error=_error(exc))
             return EXIT_IMPORT_FAILED
@@ -202,10 +206,10 @@ class _Run:
             self.record("failed", error=_error(exc))
             return EXIT_BAD_PAYLOAD
         try:
-            value = _call(fn, args, kwargs, EventLoop())
+            value = call(fn, args, kwargs, EventLoop())
         except (Exception, SystemExit) as exc:
             # The function's own exception is its run's outcome, not a crash to run again.
-            self.record("failed", error=_error(_from_user_code(exc)))
+            self.record("failed", error=_error(from_user_code(exc)))
             return EXIT_OK
         self.record("ok", value=repr(value)[:_VALUE_CHARS])
         return EXIT_OK
@@ -246,7 +250,7 @@ class _Resident:
         self.payload = payload
         self.clock = Clock()
         self.retries = int(spec.get("retries") or 0)
-        self.timeout_s = float(spec.get("timeout_s") or 300.0)
+        self.timeout_s = float(spec.get("timeout_s") or DEFAULT_TIMEOUT_S)
 
     def ticks_after(self, after: float) -> Iterator[float]:
         return cron_ticks(self.spec, after)
@@ -296,7 +300,7 @@ class _Resident:
         code = 0
         for attempt in range(1, self.retries + 2):
             env = {**os.environ, _TICK_ENV: repr(tick), _ATTEMPT_ENV: str(attempt)}
-            argv = [sys.executable, "-m", "flyjobs.worker", "--payload", self.payload]
+            argv = [sys.executable, "-m", WORKER_MODULE, "--payload", self.payload]
             try:
                 code = subprocess.run(
                     argv, env=env, timeout=self.timeout_s + _CHILD_GRACE_S, check=False

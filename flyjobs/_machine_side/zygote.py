@@ -9,10 +9,11 @@ where a fresh interpreter costs its whole start-up (about 20 ms of CPU), which i
 what a one-input machine spends locally.
 
 Only the emulator uses it, and only for machines whose command is exactly the worker's and
-whose start-up variables (`STARTUP_ENV`) match the ones this server started with, so a child
-starts as a fresh ``python -m flyjobs.worker`` would. What differs, by design: the child's
-``__main__`` is this module, not the worker's, all children share one string-hash seed, and a
-child's exit does not finalize its objects (see `_run_and_exit`).
+whose start-up variables (`flyjobs._machine_side.forking.STARTUP_ENV`) match the ones this
+server started with, so a child starts as a fresh ``python -m flyjobs.worker`` would. What
+differs, by design: the child's ``__main__`` is this module, not the worker's, all children
+share one string-hash seed, and a child's exit does not finalize its objects (see
+`_run_and_exit`).
 
 Messages are msgpack maps, one per datagram. Requests: ``{"fork": [argv, env, cwd]}`` with the
 output pipe's write end attached, answered ``{"forked": pid}`` or ``{"failed": reason}``; and
@@ -28,7 +29,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import select
 import signal
 import socket
@@ -41,27 +41,18 @@ import msgpack  # type: ignore[import-untyped]
 # imports (the decorator), so that a child does not import them again.
 import flyjobs._declare.function
 import flyjobs.worker
+from flyjobs._machine_side.forking import signal_machine
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ("STARTUP_ENV", "signal_machine", "startup_env")
+__all__ = ("main",)
 
-#: Variables the interpreter reads while it starts (sys.path, flags, encodings, locale, the
-#: user's site folder). A child of this server keeps the server's start, so it is used only
-#: for machines whose values of these equal the server's. ``TZ`` is not among them: the child
-#: calls ``time.tzset()``.
-STARTUP_ENV = re.compile(r"PYTHON[A-Z0-9_]*|LC_[A-Z]+|LANG|LANGUAGE|HOME")
 #: Largest request accepted, in bytes (an argv and an environment).
 _MAX_REQUEST = 1024 * 1024
 #: What a child blocks from its fork until it runs its machine (SIGKILL and SIGSTOP cannot be).
 _ALL_SIGNALS = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
-
-
-def startup_env(env: dict[str, str]) -> dict[str, str]:
-    """The variables of ``env`` that shape an interpreter's start-up."""
-    return {name: value for name, value in env.items() if STARTUP_ENV.fullmatch(name)}
 
 
 class _Server:
@@ -164,19 +155,6 @@ class _Server:
     def kill_all(self) -> None:
         for pid in self.children:
             signal_machine(pid, signal.SIGKILL)
-
-
-def signal_machine(pid: int, signum: int) -> None:
-    """Send ``signum`` to the process group of the machine whose main process is ``pid``."""
-    try:
-        os.killpg(pid, signum)
-    except ProcessLookupError:
-        # A child not yet scheduled since its fork has not made its group yet (nor any process
-        # of its own): the signal is for the child itself.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signum)
-    except PermissionError:
-        pass
 
 
 def _run_machine(argv: list[str], env: dict[str, str], cwd: str) -> int:

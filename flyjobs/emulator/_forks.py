@@ -3,7 +3,7 @@
 A machine whose command is ``python -m flyjobs.worker …`` would spend most of a one-input run
 starting an interpreter and importing the worker. `ForkServers` keeps one
 `flyjobs._machine_side.zygote` process per set of start-up variables
-(`flyjobs._machine_side.zygote.STARTUP_ENV`) that has already done that, and asks it for a fork per
+(`flyjobs._machine_side.forking.STARTUP_ENV`) that has already done that, and asks it for a fork per
 machine. Any other command, a server not ready yet, or one that has failed: the machine is spawned
 as a fresh process (`flyjobs.emulator._process`).
 
@@ -22,13 +22,14 @@ from collections.abc import Callable
 
 import msgpack  # type: ignore[import-untyped]
 
-from .._machine_side.zygote import signal_machine, startup_env
+from .._machine_side.forking import ZYGOTE_MODULE, signal_machine, startup_env
+from .._wire.protocol import WORKER_CMD
 from ._process import USE_PIDFD, ExitStatus, ProcessHandle
 
 __all__ = ("ForkServers",)
 
-#: The worker's command after the interpreter, as `flyjobs._calls.plan` sets it.
-_WORKER_ARGS = ("-m", "flyjobs.worker")
+#: The worker's command after the interpreter, as `flyjobs._calls.machine_config` sets it.
+_WORKER_ARGS = WORKER_CMD[1:]
 #: Fork servers kept at most, one per distinct set of start-up variables.
 _MAX_SERVERS = 4
 #: Seconds to wait for a server's answer to a fork request before giving up on the server.
@@ -76,7 +77,7 @@ class _ForkServer:
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "flyjobs._machine_side.zygote", str(theirs.fileno())],
+                [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno())],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -13,6 +13,7 @@ from worker_harness import RunWorker, run_worker_process, unwrap
 
 from flyjobs import worker
 from flyjobs._exceptions import RemoteError
+from flyjobs._machine_side.run import TAIL_CHARS
 from flyjobs._machine_side.shared import _HARD_STOP_GRACE_S
 from flyjobs._results.inbox import ResultInbox
 from flyjobs._wire.call_envelope import encode_call
@@ -266,7 +267,7 @@ async def test_long_output_keeps_only_the_tail(inbox: ResultInbox, run_worker: R
         )
         assert run.returncode == EXIT_OK, run.stderr
         result = decode_result(await ticket.result())
-    assert len(result.stdout_tail) == worker.TAIL_CHARS
+    assert len(result.stdout_tail) == TAIL_CHARS
     assert result.stdout_tail.endswith("line 19999\n")
     assert run.stdout.startswith("line 0\n")
 
@@ -342,9 +343,10 @@ def test_worker_imports_stay_light() -> None:
     import subprocess
 
     code = (
-        "import sys, flyjobs.worker; "
+        "import sys, flyjobs.worker, flyjobs._machine_side.scheduled_run; "
         "heavy = {'http.client', 'urllib.request', 'ssl', 'email', 'asyncio', 'inspect', "
-        "'traceback', 'logging', 'socket', 'signal', 'pydantic', 'httpx', 'anyio', 'dataclasses'}; "
+        "'traceback', 'logging', 'socket', 'signal', 'pydantic', 'httpx', 'anyio', 'dataclasses', "
+        "'typing_extensions'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
