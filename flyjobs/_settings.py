@@ -106,8 +106,8 @@ class Settings:
         dev`` prints it) and not the embedded one: its machines are local processes, so they
         reach an inbox on 127.0.0.1, and the app's result key is read (or set) through the API
         itself when ``FLYJOBS_RESULT_KEY`` is not given (see `flyjobs._results.local_api`)."""
-        import ipaddress
-        from urllib.parse import urlsplit
+        import ipaddress  # lazy: every pytest run loads this (the plugin)
+        from urllib.parse import urlsplit  # lazy: every pytest run loads this (the plugin)
 
         if self.embedded or self.in_machine:
             return False

@@ -103,6 +103,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def flyjobs_emulator(pytestconfig: pytest.Config) -> Iterator[FlyjobsBackend]:
     """Run the session's remote calls on a fresh local emulator (or, with ``--flyjobs-fly``,
     on the configured Fly app); yields where they run."""
+    # lazy: every pytest run of a user loads the plugin
     from ._calls.runtime import shutdown_runtime
 
     if pytestconfig.getoption("--flyjobs-fly"):
@@ -116,7 +117,10 @@ def flyjobs_emulator(pytestconfig: pytest.Config) -> Iterator[FlyjobsBackend]:
 
 
 def _fresh_emulator() -> Iterator[FlyjobsBackend]:
+    # lazy: every pytest run of a user loads the plugin
     from ._calls.runtime import EMBEDDED_IMAGE, shutdown_runtime
+
+    # lazy: every pytest run of a user loads the plugin
     from .emulator import EmulatorConfig, serve_in_thread
 
     with (

@@ -520,7 +520,7 @@ def _get(url: str) -> bytes:
 def _put_urllib(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
     # https (presigned object-storage URLs): TLS is worth its import cost there.
     import urllib.error
-    import urllib.request
+    import urllib.request  # lazy: keeps machines light
 
     request = urllib.request.Request(
         url, data=body, method="PUT", headers={"Content-Type": "application/msgpack"}

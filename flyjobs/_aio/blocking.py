@@ -38,7 +38,7 @@ def warn_if_in_event_loop(face: str, instead: str) -> None:
 
 
 def _in_event_loop() -> bool:
-    import sniffio
+    import sniffio  # lazy: keeps decoration light
 
     try:
         sniffio.current_async_library()

@@ -317,7 +317,7 @@ class Progress:
         self._stream.flush()
 
     def _run_notebook(self) -> None:
-        from IPython.display import display
+        from IPython.display import display  # optional dependency
 
         def shown(text: str) -> dict[str, str]:
             return {"text/plain": text}
@@ -328,7 +328,9 @@ class Progress:
         handle.update(shown(self._text(final=True)), raw=True)
 
     def _run_live(self) -> None:
-        from rich.console import Console
+        from rich.console import Console  # optional dependency
+
+        # optional dependency
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         console = Console(file=self._stream)

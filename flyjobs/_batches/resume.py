@@ -10,6 +10,7 @@ runtime's event loop (a store journal blocks on the network), one at a time.
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -98,8 +99,6 @@ class Resume:
                 return MISSING
         try:
             if self._pickle:
-                import pickle
-
                 return pickle.loads(data)  # sealed (store) or written by this user (SQLite)
             return decode_value(data, where="a journaled result", may_import=self._may_import)
         except Exception as exc:
@@ -114,8 +113,6 @@ class Resume:
 
     def _encode(self, value: Any) -> bytes:
         if self._pickle:
-            import pickle
-
             return pickle.dumps(value, protocol=5)
         return encode_value(value, where="the result")
 

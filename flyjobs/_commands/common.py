@@ -12,6 +12,7 @@ import click
 from .._aio.sole_error import sole_error
 from .._exceptions import ConfigError, FlyjobsError
 from .._output.call_lines import shown
+from .._results.local_api import app_result_key
 from .._settings import Settings
 from .._wire.protocol import RESULT_KEY_ENV
 from ..machines import MachinesClient
@@ -70,8 +71,6 @@ async def result_key(settings: Settings, client: MachinesClient, app: str) -> st
 
     :raises ConfigError: it is not set (on Fly).
     """
-    from .._results.local_api import app_result_key
-
     key = await app_result_key(settings, client, app)
     if key:
         return key

@@ -14,8 +14,12 @@ from typing import Any
 import click
 
 from .._output.call_lines import shown
+from .._schedules.deploy import deploy as deploy_module
+from .._schedules.deploy import scheduled_machines
+from .._schedules.status import find, machine_logs, remove, run_now, statuses, when
 from .._settings import Settings
 from .common import APP_OPTION, NO_API, api_client, result_key, run_async, shows_errors
+from .target import import_target
 
 __all__ = ("schedule",)
 
@@ -42,9 +46,6 @@ def deploy(target: str, prune: bool, app: str | None) -> None:
         flyjobs schedule deploy examples/scheduled.py
         flyjobs schedule deploy myapp.jobs --prune
     """
-    from .._schedules.deploy import deploy as deploy_module
-    from .target import import_target
-
     settings, client, app = api_client(app)
     image = settings.require("image")
     module = import_target(target)
@@ -106,8 +107,6 @@ def ls(runs: int, as_json: bool, verbose: bool, app: str | None) -> None:
         flyjobs schedule ls -v
         flyjobs schedule ls --runs 20 --json
     """
-    from .._schedules.status import statuses, when
-
     settings, client, app = api_client(app)
 
     async def run() -> Any:
@@ -148,8 +147,6 @@ def rm(name: str, app: str | None) -> None:
         flyjobs schedule rm hourly_sync
         flyjobs schedule rm scheduled:hourly_sync
     """
-    from .._schedules.status import remove
-
     settings, client, app = api_client(app)
 
     async def run() -> Any:
@@ -183,8 +180,6 @@ def logs(name: str, lines: int, app: str | None) -> None:
         flyjobs schedule logs hourly_sync
         flyjobs schedule logs hourly_sync -n 50
     """
-    from .._schedules.status import machine_logs
-
     settings, client, app = api_client(app)
 
     async def run() -> Any:
@@ -209,8 +204,6 @@ def run_(name: str, app: str | None) -> None:
     Example:
         flyjobs schedule run nightly_report
     """
-    from .._schedules.deploy import scheduled_machines
-    from .._schedules.status import find, run_now
 
     if Settings.load().embedded:
         raise click.ClickException(NO_API)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import functools
 
+from .._aio.blocking import warn_if_in_event_loop
+from .._exceptions import ConfigError, SerializationError
 from .._typing import Generic, ParamSpec, TypeVar, overload
 from .options import CallOptions
+from .pool import Pool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,8 +63,6 @@ class _RemoteFace(Generic[P, R]):
         self._function = function
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        from .._aio.blocking import warn_if_in_event_loop
-
         warn_if_in_event_loop("fn.remote()", "`await fn.remote.aio(...)`")
         call: Call[R] | None = None
         try:
@@ -79,7 +80,7 @@ class _RemoteFace(Generic[P, R]):
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run one call on a machine and await its value."""
-        from .._calls.runtime import get_runtime_async
+        from .._calls.runtime import get_runtime_async  # lazy: keeps decoration light
 
         await get_runtime_async()
         call: Call[R] = self._function.spawn(*args, **kwargs)
@@ -375,10 +376,10 @@ class _MapFace(Generic[F]):
         by ``break`` without that leaves the closing to the garbage collector and the event
         loop, as for any async generator.
         """
-        from contextlib import aclosing
+        from contextlib import aclosing  # lazy: keeps decoration light
 
-        from .._batches.map import map_async
-        from .._calls.runtime import get_runtime_async
+        from .._batches.map import map_async  # lazy: keeps decoration light
+        from .._calls.runtime import get_runtime_async  # lazy: keeps decoration light
 
         _check_iterables(iterables)
         await get_runtime_async()
@@ -621,6 +622,12 @@ class Function(Generic[P, R]):
         self._fn = fn
         self.options = options
         if options.pool is not None:
+            # Checked here, not in CallOptions: the calls import options, and only the
+            # declaration layer may import Pool (whose start imports the pools' runner).
+            if not isinstance(options.pool, Pool):
+                raise ConfigError(
+                    f"pool={options.pool!r}: give a flyjobs.Pool(min=, max=, idle_s=)"
+                )
             options.pool._attach(fn, options)
         functools.update_wrapper(self, fn)
 
@@ -649,11 +656,9 @@ class Function(Generic[P, R]):
         :raises ConfigError: ``detach=`` is given and the function takes no such parameter
             (a call that outlives this process is `spawn_detached`).
         """
-        from .._calls.dispatch import spawn
+        from .._calls.dispatch import spawn  # lazy: keeps decoration light
 
         if "detach" in kwargs and not _takes_keyword(self._fn, "detach"):
-            from .._exceptions import ConfigError
-
             raise ConfigError(
                 f"{self._fn.__qualname__}() takes no 'detach' argument: to start a call that"
                 " outlives this process, use fn.spawn_detached(...)"
@@ -681,7 +686,7 @@ class Function(Generic[P, R]):
 
         :raises ConfigError: no store, or the embedded emulator.
         """
-        from .._calls.dispatch import spawn
+        from .._calls.dispatch import spawn  # lazy: keeps decoration light
 
         call = spawn(self._fn, self.options, args, kwargs, detach=True)
         call._wait_created()
@@ -705,7 +710,7 @@ class Function(Generic[P, R]):
         return_exceptions: bool,
         **settings: Unpack[MapSettings],
     ) -> MapResults[Any]:
-        from .._batches.map import results
+        from .._batches.map import results  # lazy: keeps decoration light
 
         run = self._start_map(
             inputs,
@@ -727,12 +732,10 @@ class Function(Generic[P, R]):
     ) -> _MapRun:
         """Start the map of ``inputs`` (argument tuples), made from the iterables ``sources``
         (which tell how many inputs there are: see `flyjobs._batches.map.input_count`)."""
-        from .._batches.map import input_count, start_map
+        from .._batches.map import input_count, start_map  # lazy: keeps decoration light
 
         unknown = sorted(set(settings) - set(_MAP_SETTINGS))
         if unknown:
-            from .._exceptions import ConfigError
-
             # A call option here (timeout_s=, retries=...) would be silently ignored.
             raise ConfigError(
                 f"fn.map/starmap got unknown setting(s) {', '.join(unknown)}; its settings are"
@@ -742,8 +745,8 @@ class Function(Generic[P, R]):
         journal = None
         name = settings.get("batch")
         if name is not None:
-            from .._batches.journal import check_batch_name
-            from .._batches.resume import open_resume
+            from .._batches.journal import check_batch_name  # lazy: keeps decoration light
+            from .._batches.resume import open_resume  # lazy: keeps decoration light
 
             journal = open_resume(self._fn, self.options, check_batch_name(name))
         return start_map(
@@ -799,8 +802,6 @@ class _BoundMethod:
 
     def __getattr__(self, name: str) -> Any:
         if name in ("remote", "spawn", "map", "starmap"):
-            from .._exceptions import SerializationError
-
             qualname = getattr(self._function._fn, "__qualname__", "the method")
             raise SerializationError(
                 f"{qualname} is a method: its instance (self) cannot be sent to a machine, so"
@@ -845,7 +846,7 @@ def remote(
 
 def _is_remote(exc: BaseException) -> bool:
     """`flyjobs._wire.remote_errors.is_remote`, imported only when a call failed."""
-    from .._wire.remote_errors import is_remote
+    from .._wire.remote_errors import is_remote  # lazy: keeps decoration light
 
     return is_remote(exc)
 
@@ -868,8 +869,6 @@ def _takes_keyword(fn: Callable[..., Any], name: str) -> bool:
 def _check_iterables(iterables: tuple[Iterable[Any], ...]) -> None:
     """``fn.map`` takes one iterable per positional parameter, as built-in ``map`` does."""
     if not iterables:
-        from .._exceptions import ConfigError
-
         raise ConfigError(
             "fn.map() needs at least one iterable (one per parameter): fn.map(xs), or"
             " fn.map(xs, ys) for f(x, y); for a function of no arguments, fn.starmap([()] * n)"

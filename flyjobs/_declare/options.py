@@ -12,13 +12,14 @@ from __future__ import annotations
 from .._exceptions import ConfigError
 from .._wire.protocol import DEFAULT_TIMEOUT_S, MAX_WAIT_S, RESERVED_ENV
 from .output_choice import check_output
-from .pool import Pool
+from .schedule import check_schedule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any, Literal, TypedDict, Unpack
 
+    from .pool import Pool
     from .schedule import Cron
 
     class Options(TypedDict, total=False):
@@ -199,8 +200,6 @@ class CallOptions:
                     f"env[{name!r}]: a value must be a string without NUL characters (\\x00)"
                 )
         check_output(self.output, "output")
-        if self.pool is not None and not isinstance(self.pool, Pool):
-            raise ConfigError(f"pool={self.pool!r}: give a flyjobs.Pool(min=, max=, idle_s=)")
         region = self.region
         if region is not None and not (region.isascii() and region.isalnum() and region.islower()):
             raise ConfigError(f"region={region!r}: use a Fly region code such as 'iad'")
@@ -209,8 +208,6 @@ class CallOptions:
     def _check_schedule(self) -> None:
         if self.schedule is None and not (self.schedule_args or self.schedule_kwargs):
             return
-        from .schedule import check_schedule
-
         check_schedule(self.schedule)
         if self.schedule is None:
             raise ConfigError(

@@ -139,13 +139,13 @@ class Pool:
             machines need is missing.
         :raises FlyjobsError: a machine could not be started (the API's error).
         """
-        from .._pools.runner import start_pool
+        from .._pools.runner import start_pool  # lazy: keeps decoration light
 
         start_pool(self)
 
     async def start_async(self) -> None:
         """`start` for async code (it runs in a worker thread)."""
-        import anyio
+        import anyio  # lazy: keeps decoration light
 
         await anyio.to_thread.run_sync(self.start)
 
@@ -167,13 +167,13 @@ class Pool:
         """Destroy every machine of the pool and fail its queued calls
         (`~flyjobs.CallCancelledError`); returns once the machines are gone. The pool can be
         used again afterwards (it starts new machines)."""
-        from .._pools.runner import shutdown_pool
+        from .._pools.runner import shutdown_pool  # lazy: keeps decoration light
 
         shutdown_pool(self)
 
     async def shutdown_async(self) -> None:
         """`shutdown` for async code (it runs in a worker thread)."""
-        import anyio
+        import anyio  # lazy: keeps decoration light
 
         await anyio.to_thread.run_sync(self.shutdown)
 

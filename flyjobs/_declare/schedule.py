@@ -100,10 +100,10 @@ def check_cron(cron: Cron) -> None:
 
     :raises ConfigError: naming the bad field or the unknown time zone.
     """
-    import datetime
-    import zoneinfo
+    import datetime  # lazy: keeps decoration light
+    import zoneinfo  # lazy: keeps decoration light
 
-    from cronsim import CronSim, CronSimError
+    from cronsim import CronSim, CronSimError  # lazy: keeps decoration light
 
     try:
         tz = zoneinfo.ZoneInfo(cron.tz)

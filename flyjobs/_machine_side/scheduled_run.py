@@ -33,6 +33,7 @@ Under the emulator's ``--time-scale`` the clock runs ``FLYJOBS_TIME_SCALE`` time
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 import time
@@ -106,7 +107,7 @@ def _record(**fields: Any) -> None:
 
 
 def _error(exc: BaseException) -> dict[str, str]:
-    import traceback
+    import traceback  # lazy: keeps machines light
 
     # The frames of flyjobs that led to the function are cut: its own frames come first.
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -128,10 +129,10 @@ def _error(exc: BaseException) -> dict[str, str]:
 
 def cron_ticks(spec: dict[str, Any], after: float) -> Iterator[float]:
     """The ticks of a cron spec strictly after `after` (unix s), in order."""
-    import datetime
-    import zoneinfo
+    import datetime  # lazy: keeps machines light
+    import zoneinfo  # lazy: keeps machines light
 
-    from cronsim import CronSim
+    from cronsim import CronSim  # lazy: keeps machines light
 
     tz = zoneinfo.ZoneInfo(spec.get("tz") or "UTC")
     for moment in CronSim(spec["cron"], datetime.datetime.fromtimestamp(after, tz)):
@@ -181,8 +182,6 @@ class _Run:
         )
 
     def run(self) -> int:
-        import _thread
-
         _thread.start_new_thread(
             self._deadline, (float(self.spec.get("timeout_s") or DEFAULT_TIMEOUT_S),)
         )
@@ -294,7 +293,7 @@ class _Resident:
         )
 
     def run_tick(self, tick: float) -> None:
-        import subprocess
+        import subprocess  # lazy: keeps machines light
 
         started, started_real = self.clock.now(), time.time()
         code = 0

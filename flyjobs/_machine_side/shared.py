@@ -245,7 +245,7 @@ class EventLoop:
 
     def run(self, coroutine: Any) -> Any:
         """Run `coroutine` on the loop; return its value or raise its exception, here."""
-        import asyncio
+        import asyncio  # lazy: keeps machines light
 
         with self._lock:
             if self._loop is None:

@@ -19,6 +19,8 @@ is never updated, destroyed or listed; a deploy whose machine name it holds says
 from __future__ import annotations
 
 import hashlib
+import hmac
+import inspect
 import json
 import logging
 import re
@@ -130,8 +132,6 @@ def scheduled_functions(module: ModuleType) -> list[Scheduled]:
 
 
 def _check_arguments(fn: Function[..., Any], ref: str) -> None:
-    import inspect
-
     options = fn.options
     if isinstance(options.schedule, Cron):
         check_cron(options.schedule)
@@ -214,8 +214,6 @@ def machine_config(
 
 
 def _source(fn: Function[..., Any]) -> str:
-    import inspect
-
     try:
         return inspect.getsource(fn._fn)
     except (OSError, TypeError):
@@ -238,8 +236,6 @@ def seal(key: str, app: str, ref: str, digest: str) -> str:
 def deployed_by_flyjobs(machine: Machine, app: str, key: str) -> bool:
     """Whether ``machine`` is a scheduled function's that flyjobs deployed in ``app``: the full
     set of its metadata, its function's machine name, and a seal made with ``key``."""
-    import hmac
-
     meta = (machine.config.metadata if machine.config else None) or {}
     if not all(meta.get(name) for name in _META_KEYS):
         return False

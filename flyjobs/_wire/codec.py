@@ -251,7 +251,7 @@ def _encode_enum(obj: Any) -> object:
 
 
 def _encode_dataclass(obj: Any) -> object:
-    import dataclasses
+    import dataclasses  # lazy: keeps machines light
 
     state = {}
     for field in dataclasses.fields(obj):
@@ -314,7 +314,7 @@ def _decode_tz(state: Any) -> Any:
     if state is None:
         return None
     if state[0] == "z":
-        import zoneinfo
+        import zoneinfo  # lazy: keeps machines light
 
         return zoneinfo.ZoneInfo(state[1])
     offset, name = timedelta(microseconds=state[1]), state[2]
@@ -336,13 +336,13 @@ def _decode_time(reader: _Reader, data: bytes) -> time:
 
 
 def _decode_decimal(reader: _Reader, data: bytes) -> Any:
-    import decimal
+    import decimal  # lazy: keeps machines light
 
     return decimal.Decimal(data.decode())
 
 
 def _decode_uuid(reader: _Reader, data: bytes) -> Any:
-    import uuid
+    import uuid  # lazy: keeps machines light
 
     return uuid.UUID(bytes=data)
 
@@ -383,7 +383,7 @@ def _decode_namedtuple(reader: _Reader, data: bytes) -> Any:
 
 def _decode_path(reader: _Reader, data: bytes) -> Any:
     ref, text = reader.unpack(data)
-    import pathlib
+    import pathlib  # lazy: keeps machines light
 
     cls = reader.import_class(ref, "path class", lambda c: issubclass(c, pathlib.PurePath))
     return cls(text)

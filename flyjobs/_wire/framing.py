@@ -56,7 +56,7 @@ def dumps_pickle(obj: object, what: str) -> bytes:
 
     :raises SerializationError: naming `what` cannot be pickled.
     """
-    import pickle
+    import pickle  # lazy: keeps machines light
 
     try:
         return pickle.dumps(obj, protocol=_PICKLE_PROTOCOL)
@@ -69,7 +69,7 @@ def loads_pickle(data: bytes, what: str) -> Any:
 
     :raises SerializationError: naming `what` cannot be unpickled here.
     """
-    import pickle
+    import pickle  # lazy: keeps machines light
 
     try:
         return pickle.loads(data)

@@ -201,7 +201,7 @@ def ticket_id(result_url: str) -> str:
     Every ticket (inbox or store) has a URL of its own, so a sealed result captured from one
     delivery is refused by every other ticket, even one for the same call id.
     """
-    from _blake2 import blake2b
+    from _blake2 import blake2b  # lazy: keeps machines light
 
     return blake2b(result_url.encode(), digest_size=16).hexdigest()
 
@@ -213,7 +213,7 @@ def result_mac(secret: str, body: bytes, *, purpose: bytes = _RESULT, bound: str
     Keyed BLAKE2b, a MAC by design; from ``_blake2`` because ``hashlib`` loads OpenSSL, a few
     milliseconds of every machine's start.
     """
-    from _blake2 import blake2b
+    from _blake2 import blake2b  # lazy: keeps machines light
 
     key = blake2b(secret.encode(), digest_size=32, person=purpose).digest()
     # `bound` never holds a NUL (URL digests, batch and call names): the split is unambiguous.
@@ -241,7 +241,7 @@ def open_result(
 ) -> bytes | None:
     """The result envelope inside `sealed`, or None unless its MAC under `secret`, bound to
     `ticket`, is right."""
-    import hmac
+    import hmac  # lazy: keeps machines light
 
     split = len(sealed) - _MAC_HEX_DIGITS - len(_SEAL_MARK)
     if split < 0 or sealed[split : split + len(_SEAL_MARK)] != _SEAL_MARK:
@@ -335,7 +335,7 @@ def error_line(prefix: str, fields: dict[str, Any], error: dict[str, Any] | None
     """``prefix`` then ``fields`` as JSON, within `MAX_ERROR_LINE_BYTES`: ``error`` (the dict
     of an exception among ``fields``, or ``fields`` itself) has its traceback, then its
     message, cut to fit, keeping the traceback's last characters."""
-    import json
+    import json  # lazy: keeps machines light
 
     while True:
         line = prefix + json.dumps(fields, default=str)

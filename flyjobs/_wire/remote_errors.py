@@ -146,7 +146,7 @@ def describe_exception(exc: BaseException, *, stage: str, pickle: bool = False) 
         (or ``payload``: the worker refused the call's payload unread).
     :param pickle: carry the exception itself as pickle instead of its msgpack-encoded args.
     """
-    import traceback
+    import traceback  # lazy: keeps machines light
 
     args_data: bytes | None
     attrs_data: bytes | None = None
