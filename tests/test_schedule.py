@@ -259,6 +259,16 @@ def test_deploy_creates_the_machine_in_the_functions_region(deployment: Deployme
     assert deployment.cli("deploy", "jobs.py").stdout.split() == ["unchanged", "report"]
 
 
+def test_deploy_takes_the_settings_defaults_a_function_leaves_unset(
+    deployment: Deployment,
+) -> None:
+    deployment.write("jobs.py", JOBS)
+    deployment.write("pyproject.toml", "[tool.flyjobs]\nmemory_mb = 512\n")
+    deployment.cli("deploy", "jobs.py", env={**deployment.env(), "FLYJOBS_REGION": "fra"})
+    machines = deployment.machines()
+    assert {(m["region"], m["config"]["guest"]["memory_mb"]) for m in machines} == {("fra", 512)}
+
+
 def test_concurrent_deploys_are_serialized_by_the_lease(deployment: Deployment) -> None:
     deployment.write("jobs.py", JOBS)
     deployment.cli("deploy", "jobs.py")
