@@ -241,14 +241,18 @@ def test_deploy_creates_the_machine_in_the_functions_region(deployment: Deployme
     source = """
         import flyjobs
 
+        import os
+
         @flyjobs.remote(schedule="daily", region="ams")
-        def report() -> int:
-            return 1
+        def report() -> str:
+            return os.environ["FLY_REGION"]
     """
     deployment.write("jobs.py", source)
     assert deployment.cli("deploy", "jobs.py").stdout.split() == ["created", "report"]
     (machine,) = deployment.machines()
     assert machine["region"] == "ams"
+    # `schedule run` runs it now on an ephemeral machine of the deployed options: region too.
+    assert deployment.cli("run", "report").stdout.splitlines()[-1] == "'ams'"
 
     # Fly cannot move a machine: another region is a new machine there, the old one gone.
     deployment.write("jobs.py", source.replace('region="ams"', 'region="fra"'))

@@ -318,6 +318,7 @@ def run_now(name: str, app: str | None = None) -> tuple[str, Any]:
         app=app,
         cpus=guest.cpus if guest else None,
         memory_mb=guest.memory_mb if guest else None,
+        region=machine.region,
         env=config.env,
         timeout_s=float(call.schedule.get("timeout_s") or DEFAULT_TIMEOUT_S),
         retries=int(call.schedule.get("retries") or 0),
