@@ -59,8 +59,7 @@ from .._calls.dispatch import (
 from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, WORKER_DEADLINE_SLACK_S, Plan
 from .._calls.runtime import Runtime
 from .._exceptions import CallTimeoutError, TooManyFailuresError
-from .._results.channel import StoreTicket, close_ticket
-from .._results.inbox import Ticket
+from .._results.channel import ResultTicket
 from .._wire.protocol import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
 from .progress import BatchStats
@@ -84,7 +83,7 @@ class _Held:
         self,
         item: Item,
         call_id: str,
-        ticket: Ticket | StoreTicket,
+        ticket: ResultTicket,
         deadline: float,
         arguments_url: str | None,
     ) -> None:
@@ -142,7 +141,7 @@ class Batch:
         self._reuse = reuse
         # Machines pull their next input over the inbox; through the store they cannot, and
         # take a fixed slice when they are created instead.
-        self._pulls = reuse and runtime.channel.mode == "inbox"
+        self._pulls = reuse and runtime.channel.pulls
         self._slice = 1
         if reuse and not self._pulls:
             share = -(-total_hint // max_machines) if total_hint else 8
@@ -243,8 +242,7 @@ class Batch:
         for queue, held in enumerate((first, *first.following)):
             await _close(held)
             fresh = await self._start_clocks(held.item, held.call_id, queue)
-            if isinstance(held.ticket, StoreTicket) and isinstance(fresh.ticket, StoreTicket):
-                fresh.ticket.polls = held.ticket.polls
+            fresh.ticket.polls = held.ticket.polls
             held.ticket, held.deadline = fresh.ticket, fresh.deadline
             held.arguments_url = fresh.arguments_url
         return self._payload(first), first.deadline
@@ -273,10 +271,9 @@ class Batch:
             if held.arguments_url is None:
                 size += len(item.arguments)
         for held in (first, *first.following) if first.following else ():
-            if isinstance(held.ticket, StoreTicket):
-                # The machine exits only after its whole slice: look for each result while it
-                # runs, so values reach the caller (and a journal) as they come.
-                held.ticket.polls = True
+            # The machine exits only after its whole slice: look for each result while it
+            # runs, so values reach the caller (and a journal) as they come.
+            held.ticket.polls = True
 
     async def _machine(self, item: Item, holder: object | None) -> None:
         plan, runtime = self._plan, self._runtime
@@ -356,9 +353,7 @@ class Batch:
             with anyio.fail_after(max(held.deadline - time.time(), 0.001)):
                 body = await collect(held.ticket, watch)
         except TimeoutError:
-            if isinstance(held.ticket, StoreTicket):
-                await held.ticket.fetch()
-            if not held.ticket.delivered:
+            if not await held.ticket.look():
                 watch.stop()
                 await destroy(runtime, plan.app, machine_id)
                 timeout = CallTimeoutError(
@@ -372,7 +367,7 @@ class Batch:
             body = await held.ticket.result()  # delivered as the deadline struck: kept
         if body is None:
             await _close(held)
-            spoiled = held.ticket.spoiled if isinstance(held.ticket, StoreTicket) else None
+            spoiled = held.ticket.spoiled
             error = await exit_error(runtime, plan.app, machine_id, plan.options, spoiled=spoiled)
             self._attempt_failed(held, tag(error, held.call_id, machine_id))
             return None
@@ -403,7 +398,7 @@ class Batch:
             next_held.following = held.following
             self._watch(machine_id, next_held.call_id)
             return next_held
-        if not self._pulls or not isinstance(ticket, Ticket):
+        if not self._pulls or not ticket.replies:
             return await self._stop(held)
         item = await self._source.take(timeout_s=NEXT_INPUT_WAIT_S)
         if item is None:
@@ -411,7 +406,7 @@ class Batch:
         next_held = await self._hand(item, creating=False)
         self._watch(machine_id, next_held.call_id)
         ticket.reply(self._payload(next_held))
-        ticket.close()
+        await _close(held)
         return next_held
 
     def _watch(self, machine_id: str, call_id: str) -> None:
@@ -439,8 +434,7 @@ class Batch:
 
     async def _stop(self, held: _Held) -> _Held | None:
         """Answer the held delivery with "no more work"; the machine exits."""
-        if isinstance(held.ticket, Ticket):
-            held.ticket.reply(None)
+        held.ticket.reply(None)
         await _close(held)
         return None
 
@@ -507,4 +501,4 @@ async def _call_async(fn: Callable[[], None]) -> None:
 
 async def _close(held: _Held) -> None:
     with anyio.CancelScope(shield=True):
-        await close_ticket(held.ticket)
+        await held.ticket.aclose()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -66,7 +65,6 @@ __all__ = (
     "show_output",
     "tag",
     "trusted_modules",
-    "undelivered_reason",
     "value_of",
 )
 
@@ -349,7 +347,7 @@ async def exit_error(
         EXIT_BAD_PAYLOAD: "the worker could not read its payload (is the image's flyjobs"
         " version the same as this one?)",
         EXIT_IMPORT_FAILED: "the worker could not import the function (is your code in the image?)",
-        EXIT_DELIVERY_FAILED: undelivered_reason(tail, runtime.channel.mode),
+        EXIT_DELIVERY_FAILED: runtime.channel.undelivered_reason(tail),
     }
     what = reasons.get(code if isinstance(code, int) else -1, "it crashed")
     shown = "unknown" if code is None else str(code)
@@ -357,39 +355,6 @@ async def exit_error(
         f"machine {machine_id} exited with code {shown} without a result: {what}",
         exit_code=code if isinstance(code, int) else None,
         output_tail=tail,
-    )
-
-
-#: What the worker logs for a delivery attempt that failed (see `flyjobs.worker`).
-_ATTEMPT_FAILED = re.compile(r"result delivery attempt \d+ failed: (.*)")
-#: How a failed attempt reads when the inbox took the connection and then turned it away (it
-#: closes a connection beyond its slots, or answers 5xx), as opposed to never reaching it.
-_TURNED_AWAY = re.compile(r"closed the connection|reset by peer|broken pipe|HTTP 5\d\d", re.I)
-
-
-def undelivered_reason(tail: str, mode: str) -> str:
-    """Why a worker exited ``EXIT_DELIVERY_FAILED``, from the delivery attempts its last lines
-    (`tail`) show, for the result channel ``mode`` (``inbox`` or ``store``)."""
-    if mode == "store":
-        return (
-            "the worker could not PUT its result to the object store (can machines reach"
-            " AWS_ENDPOINT_URL_S3?)"
-        )
-    attempts = [m.group(1) for m in map(_ATTEMPT_FAILED.search, tail.splitlines()) if m]
-    if attempts and all(_TURNED_AWAY.search(reason) for reason in attempts):
-        return (
-            "the worker reached this process's result inbox, which turned every delivery"
-            " away: the inbox was full or busy (its connection slots held, for example by"
-            " uploads that never finish; this process's log says so)"
-        )
-    if attempts:
-        return (
-            "the worker could not reach this process's result inbox (can machines reach"
-            " this host? see FLYJOBS_INBOX_HOST)"
-        )
-    return (
-        "the worker could not deliver its result: machines could not reach this process's"
-        " result inbox (see FLYJOBS_INBOX_HOST), or it was full (this process's log says so)"
     )
 
 

@@ -37,7 +37,7 @@ from .._exceptions import (
     SerializationError,
     UnknownCallError,
 )
-from .._results.channel import StoreTicket, result_key
+from .._results.channel import ResultTicket, StoreTicket, result_key
 from .._wire.protocol import RESULT_KEY_ENV, open_call_record, seal_call_record
 from .._wire.result_envelope import decode_result
 from .handle import Call, CallState, CallStatus
@@ -79,7 +79,7 @@ def check_detachable(runtime: Runtime) -> None:
             "a detached call must outlive this process, and the embedded emulator ends with"
             " it: set FLY_API_TOKEN to run on Fly (or point FLY_API_HOSTNAME at `flyjobs dev`)"
         )
-    if runtime.channel.mode != "store" or runtime.store is None:
+    if not runtime.channel.detachable:
         raise ConfigError(
             "a detached call's result must outlive this process, so it goes through the object"
             " store: set FLYJOBS_STORE=s3://bucket/prefix (or BUCKET_NAME, from `fly storage"
@@ -91,7 +91,7 @@ async def write_record(
     runtime: Runtime,
     plan: Plan,
     call_id: str,
-    ticket: StoreTicket,
+    ticket: ResultTicket,
     machine_id: str,
     deadline: float,
 ) -> None:
@@ -193,7 +193,7 @@ class _Attachment:
             seal_key=runtime.result_key,
             bound_to=record["ticket"],
         )
-        self.ticket.keep = True
+        self.ticket.keep()
 
     @property
     def read(self) -> str | None:

@@ -27,8 +27,7 @@ from .._exceptions import (
     ServerError,
     TransportError,
 )
-from .._results.channel import StoreTicket, close_ticket, look_after_exit
-from .._results.inbox import Ticket
+from .._results.channel import ResultTicket
 from .._wire.protocol import NEXT_INPUT_WAIT_S
 from ..machines import Machine
 from .attempt import (
@@ -189,20 +188,15 @@ def ticket_for(
     replies: bool = False,
     hold_s: float = NEXT_INPUT_WAIT_S,
     on_late: Callable[[], None] | None = None,
-) -> Ticket | StoreTicket:
+) -> ResultTicket:
     """Where an attempt's result is to be delivered (the inbox, or the store), valid a minute
     past the worker's own deadline; ``deadline`` is the client's (unix s). ``replies``: an
     inbox ticket whose delivery is answered with the machine's next input, held up to
     ``hold_s`` seconds. ``on_late``: called for each delivery to the inbox after the ticket
     was closed without a result."""
     expires_at = deadline + WORKER_DEADLINE_SLACK_S + _URL_SLACK_S
-    if runtime.channel.mode == "store":
-        assert runtime.store is not None
-        return StoreTicket(
-            runtime.store, call_id, expires_at=expires_at, seal_key=runtime.result_key
-        )
-    return runtime.inbox.expect(
-        call_id, ttl_s=expires_at - time.time(), replies=replies, hold_s=hold_s, on_late=on_late
+    return runtime.channel.ticket(
+        call_id, expires_at, replies=replies, hold_s=hold_s, on_late=on_late
     )
 
 
@@ -280,8 +274,7 @@ async def _attempt(
                 runtime, call_plan, call_id, payload, deadline, pulls=False
             )
             if call_plan.detach:
-                assert isinstance(ticket, StoreTicket)
-                ticket.keep = True  # read (and deleted) through Call.from_id
+                ticket.keep()  # read (and deleted) through Call.from_id
                 await _record_detached(runtime, call_plan, state.call_id, ticket, machine, deadline)
             state.machine_id = machine.id
             state.timings.created_at = time.time()
@@ -294,14 +287,14 @@ async def _attempt(
                 runtime.live.forget(call_plan.app, machine.id)
         finally:
             with anyio.CancelScope(shield=True):
-                await close_ticket(ticket)
+                await ticket.aclose()
 
 
 async def _record_detached(
     runtime: Runtime,
     call_plan: Plan,
     base_id: str,
-    ticket: StoreTicket,
+    ticket: ResultTicket,
     machine: Machine,
     deadline: float,
 ) -> None:
@@ -321,7 +314,7 @@ async def _supervise(
     runtime: Runtime,
     call_plan: Plan,
     machine: Machine,
-    ticket: Ticket | StoreTicket,
+    ticket: ResultTicket,
     state: CallState,
     deadline: float,
 ) -> Any:
@@ -332,9 +325,8 @@ async def _supervise(
             body = await collect(ticket, watch)
         state.timings.result_at = time.time()
     except TimeoutError:
-        if isinstance(ticket, StoreTicket):
-            with anyio.CancelScope(shield=True):
-                await ticket.fetch()
+        with anyio.CancelScope(shield=True):
+            await ticket.look()
         if ticket.delivered:
             # The result came in as the deadline struck: a delivered result is never lost.
             body = await ticket.result()
@@ -359,15 +351,14 @@ async def _supervise(
                 await destroy(runtime, app, machine.id)
         raise
     if body is None:
-        spoiled = ticket.spoiled if isinstance(ticket, StoreTicket) else None
-        error = await exit_error(runtime, app, machine.id, options, spoiled=spoiled)
+        error = await exit_error(runtime, app, machine.id, options, spoiled=ticket.spoiled)
         raise tag(error, call_id, machine.id)
     # The value is ready now; the watch sees the machine's exit to in the background.
     watch.after_result()
     return await outcome(runtime, call_plan, body, call_id, machine.id)
 
 
-async def collect(ticket: Ticket | StoreTicket, watch: ExitWatch) -> bytes | None:
+async def collect(ticket: ResultTicket, watch: ExitWatch) -> bytes | None:
     """The result body as soon as it is in, or None if the machine exited without one.
 
     Both are awaited together: a machine that dies never leaves the call waiting for a result
@@ -386,12 +377,11 @@ async def collect(ticket: Ticket | StoreTicket, watch: ExitWatch) -> bytes | Non
             await watch.exited.wait()
             if watch.error is not None:
                 raise watch.error
-            await look_after_exit(ticket)
+            await ticket.after_exit()
             tg.cancel_scope.cancel()
 
         tg.start_soon(result)
         tg.start_soon(exit_)
-        if isinstance(ticket, StoreTicket) and ticket.polls:
-            tg.start_soon(ticket.poll)
+        tg.start_soon(ticket.watch)
     # A result found just as the exit branch ended the wait still counts.
     return body if body is not None or not ticket.delivered else await ticket.result()

@@ -329,6 +329,7 @@ async def _open(
             app, image = EMBEDDED_APP, image or EMBEDDED_IMAGE
             await client.create_app(app, org_slug="personal")
             await client.set_secret(app, RESULT_KEY_ENV, local_key)
+        store = Store(config) if config is not None else None
         yield Runtime(
             settings=settings,
             client=client,
@@ -339,7 +340,7 @@ async def _open(
             portal=portal,
             _tasks=tasks,
             live=LiveOutput(client, tasks),
-            channel=channel,
-            store=Store(config) if config is not None else None,
+            channel=channel.bound(inbox, store, result_key),
+            store=store,
             result_key=result_key,
         )

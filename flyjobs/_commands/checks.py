@@ -162,7 +162,7 @@ def _inbox(settings: Settings) -> Check:
         channel = choose_channel(settings, has_store=store is not None)
     except ConfigError as exc:
         return Check("results", False, "machines have no way to deliver results", str(exc))
-    if channel.mode == "store":
+    if channel.uses_store:
         assert store is not None
         where = f"{store.url} ({store.endpoint})"
         return Check("results", True, f"results come back through the object store {where}")

@@ -66,8 +66,6 @@ from .._calls.plan import WORKER_DEADLINE_SLACK_S, Plan, plan
 from .._calls.runtime import Runtime, current_runtime, get_runtime
 from .._declare.pool import Pool
 from .._exceptions import CallCancelledError, CallTimeoutError, ConfigError
-from .._results.channel import close_ticket
-from .._results.inbox import Ticket
 from .._wire.call_envelope import encode_arguments
 from .state import Held, Job, Machine, Slot
 
@@ -160,7 +158,7 @@ class PoolRunner:
     def _check(self, plan: Plan) -> None:
         if self.closed:
             raise CallCancelledError(f"pool {self.pool.name} is shutting down")
-        if self.runtime.channel.mode != "inbox":
+        if not self.runtime.channel.pulls:
             raise ConfigError(
                 "a pool's machines pull their calls over the result inbox, and results go to"
                 " the object store here (FLYJOBS_RESULTS=store); use the inbox, or no pool"
@@ -499,7 +497,6 @@ class PoolRunner:
     async def _next(self, slot: Slot, held: Held) -> Held | None:
         """Answer the held delivery with the slot's next call, or with no more work."""
         ticket = held.ticket
-        assert isinstance(ticket, Ticket)  # pools use the inbox (checked per call)
         job = await self._next_job(slot)
         if job is None and self._keeps(slot):
             job = self._keep_warm_job()
@@ -512,7 +509,7 @@ class PoolRunner:
         next_held = self._hand(job, slot, creating=False)
         self._started(next_held, slot.machine, created_now=False)
         ticket.reply(self._payload(next_held))
-        ticket.close()
+        await _close(held)
         return next_held
 
     def _attempt_failed(self, held: Held, error: BaseException) -> None:
@@ -557,7 +554,7 @@ class PoolRunner:
 
 async def _close(held: Held) -> None:
     with anyio.CancelScope(shield=True):
-        await close_ticket(held.ticket)
+        await held.ticket.aclose()
 
 
 def runner_for(pool: Pool, runtime: Runtime) -> PoolRunner:

@@ -11,8 +11,7 @@ import anyio
 from .._calls.attempt import ExitWatch
 from .._calls.handle import CallState
 from .._calls.plan import Plan
-from .._results.channel import StoreTicket
-from .._results.inbox import Ticket
+from .._results.channel import ResultTicket
 
 __all__ = ("Held", "Job", "Machine", "Slot")
 
@@ -47,7 +46,7 @@ class Held:
 
     job: Job
     call_id: str
-    ticket: Ticket | StoreTicket
+    ticket: ResultTicket
     deadline: float
     arguments_url: str | None
 

@@ -18,28 +18,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import anyio
 
 from .._exceptions import ConfigError, SerializationError, TransportError
-from .._wire.protocol import open_result, ticket_id
+from .._wire.protocol import NEXT_INPUT_WAIT_S, open_result, ticket_id
 from .._wire.result_envelope import decode_result
-from .inbox import Ticket
 
 if TYPE_CHECKING:
     from .._settings import Settings
+    from .inbox import ResultInbox
     from .store import Store
 
 __all__ = (
     "RESULTS_MODES",
     "Channel",
+    "ResultTicket",
     "StoreTicket",
     "choose_channel",
-    "close_ticket",
-    "look_after_exit",
     "result_key",
+    "undelivered_reason",
 )
 
 logger = logging.getLogger("flyjobs.channel")
@@ -49,9 +51,65 @@ RESULTS_MODES = ("auto", "inbox", "store")
 #: two looks.
 POLL_FIRST_S = 1.0
 POLL_MAX_S = 8.0
-#: Seconds a result delivered to the inbox may lag behind the exit it preceded (delivery is
-#: acknowledged before the worker exits, so on one host this is only scheduling slack).
-INBOX_RESULT_GRACE_S = 1.0
+
+
+class ResultTicket(Protocol):
+    """Where one attempt's result is delivered, and how the caller gets it: an inbox `Ticket`
+    or a `StoreTicket`. Callers use only this; what differs between the two stays here.
+
+    :ivar call_id: the attempt the result is for.
+    :ivar url: where the worker delivers the result.
+    :ivar expires_at: unix time (s) after which `url` no longer works.
+    :ivar replies: the delivery can be answered with the machine's next input (inbox only).
+    :ivar polls: look for the result while the machine runs, not only after its exit (the
+        store's tickets of a fixed slice; the inbox is told of each delivery and ignores it).
+    """
+
+    call_id: str
+    url: str
+    polls: bool
+
+    @property
+    def expires_at(self) -> float: ...
+
+    @property
+    def ticket_id(self) -> str:
+        """The id the result's seal is bound to (see `flyjobs._wire.protocol.ticket_id`)."""
+
+    @property
+    def replies(self) -> bool: ...
+
+    @property
+    def delivered(self) -> bool:
+        """True once the result is in."""
+
+    @property
+    def spoiled(self) -> str | None:
+        """Why an object found for this result was ignored (store only; see `StoreTicket`)."""
+
+    async def result(self) -> bytes:
+        """Wait (without a limit) for the result; the envelope, checked to be this call's."""
+
+    async def look(self) -> bool:
+        """Look for the result once now (the store is read); True if it is in."""
+
+    async def after_exit(self) -> None:
+        """The machine exited: give its result the time (inbox) or the look (store) it needs
+        to be found."""
+
+    async def watch(self) -> None:
+        """While the machine runs: look for the result at intervals when `polls` is set
+        (store), else return at once."""
+
+    def reply(self, payload: bytes | None) -> None:
+        """Answer the held delivery with the machine's next input, or None for "no more work"
+        (a no-op where deliveries are not answered)."""
+
+    def keep(self) -> None:
+        """Leave the result where it is when the ticket is closed (a detached call's)."""
+
+    async def aclose(self) -> None:
+        """Forget the ticket (idempotent; cleans up what the channel holds for it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +119,77 @@ class Channel:
     :ivar mode: ``inbox`` or ``store``.
     :ivar bind: address the inbox listens on.
     :ivar advertise: address machines use to reach the inbox.
+    :ivar inbox: the inbox tickets are opened on (set by `bound`).
+    :ivar store: the object store, if one is configured (set by `bound`); spilled arguments go
+        there whatever the mode.
     """
 
     mode: Literal["inbox", "store"]
     bind: str = "127.0.0.1"
     advertise: str = "127.0.0.1"
+    inbox: ResultInbox | None = dataclasses.field(default=None, repr=False, compare=False)
+    store: Store | None = dataclasses.field(default=None, repr=False, compare=False)
+    result_key: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def bound(self, inbox: ResultInbox, store: Store | None, result_key: str | None) -> Channel:
+        """This channel, opening tickets on ``inbox`` or ``store`` (sealed with ``result_key``)."""
+        return dataclasses.replace(self, inbox=inbox, store=store, result_key=result_key)
+
+    @property
+    def uses_store(self) -> bool:
+        """Results go through the object store."""
+        return self.mode == "store"
+
+    @property
+    def pulls(self) -> bool:
+        """Machines can pull their next input with a delivery (the inbox answers it)."""
+        return self.mode == "inbox"
+
+    @property
+    def detachable(self) -> bool:
+        """A result can outlive this process (it goes to the object store)."""
+        return self.mode == "store" and self.store is not None
+
+    def ticket(
+        self,
+        call_id: str,
+        expires_at: float,
+        *,
+        replies: bool = False,
+        hold_s: float = NEXT_INPUT_WAIT_S,
+        on_late: Callable[[], None] | None = None,
+    ) -> ResultTicket:
+        """Open the ticket of ``call_id``'s result, its URL valid until ``expires_at`` (unix s).
+        ``replies``: an inbox delivery is answered with the machine's next input, held up to
+        ``hold_s`` seconds. ``on_late``: called for each delivery to the inbox after the
+        ticket was closed without a result."""
+        if self.mode == "store":
+            assert self.store is not None  # choose_channel picks the store only with one
+            return StoreTicket(self.store, call_id, expires_at=expires_at, seal_key=self.result_key)
+        assert self.inbox is not None  # bound by the runtime
+        ttl_s = expires_at - time.time()
+        return self.inbox.expect(
+            call_id, ttl_s=ttl_s, replies=replies, hold_s=hold_s, on_late=on_late
+        )
+
+    async def put_arguments(self, key: str, data: bytes) -> None:
+        """Put arguments too large to travel inline in the store under ``key``."""
+        assert self.store is not None  # encoding refuses to spill without one
+        await self.store.put(key, data)
+
+    def arguments_url(self, key: str, expires_at: float) -> str:
+        """A presigned GET of the arguments put under ``key``, valid until ``expires_at``."""
+        assert self.store is not None  # encoding refuses to spill without one
+        return self.store.presign("GET", key, expires_at=expires_at)
+
+    async def discard_arguments(self, key: str) -> None:
+        """Delete the arguments put under ``key`` (errors are logged by the store)."""
+        if self.store is not None:
+            await self.store.discard(key)
+
+    def undelivered_reason(self, tail: str) -> str:
+        """Why a worker exited ``EXIT_DELIVERY_FAILED`` (see `undelivered_reason`)."""
+        return undelivered_reason(tail, self.mode)
 
 
 def choose_channel(
@@ -134,13 +258,12 @@ class StoreTicket:
 
     The store tells nobody when an object arrives, so the call looks (`fetch`) once its machine
     has exited (or its deadline passed). The object is deleted when the ticket is closed
-    (`aclose`), unless `keep` was set (a batch journal holds it).
+    (`aclose`), unless `keep` was called (a detached call's result stays).
 
     :ivar call_id: the call the result is for.
     :ivar key: the object's key.
     :ivar url: the presigned URL the worker PUTs the result to.
     :ivar expires_at: unix time (s) after which the URL no longer works.
-    :ivar keep: leave the object in the store when the ticket is closed.
 
     Anyone who reads the machine's config can PUT to its URL: an object not sealed with
     `seal_key` for this ticket (see `flyjobs._wire.protocol.seal_result`) is ignored, so a forger
@@ -166,7 +289,7 @@ class StoreTicket:
         self.url = store.presign("PUT", self.key, expires_at=expires_at)
         #: the id the result's seal is bound to
         self.ticket_id = bound_to or ticket_id(self.url)
-        self.keep = False
+        self._keep = False
         #: look for the object while the machine runs (`poll`), not only after its exit: for
         #: an input of a fixed slice, whose machine exits only after the whole slice
         self.polls = False
@@ -178,6 +301,9 @@ class StoreTicket:
         self._seal_key = seal_key
         self._body: bytes | None = None
         self._event = anyio.Event()
+
+    #: a store's deliveries are never answered
+    replies = False
 
     @property
     def delivered(self) -> bool:
@@ -234,28 +360,64 @@ class StoreTicket:
                 logger.info("could not look for %s yet: %s", self.key, exc)
             interval = min(2 * interval, POLL_MAX_S)
 
+    async def look(self) -> bool:
+        """`fetch` once (see `ResultTicket.look`)."""
+        return await self.fetch()
+
+    async def after_exit(self) -> None:
+        """The machine exited: read the result object, if it is there."""
+        await self.fetch()
+
+    async def watch(self) -> None:
+        """`poll` when `polls` is set; else return at once."""
+        if self.polls:
+            await self.poll()
+
+    def reply(self, payload: bytes | None) -> None:
+        """Nothing: a store's deliveries are not answered."""
+
+    def keep(self) -> None:
+        """Leave the object in the store when the ticket is closed."""
+        self._keep = True
+
     async def aclose(self) -> None:
-        """Forget the ticket: delete its object unless `keep` is set (errors are logged: a
+        """Forget the ticket: delete its object unless `keep` was called (errors are logged: a
         lifecycle rule or ``flyjobs gc`` removes what is left)."""
-        if not self.keep:
+        if not self._keep:
             await self._store.discard(self.key)
 
     def __repr__(self) -> str:
         return f"<StoreTicket {self.call_id} {'delivered' if self.delivered else 'waiting'}>"
 
 
-async def look_after_exit(ticket: Ticket | StoreTicket) -> None:
-    """The call's machine has exited: give its result the time or the look it needs to be
-    found (the inbox may still be storing it; the store must be read)."""
-    if isinstance(ticket, StoreTicket):
-        await ticket.fetch()
-    else:
-        await anyio.sleep(INBOX_RESULT_GRACE_S)
+#: What the worker logs for a delivery attempt that failed (see `flyjobs.worker`).
+_ATTEMPT_FAILED = re.compile(r"result delivery attempt \d+ failed: (.*)")
+#: How a failed attempt reads when the inbox took the connection and then turned it away (it
+#: closes a connection beyond its slots, or answers 5xx), as opposed to never reaching it.
+_TURNED_AWAY = re.compile(r"closed the connection|reset by peer|broken pipe|HTTP 5\d\d", re.I)
 
 
-async def close_ticket(ticket: Ticket | StoreTicket) -> None:
-    """Close a ticket of either channel."""
-    if isinstance(ticket, StoreTicket):
-        await ticket.aclose()
-    else:
-        ticket.close()
+def undelivered_reason(tail: str, mode: str) -> str:
+    """Why a worker exited ``EXIT_DELIVERY_FAILED``, from the delivery attempts its last lines
+    (`tail`) show, for the result channel ``mode`` (``inbox`` or ``store``)."""
+    if mode == "store":
+        return (
+            "the worker could not PUT its result to the object store (can machines reach"
+            " AWS_ENDPOINT_URL_S3?)"
+        )
+    attempts = [m.group(1) for m in map(_ATTEMPT_FAILED.search, tail.splitlines()) if m]
+    if attempts and all(_TURNED_AWAY.search(reason) for reason in attempts):
+        return (
+            "the worker reached this process's result inbox, which turned every delivery"
+            " away: the inbox was full or busy (its connection slots held, for example by"
+            " uploads that never finish; this process's log says so)"
+        )
+    if attempts:
+        return (
+            "the worker could not reach this process's result inbox (can machines reach"
+            " this host? see FLYJOBS_INBOX_HOST)"
+        )
+    return (
+        "the worker could not deliver its result: machines could not reach this process's"
+        " result inbox (see FLYJOBS_INBOX_HOST), or it was full (this process's log says so)"
+    )

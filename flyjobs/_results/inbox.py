@@ -73,6 +73,9 @@ _REPLY_MARGIN_S = 2.0
 _MAX_EXPIRES_DIGITS = 12
 #: Tickets closed without a result whose late deliveries are still counted (the latest ones).
 _LATE_COUNTED = 4096
+#: Seconds a result delivered to the inbox may lag behind the exit it preceded (delivery is
+#: acknowledged before the worker exits, so on one host this is only scheduling slack).
+INBOX_RESULT_GRACE_S = 1.0
 
 _Scope = dict[str, Any]
 _Receive = Callable[[], Any]
@@ -114,6 +117,7 @@ class Ticket:
         "hold_s",
         "expires_at",
         "on_late",
+        "polls",
         "replies",
         "url",
     )
@@ -140,6 +144,8 @@ class Ticket:
         self.call_id = call_id
         self.url = url
         self.expires_at = expires_at
+        #: ignored: the inbox is told of each delivery (see `ResultTicket.polls`)
+        self.polls = False
         self._event = anyio.Event()
         self._body: bytes | None = None
         self._closed = False
@@ -163,6 +169,34 @@ class Ticket:
         if self._body is None:
             raise RuntimeError(f"the ticket for call {self.call_id} was closed without a result")
         return self._body
+
+    @property
+    def ticket_id(self) -> str:
+        """The id a result's seal is bound to (see `flyjobs._wire.protocol.ticket_id`)."""
+        return ticket_id(self.url)
+
+    @property
+    def spoiled(self) -> str | None:
+        """Always None: the inbox refuses a delivery that is not this call's result."""
+        return None
+
+    async def look(self) -> bool:
+        """Whether the result is in (the inbox is told of each delivery)."""
+        return self.delivered
+
+    async def after_exit(self) -> None:
+        """The machine exited: give a result it delivered just before the time to be stored."""
+        await anyio.sleep(INBOX_RESULT_GRACE_S)
+
+    async def watch(self) -> None:
+        """Nothing to look for: the inbox is told of each delivery."""
+
+    def keep(self) -> None:
+        """Nothing to keep: an inbox result lives in this process only."""
+
+    async def aclose(self) -> None:
+        """`close` (see `flyjobs._results.channel.ResultTicket.aclose`)."""
+        self.close()
 
     def reply(self, body: bytes | None) -> None:
         """Answer the held delivery of a ``replies`` ticket: with ``body`` (the machine's next

@@ -7,7 +7,7 @@ import anyio
 import pytest
 from worker_harness import RunWorker
 
-from flyjobs._calls.attempt import undelivered_reason
+from flyjobs._results.channel import undelivered_reason
 from flyjobs._results.inbox import ResultInbox
 from flyjobs._wire.protocol import EXIT_DELIVERY_FAILED
 
