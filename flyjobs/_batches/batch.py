@@ -38,25 +38,23 @@ import anyio.to_thread
 from .._aio.sole_error import sole_error
 from .._calls.attempt import (
     EXIT_GRACE_S,
+    Attempt,
     ExitWatch,
     check_secrets,
     create_machine,
     destroy,
     exit_error,
+    note_attempts,
     pace_create,
+    retry_delay_s,
+    retryable,
     show_output,
+    spilled_key,
     tag,
     value_of,
 )
-from .._calls.dispatch import (
-    collect,
-    note_attempts,
-    retry_delay_s,
-    retryable,
-    spilled_key,
-    ticket_for,
-)
-from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, WORKER_DEADLINE_SLACK_S, Plan
+from .._calls.attempt import _collect as collect
+from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, Plan
 from .._calls.runtime import Runtime
 from .._exceptions import CallTimeoutError, TooManyFailuresError
 from .._results.channel import ResultTicket
@@ -221,19 +219,20 @@ class Batch:
         """``item`` held as ``call_id``: its deadline from now, its ticket, where its
         arguments are (``upload``: put them in the store first, when they spill)."""
         runtime, plan = self._runtime, self._plan
-        deadline = time.time() + plan.options.effective_timeout_s * (1 + queue)
-        arguments_url = None
-        if plan.spilled(item.arguments):
-            assert runtime.store is not None  # encoding refuses them without one
-            key = spilled_key(f"{plan.batch_id}-{item.index}")
-            if upload:
-                await runtime.store.put(key, item.arguments)
-            expires_at = deadline + WORKER_DEADLINE_SLACK_S
-            arguments_url = runtime.store.presign("GET", key, expires_at=expires_at)
-        ticket = ticket_for(
-            runtime, call_id, deadline, replies=self._pulls, on_late=self.stats.late_delivery
+        key = spilled_key(f"{plan.batch_id}-{item.index}")
+        if upload and plan.spilled(item.arguments):
+            await runtime.channel.put_arguments(key, item.arguments)
+        a = Attempt.open(
+            runtime,
+            plan,
+            call_id,
+            item.arguments,
+            args_key=key,
+            queue=queue,
+            replies=self._pulls,
+            on_late=self.stats.late_delivery,
         )
-        return _Held(item, call_id, ticket, deadline, arguments_url)
+        return _Held(item, call_id, a.ticket, a.deadline, a.arguments_url)
 
     async def _restart_clocks(self, first: _Held) -> tuple[bytes, float]:
         """After a throttled create: the inputs it was to carry were not taken, so their

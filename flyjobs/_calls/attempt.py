@@ -1,7 +1,17 @@
-"""Supervising one machine: create it (throttling waited out), watch it exit, read its results,
-explain a death without a result, destroy it.
+"""One machine attempt, from create to destroy: the lifecycle every call runs on.
 
-Shared by single calls (`flyjobs._calls.dispatch`) and batches (`flyjobs._batches.batch`).
+An `Attempt` is one try of one call (or batch input, or pool call): its id, its clocks (deadline,
+result URL expiry), its result ticket and where its spilled arguments are. A `MachineRun` is one
+machine: created (throttling waited out), watched (``/wait`` and its exit), its result for an
+attempt collected from the channel or its death explained (`exit_error`), at the deadline one
+last look for the result, then destroyed; on every exit path it is destroyed or exits by itself.
+`Retry` decides whether a failed attempt runs again. `outcome` turns a delivered result into the
+call's value or error.
+
+Single calls (`flyjobs._calls.dispatch`), detached calls (`flyjobs._calls.detach`), batches
+(`flyjobs._batches.batch`) and pools (`flyjobs._pools.runner`) use it; they add only what is
+theirs (inputs, slices, slots). It knows the result channel only by its protocol
+(`flyjobs._results.channel.ResultTicket`).
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -30,12 +40,14 @@ from .._exceptions import (
     RemoteImportError,
     ResultTooLargeError,
     SerializationError,
+    ServerError,
     TransportError,
     WaitTimeoutError,
 )
 from .._machine_side.run import TAIL_CHARS
 from .._output.call_lines import shown
 from .._output.live import cut_marker
+from .._results.channel import ResultTicket
 from .._wire.protocol import (
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
@@ -45,17 +57,25 @@ from .._wire.protocol import (
     EXIT_RESULT_REFUSED,
     EXIT_RESULT_TOO_LARGE,
     MAX_INBOX_RESULT_BYTES,
+    NEXT_INPUT_WAIT_S,
     RESULT_KEY_ENV,
 )
 from .._wire.remote_errors import rebuild_exception
 from .._wire.result_envelope import ResultEnvelope, decode_result
 from ..machines import Machine, paced_already, patient_until
-from .plan import Plan
+from .handle import CallState
+from .plan import WORKER_DEADLINE_SLACK_S, Plan
 from .runtime import Runtime
 
 __all__ = (
     "EXIT_GRACE_S",
+    "RETRY_BACKOFF_S",
+    "Attempt",
     "ExitWatch",
+    "MachineRun",
+    "Retry",
+    "left_running",
+    "spilled_key",
     "create_machine",
     "check_secrets",
     "destroy",
@@ -70,10 +90,149 @@ __all__ = (
 
 logger = logging.getLogger("flyjobs.dispatch")
 
+_E = TypeVar("_E", bound=BaseException)
+
 #: The Machines API action (rate-limit bucket) of a create.
 _CREATE = "create_machine"
 #: Seconds a machine may take to exit after delivering its last result before it is destroyed.
 EXIT_GRACE_S = 10.0
+#: Seconds a result URL stays valid past its call's worker deadline (clock skew, slow delivery).
+_URL_SLACK_S = 60.0
+#: Backoff (s) before the first retry of a function's own exception (``retry_on``); it doubles
+#: with each further attempt, up to ``_MAX_BACKOFF_S``.
+RETRY_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 30.0
+
+
+def spilled_key(call_id: str) -> str:
+    """The store key of a call's arguments too large to travel inline."""
+    return f"args/{call_id}"
+
+
+def left_running(runtime: Runtime, plan: Plan) -> bool:
+    """True when this process exits and leaves the call to run on (a detached call)."""
+    return plan.detach and runtime.closing
+
+
+class Attempt:
+    """One attempt of a call: its id, deadline (unix s), result ticket, and the URL of its
+    arguments when they were too large to travel inline (see `open`).
+
+    Closing it (`close`) forgets the ticket; it is idempotent and shielded from cancellation.
+    """
+
+    __slots__ = ("_closed", "arguments_url", "call_id", "deadline", "ticket")
+
+    def __init__(
+        self, call_id: str, deadline: float, ticket: ResultTicket, arguments_url: str | None = None
+    ) -> None:
+        self.call_id = call_id
+        self.deadline = deadline
+        self.ticket = ticket
+        self.arguments_url = arguments_url
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        runtime: Runtime,
+        plan: Plan,
+        call_id: str,
+        arguments: bytes,
+        *,
+        args_key: str,
+        queue: int = 0,
+        replies: bool = False,
+        hold_s: float = NEXT_INPUT_WAIT_S,
+        on_late: Callable[[], None] | None = None,
+    ) -> Attempt:
+        """Start an attempt's clocks now: its deadline is ``timeout_s`` away, or ``1 + queue``
+        times that when ``queue`` inputs run before it on its machine (a fixed slice). Its
+        result ticket is valid a minute past the worker's own deadline; spilled arguments
+        (already put under ``args_key``) get a URL valid until then. ``replies``, ``hold_s``,
+        ``on_late``: see `flyjobs._results.channel.Channel.ticket`."""
+        deadline = time.time() + plan.options.effective_timeout_s * (1 + queue)
+        arguments_url = None
+        if plan.spilled(arguments):
+            expires_at = deadline + WORKER_DEADLINE_SLACK_S
+            arguments_url = runtime.channel.arguments_url(args_key, expires_at)
+        ticket = runtime.channel.ticket(
+            call_id,
+            deadline + WORKER_DEADLINE_SLACK_S + _URL_SLACK_S,
+            replies=replies,
+            hold_s=hold_s,
+            on_late=on_late,
+        )
+        return cls(call_id, deadline, ticket, arguments_url)
+
+    @classmethod
+    def resume(cls, ticket: ResultTicket, deadline: float) -> Attempt:
+        """An attempt made earlier (a detached call's), from its ticket and deadline."""
+        return cls(ticket.call_id, deadline, ticket)
+
+    def payload(self, plan: Plan, arguments: bytes, **extra: Any) -> bytes:
+        """The attempt's call envelope (see `flyjobs._calls.plan.Plan.payload`)."""
+        return plan.payload(
+            self.call_id,
+            arguments,
+            deadline=self.deadline,
+            result_url=self.ticket.url,
+            arguments_url=self.arguments_url,
+            **extra,
+        )
+
+    async def close(self) -> None:
+        """Forget the ticket (once; shielded: a cancelled caller still cleans up)."""
+        if not self._closed:
+            self._closed = True
+            with anyio.CancelScope(shield=True):
+                await self.ticket.aclose()
+
+
+class Retry:
+    """Whether a failed attempt runs again, and after how long (``retries``, ``retry_on``)."""
+
+    def __init__(self, options: CallOptions) -> None:
+        self._options = options
+
+    def again(self, exc: BaseException, attempts: int, *, stop: bool = False) -> float | None:
+        """Seconds to wait before another attempt, after the ``attempts``-th failed with
+        ``exc``; None when ``exc`` is final (out of ``retries``, not retryable, or ``stop``),
+        and then it notes how many times the call ran."""
+        if not stop and attempts <= self._options.retries and retryable(exc, self._options):
+            return retry_delay_s(exc, attempts)
+        note_attempts(exc, attempts)
+        return None
+
+
+def retryable(exc: BaseException, options: CallOptions) -> bool:
+    """Whether an attempt that failed with ``exc`` is run again (within ``retries``).
+
+    Failures of the machine or the platform are; a refused request (4xx) would only be refused
+    again, and the same machine size or deadline would fail again. The function's own
+    exceptions are retried when their type is in ``retry_on``.
+    """
+    if isinstance(exc, (OutOfMemoryError, CallTimeoutError)):
+        return False
+    if isinstance(exc, (MachineCrashedError, ServerError, TransportError)):
+        return True
+    return bool(options.retry_on) and isinstance(exc, options.retry_on)
+
+
+def retry_delay_s(exc: BaseException, attempt: int) -> float:
+    """Seconds to wait before retry number ``attempt`` (1 for the first): none after a machine
+    failure, an exponential backoff after the function's own exception."""
+    if isinstance(exc, (MachineCrashedError, ServerError, TransportError)):
+        return 0.0
+    return min(_MAX_BACKOFF_S, RETRY_BACKOFF_S * 2.0 ** (attempt - 1))
+
+
+def note_attempts(exc: BaseException, attempts: int) -> None:
+    """Record on a final error how many times its call ran."""
+    if isinstance(exc, CallError):
+        exc.attempts = attempts
+    if attempts > 1:
+        exc.add_note(f"flyjobs: failed after {attempts} attempts")
 
 
 async def check_secrets(runtime: Runtime, plan: Plan) -> None:
@@ -204,6 +363,164 @@ class ExitWatch:
             self.exited.set()
         if self._result_in and not exited:
             await destroy(self._runtime, self._app, self.machine_id)
+
+
+class MachineRun:
+    """One machine running attempts, watched from its creation (`ExitWatch`) until it has
+    exited or been destroyed.
+
+    :ivar id: the machine's id.
+    :ivar watch: its exit watch.
+    """
+
+    def __init__(self, runtime: Runtime, plan: Plan, machine_id: str) -> None:
+        self.id = machine_id
+        self.watch = ExitWatch(runtime, plan.app, machine_id)
+        self._runtime = runtime
+        self._plan = plan
+        self._destroyed = False
+
+    @classmethod
+    async def create(
+        cls,
+        runtime: Runtime,
+        plan: Plan,
+        name: str,
+        payload: bytes,
+        deadline: float,
+        *,
+        pulls: bool,
+        paced: bool = False,
+        restart: Callable[[], Awaitable[tuple[bytes, float]]] | None = None,
+    ) -> MachineRun:
+        """Create the machine ``name`` with ``payload`` as its first call and start watching
+        it; see `create_machine` (which raises what this raises)."""
+        machine = await create_machine(
+            runtime, plan, name, payload, deadline, pulls=pulls, paced=paced, restart=restart
+        )
+        return cls(runtime, plan, machine.id)
+
+    @classmethod
+    async def adopt(cls, runtime: Runtime, plan: Plan, machine_id: str, call_id: str) -> MachineRun:
+        """Watch a machine created earlier (a detached call's).
+
+        :raises MachineCrashedError: the machine is gone.
+        """
+        try:
+            await runtime.client.get_machine(plan.app, machine_id)
+        except NotFoundError:
+            raise MachineCrashedError(
+                f"detached call {call_id}: machine {machine_id} is gone and left no result",
+                exit_code=None,
+            ) from None
+        return cls(runtime, plan, machine_id)
+
+    async def result(
+        self, attempt: Attempt, *, shared: Callable[[], bool] | None = None
+    ) -> bytes | FlyjobsError:
+        """Wait for ``attempt``'s result, the machine's exit, or the attempt's deadline.
+
+        Returns the result's body (a result that came in as the deadline struck too: a
+        delivered result is never lost); or, when the attempt failed and the machine ran its
+        last (it exited without the result, or it was destroyed at the deadline), the error
+        the attempt failed with, tagged with the call. ``shared``, asked at the deadline: other
+        calls still run on the machine, so it is not destroyed (it takes no more calls, and
+        ends once they are done).
+
+        Cancelled (or the watch failed): the machine is destroyed, unless this process exits
+        and leaves a detached call to run on.
+        """
+        ticket, call_id = attempt.ticket, attempt.call_id
+        try:
+            with anyio.fail_after(max(attempt.deadline - time.time(), 0.001)):
+                body = await _collect(ticket, self.watch)
+        except TimeoutError:
+            with anyio.CancelScope(shield=True):
+                if await ticket.look():
+                    return await ticket.result()
+            kept = shared is not None and shared()
+            if not kept:
+                await self.destroy()
+            return tag(
+                CallTimeoutError(
+                    f"call {call_id} did not finish within"
+                    f" timeout_s={self._plan.options.effective_timeout_s:g}; machine {self.id}"
+                    f" {'takes no more calls' if kept else 'was destroyed'}"
+                ),
+                call_id,
+                self.id,
+            )
+        except BaseException:
+            self.watch.stop()
+            if not left_running(self._runtime, self._plan):
+                await self.destroy()
+            raise
+        if body is not None:
+            return body
+        error = await exit_error(
+            self._runtime, self._plan.app, self.id, self._plan.options, spoiled=ticket.spoiled
+        )
+        return tag(error, call_id, self.id)
+
+    async def value(self, attempt: Attempt, state: CallState) -> Any:
+        """A single call's value (its machine's only attempt), or raise its error; the machine
+        then gets `EXIT_GRACE_S` to exit by itself."""
+        body = await self.result(attempt)
+        if isinstance(body, FlyjobsError):
+            raise body
+        state.timings.result_at = time.time()
+        self.got_last_result()
+        return await outcome(self._runtime, self._plan, body, attempt.call_id, self.id)
+
+    def got_last_result(self) -> None:
+        """The caller has the machine's last result: it is destroyed if it has not exited by
+        itself within `EXIT_GRACE_S` (the watch sees to it in the background)."""
+        self.watch.after_result()
+
+    async def finish(self) -> None:
+        """The machine was told there is no more work: wait `EXIT_GRACE_S` for it to exit,
+        else destroy it."""
+        with anyio.move_on_after(EXIT_GRACE_S):
+            await self.watch.exited.wait()
+        if not self.watch.exited.is_set():
+            await self.destroy()
+
+    async def destroy(self) -> None:
+        """Stop watching and destroy the machine (once; shielded)."""
+        self.watch.stop()
+        if not self._destroyed:
+            self._destroyed = True
+            with anyio.CancelScope(shield=True):
+                await destroy(self._runtime, self._plan.app, self.id)
+
+
+async def _collect(ticket: ResultTicket, watch: ExitWatch) -> bytes | None:
+    """The result body as soon as it is in, or None if the machine exited without one.
+
+    Both are awaited together: a machine that dies never leaves the call waiting for a result
+    until its timeout.
+    """
+    body: bytes | None = None
+
+    async with anyio.create_task_group() as tg:
+
+        async def result() -> None:
+            nonlocal body
+            body = await ticket.result()
+            tg.cancel_scope.cancel()
+
+        async def exit_() -> None:
+            await watch.exited.wait()
+            if watch.error is not None:
+                raise watch.error
+            await ticket.after_exit()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(result)
+        tg.start_soon(exit_)
+        tg.start_soon(ticket.watch)
+    # A result found just as the exit branch ended the wait still counts.
+    return body if body is not None or not ticket.delivered else await ticket.result()
 
 
 async def outcome(runtime: Runtime, plan: Plan, body: bytes, call_id: str, machine_id: str) -> Any:
@@ -406,7 +723,7 @@ def _add_hint(exc: FlyjobsError, runtime: Runtime, app: str) -> None:
         exc.add_note(f"the Machines API at {api} could not be reached: check FLY_API_HOSTNAME")
 
 
-def tag(exc: BaseException, call_id: str, machine_id: str | None) -> BaseException:
+def tag(exc: _E, call_id: str, machine_id: str | None) -> _E:
     """``exc`` marked with the call (and machine) it came from, when it is a `CallError`."""
     if isinstance(exc, CallError):
         exc.call_id = call_id

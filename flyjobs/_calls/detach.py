@@ -28,11 +28,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgpack  # type: ignore[import-untyped]
 
-from .._declare.options import CallOptions
 from .._exceptions import (
     CallCancelledError,
     ConfigError,
-    MachineCrashedError,
     NotFoundError,
     SerializationError,
     UnknownCallError,
@@ -40,13 +38,13 @@ from .._exceptions import (
 from .._results.channel import ResultTicket, StoreTicket, result_key
 from .._wire.protocol import RESULT_KEY_ENV, open_call_record, seal_call_record
 from .._wire.result_envelope import decode_result
+from .attempt import Attempt, MachineRun, destroy, outcome
 from .handle import Call, CallState, CallStatus
+from .plan import Plan, from_record
+from .runtime import Runtime, get_runtime
 
 if TYPE_CHECKING:
     from .._results.store import Store
-    from ..machines import Machine
-    from .plan import Plan
-    from .runtime import Runtime
 
 __all__ = ("DetachedCall", "check_detachable", "from_id", "record_key", "write_record")
 
@@ -134,8 +132,6 @@ def from_id(call_id: str) -> DetachedCall:
     :raises SerializationError: the record is not sealed with this process's result key for
         this call (nothing is read, decoded, deleted or destroyed).
     """
-    from .runtime import get_runtime
-
     if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
         raise UnknownCallError(
             f"{call_id!r} is not a call id: give the id of a detached call (call.id of"
@@ -334,32 +330,15 @@ def _already_read(attach: _Attachment) -> BaseException:
 
 
 async def _reattach(attach: _Attachment) -> Any:
-    from . import dispatch as _dispatch
-    from .attempt import destroy, outcome
-    from .plan import Plan
-
     runtime, record, state, ticket = attach.runtime, attach.record, attach.state, attach.ticket
     call_id, app, machine_id = attach.call_id, record["app"], attach.machine_id
-    # Decoded by the options its sealed record gives, never by what the result says.
-    options = CallOptions(timeout_s=record["timeout_s"], pickle=record["pickle"])
-    plan = Plan(
-        fn_ref=record["fn_ref"],
-        sys_path=(),
-        arg_names=(),
-        options=options,
-        batch_id=None,
-        app=app,
-        image="",
-        detach=True,
-    )
+    plan = from_record(record)
     try:
-        if await ticket.fetch():
+        if await ticket.look():
             value = await outcome(runtime, plan, await ticket.result(), call_id, machine_id)
         else:
-            machine = await _machine(runtime, app, machine_id, call_id)
-            value = await _dispatch._supervise(
-                runtime, plan, machine, ticket, state, record["deadline"]
-            )
+            run = await MachineRun.adopt(runtime, plan, machine_id, call_id)
+            value = await run.value(Attempt.resume(ticket, record["deadline"]), state)
     except anyio.get_cancelled_exc_class():
         if not runtime.closing:  # cancelled by its handle: the call is over for everyone
             with anyio.CancelScope(shield=True):
@@ -375,16 +354,6 @@ async def _reattach(attach: _Attachment) -> Any:
     state.status = CallStatus.succeeded
     await attach.mark_read("succeeded")
     return value
-
-
-async def _machine(runtime: Runtime, app: str, machine_id: str, call_id: str) -> Machine:
-    try:
-        return await runtime.client.get_machine(app, machine_id)
-    except NotFoundError:
-        raise MachineCrashedError(
-            f"detached call {call_id}: machine {machine_id} is gone and left no result",
-            exit_code=None,
-        ) from None
 
 
 def _open_record(secret: str, call_id: str, data: bytes) -> dict[str, Any]:

@@ -18,31 +18,11 @@ import anyio
 
 from .._declare.options import CallOptions
 from .._declare.output_choice import resolve_output
-from .._exceptions import (
-    CallError,
-    CallTimeoutError,
-    ConfigError,
-    MachineCrashedError,
-    OutOfMemoryError,
-    ServerError,
-    TransportError,
-)
-from .._results.channel import ResultTicket
-from .._wire.protocol import NEXT_INPUT_WAIT_S
-from ..machines import Machine
-from .attempt import (
-    ExitWatch,
-    check_secrets,
-    create_machine,
-    destroy,
-    exit_error,
-    outcome,
-    tag,
-)
+from .._exceptions import ConfigError
+from .attempt import Attempt, MachineRun, Retry, check_secrets, left_running, spilled_key
 from .detach import check_detachable, write_record
 from .handle import Call, CallState, CallStatus
 from .plan import (
-    WORKER_DEADLINE_SLACK_S,
     Plan,
     check_arguments,
     new_call_id,
@@ -51,26 +31,9 @@ from .plan import (
 )
 from .runtime import Runtime, get_runtime
 
-__all__ = (
-    "RETRY_BACKOFF_S",
-    "collect",
-    "note_attempts",
-    "retry_delay_s",
-    "retryable",
-    "spawn",
-    "spawn_encoded",
-    "spilled_key",
-    "ticket_for",
-)
+__all__ = ("run_attempts", "spawn", "spawn_encoded")
 
 logger = logging.getLogger("flyjobs.dispatch")
-
-#: Seconds a result URL stays valid past its call's worker deadline (clock skew, slow delivery).
-_URL_SLACK_S = 60.0
-#: Backoff (s) before the first retry of a function's own exception (``retry_on``); it doubles
-#: with each further attempt, up to ``_MAX_BACKOFF_S``.
-RETRY_BACKOFF_S = 0.5
-_MAX_BACKOFF_S = 30.0
 
 
 def spawn(
@@ -143,90 +106,43 @@ def _submit(runtime: Runtime, call_plan: Plan, arguments: bytes) -> Call[Any]:
                 from .._pools.runner import pooled_call
 
                 return await pooled_call(runtime, call_plan, arguments, state)
-            return await _run(runtime, call_plan, arguments, state)
+            return await run_attempts(runtime, call_plan, arguments, state)
         finally:
             done.set()
 
     return Call(state, runtime.submit(run), done)
 
 
-def retryable(exc: BaseException, options: CallOptions) -> bool:
-    """Whether an attempt that failed with ``exc`` is run again (within ``retries``).
+async def run_attempts(
+    runtime: Runtime, call_plan: Plan, arguments: bytes, state: CallState
+) -> Any:
+    """Run one call on machines of its own, one per attempt (within ``retries``); its value.
 
-    Failures of the machine or the platform are; a refused request (4xx) would only be refused
-    again, and the same machine size or deadline would fail again. The function's own
-    exceptions are retried when their type is in ``retry_on``.
+    Spilled arguments are put in the store once, and deleted when the call is over (unless
+    this process exits and leaves a detached call to run on).
     """
-    if isinstance(exc, (OutOfMemoryError, CallTimeoutError)):
-        return False
-    if isinstance(exc, (MachineCrashedError, ServerError, TransportError)):
-        return True
-    return bool(options.retry_on) and isinstance(exc, options.retry_on)
-
-
-def retry_delay_s(exc: BaseException, attempt: int) -> float:
-    """Seconds to wait before retry number ``attempt`` (1 for the first): none after a machine
-    failure, an exponential backoff after the function's own exception."""
-    if isinstance(exc, (MachineCrashedError, ServerError, TransportError)):
-        return 0.0
-    return min(_MAX_BACKOFF_S, RETRY_BACKOFF_S * 2.0 ** (attempt - 1))
-
-
-def note_attempts(exc: BaseException, attempts: int) -> None:
-    """Record on a final error how many times its call ran."""
-    if isinstance(exc, CallError):
-        exc.attempts = attempts
-    if attempts > 1:
-        exc.add_note(f"flyjobs: failed after {attempts} attempts")
-
-
-def ticket_for(
-    runtime: Runtime,
-    call_id: str,
-    deadline: float,
-    *,
-    replies: bool = False,
-    hold_s: float = NEXT_INPUT_WAIT_S,
-    on_late: Callable[[], None] | None = None,
-) -> ResultTicket:
-    """Where an attempt's result is to be delivered (the inbox, or the store), valid a minute
-    past the worker's own deadline; ``deadline`` is the client's (unix s). ``replies``: an
-    inbox ticket whose delivery is answered with the machine's next input, held up to
-    ``hold_s`` seconds. ``on_late``: called for each delivery to the inbox after the ticket
-    was closed without a result."""
-    expires_at = deadline + WORKER_DEADLINE_SLACK_S + _URL_SLACK_S
-    return runtime.channel.ticket(
-        call_id, expires_at, replies=replies, hold_s=hold_s, on_late=on_late
-    )
-
-
-def spilled_key(call_id: str) -> str:
-    """The store key of a call's arguments too large to travel inline."""
-    return f"args/{call_id}"
-
-
-async def _run(runtime: Runtime, call_plan: Plan, arguments: bytes, state: CallState) -> Any:
-    options = call_plan.options
-    attempts = options.retries + 1
-    spilled = runtime.store if call_plan.spilled(arguments) else None
+    retry = Retry(call_plan.options)
+    args_key = spilled_key(state.call_id)
+    spilled = call_plan.spilled(arguments)
     try:
         await check_secrets(runtime, call_plan)
-        if spilled is not None:
-            await spilled.put(spilled_key(state.call_id), arguments)
-        for attempt in range(attempts):
-            call_id = state.call_id if attempt == 0 else f"{state.call_id}-r{attempt}"
+        if spilled:
+            await runtime.channel.put_arguments(args_key, arguments)
+        attempts = 0
+        while True:
+            attempts += 1
+            call_id = state.call_id if attempts == 1 else f"{state.call_id}-r{attempts - 1}"
             try:
                 value = await _attempt(runtime, call_plan, arguments, call_id, state)
             except Exception as exc:
-                if attempt + 1 == attempts or not retryable(exc, options):
-                    note_attempts(exc, attempt + 1)
+                delay_s = retry.again(exc, attempts)
+                if delay_s is None:
                     raise
                 logger.warning("%s failed (%s); retrying on a new machine", call_id, exc)
-                await anyio.sleep(retry_delay_s(exc, attempt + 1))
+                await anyio.sleep(delay_s)
                 continue
             state.status = CallStatus.succeeded
             return value
-        raise AssertionError("unreachable")  # pragma: no cover
     except anyio.get_cancelled_exc_class():
         state.status = CallStatus.cancelled
         raise
@@ -235,13 +151,8 @@ async def _run(runtime: Runtime, call_plan: Plan, arguments: bytes, state: CallS
         raise
     finally:
         state.timings.finished_at = time.time()
-        if spilled is not None and not _left_running(runtime, call_plan):
-            await spilled.discard(spilled_key(state.call_id))
-
-
-def _left_running(runtime: Runtime, call_plan: Plan) -> bool:
-    """True when this process exits and leaves the call to run on (a detached call)."""
-    return call_plan.detach and runtime.closing
+        if spilled and not left_running(runtime, call_plan):
+            await runtime.channel.discard_arguments(args_key)
 
 
 async def _attempt(
@@ -250,138 +161,42 @@ async def _attempt(
     async with runtime.limiter:
         # The clocks start now, with the machine, not when the call was queued.
         state.status = CallStatus.creating
-        started = time.time()
-        state.timings.create_started_at = started
-        deadline = started + call_plan.options.effective_timeout_s
-        ticket = ticket_for(runtime, call_id, deadline)
+        state.timings.create_started_at = time.time()
+        attempt = Attempt.open(
+            runtime, call_plan, call_id, arguments, args_key=spilled_key(state.call_id)
+        )
         try:
-            arguments_url = None
-            if call_plan.spilled(arguments):
-                assert runtime.store is not None  # checked when the call was made
-                arguments_url = runtime.store.presign(
-                    "GET",
-                    spilled_key(state.call_id),
-                    expires_at=deadline + WORKER_DEADLINE_SLACK_S,
-                )
-            payload = call_plan.payload(
-                call_id,
-                arguments,
-                deadline=deadline,
-                result_url=ticket.url,
-                arguments_url=arguments_url,
-            )
-            machine = await create_machine(
-                runtime, call_plan, call_id, payload, deadline, pulls=False
+            payload = attempt.payload(call_plan, arguments)
+            run = await MachineRun.create(
+                runtime, call_plan, call_id, payload, attempt.deadline, pulls=False
             )
             if call_plan.detach:
-                ticket.keep()  # read (and deleted) through Call.from_id
-                await _record_detached(runtime, call_plan, state.call_id, ticket, machine, deadline)
-            state.machine_id = machine.id
+                attempt.ticket.keep()  # read (and deleted) through Call.from_id
+                await _record_detached(runtime, call_plan, state.call_id, attempt, run)
+            state.machine_id = run.id
             state.timings.created_at = time.time()
             state.status = CallStatus.running
             if call_plan.output == "live":
-                runtime.live.watch(call_plan.app, machine.id, call_id, single=True)
+                runtime.live.watch(call_plan.app, run.id, call_id, single=True)
             try:
-                return await _supervise(runtime, call_plan, machine, ticket, state, deadline)
+                return await run.value(attempt, state)
             finally:
-                runtime.live.forget(call_plan.app, machine.id)
+                runtime.live.forget(call_plan.app, run.id)
         finally:
-            with anyio.CancelScope(shield=True):
-                await ticket.aclose()
+            await attempt.close()
 
 
 async def _record_detached(
-    runtime: Runtime,
-    call_plan: Plan,
-    base_id: str,
-    ticket: ResultTicket,
-    machine: Machine,
-    deadline: float,
+    runtime: Runtime, call_plan: Plan, base_id: str, attempt: Attempt, run: MachineRun
 ) -> None:
     """Write a detached call's record before anyone can see its machine id, so a process that
     exits as soon as it has one leaves a call `Call.from_id` finds; without a record, the
     machine is destroyed."""
     try:
         with anyio.CancelScope(shield=True):
-            await write_record(runtime, call_plan, base_id, ticket, machine.id, deadline)
+            await write_record(
+                runtime, call_plan, base_id, attempt.ticket, run.id, attempt.deadline
+            )
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            await destroy(runtime, call_plan.app, machine.id)
+        await run.destroy()
         raise
-
-
-async def _supervise(
-    runtime: Runtime,
-    call_plan: Plan,
-    machine: Machine,
-    ticket: ResultTicket,
-    state: CallState,
-    deadline: float,
-) -> Any:
-    app, options, call_id = call_plan.app, call_plan.options, ticket.call_id
-    watch = ExitWatch(runtime, app, machine.id)
-    try:
-        with anyio.fail_after(max(deadline - time.time(), 0.001)):
-            body = await collect(ticket, watch)
-        state.timings.result_at = time.time()
-    except TimeoutError:
-        with anyio.CancelScope(shield=True):
-            await ticket.look()
-        if ticket.delivered:
-            # The result came in as the deadline struck: a delivered result is never lost.
-            body = await ticket.result()
-            watch.after_result()
-            return await outcome(runtime, call_plan, body, call_id, machine.id)
-        watch.stop()
-        await destroy(runtime, app, machine.id)
-        raise tag(
-            CallTimeoutError(
-                f"call {call_id} did not finish within timeout_s={options.effective_timeout_s:g};"
-                f" machine {machine.id} was destroyed"
-            ),
-            call_id,
-            machine.id,
-        ) from None
-    except BaseException:
-        # Cancelled, or the API failed while waiting: the machine must not outlive the call,
-        # unless it is detached and this process is exiting.
-        watch.stop()
-        if not _left_running(runtime, call_plan):
-            with anyio.CancelScope(shield=True):
-                await destroy(runtime, app, machine.id)
-        raise
-    if body is None:
-        error = await exit_error(runtime, app, machine.id, options, spoiled=ticket.spoiled)
-        raise tag(error, call_id, machine.id)
-    # The value is ready now; the watch sees the machine's exit to in the background.
-    watch.after_result()
-    return await outcome(runtime, call_plan, body, call_id, machine.id)
-
-
-async def collect(ticket: ResultTicket, watch: ExitWatch) -> bytes | None:
-    """The result body as soon as it is in, or None if the machine exited without one.
-
-    Both are awaited together: a machine that dies never leaves the call waiting for a result
-    until its timeout.
-    """
-    body: bytes | None = None
-
-    async with anyio.create_task_group() as tg:
-
-        async def result() -> None:
-            nonlocal body
-            body = await ticket.result()
-            tg.cancel_scope.cancel()
-
-        async def exit_() -> None:
-            await watch.exited.wait()
-            if watch.error is not None:
-                raise watch.error
-            await ticket.after_exit()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(result)
-        tg.start_soon(exit_)
-        tg.start_soon(ticket.watch)
-    # A result found just as the exit branch ended the wait still counts.
-    return body if body is not None or not ticket.delivered else await ticket.result()

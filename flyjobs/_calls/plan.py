@@ -298,3 +298,20 @@ def _positional_names(fn: Callable[..., Any]) -> list[str]:
         return []
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name for p in parameters if p.kind in kinds]
+
+
+def from_record(record: Mapping[str, Any]) -> Plan:
+    """The plan of a detached call, from its sealed record (see `flyjobs._calls.detach`): what
+    reading its result and destroying its machine need. Its result is decoded by the options
+    the record gives, never by what the result says."""
+    options = CallOptions(timeout_s=record["timeout_s"], pickle=record["pickle"])
+    return Plan(
+        fn_ref=record["fn_ref"],
+        sys_path=(),
+        arg_names=(),
+        options=options,
+        batch_id=None,
+        app=record["app"],
+        image="",
+        detach=True,
+    )

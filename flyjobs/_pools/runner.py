@@ -44,25 +44,23 @@ import anyio
 
 from .._calls.attempt import (
     EXIT_GRACE_S,
+    Attempt,
     ExitWatch,
     check_secrets,
     create_machine,
     destroy,
     exit_error,
+    note_attempts,
     outcome,
     pace_create,
-    tag,
-)
-from .._calls.dispatch import (
-    collect,
-    note_attempts,
     retry_delay_s,
     retryable,
     spilled_key,
-    ticket_for,
+    tag,
 )
+from .._calls.attempt import _collect as collect
 from .._calls.handle import CallState, CallStatus
-from .._calls.plan import WORKER_DEADLINE_SLACK_S, Plan, plan
+from .._calls.plan import Plan, plan
 from .._calls.runtime import Runtime, current_runtime, get_runtime
 from .._declare.pool import Pool
 from .._exceptions import CallCancelledError, CallTimeoutError, ConfigError
@@ -331,14 +329,16 @@ class PoolRunner:
         else:
             call_id = state.call_id if job.attempts == 1 else f"{state.call_id}-r{job.attempts - 1}"
             slot.machine.active_at = time.monotonic()
-        deadline = time.time() + plan.options.effective_timeout_s
-        arguments_url = None
-        store = self.runtime.store
-        if plan.spilled(job.arguments) and store is not None and state is not None:
-            arguments_url = store.presign(
-                "GET", spilled_key(state.call_id), expires_at=deadline + WORKER_DEADLINE_SLACK_S
-            )
-        ticket = ticket_for(self.runtime, call_id, deadline, replies=True, hold_s=self.pool.idle_s)
+        a = Attempt.open(
+            self.runtime,
+            plan,
+            call_id,
+            job.arguments,
+            args_key=spilled_key(state.call_id if state is not None else call_id),
+            replies=True,
+            hold_s=self.pool.idle_s,
+        )
+        ticket, deadline, arguments_url = a.ticket, a.deadline, a.arguments_url
         if state is not None:
             state.status = CallStatus.creating if creating else CallStatus.running
             state.timings.create_started_at = time.time()
