@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -37,27 +36,18 @@ import anyio.to_thread
 
 from .._aio.sole_error import sole_error
 from .._calls.attempt import (
-    EXIT_GRACE_S,
     Attempt,
-    ExitWatch,
+    MachineRun,
+    Retry,
     check_secrets,
-    create_machine,
-    destroy,
-    exit_error,
-    note_attempts,
     pace_create,
-    retry_delay_s,
-    retryable,
     show_output,
     spilled_key,
-    tag,
     value_of,
 )
-from .._calls.attempt import _collect as collect
 from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, Plan
 from .._calls.runtime import Runtime
-from .._exceptions import CallTimeoutError, TooManyFailuresError
-from .._results.channel import ResultTicket
+from .._exceptions import TooManyFailuresError
 from .._wire.protocol import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
 from .progress import BatchStats
@@ -72,26 +62,19 @@ logger = logging.getLogger("flyjobs.batch")
 
 
 class _Held:
-    """The input a machine holds: its ticket, its deadline (unix s), and where its arguments
-    are when they were too large to travel inline."""
+    """The input a machine holds, and its attempt."""
 
-    __slots__ = ("arguments_url", "call_id", "deadline", "following", "item", "ticket")
+    __slots__ = ("attempt", "following", "item")
 
-    def __init__(
-        self,
-        item: Item,
-        call_id: str,
-        ticket: ResultTicket,
-        deadline: float,
-        arguments_url: str | None,
-    ) -> None:
+    def __init__(self, item: Item, attempt: Attempt) -> None:
         self.item = item
-        self.call_id = call_id
-        self.ticket = ticket
-        self.deadline = deadline
-        self.arguments_url = arguments_url
+        self.attempt = attempt
         #: the rest of the machine's fixed slice, run after this input (object store only)
         self.following: list[_Held] = []
+
+    @property
+    def call_id(self) -> str:
+        return self.attempt.call_id
 
 
 class Batch:
@@ -124,7 +107,7 @@ class Batch:
         self.stats = BatchStats(total_hint)
         self.source = WorkSource(
             inputs,
-            partial(plan.encode, spill=runtime.store is not None),
+            partial(plan.encode, spill=runtime.channel.spills),
             window=window,
             wake=self._wake,
             on_read=lambda _index: self.stats.input_read(),
@@ -144,6 +127,7 @@ class Batch:
         if reuse and not self._pulls:
             share = -(-total_hint // max_machines) if total_hint else 8
             self._slice = max(1, min(MAX_SLICE, share))
+        self._retry = Retry(plan.options)
         self._max_failures = max_failures
         self._failures: list[tuple[int, BaseException]] = []
         self._machine_numbers = itertools.count()
@@ -216,43 +200,42 @@ class Batch:
     async def _start_clocks(
         self, item: Item, call_id: str, queue: int, *, upload: bool = False
     ) -> _Held:
-        """``item`` held as ``call_id``: its deadline from now, its ticket, where its
-        arguments are (``upload``: put them in the store first, when they spill)."""
-        runtime, plan = self._runtime, self._plan
-        key = spilled_key(f"{plan.batch_id}-{item.index}")
-        if upload and plan.spilled(item.arguments):
-            await runtime.channel.put_arguments(key, item.arguments)
-        a = Attempt.open(
-            runtime,
-            plan,
+        """``item`` held as ``call_id``, its clocks started (``upload``: put its arguments in
+        the store first, when they spill)."""
+        if upload and self._plan.spilled(item.arguments):
+            await self._runtime.channel.put_arguments(self._args_key(item), item.arguments)
+        return _Held(item, self._open(item, call_id, queue))
+
+    def _open(self, item: Item, call_id: str, queue: int) -> Attempt:
+        return Attempt.open(
+            self._runtime,
+            self._plan,
             call_id,
             item.arguments,
-            args_key=key,
+            args_key=self._args_key(item),
             queue=queue,
             replies=self._pulls,
             on_late=self.stats.late_delivery,
         )
-        return _Held(item, call_id, a.ticket, a.deadline, a.arguments_url)
+
+    def _args_key(self, item: Item) -> str:
+        return spilled_key(f"{self._plan.batch_id}-{item.index}")
 
     async def _restart_clocks(self, first: _Held) -> tuple[bytes, float]:
         """After a throttled create: the inputs it was to carry were not taken, so their
         clocks start again (new deadlines and tickets); the create's new payload and
         deadline."""
         for queue, held in enumerate((first, *first.following)):
-            await _close(held)
-            fresh = await self._start_clocks(held.item, held.call_id, queue)
-            fresh.ticket.polls = held.ticket.polls
-            held.ticket, held.deadline = fresh.ticket, fresh.deadline
-            held.arguments_url = fresh.arguments_url
-        return self._payload(first), first.deadline
+            await held.attempt.close()
+            fresh = self._open(held.item, held.call_id, queue)
+            fresh.ticket.polls = held.attempt.ticket.polls
+            held.attempt = fresh
+        return self._payload(first), first.attempt.deadline
 
     def _payload(self, held: _Held) -> bytes:
-        return self._plan.payload(
-            held.call_id,
+        return held.attempt.payload(
+            self._plan,
             held.item.arguments,
-            deadline=held.deadline,
-            result_url=held.ticket.url,
-            arguments_url=held.arguments_url,
             pulls=self._pulls,
             then=[self._payload(after) for after in held.following],
         )
@@ -267,18 +250,17 @@ class Batch:
                 break
             held = await self._hand(item, creating=True, queue=len(first.following) + 1)
             first.following.append(held)
-            if held.arguments_url is None:
+            if held.attempt.arguments_url is None:
                 size += len(item.arguments)
         for held in (first, *first.following) if first.following else ():
             # The machine exits only after its whole slice: look for each result while it
             # runs, so values reach the caller (and a journal) as they come.
-            held.ticket.polls = True
+            held.attempt.ticket.polls = True
 
     async def _machine(self, item: Item, holder: object | None) -> None:
         plan, runtime = self._plan, self._runtime
         held: _Held | None = None
-        watch: ExitWatch | None = None
-        machine_id: str | None = None
+        run: MachineRun | None = None
         slice_: list[_Held] = []
         try:
             first = held = await self._hand(item, creating=True)
@@ -289,12 +271,12 @@ class Batch:
             if self._reuse:
                 name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
             try:
-                machine = await create_machine(
+                run = await MachineRun.create(
                     runtime,
                     plan,
                     name,
                     self._payload(first),
-                    first.deadline,
+                    first.attempt.deadline,
                     pulls=self._reuse,
                     paced=True,
                     restart=partial(self._restart_clocks, first),
@@ -302,73 +284,46 @@ class Batch:
             except Exception as exc:
                 self.stats.create_failed()
                 held = None
-                await _close(first)
+                await first.attempt.close()
                 self._attempt_failed(first, exc)
                 return
-            machine_id = machine.id
             self.stats.created(first.item.index)
-            self._watch(machine_id, first.call_id)
-            watch = ExitWatch(runtime, plan.app, machine_id)
+            self._watch(run.id, first.call_id)
             while held is not None:
-                held = await self._serve(held, watch, machine_id)
+                held = await self._serve(held, run)
             # The machine is told there is no more work: it exits by itself, and its place in
             # the pool goes to the next. The batch still owns it until it has exited
             # (destroying it if it lingers), so that a batch that is over leaves no machine.
             self._release(holder)
             holder = None
-            with anyio.move_on_after(EXIT_GRACE_S):
-                await watch.exited.wait()
-            if not watch.exited.is_set():
-                watch.stop()
-                await destroy(runtime, plan.app, machine_id)
-            watch = None
+            await run.finish()
         except BaseException:
             # Cancelled (the batch is over), or a failure of our own: the machine goes now.
-            with anyio.CancelScope(shield=True):
-                if watch is not None:
-                    watch.stop()
-                if machine_id is not None:
-                    await destroy(runtime, plan.app, machine_id)
+            if run is not None:
+                await run.destroy()
             raise
         finally:
             if held is not None:
-                await _close(held)
+                await held.attempt.close()
             for never_ran in slice_:
                 # The slice's inputs after one that failed (or all, if the create failed).
-                await _close(never_ran)
+                await never_ran.attempt.close()
                 never_ran.item.attempts -= 1
                 self.stats.settled(never_ran.item.index, "retried")
                 self._source.give_back(never_ran.item)
-            if machine_id is not None:
-                runtime.live.forget(plan.app, machine_id)
+            if run is not None:
+                runtime.live.forget(plan.app, run.id)
             if holder is not None:
                 self._release(holder)
 
-    async def _serve(self, held: _Held, watch: ExitWatch, machine_id: str) -> _Held | None:
-        """Wait for the held input's result (or the machine's death, or the deadline); return
-        the next input handed to the machine, if any."""
-        runtime, plan = self._runtime, self._plan
-        try:
-            with anyio.fail_after(max(held.deadline - time.time(), 0.001)):
-                body = await collect(held.ticket, watch)
-        except TimeoutError:
-            if not await held.ticket.look():
-                watch.stop()
-                await destroy(runtime, plan.app, machine_id)
-                timeout = CallTimeoutError(
-                    f"call {held.call_id} did not finish within"
-                    f" timeout_s={plan.options.effective_timeout_s:g};"
-                    f" machine {machine_id} was destroyed"
-                )
-                await _close(held)
-                self._attempt_failed(held, tag(timeout, held.call_id, machine_id))
-                return None
-            body = await held.ticket.result()  # delivered as the deadline struck: kept
-        if body is None:
-            await _close(held)
-            spoiled = held.ticket.spoiled
-            error = await exit_error(runtime, plan.app, machine_id, plan.options, spoiled=spoiled)
-            self._attempt_failed(held, tag(error, held.call_id, machine_id))
+    async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
+        """Wait for the held input's result (or the machine's end); return the next input
+        handed to the machine, if any."""
+        runtime, plan, machine_id = self._runtime, self._plan, run.id
+        body = await run.result(held.attempt)
+        if not isinstance(body, bytes):
+            await held.attempt.close()
+            self._attempt_failed(held, body)
             return None
         result = decode_result(body)
         self.stats.delivered(held.item.index, result.timings)
@@ -389,23 +344,22 @@ class Batch:
 
     async def _next(self, held: _Held, machine_id: str) -> _Held | None:
         """Answer the held delivery with the machine's next input (or no more work)."""
-        ticket = held.ticket
         if held.following:
             # The next input of the machine's fixed slice: it is running it already.
-            await _close(held)
+            await held.attempt.close()
             next_held = held.following.pop(0)
             next_held.following = held.following
             self._watch(machine_id, next_held.call_id)
             return next_held
-        if not self._pulls or not ticket.replies:
+        if not self._pulls:
             return await self._stop(held)
         item = await self._source.take(timeout_s=NEXT_INPUT_WAIT_S)
         if item is None:
             return await self._stop(held)
         next_held = await self._hand(item, creating=False)
         self._watch(machine_id, next_held.call_id)
-        ticket.reply(self._payload(next_held))
-        await _close(held)
+        held.attempt.ticket.reply(self._payload(next_held))
+        await held.attempt.close()
         return next_held
 
     def _watch(self, machine_id: str, call_id: str) -> None:
@@ -433,8 +387,8 @@ class Batch:
 
     async def _stop(self, held: _Held) -> _Held | None:
         """Answer the held delivery with "no more work"; the machine exits."""
-        held.ticket.reply(None)
-        await _close(held)
+        held.attempt.ticket.reply(None)
+        await held.attempt.close()
         return None
 
     # --- outcomes -----------------------------------------------------------------------
@@ -448,24 +402,22 @@ class Batch:
         self._forget_arguments(held)
 
     def _forget_arguments(self, held: _Held) -> None:
-        store = self._runtime.store
-        if held.arguments_url is not None and store is not None:
-            key = spilled_key(f"{self._plan.batch_id}-{held.item.index}")
-            self._runtime.background(partial(store.discard, key))
+        if held.attempt.arguments_url is not None:
+            key = self._args_key(held.item)
+            self._runtime.background(partial(self._runtime.channel.discard_arguments, key))
 
     def _attempt_failed(self, held: _Held, error: BaseException) -> None:
         """An attempt of ``held``'s input failed: retry it elsewhere, or record its error."""
-        item, options = held.item, self._plan.options
-        if item.attempts <= options.retries and retryable(error, options):
+        item = held.item
+        delay_s = self._retry.again(error, item.attempts)
+        if delay_s is not None:
             self.stats.settled(item.index, "retried")
-            delay_s = retry_delay_s(error, item.attempts)
             logger.info("%s failed (%s); retrying", held.call_id, error)
             if delay_s > 0:
                 self._tg.start_soon(self._give_back_later, item, delay_s)
             else:
                 self._source.give_back(item)
             return
-        note_attempts(error, item.attempts)
         timings = self.stats.settled(item.index, "failed")
         self._source.finished(item)
         self._forget_arguments(held)
@@ -496,8 +448,3 @@ class Batch:
 
 async def _call_async(fn: Callable[[], None]) -> None:
     fn()
-
-
-async def _close(held: _Held) -> None:
-    with anyio.CancelScope(shield=True):
-        await held.ticket.aclose()

@@ -69,7 +69,7 @@ def spawn(
     # Checked and encoded here, in the caller's thread, so a bad argument raises before
     # anything runs.
     check_arguments(fn, call_plan.fn_ref, args, kwargs)
-    arguments = call_plan.encode(args, kwargs, spill=runtime.store is not None)
+    arguments = call_plan.encode(args, kwargs, spill=runtime.channel.spills)
     return _submit(runtime, call_plan, arguments)
 
 

@@ -146,6 +146,11 @@ class Channel:
         return self.mode == "inbox"
 
     @property
+    def spills(self) -> bool:
+        """Arguments too large to travel inline can go through the object store."""
+        return self.store is not None
+
+    @property
     def detachable(self) -> bool:
         """A result can outlive this process (it goes to the object store)."""
         return self.mode == "store" and self.store is not None
