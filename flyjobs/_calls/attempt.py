@@ -115,18 +115,25 @@ def left_running(runtime: Runtime, plan: Plan) -> bool:
 
 
 class Attempt:
-    """One attempt of a call: its id, deadline (unix s), result ticket, and the URL of its
-    arguments when they were too large to travel inline (see `open`).
+    """One attempt of a call: its id, its ``timeout_s`` and deadline (unix s), its result
+    ticket, and the URL of its arguments when they were too large to travel inline (see
+    `open`).
 
     Closing it (`close`) forgets the ticket; it is idempotent and shielded from cancellation.
     """
 
-    __slots__ = ("_closed", "arguments_url", "call_id", "deadline", "ticket")
+    __slots__ = ("_closed", "arguments_url", "call_id", "deadline", "ticket", "timeout_s")
 
     def __init__(
-        self, call_id: str, deadline: float, ticket: ResultTicket, arguments_url: str | None = None
+        self,
+        call_id: str,
+        timeout_s: float,
+        deadline: float,
+        ticket: ResultTicket,
+        arguments_url: str | None = None,
     ) -> None:
         self.call_id = call_id
+        self.timeout_s = timeout_s
         self.deadline = deadline
         self.ticket = ticket
         self.arguments_url = arguments_url
@@ -151,7 +158,8 @@ class Attempt:
         result ticket is valid a minute past the worker's own deadline; spilled arguments
         (already put under ``args_key``) get a URL valid until then. ``replies``, ``hold_s``,
         ``on_late``: see `flyjobs._results.channel.Channel.ticket`."""
-        deadline = time.time() + plan.options.effective_timeout_s * (1 + queue)
+        timeout_s = plan.options.effective_timeout_s
+        deadline = time.time() + timeout_s * (1 + queue)
         arguments_url = None
         if plan.spilled(arguments):
             expires_at = deadline + WORKER_DEADLINE_SLACK_S
@@ -163,12 +171,12 @@ class Attempt:
             hold_s=hold_s,
             on_late=on_late,
         )
-        return cls(call_id, deadline, ticket, arguments_url)
+        return cls(call_id, timeout_s, deadline, ticket, arguments_url)
 
     @classmethod
-    def resume(cls, ticket: ResultTicket, deadline: float) -> Attempt:
+    def resume(cls, plan: Plan, ticket: ResultTicket, deadline: float) -> Attempt:
         """An attempt made earlier (a detached call's), from its ticket and deadline."""
-        return cls(ticket.call_id, deadline, ticket)
+        return cls(ticket.call_id, plan.options.effective_timeout_s, deadline, ticket)
 
     def payload(self, plan: Plan, arguments: bytes, **extra: Any) -> bytes:
         """The attempt's call envelope (see `flyjobs._calls.plan.Plan.payload`)."""
@@ -444,7 +452,7 @@ class MachineRun:
             return tag(
                 CallTimeoutError(
                     f"call {call_id} did not finish within"
-                    f" timeout_s={self._plan.options.effective_timeout_s:g}; machine {self.id}"
+                    f" timeout_s={attempt.timeout_s:g}; machine {self.id}"
                     f" {'takes no more calls' if kept else 'was destroyed'}"
                 ),
                 call_id,

@@ -338,7 +338,7 @@ async def _reattach(attach: _Attachment) -> Any:
             value = await outcome(runtime, plan, await ticket.result(), call_id, machine_id)
         else:
             run = await MachineRun.adopt(runtime, plan, machine_id, call_id)
-            value = await run.value(Attempt.resume(ticket, record["deadline"]), state)
+            value = await run.value(Attempt.resume(plan, ticket, record["deadline"]), state)
     except anyio.get_cancelled_exc_class():
         if not runtime.closing:  # cancelled by its handle: the call is over for everyone
             with anyio.CancelScope(shield=True):

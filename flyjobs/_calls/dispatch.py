@@ -19,6 +19,7 @@ import anyio
 from .._declare.options import CallOptions
 from .._declare.output_choice import resolve_output
 from .._exceptions import ConfigError
+from .._pools.runner import pooled_call
 from .attempt import Attempt, MachineRun, Retry, check_secrets, left_running, spilled_key
 from .detach import check_detachable, write_record
 from .handle import Call, CallState, CallStatus
@@ -103,8 +104,6 @@ def _submit(runtime: Runtime, call_plan: Plan, arguments: bytes) -> Call[Any]:
     async def run() -> Any:
         try:
             if call_plan.options.pool is not None:
-                from .._pools.runner import pooled_call
-
                 return await pooled_call(runtime, call_plan, arguments, state)
             return await run_attempts(runtime, call_plan, arguments, state)
         finally:

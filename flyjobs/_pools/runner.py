@@ -38,34 +38,28 @@ import itertools
 import logging
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .._calls.attempt import (
-    EXIT_GRACE_S,
     Attempt,
-    ExitWatch,
+    MachineRun,
+    Retry,
     check_secrets,
-    create_machine,
-    destroy,
-    exit_error,
-    note_attempts,
     outcome,
     pace_create,
-    retry_delay_s,
-    retryable,
     spilled_key,
-    tag,
 )
-from .._calls.attempt import _collect as collect
 from .._calls.handle import CallState, CallStatus
 from .._calls.plan import Plan, plan
 from .._calls.runtime import Runtime, current_runtime, get_runtime
-from .._declare.pool import Pool
-from .._exceptions import CallCancelledError, CallTimeoutError, ConfigError
+from .._exceptions import CallCancelledError, ConfigError
 from .._wire.call_envelope import encode_arguments
-from .state import Held, Job, Machine, Slot
+from .state import Job, Machine, Slot
+
+if TYPE_CHECKING:
+    from .._declare.pool import Pool
 
 __all__ = ("PoolRunner", "pooled_call", "shutdown_pool", "start_pool")
 
@@ -123,9 +117,9 @@ class PoolRunner:
         """Run one call on the pool; return its value or raise its error."""
         self._check(plan)
         await check_secrets(self.runtime, plan)
-        store = self.runtime.store if plan.spilled(arguments) else None
-        if store is not None:
-            await store.put(spilled_key(state.call_id), arguments)
+        spilled = plan.spilled(arguments)
+        if spilled:
+            await self.runtime.channel.put_arguments(spilled_key(state.call_id), arguments)
         job = Job(plan, arguments, state)
         self._submit(job)
         if not self.started:
@@ -144,9 +138,9 @@ class PoolRunner:
             raise
         finally:
             state.timings.finished_at = time.time()
-            if store is not None:
+            if spilled:
                 with anyio.CancelScope(shield=True):
-                    await store.discard(spilled_key(state.call_id))
+                    await self.runtime.channel.discard_arguments(spilled_key(state.call_id))
         if job.error is not None:
             state.status = CallStatus.failed
             raise job.error
@@ -319,7 +313,7 @@ class PoolRunner:
                 # a broken image), whose replacement would fail again, and again.
                 self._fill()
 
-    def _hand(self, job: Job, slot: Slot, *, creating: bool) -> Held:
+    def _hand(self, job: Job, slot: Slot, *, creating: bool) -> Job:
         """Start an attempt of ``job`` on ``slot``: its clocks start now."""
         job.attempts += 1
         slot.job, job.slot = job, slot
@@ -329,28 +323,24 @@ class PoolRunner:
         else:
             call_id = state.call_id if job.attempts == 1 else f"{state.call_id}-r{job.attempts - 1}"
             slot.machine.active_at = time.monotonic()
-        a = Attempt.open(
+        job.attempt = Attempt.open(
             self.runtime,
             plan,
             call_id,
             job.arguments,
-            args_key=spilled_key(state.call_id if state is not None else call_id),
+            args_key=spilled_key(call_id if state is None else state.call_id),
             replies=True,
             hold_s=self.pool.idle_s,
         )
-        ticket, deadline, arguments_url = a.ticket, a.deadline, a.arguments_url
         if state is not None:
             state.status = CallStatus.creating if creating else CallStatus.running
             state.timings.create_started_at = time.time()
-        return Held(job, call_id, ticket, deadline, arguments_url)
+        return job
 
-    def _payload(self, held: Held, concurrent: list[bytes] | None = None) -> bytes:
-        return held.job.plan.payload(
-            held.call_id,
-            held.job.arguments,
-            deadline=held.deadline,
-            result_url=held.ticket.url,
-            arguments_url=held.arguments_url,
+    def _payload(self, job: Job, concurrent: list[bytes] | None = None) -> bytes:
+        return _attempt(job).payload(
+            job.plan,
+            job.arguments,
             pulls=True,
             idle_s=self.pool.idle_s,
             concurrent=concurrent or (),
@@ -366,168 +356,139 @@ class PoolRunner:
         for slot, job in zip(machine.slots, jobs, strict=True):
             slot.held = self._hand(job, slot, creating=True)
         try:
-            watch = await self._create(machine, plan)
-            if watch is None:
+            run = await self._create(machine, plan)
+            if run is None:
                 return
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._drain_on_exit, machine, watch)
+                tg.start_soon(self._drain_on_exit, machine, run)
                 async with anyio.create_task_group() as slots:
                     for slot in machine.slots:
-                        slots.start_soon(self._slot, slot, watch)
+                        slots.start_soon(self._slot, slot, run)
                 tg.cancel_scope.cancel()
             # Told there is no more work, it exits by itself; destroyed if it lingers.
-            with anyio.move_on_after(EXIT_GRACE_S):
-                await watch.exited.wait()
-            if not watch.exited.is_set():
-                watch.stop()
-                await destroy(runtime, plan.app, watch.machine_id)
+            await run.finish()
         except BaseException:
             # Cancelled (shutdown, interpreter exit, an abandoned call) or our own failure.
-            with anyio.CancelScope(shield=True):
-                if machine.watch is not None:
-                    machine.watch.stop()
-                if machine.id is not None:
-                    await destroy(runtime, plan.app, machine.id)
+            if machine.run is not None:
+                await machine.run.destroy()
             raise
         finally:
             for slot in machine.slots:
                 if slot.held is not None:
-                    held, slot.held, slot.job = slot.held, None, None
-                    await _close(held)
-                    ended = CallCancelledError(f"pool {self.pool.name} was shut down")
-                    held.job.settle(error=ended)
-            if machine.id is not None:
-                runtime.live.forget(plan.app, machine.id)
+                    job, slot.held, slot.job = slot.held, None, None
+                    await _attempt(job).close()
+                    job.settle(error=CallCancelledError(f"pool {self.pool.name} was shut down"))
+            if machine.run is not None:
+                runtime.live.forget(plan.app, machine.run.id)
 
-    async def _create(self, machine: Machine, plan: Plan) -> ExitWatch | None:
+    async def _create(self, machine: Machine, plan: Plan) -> MachineRun | None:
         """Create the machine with its slots' calls; None if that failed (each call then
         failed an attempt)."""
-        helds = [slot.held for slot in machine.slots if slot.held is not None]
+        held = [slot.held for slot in machine.slots if slot.held is not None]
         name = f"{self.pool.name}-m{next(self._numbers)}"
         try:
-            others = [self._payload(held) for held in helds[1:]]
-            payload = self._payload(helds[0], others)
-            created = await create_machine(
-                self.runtime, plan, name, payload, helds[0].deadline, pulls=True, paced=True
+            others = [self._payload(job) for job in held[1:]]
+            payload = self._payload(held[0], others)
+            deadline = _attempt(held[0]).deadline
+            run = await MachineRun.create(
+                self.runtime, plan, name, payload, deadline, pulls=True, paced=True
             )
         except Exception as exc:
             for slot in machine.slots:
                 if slot.held is not None:
-                    held, slot.held, slot.job = slot.held, None, None
-                    await _close(held)
-                    self._attempt_failed(held, exc)
+                    job, slot.held, slot.job = slot.held, None, None
+                    await _attempt(job).close()
+                    self._attempt_failed(job, exc)
             return None
-        machine.id = created.id
-        machine.watch = ExitWatch(self.runtime, plan.app, created.id)
-        for held in helds:
-            self._started(held, machine, created_now=True)
-        return machine.watch
+        machine.run = run
+        for job in held:
+            self._started(job, run.id, created_now=True)
+        return run
 
-    async def _drain_on_exit(self, machine: Machine, watch: ExitWatch) -> None:
-        await watch.exited.wait()
+    async def _drain_on_exit(self, machine: Machine, run: MachineRun) -> None:
+        await run.watch.exited.wait()
         self._drain(machine)
 
-    async def _slot(self, slot: Slot, watch: ExitWatch) -> None:
+    async def _slot(self, slot: Slot, run: MachineRun) -> None:
         while slot.held is not None:
-            slot.held = await self._serve(slot, slot.held, watch)
+            slot.held = await self._serve(slot, slot.held, run)
 
-    def _started(self, held: Held, machine: Machine, *, created_now: bool) -> None:
-        state, machine_id = held.job.state, machine.id
-        assert machine_id is not None
+    def _started(self, job: Job, machine_id: str, *, created_now: bool) -> None:
+        state = job.state
         if state is not None:
             state.machine_id = machine_id
             if created_now:
                 state.timings.created_at = time.time()
             state.status = CallStatus.running
-            if held.job.plan.output == "live":
-                self.runtime.live.watch(held.job.plan.app, machine_id, held.call_id)
+            if job.plan.output == "live":
+                self.runtime.live.watch(job.plan.app, machine_id, _attempt(job).call_id)
 
-    async def _serve(self, slot: Slot, held: Held, watch: ExitWatch) -> Held | None:
-        """Wait for the held call's result (or the machine's death, or the deadline); return
+    async def _serve(self, slot: Slot, job: Job, run: MachineRun) -> Job | None:
+        """Wait for the held call's result (or the machine's end, or the deadline); return
         the next call handed to the slot, if any."""
-        runtime, job = self.runtime, held.job
-        plan, machine_id = job.plan, watch.machine_id
-        try:
-            with anyio.fail_after(max(held.deadline - time.time(), 0.001)):
-                body = await collect(held.ticket, watch)
-        except TimeoutError:
-            if not held.ticket.delivered:
-                slot.job = None
-                await self._timed_out(slot, held, watch)
-                return None
-            body = await held.ticket.result()  # delivered as the deadline struck: kept
+        attempt = _attempt(job)
+        body = await run.result(attempt, shared=functools.partial(self._timed_out, slot))
         slot.job = None
-        slot.machine.delivered = slot.machine.delivered or body is not None
-        if body is None:
-            await _close(held)
-            error = await exit_error(runtime, plan.app, machine_id, plan.options)
-            self._attempt_failed(held, tag(error, held.call_id, machine_id))
+        if not isinstance(body, bytes):
+            await attempt.close()
+            self._attempt_failed(job, body)
             return None
+        slot.machine.delivered = True
         if job.state is None:
             job.settle()  # a keep-warm call: the machine is up
         elif not job.done.is_set():
             slot.machine.active_at = time.monotonic()
             job.state.timings.result_at = time.time()
             try:
-                value = await outcome(runtime, plan, body, held.call_id, machine_id)
+                value = await outcome(self.runtime, job.plan, body, attempt.call_id, run.id)
             except Exception as exc:
-                self._attempt_failed(held, exc)
+                self._attempt_failed(job, exc)
             else:
                 job.settle(value)
-        return await self._next(slot, held)
+        return await self._next(slot, attempt)
 
-    async def _timed_out(self, slot: Slot, held: Held, watch: ExitWatch) -> None:
-        """``held``'s call ran past its deadline: its machine takes no more calls, and is
-        destroyed now unless another of its slots is busy (its worker then ends once they are
-        done, see `flyjobs._wire.protocol`)."""
-        plan, machine_id = held.job.plan, watch.machine_id
+    def _timed_out(self, slot: Slot) -> bool:
+        """A call on ``slot`` ran past its deadline: its machine takes no more calls. Whether
+        another of its slots is busy: the machine is then not destroyed, and its worker ends
+        once they are done (see `flyjobs._wire.protocol`)."""
+        slot.job = None
         self._drain(slot.machine)
-        shared = slot.machine.busy(other_than=slot)
-        if not shared:
-            watch.stop()
-            await destroy(self.runtime, plan.app, machine_id)
-        await _close(held)
-        ending = "takes no more calls" if shared else "was destroyed"
-        timeout = CallTimeoutError(
-            f"call {held.call_id} did not finish within"
-            f" timeout_s={plan.options.effective_timeout_s:g}; machine {machine_id} {ending}"
-        )
-        self._attempt_failed(held, tag(timeout, held.call_id, machine_id))
+        return slot.machine.busy(other_than=slot)
 
-    async def _next(self, slot: Slot, held: Held) -> Held | None:
-        """Answer the held delivery with the slot's next call, or with no more work."""
-        ticket = held.ticket
+    async def _next(self, slot: Slot, attempt: Attempt) -> Job | None:
+        """Answer the held delivery (``attempt``'s) with the slot's next call, or with no more
+        work."""
         job = await self._next_job(slot)
         if job is None and self._keeps(slot):
             job = self._keep_warm_job()
         if job is None:
             slot.job = None
             self._drain(slot.machine)  # idle above min (or already draining)
-            ticket.reply(None)
-            await _close(held)
+            attempt.ticket.reply(None)
+            await attempt.close()
             return None
-        next_held = self._hand(job, slot, creating=False)
-        self._started(next_held, slot.machine, created_now=False)
-        ticket.reply(self._payload(next_held))
-        await _close(held)
-        return next_held
+        self._hand(job, slot, creating=False)
+        assert slot.machine.run is not None  # it delivered
+        self._started(job, slot.machine.run.id, created_now=False)
+        attempt.ticket.reply(self._payload(job))
+        await attempt.close()
+        return job
 
-    def _attempt_failed(self, held: Held, error: BaseException) -> None:
+    def _attempt_failed(self, job: Job, error: BaseException) -> None:
         """An attempt failed: queue the call again (within ``retries``), or settle its error."""
-        job, options = held.job, held.job.plan.options
         job.slot = None
         if job.state is None or job.done.is_set():
             job.settle(error=error)  # a keep-warm call (`start` reports it), or an abandoned one
             return
-        if job.attempts <= options.retries and retryable(error, options) and not self.closed:
-            logger.info("%s failed (%s); retrying on another machine", held.call_id, error)
-            delay_s = retry_delay_s(error, job.attempts)
+        delay_s = Retry(job.plan.options).again(error, job.attempts, stop=self.closed)
+        if delay_s is not None:
+            call_id = _attempt(job).call_id
+            logger.info("%s failed (%s); retrying on another machine", call_id, error)
             if delay_s > 0:
                 self.runtime.background(functools.partial(self._resubmit_later, job, delay_s))
             else:
                 self._submit(job, first=True)
             return
-        note_attempts(error, job.attempts)
         job.settle(error=error)
 
     async def _resubmit_later(self, job: Job, delay_s: float) -> None:
@@ -552,9 +513,10 @@ class PoolRunner:
             await self._all_gone.wait()
 
 
-async def _close(held: Held) -> None:
-    with anyio.CancelScope(shield=True):
-        await held.ticket.aclose()
+def _attempt(job: Job) -> Attempt:
+    """The attempt ``job`` runs now (one is open from its hand-out until it is answered)."""
+    assert job.attempt is not None
+    return job.attempt
 
 
 def runner_for(pool: Pool, runtime: Runtime) -> PoolRunner:

@@ -1,5 +1,5 @@
-"""What a warm pool's runner (`flyjobs._pools.runner.PoolRunner`) tracks: calls (`Job`), machines
-(`Machine`) and their slots (`Slot`), and the attempt a slot holds (`Held`)."""
+"""What a warm pool's runner (`flyjobs._pools.runner.PoolRunner`) tracks: calls (`Job`, with the
+attempt each runs now), machines (`Machine`) and their slots (`Slot`)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,28 @@ from typing import Any
 
 import anyio
 
-from .._calls.attempt import ExitWatch
+from .._calls.attempt import Attempt, MachineRun
 from .._calls.handle import CallState
 from .._calls.plan import Plan
-from .._results.channel import ResultTicket
 
-__all__ = ("Held", "Job", "Machine", "Slot")
+__all__ = ("Job", "Machine", "Slot")
 
 
 class Job:
     """One call of the application, from submission to its outcome (across attempts), or one
     keep-warm call of the pool's (``state`` None; it settles when the machine is up)."""
 
-    __slots__ = ("arguments", "attempts", "done", "error", "plan", "slot", "state", "value")
+    __slots__ = (
+        "arguments",
+        "attempt",
+        "attempts",
+        "done",
+        "error",
+        "plan",
+        "slot",
+        "state",
+        "value",
+    )
 
     def __init__(self, plan: Plan, arguments: bytes, state: CallState | None) -> None:
         self.plan = plan
@@ -33,22 +42,13 @@ class Job:
         self.error: BaseException | None = None
         #: the slot running the job now, if any
         self.slot: Slot | None = None
+        #: the attempt handed out last (its clocks, its ticket)
+        self.attempt: Attempt | None = None
 
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         if not self.done.is_set():
             self.value, self.error = value, error
             self.done.set()
-
-
-@dataclasses.dataclass
-class Held:
-    """A slot's current call: its job, ticket and deadline (unix s)."""
-
-    job: Job
-    call_id: str
-    ticket: ResultTicket
-    deadline: float
-    arguments_url: str | None
 
 
 @dataclasses.dataclass(eq=False)
@@ -57,7 +57,8 @@ class Slot:
 
     machine: Machine
     job: Job | None = None
-    held: Held | None = None
+    #: the job whose attempt the slot holds, until its delivery is answered
+    held: Job | None = None
     #: set when a parked slot is handed a job, or told to end
     event: anyio.Event = dataclasses.field(default_factory=anyio.Event)
     #: monotonic time (s) it last parked
@@ -69,8 +70,8 @@ class Machine:
     scope: anyio.CancelScope
     #: the keep-warm call a machine started up to ``min`` begins with (None: a queued call)
     first: Job | None = None
-    id: str | None = None
-    watch: ExitWatch | None = None
+    #: the machine, once created
+    run: MachineRun | None = None
     slots: list[Slot] = dataclasses.field(default_factory=list)
     #: counted among the pool's machines (until it drains)
     counted: bool = True
@@ -85,7 +86,7 @@ class Machine:
 
     @property
     def open(self) -> bool:
-        return not self.draining and not (self.watch is not None and self.watch.exited.is_set())
+        return not self.draining and not (self.run is not None and self.run.watch.exited.is_set())
 
     def busy(self, other_than: Slot | None = None) -> bool:
         """Whether a slot (other than ``other_than``) holds a call of the application."""
