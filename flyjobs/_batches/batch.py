@@ -24,6 +24,7 @@ destroyed or exiting by itself, watched until it has.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import sys
@@ -61,16 +62,14 @@ MAX_SLICE = 64
 logger = logging.getLogger("flyjobs.batch")
 
 
+@dataclasses.dataclass(eq=False)
 class _Held:
     """The input a machine holds, and its attempt."""
 
-    __slots__ = ("attempt", "following", "item")
-
-    def __init__(self, item: Item, attempt: Attempt) -> None:
-        self.item = item
-        self.attempt = attempt
-        #: the rest of the machine's fixed slice, run after this input (object store only)
-        self.following: list[_Held] = []
+    item: Item
+    attempt: Attempt
+    #: the rest of the machine's fixed slice, run after this input (object store only)
+    following: list[_Held] = dataclasses.field(default_factory=list)
 
     @property
     def call_id(self) -> str:

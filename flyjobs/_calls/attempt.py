@@ -76,7 +76,6 @@ __all__ = (
     "Retry",
     "left_running",
     "spilled_key",
-    "create_machine",
     "check_secrets",
     "destroy",
     "exit_error",
@@ -258,60 +257,8 @@ async def check_secrets(runtime: Runtime, plan: Plan) -> None:
 
 async def pace_create(runtime: Runtime, app: str) -> None:
     """Wait for the turn of one create in ``app`` under the client's pacing (see
-    `create_machine`'s ``paced``)."""
+    `MachineRun.create`'s ``paced``)."""
     await runtime.client.pace(_CREATE, app)
-
-
-async def create_machine(
-    runtime: Runtime,
-    plan: Plan,
-    name: str,
-    payload: bytes,
-    deadline: float,
-    *,
-    pulls: bool,
-    paced: bool = False,
-    restart: Callable[[], Awaitable[tuple[bytes, float]]] | None = None,
-) -> Machine:
-    """Create the machine ``name`` carrying ``payload`` as its first call.
-
-    Throttling (429) is waited out up to ``deadline`` (unix s), the first call's own deadline,
-    and never counts as a failure. A machine that ``pulls`` more inputs has no fixed deadline.
-    ``paced``: the caller took this create's turn with `pace_create` already.
-
-    ``restart``: the first call is a batch input, not taken until a machine exists, so its
-    clock must not run while the API throttles: throttling is waited out however long it
-    lasts (backing off, then paced), and each create sent again carries the payload and
-    deadline ``await restart()`` gives, with the input's clocks started anew.
-
-    :raises CallTimeoutError: the API throttled creates until the deadline.
-    :raises APIError, TransportError: the create failed; a note names the likely setting.
-    """
-    while True:
-        config = plan.machine_config(name, payload, deadline=None if pulls else deadline)
-        now = anyio.current_time()
-        # With restart, a 429 comes back here at once: the create is sent again with a new
-        # payload, not as it was.
-        patience = now if restart is not None else now + max(deadline - time.time(), 0.0)
-        try:
-            paced_ = paced_already(_CREATE, plan.app) if paced else contextlib.nullcontext()
-            with patient_until(patience), paced_:
-                return await runtime.client.create_machine(
-                    plan.app, config, name=name, region=plan.options.region
-                )
-        except RateLimitedError as exc:
-            if restart is None:
-                raise CallTimeoutError(
-                    f"call {name}: the Machines API throttled machine creation (429) until the"
-                    f" call's timeout_s={plan.options.effective_timeout_s:g} passed;"
-                    " raise timeout_s or lower max_machines"
-                ) from exc
-            await runtime.client.pace_after_throttling(_CREATE, plan.app, exc.retry_after_s)
-            payload, deadline = await restart()
-            paced = True
-        except (APIError, TransportError) as exc:
-            _add_hint(exc, runtime, plan.app)
-            raise
 
 
 class ExitWatch:
@@ -401,12 +348,47 @@ class MachineRun:
         paced: bool = False,
         restart: Callable[[], Awaitable[tuple[bytes, float]]] | None = None,
     ) -> MachineRun:
-        """Create the machine ``name`` with ``payload`` as its first call and start watching
-        it; see `create_machine` (which raises what this raises)."""
-        machine = await create_machine(
-            runtime, plan, name, payload, deadline, pulls=pulls, paced=paced, restart=restart
-        )
-        return cls(runtime, plan, machine.id)
+        """Create the machine ``name`` carrying ``payload`` as its first call, and watch it.
+
+        Throttling (429) is waited out up to ``deadline`` (unix s), the first call's own
+        deadline, and never counts as a failure. A machine that ``pulls`` more inputs has no
+        fixed deadline. ``paced``: the caller took this create's turn with `pace_create`
+        already.
+
+        ``restart``: the first call is a batch input, not taken until a machine exists, so its
+        clock must not run while the API throttles: throttling is waited out however long it
+        lasts (backing off, then paced), and each create sent again carries the payload and
+        deadline ``await restart()`` gives, with the input's clocks started anew.
+
+        :raises CallTimeoutError: the API throttled creates until the deadline.
+        :raises APIError, TransportError: the create failed; a note names the likely setting.
+        """
+        while True:
+            config = plan.machine_config(name, payload, deadline=None if pulls else deadline)
+            now = anyio.current_time()
+            # With restart, a 429 comes back here at once: the create is sent again with a new
+            # payload, not as it was.
+            patience = now if restart is not None else now + max(deadline - time.time(), 0.0)
+            try:
+                paced_ = paced_already(_CREATE, plan.app) if paced else contextlib.nullcontext()
+                with patient_until(patience), paced_:
+                    machine = await runtime.client.create_machine(
+                        plan.app, config, name=name, region=plan.options.region
+                    )
+                return cls(runtime, plan, machine.id)
+            except RateLimitedError as exc:
+                if restart is None:
+                    raise CallTimeoutError(
+                        f"call {name}: the Machines API throttled machine creation (429) until"
+                        f" the call's timeout_s={plan.options.effective_timeout_s:g} passed;"
+                        " raise timeout_s or lower max_machines"
+                    ) from exc
+                await runtime.client.pace_after_throttling(_CREATE, plan.app, exc.retry_after_s)
+                payload, deadline = await restart()
+                paced = True
+            except (APIError, TransportError) as exc:
+                _add_hint(exc, runtime, plan.app)
+                raise
 
     @classmethod
     async def adopt(cls, runtime: Runtime, plan: Plan, machine_id: str, call_id: str) -> MachineRun:
