@@ -314,7 +314,7 @@ class DetachedCall(Call[Any]):
 
     def __repr__(self) -> str:
         # The status last known: a repr reads nothing.
-        return f"<DetachedCall {self.call_id} {self._state.status.value}>"
+        return f"<DetachedCall {self.id} {self._state.status.value}>"
 
 
 def _already_read(attach: _Attachment) -> BaseException:

@@ -10,7 +10,11 @@
   The caller can be anywhere.
 - ``auto`` (default): the inbox where machines can reach it, else the store.
 
-Either way the result envelope is the same bytes, checked by the same code.
+Either way the result envelope is the same bytes, checked by the same code, and callers see one
+interface: the runtime's `Channel` opens a `ResultTicket` per attempt (an inbox `Ticket` or a
+`StoreTicket`), puts and presigns spilled arguments, and explains an undelivered result. What
+differs between the two (answering a delivery with the next input, polling the store, keeping
+a detached result) is decided here; nothing outside `flyjobs._results` checks which it is.
 """
 
 from __future__ import annotations

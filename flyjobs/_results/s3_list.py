@@ -20,6 +20,7 @@ from xml.etree import ElementTree
 import httpx
 
 from .._exceptions import TransportError
+from .._output.call_lines import shown
 
 if TYPE_CHECKING:
     from .store import StoreConfig
@@ -86,7 +87,6 @@ async def list_objects(config: StoreConfig, prefix: str) -> list[tuple[str, floa
 
     :raises TransportError: the store answered with an error or a body that is no listing.
     """
-    from .._output.call_lines import shown
 
     root = f"{config.prefix}/" if config.prefix else ""
     path = "/" + _quote(config.bucket)

@@ -155,8 +155,8 @@ class Store:
     """
 
     def __init__(self, config: StoreConfig) -> None:
-        # Imported here: only a process with a store pays for the S3 client.
         try:
+            # lazy: optional dependency (only a process with a store pays for the S3 client)
             from obstore.store import S3Store
         except ImportError:
             raise ConfigError(
@@ -185,6 +185,7 @@ class Store:
     def presign(self, method: str, key: str, *, expires_at: float) -> str:
         """A URL that lets its holder ``method`` (``PUT`` or ``GET``) the object `key` until
         `expires_at` (unix s), without credentials."""
+        # lazy: optional dependency (only a process with a store loads it)
         import obstore
 
         seconds = max(1, math.ceil(expires_at - time.time()))
@@ -193,6 +194,7 @@ class Store:
 
     async def get(self, key: str) -> bytes | None:
         """The object's bytes, or None if there is no such object."""
+        # lazy: optional dependency (only a process with a store loads it)
         import obstore
 
         try:
@@ -205,6 +207,7 @@ class Store:
 
     async def put(self, key: str, data: bytes) -> None:
         """Write (or overwrite) the object `key`."""
+        # lazy: optional dependency (only a process with a store loads it)
         import obstore
 
         try:
@@ -214,6 +217,7 @@ class Store:
 
     async def delete(self, keys: str | Sequence[str]) -> None:
         """Delete objects; a key with no object is not an error."""
+        # lazy: optional dependency (only a process with a store loads it)
         import obstore
 
         if not keys:
@@ -227,6 +231,7 @@ class Store:
 
     def get_sync(self, key: str) -> bytes | None:
         """`get`, blocking: for threads other than the runtime's event loop."""
+        # lazy: optional dependency (only a process with a store loads it)
         import obstore
 
         try:
@@ -238,6 +243,7 @@ class Store:
 
     def put_sync(self, key: str, data: bytes) -> None:
         """`put`, blocking: for threads other than the runtime's event loop."""
+        # lazy: optional dependency (only a process with a store loads it)
         import obstore
 
         try:
@@ -257,8 +263,9 @@ class Store:
     async def list(self, prefix: str) -> list[ObjectInfo]:
         """Every object whose key starts with `prefix` (relative to the store's prefix); a key
         with a control character (which anyone who writes the bucket can make) is skipped."""
+        # lazy: optional dependency (only a process with a store loads it)
         import obstore
-        from obstore.exceptions import InvalidPathError
+        from obstore.exceptions import InvalidPathError  # lazy: optional dependency
 
         found: list[ObjectInfo] = []
         try:
@@ -272,7 +279,8 @@ class Store:
                         )
                     )
         except InvalidPathError:
-            # obstore drops the whole page of such a key and ends: list without it.
+            # obstore drops the whole page of such a key and ends: list without it. Lazy:
+            # only such a listing needs this fallback.
             from .s3_list import list_objects
 
             listed = await list_objects(self.config, prefix)
