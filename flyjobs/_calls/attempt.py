@@ -21,7 +21,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -63,9 +63,12 @@ from .._wire.protocol import (
 from .._wire.remote_errors import rebuild_exception
 from .._wire.result_envelope import ResultEnvelope, decode_result
 from ..machines import Machine, paced_already, patient_until
-from .handle import CallState
+from .machine_config import create_args
 from .plan import WORKER_DEADLINE_SLACK_S, Plan
 from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .handle import CallState
 
 __all__ = (
     "EXIT_GRACE_S",
@@ -373,7 +376,7 @@ class MachineRun:
                 paced_ = paced_already(_CREATE, plan.app) if paced else contextlib.nullcontext()
                 with patient_until(patience), paced_:
                     machine = await runtime.client.create_machine(
-                        plan.app, config, name=name, region=plan.options.region
+                        plan.app, config, name=name, **create_args(plan.options)
                     )
                 return cls(runtime, plan, machine.id)
             except RateLimitedError as exc:
