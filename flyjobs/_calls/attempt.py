@@ -17,6 +17,7 @@ theirs (inputs, slices, slots). It knows the result channel only by its protocol
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -116,6 +117,7 @@ def left_running(runtime: Runtime, plan: Plan) -> bool:
     return plan.detach and runtime.closing
 
 
+@dataclasses.dataclass(eq=False)
 class Attempt:
     """One attempt of a call: its id, its ``timeout_s`` and deadline (unix s), its result
     ticket, and the URL of its arguments when they were too large to travel inline (see
@@ -124,22 +126,13 @@ class Attempt:
     Closing it (`close`) forgets the ticket; it is idempotent and shielded from cancellation.
     """
 
-    __slots__ = ("_closed", "arguments_url", "call_id", "deadline", "ticket", "timeout_s")
-
-    def __init__(
-        self,
-        call_id: str,
-        timeout_s: float,
-        deadline: float,
-        ticket: ResultTicket,
-        arguments_url: str | None = None,
-    ) -> None:
-        self.call_id = call_id
-        self.timeout_s = timeout_s
-        self.deadline = deadline
-        self.ticket = ticket
-        self.arguments_url = arguments_url
-        self._closed = False
+    call_id: str
+    timeout_s: float
+    deadline: float
+    ticket: ResultTicket
+    #: a presigned URL: a credential, kept out of the repr
+    arguments_url: str | None = dataclasses.field(default=None, repr=False)
+    _closed: bool = dataclasses.field(default=False, init=False, repr=False)
 
     @classmethod
     def open(
