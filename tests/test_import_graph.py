@@ -19,23 +19,6 @@ ROOT = Path(flyjobs.__file__).parent
 #: Most modules allowed in import cycles, all cycles together: the lazy link
 #: `flyjobs._calls.handle` ⇢ `flyjobs._calls.detach` (a detached call is a `Call`) is the one.
 MAX_MODULES_IN_CYCLES = 4
-#: Edges part A of issue 18 removes (pools stop importing dispatch and import `Pool` only for
-#: type checkers; detach stops reaching into dispatch). The lead empties this once A is in.
-_UNTIL_PART_A = {
-    ("flyjobs._pools.runner", "flyjobs._calls.dispatch"),
-    ("flyjobs._pools.runner", "flyjobs._declare.pool"),
-    ("flyjobs._calls.detach", "flyjobs._calls.dispatch"),
-}
-#: Modules whose function-local imports part A of issue 18 rewrites (and comments), and
-#: `flyjobs._calls.handle` (part C's file, whose one lazy import is the cycle's link). The lead
-#: empties this once A and C are in.
-_COMMENTS_UNTIL_PARTS_A_AND_C = {
-    "flyjobs._calls.detach",
-    "flyjobs._calls.dispatch",
-    "flyjobs._calls.handle",
-    "flyjobs._results.s3_list",
-    "flyjobs._results.store",
-}
 
 
 @dataclass(frozen=True)
@@ -147,19 +130,13 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_at_most_the_deliberate_lazy_link_is_a_cycle() -> None:
     graph, _ = _read_graph()
-    for source, target in _UNTIL_PART_A:
-        graph[source].discard(target)
     cycles = _cycles(graph)
     assert sum(map(len, cycles)) <= MAX_MODULES_IN_CYCLES, cycles
 
 
 def test_every_function_local_import_says_why() -> None:
     _, local = _read_graph()
-    silent = [
-        f"{i.module}:{i.line} {i.statement}"
-        for i in local
-        if not i.commented and i.module not in _COMMENTS_UNTIL_PARTS_A_AND_C
-    ]
+    silent = [f"{i.module}:{i.line} {i.statement}" for i in local if not i.commented]
     assert not silent, "a comment on the line or the line above says why:\n" + "\n".join(silent)
 
 

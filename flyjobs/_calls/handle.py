@@ -107,7 +107,7 @@ class Call(Generic[R]):
             process's result key (changed by someone who can write the bucket): nothing is
             read, decoded or destroyed.
         """
-        from .detach import from_id
+        from .detach import from_id  # breaks a cycle: a detached call is a `Call`
 
         return from_id(call_id)
 
