@@ -26,9 +26,12 @@ __version__ = "0.1.0"
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._batches.map import MapResults as MapResults
+    from ._batches.progress import PhaseStats as PhaseStats
+    from ._batches.progress import Summary as Summary
     from ._batches.work import Outcome as Outcome
     from ._calls.handle import Call as Call
     from ._calls.handle import CallStatus as CallStatus
+    from ._calls.handle import Timings as Timings
     from ._declare.function import Function as Function
     from ._declare.function import remote as remote
     from ._declare.pool import Pool as Pool
@@ -65,16 +68,27 @@ if TYPE_CHECKING:
 _WHERE: dict[str, str] = {
     "Call": "._calls.handle",
     "CallStatus": "._calls.handle",
+    "Timings": "._calls.handle",
     "Function": "._declare.function",
     "remote": "._declare.function",
     "Cron": "._declare.schedule",
     "Pool": "._declare.pool",
     "MapResults": "._batches.map",
+    "PhaseStats": "._batches.progress",
+    "Summary": "._batches.progress",
     "Outcome": "._batches.work",
     **dict.fromkeys(_exceptions.__all__, "._exceptions"),
 }
 
 __all__ = tuple(sorted(_WHERE)) + ("__version__",)
+
+# Public classes name `flyjobs` as their module, as httpx's do: reprs, tracebacks and pickles say
+# `flyjobs.ConfigError`, not where it is defined, and an exception raised on a machine travels
+# as `flyjobs:ConfigError`, which `__getattr__` resolves. The lazily imported classes say so in
+# their own bodies (`__module__ = "flyjobs"`): setting it here would import them.
+for _name in _exceptions.__all__:
+    getattr(_exceptions, _name).__module__ = __name__
+del _name
 
 
 if not TYPE_CHECKING:

@@ -206,12 +206,12 @@ def test_ls_lists_flyjobs_machines_only(fly: dict[str, str]) -> None:
     listed = json.loads(flyjobs("ls", "--json", env=fly).stdout)
     assert [m["id"] for m in listed] == [call.machine_id]
     (mine,) = listed
-    assert mine["call_id"] == call.call_id
+    assert mine["call_id"] == call.id
     assert mine["function"] == "cli_funcs:hang"
     assert mine["state"] == "started"
     assert mine["region"] and mine["age_s"] >= 0
     table = flyjobs("ls", env=fly).stdout
-    assert "MACHINE" in table and call.call_id in table and foreign not in table
+    assert "MACHINE" in table and call.id in table and foreign not in table
     call.cancel()
 
 
@@ -294,7 +294,7 @@ def test_gc_destroys_exactly_the_strays(fly: dict[str, str]) -> None:
 def test_3000_printed_lines_all_reach_flyjobs_logs(fly: dict[str, str]) -> None:
     call = cli_funcs.print_lines.spawn(3000)
     assert call.result(timeout_s=60) == 3000
-    result = flyjobs("logs", call.call_id, env=fly)
+    result = flyjobs("logs", call.id, env=fly)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"line {i:05d} " + "x" * 60 for i in range(3000)]
 
@@ -394,7 +394,7 @@ def test_logs_follow_prints_lines_while_the_call_runs(fly: dict[str, str], tmp_p
     signal_file = tmp_path / "finish"
     call = cli_funcs.print_then_wait.spawn(str(signal_file))
     follower = subprocess.Popen(
-        [sys.executable, "-m", "flyjobs", "logs", call.call_id, "--follow"],
+        [sys.executable, "-m", "flyjobs", "logs", call.id, "--follow"],
         env={**os.environ, **fly},
         cwd=SUPPORT,
         stdout=subprocess.PIPE,
@@ -452,7 +452,7 @@ def test_logs_of_each_call_on_a_pool_machine(fly: dict[str, str]) -> None:
         assert [call.result(timeout_s=60) for call in calls] == [2, 2]
         assert _machine_names() == ["logs-pool-m0"]  # both calls ran on the one machine
         for call, tag in zip(calls, ("p", "q"), strict=True):
-            result = flyjobs("logs", call.call_id, env=fly)
+            result = flyjobs("logs", call.id, env=fly)
             assert result.returncode == 0, result.stderr
             assert result.stdout.splitlines() == [f"{tag} {i:05d} " + "x" * 60 for i in range(2)]
     finally:
@@ -468,30 +468,30 @@ def test_a_call_that_prints_marks_cannot_put_lines_into_another_calls_logs(
         # writes a printed mark as a line of the call that printed it.
         victim = cli_funcs.print_lines.with_options(pool=pool).spawn(1, "mine")
         assert victim.result(timeout_s=60) == 1
-        forger = cli_funcs.print_marks.with_options(pool=pool).spawn(victim.call_id)
+        forger = cli_funcs.print_marks.with_options(pool=pool).spawn(victim.id)
         assert forger.result(timeout_s=60) == "printed"
         assert _machine_names() == ["marks-pool-m0"]
     finally:
         pool.shutdown()
-    forged = cli_funcs.forged_lines(victim.call_id)
+    forged = cli_funcs.forged_lines(victim.id)
     assert capsys.readouterr().out.splitlines() == [
-        f"[{victim.call_id}] mine 00000 " + "x" * 60,
-        *(f"[{forger.call_id}] {line}" for line in forged),
+        f"[{victim.id}] mine 00000 " + "x" * 60,
+        *(f"[{forger.id}] {line}" for line in forged),
     ]
     # A machine of one call, written to past the worker (a subprocess would): its marks may
     # name only its own call.
-    alone = cli_funcs.print_marks.spawn(victim.call_id, raw=True)
+    alone = cli_funcs.print_marks.spawn(victim.id, raw=True)
     assert alone.result(timeout_s=60) == "printed"
     assert capsys.readouterr().out.splitlines() == [
-        f"[{alone.call_id}] {line}" for line in [*forged, cli_funcs.RAW_END]
+        f"[{alone.id}] {line}" for line in [*forged, cli_funcs.RAW_END]
     ]
     logs = {
-        call.call_id: CliRunner().invoke(cli, ["logs", call.call_id], catch_exceptions=False)
+        call.id: CliRunner().invoke(cli, ["logs", call.id], catch_exceptions=False)
         for call in (victim, forger, alone)
     }
-    assert logs[victim.call_id].output.splitlines() == ["mine 00000 " + "x" * 60]
-    assert logs[forger.call_id].output.splitlines() == forged
-    assert logs[alone.call_id].output.splitlines() == [*forged, cli_funcs.RAW_END]
+    assert logs[victim.id].output.splitlines() == ["mine 00000 " + "x" * 60]
+    assert logs[forger.id].output.splitlines() == forged
+    assert logs[alone.id].output.splitlines() == [*forged, cli_funcs.RAW_END]
 
 
 def test_control_sequences_in_output_cannot_rewrite_the_terminal(
@@ -500,9 +500,9 @@ def test_control_sequences_in_output_cannot_rewrite_the_terminal(
     call = cli_funcs.print_controls.spawn()
     assert call.result(timeout_s=60) == len(cli_funcs.CONTROL_LINES)
     expected = list(cli_funcs.CONTROL_LINES.values())
-    assert capsys.readouterr().out.splitlines() == [f"[{call.call_id}] {line}" for line in expected]
+    assert capsys.readouterr().out.splitlines() == [f"[{call.id}] {line}" for line in expected]
     # color=True: as on a terminal (click drops colours on other outputs)
-    result = CliRunner().invoke(cli, ["logs", call.call_id], catch_exceptions=False, color=True)
+    result = CliRunner().invoke(cli, ["logs", call.id], catch_exceptions=False, color=True)
     assert result.output.splitlines() == expected
 
 
@@ -515,7 +515,7 @@ def test_logs_of_each_of_two_calls_run_at_once_on_a_pool_machine(fly: dict[str, 
         assert [call.result(timeout_s=60) for call in calls] == [300, 300]
         assert _machine_names() == ["logs-slots-m0"]
         for call, tag in zip(calls, ("p", "q"), strict=True):
-            result = flyjobs("logs", call.call_id, env=fly)
+            result = flyjobs("logs", call.id, env=fly)
             assert result.returncode == 0, result.stderr
             assert result.stdout.splitlines() == [f"{tag} {i:05d} " + "x" * 60 for i in range(300)]
     finally:
@@ -542,7 +542,7 @@ def _dropped(line: str) -> int:
 def test_logs_say_where_the_emulator_dropped_lines(fly_small_logs: dict[str, str]) -> None:
     call = cli_funcs.print_lines.spawn(100)
     assert call.result(timeout_s=60) == 100
-    result = flyjobs("logs", call.call_id, env=fly_small_logs)
+    result = flyjobs("logs", call.id, env=fly_small_logs)
     assert result.returncode == 0, result.stderr
     first, *kept = result.stdout.splitlines()
     dropped = _dropped(first)

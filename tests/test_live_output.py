@@ -34,15 +34,15 @@ def test_lines_reach_the_caller_while_the_call_runs(
     finish = tmp_path / "finish"
     call = cli_funcs.print_then_wait.spawn(str(finish))
     out = ""
-    while f"[{call.call_id}] started" not in out:
+    while f"[{call.id}] started" not in out:
         out += capsys.readouterr().out
         assert not call.done()
         time.sleep(0.01)
     finish.touch()
     assert call.result(timeout_s=30) == "done"
     out += capsys.readouterr().out
-    assert out.count(f"[{call.call_id}] started") == 1
-    assert out.endswith(f"[{call.call_id}] finished\n")
+    assert out.count(f"[{call.id}] started") == 1
+    assert out.endswith(f"[{call.id}] finished\n")
 
 
 def test_3000_printed_lines_all_reach_the_caller_in_order(
@@ -51,7 +51,7 @@ def test_3000_printed_lines_all_reach_the_caller_in_order(
     call = cli_funcs.print_lines.spawn(3000)
     assert call.result(timeout_s=60) == 3000
     lines = capsys.readouterr().out.splitlines()
-    assert lines == [f"[{call.call_id}] line {i:05d} {LINE}" for i in range(3000)]
+    assert lines == [f"[{call.id}] line {i:05d} {LINE}" for i in range(3000)]
 
 
 @pytest.mark.slow  # several seconds: run in the slow suite
@@ -70,8 +70,8 @@ def test_without_the_logs_api_the_tail_comes_with_a_marker(
     finally:
         runtime.portal.call(broken.aclose)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"[{call.call_id}] [output cut; all of it: flyjobs logs {call.call_id}]"
-    assert lines[-1] == f"[{call.call_id}] line 02999 {LINE}"
+    assert lines[0] == f"[{call.id}] [output cut; all of it: flyjobs logs {call.id}]"
+    assert lines[-1] == f"[{call.id}] line 02999 {LINE}"
     assert 500 < len(lines) < 3000
 
 

@@ -1,13 +1,22 @@
-"""The curated public API: every exported name resolves, and the package stays light."""
+"""The curated public API: every exported name resolves, is documented, names `flyjobs` as its
+module, and the package stays light."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import remote_funcs as funcs
+
 import flyjobs
+from flyjobs._calls.runtime import Runtime
+from flyjobs._wire.remote_errors import describe_exception, rebuild_exception
+
+README = Path(__file__).parent.parent / "README.md"
 
 
 def test_all_is_sorted_and_resolves() -> None:
@@ -68,3 +77,52 @@ def test_type_checkers_see_exactly_the_lazy_names() -> None:
             assert alias.asname == alias.name, f"{alias.name} must be re-exported as itself"
             seen[alias.name] = "." * node.level + (node.module or "")
     assert seen == flyjobs._WHERE
+
+
+def _readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_all_is_what_the_readme_documents() -> None:
+    # The first column of the README's "Public API" table lists every public name.
+    rows = [line for line in _readme_section("Public API").splitlines() if line.startswith("| `")]
+    documented = [name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])]
+    assert sorted(documented) == sorted(flyjobs.__all__)
+    # Every `flyjobs.X` the README names anywhere is public, or a module.
+    for name in set(re.findall(r"\bflyjobs\.(\w+)", README.read_text())):
+        assert name in flyjobs.__all__ or (name in _MODULES), name
+
+
+_MODULES = {"machines", "emulator", "worker", "_exceptions", "_machine_side"}
+
+
+def test_public_classes_report_flyjobs_as_their_module() -> None:
+    classes = [getattr(flyjobs, n) for n in flyjobs.__all__ if n not in ("remote", "__version__")]
+    assert all(isinstance(c, type) for c in classes)
+    assert {c.__qualname__: c.__module__ for c in classes} == {
+        c.__qualname__: "flyjobs" for c in classes
+    }
+    assert repr(flyjobs.CallStatus.queued) == "<CallStatus.queued: 'queued'>"
+    assert str(flyjobs.Call[int]) == "flyjobs.Call[int]"
+
+
+def test_a_flyjobs_error_travels_by_its_public_name() -> None:
+    # `flyjobs` is imported wherever a result is read: the class resolves through
+    # `flyjobs.__getattr__`, and no module has to be trusted for it.
+    def refuse(module: str) -> bool:
+        raise AssertionError(f"asked to import {module}")
+
+    info = describe_exception(flyjobs.SerializationError("bad"), stage="result")
+    assert (info.module, info.type) == ("flyjobs", "flyjobs.SerializationError")
+    rebuilt = rebuild_exception(info, pickle=False, may_import=refuse)
+    assert type(rebuilt) is flyjobs.SerializationError and str(rebuilt) == "bad"
+
+
+def test_a_flyjobs_error_raised_on_a_machine_is_raised_as_its_class(runtime: Runtime) -> None:
+    with pytest.raises(flyjobs.SerializationError, match="result") as caught:
+        funcs.unencodable_result.remote()
+    assert type(caught.value) is flyjobs.SerializationError
+    assert "Remote traceback" in "".join(getattr(caught.value, "__notes__", []))

@@ -97,14 +97,14 @@ def test_spawn_handle_reports_status_machine_and_timings(runtime: Runtime) -> No
     assert call.status is flyjobs.CallStatus.succeeded
     assert call.machine_id is not None
     machine = machine_of(runtime, call.machine_id)
-    assert machine.name == call.call_id
+    assert machine.name == call.id
     assert machine.config is not None and machine.config.metadata is not None
-    assert machine.config.metadata["flyjobs_call_id"] == call.call_id
+    assert machine.config.metadata["flyjobs_call_id"] == call.id
     assert machine.config.metadata["flyjobs_function"] == "remote_funcs:add"
     timings = call.timings
     assert timings.created_at is not None and timings.result_at is not None
     assert timings.total_s is not None and timings.total_s > 0
-    assert call.call_id in repr(call)
+    assert call.id in repr(call)
 
 
 def test_remote_output_is_echoed_with_call_id(
@@ -113,8 +113,8 @@ def test_remote_output_is_echoed_with_call_id(
     call = funcs.chatty.spawn(3)
     assert call.result(timeout_s=30) == 3
     out = capsys.readouterr().out
-    assert f"[{call.call_id}] line 0" in out
-    assert f"[{call.call_id}] line 2" in out
+    assert f"[{call.id}] line 0" in out
+    assert f"[{call.id}] line 2" in out
 
 
 def test_exception_comes_back_as_its_type_with_remote_traceback(runtime: Runtime) -> None:
@@ -238,7 +238,7 @@ def test_retries_run_a_crashed_call_again_on_a_new_machine(
     call = funcs.crash_once.spawn(str(tmp_path / "marker"))
     assert call.result(timeout_s=60) == "second time lucky"
     names = {m.name for m in _machines(runtime)}
-    assert {call.call_id, f"{call.call_id}-r1"} <= names
+    assert {call.id, f"{call.id}-r1"} <= names
 
 
 def test_oversized_payload_is_refused_before_any_machine(runtime: Runtime) -> None:

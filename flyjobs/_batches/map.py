@@ -141,6 +141,8 @@ class MapResults(Iterator[T]):
     `outcomes` gives each input's attempts and timings with its value.
     """
 
+    __module__ = "flyjobs"
+
     def __init__(self, run: _MapRun, *, return_exceptions: bool) -> None:
         self._run = run
         self._return_exceptions = return_exceptions

@@ -35,6 +35,8 @@ _THROTTLE_SHOWN_S = 5.0
 class PhaseStats:
     """Durations (s) of one phase over the inputs that went through it."""
 
+    __module__ = "flyjobs"
+
     count: int = 0
     total_s: float = 0.0
     max_s: float = 0.0
@@ -83,6 +85,8 @@ class Summary:
     :ivar late: results that arrived after their input was cancelled (a batch stopped by
         Ctrl-C or ``max_failures``, or an attempt given up), and were ignored.
     """
+
+    __module__ = "flyjobs"
 
     total: int
     done: int

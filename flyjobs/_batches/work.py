@@ -98,6 +98,8 @@ class Outcome(Generic[T]):
         ``run`` (the function), ``deliver`` (function end, until the result was here).
     """
 
+    __module__ = "flyjobs"
+
     index: int
     ok: bool
     value: T | Exception

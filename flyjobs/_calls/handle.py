@@ -23,6 +23,8 @@ R = TypeVar("R")
 class CallStatus(enum.StrEnum):
     """Where a call is in its life."""
 
+    __module__ = "flyjobs"
+
     #: waiting for a place in the pool of machines in flight
     queued = "queued"
     #: its machine is being created
@@ -51,6 +53,8 @@ class Timings:
     :ivar exited_at: the machine was seen stopped or destroyed.
     :ivar finished_at: the call's outcome was settled.
     """
+
+    __module__ = "flyjobs"
 
     submitted_at: float = field(default_factory=time.time)
     create_started_at: float | None = None
@@ -83,6 +87,8 @@ class Call(Generic[R]):
     code); ``cancel()`` stops the call and destroys its machine.
     """
 
+    __module__ = "flyjobs"
+
     __slots__ = ("_done", "_future", "_state")
 
     def __init__(self, state: CallState, future: Future[R], done: threading.Event) -> None:
@@ -113,12 +119,8 @@ class Call(Generic[R]):
 
     @property
     def id(self) -> str:
-        """The call's id: stable, and what `from_id` takes for a detached call."""
-        return self._state.call_id
-
-    @property
-    def call_id(self) -> str:
-        """The call's id; its machine carries it as name and in metadata."""
+        """The call's id: its machine's name, in its metadata and in ``flyjobs logs``; what
+        `from_id` takes for a detached call."""
         return self._state.call_id
 
     @property
@@ -161,12 +163,12 @@ class Call(Generic[R]):
                     raise exc.with_traceback(None)  # noqa: B904 - itself, re-raised
                 raise
         except CancelledError:
-            raise CallCancelledError(f"call {self.call_id} was cancelled") from None
+            raise CallCancelledError(f"call {self.id} was cancelled") from None
         except TimeoutError as exc:
             if self._future.done():
                 raise
             raise FlyjobsTimeoutError(
-                f"call {self.call_id} has no result after {timeout_s} s; it is still running"
+                f"call {self.id} has no result after {timeout_s} s; it is still running"
             ) from exc
 
     async def result_async(self) -> R:
@@ -174,7 +176,7 @@ class Call(Generic[R]):
         try:
             return await await_future(self._future)
         except CancelledError:
-            raise CallCancelledError(f"call {self.call_id} was cancelled") from None
+            raise CallCancelledError(f"call {self.id} was cancelled") from None
         except Exception as exc:
             if is_remote(exc):  # see is_remote: the caller's frames only
                 raise exc.with_traceback(None)  # noqa: B904 - itself, re-raised
@@ -195,7 +197,7 @@ class Call(Generic[R]):
 
     def __repr__(self) -> str:
         machine = f" machine={self.machine_id}" if self.machine_id else ""
-        return f"<Call {self.call_id} {self.status.value}{machine}>"
+        return f"<Call {self.id} {self.status.value}{machine}>"
 
 
 def cancel_all(calls: Iterable[Call[Any]], timeout_s: float = 30.0) -> None:

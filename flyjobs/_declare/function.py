@@ -618,6 +618,8 @@ class Function(Generic[P, R]):
     - ``fn.local(*args, **kwargs)`` or ``fn(*args, **kwargs)``: run here, in this process.
     """
 
+    __module__ = "flyjobs"
+
     def __init__(self, fn: Callable[P, R], options: CallOptions) -> None:
         self._fn = fn
         self.options = options

@@ -72,6 +72,8 @@ class Pool:
     :raises ConfigError: an invalid setting (before any machine exists).
     """
 
+    __module__ = "flyjobs"
+
     def __init__(
         self,
         # FLAME's names (min, max), which users of the pattern know, shadow builtins here.

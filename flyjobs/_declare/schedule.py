@@ -42,6 +42,8 @@ class Cron:
         time zone, runs at deploy).
     """
 
+    __module__ = "flyjobs"
+
     __slots__ = ("expression", "tz")
 
     expression: str

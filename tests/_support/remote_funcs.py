@@ -175,3 +175,8 @@ def megabyte_after(release: str, index: int) -> bytes:
     while index == 0 and not os.path.exists(release):
         time.sleep(0.02)
     return b"x" * 2**20
+
+
+@flyjobs.remote(timeout_s=60)
+def unencodable_result() -> object:
+    return object()  # the worker cannot encode it: its own SerializationError comes back
