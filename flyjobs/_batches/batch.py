@@ -52,7 +52,7 @@ from .._exceptions import TooManyFailuresError
 from .._wire.protocol import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
 from .progress import BatchStats
-from .work import Input, Item, Journal, Outcome, Outcomes, WorkSource
+from .work import Input, Item, Outcome, Outcomes, Recorder, WorkSource
 
 __all__ = ("MAX_SLICE", "Batch")
 
@@ -97,7 +97,7 @@ class Batch:
         max_failures: int | None,
         window: int,
         total_hint: int | None = None,
-        journal: Journal | None = None,
+        journal: Recorder | None = None,
     ) -> None:
         self._journal = journal
         self._runtime = runtime

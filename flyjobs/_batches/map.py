@@ -32,7 +32,7 @@ from .._exceptions import ConfigError
 from .._wire.remote_errors import is_remote
 from .batch import Batch
 from .progress import Progress, Summary
-from .work import Input, Journal, Outcome, Outcomes
+from .work import Input, Outcome, Outcomes, Recorder
 
 __all__ = ("MapResults", "input_count", "map_async", "results", "start_map")
 
@@ -53,7 +53,7 @@ class _MapRun:
         batch: Batch,
         outcomes: Outcomes,
         progress: Progress | None,
-        journal: Journal | None = None,
+        journal: Recorder | None = None,
     ) -> None:
         self._journal = journal
         self.runtime = runtime
@@ -241,7 +241,7 @@ def start_map(
     progress: bool | None,
     order_outputs: bool,
     return_exceptions: bool,
-    journal: Journal | None = None,
+    journal: Recorder | None = None,
     output: Literal["live", "errors", "none"] | None = None,
     total_hint: int | None = None,
 ) -> _MapRun:
@@ -286,7 +286,7 @@ def _start(
     progress: bool | None,
     order_outputs: bool,
     return_exceptions: bool,
-    journal: Journal | None,
+    journal: Recorder | None,
     output: Literal["live", "errors", "none"] | None,
     total_hint: int | None,
 ) -> _MapRun:

@@ -31,7 +31,7 @@ logger = logging.getLogger("flyjobs.journal")
 
 
 class Resume:
-    """One map's use of its batch journal.
+    """One map's use of its batch journal (the map's `flyjobs._batches.work.Recorder`).
 
     :param name: the batch name (``batch=``).
     :param fn_ref: the function's ``module:qualname`` (part of every input's key).
@@ -123,7 +123,7 @@ class Resume:
 
 
 def open_resume(fn: Callable[..., Any], options: CallOptions, name: str) -> Resume:
-    """The journal of ``fn.map(..., batch=name)`` (a `flyjobs._batches.work.Journal`): the map looks
+    """The recorder of ``fn.map(..., batch=name)`` over its batch's journal: the map looks
     each input up as it reads it, runs only those not recorded, and records each value as soon
     as its input returns.
     """

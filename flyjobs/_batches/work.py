@@ -29,19 +29,20 @@ import anyio.to_thread
 
 from .._exceptions import SerializationError
 
-__all__ = ("MAX_HELD_BYTES", "MISSING", "Item", "Journal", "Outcome", "Outcomes", "WorkSource")
+__all__ = ("MAX_HELD_BYTES", "MISSING", "Item", "Outcome", "Outcomes", "Recorder", "WorkSource")
 
 Input = tuple[tuple[Any, ...], Mapping[str, Any]]
 
 T = TypeVar("T")
 
-#: What `Journal.lookup` returns for an input it has no value for.
+#: What `Recorder.lookup` returns for an input it has no value for.
 MISSING: Any = object()
 
 
-class Journal(Protocol):
-    """Where a resumable batch keeps the value of every input that returned (see
-    `flyjobs._batches.resume`); inputs are named by their encoded arguments."""
+class Recorder(Protocol):
+    """What a resumable batch asks of its journal: the value of every input that returned,
+    named by the input's encoded arguments (`flyjobs._batches.resume.Resume`, over a
+    `flyjobs._batches.journal.Journal`, which stores encoded values by key)."""
 
     def lookup(self, arguments: bytes) -> Any:
         """The value recorded for an input, or `MISSING` (called from a worker thread)."""
@@ -51,7 +52,7 @@ class Journal(Protocol):
         more work until it returns, so a kill loses only the inputs machines were running)."""
 
     def close(self) -> None:
-        """Release the journal."""
+        """Release the journal behind it."""
 
 
 #: Bytes of delivered results waiting for the caller above which a batch reads no more inputs
@@ -217,7 +218,7 @@ class WorkSource:
     :param on_reject: called with an input that cannot be encoded and its error.
     :param on_end: called once the iterable ends, with the number of inputs and the
         iterable's own error, if it raised one.
-    :param lookup: a journal's lookup (`Journal.lookup`): an input it has a value for is not
+    :param lookup: a journal's lookup (`Recorder.lookup`): an input it has a value for is not
         run; ``on_recorded`` gets its index and value instead.
     :param held_bytes: bytes of results waiting for the caller; no input is read while they
         are `MAX_HELD_BYTES` or more (a slow consumer, or an early input still running while
