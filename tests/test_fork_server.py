@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import fork_funcs as funcs
 import pytest
 from _emu_helpers import create, exit_event, get, new_app, sync_client, wait_ok
 from _fly_helpers import fly_env
+from _waiting import eventually
 
 from flyjobs._calls.runtime import get_runtime
 from flyjobs._wire.protocol import EXIT_BAD_PAYLOAD
@@ -167,7 +167,7 @@ def test_a_killed_fork_server_fails_its_machines_and_later_ones_still_run(
                 client, app, [*_WORKER, "--payload", str(fifo)], restart={"policy": "no"}
             )
             wait_ok(client, app, stuck["id"], "started")
-            worker = _wait_for_holder(fifo)
+            (worker,) = eventually(lambda: _holders(fifo), "the worker opened its payload", 120)
             with open(f"/proc/{worker}/stat") as stat:
                 server = int(stat.read().rsplit(")", 1)[1].split()[1])
             assert server != os.getpid()  # forked by the fork server
@@ -175,10 +175,8 @@ def test_a_killed_fork_server_fails_its_machines_and_later_ones_still_run(
             # Its machine ends (killed with the server's children), instead of hanging.
             wait_ok(client, app, stuck["id"], "stopped", timeout=60)
             assert exit_event(get(client, app, stuck["id"]))["signal"] == signal.SIGKILL
-            give_up_at = time.monotonic() + 60  # a killed process closes its files as it ends
-            while _holders(fifo) and time.monotonic() < give_up_at:
-                time.sleep(0.01)
-            assert _holders(fifo) == set(), "the machine's process outlived its fork server"
+            # A killed process closes its files as it ends.
+            eventually(lambda: not _holders(fifo), "the machine's process ended with its server")
             # The next worker machine still runs (spawned fresh).
             bad = [*_WORKER, "--payload", "/nonexistent"]
             later = create(client, app, bad, restart={"policy": "no"})
@@ -254,15 +252,6 @@ def _holders(path: Path) -> set[int]:
     return found - {os.getpid()}
 
 
-def _wait_for_holder(path: Path) -> int:
-    """The one process other than this one that opens ``path``, once it has."""
-    give_up_at = time.monotonic() + 120  # a bound for a stuck run, not a timing
-    while not _holders(path) and time.monotonic() < give_up_at:
-        time.sleep(0.01)
-    (holder,) = _holders(path)
-    return holder
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
 def test_stopping_the_emulator_ends_its_forked_machines(tmp_path: Path) -> None:
     fifo = tmp_path / "never.fifo"
@@ -275,7 +264,7 @@ def test_stopping_the_emulator_ends_its_forked_machines(tmp_path: Path) -> None:
                 app = new_app(client)
                 machine = create(client, app, [*_WORKER, "--payload", str(fifo)])
                 wait_ok(client, app, machine["id"], "started")
-                _wait_for_holder(fifo)
+                eventually(lambda: _holders(fifo), "the worker opened its payload", 120)
         assert _holders(fifo) == set(), "a machine process outlived the emulator"
     finally:
         os.close(writer)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pool_funcs as funcs
 import pytest
-from _pool_helpers import eventually, live, pool_machines
+from _pool_helpers import live, pool_machines
 from _remote_helpers import machines
+from _waiting import eventually
 
 import flyjobs
 from flyjobs._calls.runtime import Runtime

@@ -10,7 +10,8 @@ from pathlib import Path
 import anyio
 import pool_funcs as funcs
 import pytest
-from _pool_helpers import eventually, live, pool_machines
+from _pool_helpers import live, pool_machines
+from _waiting import eventually
 
 import flyjobs
 from flyjobs._calls.runtime import Runtime

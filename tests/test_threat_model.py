@@ -11,7 +11,6 @@ import base64
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import httpx
 import misuse_funcs
 import msgpack  # type: ignore[import-untyped]
 import pytest
+from _waiting import eventually
 
 import flyjobs
 from flyjobs._calls.runtime import get_runtime, shutdown_runtime
@@ -90,11 +90,8 @@ def _fly_env(monkeypatch: pytest.MonkeyPatch, url: str, *, result_key: str | Non
 
 def _read_call(api: httpx.Client, call: flyjobs.Call[Any]) -> dict[str, Any]:
     """What a reader of the app's machines learns: the call envelope in the machine's config."""
-    deadline = time.monotonic() + 30
-    while call.machine_id is None:
-        assert time.monotonic() < deadline, "the call never got a machine"
-        time.sleep(0.01)
-    machine = api.get(f"/v1/apps/{APP}/machines/{call.machine_id}").json()
+    machine_id = eventually(lambda: call.machine_id, "the call got a machine")
+    machine = api.get(f"/v1/apps/{APP}/machines/{machine_id}").json()
     raw = machine["config"]["files"][0]["raw_value"]
     envelope: dict[str, Any] = msgpack.unpackb(base64.b64decode(raw), raw=False)
     return envelope

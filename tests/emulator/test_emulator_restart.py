@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from _emu_helpers import create, exit_event, get, new_app, sync_client, wait, wait_ok
+from _waiting import eventually
 
 from flyjobs.emulator import RunningEmulator
 
@@ -56,10 +57,7 @@ def test_on_failure_does_not_restart_a_success(client: httpx.Client, app: str) -
 
 def test_always_restarts_even_a_success(client: httpx.Client, app: str) -> None:
     machine = create(client, app, SUCCEED, restart={"policy": "always"})
-    deadline = time.monotonic() + 10
-    while len(_exits(get(client, app, machine["id"]))) < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(lambda: len(_exits(get(client, app, machine["id"]))) >= 3, "three runs")
     base = f"/v1/apps/{app}/machines/{machine['id']}"
     assert client.post(f"{base}/stop").status_code == 200
     wait_ok(client, app, machine["id"], "stopped")

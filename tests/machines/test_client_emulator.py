@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import anyio
 import pytest
@@ -18,7 +19,7 @@ from flyjobs._exceptions import (
     WaitTimeoutError,
 )
 from flyjobs.emulator import RunningEmulator
-from flyjobs.machines import MachineConfig, MachinesClient
+from flyjobs.machines import Lease, MachineConfig, MachinesClient
 
 pytestmark = pytest.mark.anyio
 
@@ -181,16 +182,31 @@ async def test_metadata(fly: MachinesClient, app: str) -> None:
 
 
 async def test_lease_block_sends_the_nonce_and_locks_others_out(
-    fly: MachinesClient, app: str, emulator: RunningEmulator
+    fly: MachinesClient, app: str, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     machine_id = await _started(fly, app)
+    # The block's refresher extends the lease before its TTL runs out: the test waits for
+    # the emulator's answer to a refresh, not for the TTL.
+    refreshed = anyio.Event()
+    refresh_lease = fly.refresh_lease
+
+    async def refresh_and_tell(*args: Any, **kwargs: Any) -> Lease:
+        lease = await refresh_lease(*args, **kwargs)
+        refreshed.set()
+        return lease
+
+    monkeypatch.setattr(fly, "refresh_lease", refresh_and_tell)
     async with client_for(emulator) as other:
         async with fly.lease(app, machine_id, ttl_s=2, description="deploy") as held:
             assert held.nonce and not held.lost
             lease = await fly.get_lease(app, machine_id)
             assert lease.nonce == held.nonce
             assert lease.description is not None and lease.description.startswith("deploy [")
-            await anyio.sleep(2.5)  # longer than the TTL: the refresher must have kept it
+            with anyio.fail_after(30):  # a bound on a hung test; it refreshes every 0.67 s
+                await refreshed.wait()
+            refreshed_lease = await fly.get_lease(app, machine_id)
+            assert refreshed_lease.nonce == held.nonce and not held.lost
+            assert (refreshed_lease.expires_at or 0) >= (lease.expires_at or 0)
             with pytest.raises(LeaseHeldError):
                 await other.stop_machine(app, machine_id)
             with pytest.raises(LeaseHeldError):

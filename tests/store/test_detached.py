@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 import store_funcs as funcs
 from _store_helpers import APP, live_machines, objects
+from _waiting import eventually
 
 import flyjobs
 from flyjobs._calls.fleet import collect_strays
@@ -69,10 +69,7 @@ def test_status_is_read_from_the_truth_when_asked(fly_store: str) -> None:
     result was read, a fresh handle says so instead of ``running``."""
     call = funcs.double.spawn_detached(21)
     shutdown_runtime()  # as if the spawner exited
-    deadline = time.monotonic() + 30
-    while live_machines():
-        assert time.monotonic() < deadline, "the machine never finished"
-        time.sleep(0.05)
+    eventually(lambda: live_machines() == [], "the machine finished")
     handle = flyjobs.Call.from_id(call.id)
     assert handle.status == flyjobs.CallStatus.succeeded
     assert handle.done()
@@ -92,10 +89,7 @@ def test_from_id_cancel_destroys_the_machine(fly_store: str) -> None:
     assert handle.status.value == "running"
     assert handle.cancel() is True
     assert handle.status.value == "cancelled"
-    deadline = time.monotonic() + 15
-    while live_machines() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert live_machines() == []
+    eventually(lambda: live_machines() == [], "the machine is gone")
     assert [info.key for info in objects(fly_store)] == [f"calls/{call.id}"]
     assert flyjobs.Call.from_id(call.id).status == flyjobs.CallStatus.cancelled
 
@@ -149,13 +143,6 @@ def _tamper(bucket: str, call_id: str, **changes: Any) -> bytes:
     return data
 
 
-def _finished(bucket: str, call_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while f"results/{call_id}" not in [info.key for info in objects(bucket)]:
-        assert time.monotonic() < deadline, f"{call_id} never delivered its result"
-        time.sleep(0.05)
-
-
 def test_a_record_flipped_to_pickle_runs_nothing_in_the_caller(
     fly_store: str, tmp_path: Path
 ) -> None:
@@ -164,7 +151,8 @@ def test_a_record_flipped_to_pickle_runs_nothing_in_the_caller(
     marker = tmp_path / "pwned"
     call = funcs.pickle_shaped.spawn_detached(str(marker))
     shutdown_runtime()
-    _finished(fly_store, call.id)
+    key = f"results/{call.id}"
+    eventually(lambda: key in [info.key for info in objects(fly_store)], f"{key} was put")
     _tamper(fly_store, call.id, pickle=True)
     with pytest.raises(flyjobs.SerializationError, match="not sealed for it"):
         flyjobs.Call.from_id(call.id).result(timeout_s=30)
@@ -179,7 +167,8 @@ def test_a_record_pointed_at_another_call_or_machine_is_refused(fly_store: str) 
     other = funcs.slow_square.spawn_detached(4, 30.0)
     quick = funcs.double.spawn_detached(5)
     shutdown_runtime()
-    _finished(fly_store, quick.id)
+    key = f"results/{quick.id}"
+    eventually(lambda: key in [info.key for info in objects(fly_store)], f"{key} was put")
     machine_of_other = _record(fly_store, other.id)[1]["machine_id"]
     for changes in ({"attempt_id": quick.id}, {"machine_id": machine_of_other}):
         original = _tamper(fly_store, slow.id, **changes)

@@ -5,7 +5,6 @@ config carries their digest, and the worker refuses other bytes unread."""
 from __future__ import annotations
 
 import pickle
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import attack_funcs as attack
 import pytest
 import spill_funcs as funcs
 from _store_helpers import APP, objects
+from _waiting import eventually
 
 import flyjobs
 from flyjobs._calls.plan import MAX_INLINE_PAYLOAD_BYTES
@@ -34,11 +34,7 @@ def _replace(bucket: str, key: str, data: bytes) -> None:
 
 def _machine_of(call: flyjobs.Call[Any]) -> str:
     """The call's machine, once created (its arguments were stored before)."""
-    deadline = time.monotonic() + 30
-    while call.machine_id is None:
-        assert time.monotonic() < deadline, "the call never got a machine"
-        time.sleep(0.01)
-    return call.machine_id
+    return eventually(lambda: call.machine_id, "the call got a machine")
 
 
 def _exit_codes(machine_id: str) -> list[int]:

@@ -4,7 +4,6 @@ mode, ``FLYJOBS_RESULTS=store``, no ``FLYJOBS_INBOX_HOST``, and moto as the S3 s
 from __future__ import annotations
 
 import pickle
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import cli_funcs
 import pytest
 import store_funcs as funcs
 from _store_helpers import APP, live_machines, objects
+from _waiting import eventually
 from click.testing import CliRunner
 
 import flyjobs
@@ -20,20 +20,13 @@ from flyjobs._results.store import Store, StoreConfig
 from flyjobs.cli import cli
 
 
-def _no_machine_left() -> None:
-    deadline = time.monotonic() + 15
-    while live_machines() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert live_machines() == []
-
-
 def test_a_value_comes_back_through_the_store_and_leaves_no_object(fly_store: str) -> None:
     assert funcs.double.remote(21) == 42
     runtime = get_runtime()
     assert runtime.channel.mode == "store"
     assert [c.result(timeout_s=60) for c in [funcs.double.spawn(i) for i in range(3)]] == [0, 2, 4]
     assert objects(fly_store) == []
-    _no_machine_left()
+    eventually(lambda: live_machines() == [], "every machine is gone")
 
 
 def test_the_functions_own_exception_type(fly_store: str) -> None:
@@ -47,7 +40,7 @@ def test_a_machine_crash_is_machine_crashed_error(fly_store: str) -> None:
         funcs.crash.remote(3)
     assert exc.value.exit_code == 3
     assert objects(fly_store) == []
-    _no_machine_left()
+    eventually(lambda: live_machines() == [], "every machine is gone")
 
 
 def test_a_5_mb_argument_and_a_20_mb_result_travel_through_the_store(fly_store: str) -> None:
@@ -158,7 +151,7 @@ def test_a_batch_over_the_store_runs_fixed_slices_on_few_machines(fly_store: str
     machines = runtime.portal.call(lambda: runtime.client.list_machines(APP, include_deleted=True))
     assert 1 < len(machines) <= 3  # each took a slice of the inputs
     assert objects(fly_store) == []
-    _no_machine_left()
+    eventually(lambda: live_machines() == [], "every machine is gone")
 
 
 def test_a_slice_whose_machine_crashes_midway_reruns_the_rest(fly_store: str) -> None:
@@ -167,7 +160,7 @@ def test_a_slice_whose_machine_crashes_midway_reruns_the_rest(fly_store: str) ->
     assert values[0] == 0 and values[2:] == [2, 3]
     assert isinstance(values[1], flyjobs.MachineCrashedError)
     assert objects(fly_store) == []
-    _no_machine_left()
+    eventually(lambda: live_machines() == [], "every machine is gone")
 
 
 @pytest.mark.slow  # several seconds: run in the slow suite

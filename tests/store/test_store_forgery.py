@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import attack_funcs as attack
 import httpx
 import msgpack  # type: ignore[import-untyped]
 import pytest
+from _waiting import eventually
 
 import flyjobs
 from flyjobs._calls.runtime import get_runtime
@@ -20,12 +20,9 @@ from flyjobs._calls.runtime import get_runtime
 
 def _read_call(call: flyjobs.Call[Any]) -> dict[str, Any]:
     """The call envelope in the machine's config, as a reader of the app's machines sees it."""
-    deadline = time.monotonic() + 30
-    while call.machine_id is None:
-        assert time.monotonic() < deadline, "the call never got a machine"
-        time.sleep(0.01)
+    machine_id = eventually(lambda: call.machine_id, "the call got a machine")
     runtime = get_runtime()
-    app, machine_id = runtime.app, call.machine_id
+    app = runtime.app
     assert app is not None
     machine = runtime.portal.call(lambda: runtime.client.get_machine(app, machine_id))
     assert machine.config is not None and machine.config.files

@@ -4,12 +4,12 @@ started anew (new deadlines, new presigned URLs), and nothing left behind."""
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 
 import pytest
 import store_funcs as funcs
 from _store_helpers import live_machines, objects
+from _waiting import eventually
 
 from flyjobs._calls.runtime import get_runtime
 from flyjobs.emulator import RunningEmulator
@@ -35,7 +35,4 @@ def test_throttled_creates_of_slices_restart_their_inputs_clocks(
     assert values == [2 * x for x in range(64)]
     assert get_runtime().client.throttled_at is not None, "the API should have throttled"
     assert objects(fly_store) == []  # no result left by a ticket that was replaced
-    deadline = time.monotonic() + 15
-    while live_machines() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert live_machines() == []
+    eventually(lambda: live_machines() == [], "every machine is gone")
