@@ -138,7 +138,7 @@ def test_exit_codes_output_and_stop_signals_reach_the_api(
             wait_ok(client, app, stuck["id"], "started")
             # "started" is the process's spawn: a SIGINT while its interpreter is still starting
             # ends it as CPython's start-up does (exit 1), not as the worker's Python does.
-            _wait_for_holder(fifo)
+            eventually(lambda: _holders(fifo), "the worker opened its payload", 120)
             stop = client.post(
                 f"/v1/apps/{app}/machines/{stuck['id']}/stop", json={"timeout": "30s"}
             )
