@@ -1,8 +1,9 @@
 """``typing``'s generics for type checkers, and free stand-ins at run time.
 
-Modules that a machine imports when it runs a call (``_function`` through the user's own module)
-take their generic helpers from here: importing ``typing`` itself costs each machine ~6 ms of
-start. Type checkers (and ruff, through ``typing-modules``) see the real ``typing`` names.
+Modules that a machine imports when it runs a call (`flyjobs._declare.function` through the
+user's own module) take their generic helpers from here: importing ``typing`` itself costs each
+machine ~6 ms of start. Type checkers (and ruff, through ``typing-modules``) see the real
+``typing`` names.
 """
 
 from __future__ import annotations

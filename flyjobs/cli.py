@@ -5,7 +5,12 @@ from __future__ import annotations
 import click
 
 from . import __version__
-from ._commands import COMMANDS
+from ._commands.batch import batch
+from ._commands.doctor import doctor
+from ._commands.listing import logs, ls
+from ._commands.run import run
+from ._commands.schedule import schedule
+from ._commands.strays import gc
 from .emulator import dev_command
 
 __all__ = ("cli", "main")
@@ -22,7 +27,7 @@ def cli() -> None:
 
 
 cli.add_command(dev_command, name="dev")
-for _command in COMMANDS:
+for _command in (run, ls, logs, gc, doctor, batch, schedule):
     cli.add_command(_command)
 
 

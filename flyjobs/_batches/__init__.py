@@ -1,4 +1,11 @@
-"""Batches: `fn.map` over machines that pull inputs, journals, progress.
+"""Batches: ``fn.map`` over machines that pull their inputs.
 
-May import: `flyjobs._calls` (the attempt lifecycle), `_results`, `_wire`, `_declare`.
+Owns: `map` (the public face: `MapResults`, closing, Ctrl-C), `batch` (the batch's machines:
+created at the create rate, each handed its next input with the answer to its result),
+`work` (where inputs come from and outcomes go: `WorkSource`, `Outcome`, the `Recorder`
+protocol), `journal` (a resumable batch's journal, in the store or SQLite), `resume` (how a map
+records through its journal), `progress` (counts, `Summary`, the progress display).
+
+May import: `flyjobs._calls` (runtime, plan, the attempt lifecycle), `_results`, `_wire`,
+`_declare`, `_aio`, `_settings`, `_exceptions`. Never `_pools` or `_commands`.
 """

@@ -1,17 +1,9 @@
-"""The ``flyjobs`` commands around the library: run, ls, logs, gc, doctor, batch, schedule.
+"""The ``flyjobs`` commands, each a thin face over the library; `flyjobs.cli` registers them.
 
-Each is a thin face over a library function; `flyjobs.cli` registers them.
+Owns: `run`, `listing` (``ls``, ``logs``), `strays` (``gc``), `doctor` with its `checks`,
+`batch`, `schedule`; `target` (``FILE_OR_MODULE::FUNCTION`` and its arguments), `common` (the
+API a command talks to, errors shown without a traceback).
+
+May import: any package of flyjobs (the commands are its outermost layer); only `flyjobs.cli`
+imports them.
 """
-
-from __future__ import annotations
-
-from .batch import batch
-from .doctor import doctor
-from .listing import logs, ls
-from .run import run
-from .schedule import schedule
-from .strays import gc
-
-__all__ = ("COMMANDS",)
-
-COMMANDS = (run, ls, logs, gc, doctor, batch, schedule)

@@ -1,4 +1,9 @@
-"""Pools: warm machines whose slots run single calls.
+"""Pools: warm machines whose slots run single calls (``pool=``).
 
-May import: `flyjobs._calls` (the attempt lifecycle), `_results`, `_wire`, `_declare`.
+Owns: `runner` (a pool's machines: start, place calls in free slots, hand each slot its next
+call, keep-warm, idle exit, drain), `state` (what the runner tracks: calls, machines, slots).
+
+May import: `flyjobs._calls` (runtime, plan, handle, the attempt lifecycle; not `dispatch`,
+which routes pooled calls here), `_results`, `_wire`, `_exceptions`; `flyjobs._declare.pool`
+only for type checking. Never `_batches` or `_commands`.
 """

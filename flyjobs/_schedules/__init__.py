@@ -1,4 +1,9 @@
 """Scheduled functions seen from the caller: deploy, status, run now, remove.
 
-May import: `flyjobs._calls` (machine config, attempt), `_wire`, `_declare`, `machines`.
+Owns: `deploy` (one sealed machine per scheduled function, created or updated in place under
+its lease), `status` (what the runs did, read from the machines' logs; ``schedule run``;
+removing one). The runs themselves are `flyjobs._machine_side.scheduled_run`'s.
+
+May import: `flyjobs._calls` (plan, machine config, runtime, dispatch for ``schedule run``),
+`_declare`, `_output`, `_wire`, `_exceptions`, `flyjobs.machines`.
 """

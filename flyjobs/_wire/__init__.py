@@ -1,5 +1,13 @@
-"""The wire format: call and result envelopes, the value codec, remote errors, and the
-protocol rules that cross the caller and the machine.
+"""The wire format: everything that crosses between a caller and a machine.
 
-May import: the standard library, msgpack, `flyjobs._exceptions`. Machines import it.
+Owns: `codec` (values, with msgpack extension types, and class references), `framing` (what
+every envelope shares: version, fields, pickle), `call_envelope` (a call as it travels to a
+machine), `result_envelope` (its value or exception as it travels back), `remote_errors`
+(exceptions captured on a machine and rebuilt here), `reference` (a function's
+``module:qualname``), `protocol` (the rules both sides read: exit codes, paths, environment
+names, the result seal, call marks, metadata keys, the worker command).
+
+May import: the standard library, msgpack, `flyjobs._exceptions`; nothing else of flyjobs. Every
+machine imports it, so what else a value needs (``decimal``, ``zoneinfo``, pickle) is imported
+where it is needed.
 """

@@ -1,0 +1,52 @@
+"""The map is true: the README's Layout table names every package and module of flyjobs, and
+each private package's docstring says what it owns and what it may import."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+PACKAGE = ROOT / "flyjobs"
+PUBLIC_PACKAGES = ("machines", "emulator")  # they document their own private modules
+
+
+def _layout() -> dict[str, set[str]]:
+    """Each path the Layout table starts a row with, and the module names the row gives."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("\n## Layout\n") :]
+    rows: dict[str, set[str]] = {}
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            paths, what = line.strip("| ").split(" | ", 1)
+            for path in re.findall(r"`([^`]+)`", paths):
+                rows[path] = set(re.findall(r"`(\w+\.py)`", what))
+    return rows
+
+
+def test_every_module_is_in_the_layout_table() -> None:
+    rows = _layout()
+    listed = {path for path in rows if path.startswith("flyjobs/")}
+    assert all((ROOT / path).exists() for path in rows), sorted(
+        p for p in rows if not (ROOT / p).exists()
+    )
+    top = {f"flyjobs/{p.name}" for p in PACKAGE.glob("*.py")}
+    packages = {f"flyjobs/{p.parent.name}/" for p in PACKAGE.glob("*/__init__.py")}
+    assert top | packages <= listed, sorted((top | packages) - listed)
+    for package in packages - {f"flyjobs/{name}/" for name in PUBLIC_PACKAGES}:
+        modules = {p.name for p in (ROOT / package).glob("*.py")} - {"__init__.py"}
+        assert rows[package] == modules, (package, rows[package] ^ modules)
+
+
+def test_each_private_package_says_what_it_owns_and_may_import() -> None:
+    for init in sorted(PACKAGE.glob("_*/__init__.py")):
+        tree = ast.parse(init.read_text())
+        doc = ast.get_docstring(tree)
+        assert doc and "Owns:" in doc and "May import:" in doc, init
+        assert len(tree.body) == 1, (
+            f"{init}: a docstring only (importing a module never loads its siblings)"
+        )
+        modules = {p.stem for p in init.parent.glob("*.py")} - {"__init__"}
+        named = set(re.findall(r"`(\w+)`", doc.split("May import:")[0]))
+        assert modules <= named, (init, modules - named)
