@@ -50,3 +50,54 @@ def test_each_private_package_says_what_it_owns_and_may_import() -> None:
         modules = {p.stem for p in init.parent.glob("*.py")} - {"__init__"}
         named = set(re.findall(r"`(\w+)`", doc.split("May import:")[0]))
         assert modules <= named, (init, modules - named)
+
+
+def _imports(path: Path) -> set[str]:
+    """The flyjobs modules ``path`` imports, at the top or in a function (not for type checkers)."""
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    package = module.rsplit(".", 1)[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")[: len(package.split(".")) - (child.level - 1)]
+                    origin = ".".join([*base, child.module] if child.module else base)
+                else:
+                    origin = child.module or ""
+                if child.module is None:
+                    found.update(f"{origin}.{alias.name}" for alias in child.names)
+                else:
+                    found.add(origin)
+            elif isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return {name for name in found if name.startswith("flyjobs.")}
+
+
+def test_each_private_package_imports_only_what_its_docstring_allows() -> None:
+    wrong = []
+    for init in sorted(PACKAGE.glob("_*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        rule = doc.split("May import:", 1)[1]
+        if "any package of flyjobs" in rule:
+            continue
+        allowed, _, never = rule.partition("Never")
+        may = {name.removeprefix("flyjobs.") for name in re.findall(r"`([\w.]+)`", allowed)}
+        must_not = {name.removeprefix("flyjobs.") for name in re.findall(r"`([\w.]+)`", never)}
+        for path in sorted(init.parent.glob("*.py")):
+            for name in sorted(_imports(path)):
+                parts = name.split(".")[1:]  # flyjobs._calls.fleet: _calls, fleet
+                prefixes = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+                if parts[0] == init.parent.name:
+                    continue
+                # The most specific rule wins: "`_calls.fleet`", then "never the rest of `_calls`".
+                allowed_by = max(map(len, prefixes & may), default=-1)
+                if allowed_by <= max(map(len, prefixes & must_not), default=-1):
+                    wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert wrong == []

@@ -9,6 +9,7 @@ machine, or routed to its pool), `detach` (``spawn_detached`` and ``Call.from_id
 strays).
 
 May import: `flyjobs._wire`, `_declare`, `_results`, `_output`, `_aio`, `_pools` (dispatch routes
-a pooled call there), `_settings`, `_exceptions`, `flyjobs.machines`, and `flyjobs.emulator`
-(lazily: only a process without a Fly token starts one). Never `_batches` or `_commands`.
+a pooled call there), `_settings`, `_exceptions`, `flyjobs.machines`, `flyjobs.worker` (how much
+output a result carries), and `flyjobs.emulator` (lazily: only a process without a Fly token
+starts one). Never `_batches` or `_commands`.
 """

@@ -5,5 +5,5 @@ what a call or batch printed, read back later), `call_lines` (which call printed
 a machine that ran many, and how a line is shown safely).
 
 May import: `flyjobs._wire`, `flyjobs._exceptions`, `flyjobs.machines`,
-`flyjobs._calls.fleet` (machines by their metadata). Never the rest of `_calls`.
+`flyjobs._calls.fleet` (machines by their metadata). Never the rest of `flyjobs._calls`.
 """
