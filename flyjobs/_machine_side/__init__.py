@@ -1,9 +1,11 @@
 """What runs inside a machine besides `flyjobs.worker`, its entry (``python -m flyjobs.worker``).
 
 Owns: `shared` (what calls running at once in one worker process share: output tails,
-deadlines, the event loop of async functions), `scheduled_run` (a scheduled function's runs,
-each recorded as a line of the machine's log), `zygote` (the fork server the local emulator
-starts worker machines from).
+deadlines, the event loop of async functions), `run` (one call of the user's function: import
+it, call it, trim the machine's frames from what it raised; for the worker and scheduled runs),
+`scheduled_run` (a scheduled function's runs, each recorded as a line of the machine's log),
+`zygote` (the fork server the local emulator starts worker machines from), `forking` (what the
+emulator and its fork server agree on; the emulator imports it, not the zygote).
 
 May import: the standard library, msgpack, `flyjobs._wire`, `flyjobs._exceptions` and
 `flyjobs.worker`; `zygote` also preloads `flyjobs._declare.function`, which every user module
