@@ -1,11 +1,11 @@
 """Where a batch's inputs come from and where their outcomes go.
 
-`WorkSource` is the client side of the pull protocol: machines (the batch's, or any pool of
-long-lived ones) `take` their next input from it, give an input back for a retry, and report it
-`finished`. It reads the caller's iterable lazily, encoding each input as it is taken, and never
-runs more than ``window`` inputs ahead of what the caller has consumed, nor hands out another
-input while the results waiting for the caller hold `MAX_HELD_BYTES` or more, so client memory
-stays bounded whatever the number of inputs and the size of their results.
+`WorkSource` is the client side of a batch's pull protocol: the batch's machines `take` their next
+input from it, give an input back for a retry, and report it `finished`. It reads the caller's
+iterable lazily, encoding each input as it is taken, and never runs more than ``window`` inputs
+ahead of what the caller has consumed, nor hands out another input while the results waiting for the
+caller hold `MAX_HELD_BYTES` or more, so client memory stays bounded whatever the number of inputs
+and the size of their results.
 
 `Outcomes` carries each input's `Outcome` (its value or error, attempts and timings) from the
 runtime's loop to the caller's thread, in input order or as they complete.
