@@ -30,7 +30,8 @@ import anyio
 
 from flyjobs._results.inbox import ResultInbox
 from flyjobs._wire.call_envelope import encode_call
-from flyjobs._wire.protocol import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH, RESULT_KEY_ENV
+from flyjobs._wire.machine import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH
+from flyjobs._wire.seal import RESULT_KEY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 GOAL_RATIO = 1.5

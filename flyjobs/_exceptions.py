@@ -270,7 +270,7 @@ class OutOfMemoryError(MachineCrashedError):
 
 class ResultTooLargeError(CallError):
     """The call's result was over what the caller's inbox accepts
-    (``flyjobs._wire.protocol.MAX_INBOX_RESULT_BYTES``); results through the object store
+    (``flyjobs._wire.machine.MAX_INBOX_RESULT_BYTES``); results through the object store
     (``FLYJOBS_STORE``) may have any size.
 
     :ivar output_tail: the last lines the machine printed, if known.

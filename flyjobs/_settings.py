@@ -20,7 +20,7 @@ __all__ = ("Settings", "find_pyproject")
 DEFAULT_API_HOSTNAME = "https://api.machines.dev"
 #: The Machines API as a Fly machine reaches it over the app's private network.
 INTERNAL_API_HOSTNAME = "http://_api.internal:4280"
-#: The app secret results are authenticated with (also `flyjobs._wire.protocol.RESULT_KEY_ENV`).
+#: The app secret results are authenticated with (also `flyjobs._wire.seal.RESULT_KEY_ENV`).
 _RESULT_KEY_ENV = "FLYJOBS_RESULT_KEY"
 # Set only when flyjobs is meant to run on Fly: with one of them and no token, running on the
 # local emulator instead would silently do something else than asked.

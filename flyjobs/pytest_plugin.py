@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from ._settings import Settings
-from ._wire.protocol import RESULT_KEY_ENV
+from ._wire.seal import RESULT_KEY_ENV
 
 __all__ = ("FlyjobsBackend",)
 

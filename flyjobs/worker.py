@@ -2,19 +2,20 @@
 
 It reads the call payload at the fixed guest path (under ``$FLYJOBS_MACHINE_ROOT`` in the local
 emulator), imports the function, runs it under the call's deadline, delivers the result envelope
-with one HTTP PUT to the URL the payload names, and exits with a code from `flyjobs._wire.protocol`.
+with one HTTP PUT to the URL the payload names, and exits with a code from `flyjobs._wire.machine`.
 A call with ``pulls`` belongs to a batch or pool machine: the answer to its delivery may carry
 the next call envelope, which the worker runs in the same process (the function stays
-imported), until the answer is "no more work" (see `flyjobs._wire.protocol.NEXT_INPUT_WAIT_S`).
+imported), until the answer is "no more work" (see `flyjobs._wire.machine.NEXT_INPUT_WAIT_S`).
 While it waits for that answer (up to the call's ``idle_s``) its deadline is the end of the wait
 plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by then
-(`flyjobs._wire.protocol.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A call
+(`flyjobs._wire.machine.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A call
 with ``concurrent`` calls (a warm pool's ``max_concurrency``) runs them at the same time, each
 in a slot (a pull loop) of its own with its own deadline and output tail (see `_Worker`).
 A machine that may run more than one call (``pulls``, a fixed slice in ``then``, any batch's)
-writes a line before and after each call's output (`flyjobs._wire.protocol.call_mark`), and one that
-runs calls at the same time writes each line of a call as `flyjobs._wire.protocol.call_line`, so
-that a call's lines can be told apart in the machine's logs. The exit code is the last call's:
+writes a line before and after each call's output (`flyjobs._wire.log_lines.call_mark`), and one
+that runs calls at the same time writes each line of a call as
+`flyjobs._wire.log_lines.call_line`, so that a call's lines can be told apart in the machine's
+logs. The exit code is the last call's:
 
 - ``EXIT_OK``: a result was delivered (the function's own exception is a delivered result);
 - ``EXIT_BAD_PAYLOAD``: the payload is missing, unreadable, or not a flyjobs call;
@@ -63,8 +64,8 @@ from flyjobs._machine_side.shared import (
     log,
 )
 from flyjobs._wire.call_envelope import CallEnvelope, decode_call
-from flyjobs._wire.protocol import (
-    DELIVERY_PROOF_HEADER,
+from flyjobs._wire.log_lines import call_error, call_mark
+from flyjobs._wire.machine import (
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_DELIVERY_FAILED,
@@ -74,16 +75,17 @@ from flyjobs._wire.protocol import (
     EXIT_RESULT_TOO_LARGE,
     MACHINE_ROOT_ENV,
     PAYLOAD_GUEST_PATH,
+)
+from flyjobs._wire.remote_errors import ErrorInfo, describe_exception
+from flyjobs._wire.result_envelope import encode_result
+from flyjobs._wire.seal import (
+    DELIVERY_PROOF_HEADER,
     RESULT_KEY_ENV,
     RESULT_NOT_SEALED,
-    call_error,
-    call_mark,
     delivery_proof,
     seal_result,
     ticket_id,
 )
-from flyjobs._wire.remote_errors import ErrorInfo, describe_exception
-from flyjobs._wire.result_envelope import encode_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -138,7 +140,7 @@ class _Worker:
     answers a delivery with, in the same process, until there is no more work for it.
 
     A call with ``concurrent`` calls gives the machine one slot per call, each such a loop: the
-    first in the main thread, the others in threads of their own (`flyjobs._wire.protocol` says how
+    first in the main thread, the others in threads of their own (`flyjobs._wire.machine` says how
     slots end). Sync functions run in their slot's thread, async ones on `EventLoop`.
     """
 
@@ -161,8 +163,9 @@ class _Worker:
         """Run the slots of `call` and its ``concurrent`` calls; return the exit code: the first
         slot's, else the first other slot's that is not EXIT_OK."""
         self.stdout, self.stderr = capture_output(TAIL_CHARS)
-        # A machine that may run more than one call marks each call's output (_protocol): a
-        # batch's (whose machine may be named for the batch even with one input) or a pool's.
+        # A machine that may run more than one call marks each call's output
+        # (`flyjobs._wire.log_lines`): a batch's (whose machine may be named for the batch even
+        # with one input) or a pool's.
         self.marks = call.pulls or bool(call.then) or bool(call.batch_id)
         try:
             others = [decode_call(data) for data in call.concurrent]

@@ -20,7 +20,7 @@ from _fly_helpers import fly_env
 from _waiting import eventually
 
 from flyjobs._calls.runtime import get_runtime
-from flyjobs._wire.protocol import EXIT_BAD_PAYLOAD
+from flyjobs._wire.machine import EXIT_BAD_PAYLOAD
 from flyjobs.emulator import EmulatorConfig, RunningEmulator, serve_in_thread
 
 _WORKER = ["python", "-m", "flyjobs.worker"]

@@ -18,7 +18,7 @@ import pytest
 
 from flyjobs._results.inbox import ResultInbox
 from flyjobs._wire.call_envelope import encode_call
-from flyjobs._wire.protocol import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH
+from flyjobs._wire.machine import MACHINE_ROOT_ENV, PAYLOAD_GUEST_PATH
 from flyjobs._wire.result_envelope import decode_result
 
 REPO = Path(__file__).resolve().parents[1]

@@ -144,7 +144,7 @@ def test_the_graph_reader_sees_cycles_and_silent_imports() -> None:
     # The two checks above pass on a graph that reads nothing: this one shows they can fail.
     graph, local = _read_graph()
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert "flyjobs._wire.protocol" in graph["flyjobs.worker"]
+    assert "flyjobs._wire.machine" in graph["flyjobs.worker"]
     assert any(i.module == "flyjobs.worker" and i.commented for i in local)
     handle = graph["flyjobs._calls.handle"]
     assert "flyjobs._calls.detach" in handle  # function-local, still an edge

@@ -10,7 +10,7 @@ from store_funcs import big_result
 import flyjobs
 from flyjobs._calls.plan import MAX_INLINE_PAYLOAD_BYTES
 from flyjobs._calls.runtime import Runtime
-from flyjobs._wire.protocol import MAX_INBOX_RESULT_BYTES
+from flyjobs._wire.machine import MAX_INBOX_RESULT_BYTES
 
 
 def test_arguments_over_the_inline_limit_name_it_and_the_store(

@@ -16,7 +16,7 @@ from _waiting import eventually
 
 import flyjobs
 from flyjobs._calls.runtime import Runtime
-from flyjobs._wire.protocol import MAX_WAIT_S
+from flyjobs._wire.machine import MAX_WAIT_S
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 

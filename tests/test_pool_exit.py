@@ -19,7 +19,7 @@ import httpx
 import pytest
 from _fly_helpers import APP, fly_env
 
-from flyjobs._wire.protocol import IDLE_EXIT_GRACE_S
+from flyjobs._wire.machine import IDLE_EXIT_GRACE_S
 from flyjobs.emulator import RunningEmulator
 
 HERE = Path(__file__).resolve().parent / "_support"

@@ -26,7 +26,7 @@ from flyjobs._aio import blocking as _blocking
 from flyjobs._calls.plan import MAX_INLINE_PAYLOAD_BYTES, _portable
 from flyjobs._calls.runtime import Runtime
 from flyjobs._wire.call_envelope import decode_call
-from flyjobs._wire.protocol import PAYLOAD_GUEST_PATH
+from flyjobs._wire.machine import PAYLOAD_GUEST_PATH
 
 
 @dataclasses.dataclass

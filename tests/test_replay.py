@@ -15,8 +15,8 @@ from _pool_helpers import pool_machines
 import flyjobs
 from flyjobs._calls.runtime import Runtime, get_runtime, shutdown_runtime
 from flyjobs._results.inbox import ResultInbox
-from flyjobs._wire.protocol import DELIVERY_PROOF_HEADER, delivery_proof, seal_result, ticket_id
 from flyjobs._wire.result_envelope import encode_result
+from flyjobs._wire.seal import DELIVERY_PROOF_HEADER, delivery_proof, seal_result, ticket_id
 
 KEY = "replay-result-key-0123456789abcdef"
 

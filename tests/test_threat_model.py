@@ -125,7 +125,7 @@ def test_a_config_reader_cannot_guess_the_mac_from_what_it_sees(
     call = attack.wait_for_file.spawn(str(go))
     envelope = _read_call(fly, call)
     forged = attack.forged_envelope(envelope, "import", str(tmp_path / "m"))
-    from flyjobs._wire.protocol import seal_result, ticket_id
+    from flyjobs._wire.seal import seal_result, ticket_id
 
     guesses = [envelope["result_url"], envelope["call_id"], TOKEN, ""]
     for guess in guesses:

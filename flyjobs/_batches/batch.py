@@ -49,7 +49,7 @@ from .._calls.attempt import (
 from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, Plan
 from .._calls.runtime import Runtime
 from .._exceptions import TooManyFailuresError
-from .._wire.protocol import NEXT_INPUT_WAIT_S
+from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
 from .progress import BatchStats
 from .work import Input, Item, Outcome, Outcomes, Recorder, WorkSource

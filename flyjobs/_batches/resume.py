@@ -20,8 +20,8 @@ from .._calls.runtime import Runtime, get_runtime
 from .._declare.options import CallOptions
 from .._exceptions import ConfigError
 from .._wire.codec import decode_value, encode_value
-from .._wire.protocol import RESULT_KEY_ENV, open_record, seal_record
 from .._wire.reference import function_reference
+from .._wire.seal import RESULT_KEY_ENV, open_record, seal_record
 from .journal import Journal, StoreJournal, input_key, open_journal
 from .work import MISSING
 

@@ -49,7 +49,7 @@ from .._machine_side.run import TAIL_CHARS
 from .._output.call_lines import shown
 from .._output.live import cut_marker
 from .._results.channel import ResultTicket
-from .._wire.protocol import (
+from .._wire.machine import (
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_DELIVERY_FAILED,
@@ -59,10 +59,10 @@ from .._wire.protocol import (
     EXIT_RESULT_TOO_LARGE,
     MAX_INBOX_RESULT_BYTES,
     NEXT_INPUT_WAIT_S,
-    RESULT_KEY_ENV,
 )
 from .._wire.remote_errors import rebuild_exception
 from .._wire.result_envelope import ResultEnvelope, decode_result
+from .._wire.seal import RESULT_KEY_ENV
 from ..machines import Machine, paced_already, patient_until
 from .machine_config import create_args
 from .plan import WORKER_DEADLINE_SLACK_S, Plan

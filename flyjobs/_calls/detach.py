@@ -36,8 +36,8 @@ from .._exceptions import (
     UnknownCallError,
 )
 from .._results.channel import ResultTicket, StoreTicket, result_key
-from .._wire.protocol import RESULT_KEY_ENV, open_call_record, seal_call_record
 from .._wire.result_envelope import decode_result
+from .._wire.seal import RESULT_KEY_ENV, open_call_record, seal_call_record
 from .attempt import Attempt, MachineRun, destroy, outcome
 from .handle import Call, CallState, CallStatus
 from .plan import Plan, from_record

@@ -1,7 +1,7 @@
 """flyjobs' machines as their metadata describes them: listing, and finding and destroying strays.
 
 A machine belongs to flyjobs when its config carries ``flyjobs_function`` metadata (see
-`flyjobs._wire.protocol`); every other machine of the app is left alone by everything here.
+`flyjobs._wire.metadata`); every other machine of the app is left alone by everything here.
 
 A *stray* is a flyjobs machine that is still up although no call can want it any more:
 
@@ -28,14 +28,14 @@ from typing import Any
 import psutil
 
 from .._exceptions import NotFoundError
-from .._wire.protocol import (
+from .._wire.log_lines import may_mark
+from .._wire.metadata import (
     META_BATCH_ID,
     META_CALL_ID,
     META_CLIENT,
     META_DEADLINE,
     META_FUNCTION,
     META_POOL,
-    may_mark,
 )
 from ..machines import Machine, MachinesClient
 
@@ -130,7 +130,7 @@ class JobMachine:
 
     def may_run(self, call_id: str) -> bool:
         """Whether its worker's marks may name call ``call_id``
-        (`flyjobs._wire.protocol.may_mark`)."""
+        (`flyjobs._wire.log_lines.may_mark`)."""
         return may_mark(call_id, own_call_id=self.call_id, batch_id=self.batch_id, pool=self.pool)
 
     def age_s(self, now: float) -> float | None:

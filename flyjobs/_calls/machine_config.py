@@ -15,7 +15,7 @@ from typing import Any
 
 from .._declare.options import CallOptions
 from .._declare.schedule import Cron
-from .._wire.protocol import PAYLOAD_GUEST_PATH, WORKER_CMD
+from .._wire.machine import PAYLOAD_GUEST_PATH, WORKER_CMD
 from ..machines import MachineConfig
 
 __all__ = ("Ephemeral", "Resident", "create_args", "machine_config", "machine_spec")

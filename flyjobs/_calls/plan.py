@@ -20,7 +20,8 @@ from .._declare.options import CallOptions
 from .._declare.output_choice import resolve_output
 from .._exceptions import ConfigError, SerializationError
 from .._wire.call_envelope import encode_arguments, encode_call
-from .._wire.protocol import (
+from .._wire.machine import NEXT_INPUT_WAIT_S, importing_function
+from .._wire.metadata import (
     META_BATCH_ID,
     META_BATCH_SIZE,
     META_CALL_ID,
@@ -28,8 +29,6 @@ from .._wire.protocol import (
     META_DEADLINE,
     META_FUNCTION,
     META_POOL,
-    NEXT_INPUT_WAIT_S,
-    importing_function,
 )
 from .._wire.reference import function_reference
 from ..machines import MachineConfig

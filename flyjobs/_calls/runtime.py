@@ -31,7 +31,7 @@ from .._results.channel import Channel, choose_channel
 from .._results.inbox import ResultInbox
 from .._results.store import Store, StoreConfig
 from .._settings import Settings
-from .._wire.protocol import RESULT_KEY_ENV
+from .._wire.seal import RESULT_KEY_ENV
 from ..machines import MachinesClient, RateLimitSetting
 
 __all__ = (
@@ -88,7 +88,7 @@ class Runtime:
     _active: set[anyio.CancelScope] = field(default_factory=set, repr=False)
     _idle: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _secrets: dict[str, set[str]] = field(default_factory=dict, repr=False)
-    #: The app secret results are sealed with (see `flyjobs._wire.protocol.seal_result`).
+    #: The app secret results are sealed with (see `flyjobs._wire.seal.seal_result`).
     result_key: str | None = field(default=None, repr=False)
 
     async def check_secrets(self, app: str, names: Sequence[str]) -> None:

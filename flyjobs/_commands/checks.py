@@ -17,7 +17,7 @@ from .._exceptions import (
 from .._results.channel import choose_channel
 from .._results.store import StoreConfig
 from .._settings import Settings
-from .._wire.protocol import RESULT_KEY_ENV
+from .._wire.seal import RESULT_KEY_ENV
 from ..machines import MachinesClient
 
 __all__ = ("Check", "diagnose")

@@ -14,7 +14,7 @@ from .._exceptions import ConfigError, FlyjobsError
 from .._output.call_lines import shown
 from .._results.local_api import app_result_key
 from .._settings import Settings
-from .._wire.protocol import RESULT_KEY_ENV
+from .._wire.seal import RESULT_KEY_ENV
 from ..machines import MachinesClient
 
 __all__ = ("APP_OPTION", "NO_API", "api_client", "result_key", "run_async", "shows_errors")

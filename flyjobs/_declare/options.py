@@ -10,7 +10,7 @@ time here (they cost a machine ~12 ms of start).
 from __future__ import annotations
 
 from .._exceptions import ConfigError
-from .._wire.protocol import DEFAULT_TIMEOUT_S, MAX_WAIT_S, RESERVED_ENV
+from .._wire.machine import DEFAULT_TIMEOUT_S, MAX_WAIT_S, RESERVED_ENV
 from .output_choice import check_output
 from .schedule import check_schedule
 

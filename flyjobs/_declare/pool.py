@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .._exceptions import ConfigError
-from .._wire.protocol import MAX_WAIT_S
+from .._wire.machine import MAX_WAIT_S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class Pool:
     (``auto_destroy``, never restarted, metadata ``flyjobs_pool`` naming the pool), and pull
     their calls from this process over the result inbox: each delivered result is answered with
     that slot's next call. Every machine ends by itself at most ``idle_s`` plus
-    `flyjobs._wire.protocol.IDLE_EXIT_GRACE_S` seconds after its last call if this process
+    `flyjobs._wire.machine.IDLE_EXIT_GRACE_S` seconds after its last call if this process
     disappears (a machine busy with a call ends when that call ends, or at its deadline).
 
     The pool starts with `start` (or ``with pool:`` / ``async with pool:``, which also shut it

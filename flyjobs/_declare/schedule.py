@@ -19,7 +19,7 @@ How each kind runs (``flyjobs schedule deploy`` makes one machine per function):
 from __future__ import annotations
 
 from .._exceptions import ConfigError
-from .._wire.protocol import SCHEDULE_INTERVALS_S
+from .._wire.machine import SCHEDULE_INTERVALS_S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

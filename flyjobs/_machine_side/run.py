@@ -14,7 +14,7 @@ import types
 
 from flyjobs._machine_side.shared import EventLoop
 from flyjobs._wire.codec import import_reference
-from flyjobs._wire.protocol import set_importing_function
+from flyjobs._wire.machine import set_importing_function
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

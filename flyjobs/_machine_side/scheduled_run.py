@@ -40,19 +40,17 @@ import time
 
 from flyjobs._machine_side.run import TAIL_CHARS, call, from_user_code, import_function
 from flyjobs._machine_side.shared import EventLoop, capture_output
-from flyjobs._wire.protocol import (
+from flyjobs._wire.log_lines import ERROR_TRACEBACK_CHARS, RUN_RECORD_PREFIX, error_line
+from flyjobs._wire.machine import (
     DEFAULT_TIMEOUT_S,
-    ERROR_TRACEBACK_CHARS,
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_IMPORT_FAILED,
     EXIT_OK,
-    RUN_RECORD_PREFIX,
     SCHEDULE_INTERVALS_S,
     TIME_ORIGIN_ENV,
     TIME_SCALE_ENV,
     WORKER_MODULE,
-    error_line,
 )
 
 TYPE_CHECKING = False

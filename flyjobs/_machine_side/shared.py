@@ -14,13 +14,8 @@ import sys
 import time
 from _contextvars import ContextVar
 
-from flyjobs._wire.protocol import (
-    CALL_MARK_PREFIX,
-    EXIT_DEADLINE,
-    LOG_GAP_PREFIX,
-    RUN_RECORD_PREFIX,
-    call_line,
-)
+from flyjobs._wire.log_lines import CALL_MARK_PREFIX, LOG_GAP_PREFIX, RUN_RECORD_PREFIX, call_line
+from flyjobs._wire.machine import EXIT_DEADLINE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -78,7 +73,7 @@ class Tail:
     What a call's own thread (or asyncio task) writes is that call's alone; what other threads
     write (threads a function started, which cannot be told apart) goes to every slot's tail,
     so with one slot a call's tail has all of its output. With `prefixed` (slots run at the
-    same time), a call's lines go through whole, each as `flyjobs._wire.protocol.call_line`.
+    same time), a call's lines go through whole, each as `flyjobs._wire.log_lines.call_line`.
 
     A line a call prints that would read as the worker's own (a call mark, a scheduled run's
     record, or the emulator's line saying it dropped lines) goes through as the call's line

@@ -1,12 +1,12 @@
 """Which call printed each line of a machine's output, from the worker's call marks.
 
 A machine that runs more than one call (a batch's or a pool's) marks each call's part of its
-output (`flyjobs._wire.protocol.call_mark`, `call_line`). `CallLines` reads one machine's lines in
+output (`flyjobs._wire.log_lines.call_mark`, `call_line`). `CallLines` reads one machine's lines in
 order and tells, for each, the call it belongs to: None for the machine's own lines (outside any
 call's marks, or on a machine that runs one call, whose metadata names it). Marks are passed on
 as such (`Piece.mark`), never as lines to show.
 
-After a gap (the emulator's `flyjobs._wire.protocol.log_gap_line`: earlier lines were dropped) the
+After a gap (the emulator's `flyjobs._wire.log_lines.log_gap_line`: earlier lines were dropped) the
 call's start mark may have been dropped too. With ``hold_after_gap`` the lines that follow (the
 gap line with them) wait for the next mark to tell: an end mark makes them that call's, a start
 mark the machine's own. Without it (live output, where waiting would hold lines back), they
@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .._wire.protocol import LOG_GAP_PREFIX, parse_call_mark
+from .._wire.log_lines import LOG_GAP_PREFIX, parse_call_mark
 
 __all__ = ("CallLines", "Piece", "shown")
 
@@ -76,7 +76,7 @@ def shown(line: str, *, output: bool = True, multiline: bool = False) -> str:
 class Piece(NamedTuple):
     """A line of a machine's output and the call it belongs to (None: the machine's own), or,
     with ``mark`` ("start" or "end"), a call's mark (``text`` is then empty), or ("error") the
-    exception the call raised (``text``: its JSON, see `flyjobs._wire.protocol.call_error`)."""
+    exception the call raised (``text``: its JSON, see `flyjobs._wire.log_lines.call_error`)."""
 
     call: str | None
     text: str

@@ -34,7 +34,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._exceptions import APIError, AuthenticationError, ForbiddenError, TransportError
-from .._wire.protocol import may_mark
+from .._wire.log_lines import may_mark
 from ..machines import MachinesClient
 from .call_lines import CallLines, Piece, shown
 
@@ -228,7 +228,7 @@ class LiveOutput:
         that call's, whatever call marks they hold; otherwise (a batch's or pool's machine)
         the worker's marks tell which call each line is from: with ``batch_id`` (a batch's
         machine) only marks naming an input of that batch, any other being a line of the call
-        that wrote it (`flyjobs._wire.protocol.may_mark`, as ``flyjobs logs`` reads them)."""
+        that wrote it (`flyjobs._wire.log_lines.may_mark`, as ``flyjobs logs`` reads them)."""
         follower = self._followers.get(app)
         if follower is None:
             follower = self._followers[app] = _AppFollower(self._client, app, self._write)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import anyio
 
 from .._calls.fleet import JobMachine, list_jobs
-from .._wire.protocol import LOG_GAP_PREFIX
+from .._wire.log_lines import LOG_GAP_PREFIX
 from ..machines import MachinesClient
 from .call_lines import CallLines, Piece
 
@@ -179,8 +179,8 @@ async def read_output(
 
 
 def error_lines(error_json: str) -> list[str]:
-    """The lines showing the exception of a call's error line (`flyjobs._wire.protocol.call_error`):
-    a line naming it, then its remote traceback."""
+    """The lines showing the exception of a call's error line
+    (`flyjobs._wire.log_lines.call_error`): a line naming it, then its remote traceback."""
     try:
         error = json.loads(error_json)
         kind, message = str(error["type"]), str(error["message"])

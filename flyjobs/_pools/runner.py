@@ -9,7 +9,7 @@ an idle machine waits up to the pool's ``idle_s`` for one (the call envelope's `
 also bounds the worker's own wait), and the pool keeps ``min`` machines when idle.
 
 A machine has ``max_concurrency`` slots, each a pull loop of its worker (the first call's
-``concurrent`` calls start the others, see `flyjobs._wire.protocol`): a slot holds one call at a
+``concurrent`` calls start the others, see `flyjobs._wire.machine`): a slot holds one call at a
 time, and a slot with nothing to do waits for a call ("parked"). A call goes to a parked slot
 if there is one; otherwise it queues, and the pool starts a new machine for it if the queue is
 longer than the slots about to look at it (those of starting machines, and those running a
@@ -68,7 +68,7 @@ logger = logging.getLogger("flyjobs.pool")
 #: What a slot with nothing to do runs: a no-op call whose delivery asks for the next call (a
 #: new slot's first call; an idle slot's call that renews its wait, which the worker cannot
 #: make forever, by design).
-_KEEP_WARM = "flyjobs._wire.protocol:keep_warm"
+_KEEP_WARM = "flyjobs._wire.machine:keep_warm"
 #: Seconds `shutdown_pool` waits for the pool's machines to be destroyed.
 _SHUTDOWN_WAIT_S = 30.0
 
@@ -450,7 +450,7 @@ class PoolRunner:
     def _timed_out(self, slot: Slot) -> bool:
         """A call on ``slot`` ran past its deadline: its machine takes no more calls. Whether
         another of its slots is busy: the machine is then not destroyed, and its worker ends
-        once they are done (see `flyjobs._wire.protocol`)."""
+        once they are done (see `flyjobs._wire.machine`)."""
         slot.job = None
         self._drain(slot.machine)
         return slot.machine.busy(other_than=slot)

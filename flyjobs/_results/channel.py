@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import anyio
 
 from .._exceptions import ConfigError, SerializationError, TransportError
-from .._wire.protocol import NEXT_INPUT_WAIT_S, open_result, ticket_id
+from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
+from .._wire.seal import open_result, ticket_id
 
 if TYPE_CHECKING:
     from .._settings import Settings
@@ -78,7 +79,7 @@ class ResultTicket(Protocol):
 
     @property
     def ticket_id(self) -> str:
-        """The id the result's seal is bound to (see `flyjobs._wire.protocol.ticket_id`)."""
+        """The id the result's seal is bound to (see `flyjobs._wire.seal.ticket_id`)."""
 
     @property
     def replies(self) -> bool: ...
@@ -275,10 +276,10 @@ class StoreTicket:
     :ivar expires_at: unix time (s) after which the URL no longer works.
 
     Anyone who reads the machine's config can PUT to its URL: an object not sealed with
-    `seal_key` for this ticket (see `flyjobs._wire.protocol.seal_result`) is ignored, so a forger
+    `seal_key` for this ticket (see `flyjobs._wire.seal.seal_result`) is ignored, so a forger
     can spoil a result but never supply one.
 
-    :param bound_to: the `flyjobs._wire.protocol.ticket_id` the result is sealed for (default: this
+    :param bound_to: the `flyjobs._wire.seal.ticket_id` the result is sealed for (default: this
         ticket's own URL's); a detached call read again later has a new URL but the old id.
     """
 

@@ -51,16 +51,15 @@ from anyio.abc import SocketAttribute
 
 from .._aio.http_server import BoundedServer, RateLimitedLog
 from .._exceptions import SerializationError
-from .._wire.protocol import (
+from .._wire.machine import MAX_INBOX_RESULT_BYTES, NEXT_INPUT_WAIT_S
+from .._wire.result_envelope import decode_result
+from .._wire.seal import (
     DELIVERY_PROOF_HEADER,
-    MAX_INBOX_RESULT_BYTES,
-    NEXT_INPUT_WAIT_S,
     RESULT_NOT_SEALED,
     delivery_proof,
     open_result,
     ticket_id,
 )
-from .._wire.result_envelope import decode_result
 
 __all__ = ("ResultInbox", "Ticket")
 
@@ -172,7 +171,7 @@ class Ticket:
 
     @property
     def ticket_id(self) -> str:
-        """The id a result's seal is bound to (see `flyjobs._wire.protocol.ticket_id`)."""
+        """The id a result's seal is bound to (see `flyjobs._wire.seal.ticket_id`)."""
         return ticket_id(self.url)
 
     @property
@@ -239,8 +238,8 @@ class ResultInbox:
     :param ttl_s: default lifetime (s) of a ticket's URL.
     :param max_body_bytes: largest result body accepted.
     :param result_key: the app secret results are authenticated with (see
-        `flyjobs._wire.protocol.seal_result`); a delivery whose head lacks its proof
-        (`flyjobs._wire.protocol.delivery_proof`), or whose body is not sealed with it, is refused
+        `flyjobs._wire.seal.seal_result`); a delivery whose head lacks its proof
+        (`flyjobs._wire.seal.delivery_proof`), or whose body is not sealed with it, is refused
         with 403 and the ticket stays open for the genuine one; a ticket's result is the
         opened envelope. None accepts any body the URL admits.
     :param max_connections: connections held at once (see `BoundedServer`).

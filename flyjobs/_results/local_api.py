@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 
 from .._settings import Settings
-from .._wire.protocol import RESULT_KEY_ENV
+from .._wire.seal import RESULT_KEY_ENV
 from ..machines import MachinesClient
 
 __all__ = ("app_result_key",)

@@ -45,13 +45,9 @@ from .._exceptions import (
 )
 from .._output.call_lines import shown
 from .._wire.call_envelope import encode_arguments, encode_call
-from .._wire.protocol import (
-    META_FUNCTION,
-    META_SCHEDULE,
-    META_SCHEDULE_SPEC,
-    result_mac,
-)
+from .._wire.metadata import META_FUNCTION, META_SCHEDULE, META_SCHEDULE_SPEC
 from .._wire.reference import function_reference
+from .._wire.seal import result_mac
 from ..machines import Machine, MachineConfig, MachinesClient
 
 __all__ = (

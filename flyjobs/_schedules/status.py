@@ -23,12 +23,12 @@ from .._exceptions import APIError, ConfigError, SerializationError, TransportEr
 from .._machine_side.scheduled_run import cron_ticks
 from .._output.call_lines import shown
 from .._wire.call_envelope import CallEnvelope, decode_call
-from .._wire.protocol import (
+from .._wire.log_lines import RUN_RECORD_PREFIX
+from .._wire.machine import (
     DEFAULT_TIMEOUT_S,
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_IMPORT_FAILED,
-    RUN_RECORD_PREFIX,
     SCHEDULE_INTERVALS_S,
 )
 from ..machines import Machine, MachinesClient
@@ -65,7 +65,7 @@ class Run:
     :ivar duration_s: seconds it ran.
     :ivar error: ``Type: message`` of a failed run.
     :ivar traceback: the formatted remote traceback of a failed run (its last
-        `flyjobs._wire.protocol.ERROR_TRACEBACK_CHARS` characters), when the worker recorded it.
+        `flyjobs._wire.log_lines.ERROR_TRACEBACK_CHARS` characters), when the worker recorded it.
     :ivar reason: why a tick was skipped.
     """
 

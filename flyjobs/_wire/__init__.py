@@ -4,8 +4,10 @@ Owns: `codec` (values, with msgpack extension types, and class references), `fra
 every envelope shares: version, fields, pickle), `call_envelope` (a call as it travels to a
 machine), `result_envelope` (its value or exception as it travels back), `remote_errors`
 (exceptions captured on a machine and rebuilt here), `reference` (a function's
-``module:qualname``), `protocol` (the rules both sides read: exit codes, paths, environment
-names, the result seal, call marks, metadata keys, the worker command).
+``module:qualname``), and the rules both sides read: `machine` (what a flyjobs machine is: the
+worker command, the payload's path, reserved environment names, waits, exit codes), `seal` (the
+result key's seal on results and records), `log_lines` (call marks, error lines, run records:
+the lines a machine writes that readers parse), `metadata` (the keys on flyjobs' machines).
 
 May import: the standard library, msgpack, `flyjobs._exceptions`; nothing else of flyjobs. Every
 machine imports it, so what else a value needs (``decimal``, ``zoneinfo``, pickle) is imported

@@ -37,7 +37,7 @@ from __future__ import annotations
 from flyjobs._exceptions import SerializationError
 from flyjobs._wire.codec import Unencodable, decode_value, locate, pack
 from flyjobs._wire.framing import ENVELOPE_VERSION, dumps_pickle, field, loads_pickle, read_envelope
-from flyjobs._wire.protocol import NEXT_INPUT_WAIT_S
+from flyjobs._wire.machine import NEXT_INPUT_WAIT_S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class CallEnvelope:
     :ivar pickle: whether arguments and result travel as pickle.
     :ivar arguments_data: the encoded ``(args, kwargs)``; decode them with `arguments`.
     :ivar pulls: the machine takes more than one input: delivering this call's result may
-        answer with its next call (see `flyjobs._wire.protocol.NEXT_INPUT_WAIT_S`).
+        answer with its next call (see `flyjobs._wire.machine.NEXT_INPUT_WAIT_S`).
     :ivar idle_s: with `pulls`, seconds the answer to the delivery may be held (the machine's
         idle period: a batch's `NEXT_INPUT_WAIT_S`, a warm pool's ``idle_s``).
     :ivar arguments_url: where to GET `arguments_data` instead, when it was too large to travel
@@ -176,7 +176,7 @@ def _argument_label(index: int, arg_names: Sequence[str]) -> str:
 
 def arguments_digest(data: bytes) -> bytes:
     """The digest (BLAKE2b, 32 bytes) that binds spilled arguments to their call envelope."""
-    # From _blake2, as in flyjobs._wire.protocol: hashlib would load OpenSSL in the worker.
+    # From _blake2, as in flyjobs._wire.seal: hashlib would load OpenSSL in the worker.
     from _blake2 import blake2b
 
     return blake2b(data, digest_size=32, person=b"flyjobs-args").digest()

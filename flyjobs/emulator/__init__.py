@@ -7,7 +7,7 @@ waiting thread per machine.
 
 The one documented deviation from Fly: a machine has no private filesystem, so its
 ``config.files`` are written under a per-machine root folder whose path is given to the
-process in ``FLYJOBS_MACHINE_ROOT`` (`flyjobs._wire.protocol.MACHINE_ROOT_ENV`). Its output is
+process in ``FLYJOBS_MACHINE_ROOT`` (`flyjobs._wire.machine.MACHINE_ROOT_ENV`). Its output is
 read by the emulator from a pipe, kept in memory, and served in the shape of Fly's logs API at
 ``/api/v1/apps/{app}/logs``.
 

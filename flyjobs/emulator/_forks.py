@@ -23,7 +23,7 @@ from collections.abc import Callable
 import msgpack  # type: ignore[import-untyped]
 
 from .._machine_side.forking import ZYGOTE_MODULE, signal_machine, startup_env
-from .._wire.protocol import WORKER_CMD
+from .._wire.machine import WORKER_CMD
 from ._process import USE_PIDFD, ExitStatus, ProcessHandle
 
 __all__ = ("ForkServers",)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._wire.protocol import MACHINE_ROOT_ENV
+from .._wire.machine import MACHINE_ROOT_ENV
 from ._validate import effective_guest, validate_files
 
 __all__ = (

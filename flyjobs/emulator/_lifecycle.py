@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._wire.protocol import TIME_ORIGIN_ENV, TIME_SCALE_ENV
+from .._wire.machine import TIME_ORIGIN_ENV, TIME_SCALE_ENV
 from ._config import EmulatorConfig
 from ._errors import ErrorReply
 from ._forks import ForkServers

@@ -7,7 +7,7 @@ so a client can read what a machine printed, destroyed ones included while retai
 ``log_page_lines`` of them; ``meta.next_token`` continues from where the answer ended, and a
 machine the token has not seen yet is read from its first line. Where lines a reader has not
 seen are no longer kept, it gets one line saying how many were dropped, and why
-(`flyjobs._wire.protocol.log_gap_line`; Fly has no such line). A line's timestamp is when the
+(`flyjobs._wire.log_lines.log_gap_line`; Fly has no such line). A line's timestamp is when the
 emulator read it from the machine's output pipe (`MachineOutput`); a token counts lines, not
 bytes.
 

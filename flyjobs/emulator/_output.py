@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from .._wire.protocol import log_gap_line
+from .._wire.log_lines import log_gap_line
 
 __all__ = ("LogLine", "MachineOutput")
 

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .._wire.protocol import (
+from .._wire.metadata import (
     META_BATCH_ID,
     META_BATCH_SIZE,
     META_CALL_ID,

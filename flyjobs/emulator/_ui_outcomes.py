@@ -3,13 +3,13 @@
 A machine's exit code does not say whether a function failed: the worker delivers the
 function's exception as a result and exits 0. What does say is the worker's own lines:
 
-- a batch machine's call marks (`flyjobs._wire.protocol.call_mark`) and error lines
-  (`flyjobs._wire.protocol.call_error`): an input whose call wrote an error line before its end
+- a batch machine's call marks (`flyjobs._wire.log_lines.call_mark`) and error lines
+  (`flyjobs._wire.log_lines.call_error`): an input whose call wrote an error line before its end
   mark failed, one that ended without one succeeded. Retries of an input (``ID-rN``) count as
   that input: it failed only if no attempt succeeded. A machine that runs one input writes no
   marks; it has finished its input once it has stopped. A mark naming a call the machine may
-  not run (`flyjobs._wire.protocol.may_mark`) is not counted.
-- a scheduled machine's run records (`flyjobs._wire.protocol.RUN_RECORD_PREFIX`), with each run's
+  not run (`flyjobs._wire.log_lines.may_mark`) is not counted.
+- a scheduled machine's run records (`flyjobs._wire.log_lines.RUN_RECORD_PREFIX`), with each run's
   status (``ok``, ``failed``, ...) and error.
 
 Each refresh reads only the lines it has not read yet.
@@ -23,14 +23,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .._wire.protocol import (
-    META_BATCH_ID,
-    META_CALL_ID,
-    META_POOL,
-    RUN_RECORD_PREFIX,
-    may_mark,
-    parse_call_mark,
-)
+from .._wire.log_lines import RUN_RECORD_PREFIX, may_mark, parse_call_mark
+from .._wire.metadata import META_BATCH_ID, META_CALL_ID, META_POOL
 from ._machine import MachineRecord
 
 __all__ = ("BatchCounts", "Outcomes", "ScheduledRun")

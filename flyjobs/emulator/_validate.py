@@ -13,7 +13,7 @@ import re
 import signal
 from typing import Any
 
-from .._wire.protocol import RESERVED_ENV, SCHEDULE_INTERVALS_S
+from .._wire.machine import RESERVED_ENV, SCHEDULE_INTERVALS_S
 from ._errors import bad_request
 
 __all__ = (

@@ -6,7 +6,7 @@ from _remote_helpers import machines, metadata
 
 import flyjobs
 from flyjobs._calls.runtime import Runtime
-from flyjobs._wire.protocol import META_POOL
+from flyjobs._wire.metadata import META_POOL
 from flyjobs.machines import Machine
 
 

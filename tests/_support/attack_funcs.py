@@ -81,7 +81,7 @@ def forged_envelope(call: dict[str, Any], kind: str, marker: str) -> bytes:
 def deliver_forged_result(kind: str, marker: str) -> str:
     """Code on a machine, holding the app's secrets, delivers a hostile result of its own
     before the worker delivers the function's."""
-    from flyjobs._wire.protocol import RESULT_KEY_ENV, seal_result, ticket_id
+    from flyjobs._wire.seal import RESULT_KEY_ENV, seal_result, ticket_id
 
     with open(worker.payload_path(), "rb") as file:
         call = msgpack.unpackb(file.read(), raw=False)

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from flyjobs._wire.protocol import MACHINE_ROOT_ENV
+from flyjobs._wire.machine import MACHINE_ROOT_ENV
 from flyjobs._wire.remote_errors import rebuild_exception
 from flyjobs._wire.result_envelope import ResultEnvelope
 

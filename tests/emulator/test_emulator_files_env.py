@@ -13,7 +13,7 @@ import httpx
 import pytest
 from _emu_helpers import create, exit_event, get, new_app, sync_client, wait_ok
 
-from flyjobs._wire.protocol import MACHINE_ROOT_ENV
+from flyjobs._wire.machine import MACHINE_ROOT_ENV
 from flyjobs.emulator import RunningEmulator
 
 DUMP_ENV = [

@@ -15,7 +15,7 @@ import pytest
 from _emu_helpers import SLEEP, create, exit_event, get, new_app, states_seen, sync_client, wait_ok
 
 import flyjobs
-from flyjobs._wire.protocol import MACHINE_ROOT_ENV
+from flyjobs._wire.machine import MACHINE_ROOT_ENV
 from flyjobs.emulator import RunningEmulator
 from flyjobs.machines import MachineConfig
 

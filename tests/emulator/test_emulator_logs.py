@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from _emu_helpers import create, wait_ok
 
-from flyjobs._wire.protocol import MACHINE_ROOT_ENV
+from flyjobs._wire.machine import MACHINE_ROOT_ENV
 
 PRINT_LINES = [
     "python",

@@ -19,7 +19,7 @@ from flyjobs._calls.plan import MAX_INLINE_PAYLOAD_BYTES
 from flyjobs._calls.runtime import get_runtime
 from flyjobs._results.store import Store, StoreConfig
 from flyjobs._wire.call_envelope import decode_call, encode_arguments, encode_call
-from flyjobs._wire.protocol import EXIT_BAD_PAYLOAD
+from flyjobs._wire.machine import EXIT_BAD_PAYLOAD
 
 #: Over the inline limit: these arguments spill to the store.
 BIG = b"a" * (MAX_INLINE_PAYLOAD_BYTES + 1)

@@ -12,7 +12,7 @@ from worker_harness import RunWorker, WorkerRun, run_worker_process
 
 from flyjobs._results.inbox import ResultInbox
 from flyjobs._wire.call_envelope import encode_call
-from flyjobs._wire.protocol import PAYLOAD_GUEST_PATH
+from flyjobs._wire.machine import PAYLOAD_GUEST_PATH
 
 # worker_funcs lives in tests/_support: the worker imports it with that folder on its sys.path.
 SUPPORT = Path(__file__).resolve().parent.parent / "_support"

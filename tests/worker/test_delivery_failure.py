@@ -9,7 +9,7 @@ from worker_harness import RunWorker
 
 from flyjobs._results.channel import undelivered_reason
 from flyjobs._results.inbox import ResultInbox
-from flyjobs._wire.protocol import EXIT_DELIVERY_FAILED
+from flyjobs._wire.machine import EXIT_DELIVERY_FAILED
 
 pytestmark = pytest.mark.anyio
 

@@ -18,8 +18,8 @@ import pytest
 from flyjobs._results.channel import choose_channel
 from flyjobs._results.inbox import ResultInbox
 from flyjobs._settings import Settings
-from flyjobs._wire.protocol import DELIVERY_PROOF_HEADER, delivery_proof, seal_result, ticket_id
 from flyjobs._wire.result_envelope import encode_result
+from flyjobs._wire.seal import DELIVERY_PROOF_HEADER, delivery_proof, seal_result, ticket_id
 
 pytestmark = pytest.mark.anyio
 

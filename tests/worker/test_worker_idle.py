@@ -14,7 +14,7 @@ import pytest
 from worker_harness import run_worker_process
 
 from flyjobs._wire.call_envelope import encode_call
-from flyjobs._wire.protocol import EXIT_DEADLINE, IDLE_EXIT_GRACE_S, PAYLOAD_GUEST_PATH
+from flyjobs._wire.machine import EXIT_DEADLINE, IDLE_EXIT_GRACE_S, PAYLOAD_GUEST_PATH
 
 pytestmark = pytest.mark.anyio
 

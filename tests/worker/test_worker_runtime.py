@@ -17,7 +17,7 @@ from flyjobs._machine_side.run import TAIL_CHARS
 from flyjobs._machine_side.shared import _HARD_STOP_GRACE_S
 from flyjobs._results.inbox import ResultInbox
 from flyjobs._wire.call_envelope import encode_call
-from flyjobs._wire.protocol import (
+from flyjobs._wire.machine import (
     EXIT_BAD_PAYLOAD,
     EXIT_DEADLINE,
     EXIT_DELIVERY_FAILED,

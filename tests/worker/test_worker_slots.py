@@ -11,7 +11,7 @@ from worker_harness import run_worker_process
 
 from flyjobs._results.inbox import ResultInbox
 from flyjobs._wire.call_envelope import encode_call
-from flyjobs._wire.protocol import EXIT_DEADLINE, EXIT_DELIVERY_FAILED, EXIT_OK, PAYLOAD_GUEST_PATH
+from flyjobs._wire.machine import EXIT_DEADLINE, EXIT_DELIVERY_FAILED, EXIT_OK, PAYLOAD_GUEST_PATH
 from flyjobs._wire.result_envelope import ResultEnvelope, decode_result
 
 SUPPORT = str(Path(__file__).resolve().parent.parent / "_support")
