@@ -2,7 +2,8 @@
 
 Owns: `function` (``@remote`` and the `Function` it makes: ``.remote``, ``.spawn``, ``.map``,
 ``.with_options``), `options` (the options, checked at decoration), `pool` (`Pool` as declared),
-`schedule` (``schedule=`` intervals and `Cron`), `output_choice` (the ``output=`` option).
+`schedule` (``schedule=`` intervals, `Cron` and its ticks), `output_choice` (the ``output=``
+option).
 
 May import: the standard library, `flyjobs._wire`, `flyjobs._exceptions`, `flyjobs._typing`,
 `flyjobs._aio.blocking` (standard library only). Everything a call needs (`flyjobs._calls`,

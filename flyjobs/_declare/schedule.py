@@ -1,8 +1,9 @@
 """Schedules of remote functions: Fly's native intervals and `Cron` expressions.
 
-Imported when a module decorates a function (so also by the worker on every machine): only
-cheap checks run here. A cron expression is parsed in full, with its time zone, by
-``flyjobs schedule deploy`` (`check_cron`), before any machine is made.
+Imported when a module decorates a function (so also by the worker on every machine), and by a
+scheduled run for its cron ticks (`cron_ticks`): standard library only (``cronsim`` is imported
+where it is used), and only cheap checks run at decoration. A cron expression is parsed in full,
+with its time zone, by ``flyjobs schedule deploy`` (`check_cron`), before any machine is made.
 
 How each kind runs (``flyjobs schedule deploy`` makes one machine per function):
 
@@ -23,9 +24,10 @@ from .._wire.machine import SCHEDULE_INTERVALS_S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
-__all__ = ("INTERVALS", "Cron", "check_cron", "check_schedule", "schedule_spec")
+__all__ = ("INTERVALS", "Cron", "check_cron", "check_schedule", "cron_ticks", "schedule_spec")
 
 #: The ``schedule=`` strings Fly runs natively.
 INTERVALS = tuple(SCHEDULE_INTERVALS_S)
@@ -128,6 +130,19 @@ def schedule_spec(schedule: str | Cron) -> dict[str, Any]:
     if isinstance(schedule, Cron):
         return {"cron": schedule.expression, "tz": schedule.tz}
     return {"every": schedule}
+
+
+def cron_ticks(spec: dict[str, Any], after: float) -> Iterator[float]:
+    """The ticks of a cron spec (`schedule_spec`) strictly after `after` (unix s), in order: a
+    cron resident's next run on its machine, and the next run due in ``flyjobs schedule ls``."""
+    import datetime  # lazy: keeps decoration light
+    import zoneinfo  # lazy: keeps decoration light
+
+    from cronsim import CronSim  # lazy: keeps decoration light
+
+    tz = zoneinfo.ZoneInfo(spec.get("tz") or "UTC")
+    for moment in CronSim(spec["cron"], datetime.datetime.fromtimestamp(after, tz)):
+        yield moment.timestamp()
 
 
 def describe(spec: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ it, call it, trim the machine's frames from what it raised; for the worker and s
 `zygote` (the fork server the local emulator starts worker machines from), `forking` (what the
 emulator and its fork server agree on; the emulator imports it, not the zygote).
 
-May import: the standard library, msgpack, `flyjobs._wire`, `flyjobs._exceptions` and
+May import: the standard library, msgpack, `flyjobs._wire`, `flyjobs._exceptions`,
+`flyjobs._declare.schedule` (a cron resident's ticks; standard library only) and
 `flyjobs.worker`; `zygote` also preloads `flyjobs._declare.function`, which every user module
 imports. Never anyio, httpx, pydantic or typing_extensions (tests guard the worker's imports).
 """

@@ -24,7 +24,8 @@ later through the logs API::
 - A cron machine (``{"cron": ..., "tz": ...}``) is resident: it sleeps until each tick, runs the
   function in a child worker (the same mode, one run), runs it again after a crash up to
   ``retries`` times, then records every tick that fell due during the run as skipped and waits
-  for the first tick after now. ``cronsim`` is imported only here.
+  for the first tick after now (`flyjobs._declare.schedule.cron_ticks`, which alone imports
+  ``cronsim`` on a machine).
 
 Under the emulator's ``--time-scale`` the clock runs ``FLYJOBS_TIME_SCALE`` times as fast from
 ``FLYJOBS_TIME_ORIGIN``, as the emulator's schedules do. Standard library and msgpack only
@@ -38,6 +39,7 @@ import os
 import sys
 import time
 
+from flyjobs._declare.schedule import cron_ticks
 from flyjobs._machine_side.run import TAIL_CHARS, call, from_user_code, import_function
 from flyjobs._machine_side.shared import EventLoop, capture_output
 from flyjobs._wire.log_lines import ERROR_TRACEBACK_CHARS, RUN_RECORD_PREFIX, error_line
@@ -60,7 +62,7 @@ if TYPE_CHECKING:
 
     from flyjobs._wire.call_envelope import CallEnvelope
 
-__all__ = ("Clock", "cron_ticks", "run_scheduled")
+__all__ = ("Clock", "run_scheduled")
 
 #: Set in a cron resident's child worker: the tick it runs, on the scaled clock.
 _TICK_ENV = "FLYJOBS_SCHEDULED_TICK"
@@ -123,18 +125,6 @@ def _error(exc: BaseException) -> dict[str, str]:
         "message": str(exc),
         "traceback": trace,
     }
-
-
-def cron_ticks(spec: dict[str, Any], after: float) -> Iterator[float]:
-    """The ticks of a cron spec strictly after `after` (unix s), in order."""
-    import datetime  # lazy: keeps machines light
-    import zoneinfo  # lazy: keeps machines light
-
-    from cronsim import CronSim  # lazy: keeps machines light
-
-    tz = zoneinfo.ZoneInfo(spec.get("tz") or "UTC")
-    for moment in CronSim(spec["cron"], datetime.datetime.fromtimestamp(after, tz)):
-        yield moment.timestamp()
 
 
 def run_scheduled(call: CallEnvelope, payload: str) -> int:

@@ -5,6 +5,6 @@ its lease), `status` (what the runs did, read from the machines' logs; ``schedul
 removing one). The runs themselves are `flyjobs._machine_side.scheduled_run`'s.
 
 May import: `flyjobs._calls` (plan, machine config, runtime, dispatch for ``schedule run``),
-`_declare`, `_output`, `_wire`, `_exceptions`, `flyjobs.machines`, and
-`flyjobs._machine_side.scheduled_run` (its cron ticks, to tell the next run due).
+`_declare` (its cron ticks tell the next run due), `_output`, `_wire`, `_exceptions`,
+`flyjobs.machines`.
 """

@@ -19,8 +19,8 @@ from typing import Any
 from .._calls.dispatch import spawn_encoded
 from .._calls.runtime import get_runtime
 from .._declare.options import CallOptions
+from .._declare.schedule import cron_ticks
 from .._exceptions import APIError, ConfigError, SerializationError, TransportError
-from .._machine_side.scheduled_run import cron_ticks
 from .._output.call_lines import shown
 from .._wire.call_envelope import CallEnvelope, decode_call
 from .._wire.log_lines import RUN_RECORD_PREFIX
