@@ -106,6 +106,22 @@ def _record(**fields: Any) -> None:
         stream.flush()
 
 
+def _record_skip(fn: str, skipped: float, *, next_due: float | None, reason: str) -> None:
+    """Record the tick ``skipped`` (unix s, scaled clock) of function ``fn`` as not run."""
+    _record(
+        fn=fn,
+        status="skipped",
+        tick=skipped,
+        started=skipped,
+        duration_s=0.0,
+        error=None,
+        value=None,
+        next_due=next_due,
+        attempt=0,
+        reason=reason,
+    )
+
+
 def _error(exc: BaseException) -> dict[str, str]:
     import traceback  # lazy: keeps machines light
 
@@ -214,16 +230,10 @@ class _Run:
         while True:
             skipped += interval_s
             time.sleep(max(self.clock.real_seconds(skipped - self.clock.now()), 0.0))
-            _record(
-                fn=self.call.fn,
-                status="skipped",
-                tick=skipped,
-                started=skipped,
-                duration_s=0.0,
-                error=None,
-                value=None,
+            _record_skip(
+                self.call.fn,
+                skipped,
                 next_due=skipped + interval_s,
-                attempt=0,
                 reason=f"the run of {self.tick:.0f} was still going",
             )
 
@@ -258,27 +268,13 @@ class _Resident:
                     break
                 skipped += 1
                 if skipped <= _MAX_SKIP_RECORDS:
-                    self.record_skip(later, tick, reason=f"the run of {tick:.0f} was still going")
+                    reason = f"the run of {tick:.0f} was still going"
+                    _record_skip(self.call.fn, later, next_due=None, reason=reason)
             if skipped > _MAX_SKIP_RECORDS:
-                self.record_skip(
-                    now, tick, reason=f"{skipped - _MAX_SKIP_RECORDS} more ticks skipped"
-                )
+                reason = f"{skipped - _MAX_SKIP_RECORDS} more ticks skipped"
+                _record_skip(self.call.fn, now, next_due=None, reason=reason)
             # Strictly after both: the tick just run and every tick recorded as skipped.
             after = max(tick, now)
-
-    def record_skip(self, skipped: float, tick: float, *, reason: str) -> None:
-        _record(
-            fn=self.call.fn,
-            status="skipped",
-            tick=skipped,
-            started=skipped,
-            duration_s=0.0,
-            error=None,
-            value=None,
-            next_due=None,
-            attempt=0,
-            reason=reason,
-        )
 
     def run_tick(self, tick: float) -> None:
         import subprocess  # lazy: keeps machines light
