@@ -255,86 +255,55 @@ def start_map(
     :raises SerializationError: the function cannot be referenced by the worker.
     """
     try:
-        return _start(
-            fn,
-            options,
-            inputs,
-            max_machines=max_machines,
+        _check_count("max_machines", max_machines)
+        _check_count("max_failures", max_failures)
+        for name, flag in (("reuse", reuse), ("order_outputs", order_outputs)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name}={flag!r}: give True or False")
+        if progress is not None and not isinstance(progress, bool):
+            raise ConfigError(
+                f"progress={progress!r}: give True, False, or None (on when stderr is a terminal)"
+            )
+        if max_failures is not None:
+            if not return_exceptions:
+                raise ConfigError(
+                    "max_failures= needs return_exceptions=True: without it the first failure"
+                    " already stops the map"
+                )
+        if output is not None:
+            options = options.replaced(output=output)
+        batch_plan = dataclasses.replace(
+            plan(fn, options, batch_id=new_batch_id()), batch_size=total_hint
+        )
+        runtime = get_runtime()
+        limit = max_machines or runtime.settings.max_machines
+        outcomes = Outcomes(ordered=order_outputs)
+        batch = Batch(
+            runtime,
+            batch_plan,
+            iter(inputs),
+            outcomes,
+            max_machines=limit,
+            # Through the object store machines cannot pull from this process: they take fixed
+            # slices instead (see flyjobs._batches.batch).
             reuse=reuse,
             max_failures=max_failures,
-            progress=progress,
-            order_outputs=order_outputs,
-            return_exceptions=return_exceptions,
-            journal=journal,
-            output=output,
+            window=max(_MIN_WINDOW, 4 * limit),
             total_hint=total_hint,
+            journal=journal,
         )
+        display = None
+        if progress if progress is not None else sys.stderr.isatty():
+            display = Progress(
+                batch.stats,
+                f"{getattr(fn, '__name__', 'map')}.map {batch_plan.batch_id}",
+                throttled=lambda: _throttled(runtime),
+            )
+        return _MapRun(runtime, batch, outcomes, display, journal)
     except BaseException:
         if journal is not None:
             journal.close()
         raise
-
-
-def _start(
-    fn: Callable[..., Any],
-    options: CallOptions,
-    inputs: Iterable[Input],
-    *,
-    max_machines: int | None,
-    reuse: bool,
-    max_failures: int | None,
-    progress: bool | None,
-    order_outputs: bool,
-    return_exceptions: bool,
-    journal: Recorder | None,
-    output: Literal["live", "errors", "none"] | None,
-    total_hint: int | None,
-) -> _MapRun:
-    _check_count("max_machines", max_machines)
-    _check_count("max_failures", max_failures)
-    for name, flag in (("reuse", reuse), ("order_outputs", order_outputs)):
-        if not isinstance(flag, bool):
-            raise ConfigError(f"{name}={flag!r}: give True or False")
-    if progress is not None and not isinstance(progress, bool):
-        raise ConfigError(
-            f"progress={progress!r}: give True, False, or None (on when stderr is a terminal)"
-        )
-    if max_failures is not None:
-        if not return_exceptions:
-            raise ConfigError(
-                "max_failures= needs return_exceptions=True: without it the first failure"
-                " already stops the map"
-            )
-    if output is not None:
-        options = options.replaced(output=output)
-    batch_plan = dataclasses.replace(
-        plan(fn, options, batch_id=new_batch_id()), batch_size=total_hint
-    )
-    runtime = get_runtime()
-    limit = max_machines or runtime.settings.max_machines
-    outcomes = Outcomes(ordered=order_outputs)
-    batch = Batch(
-        runtime,
-        batch_plan,
-        iter(inputs),
-        outcomes,
-        max_machines=limit,
-        # Through the object store machines cannot pull from this process: they take fixed
-        # slices instead (see flyjobs._batches.batch).
-        reuse=reuse,
-        max_failures=max_failures,
-        window=max(_MIN_WINDOW, 4 * limit),
-        total_hint=total_hint,
-        journal=journal,
-    )
-    display = None
-    if progress if progress is not None else sys.stderr.isatty():
-        display = Progress(
-            batch.stats,
-            f"{getattr(fn, '__name__', 'map')}.map {batch_plan.batch_id}",
-            throttled=lambda: _throttled(runtime),
-        )
-    return _MapRun(runtime, batch, outcomes, display, journal)
 
 
 def input_count(iterables: Sequence[Iterable[Any]]) -> int | None:
