@@ -220,15 +220,7 @@ class Lifecycle:
             return
         if machine.handle is None:
             return
-        suspended = machine.state == "suspended"
-        machine.pending = "stop"
-        machine.new_run()  # a wait for "started" from now on means a later run
-        machine.set_state("stopping", ("stop", "user"))
-        if suspended:
-            # Fly: stopping a suspended machine discards its snapshot; nothing runs to ask.
-            machine.handle.signal(signal.SIGKILL)
-            return
-        self._signal_stop(machine, signum, timeout_s)
+        self._end_run(machine, "stop", signum, timeout_s)
 
     def restart(self, machine: MachineRecord, signum: int | None, timeout_s: float | None) -> None:
         """Stop the current run and start a new one (or start a machine that is not running).
@@ -240,11 +232,24 @@ class Lifecycle:
             if machine.boot_timer is None:
                 self.launch(machine, new_run=True)
             return
+        self._end_run(machine, "restart", signum, timeout_s)
+
+    def _end_run(
+        self,
+        machine: MachineRecord,
+        action: str,
+        signum: int | None,
+        timeout_s: float | None,
+    ) -> None:
+        """End the running machine's current run for the user's ``action`` (``"stop"`` or
+        ``"restart"``, which then starts a new one)."""
+        assert machine.handle is not None
         suspended = machine.state == "suspended"
-        machine.pending = "restart"
-        machine.new_run()  # a wait for "started" from now on means the new run
-        machine.set_state("stopping", ("restart", "user"))
+        machine.pending = action
+        machine.new_run()  # a wait for "started" from now on means a later run
+        machine.set_state("stopping", (action, "user"))
         if suspended:
+            # Fly: stopping a suspended machine discards its snapshot; nothing runs to ask.
             machine.handle.signal(signal.SIGKILL)
             return
         self._signal_stop(machine, signum, timeout_s)
