@@ -1,8 +1,5 @@
 """The lines a machine writes that a reader parses back: call marks and call lines (which call
-printed a line), a call's error line, a scheduled run's record, the emulator's gap line.
-
-Imported by the worker, so it stays standard-library only and cheap to import.
-"""
+printed a line), a call's error line, a scheduled run's record, the emulator's gap line."""
 
 from __future__ import annotations
 

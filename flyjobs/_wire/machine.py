@@ -1,9 +1,6 @@
 """What a flyjobs machine is, as the worker and the caller both read it: the command it runs, where
 its payload lies, the environment names the platform reserves, how long it may wait, and the exit
-code that tells the caller how it ended.
-
-Imported by the worker, so it stays standard-library only and cheap to import.
-"""
+code that tells the caller how it ended."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """The metadata keys (``config.metadata``) on every machine flyjobs creates: `flyjobs ls`, `flyjobs
 logs` and `flyjobs gc` find flyjobs' machines by these keys, and never touch a machine without
-them.
-
-Imported by the worker, so it stays standard-library only and cheap to import.
-"""
+them."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
 """The result seal: what proves that a result, a journal record or a detached call's record came
-from someone holding the app's result key, and was made for the one place it is found.
-
-Imported by the worker, so it stays standard-library only and cheap to import.
-"""
+from someone holding the app's result key, and was made for the one place it is found."""
 
 from __future__ import annotations
 
