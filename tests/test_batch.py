@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import remote_funcs as funcs
 from _remote_helpers import machines
+from _waiting import eventually
 
 import flyjobs
 import flyjobs._batches.work
@@ -203,10 +204,10 @@ def test_keyboard_interrupt_while_still_submitting_destroys_every_machine(
             yield 30.0
 
     def interrupt_when_running() -> None:
-        deadline = time.monotonic() + 30
-        while len(_live(runtime)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGINT)
+        try:
+            eventually(lambda: len(_live(runtime)) >= 3, "three machines running")
+        finally:  # interrupt anyway, so that a stuck map still ends
+            os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_when_running, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):

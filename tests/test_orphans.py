@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from _waiting import eventually
 
 # remote_funcs lives in tests/_support (on sys.path in pytest, inserted by hand here).
 HERE = Path(__file__).resolve().parent / "_support"
@@ -78,11 +78,8 @@ def test_worker_deadline_ends_the_machine_of_a_killed_client(tmp_path: Path) -> 
     assert client.returncode == -signal.SIGKILL
     worker = int(pid_file.read_text())
     assert _alive(worker), "the machine should still run right after its client died"
-    # timeout_s=2 plus the worker's slack: gone well within 15 s, though nobody destroyed it.
-    deadline = time.monotonic() + 15
-    while _alive(worker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(worker)
+    # timeout_s=2 plus the worker's slack ends it, though nobody destroyed it.
+    eventually(lambda: not _alive(worker), "the worker ended at its own deadline")
 
 
 INTERRUPTED_CLIENT = """
@@ -137,10 +134,14 @@ def test_sigterm_to_a_mapping_script_destroys_its_machines(tmp_path: Path) -> No
     )
     try:
         files = [tmp_path / f"{i}.pid" for i in range(6)]
-        deadline = time.monotonic() + 60
-        while not all(f.exists() and f.stat().st_size for f in files):
-            assert client.poll() is None and time.monotonic() < deadline, client.stderr
-            time.sleep(0.05)
+        eventually(
+            lambda: (
+                client.poll() is not None or all(f.exists() and f.stat().st_size for f in files)
+            ),
+            "every machine of the mapping script started",
+            60,
+        )
+        assert client.poll() is None, client.communicate()[1]
         client.send_signal(signal.SIGTERM)
         _, stderr = client.communicate(timeout=60)
     finally:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,16 @@ from typing import Any
 import httpx
 import pytest
 from _fly_helpers import APP, fly_env
+from _waiting import eventually
 
 from flyjobs._wire.machine import IDLE_EXIT_GRACE_S
 from flyjobs.emulator import RunningEmulator
 
 HERE = Path(__file__).resolve().parent / "_support"
 IDLE_S = 2.0
+# The workers' own bound (idle_s plus the grace), with room for a loaded box: it bounds a
+# stuck test, it does not time the workers.
+WORKERS_END_S = IDLE_S + IDLE_EXIT_GRACE_S + 15
 
 # Two calls that need two machines at once; print both machines' pids.
 CLIENT = """
@@ -103,14 +106,10 @@ def test_sigkill_of_the_caller_ends_its_pool_machines_within_idle_s_and_grace(
 ) -> None:
     ending = "os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no clean-up"
     code, pids, stderr = _run_client(fly, ending, tmp_path, idle_s=IDLE_S)
-    killed_at = time.monotonic()
     assert code == -signal.SIGKILL, stderr
     assert len(set(pids)) == 2
     # Only the workers themselves can end the machines now (auto_destroy then removes them).
-    limit = killed_at + IDLE_S + IDLE_EXIT_GRACE_S
-    while _up(fly) and time.monotonic() < limit:
-        time.sleep(0.05)
-    assert _up(fly) == []
+    eventually(lambda: _up(fly) == [], "the workers ended their idle machines", WORKERS_END_S)
 
 
 # Machines started with the pool (min=2), before any call; then the caller ends.
@@ -145,7 +144,6 @@ def test_machines_started_with_the_pool_never_outlive_the_caller(
         text=True,
         check=False,
     )
-    ended_at = time.monotonic()
     assert client.stdout == "started\n", client.stderr
     assert len(_machines(fly)) == 2  # started with the pool, no call made
     if ending == "exit":
@@ -153,7 +151,4 @@ def test_machines_started_with_the_pool_never_outlive_the_caller(
         assert _up(fly) == []  # at once: the exiting caller destroyed them
         return
     assert client.returncode == -signal.SIGKILL
-    limit = ended_at + IDLE_S + IDLE_EXIT_GRACE_S
-    while _up(fly) and time.monotonic() < limit:
-        time.sleep(0.05)
-    assert _up(fly) == []
+    eventually(lambda: _up(fly) == [], "the workers ended their idle machines", WORKERS_END_S)

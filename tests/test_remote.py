@@ -8,7 +8,6 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 import remote_funcs as funcs
 from _remote_helpers import machine_of
 from _remote_helpers import machines as _machines
+from _waiting import eventually
 
 import flyjobs
 from flyjobs._aio import blocking as _blocking
@@ -176,9 +176,7 @@ def test_timeout_destroys_the_machine(runtime: Runtime) -> None:
 
 def test_cancel_destroys_the_machine(runtime: Runtime) -> None:
     call = funcs.slow.spawn(30)
-    deadline = time.monotonic() + 20
-    while call.status is not flyjobs.CallStatus.running and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(lambda: call.status is flyjobs.CallStatus.running, "the call running")
     assert call.cancel() is True
     assert call.status is flyjobs.CallStatus.cancelled
     with pytest.raises(flyjobs.CallCancelledError):
@@ -189,9 +187,7 @@ def test_cancel_destroys_the_machine(runtime: Runtime) -> None:
 
 def test_forged_and_replayed_results_are_refused(runtime: Runtime) -> None:
     call = funcs.slow.spawn(1.0)
-    deadline = time.monotonic() + 20
-    while call.machine_id is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(lambda: call.machine_id, "the call has a machine")
     machine = machine_of(runtime, call.machine_id)
     assert machine.config is not None
     payload = next(f for f in machine.config.files or [] if f.guest_path == PAYLOAD_GUEST_PATH)
@@ -284,10 +280,11 @@ async def test_cancelling_an_awaited_call_destroys_its_machine(runtime: Runtime)
     with anyio.move_on_after(1.0) as scope:
         await funcs.slow.remote.aio(30)
     assert scope.cancelled_caught
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        new = [m for m in _machines(runtime) if m.id not in before]
-        if new and all(m.state == "destroyed" for m in new):
-            break
-        await anyio.sleep(0.05)
-    assert [m.state for m in new] == ["destroyed"]
+
+    def destroyed() -> list[str | None] | None:
+        new = [m.state for m in _machines(runtime) if m.id not in before]
+        return new if new and all(state == "destroyed" for state in new) else None
+
+    # In a thread: the test's event loop stays free while it waits.
+    new = await anyio.to_thread.run_sync(eventually, destroyed, "the call's machine destroyed")
+    assert new == ["destroyed"]

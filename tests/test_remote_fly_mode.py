@@ -3,13 +3,13 @@ emulator standing in for Fly) and needs the settings a real Fly run needs."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 import remote_funcs as funcs
 from _remote_helpers import machine_of
+from _waiting import eventually
 
 import flyjobs
 from flyjobs._calls.runtime import get_runtime, shutdown_runtime
@@ -163,14 +163,12 @@ def test_pool_limit_queues_calls_beyond_max_machines(
     monkeypatch.setenv("FLYJOBS_MAX_MACHINES", "2")
     shutdown_runtime()
     calls = [funcs.slow.spawn(1.0) for _ in range(4)]
-    deadline = time.monotonic() + 20
-    statuses: list[flyjobs.CallStatus] = []
-    while time.monotonic() < deadline:
+
+    def two_running() -> list[flyjobs.CallStatus] | None:
         statuses = [c.status for c in calls]
-        if statuses.count(flyjobs.CallStatus.running) == 2:
-            break
-        time.sleep(0.01)
-    assert statuses.count(flyjobs.CallStatus.running) == 2
+        return statuses if statuses.count(flyjobs.CallStatus.running) == 2 else None
+
+    statuses = eventually(two_running, "two calls running")
     assert statuses.count(flyjobs.CallStatus.queued) == 2
     assert [c.result(timeout_s=30) for c in calls] == [1.0] * 4
 
@@ -214,13 +212,13 @@ def test_calls_survive_api_faults_without_twins_or_leftovers(faulty_fly: Running
     machines = runtime.portal.call(lambda: runtime.client.list_machines(APP, include_deleted=True))
     names = [m.name for m in machines]
     assert len(names) == len(set(names)), "a create was repeated into a twin"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        machines = runtime.portal.call(lambda: runtime.client.list_machines(APP))
-        if all(m.state == "destroyed" for m in machines):
-            break
-        time.sleep(0.1)
-    assert [m.id for m in machines if m.state != "destroyed"] == []
+    eventually(
+        lambda: all(
+            m.state == "destroyed"
+            for m in runtime.portal.call(lambda: runtime.client.list_machines(APP))
+        ),
+        "every machine destroyed",
+    )
 
 
 def test_an_unknown_app_says_how_to_create_or_name_one(

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 import zoneinfo
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _waiting import eventually
 from cronsim import CronSim
 
 import flyjobs
@@ -114,15 +114,17 @@ class Deployment:
         self, name: str, done: Callable[[list[dict[str, Any]]], bool]
     ) -> list[dict[str, Any]]:
         """The runs `ls` shows for `name`, once `done` holds of them (bounded by WAIT_S)."""
-        deadline = time.monotonic() + WAIT_S
-        runs: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
+        seen: list[dict[str, Any]] = []
+
+        def runs() -> list[dict[str, Any]] | None:
             row = self.ls().get(name)
-            runs = row["runs"] if row else []
-            if done(runs):
-                return runs
-            time.sleep(0.2)
-        raise AssertionError(f"runs of {name} never got there: {runs}")
+            seen[:] = row["runs"] if row else []
+            return seen if done(seen) else None
+
+        try:
+            return eventually(runs, f"the runs of {name} got there", WAIT_S)
+        except AssertionError as exc:
+            raise AssertionError(f"runs of {name} never got there: {seen}") from exc
 
 
 @pytest.fixture
@@ -411,9 +413,7 @@ def test_schedule_run_returns_the_result(deployment: Deployment) -> None:
     assert 'raise ValueError("the feed is down (42)")' in failed.stderr
     assert failed.stderr.count("Traceback (most recent call last)") == 1
     # An ephemeral machine: it is gone, the scheduled ones stay.
-    deadline = time.monotonic() + WAIT_S
-    while len(deployment.machines()) != 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually(lambda: len(deployment.machines()) == 3, "the ephemeral machine gone", WAIT_S)
     assert sorted(m["name"] for m in deployment.machines()) == [
         "fjs-jobs-broken",
         "fjs-jobs-report",
