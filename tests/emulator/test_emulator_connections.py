@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
+from _waiting import closed_by_peer
 
 from flyjobs.emulator import RunningEmulator
 
@@ -34,17 +35,6 @@ def _port(emulator: RunningEmulator) -> int:
     return urlsplit(emulator.url).port or 80
 
 
-async def _closed_by_peer(stream: anyio.abc.SocketStream) -> bool:
-    """True once the server closed `stream`, after any answer (waits at most 20 s)."""
-    with anyio.move_on_after(20):
-        try:
-            while True:
-                await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-            return True
-    return False
-
-
 def _get(emulator: RunningEmulator, path: str) -> bytes:
     return (
         f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {emulator.token}\r\n\r\n"
@@ -56,7 +46,7 @@ async def test_a_connection_that_never_sends_its_request_is_closed(
 ) -> None:
     emulator = make_emulator(head_timeout_s=0.2)
     async with await anyio.connect_tcp("127.0.0.1", _port(emulator)) as silent:
-        assert await _closed_by_peer(silent)
+        assert await closed_by_peer(silent)
 
 
 async def test_a_slowloris_head_is_closed_however_often_it_sends(
@@ -104,7 +94,7 @@ async def test_a_kept_alive_connection_serves_again_then_is_closed_when_idle(
             )
             while len(body) < length:
                 body += await stream.receive()
-        assert await _closed_by_peer(stream)
+        assert await closed_by_peer(stream)
 
 
 async def test_silent_connections_beyond_the_cap_never_shut_out_the_api(
@@ -120,7 +110,7 @@ async def test_silent_connections_beyond_the_cap_never_shut_out_the_api(
         async with httpx.AsyncClient(base_url=emulator.url, headers=headers) as client:
             answer = await client.get("/v1/apps", params={"org_slug": "personal"})
         assert answer.status_code == 200
-        closed = [await _closed_by_peer(s) for s in silent[:20]]
+        closed = [await closed_by_peer(s) for s in silent[:20]]
         assert all(closed), "the oldest silent connections were not evicted"
 
 
@@ -140,7 +130,7 @@ async def test_refused_connections_are_logged_once_per_interval(
                 for _ in range(count + 2)
             ]
             for stream in streams[:count]:
-                assert await _closed_by_peer(stream)
+                assert await closed_by_peer(stream)
 
     with caplog.at_level(logging.WARNING, logger="flyjobs.emulator"):
         await evict(10)

@@ -14,6 +14,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+from _waiting import closed_by_peer
 
 from flyjobs._results.channel import choose_channel
 from flyjobs._results.inbox import ResultInbox
@@ -33,17 +34,6 @@ async def _put(url: str, body: bytes) -> httpx.Response:
 
 async def _silent_connection(port: int) -> anyio.abc.SocketStream:
     return await anyio.connect_tcp("127.0.0.1", port)
-
-
-async def _closed_by_peer(stream: anyio.abc.SocketStream) -> bool:
-    """True once the server closed `stream`, after any answer (waits at most 20 s)."""
-    with anyio.move_on_after(20):
-        try:
-            while True:
-                await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-            return True
-    return False
 
 
 async def _answer_to(stream: anyio.abc.SocketStream) -> bytes:
@@ -107,7 +97,7 @@ async def test_silent_connections_beyond_the_cap_never_shut_out_a_delivery() -> 
                 answer = await _put(ticket.url, encode_result("c-cap", value=7))
                 assert answer.status_code == 204
                 assert inbox.server.connection_count <= 8
-                closed = [await _closed_by_peer(s) for s in silent[:20]]
+                closed = [await closed_by_peer(s) for s in silent[:20]]
                 assert all(closed), "the oldest silent connections were not evicted"
 
 
@@ -115,7 +105,7 @@ async def test_a_connection_that_never_sends_its_request_is_closed() -> None:
     async with ResultInbox(head_timeout_s=0.2) as inbox:
         async with await _silent_connection(inbox.port) as stream:
             await stream.send(b"PUT /results/x/y HTTP/1.1\r\nHost: a\r\n")  # never the end
-            assert await _closed_by_peer(stream)
+            assert await closed_by_peer(stream)
         assert inbox.server.connection_count == 0
 
 
@@ -130,7 +120,7 @@ async def test_a_stalled_upload_never_blocks_the_genuine_one() -> None:
                 assert (await _put(ticket.url, genuine)).status_code == 204
                 assert await ticket.result() == genuine
                 # The stalled one is answered and closed once its body timed out.
-                assert await _closed_by_peer(stalled)
+                assert await closed_by_peer(stalled)
 
 
 KEY = "inbox-hostile-result-key"
