@@ -100,6 +100,20 @@ class EmulatorConfig(BaseModel):
     boot_delay_s: float = Field(
         default=0.0, ge=0, description="Seconds a machine spends starting before its process runs."
     )
+    resume_delay_s: float = Field(
+        default=0.1,
+        ge=0,
+        description="Seconds a suspended machine spends starting before its frozen process "
+        "continues (Fly resumes from a snapshot in a few hundred milliseconds).",
+    )
+    cold_resume_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Fraction of resumes that cold-boot instead, as Fly may (suspend is not "
+        "durable): the frozen process is killed and a new run starts, after resume_delay_s "
+        "plus boot_delay_s.",
+    )
     error_rate: float = Field(
         default=0.0, ge=0, le=1, description="Fraction of requests answered 5xx, unhandled."
     )

@@ -3,13 +3,16 @@
 Transitions follow Fly: a launch goes ``starting → started``; a process that ends goes
 ``stopping → stopped`` with an ``exit`` event, unless the restart policy restarts it
 (``started → starting``); an ``auto_destroy`` machine then goes ``destroying → destroyed``,
-and a destroyed machine stays readable for ``retention_s`` before it is forgotten.
+and a destroyed machine stays readable for ``retention_s`` before it is forgotten. A suspended
+machine's start goes ``starting`` for ``resume_delay_s``, then ``started`` with the same process,
+or (a ``cold_resume_share`` of them) with a new run, as a resume Fly cannot make cold-boots.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import shutil
 import signal
 import time
@@ -48,6 +51,8 @@ class Lifecycle:
         self._forget = forget
         self._forks = ForkServers(config.fork_server)
         self._timers: set[asyncio.TimerHandle] = set()
+        # Which resumes cold-boot: seeded like the fault dice, so a run can be replayed.
+        self._cold_dice = random.Random(config.seed)
         self.closing = False
         # The instant scaled time starts from: machines get it with the scale (TIME_SCALE_ENV).
         self._time_origin = time.time()
@@ -165,6 +170,10 @@ class Lifecycle:
         if pending == "replace":
             machine.add_event("exit", "stopped", "flyd", request)
             return
+        if pending == "cold_resume":
+            machine.add_event("exit", "stopped", "flyd", request)
+            self.launch(machine, new_run=False, delay_s=self._config.resume_delay_s)
+            return
         if restart:
             machine.add_event("exit", "stopped", "flyd", request)
             if pending == "restart":
@@ -210,7 +219,9 @@ class Lifecycle:
         :raises ErrorReply: 409 while the machine is being replaced.
         """
         _refuse_while_replacing(machine)
-        if machine.state == "starting" and machine.boot_timer is not None:
+        booting = machine.boot_timer is not None and machine.handle is None  # not resuming
+        if machine.state == "starting" and booting:
+            assert machine.boot_timer is not None
             machine.boot_timer.cancel()
             machine.boot_timer = None
             machine.set_state("stopping", ("stop", "user"))
@@ -244,7 +255,7 @@ class Lifecycle:
         """End the running machine's current run for the user's ``action`` (``"stop"`` or
         ``"restart"``, which then starts a new one)."""
         assert machine.handle is not None
-        suspended = machine.state == "suspended"
+        suspended = machine.state == "suspended" or self._cancel_resume(machine)
         machine.pending = action
         machine.new_run()  # a wait for "started" from now on means a later run
         machine.set_state("stopping", (action, "user"))
@@ -270,15 +281,37 @@ class Lifecycle:
         machine.set_state("suspended", ("suspend", "flyd"))
 
     def resume(self, machine: MachineRecord) -> None:
-        """``suspended → starting → started``: the frozen processes continue (SIGCONT)."""
+        """``suspended → starting → started``: after ``resume_delay_s`` the frozen processes
+        continue (SIGCONT); a ``cold_resume_share`` of resumes kill them and start a new run
+        instead (Fly does not promise that a snapshot resumes)."""
         handle = machine.handle
         if handle is None:  # its process died while frozen (killed from outside)
             self.launch(machine, new_run=True)
             return
         machine.new_run()
         machine.set_state("starting")
-        handle.signal(signal.SIGCONT)
+        if self._cold_dice.random() < self._config.cold_resume_share:
+            machine.pending = "cold_resume"
+            handle.signal(signal.SIGKILL)  # `_on_exit` launches the new run
+            return
+        loop = asyncio.get_running_loop()
+        machine.boot_timer = loop.call_later(self._config.resume_delay_s, self._thaw, machine)
+
+    def _thaw(self, machine: MachineRecord) -> None:
+        machine.boot_timer = None
+        if machine.handle is None:  # it died while its resume was under way
+            return
+        machine.handle.signal(signal.SIGCONT)
         machine.set_state("started", ("start", "user"))
+
+    @staticmethod
+    def _cancel_resume(machine: MachineRecord) -> bool:
+        """Whether ``machine`` was resuming (its process still frozen); its resume is off."""
+        if machine.boot_timer is None or machine.handle is None:
+            return False
+        machine.boot_timer.cancel()
+        machine.boot_timer = None
+        return True
 
     async def kill_and_destroy(self, machine: MachineRecord) -> None:
         """SIGKILL a running machine and destroy it once it has exited."""

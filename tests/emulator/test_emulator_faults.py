@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 
 import httpx
+import psutil
 import pytest
-from _emu_helpers import SLEEP, create, new_app, sync_client
+from _emu_helpers import SLEEP, create, get, new_app, sync_client, wait_ok
 
 from flyjobs.emulator import RunningEmulator
 
@@ -131,3 +132,43 @@ def _get_through_drops(c: httpx.Client, url: str) -> int:
         except httpx.TransportError:
             continue
     raise AssertionError(f"every GET {url} was dropped")
+
+
+def test_resume_delay_keeps_the_process_frozen_while_starting(
+    make_emulator: Callable[..., RunningEmulator],
+) -> None:
+    # A long delay: the machine is seen "starting" with its process still frozen, then the
+    # same process continues.
+    with sync_client(make_emulator(resume_delay_s=30.0)) as c:
+        app = new_app(c)
+        machine = create(c, app, SLEEP)
+        base = f"/v1/apps/{app}/machines/{machine['id']}"
+        wait_ok(c, app, machine["id"], "started")
+        (process,) = c.get(f"{base}/ps").json()
+        assert c.post(f"{base}/suspend").status_code == 200
+        wait_ok(c, app, machine["id"], "suspended")
+        assert c.post(f"{base}/start").json()["previous_state"] == "suspended"
+        assert get(c, app, machine["id"])["state"] == "starting"
+        assert psutil.Process(process["pid"]).status() == psutil.STATUS_STOPPED
+        # A stop during the resume discards the frozen process.
+        assert c.post(f"{base}/stop").status_code == 200
+        wait_ok(c, app, machine["id"], "stopped")
+
+
+def test_a_cold_resume_starts_a_new_run(make_emulator: Callable[..., RunningEmulator]) -> None:
+    with sync_client(make_emulator(cold_resume_share=1.0, resume_delay_s=0.0)) as c:
+        app = new_app(c)
+        machine = create(c, app, SLEEP)
+        base = f"/v1/apps/{app}/machines/{machine['id']}"
+        wait_ok(c, app, machine["id"], "started")
+        (frozen,) = c.get(f"{base}/ps").json()
+        assert c.post(f"{base}/suspend").status_code == 200
+        wait_ok(c, app, machine["id"], "suspended")
+        assert c.post(f"{base}/start").json()["previous_state"] == "suspended"
+        wait_ok(c, app, machine["id"], "started")
+        (fresh,) = c.get(f"{base}/ps").json()
+        assert fresh["pid"] != frozen["pid"]
+        assert not psutil.pid_exists(frozen["pid"]) or (
+            psutil.Process(frozen["pid"]).status() == psutil.STATUS_ZOMBIE
+        )
+        assert get(c, app, machine["id"])["state"] == "started"
