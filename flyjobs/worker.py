@@ -101,6 +101,18 @@ _RETRY_DELAYS_S = (0.2, 1.0)
 _PUT_TIMEOUT_S = 10.0
 #: Socket timeout (s) of fetching spilled arguments.
 _GET_TIMEOUT_S = 60.0
+#: Seconds between looks at the wall clock while a delivery's answer is held (a pool or batch
+#: machine waiting for its next call): a clock that moved well past that in one look means the
+#: machine was suspended meanwhile, and its connection may be gone without a word (the caller
+#: may have dropped it while the machine was frozen), so the worker delivers again at once and
+#: rejoins the held answer (`flyjobs._results.inbox`).
+_HELD_LOOK_S = 5.0
+#: The wall clock of those looks (tests replace it).
+_clock = time.time
+
+
+class _Resumed(OSError):
+    """The machine was suspended, and resumed, while its delivery's answer was held."""
 
 
 def payload_path() -> str:
@@ -361,7 +373,8 @@ class _Worker:
             # machine up whatever the call's own deadline was.
             wait_until = time.time() + call.idle_s + _PUT_TIMEOUT_S + len(body) / 1048576
             self.deadlines.set(slot.index, wait_until, call.fn)
-        for attempt in range(len(_RETRY_DELAYS_S) + 1):
+        attempt = 0
+        while attempt <= len(_RETRY_DELAYS_S):
             if attempt:
                 time.sleep(_RETRY_DELAYS_S[attempt - 1])
             try:
@@ -371,12 +384,19 @@ class _Worker:
                     hold_s=call.idle_s if pulls else 0.0,
                     result_key=self.result_key,
                 )
+            except _Resumed as exc:
+                # Not a failed attempt: the same delivery again, at once. The deadline thread
+                # has looked at the clock too, and ended the process if the wait is over.
+                log(f"{exc}; delivering again to rejoin the held answer")
+                continue
             except OSError as exc:
                 log(f"result delivery attempt {attempt + 1} failed: {exc}")
+                attempt += 1
                 continue
+            attempt += 1
             if 200 <= status < 300:
                 return True, self._next_call(answer) if pulls else None
-            if status == 409 and attempt:
+            if status == 409 and attempt > 1:
                 # A retry refused as a second delivery: the attempt before it reached the inbox
                 # and only its answer was lost (with it, any next call: the client retries that
                 # input elsewhere when this machine exits).
@@ -387,7 +407,7 @@ class _Worker:
                 slot.refused = status == 403 and answer == RESULT_NOT_SEALED.encode()
                 slot.unwanted = status in (404, 410)
                 return False, None
-            log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")
+            log(f"result delivery attempt {attempt} failed: HTTP {status}")
         return False, None
 
     def _next_call(self, answer: bytes) -> CallEnvelope | None:
@@ -412,7 +432,7 @@ def _put(
     """
     timeout_s = _PUT_TIMEOUT_S + len(body) / 1048576 + hold_s
     if url.startswith("http://"):
-        return _put_http(url, body, timeout_s, result_key)
+        return _put_http(url, body, timeout_s, result_key, held=hold_s > 0)
     return _put_urllib(url, body, timeout_s)
 
 
@@ -429,7 +449,7 @@ def _split_http_url(url: str) -> tuple[str, str, int, str]:
 
 
 def _put_http(
-    url: str, body: bytes, timeout_s: float, result_key: str | None = None
+    url: str, body: bytes, timeout_s: float, result_key: str | None = None, *, held: bool = False
 ) -> tuple[int, bytes]:
     # HTTP/1.1 by hand over _socket (socket's C core), because every call pays the worker's
     # imports: http.client pulls in the email package (about 18 ms measured here, more than the
@@ -459,13 +479,17 @@ def _put_http(
             error = exc
             continue
         try:
-            return _exchange(sock, request)
+            return _exchange(sock, request, timeout_s if held else None)
         finally:
             sock.close()
     raise error
 
 
-def _exchange(sock: _socket.socket, request: bytes) -> tuple[int, bytes]:
+def _exchange(
+    sock: _socket.socket, request: bytes, held_s: float | None = None
+) -> tuple[int, bytes]:
+    """Send ``request``, read the answer; ``held_s``: seconds the answer may be held, waited
+    for while looking at the clock (`_HELD_LOOK_S`)."""
     try:
         sock.sendall(request)
     except OSError:
@@ -475,15 +499,44 @@ def _exchange(sock: _socket.socket, request: bytes) -> tuple[int, bytes]:
         if answer is None:
             raise
         return answer
-    answer = _read_response(sock)
+    first = b"" if held_s is None else _await_answer(sock, held_s)
+    answer = _read_response(sock, first)
     if answer is None:
         raise OSError("the result inbox closed the connection without an HTTP status")
     return answer
 
 
-def _read_response(sock: _socket.socket) -> tuple[int, bytes] | None:
-    """(status, body) of the answer; the body is read to its Content-Length (empty without)."""
-    response = b""
+def _await_answer(sock: _socket.socket, timeout_s: float) -> bytes:
+    """The first bytes of a held answer, waited for up to ``timeout_s`` seconds.
+
+    :raises _Resumed: the wall clock jumped while waiting (see `_HELD_LOOK_S`).
+    :raises TimeoutError: no answer in time.
+    """
+    sock.settimeout(_HELD_LOOK_S)
+    waited_s = 0.0
+    while True:
+        looked = _clock()
+        try:
+            first = sock.recv(65536)
+        except TimeoutError:
+            slept_s = _clock() - looked
+            if slept_s > 2 * _HELD_LOOK_S:
+                raise _Resumed(
+                    f"the machine was suspended for about {slept_s:.0f} s while its delivery"
+                    " waited for an answer"
+                ) from None
+            waited_s += slept_s
+            if waited_s >= timeout_s:
+                raise
+            continue
+        sock.settimeout(_PUT_TIMEOUT_S)
+        return first
+
+
+def _read_response(sock: _socket.socket, first: bytes = b"") -> tuple[int, bytes] | None:
+    """(status, body) of the answer (``first``: its bytes read already); the body is read to
+    its Content-Length (empty without)."""
+    response = first
     try:
         while b"\r\n\r\n" not in response and len(response) < 65536:
             chunk = sock.recv(65536)

@@ -150,9 +150,10 @@ class Attempt:
     ) -> Attempt:
         """Start an attempt's clocks now: its deadline is ``timeout_s`` away, or ``1 + queue``
         times that when ``queue`` inputs run before it on its machine (a fixed slice). Its
-        result ticket is valid a minute past the worker's own deadline; spilled arguments
-        (already put under ``args_key``) get a URL valid until then. ``replies``, ``hold_s``,
-        ``on_late``: see `flyjobs._results.channel.Channel.ticket`."""
+        result ticket is valid a minute past the worker's own deadline (and, for a ``replies``
+        ticket, its ``hold_s`` more: a worker that lost its held connection delivers again);
+        spilled arguments (already put under ``args_key``) get a URL valid until then.
+        ``replies``, ``hold_s``, ``on_late``: see `flyjobs._results.channel.Channel.ticket`."""
         timeout_s = plan.options.effective_timeout_s
         deadline = time.time() + timeout_s * (1 + queue)
         arguments_url = None
@@ -161,7 +162,7 @@ class Attempt:
             arguments_url = runtime.channel.arguments_url(args_key, expires_at)
         ticket = runtime.channel.ticket(
             call_id,
-            deadline + WORKER_DEADLINE_SLACK_S + _URL_SLACK_S,
+            deadline + WORKER_DEADLINE_SLACK_S + _URL_SLACK_S + (hold_s if replies else 0.0),
             replies=replies,
             hold_s=hold_s,
             on_late=on_late,

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Self
 
-__all__ = ("Pool",)
+__all__ = ("IDLE_CHOICES", "Pool")
+
+#: What a pool's idle machine may do (``Pool(idle=...)``).
+IDLE_CHOICES = ("exit", "suspend")
 
 
 class Pool:
@@ -29,7 +32,8 @@ class Pool:
     ``max_concurrency`` calls at once) when there is one. Otherwise a new machine is created, up
     to ``max`` (at the Machines API's create rate), and the call runs on whichever slot is free
     first; beyond ``max``, calls queue. A machine that has had no call for ``idle_s`` seconds
-    exits, down to ``min`` machines. Pool machines are ephemeral like every flyjobs machine
+    exits, down to ``min`` machines; with ``idle="suspend"`` it is suspended instead (see
+    below). Pool machines are ephemeral like every flyjobs machine
     (``auto_destroy``, never restarted, metadata ``flyjobs_pool`` naming the pool), and pull
     their calls from this process over the result inbox: each delivered result is answered with
     that slot's next call. Every machine ends by itself at most ``idle_s`` plus
@@ -62,11 +66,24 @@ class Pool:
     its running calls retried under ``retries=``. Signal handlers can be set only by the call
     that runs in the worker's main thread.
 
+    Suspended machines (``idle="suspend"``): a machine idle for ``idle_s`` above ``min`` is
+    suspended (Fly snapshots its memory; it costs only storage while suspended), and a call
+    that finds no free slot resumes a suspended machine, in a few hundred milliseconds on
+    Fly, before the pool creates one: its module state and imports are still there. Suspended
+    machines count toward ``max``. Fly does not promise a warm resume: one that cold-boots
+    starts a new worker process, and the pool then replaces that machine with a new one
+    (its state is lost, and the call waits for a create). A suspended machine not resumed
+    within a day is destroyed; `shutdown` destroys them, and ``flyjobs gc`` destroys those
+    of a process that is gone. A suspended machine resumed past its wait ends by itself.
+
     :param min: machines started with the pool and kept up even when idle (one that dies
         after it has run a call is replaced).
     :param max: machines at once (the process's ``FLYJOBS_MAX_MACHINES`` bounds them as well).
     :param max_concurrency: calls one machine runs at once (FLAME's ``max_concurrency``).
     :param idle_s: seconds a machine waits for its next call before it exits (above ``min``).
+    :param idle: what a machine idle for ``idle_s`` above ``min`` does: ``"exit"`` (it
+        exits and is destroyed) or ``"suspend"`` (it is suspended, and resumed for a later
+        call).
     :param name: the pool's name in machine metadata and ``flyjobs ls`` (lowercase letters,
         digits and dashes); default: a fresh ``fjp-…`` name.
     :raises ConfigError: an invalid setting (before any machine exists).
@@ -82,6 +99,7 @@ class Pool:
         max_concurrency: int = 1,
         idle_s: float = 30.0,
         *,
+        idle: str = "exit",
         name: str | None = None,
     ) -> None:
         if isinstance(max, bool) or not isinstance(max, int) or max < 1:
@@ -107,6 +125,11 @@ class Pool:
                 f"Pool(idle_s={idle_s!r}): must be a positive number of seconds, at most"
                 f" {MAX_WAIT_S:g} (30 days)"
             )
+        if idle not in IDLE_CHOICES:
+            raise ConfigError(
+                f'Pool(idle={idle!r}): give idle="exit" (an idle machine exits) or'
+                ' idle="suspend" (it is suspended, and resumed for a later call)'
+            )
         if name is None:
             name = "fjp-" + os.urandom(4).hex()
         allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -118,6 +141,8 @@ class Pool:
         self.max = max
         self.max_concurrency = max_concurrency
         self.idle_s = float(idle_s)
+        #: what an idle machine does: "exit" or "suspend"
+        self.idle = idle
         self.name = name
         #: the pool's machinery on the runtime's loop (a `flyjobs._pools.runner.PoolRunner`),
         #: from its start on
@@ -180,7 +205,8 @@ class Pool:
         await anyio.to_thread.run_sync(self.shutdown)
 
     def __repr__(self) -> str:
+        idle = "" if self.idle == "exit" else f" idle={self.idle!r},"
         return (
             f"Pool(min={self.min}, max={self.max}, max_concurrency={self.max_concurrency},"
-            f" idle_s={self.idle_s:g}, name={self.name!r})"
+            f" idle_s={self.idle_s:g},{idle} name={self.name!r})"
         )

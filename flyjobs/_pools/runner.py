@@ -22,6 +22,19 @@ A machine leaves the pool ("drains": it takes no more calls, and no longer count
 it runs past its deadline or is abandoned: that machine is destroyed at once if no other call
 of it is running, otherwise it ends by itself once they are done.
 
+With ``Pool(idle="suspend")``, a machine idle for ``idle_s`` above ``min`` goes to sleep
+instead: each of its slots is answered with a keep-warm call whose wait is `SUSPENDED_WAIT_S`,
+whose delivery the pool holds ("asleep"), and once every slot is asleep the Machines API
+suspends it. A call that finds no parked slot wakes a sleeping machine before it creates one:
+the machine is started (resumed), and each slot's held delivery is answered with a keep-warm
+call, which a resumed worker answers at once; the queued call goes to the first slot that
+does. The held delivery's ticket stays open until then, so a worker whose connection was lost
+while suspended delivers again and rejoins it (`flyjobs._results.inbox`). A resume that
+cold-boots starts the worker anew from the machine's first call, which is therefore a keep-warm
+call in such a pool: the new process finds its ticket closed and exits, and the pool, seeing
+the machine end, creates a new one for the queued call. A machine asleep for
+`SUSPENDED_WAIT_S` is destroyed.
+
 The pool starts at `PoolRunner.start` (``pool.start()``) or at its first call, and then starts
 machines up to ``min`` with no call (their slots run a keep-warm call, then park). A machine
 that has delivered a result and ends below ``min`` (killed, crashed, past a call's deadline) is
@@ -54,7 +67,7 @@ from .._calls.attempt import (
 from .._calls.handle import CallState, CallStatus
 from .._calls.plan import Plan, plan
 from .._calls.runtime import Runtime, current_runtime, get_runtime
-from .._exceptions import CallCancelledError, ConfigError
+from .._exceptions import APIError, CallCancelledError, ConfigError, TransportError
 from .._wire.call_envelope import encode_arguments
 from .state import Job, Machine, Slot
 
@@ -71,6 +84,9 @@ logger = logging.getLogger("flyjobs.pool")
 _KEEP_WARM = "flyjobs._wire.machine:keep_warm"
 #: Seconds `shutdown_pool` waits for the pool's machines to be destroyed.
 _SHUTDOWN_WAIT_S = 30.0
+#: Seconds a suspended machine waits for a call (``Pool(idle="suspend")``): the pool then
+#: destroys it, and its worker, resumed any later, ends itself (its deadline has passed).
+SUSPENDED_WAIT_S = 24 * 3600.0
 
 
 class PoolRunner:
@@ -191,13 +207,23 @@ class PoolRunner:
         self._grow()
 
     def _grow(self) -> None:
-        """Start machines for queued calls that no slot about to look at the queue will take,
-        up to max."""
+        """Wake sleeping machines, then start machines, for queued calls that no slot about to
+        look at the queue will take, up to max."""
         coming = sum(
             self.pool.max_concurrency if m.starting else m.warming()
             for m in self._machines
             if not m.draining
         )
+        # Those not suspended yet first: waking them costs no resume.
+        sleeping = sorted(
+            (m for m in self._machines if m.suspending and m.open and not m.wake.is_set()),
+            key=lambda m: m.suspended,
+        )
+        for machine in sleeping:
+            if self.closed or len(self._queue) <= coming:
+                break
+            self._wake(machine)
+            coming += self.pool.max_concurrency
         while not self.closed and len(self._queue) > coming and self._count < self.pool.max:
             self._start_machine()
             coming += self.pool.max_concurrency
@@ -239,13 +265,113 @@ class PoolRunner:
 
     def _keeps(self, slot: Slot) -> bool:
         """Whether ``slot``, idle for ``idle_s``, keeps waiting (with a keep-warm call): while
-        its machine is not idle (another slot was busy since it parked), or at ``min``."""
+        its machine is not idle (another slot was busy since it parked), or at ``min`` (machines
+        asleep do not count)."""
         machine = slot.machine
         if self.closed or not machine.open:
             return False
         if machine.busy(other_than=slot) or machine.active_at > slot.parked_at:
             return True
-        return self._count <= self.pool.min
+        asleep = sum(1 for m in self._machines if m.counted and m.suspending)
+        return self._count - asleep <= self.pool.min
+
+    def _suspends(self, slot: Slot) -> bool:
+        """Whether ``slot``'s machine, idle and not kept (`_keeps`), goes to sleep rather than
+        exit: in a pool with ``idle="suspend"``, once its other slots are parked (one running
+        a keep-warm call is asked again after its idle period)."""
+        machine = slot.machine
+        if self.pool.idle != "suspend" or machine.run is None or machine.suspending:
+            return False
+        return all(other in self._parked for other in machine.slots if other is not slot)
+
+    def _start_suspending(self, machine: Machine, slot: Slot) -> None:
+        """Put ``machine`` to sleep: ``slot`` and its parked slots each take a keep-warm call
+        with the long wait (`_next`), whose delivery `_sleep` holds."""
+        machine.suspending = True
+        machine.wake = anyio.Event()
+        machine.rested = anyio.Event()
+        for other in machine.slots:
+            if other is not slot and other in self._parked:
+                self._parked.remove(other)
+                other.job = self._keep_warm_job()
+                other.event.set()
+
+    def _wake(self, machine: Machine) -> None:
+        """Wake a sleeping machine for queued calls: resumed if it was suspended, its slots
+        then each answer a keep-warm call and look at the queue."""
+        machine.suspending = False
+        for slot in machine.slots:
+            slot.waking = slot.asleep
+        machine.wake.set()
+        if machine.suspended:
+            self.runtime.background(functools.partial(self._resume, machine))
+
+    async def _sleep(self, slot: Slot, attempt: Attempt) -> Job | None:
+        """Hold ``slot``'s delivery (``attempt``'s) while its machine sleeps (suspended once
+        every slot is asleep); when it is woken, answer with a keep-warm call, or with no more
+        work if it goes. Returns the slot's next job."""
+        machine = slot.machine
+        slot.asleep = True
+        if all(other.asleep for other in machine.slots) and not machine.wake.is_set():
+            machine.suspended = True
+            self.runtime.background(functools.partial(self._suspend, machine))
+        with anyio.move_on_after(SUSPENDED_WAIT_S):
+            await machine.wake.wait()
+        slot.asleep = False
+        if not machine.wake.is_set() or self.closed or not machine.open:
+            slot.waking = False
+            self._drain(machine)
+            if machine.suspended:
+                machine.scope.cancel()  # frozen: it cannot end by itself
+            attempt.ticket.reply(None)
+            await attempt.close()
+            return None
+        # A keep-warm call first: a resumed worker answers it at once, one that cold-booted
+        # never does (its machine ends), and no call waits on a machine that is not back.
+        job = self._keep_warm_job()
+        self._hand(job, slot, creating=False)
+        slot.waking = False
+        assert machine.run is not None  # it delivered
+        self._started(job, machine.run.id, created_now=False)
+        attempt.ticket.reply(self._payload(job))
+        slot.lingering = attempt  # closed when the keep-warm call's result is in
+        return job
+
+    async def _suspend(self, machine: Machine) -> None:
+        """Suspend ``machine`` (its slots asleep); one that cannot be suspended exits."""
+        assert machine.run is not None and self._plan is not None
+        try:
+            await self.runtime.client.suspend_machine(self._plan.app, machine.run.id)
+        except (APIError, TransportError) as exc:
+            logger.warning(
+                "pool %s: machine %s could not be suspended (%s); it exits instead",
+                self.pool.name,
+                machine.run.id,
+                exc,
+            )
+            machine.suspended = False
+            self._drain(machine)
+        finally:
+            machine.rested.set()
+
+    async def _resume(self, machine: Machine) -> None:
+        """Resume a suspended machine (once its suspend is done); destroy it if that fails."""
+        rested = machine.rested
+        await rested.wait()
+        if not machine.suspended or machine.run is None or self._plan is None:
+            return  # it was never suspended (it exits), or it is gone
+        machine.suspended = False
+        try:
+            await self.runtime.client.start_machine(self._plan.app, machine.run.id)
+        except (APIError, TransportError) as exc:
+            logger.warning(
+                "pool %s: machine %s could not be resumed (%s); it is destroyed",
+                self.pool.name,
+                machine.run.id,
+                exc,
+            )
+            self._drain(machine)
+            machine.scope.cancel()
 
     def _keep_warm_job(self) -> Job:
         assert self._plan is not None  # set by the first call or start (_check)
@@ -260,6 +386,7 @@ class PoolRunner:
         if machine.counted:
             machine.counted = False
             self._count -= 1
+        machine.wake.set()  # its sleeping slots end
         for slot in machine.slots:
             if slot in self._parked:
                 self._parked.remove(slot)
@@ -292,6 +419,11 @@ class PoolRunner:
                     machine.starting = False
                     if job is None and self._queue:
                         job = self._queue.popleft()
+                    if job is not None and job.state is not None and self.pool.idle == "suspend":
+                        # Its first call is run again by a resume that cold-boots: a keep-warm
+                        # one, and the queued call goes to it (or another slot) right after.
+                        self._queue.appendleft(job)
+                        job = self._keep_warm_job()
                     if job is not None:
                         await self._run(machine, job)
                 finally:
@@ -313,8 +445,9 @@ class PoolRunner:
                 # a broken image), whose replacement would fail again, and again.
                 self._fill()
 
-    def _hand(self, job: Job, slot: Slot, *, creating: bool) -> Job:
-        """Start an attempt of ``job`` on ``slot``: its clocks start now."""
+    def _hand(self, job: Job, slot: Slot, *, creating: bool, wait_s: float | None = None) -> Job:
+        """Start an attempt of ``job`` on ``slot``: its clocks start now. ``wait_s``: how long
+        its delivery may wait for the next call (default: the pool's ``idle_s``)."""
         job.attempts += 1
         slot.job, job.slot = job, slot
         plan, state = job.plan, job.state
@@ -330,19 +463,21 @@ class PoolRunner:
             job.arguments,
             args_key=spilled_key(call_id if state is None else state.call_id),
             replies=True,
-            hold_s=self.pool.idle_s,
+            hold_s=self.pool.idle_s if wait_s is None else wait_s,
         )
         if state is not None:
             state.status = CallStatus.creating if creating else CallStatus.running
             state.timings.create_started_at = time.time()
         return job
 
-    def _payload(self, job: Job, concurrent: list[bytes] | None = None) -> bytes:
+    def _payload(
+        self, job: Job, concurrent: list[bytes] | None = None, *, wait_s: float | None = None
+    ) -> bytes:
         return _attempt(job).payload(
             job.plan,
             job.arguments,
             pulls=True,
-            idle_s=self.pool.idle_s,
+            idle_s=self.pool.idle_s if wait_s is None else wait_s,
             concurrent=concurrent or (),
         )
 
@@ -374,6 +509,9 @@ class PoolRunner:
             raise
         finally:
             for slot in machine.slots:
+                if slot.lingering is not None:
+                    await slot.lingering.close()
+                    slot.lingering = None
                 if slot.held is not None:
                     job, slot.held, slot.job = slot.held, None, None
                     await _attempt(job).close()
@@ -429,6 +567,9 @@ class PoolRunner:
         attempt = _attempt(job)
         body = await run.result(attempt, shared=functools.partial(self._timed_out, slot))
         slot.job = None
+        if slot.lingering is not None:
+            await slot.lingering.close()  # it answered after its sleep: it has its call
+            slot.lingering = None
         if not isinstance(body, bytes):
             await attempt.close()
             self._attempt_failed(job, body)
@@ -457,9 +598,18 @@ class PoolRunner:
 
     async def _next(self, slot: Slot, attempt: Attempt) -> Job | None:
         """Answer the held delivery (``attempt``'s) with the slot's next call, or with no more
-        work."""
+        work (or hold it while the machine sleeps)."""
+        machine = slot.machine
+        slot.waking = False
+        if machine.suspending:
+            if not (self._queue and not machine.suspended):
+                return await self._sleep(slot, attempt)
+            self._wake(machine)  # a call came as it was going to sleep: it stays up
         job = await self._next_job(slot)
         if job is None and self._keeps(slot):
+            job = self._keep_warm_job()
+        if job is None and self._suspends(slot):
+            self._start_suspending(machine, slot)
             job = self._keep_warm_job()
         if job is None:
             slot.job = None
@@ -467,10 +617,12 @@ class PoolRunner:
             attempt.ticket.reply(None)
             await attempt.close()
             return None
-        self._hand(job, slot, creating=False)
-        assert slot.machine.run is not None  # it delivered
-        self._started(job, slot.machine.run.id, created_now=False)
-        attempt.ticket.reply(self._payload(job))
+        # A keep-warm call on a machine going to sleep waits for as long as a sleep may last.
+        wait_s = SUSPENDED_WAIT_S if machine.suspending and job.state is None else None
+        self._hand(job, slot, creating=False, wait_s=wait_s)
+        assert machine.run is not None  # it delivered
+        self._started(job, machine.run.id, created_now=False)
+        attempt.ticket.reply(self._payload(job, wait_s=wait_s))
         await attempt.close()
         return job
 

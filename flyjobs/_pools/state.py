@@ -63,6 +63,13 @@ class Slot:
     event: anyio.Event = dataclasses.field(default_factory=anyio.Event)
     #: monotonic time (s) it last parked
     parked_at: float = 0.0
+    #: its delivery is held while its machine is (being) suspended
+    asleep: bool = False
+    #: its machine is resuming: the slot looks at the queue in a moment
+    waking: bool = False
+    #: the attempt whose delivery a suspended slot held: open until the slot's next result is
+    #: in, so that a worker whose held connection was lost delivers again and gets its reply
+    lingering: Attempt | None = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -83,6 +90,14 @@ class Machine:
     active_at: float = 0.0
     #: it delivered a result (a keep-warm call's too): it runs
     delivered: bool = False
+    #: its slots are being put to sleep, or it is suspended (``Pool(idle="suspend")``)
+    suspending: bool = False
+    #: the Machines API suspended it (it is resumed with a start)
+    suspended: bool = False
+    #: set to end its slots' sleep: it resumes, or it goes
+    wake: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    #: set once its suspend request has been answered (a resume waits for it)
+    rested: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 
     @property
     def open(self) -> bool:
@@ -97,5 +112,10 @@ class Machine:
         )
 
     def warming(self) -> int:
-        """Slots running a keep-warm call: they look for a queued call in a moment."""
-        return sum(1 for slot in self.slots if slot.job is not None and slot.job.state is None)
+        """Slots running a keep-warm call, or waking: they look for a queued call in a
+        moment."""
+        return sum(
+            1
+            for slot in self.slots
+            if slot.waking or (slot.job is not None and slot.job.state is None)
+        )

@@ -23,7 +23,9 @@ its result is stored, the delivery is held (up to the ticket's ``hold_s``, `NEXT
 seconds by default, plus a margin)
 until the caller answers with `Ticket.reply`: the machine's next call envelope (``200`` with
 that body) or nothing (``204``: no more work, the machine exits). One round trip delivers a
-result and fetches the next input.
+result and fetches the next input. While such a ticket is open, a delivery of the same body
+again is not refused: it rejoins the wait, and is answered with the same reply (a worker whose
+held connection was lost, as a suspended machine's may be when it resumes, delivers again).
 
 The inbox serves HTTP with `flyjobs._aio.http_server.BoundedServer` in the current event loop:
 it listens only on the address it is given, times out silent and stalled peers, caps its
@@ -438,10 +440,7 @@ class ResultInbox:
             raise _Refused(400, f"the envelope is for call {envelope.call_id!r}")
         if ticket._closed:
             raise _Refused(404, "the ticket was closed during the delivery", late=True)
-        if ticket._body is not None:
-            raise _Refused(409, "this call's result was already delivered")
-        ticket._body = body
-        ticket._event.set()
+        _store(ticket, body)
         if not ticket.replies:
             return None
         with anyio.move_on_after(ticket.hold_s + _REPLY_MARGIN_S):
@@ -462,7 +461,7 @@ class ResultInbox:
         if ticket is None or ticket._token != token:
             # The signature is good: this process made the URL, and closed its ticket since.
             raise _Refused(404, "no open ticket for this call", late=True)
-        if ticket._body is not None:
+        if ticket._body is not None and not ticket.replies:
             raise _Refused(409, "this call's result was already delivered")
         return ticket
 
@@ -486,6 +485,16 @@ class ResultInbox:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _store(ticket: Ticket, body: bytes) -> None:
+    """Make ``body`` the ticket's result; on a ``replies`` ticket the same body again is a
+    delivery that rejoins the wait (see the module docstring), any other a second one (409)."""
+    if ticket._body is None:
+        ticket._body = body
+        ticket._event.set()
+    elif not ticket.replies or body != ticket._body:
+        raise _Refused(409, "this call's result was already delivered")
 
 
 def _query(scope: _Scope) -> tuple[int, str]:

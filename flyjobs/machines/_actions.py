@@ -73,6 +73,15 @@ class ActionsAPI(ClientCore):
         call = self._machine_call("POST", app, machine_id, "/start", "start_machine", nonce=nonce)
         return await self._requester.call(call, parse_model(StartResult))
 
+    async def suspend_machine(self, app: str, machine_id: str, *, nonce: str | None = None) -> None:
+        """Suspend a started machine: its memory is snapshotted and it stops running until
+        `start_machine` resumes it (Fly may cold-boot it instead: suspend is not durable).
+        Returns once Fly accepted the request; `wait` for ``suspended`` to see it done."""
+        call = self._machine_call(
+            "POST", app, machine_id, "/suspend", "suspend_machine", nonce=nonce
+        )
+        await self._requester.call(call, parse_none)
+
     async def restart_machine(
         self,
         app: str,

@@ -189,3 +189,37 @@ async def test_ipv6_advertised_address_is_bracketed() -> None:
     async with ResultInbox(advertise_host="fdaa:0:1::3") as inbox:
         with inbox.expect("c/1") as ticket:
             assert ticket.url.startswith(f"http://[fdaa:0:1::3]:{inbox.port}/results/c%2F1/")
+
+
+async def test_a_held_delivery_lost_with_its_connection_rejoins(inbox: ResultInbox) -> None:
+    # A suspended machine's worker may find its held connection gone when it resumes: it
+    # delivers the same result again, and gets the reply the pool gave (or gives) its slot.
+    with inbox.expect("c1", replies=True, hold_s=60.0) as ticket:
+        body = encode_result("c1", value=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_put, ticket.url, body)
+            await ticket.result()
+            tg.cancel_scope.cancel()  # the connection is lost before any reply
+        assert (await _put(ticket.url, encode_result("c1", value=2))).status_code == 409
+        ticket.reply(b"next call")
+        again = await _put(ticket.url, body)
+        assert (again.status_code, again.content) == (200, b"next call")
+        assert await ticket.result() == body
+
+
+async def test_a_resumed_worker_delivers_again_and_gets_the_held_answer(
+    inbox: ResultInbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wall clock jumps an hour during one look at a held answer: the machine was suspended,
+    # and its connection may be gone without a word, so the worker does not wait on it.
+    monkeypatch.setattr(worker, "_HELD_LOOK_S", 0.05)
+    jumps = iter([0.0, 3600.0])
+    monkeypatch.setattr(worker, "_clock", lambda: next(jumps))
+    with inbox.expect("c1", replies=True, hold_s=60.0) as ticket:
+        body = encode_result("c1", value=1)
+        with pytest.raises(worker._Resumed, match="suspended for about 3600 s"):
+            await anyio.to_thread.run_sync(lambda: worker._put(ticket.url, body, hold_s=60.0))
+        monkeypatch.setattr(worker, "_clock", time.time)
+        ticket.reply(b"next call")
+        again = await anyio.to_thread.run_sync(lambda: worker._put(ticket.url, body, hold_s=60.0))
+        assert again == (200, b"next call")
