@@ -1,6 +1,7 @@
 """Suspended pools (``Pool(idle="suspend")``) on an emulator as Fly: a machine idle for ``idle_s``
 is suspended and resumed for the next call with its module state; a resume that cold-boots still
-serves the call (on a new machine); a dead caller's suspended machines are destroyed by gc."""
+serves the call (on a new machine); an exiting caller destroys its suspended machines, and gc a
+dead caller's."""
 
 from __future__ import annotations
 
@@ -84,15 +85,39 @@ def test_a_resume_that_cold_boots_still_serves_the_call(fly_runtime: Runtime) ->
     assert _states(fly_runtime, pool) == []
 
 
-# A caller whose pool's machine has gone to sleep; then it is killed (no clean-up at all).
+# A caller whose pool's machine goes to sleep; it exits when told (a line on stdin), unless it
+# is killed first (no clean-up at all).
 SLEEPER = """
-import sys, time
+import sys
 sys.path.insert(0, {here!r})
 import flyjobs, pool_funcs
 pool = flyjobs.Pool(max=1, idle_s=0.3, idle="suspend")
 print(pool_funcs.remember.with_options(pool=pool).remote(1), flush=True)
-time.sleep(600)
+sys.stdin.readline()
 """
+
+
+def _sleeper(fly: dict[str, str]) -> subprocess.Popen[str]:
+    """A caller (`SLEEPER`) whose pool's machine has been suspended."""
+    script = SLEEPER.format(here=str(HERE))
+    caller = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=fly,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert caller.stdout is not None and caller.stdout.readline() == "[1]\n"
+        eventually(
+            lambda: [m["state"] for m in _machines(fly)] == ["suspended"],
+            "the caller's idle machine suspended",
+        )
+    except BaseException:
+        caller.kill()
+        caller.wait()
+        raise
+    return caller
 
 
 def _machines(env: dict[str, str]) -> list[dict[str, Any]]:
@@ -113,19 +138,17 @@ def fly(
 
 
 @pytest.mark.slow
+def test_an_exiting_caller_destroys_its_suspended_machines(fly: dict[str, str]) -> None:
+    with _sleeper(fly) as caller:
+        _, stderr = caller.communicate("exit\n", timeout=60)
+    assert caller.returncode == 0, stderr
+    assert _machines(fly) == []  # at once: the exiting caller destroyed it
+
+
+@pytest.mark.slow
 def test_gc_destroys_the_suspended_machines_of_a_dead_caller(fly: dict[str, str]) -> None:
-    script = SLEEPER.format(here=str(HERE))
-    with subprocess.Popen(
-        [sys.executable, "-c", script], env=fly, stdout=subprocess.PIPE, text=True
-    ) as caller:
-        try:
-            assert caller.stdout is not None and caller.stdout.readline() == "[1]\n"
-            eventually(
-                lambda: [m["state"] for m in _machines(fly)] == ["suspended"],
-                "the caller's idle machine suspended",
-            )
-        finally:
-            caller.send_signal(signal.SIGKILL)
+    with _sleeper(fly) as caller:
+        caller.send_signal(signal.SIGKILL)
     (machine,) = _machines(fly)
     flyjobs_cli = [sys.executable, "-m", "flyjobs"]
     listed = subprocess.run([*flyjobs_cli, "ls"], env=fly, capture_output=True, text=True)
