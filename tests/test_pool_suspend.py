@@ -68,6 +68,22 @@ def test_a_suspended_machine_resumes_with_its_module_state(fly_runtime: Runtime)
     assert _states(fly_runtime, pool) == []
 
 
+def test_a_machine_with_two_slots_sleeps_and_wakes_whole(fly_runtime: Runtime) -> None:
+    pool = flyjobs.Pool(max=1, max_concurrency=2, idle_s=0.3, idle="suspend")
+    fn = funcs.remember.with_options(pool=pool)
+    try:
+        assert fn.remote(1) == [1]
+        eventually(lambda: _states(fly_runtime, pool) == ["suspended"], "the idle one suspended")
+        calls = [fn.spawn(2), fn.spawn(3)]
+        seen = [call.result(timeout_s=60) for call in calls]
+        assert all(value[0] == 1 for value in seen)  # both slots of the resumed process
+        assert sorted(max(seen, key=len)) == [1, 2, 3]
+        assert len(pool_machines(fly_runtime, pool)) == 1, "a machine was created"
+    finally:
+        pool.shutdown()
+    assert _states(fly_runtime, pool) == []
+
+
 @pytest.mark.parametrize("fly_runtime", [{"cold_resume_share": 1.0}], indirect=True)
 def test_a_resume_that_cold_boots_still_serves_the_call(fly_runtime: Runtime) -> None:
     pool = flyjobs.Pool(max=1, idle_s=0.3, idle="suspend")

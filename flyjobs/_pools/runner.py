@@ -277,12 +277,11 @@ class PoolRunner:
 
     def _suspends(self, slot: Slot) -> bool:
         """Whether ``slot``'s machine, idle and not kept (`_keeps`), goes to sleep rather than
-        exit: in a pool with ``idle="suspend"``, once its other slots are parked (one running
-        a keep-warm call is asked again after its idle period)."""
+        exit (a pool with ``idle="suspend"``)."""
         machine = slot.machine
-        if self.pool.idle != "suspend" or machine.run is None or machine.suspending:
+        if self.pool.idle != "suspend" or self.closed or not machine.open:
             return False
-        return all(other in self._parked for other in machine.slots if other is not slot)
+        return machine.run is not None and not machine.suspending
 
     def _start_suspending(self, machine: Machine, slot: Slot) -> None:
         """Put ``machine`` to sleep: ``slot`` and its parked slots each take a keep-warm call
@@ -609,7 +608,9 @@ class PoolRunner:
         if job is None and self._keeps(slot):
             job = self._keep_warm_job()
         if job is None and self._suspends(slot):
-            self._start_suspending(machine, slot)
+            if all(other in self._parked for other in machine.slots if other is not slot):
+                self._start_suspending(machine, slot)
+            # Its sleep; or, while another slot is in a round trip, one more idle period.
             job = self._keep_warm_job()
         if job is None:
             slot.job = None
