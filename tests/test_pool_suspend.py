@@ -77,7 +77,7 @@ def test_a_machine_with_two_slots_sleeps_and_wakes_whole(fly_runtime: Runtime) -
         calls = [fn.spawn(2), fn.spawn(3)]
         seen: list[list[int]] = [call.result(timeout_s=60) for call in calls]
         assert all(value[0] == 1 for value in seen)  # both slots of the resumed process
-        assert sorted(max(seen, key=len)) == [1, 2, 3]
+        assert any(sorted(value) == [1, 2, 3] for value in seen)
         assert len(pool_machines(fly_runtime, pool)) == 1, "a machine was created"
     finally:
         pool.shutdown()
