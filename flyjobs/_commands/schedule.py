@@ -16,6 +16,7 @@ import click
 from .._output.call_lines import shown
 from .._schedules.deploy import deploy as deploy_module
 from .._schedules.deploy import scheduled_machines
+from .._schedules.health import Health
 from .._schedules.status import find, machine_logs, remove, run_now, statuses, when
 from .._settings import Settings
 from .common import APP_OPTION, NO_API, api_client, result_key, run_async, shows_errors
@@ -81,6 +82,18 @@ def deploy(target: str, prune: bool, app: str | None) -> None:
         click.echo(f"no scheduled functions in {target}")
 
 
+#: ``--grace`` of ``ls`` and ``check``.
+GRACE_OPTION = click.option(
+    "--grace",
+    "grace_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds a tick may go unrun before it is late [default: a tenth of the cadence, at"
+    " least 60].",
+)
+
+
 @schedule.command("ls")
 @click.option(
     "--runs",
@@ -93,10 +106,13 @@ def deploy(target: str, prune: bool, app: str | None) -> None:
 @click.option(
     "-v", "--verbose", is_flag=True, help="Show the traceback of each function's last failure."
 )
+@GRACE_OPTION
 @APP_OPTION
 @shows_errors
-def ls(runs: int, as_json: bool, verbose: bool, app: str | None) -> None:
-    """Each deployed scheduled function: schedule, machine, last runs, next run due.
+def ls(runs: int, as_json: bool, verbose: bool, grace_s: float | None, app: str | None) -> None:
+    """Each deployed scheduled function: schedule, machine, last runs, next run due, and its
+    health: expected cadence, last run, late and missed ticks, consecutive failures (see
+    `flyjobs schedule check --help` for what late and missed mean).
 
     Times are this host's local time. With -v, each function's last failed run follows, with
     its remote traceback.
@@ -111,7 +127,8 @@ def ls(runs: int, as_json: bool, verbose: bool, app: str | None) -> None:
 
     async def run() -> Any:
         async with client:
-            return await statuses(client, app, await result_key(settings, client, app), runs=runs)
+            key = await result_key(settings, client, app)
+            return await statuses(client, app, key, runs=runs, grace_s=grace_s)
 
     for status in run_async(run):
         if as_json:
@@ -123,6 +140,8 @@ def ls(runs: int, as_json: bool, verbose: bool, app: str | None) -> None:
             f" {status.state}"
         )
         click.echo(f"{shown(head, output=False)}  next due {when(status.next_due)}")
+        if status.health is not None:
+            click.echo(f"  {health_line(status.health)}")
         for r in reversed(status.runs):
             detail = shown(r.error or (f"-> {r.value}" if r.value else ""), output=False)
             status_ = shown(r.status, output=False)
@@ -133,6 +152,57 @@ def ls(runs: int, as_json: bool, verbose: bool, app: str | None) -> None:
             trace = failure.traceback or failure.error
             for line in trace.splitlines():
                 click.echo(f"    {shown(line, output=False)}")
+
+
+def health_line(health: Health) -> str:
+    """One line of a schedule's health: cadence, last run, then what is wrong or ``healthy``."""
+    last = f"{when(health.last_run)} {health.last_status}" if health.last_run else "none yet"
+    verdict = "; ".join(health.problems(when)) or "healthy"
+    return shown(f"every: {health.cadence}  last run: {last}  {verdict}", output=False)
+
+
+@schedule.command("check")
+@GRACE_OPTION
+@APP_OPTION
+@shows_errors
+def check(grace_s: float | None, app: str | None) -> None:
+    """Exit 1 naming each scheduled function that is late, missed a tick or is failing;
+    print "all N schedules healthy" and exit 0 otherwise. For a cron job or CI.
+
+    \b
+    A tick is LATE when it fell due more than the grace period ago and no run
+    started for it (nor was it recorded as skipped): the run may still come.
+    The grace period is a tenth of the cadence, at least 60 s (--grace sets it).
+    A tick is MISSED when it passed without a run and the schedule moved on (a
+    later tick was recorded, or the one after it is due too), or when a cron
+    resident that was down recorded it as missed on its return.
+    FAILING is one or more runs in a row that did not succeed (failed, timed out,
+    crashed). Only what happened since a function's last successful run counts.
+    Under `flyjobs dev --time-scale`, export the FLYJOBS_TIME_SCALE and
+    FLYJOBS_TIME_ORIGIN it prints, so that "now" is its machines' clock.
+
+    \b
+    Example:
+        flyjobs schedule check || notify-ops "a schedule needs a look"
+        flyjobs schedule check --grace 600
+    """
+    settings, client, app = api_client(app)
+
+    async def run() -> Any:
+        async with client:
+            key = await result_key(settings, client, app)
+            return await statuses(client, app, key, runs=0, grace_s=grace_s)
+
+    found = run_async(run)
+    bad = [s for s in found if s.health is not None and not s.health.healthy]
+    for status in bad:
+        assert status.health is not None
+        problems = "; ".join(status.health.problems(when))
+        click.echo(shown(f"{status.name} ({status.ref}): {problems}", output=False))
+    if bad:
+        raise SystemExit(1)
+    noun = "schedule" if len(found) == 1 else "schedules"
+    click.echo(f"all {len(found)} {noun} healthy")
 
 
 @schedule.command("rm")

@@ -6,7 +6,7 @@ the machine's log, `RUN_RECORD_PREFIX` then a JSON object, which ``flyjobs sched
 later through the logs API::
 
     {"fn": "module:qualname",
-     "status": "ok" | "failed" | "timeout" | "skipped" | "crashed" | "pending",
+     "status": "ok" | "failed" | "timeout" | "skipped" | "crashed" | "pending" | "running",
      "tick": float,          # the schedule tick the run belongs to (unix s, scaled clock)
      "started": float,       # when it started (unix s, scaled clock); = tick for a skip
      "duration_s": float,    # real seconds it ran
@@ -14,7 +14,9 @@ later through the logs API::
      "value": None | str,    # repr of the returned value, cut to 200 characters
      "next_due": None | float, "attempt": int, "machine": str}
 
-(``pending``, written by a cron resident before it sleeps, is no run: it names the next tick.)
+(``pending``, written by a cron resident before it sleeps, is no run: it names the next tick;
+``running``, written as a run starts, tells ``flyjobs schedule check`` that the tick is being
+run, not late.)
 
 - A Fly-scheduled machine (``{"every": "hourly"}``...) runs the function once per start and
   exits. The function's own exception is a recorded outcome (exit 0); a run that cannot import
@@ -197,6 +199,7 @@ class _Run:
         for tail in capture_output(TAIL_CHARS):
             tail.start(0, self.call.call_id)
 
+        self.record("running")
         fn: Callable[..., Any]
         try:
             fn = import_function(self.call.fn)

@@ -2,7 +2,8 @@
 
 Owns: `deploy` (one sealed machine per scheduled function, created or updated in place under
 its lease), `status` (what the runs did, read from the machines' logs; ``schedule run``;
-removing one). The runs themselves are `flyjobs._machine_side.scheduled_run`'s.
+removing one), `health` (late and missed ticks, consecutive failures: ``schedule ls`` and
+``schedule check``). The runs themselves are `flyjobs._machine_side.scheduled_run`'s.
 
 May import: `flyjobs._calls` (plan, machine config, runtime, dispatch for ``schedule run``),
 `_declare` (its cron ticks tell the next run due), `_output`, `_wire`, `_exceptions`,

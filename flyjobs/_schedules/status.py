@@ -33,6 +33,7 @@ from .._wire.machine import (
 )
 from ..machines import Machine, MachinesClient
 from .deploy import META_SPEC, _destroy, iter_refs, scheduled_machines
+from .health import Health, assess, schedule_now, to_schedule_clock
 
 __all__ = (
     "Run",
@@ -86,6 +87,8 @@ class ScheduleStatus:
 
     :ivar last_failure: its last run that did not succeed (among those its machine's logs
         still hold), with its traceback when recorded; None if none failed.
+    :ivar health: its cadence, last run, late and missed ticks and consecutive failures
+        (`flyjobs._schedules.health`); None when its machine carries no readable schedule.
     """
 
     name: str
@@ -96,6 +99,7 @@ class ScheduleStatus:
     runs: list[Run] = field(default_factory=list)
     next_due: float | None = None
     last_failure: Run | None = None
+    health: Health | None = None
 
 
 def find(machines: list[Machine], name: str, *, app: str = "") -> tuple[str, Machine]:
@@ -121,15 +125,24 @@ def find(machines: list[Machine], name: str, *, app: str = "") -> tuple[str, Mac
 
 
 async def statuses(
-    client: MachinesClient, app: str, key: str, *, runs: int = 5
+    client: MachinesClient,
+    app: str,
+    key: str,
+    *,
+    runs: int = 5,
+    now: float | None = None,
+    grace_s: float | None = None,
 ) -> list[ScheduleStatus]:
     """Every scheduled function of the app deployed by flyjobs (its machine sealed with the
-    result key ``key``) with its last ``runs`` runs, oldest first."""
+    result key ``key``) with its last ``runs`` runs, oldest first, and its health at ``now``
+    (unix s on the schedules' clock; default `flyjobs._schedules.health.schedule_now`) with a
+    grace period of ``grace_s`` seconds (default: a tenth of its cadence, at least 60 s)."""
+    now = schedule_now() if now is None else now
     result = []
     for ref, machine in sorted(iter_refs(await scheduled_machines(client, app, key))):
         full = await client.get_machine(app, machine.id)
         history = _merge(await _records(client, app, machine.id), _crashes(full))
-        done = [run for run in history if run.status != "pending"]
+        done = [run for run in history if run.status not in ("pending", "running")]
         meta = (full.config.metadata or {}) if full.config else {}
         result.append(
             ScheduleStatus(
@@ -141,9 +154,29 @@ async def statuses(
                 runs=done[-runs:] if runs > 0 else [],
                 next_due=_next_due(full, history),
                 last_failure=next((r for r in reversed(done) if r.status in _FAILED), None),
+                health=_health(full, history, now, grace_s),
             )
         )
     return result
+
+
+def _health(
+    machine: Machine, history: list[Run], now: float, grace_s: float | None
+) -> Health | None:
+    call = _payload(machine)
+    if call is None or not call.schedule:
+        return None
+    created = machine.created_at.timestamp() if machine.created_at else time.time()
+    # A Fly-scheduled machine is started only while it runs; a cron resident always is.
+    running = "cron" not in call.schedule and machine.state in ("starting", "started")
+    return assess(
+        call.schedule,
+        history,
+        now=now,
+        since=to_schedule_clock(created),
+        running=running,
+        grace_s=grace_s,
+    )
 
 
 async def machine_logs(
@@ -177,8 +210,11 @@ def readable(text: str) -> list[str]:
             continue
         if run.status == "pending":
             out.append(f"{when(run.started)}  next run due")
-        elif run.status == "skipped":
-            out.append(f"{when(run.started)}  skipped   {shown(run.reason, output=False)}")
+        elif run.status == "running":
+            out.append(f"{when(run.started)}  running")
+        elif run.status in ("skipped", "missed"):
+            status = f"{run.status:8}"
+            out.append(f"{when(run.started)}  {status}  {shown(run.reason, output=False)}")
         else:
             detail = run.error or (f"-> {run.value}" if run.value else "")
             out.append(

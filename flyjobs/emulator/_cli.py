@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ _CLICK_TYPES: dict[object, Any] = {
     float: float,
     str: str,
     int | None: int,
+    float | None: float,
     Path | None: click.Path(file_okay=False, path_type=Path),
 }
 
@@ -176,6 +178,9 @@ def dev(
         )
     except ValidationError as exc:
         raise _bad_option(exc) from None
+    if config.time_scale != 1 and config.time_origin is None:
+        # Fixed here so that the export line can give the schedule commands the same clock.
+        config = config.model_copy(update={"time_origin": time.time()})
     asyncio.run(_run(config, source))
 
 
@@ -214,7 +219,14 @@ async def _run(config: EmulatorConfig, source: TokenSource) -> None:
             raise click.ClickException(_start_failure(config, exc)) from None
         click.echo(f"flyjobs emulator listening on {running.url}")
         app = f" FLY_APP={config.apps[0]}" if config.apps else ""
-        click.echo(f"export FLY_API_HOSTNAME={running.url} FLY_API_TOKEN={source.shell_value}{app}")
+        clock = (
+            f" FLYJOBS_TIME_SCALE={config.time_scale!r} FLYJOBS_TIME_ORIGIN={config.time_origin!r}"
+            if config.time_scale != 1
+            else ""
+        )
+        click.echo(
+            f"export FLY_API_HOSTNAME={running.url} FLY_API_TOKEN={source.shell_value}{app}{clock}"
+        )
         if running.ui_url:
             click.echo(f"dashboard: {running.ui_url}")
         if source.note:

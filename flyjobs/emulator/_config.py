@@ -70,6 +70,11 @@ class EmulatorConfig(BaseModel):
         description="Schedule intervals (hourly...) are divided by this; machines get it "
         "in FLYJOBS_TIME_SCALE so a scheduled worker's clock runs as fast.",
     )
+    time_origin: float | None = Field(
+        default=None,
+        description="Unix time (s) the scaled clock starts from (machines get it in "
+        "FLYJOBS_TIME_ORIGIN); default: when the emulator starts.",
+    )
     rate_limits: bool = Field(
         default=False, description="Answer with Fly's per-action limits (429 + Retry-After)."
     )

@@ -55,7 +55,7 @@ class Lifecycle:
         self._cold_dice = random.Random(config.seed)
         self.closing = False
         # The instant scaled time starts from: machines get it with the scale (TIME_SCALE_ENV).
-        self._time_origin = time.time()
+        self._time_origin = time.time() if config.time_origin is None else config.time_origin
 
     # Runs -----------------------------------------------------------------------------------
 
