@@ -9,14 +9,22 @@ prints it, and wait (bounded) for the state the runs leave behind.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import http.server
+import json
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _waiting import eventually
 
+import flyjobs
+from flyjobs._machine_side.alerts import ATTEMPTS, send_alert
 from flyjobs._schedules.health import assess, default_grace_s
 from flyjobs._schedules.status import Run
 from flyjobs.emulator import RunningEmulator
@@ -203,3 +211,185 @@ def test_a_resident_down_over_a_tick_is_late_then_missed(clocked: ClockedDeploym
     shown = clocked.cli("ls").stdout
     assert "every: cron 0 */8 * * * (UTC), every 8h  last run: " in shown
     assert "missed 1 tick" in shown
+
+
+class Receiver:
+    """A loopback HTTP server that keeps each POST (headers, body) and answers the status codes
+    it is given in turn (then 200)."""
+
+    def __init__(self, answers: Iterable[int] = ()) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.answers = list(answers)
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.posts.append((dict(self.headers.items()), self.rfile.read(length)))
+                self.send_response(outer.answers.pop(0) if outer.answers else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = (
+            f"http://127.0.0.1:{self.server.server_address[1]}/hooks/flyjobs?token=hook-secret"
+        )
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The bodies received, each checked against its signature under RESULT_KEY."""
+        out = []
+        for headers, body in self.posts:
+            expected = "sha256=" + hmac.new(RESULT_KEY.encode(), body, hashlib.sha256).hexdigest()
+            assert hmac.compare_digest(headers["Flyjobs-Signature"], expected)
+            assert RESULT_KEY not in body.decode() and RESULT_KEY not in str(headers)
+            out.append(json.loads(body))
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+def test_alert_url_is_checked_when_decorated() -> None:
+    with pytest.raises(flyjobs.ConfigError, match="pass schedule= too"):
+        flyjobs.remote(alert_url="https://alerts.example.com/x")
+    for bad in ("ftp://alerts.example.com/x", "alerts.example.com/x", "https:///x"):
+        with pytest.raises(flyjobs.ConfigError, match="give an http:// or https:// URL"):
+            flyjobs.remote(schedule="hourly", alert_url=bad)
+    with pytest.raises(flyjobs.ConfigError, match="takes a URL string"):
+        flyjobs.remote(schedule="hourly", alert_url=b"https://x")  # type: ignore[call-overload]
+    secret = "https://hooks.example.com/T000/B000/s3cr3t?token=abc"
+    fn = flyjobs.remote(schedule="daily", alert_url=secret)(abs)
+    assert fn.options.alert_url == secret
+    assert "s3cr3t" not in repr(fn.options) and "https://hooks.example.com/…" in repr(fn.options)
+    with pytest.raises(flyjobs.ConfigError) as exc:
+        flyjobs.remote(schedule="hourly", alert_url="gopher://h/s3cr3t")
+    assert "s3cr3t" not in str(exc.value)
+
+
+def test_an_alert_is_signed_and_retried_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYJOBS_RESULT_KEY", RESULT_KEY)
+    receiver = Receiver(answers=[503, 429])
+    waits: list[float] = []
+    try:
+        sent = send_alert(
+            receiver.url,
+            schedule="jobs:nightly",
+            status="failed",
+            tick=T0,
+            started=T0 + 1,
+            attempt=1,
+            error={"type": "builtins.ValueError", "message": "the feed is down", "traceback": "x"},
+            sleep=waits.append,
+        )
+        assert sent
+        assert len(receiver.posts) == 3 and waits == [0.5, 1.5]
+        (first, *_) = receiver.alerts()
+        assert first["schedule"] == "jobs:nightly" and first["status"] == "failed"
+        assert first["error"] == {"type": "builtins.ValueError", "message": "the feed is down"}
+        assert first["id"] == f"jobs:nightly@{T0:.3f}:failed"
+        # A refusal is not retried; a dead URL is tried ATTEMPTS times; neither raises.
+        refused = Receiver(answers=[400])
+        assert not send_alert(
+            refused.url, schedule="s", status="failed", tick=T0, sleep=waits.append
+        )
+        assert len(refused.posts) == 1
+        refused.close()
+    finally:
+        receiver.close()
+    waits.clear()
+    dead = f"http://127.0.0.1:{receiver.server.server_address[1]}/gone"
+    assert not send_alert(dead, schedule="s", status="missed", tick=T0, sleep=waits.append)
+    assert len(waits) == ATTEMPTS - 1
+    monkeypatch.delenv("FLYJOBS_RESULT_KEY")
+    assert not send_alert(dead, schedule="s", status="failed", tick=T0, sleep=waits.append)
+
+
+FAILING = """
+    import flyjobs
+
+    @flyjobs.remote(schedule="weekly", alert_url={url!r})
+    def broken() -> None:
+        raise ValueError("the feed is down (42)")
+
+    @flyjobs.remote(schedule="weekly", alert_url={dead!r})
+    def unheard() -> None:
+        raise ValueError("nobody listens")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4 * WAIT_S)
+def test_a_failed_run_alerts_once_and_a_dead_alert_url_breaks_nothing(
+    clocked: ClockedDeployment, receiver: Receiver
+) -> None:
+    dead = "http://127.0.0.1:9/hooks/s3cr3t"
+    clocked.write("failing.py", FAILING.format(url=receiver.url, dead=dead))
+    clocked.cli("deploy", "failing.py")
+    for name in ("broken", "unheard"):
+        clocked.runs_until(name, lambda runs: any(r["status"] == "failed" for r in runs))
+    (alert,) = eventually(receiver.alerts, "the alert arrived", WAIT_S)
+    assert alert["schedule"] == "failing:broken" and alert["status"] == "failed"
+    assert alert["error"] == {"type": "builtins.ValueError", "message": "the feed is down (42)"}
+    failing = clocked.check_says("failing (1 run in a row)")
+    assert failing.returncode == 1
+    assert "broken (failing:broken): failing (1 run in a row)" in failing.stdout
+    assert "unheard (failing:unheard): failing (1 run in a row)" in failing.stdout
+    logs = clocked.cli("logs", "unheard").stdout
+    assert "alert of failed run not delivered after 3 tries" in logs
+    assert "s3cr3t" not in logs
+    assert len(receiver.posts) == 1
+
+
+WATCHED = """
+    import flyjobs
+
+    @flyjobs.remote(schedule=flyjobs.Cron("0 */8 * * *"), alert_url={url!r})
+    def watched() -> str:
+        return "ran"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(6 * WAIT_S)
+def test_a_resident_down_over_a_tick_records_the_miss_and_alerts_it_once(
+    clocked: ClockedDeployment, receiver: Receiver
+) -> None:
+    clocked.write("watch.py", WATCHED.format(url=receiver.url))
+    clocked.cli("deploy", "watch.py")
+    resident = clocked.only_machine()
+    assert clocked.machine(resident)["config"]["rootfs"] == {"persist": "always"}
+    clocked.runs_until("watched", lambda runs: any(r["status"] == "ok" for r in runs))
+    clocked.stop_machine(resident)
+    clocked.check_says("late")
+    clocked.start_machine(resident)
+    missed = clocked.check_says("missed 1 tick")
+    assert "watched (watch:watched): missed 1 tick (last due " in missed.stdout
+    runs = clocked.runs_until("watched", lambda runs: any(r["status"] == "missed" for r in runs))
+    (gone,) = [run for run in runs if run["status"] == "missed"]
+    assert gone["reason"] == "the scheduler was down"
+    (alert,) = eventually(receiver.alerts, "the missed alert arrived", WAIT_S)
+    assert alert["schedule"] == "watch:watched" and alert["status"] == "missed"
+    assert alert["missed_ticks"] == [gone["tick"]] and alert["tick"] == gone["tick"]
+    assert alert["error"] == {
+        "type": "MissedTicks",
+        "message": "1 tick missed: the scheduler was down",
+    }
+    # The next tick runs as usual, and nothing more is sent.
+    clocked.runs_until(
+        "watched", lambda runs: runs[-1]["status"] == "ok" and runs[-1]["tick"] > gone["tick"]
+    )
+    assert clocked.check().returncode == 0
+    assert len(receiver.posts) == 1

@@ -34,10 +34,14 @@ class Resident:
     :ivar schedule: Fly's own schedule (``"hourly"``…), which starts the machine, retried
         ``retries`` times when it fails; or a `Cron`, whose resident scheduler runs in the
         machine and is always restarted (it retries its runs itself).
+    :ivar keeps_state: a cron resident's root filesystem outlives its stops and restarts
+        (``rootfs.persist = "always"``), so that it finds the last tick it took when it comes
+        back, and tells (or catches up) the ticks it missed while down.
     """
 
     schedule: str | Cron
     retries: int
+    keeps_state: bool = False
 
 
 def machine_spec(
@@ -68,6 +72,8 @@ def machine_spec(
     elif isinstance(lifetime.schedule, Cron):
         spec["auto_destroy"] = False
         spec["restart"] = {"policy": "always"}
+        if lifetime.keeps_state:
+            spec["rootfs"] = {"persist": "always"}
     else:
         spec["auto_destroy"] = False
         spec["schedule"] = lifetime.schedule

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .._exceptions import ConfigError
 from .._wire.machine import DEFAULT_TIMEOUT_S, MAX_WAIT_S, RESERVED_ENV
 from .output_choice import check_output
-from .schedule import check_schedule
+from .schedule import check_alert_url, check_schedule, redacted_url
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
             :class:`~flyjobs.Cron`; see `flyjobs._declare.schedule` for how each runs.
         :ivar schedule_args: the fixed positional arguments of every scheduled run.
         :ivar schedule_kwargs: the fixed keyword arguments of every scheduled run.
+        :ivar alert_url: an ``http(s)`` URL a scheduled function's machine POSTs a signed JSON
+            alert to when a run fails or a tick is missed (see `flyjobs._machine_side.alerts`);
+            only with ``schedule=``.
         :ivar pool: run ``.remote``/``.spawn`` calls on this `~flyjobs.Pool`'s warm machines
             instead of one machine per call (``.map`` keeps its own batch machines).
         :ivar output: what the lines a call prints show here: ``"live"`` (each line as it is
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
         schedule: str | Cron | None
         schedule_args: Sequence[Any]
         schedule_kwargs: Mapping[str, Any] | None
+        alert_url: str | None
         pool: Pool | None
         output: Literal["live", "errors", "none"] | None
 
@@ -96,6 +100,7 @@ _DEFAULTS: dict[str, object] = {
     "schedule": None,
     "schedule_args": (),
     "schedule_kwargs": None,
+    "alert_url": None,
     "pool": None,
     "output": None,
 }
@@ -128,6 +133,7 @@ class CallOptions:
         schedule: str | Cron | None
         schedule_args: tuple[Any, ...]
         schedule_kwargs: dict[str, Any]
+        alert_url: str | None
         pool: Pool | None
         output: str | None
 
@@ -151,7 +157,11 @@ class CallOptions:
         raise AttributeError("CallOptions is immutable")
 
     def __repr__(self) -> str:
-        set_ = ", ".join(f"{k}={v!r}" for k, v in self._values().items() if v != _DEFAULTS[k])
+        values = self._values()
+        if values["alert_url"]:
+            # A webhook URL often holds a secret in its path or query: its host alone.
+            values["alert_url"] = redacted_url(values["alert_url"])
+        set_ = ", ".join(f"{k}={v!r}" for k, v in values.items() if v != _DEFAULTS[k])
         return f"CallOptions({set_})"
 
     def _values(self) -> dict[str, Any]:
@@ -206,6 +216,7 @@ class CallOptions:
         self._check_schedule()
 
     def _check_schedule(self) -> None:
+        check_alert_url(self.alert_url, scheduled=self.schedule is not None)
         if self.schedule is None and not (self.schedule_args or self.schedule_kwargs):
             return
         check_schedule(self.schedule)

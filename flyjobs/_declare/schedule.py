@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-__all__ = ("INTERVALS", "Cron", "check_cron", "check_schedule", "cron_ticks", "schedule_spec")
+__all__ = (
+    "INTERVALS",
+    "Cron",
+    "check_alert_url",
+    "check_cron",
+    "check_schedule",
+    "cron_ticks",
+    "redacted_url",
+    "schedule_spec",
+)
 
 #: The ``schedule=`` strings Fly runs natively.
 INTERVALS = tuple(SCHEDULE_INTERVALS_S)
@@ -90,6 +99,51 @@ def check_schedule(schedule: object) -> None:
         f"schedule={schedule!r}: use one of {', '.join(repr(i) for i in INTERVALS)}, or"
         ' flyjobs.Cron("0 3 * * *", tz="Europe/Paris")'
     )
+
+
+def check_alert_url(url: object, *, scheduled: bool) -> None:
+    """Check an ``alert_url=`` option: an ``http://`` or ``https://`` URL with a host, of a
+    scheduled function. The message never quotes the URL past its host: a webhook URL often
+    holds a secret in its path or query.
+
+    :raises ConfigError: naming what is wrong and the fix.
+    """
+    if url is None:
+        return
+    from urllib.parse import urlsplit  # lazy: keeps decoration light
+
+    if not isinstance(url, str):
+        raise ConfigError(f"alert_url= takes a URL string, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        scheme = parts.scheme if parts is not None and parts.scheme else "no scheme"
+        raise ConfigError(
+            f"alert_url= ({scheme}): give an http:// or https:// URL with a host, such as"
+            " 'https://alerts.example.com/flyjobs'"
+        )
+    if any(c in url for c in "\0\r\n"):
+        raise ConfigError("alert_url=: a URL cannot hold NUL or line breaks")
+    if not scheduled:
+        raise ConfigError(
+            "alert_url= tells a scheduled function's failed and missed runs: pass schedule= too"
+            " (a call's own failure is raised to its caller)"
+        )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` as shown in reprs and messages: its scheme and host, the rest cut
+    (``https://hooks.example.com/…``)."""
+    from urllib.parse import urlsplit  # lazy: keeps decoration light
+
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}/…"
+    except ValueError:
+        return "…"
 
 
 #: What each field of a cron expression takes, for the message of a bad one.

@@ -4,6 +4,7 @@ Owns: `shared` (what calls running at once in one worker process share: output t
 deadlines, the event loop of async functions), `run` (one call of the user's function: import
 it, call it, trim the machine's frames from what it raised; for the worker and scheduled runs),
 `scheduled_run` (a scheduled function's runs, each recorded as a line of the machine's log),
+`alerts` (its signed alert POSTs on a failed or missed run),
 `zygote` (the fork server the local emulator starts worker machines from), `forking` (what the
 emulator and its fork server agree on; the emulator imports it, not the zygote).
 

@@ -51,6 +51,7 @@ from flyjobs._wire.machine import (
     EXIT_DEADLINE,
     EXIT_IMPORT_FAILED,
     EXIT_OK,
+    MACHINE_ROOT_ENV,
     SCHEDULE_INTERVALS_S,
     TIME_ORIGIN_ENV,
     TIME_SCALE_ENV,
@@ -74,8 +75,13 @@ _ATTEMPT_ENV = "FLYJOBS_SCHEDULED_ATTEMPT"
 _MAX_SKIP_RECORDS = 50
 #: Characters of a returned value's repr kept in its record.
 _VALUE_CHARS = 200
-#: Seconds a cron resident's child gets past its timeout before it is killed.
+#: Seconds a cron resident's child gets past its timeout before it is killed (and more when
+#: it may have an alert to send: `flyjobs._machine_side.alerts` bounds its tries to about 17 s).
 _CHILD_GRACE_S = 10.0
+_ALERT_GRACE_S = 20.0
+#: Where a cron resident keeps the last tick it took, under its root filesystem (which outlives
+#: its stops and restarts when deployed with ``rootfs.persist = "always"``).
+_STATE_PATH = "/var/lib/flyjobs/schedule-state.json"
 
 
 class Clock:
@@ -124,6 +130,15 @@ def _record_skip(fn: str, skipped: float, *, next_due: float | None, reason: str
     )
 
 
+def _alert(spec: dict[str, Any], **fields: Any) -> None:
+    """Send the schedule's alert, if it has an ``alert_url`` (never raises)."""
+    url = spec.get("alert_url")
+    if url:
+        from flyjobs._machine_side.alerts import send_alert  # lazy: only a failure pays it
+
+        send_alert(str(url), **fields)
+
+
 def _error(exc: BaseException) -> dict[str, str]:
     import traceback  # lazy: keeps machines light
 
@@ -170,6 +185,23 @@ class _Run:
         self.started = clock.now()
         self.started_real = time.time()
         self.interval_s = SCHEDULE_INTERVALS_S.get(spec.get("every", ""))
+        # A cron resident runs a crashed, timed-out or unimportable run again up to `retries`
+        # times: only the last attempt's failure is alerted. (Fly's own restarts are unseen.)
+        self.last_attempt = _TICK_ENV not in os.environ or attempt > int(spec.get("retries") or 0)
+
+    def failed(self, status: str, error: dict[str, str], *, final: bool) -> None:
+        """Record a run that did not succeed, and alert it when no attempt follows."""
+        self.record(status, error=error)
+        if final:
+            _alert(
+                self.spec,
+                schedule=self.call.fn,
+                status=status,
+                tick=self.tick,
+                started=self.started,
+                attempt=self.attempt,
+                error=error,
+            )
 
     def record(self, status: str, **fields: Any) -> None:
         if self.interval_s:
@@ -204,27 +236,26 @@ class _Run:
         try:
             fn = import_function(self.call.fn)
         except (Exception, SystemExit) as exc:
-            self.record("failed", error=_error(exc))
+            self.failed("failed", _error(exc), final=self.last_attempt)
             return EXIT_IMPORT_FAILED
         try:
             args, kwargs = self.call.arguments()
         except Exception as exc:
-            self.record("failed", error=_error(exc))
+            self.failed("failed", _error(exc), final=self.last_attempt)
             return EXIT_BAD_PAYLOAD
         try:
             value = call(fn, args, kwargs, EventLoop())
         except (Exception, SystemExit) as exc:
             # The function's own exception is its run's outcome, not a crash to run again.
-            self.record("failed", error=_error(from_user_code(exc)))
+            self.failed("failed", _error(from_user_code(exc)), final=True)
             return EXIT_OK
         self.record("ok", value=repr(value)[:_VALUE_CHARS])
         return EXIT_OK
 
     def _deadline(self, timeout_s: float) -> None:
         time.sleep(timeout_s)
-        self.record(
-            "timeout", error={"type": "TimeoutError", "message": f"timeout_s={timeout_s:g}"}
-        )
+        error = {"type": "TimeoutError", "message": f"timeout_s={timeout_s:g}"}
+        self.failed("timeout", error, final=self.last_attempt)
         os._exit(EXIT_DEADLINE)
 
     def _skips(self, interval_s: float) -> None:
@@ -251,17 +282,24 @@ class _Resident:
         self.clock = Clock()
         self.retries = int(spec.get("retries") or 0)
         self.timeout_s = float(spec.get("timeout_s") or DEFAULT_TIMEOUT_S)
+        self.state_path = os.environ.get(MACHINE_ROOT_ENV, "") + _STATE_PATH
+        # What the state is valid for: a changed schedule starts afresh.
+        self.state_of = {"fn": call.fn, "cron": spec.get("cron"), "tz": spec.get("tz")}
 
     def ticks_after(self, after: float) -> Iterator[float]:
         return cron_ticks(self.spec, after)
 
     def loop(self) -> int:
+        tick = self.come_back(self.clock.now())
         after = self.clock.now()
         while True:
-            tick = next(self.ticks_after(after))
-            # So that `schedule ls` can tell when the next run is due before it happens.
-            _record(fn=self.call.fn, status="pending", tick=tick, started=tick, next_due=tick)
-            self.clock.sleep_until(tick)
+            if tick is None:
+                tick = next(self.ticks_after(after))
+                # So that `schedule ls` can tell when the next run is due before it happens.
+                _record(fn=self.call.fn, status="pending", tick=tick, started=tick, next_due=tick)
+                self.clock.sleep_until(tick)
+            # Taken before it runs: a resident that dies during the run never runs it again.
+            self.save(tick)
             self.run_tick(tick)
             now = self.clock.now()
             upcoming = self.ticks_after(tick)
@@ -278,6 +316,74 @@ class _Resident:
                 _record_skip(self.call.fn, now, next_due=None, reason=reason)
             # Strictly after both: the tick just run and every tick recorded as skipped.
             after = max(tick, now)
+            self.save(after)
+            tick = None
+
+    def come_back(self, now: float) -> float | None:
+        """Record (and alert) the ticks that fell while this resident was down, since the last
+        tick it took (its state file); return the tick to run now, if it catches one up."""
+        last = self.load()
+        self.save(now)
+        if last is None:
+            return None  # its first start, or its root was not kept: nothing to tell
+        missed = []
+        for tick in self.ticks_after(last):
+            if tick > now:
+                break
+            missed.append(tick)
+        if not missed:
+            return None
+        reason = "the scheduler was down"
+        for tick in missed[-_MAX_SKIP_RECORDS:]:
+            _record(
+                fn=self.call.fn,
+                status="missed",
+                tick=tick,
+                started=tick,
+                duration_s=0.0,
+                error=None,
+                value=None,
+                next_due=None,
+                attempt=0,
+                reason=reason,
+            )
+        ticks = "tick" if len(missed) == 1 else "ticks"
+        _alert(
+            self.spec,
+            schedule=self.call.fn,
+            status="missed",
+            tick=missed[-1],
+            error={"type": "MissedTicks", "message": f"{len(missed)} {ticks} missed: {reason}"},
+            missed_ticks=missed[-_MAX_SKIP_RECORDS:],
+        )
+        return None
+
+    def load(self) -> float | None:
+        """The last tick this resident took, from its state file, if it is this schedule's."""
+        import json  # lazy: keeps machines light
+
+        try:
+            with open(self.state_path, encoding="utf-8") as file:
+                state = json.load(file)
+            if state.get("of") == self.state_of:
+                return float(state["after"])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass  # none yet, or unreadable: as on a first start
+        return None
+
+    def save(self, after: float) -> None:
+        """Note that every tick up to ``after`` (unix s, scaled clock) was taken."""
+        import json  # lazy: keeps machines light
+
+        folder = os.path.dirname(self.state_path)
+        temporary = f"{self.state_path}.{os.getpid()}"
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with open(temporary, "w", encoding="utf-8") as file:
+                json.dump({"of": self.state_of, "after": after}, file)
+            os.replace(temporary, self.state_path)
+        except OSError:
+            pass  # a read-only root: the resident runs on, as one whose root is not kept
 
     def run_tick(self, tick: float) -> None:
         import subprocess  # lazy: keeps machines light
@@ -287,9 +393,10 @@ class _Resident:
         for attempt in range(1, self.retries + 2):
             env = {**os.environ, _TICK_ENV: repr(tick), _ATTEMPT_ENV: str(attempt)}
             argv = [sys.executable, "-m", WORKER_MODULE, "--payload", self.payload]
+            grace = _CHILD_GRACE_S + (_ALERT_GRACE_S if self.spec.get("alert_url") else 0.0)
             try:
                 code = subprocess.run(
-                    argv, env=env, timeout=self.timeout_s + _CHILD_GRACE_S, check=False
+                    argv, env=env, timeout=self.timeout_s + grace, check=False
                 ).returncode
             except subprocess.TimeoutExpired:
                 code = EXIT_DEADLINE
@@ -297,14 +404,24 @@ class _Resident:
                 return
         if code in (EXIT_DEADLINE, EXIT_IMPORT_FAILED, EXIT_BAD_PAYLOAD):
             return  # the child recorded why
+        error = {"type": "MachineCrashedError", "message": f"the run exited with code {code}"}
         _record(
             fn=self.call.fn,
             status="crashed",
             tick=tick,
             started=started,
             duration_s=round(time.time() - started_real, 6),
-            error={"type": "MachineCrashedError", "message": f"the run exited with code {code}"},
+            error=error,
             value=None,
             next_due=None,
             attempt=self.retries + 1,
+        )
+        _alert(
+            self.spec,
+            schedule=self.call.fn,
+            status="crashed",
+            tick=tick,
+            started=started,
+            attempt=self.retries + 1,
+            error=error,
         )

@@ -163,6 +163,8 @@ def machine_config(
         **schedule_spec(schedule),
         "timeout_s": options.effective_timeout_s,
         "retries": options.retries,
+        # Only when set: the digests of functions deployed before these options still match.
+        **({"alert_url": options.alert_url} if options.alert_url else {}),
     }
     arguments = encode_arguments(
         options.schedule_args,
@@ -187,7 +189,7 @@ def machine_config(
         arguments=arguments,
         schedule=spec,
     )
-    lifetime = Resident(schedule, options.retries)
+    lifetime = Resident(schedule, options.retries, keeps_state=bool(options.alert_url))
     config = machine_spec(options, image=image, payload=payload, metadata=None, lifetime=lifetime)
     # The code runs from the image, but a changed function is a change to deploy (the image
     # may keep its tag): its source counts in the digest too.

@@ -140,13 +140,20 @@ def plan_launch(
     )
 
 
-def prepare_root(machine_dir: Path, files: list[tuple[str, bytes, int | None]]) -> Path:
+def prepare_root(
+    machine_dir: Path, files: list[tuple[str, bytes, int | None]], *, keep: bool = False
+) -> Path:
     """Reset the machine's root folder and write its files; return the root.
 
     Every run starts from a clean root, as a Fly machine's filesystem is reset to its image on
-    start. Paths were checked at create, so each stays inside the root.
+    start, unless ``keep`` (``rootfs.persist = "always"``): then what the last run wrote stays
+    and only the config's files are written again. Paths were checked at create, so each stays
+    inside the root.
     """
     root = machine_dir / "root"
+    if keep and root.is_dir() and not root.is_symlink():
+        _write_files(root, files)
+        return root
     # The last run may have left anything there, a symlink to elsewhere included: remove the
     # link itself, never what it points to.
     if root.is_symlink() or root.is_file():
@@ -154,13 +161,21 @@ def prepare_root(machine_dir: Path, files: list[tuple[str, bytes, int | None]]) 
     elif root.exists():
         shutil.rmtree(root)
     root.mkdir()
+    _write_files(root, files)
+    return root
+
+
+def _write_files(root: Path, files: list[tuple[str, bytes, int | None]]) -> None:
     for relative, content, mode in files:
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            target.unlink()  # a kept root may hold a link a run left: never write through it
+        if not target.parent.resolve().is_relative_to(root.resolve()):
+            raise OSError(f"{relative}: a folder of the kept root links out of it")
         target.write_bytes(content)
         if mode is not None:
             target.chmod(mode)
-    return root
 
 
 def free_files(machine_dir: Path) -> None:

@@ -108,7 +108,8 @@ class Lifecycle:
                 loop = asyncio.get_running_loop()
                 machine.boot_timer = loop.call_later(_FORK_SERVER_POLL_S, self._spawn, machine)
                 return
-            prepare_root(machine.machine_dir, plan.files)
+            persist = (machine.config.get("rootfs") or {}).get("persist")
+            prepare_root(machine.machine_dir, plan.files, keep=persist == "always")
             on_exit = functools.partial(self._on_exit, machine)
             handle = self._forks.spawn(
                 plan.argv, env, on_output=machine.output.feed, on_exit=on_exit
