@@ -24,6 +24,7 @@ import pytest
 from _waiting import eventually
 
 import flyjobs
+from flyjobs._declare.schedule import schedule_spec
 from flyjobs._machine_side.alerts import ATTEMPTS, send_alert
 from flyjobs._schedules.health import assess, default_grace_s
 from flyjobs._schedules.status import Run
@@ -393,3 +394,59 @@ def test_a_resident_down_over_a_tick_records_the_miss_and_alerts_it_once(
     )
     assert clocked.check().returncode == 0
     assert len(receiver.posts) == 1
+
+
+def test_catch_up_is_checked_and_stays_none_by_default() -> None:
+    assert flyjobs.Cron("0 3 * * *").catch_up == "none"
+    latest = flyjobs.Cron("0 3 * * *", catch_up="latest")
+    assert repr(latest) == "Cron('0 3 * * *', tz='UTC', catch_up='latest')"
+    assert latest != flyjobs.Cron("0 3 * * *")
+    assert schedule_spec(flyjobs.Cron("0 3 * * *")) == {"cron": "0 3 * * *", "tz": "UTC"}
+    assert schedule_spec(latest)["catch_up"] == "latest"
+    for bad in ("all", "Latest", None, True):
+        with pytest.raises(flyjobs.ConfigError, match=r"use 'none' \(ticks missed"):
+            flyjobs.Cron("0 3 * * *", catch_up=bad)  # type: ignore[arg-type]
+
+
+CATCHING_UP = """
+    import os
+    import pathlib
+    import flyjobs
+
+    RUNS = pathlib.Path(__file__).with_name("caught-up-runs")
+
+    @flyjobs.remote(schedule=flyjobs.Cron("0 */8 * * *", catch_up="latest"), alert_url={url!r})
+    def eight() -> str:
+        with RUNS.open("a") as runs:
+            runs.write(os.environ["FLYJOBS_SCHEDULED_TICK"] + "\\n")
+        return "ran"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(6 * WAIT_S)
+def test_catch_up_latest_runs_the_tick_missed_while_down_once(
+    clocked: ClockedDeployment, receiver: Receiver
+) -> None:
+    clocked.write("catching.py", CATCHING_UP.format(url=receiver.url))
+    clocked.cli("deploy", "catching.py")
+    resident = clocked.only_machine()
+    first = clocked.runs_until("eight", lambda runs: any(r["status"] == "ok" for r in runs))
+    clocked.stop_machine(resident)
+    late = clocked.check_says("late")
+    assert late.returncode == 1
+    due = clocked.ls()["eight"]["health"]["late"]
+    clocked.start_machine(resident)
+    runs = clocked.runs_until(
+        "eight", lambda runs: any(r["tick"] == due and r["status"] == "ok" for r in runs)
+    )
+    caught = [r for r in runs if r["tick"] == due]
+    assert [r["status"] for r in caught] == ["ok"]
+    assert caught[0]["started"] > due  # it ran late, when the resident came back
+    assert not [r for r in runs if r["status"] == "missed"]
+    healthy = clocked.check()
+    assert (healthy.returncode, healthy.stdout) == (0, "all 1 schedule healthy\n")
+    # Exactly once: each run appends its tick to a file; no tick ran twice.
+    ran = [float(t) for t in (clocked.folder / "caught-up-runs").read_text().split()]
+    assert len(ran) == len(set(ran)) and ran.count(due) == 1
+    assert len(first) >= 1 and receiver.posts == []  # a tick caught up is no missed run

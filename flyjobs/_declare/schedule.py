@@ -14,7 +14,9 @@ How each kind runs (``flyjobs schedule deploy`` makes one machine per function):
   ``always``). It sleeps until the next tick of the expression in its time zone, runs the
   function in a child process, and after the run records every tick that fell due while the
   run was going as skipped. Ticks are taken strictly after the last one handled, so none runs
-  twice; the resident costs a machine that is always on.
+  twice; the resident costs a machine that is always on. With ``alert_url`` or
+  ``catch_up="latest"`` its root filesystem is kept, so that when it comes back it records the
+  ticks that fell while it was down as missed (and alerts them), or runs the latest one once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = (
+    "CATCH_UP",
     "INTERVALS",
     "Cron",
     "check_alert_url",
@@ -40,6 +43,8 @@ __all__ = (
 
 #: The ``schedule=`` strings Fly runs natively.
 INTERVALS = tuple(SCHEDULE_INTERVALS_S)
+#: What a `Cron` resident may do with the ticks missed while it was down.
+CATCH_UP = ("none", "latest")
 
 
 class Cron:
@@ -49,26 +54,37 @@ class Cron:
         seconds first, in the syntax of Debian cron (``*/15``, ``1-5``, ``MON``, ``L``...).
     :param tz: the IANA time zone the expression is read in (default ``"UTC"``); ticks follow
         its daylight-saving changes as Debian cron does.
+    :param catch_up: what the resident does with the ticks that fell while it was down (a host
+        failure, a stop, a redeploy): ``"none"`` (the default) records them as missed and
+        waits for the next tick; ``"latest"`` runs the most recent of them once, as soon as it
+        is back, and records the others as missed.
     :raises ConfigError: the expression does not have 5 or 6 fields (the full check, fields and
-        time zone, runs at deploy).
+        time zone, runs at deploy), or ``catch_up`` is neither ``"none"`` nor ``"latest"``.
     """
 
     __module__ = "flyjobs"
 
-    __slots__ = ("expression", "tz")
+    __slots__ = ("catch_up", "expression", "tz")
 
     expression: str
     tz: str
+    catch_up: str
 
-    def __init__(self, expression: str, *, tz: str = "UTC") -> None:
+    def __init__(self, expression: str, *, tz: str = "UTC", catch_up: str = "none") -> None:
         fields = expression.split() if isinstance(expression, str) else []
         if len(fields) not in (5, 6):
             raise ConfigError(
                 f"Cron({expression!r}): a cron expression has 5 fields (minute hour"
                 " day-of-month month day-of-week), or 6 with seconds first"
             )
+        if catch_up not in CATCH_UP:
+            raise ConfigError(
+                f"Cron(catch_up={catch_up!r}): use 'none' (ticks missed while the scheduler"
+                " was down are recorded, not run) or 'latest' (the most recent one runs once)"
+            )
         object.__setattr__(self, "expression", " ".join(fields))
         object.__setattr__(self, "tz", tz)
+        object.__setattr__(self, "catch_up", catch_up)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Cron is immutable")
@@ -76,16 +92,22 @@ class Cron:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Cron):
             return NotImplemented
-        return (self.expression, self.tz) == (other.expression, other.tz)
+        return (self.expression, self.tz, self.catch_up) == (
+            other.expression,
+            other.tz,
+            other.catch_up,
+        )
 
     def __hash__(self) -> int:
-        return hash((self.expression, self.tz))
+        return hash((self.expression, self.tz, self.catch_up))
 
     def __repr__(self) -> str:
-        return f"Cron({self.expression!r}, tz={self.tz!r})"
+        catch_up = f", catch_up={self.catch_up!r}" if self.catch_up != "none" else ""
+        return f"Cron({self.expression!r}, tz={self.tz!r}{catch_up})"
 
     def __str__(self) -> str:
-        return f"cron {self.expression} ({self.tz})"
+        catch_up = f", catch up {self.catch_up}" if self.catch_up != "none" else ""
+        return f"cron {self.expression} ({self.tz}{catch_up})"
 
 
 def check_schedule(schedule: object) -> None:
@@ -180,9 +202,11 @@ def check_cron(cron: Cron) -> None:
 
 def schedule_spec(schedule: str | Cron) -> dict[str, Any]:
     """The schedule as the worker's payload carries it: ``{"every": "hourly"}`` or
-    ``{"cron": "0 3 * * *", "tz": "Europe/Paris"}``."""
+    ``{"cron": "0 3 * * *", "tz": "Europe/Paris"}`` (with ``"catch_up": "latest"`` when set)."""
     if isinstance(schedule, Cron):
-        return {"cron": schedule.expression, "tz": schedule.tz}
+        # Only when set: the digests of functions deployed before it still match.
+        catch_up = {"catch_up": schedule.catch_up} if schedule.catch_up != "none" else {}
+        return {"cron": schedule.expression, "tz": schedule.tz, **catch_up}
     return {"every": schedule}
 
 
@@ -202,5 +226,6 @@ def cron_ticks(spec: dict[str, Any], after: float) -> Iterator[float]:
 def describe(spec: dict[str, Any]) -> str:
     """A schedule spec as ``ls`` shows it: ``hourly`` or ``cron 0 3 * * * (Europe/Paris)``."""
     if "cron" in spec:
-        return f"cron {spec['cron']} ({spec.get('tz', 'UTC')})"
+        catch_up = f", catch up {spec['catch_up']}" if spec.get("catch_up") else ""
+        return f"cron {spec['cron']} ({spec.get('tz', 'UTC')}{catch_up})"
     return str(spec.get("every", "?"))

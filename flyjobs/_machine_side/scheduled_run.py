@@ -27,7 +27,10 @@ run, not late.)
   function in a child worker (the same mode, one run), runs it again after a crash up to
   ``retries`` times, then records every tick that fell due during the run as skipped and waits
   for the first tick after now (`flyjobs._declare.schedule.cron_ticks`, which alone imports
-  ``cronsim`` on a machine).
+  ``cronsim`` on a machine). It notes each tick it takes in a state file of its root; when its
+  root is kept (``rootfs.persist``, with ``alert_url`` or ``catch_up="latest"``) and it comes
+  back from a stop or crash, it records the ticks that fell meanwhile as ``missed`` and alerts
+  them once, or, with ``catch_up="latest"``, runs the most recent of them at once.
 
 Under the emulator's ``--time-scale`` the clock runs ``FLYJOBS_TIME_SCALE`` times as fast from
 ``FLYJOBS_TIME_ORIGIN``, as the emulator's schedules do. Standard library and msgpack only
@@ -331,8 +334,11 @@ class _Resident:
             if tick > now:
                 break
             missed.append(tick)
+        # catch_up="latest": the most recent missed tick runs now, once (it is taken, and
+        # saved as taken, before it runs); the others are told as missed.
+        catch_up = missed.pop() if missed and self.spec.get("catch_up") == "latest" else None
         if not missed:
-            return None
+            return catch_up
         reason = "the scheduler was down"
         for tick in missed[-_MAX_SKIP_RECORDS:]:
             _record(
@@ -356,7 +362,7 @@ class _Resident:
             error={"type": "MissedTicks", "message": f"{len(missed)} {ticks} missed: {reason}"},
             missed_ticks=missed[-_MAX_SKIP_RECORDS:],
         )
-        return None
+        return catch_up
 
     def load(self) -> float | None:
         """The last tick this resident took, from its state file, if it is this schedule's."""

@@ -189,7 +189,10 @@ def machine_config(
         arguments=arguments,
         schedule=spec,
     )
-    lifetime = Resident(schedule, options.retries, keeps_state=bool(options.alert_url))
+    catches_up = isinstance(schedule, Cron) and schedule.catch_up != "none"
+    lifetime = Resident(
+        schedule, options.retries, keeps_state=bool(options.alert_url) or catches_up
+    )
     config = machine_spec(options, image=image, payload=payload, metadata=None, lifetime=lifetime)
     # The code runs from the image, but a changed function is a change to deploy (the image
     # may keep its tag): its source counts in the digest too.
