@@ -143,7 +143,7 @@ def ls(runs: int, as_json: bool, verbose: bool, grace_s: float | None, app: str 
         if status.health is not None:
             click.echo(f"  {health_line(status.health)}")
         for r in reversed(status.runs):
-            detail = shown(r.error or (f"-> {r.value}" if r.value else ""), output=False)
+            detail = shown(r.error or (f"-> {r.value}" if r.value else r.reason), output=False)
             status_ = shown(r.status, output=False)
             click.echo(f"  {when(r.started)}  {status_:8} {r.duration_s:8.2f}s  {detail}")
         failure = status.last_failure

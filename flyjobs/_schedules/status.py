@@ -280,7 +280,8 @@ def _crashes(machine: Machine) -> list[Run]:
         why = "out of memory" if exit_event.oom_killed else f"exit code {exit_event.exit_code}"
         runs.append(
             Run(
-                started=event.timestamp / 1000,
+                # On the schedules' clock, as the records' times are (a scaled emulator's).
+                started=to_schedule_clock(event.timestamp / 1000),
                 status="crashed",
                 duration_s=0.0,
                 error=f"MachineCrashedError: the machine ended ({why}) without a result",
