@@ -180,6 +180,7 @@ def check(grace_s: float | None, app: str | None) -> None:
     crashed). Only what happened since a function's last successful run counts.
     Under `flyjobs dev --time-scale`, export the FLYJOBS_TIME_SCALE and
     FLYJOBS_TIME_ORIGIN it prints, so that "now" is its machines' clock.
+    A check that cannot run (no API, bad settings) exits 1 too, with the reason.
 
     \b
     Example:
