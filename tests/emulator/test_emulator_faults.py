@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 from _emu_helpers import SLEEP, create, get, new_app, sync_client, wait_ok
+from _waiting import eventually
 
 from flyjobs.emulator import RunningEmulator
 
@@ -149,7 +150,11 @@ def test_resume_delay_keeps_the_process_frozen_while_starting(
         wait_ok(c, app, machine["id"], "suspended")
         assert c.post(f"{base}/start").json()["previous_state"] == "suspended"
         assert get(c, app, machine["id"])["state"] == "starting"
-        assert psutil.Process(process["pid"]).status() == psutil.STATUS_STOPPED
+        # SIGSTOP takes effect when the process is next scheduled (later on a loaded box): wait
+        # for it. A resume that let the process go on would never show it stopped.
+        frozen = psutil.Process(process["pid"])
+        eventually(lambda: frozen.status() == psutil.STATUS_STOPPED, "the process frozen")
+        assert get(c, app, machine["id"])["state"] == "starting"
         # A stop during the resume discards the frozen process.
         assert c.post(f"{base}/stop").status_code == 200
         wait_ok(c, app, machine["id"], "stopped")
