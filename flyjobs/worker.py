@@ -6,6 +6,8 @@ with one HTTP PUT to the URL the payload names, and exits with a code from `flyj
 A call with ``pulls`` belongs to a batch or pool machine: the answer to its delivery may carry
 the next call envelope, which the worker runs in the same process (the function stays
 imported), until the answer is "no more work" (see `flyjobs._wire.machine.NEXT_INPUT_WAIT_S`).
+The answer may be a chunk of calls, run in order with their results delivered in one bulk; a
+thread gives back the calls of a chunk waiting behind one that runs long (`flyjobs._wire.bulk`).
 While it waits for that answer (up to the call's ``idle_s``) its deadline is the end of the wait
 plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by then
 (`flyjobs._wire.machine.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A call
@@ -63,6 +65,7 @@ from flyjobs._machine_side.shared import (
     capture_output,
     log,
 )
+from flyjobs._wire.bulk import BULK_HEADER, CHUNK_HOLD_S, encode_bulk, split_answer
 from flyjobs._wire.call_envelope import CallEnvelope, decode_call
 from flyjobs._wire.log_lines import call_error, call_mark
 from flyjobs._wire.machine import (
@@ -135,16 +138,39 @@ class _Slot:
     """One of the machine's pull loops: the index its output is kept under, and its current
     call's timings."""
 
-    __slots__ = ("index", "refused", "timings", "too_large", "unwanted")
+    __slots__ = ("chunk", "index", "refused", "timings", "too_large", "unwanted", "watched")
 
     def __init__(self, index: int, started: float) -> None:
         self.index = index
+        #: the chunk of calls it is running (`flyjobs._wire.bulk`), if any
+        self.chunk: _Chunk | None = None
+        #: its chunk watchdog thread runs (see `_Worker._watch_chunks`)
+        self.watched = False
         self.timings: dict[str, float] = {"worker_start": started}
         self.too_large = False
         #: the inbox refused the result as not sealed with the caller's result key (403)
         self.refused = False
         #: the inbox has no ticket for the result any more (404, 410): the caller gave up on it
         self.unwanted = False
+
+
+class _Chunk:
+    """A chunk of calls a slot runs in order, their results delivered together (a bulk; see
+    `flyjobs._wire.bulk`). Shared with the slot's watchdog thread, under ``lock``."""
+
+    __slots__ = ("done", "lock", "pending", "results", "returned", "since")
+
+    def __init__(self, pending: list[CallEnvelope]) -> None:
+        self.lock = _thread.allocate_lock()
+        #: the calls not started yet
+        self.pending = pending
+        #: (result URL, result envelope) of the calls run and not delivered yet
+        self.results: list[tuple[str, bytes]] = []
+        #: result URLs of calls given back unrun whose notice was not delivered yet
+        self.returned: list[str] = []
+        #: unix time (s) the running call started
+        self.since = time.time()
+        self.done = False
 
 
 class _Worker:
@@ -363,10 +389,42 @@ class _Worker:
         # The call's output ends before its result leaves: whoever has the result finds the end
         # mark in the logs, even if the machine is destroyed right after the delivery.
         self._mark(slot, "end", call.call_id)
-        pulls = call.pulls and not final
+        if slot.chunk is not None:
+            return self._deliver_in_chunk(slot, slot.chunk, call, body, final=final)
+        return self._put_result(slot, call, call.result_url, body, pulls=call.pulls and not final)
+
+    def _deliver_in_chunk(
+        self, slot: _Slot, chunk: _Chunk, call: CallEnvelope, body: bytes, *, final: bool
+    ) -> tuple[bool, CallEnvelope | None]:
+        """Keep a chunk's result; hand back the chunk's next call, or (the chunk is done, or
+        ``final``: the machine stops, and the calls not started go back) deliver the bulk."""
+        with chunk.lock:
+            chunk.results.append((call.result_url, body))
+            if chunk.pending and not final:
+                chunk.since = time.time()
+                return True, chunk.pending.pop(0)
+            results, chunk.results = chunk.results, []
+            returned = chunk.returned + [each.result_url for each in chunk.pending]
+            chunk.pending, chunk.returned, chunk.done = [], [], True
+        slot.chunk = None
+        url = results[0][0]
+        bulk = encode_bulk(results, returned, answer=call.pulls and not final)
+        return self._put_result(slot, call, url, bulk, pulls=call.pulls and not final, bulk=True)
+
+    def _put_result(
+        self,
+        slot: _Slot,
+        call: CallEnvelope,
+        url: str,
+        body: bytes,
+        *,
+        pulls: bool,
+        bulk: bool = False,
+    ) -> tuple[bool, CallEnvelope | None]:
+        """PUT a result (or a bulk) to ``url``; return (accepted, the next call if any)."""
         if self.result_key:
             # Bound to the URL it goes to: a captured delivery fits no other ticket.
-            body = seal_result(self.result_key, body, ticket=ticket_id(call.result_url))
+            body = seal_result(self.result_key, body, ticket=ticket_id(url))
         if pulls:
             # The call is done; the inbox may hold the answer for the idle period. The deadline
             # is the end of that wait, and no later, so a vanished caller cannot keep the
@@ -379,10 +437,11 @@ class _Worker:
                 time.sleep(_RETRY_DELAYS_S[attempt - 1])
             try:
                 status, answer = _put(
-                    call.result_url,
+                    url,
                     body,
                     hold_s=call.idle_s if pulls else 0.0,
                     result_key=self.result_key,
+                    bulk=bulk,
                 )
             except _Resumed as exc:
                 # Not a failed attempt: the same delivery again, at once. The deadline thread
@@ -395,7 +454,7 @@ class _Worker:
                 continue
             attempt += 1
             if 200 <= status < 300:
-                return True, self._next_call(answer) if pulls else None
+                return True, self._next_call(slot, answer) if pulls else None
             if status == 409 and attempt > 1:
                 # A retry refused as a second delivery: the attempt before it reached the inbox
                 # and only its answer was lost (with it, any next call: the client retries that
@@ -410,18 +469,67 @@ class _Worker:
             log(f"result delivery attempt {attempt} failed: HTTP {status}")
         return False, None
 
-    def _next_call(self, answer: bytes) -> CallEnvelope | None:
-        if not answer:
-            return None
+    def _next_call(self, slot: _Slot, answer: bytes) -> CallEnvelope | None:
+        """The call (or the first of the chunk of calls) the answer to a delivery carries."""
         try:
-            return decode_call(answer)
+            calls = [decode_call(each) for each in split_answer(answer)]
         except SerializationError as exc:
             log(f"bad next call from the inbox: {exc}")
             return None
+        if len(calls) > 1:
+            slot.chunk = _Chunk(calls[1:])
+            if not slot.watched:
+                slot.watched = True
+                _thread.start_new_thread(self._watch_chunks, (slot,))
+        return calls[0] if calls else None
+
+    def _watch_chunks(self, slot: _Slot) -> None:
+        """(A thread per slot that runs chunks.) When a call of a chunk has run `CHUNK_HOLD_S`
+        while calls after it wait, deliver the results the chunk has so far and give back the
+        calls not started, so that other machines run them (see `flyjobs._wire.bulk`)."""
+        while True:
+            chunk = slot.chunk
+            wait_s = CHUNK_HOLD_S
+            if chunk is not None:
+                with chunk.lock:
+                    if chunk.pending and not chunk.done:
+                        wait_s = chunk.since + CHUNK_HOLD_S - time.time()
+                        if wait_s <= 0:
+                            results, chunk.results = chunk.results, []
+                            returned = chunk.returned + [each.result_url for each in chunk.pending]
+                            chunk.pending, chunk.returned = [], []
+                if wait_s <= 0:
+                    self._give_back(chunk, results, returned)
+                    continue
+            time.sleep(wait_s)
+
+    def _give_back(
+        self, chunk: _Chunk, results: list[tuple[str, bytes]], returned: list[str]
+    ) -> None:
+        """Deliver ``results`` and give back ``returned`` (a bulk that wants no answer); what
+        does not get through goes with the chunk's last bulk instead."""
+        url = results[0][0] if results else returned[0]
+        body = encode_bulk(results, returned, answer=False)
+        if self.result_key:
+            body = seal_result(self.result_key, body, ticket=ticket_id(url))
+        try:
+            status, _ = _put(url, body, result_key=self.result_key, bulk=True)
+        except OSError as exc:
+            status = 0
+            log(f"giving back the rest of a chunk failed: {exc}")
+        if not 200 <= status < 300:
+            with chunk.lock:
+                chunk.results[:0] = results
+                chunk.returned += returned
 
 
 def _put(
-    url: str, body: bytes, *, hold_s: float = 0.0, result_key: str | None = None
+    url: str,
+    body: bytes,
+    *,
+    hold_s: float = 0.0,
+    result_key: str | None = None,
+    bulk: bool = False,
 ) -> tuple[int, bytes]:
     """PUT `body` to `url`; return the HTTP status and the answer's body.
 
@@ -429,10 +537,11 @@ def _put(
         carries the next call): wait for it that much longer.
     :param result_key: the app's result key: an ``http://`` (inbox) request carries its
         delivery proof, which the inbox checks before it reads the body.
+    :param bulk: the body is a bulk of results (`flyjobs._wire.bulk`; inbox only).
     """
     timeout_s = _PUT_TIMEOUT_S + len(body) / 1048576 + hold_s
     if url.startswith("http://"):
-        return _put_http(url, body, timeout_s, result_key, held=hold_s > 0)
+        return _put_http(url, body, timeout_s, result_key, held=hold_s > 0, bulk=bulk)
     return _put_urllib(url, body, timeout_s)
 
 
@@ -449,7 +558,13 @@ def _split_http_url(url: str) -> tuple[str, str, int, str]:
 
 
 def _put_http(
-    url: str, body: bytes, timeout_s: float, result_key: str | None = None, *, held: bool = False
+    url: str,
+    body: bytes,
+    timeout_s: float,
+    result_key: str | None = None,
+    *,
+    held: bool = False,
+    bulk: bool = False,
 ) -> tuple[int, bytes]:
     # HTTP/1.1 by hand over _socket (socket's C core), because every call pays the worker's
     # imports: http.client pulls in the email package (about 18 ms measured here, more than the
@@ -461,6 +576,8 @@ def _put_http(
     if result_key:
         path = target.partition("?")[0]
         proof = f"{DELIVERY_PROOF_HEADER}: {delivery_proof(result_key, path)}\r\n"
+    if bulk:
+        proof += f"{BULK_HEADER}: 1\r\n"
     request = (
         f"PUT {target} HTTP/1.1\r\nHost: {authority}\r\n"
         f"Content-Type: application/msgpack\r\nContent-Length: {len(body)}\r\n{proof}"

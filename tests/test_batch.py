@@ -121,8 +121,9 @@ def test_a_reused_machine_that_crashes_mid_input_has_it_completed_elsewhere(
     pairs = list(results)
     assert [x for x, _ in pairs] == list(range(8))  # each input's result exactly once
     pids = [pid for _, pid in pairs]
-    assert pids[0] == pids[2] != pids[3], "input 3 should have completed on a new machine"
-    assert results.summary().retried == 1
+    assert pids[0] != pids[3], "input 3 should have completed on a new machine"
+    # Inputs handed in the same round trip as input 3 (a chunk) ran again with it.
+    assert results.summary().retried >= 1
 
 
 def test_retry_on_retries_the_functions_own_exception_with_backoff(

@@ -4,7 +4,8 @@ Owns: `map` (the public face: `MapResults`, closing, Ctrl-C), `batch` (the batch
 created at the create rate, each handed its next input with the answer to its result),
 `work` (where inputs come from and outcomes go: `WorkSource`, `Outcome`, the `Recorder`
 protocol), `journal` (a resumable batch's journal, in the store or SQLite), `resume` (how a map
-records through its journal), `progress` (counts, `Summary`, the progress display).
+records through its journal), `progress` (counts, `Summary`, the progress display),
+`chunking` (how many inputs a machine takes per round trip: the adaptive chunk).
 
 May import: `flyjobs._calls` (runtime, plan, the attempt lifecycle), `_results`, `_wire`,
 `_declare`, `_aio`, `_settings`, `_exceptions`. Never `_pools` or `_commands`.

@@ -6,6 +6,13 @@ the same round trip answers with its next input, taken from the batch's `WorkSou
 pattern within one batch). A machine exits when the batch has no work left for it, or after
 `NEXT_INPUT_WAIT_S` without any. With ``reuse=False`` each machine takes one input.
 
+Small, fast inputs go several per round trip: the answer hands a chunk of inputs
+(`flyjobs._wire.bulk`; how many: `flyjobs._batches.chunking`), each with its own ticket and
+clocks, and their results come back in one bulk. Inputs a machine gives back unrun (one ahead
+of them ran long) go to the next machine without counting an attempt; when a machine dies
+holding a chunk, which input killed it is unknown, so none is charged and each of them runs
+alone from then on.
+
 When results go through the object store, machines cannot pull from the caller: each is created
 with a fixed slice of inputs instead (``then`` in its payload, at most `MAX_SLICE` and
 `MAX_INLINE_PAYLOAD_BYTES` of arguments), runs them in order and PUTs each result to its own
@@ -28,6 +35,7 @@ import dataclasses
 import itertools
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -48,9 +56,11 @@ from .._calls.attempt import (
 )
 from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, Plan
 from .._calls.runtime import Runtime
-from .._exceptions import TooManyFailuresError
+from .._exceptions import FlyjobsError, TooManyFailuresError
+from .._wire.bulk import encode_chunk
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
+from .chunking import MAX_CHUNK_BYTES, ChunkSize
 from .progress import BatchStats
 from .work import Input, Item, Outcome, Outcomes, Recorder, WorkSource
 
@@ -68,12 +78,30 @@ class _Held:
 
     item: Item
     attempt: Attempt
-    #: the rest of the machine's fixed slice, run after this input (object store only)
+    #: the rest of the machine's fixed slice (object store), or of the chunk it was handed
+    #: with (inbox), run after this input
     following: list[_Held] = dataclasses.field(default_factory=list)
+    #: the round trip it was handed in (alone or with others), when it was pulled
+    chunk: _Chunk | None = None
+    #: its machine gave it back unrun (see `flyjobs._wire.bulk`)
+    returned: bool = False
 
     @property
     def call_id(self) -> str:
         return self.attempt.call_id
+
+
+@dataclasses.dataclass(eq=False)
+class _Chunk:
+    """Inputs handed to a machine in one round trip (see `flyjobs._batches.chunking`)."""
+
+    count: int
+    #: monotonic seconds it was handed out
+    handed_at: float
+    #: seconds its functions ran, as their results say
+    run_s: float = 0.0
+    #: its machine gave some of it back
+    returned: bool = False
 
 
 class Batch:
@@ -131,6 +159,11 @@ class Batch:
         self._failures: list[tuple[int, BaseException]] = []
         self._machine_numbers = itertools.count()
         self._hinted = False
+        self._chunk_size = ChunkSize()
+        #: inputs handed in chunks whose results are not in, by call id
+        self._chunked: dict[str, _Held] = {}
+        #: indexes of inputs handed alone from now on: their chunk's machine died
+        self._solo: set[int] = set()
 
     async def run(self) -> None:
         """Run the batch to its end; cancelling it destroys every machine it made."""
@@ -215,6 +248,7 @@ class Batch:
             queue=queue,
             replies=self._pulls,
             on_late=self.stats.late_delivery,
+            on_returned=self._returned if self._pulls else None,
         )
 
     def _args_key(self, item: Item) -> str:
@@ -304,6 +338,8 @@ class Batch:
         finally:
             if held is not None:
                 await held.attempt.close()
+                for each in held.following if held.chunk is not None else ():
+                    await each.attempt.close()  # the batch is over: the rest of the chunk too
             for never_ran in slice_:
                 # The slice's inputs after one that failed (or all, if the create failed).
                 await never_ran.attempt.close()
@@ -319,12 +355,23 @@ class Batch:
         """Wait for the held input's result (or the machine's end); return the next input
         handed to the machine, if any."""
         runtime, plan, machine_id = self._runtime, self._plan, run.id
-        body = await run.result(held.attempt)
+        if held.attempt.ticket.delivered:
+            body: bytes | FlyjobsError = await held.attempt.ticket.result()  # a chunk's: no wait
+        else:
+            body = await run.result(held.attempt)
+        self._chunked.pop(held.call_id, None)
         if not isinstance(body, bytes):
             await held.attempt.close()
-            self._attempt_failed(held, body)
+            if held.chunk is not None and any(not each.returned for each in held.following):
+                self._chunk_lost(held)
+            else:
+                self._attempt_failed(held, body)
             return None
         result = decode_result(body)
+        if held.chunk is not None:
+            start, end = result.timings.get("function_start"), result.timings.get("function_end")
+            if start is not None and end is not None:
+                held.chunk.run_s += max(end - start, 0.0)
         self.stats.delivered(held.item.index, result.timings)
         if await show_output(runtime, plan, machine_id, held.call_id, result):
             self._hint_output()
@@ -343,23 +390,88 @@ class Batch:
 
     async def _next(self, held: _Held, machine_id: str) -> _Held | None:
         """Answer the held delivery with the machine's next input (or no more work)."""
+        while held.following and held.following[0].returned:
+            await held.following.pop(0).attempt.close()  # given back already
         if held.following:
-            # The next input of the machine's fixed slice: it is running it already.
+            # The next input of the machine's fixed slice or chunk: it is running it already.
             await held.attempt.close()
             next_held = held.following.pop(0)
             next_held.following = held.following
             self._watch(machine_id, next_held.call_id)
             return next_held
+        if held.chunk is not None:
+            chunk = held.chunk
+            round_trip_s = time.monotonic() - chunk.handed_at
+            self._chunk_size.observe(
+                chunk.count, chunk.run_s, round_trip_s, returned=chunk.returned
+            )
         if not self._pulls:
             return await self._stop(held)
         item = await self._source.take(timeout_s=NEXT_INPUT_WAIT_S)
         if item is None:
             return await self._stop(held)
-        next_held = await self._hand(item, creating=False)
+        chunk_ = await self._take_chunk(item)
+        next_held = chunk_[0]
         self._watch(machine_id, next_held.call_id)
-        held.attempt.ticket.reply(self._payload(next_held))
+        if len(chunk_) == 1:
+            held.attempt.ticket.reply(self._payload(next_held))
+        else:
+            held.attempt.ticket.reply(encode_chunk([self._payload(each) for each in chunk_]))
         await held.attempt.close()
         return next_held
+
+    async def _take_chunk(self, item: Item) -> list[_Held]:
+        """``item`` and the inputs ready now to go with it, handed (clocks started): as many
+        as the chunk size says, within `MAX_CHUNK_BYTES` (see `flyjobs._batches.chunking`)."""
+        items = [item]
+        size = len(item.arguments)
+        while item.index not in self._solo and len(items) < self._chunk_size.size:
+            more = await self._source.take(timeout_s=0)
+            if more is None:
+                break
+            if more.index in self._solo or size + len(more.arguments) > MAX_CHUNK_BYTES:
+                self._source.give_back(more)
+                break
+            items.append(more)
+            size += len(more.arguments)
+        helds = [
+            await self._hand(each, creating=False, queue=queue) for queue, each in enumerate(items)
+        ]
+        chunk = _Chunk(len(helds), time.monotonic())
+        for held in helds:
+            held.chunk = chunk
+            if len(helds) > 1:
+                self._chunked[held.call_id] = held
+        helds[0].following = helds[1:]
+        return helds
+
+    def _returned(self, call_id: str) -> None:
+        """A machine gave back an input of its chunk unrun (the inbox closed its ticket): it
+        goes to the next machine that takes one, without counting an attempt."""
+        held = self._chunked.pop(call_id, None)
+        if held is None:
+            return
+        held.returned = True
+        if held.chunk is not None:
+            held.chunk.returned = True
+        held.item.attempts -= 1
+        self.stats.settled(held.item.index, "retried")
+        self._source.give_back(held.item)
+
+    def _chunk_lost(self, held: _Held) -> None:
+        """The machine died running ``held``'s chunk: which input killed it is unknown, so none
+        is charged an attempt, and each runs alone from now on (a second death is its own)."""
+        for each in (held, *held.following):
+            self._chunked.pop(each.call_id, None)
+            if not each.returned:
+                each.returned = True
+                self._solo.add(each.item.index)
+                each.item.attempts -= 1
+                self.stats.settled(each.item.index, "retried")
+                self._source.give_back(each.item)
+        for each in held.following:
+            self._runtime.background(each.attempt.close)
+        held.following.clear()
 
     def _watch(self, machine_id: str, call_id: str) -> None:
         """Show what the machine prints, as ``call_id``'s, from now on (``output="live"``)."""

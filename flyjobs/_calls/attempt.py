@@ -147,13 +147,15 @@ class Attempt:
         replies: bool = False,
         hold_s: float = NEXT_INPUT_WAIT_S,
         on_late: Callable[[], None] | None = None,
+        on_returned: Callable[[str], None] | None = None,
     ) -> Attempt:
         """Start an attempt's clocks now: its deadline is ``timeout_s`` away, or ``1 + queue``
         times that when ``queue`` inputs run before it on its machine (a fixed slice). Its
         result ticket is valid a minute past the worker's own deadline (and, for a ``replies``
         ticket, its ``hold_s`` more: a worker that lost its held connection delivers again);
         spilled arguments (already put under ``args_key``) get a URL valid until then.
-        ``replies``, ``hold_s``, ``on_late``: see `flyjobs._results.channel.Channel.ticket`."""
+        ``replies``, ``hold_s``, ``on_late``, ``on_returned``: see
+        `flyjobs._results.channel.Channel.ticket`."""
         timeout_s = plan.options.effective_timeout_s
         deadline = time.time() + timeout_s * (1 + queue)
         arguments_url = None
@@ -166,6 +168,7 @@ class Attempt:
             replies=replies,
             hold_s=hold_s,
             on_late=on_late,
+            on_returned=on_returned,
         )
         return cls(call_id, timeout_s, deadline, ticket, arguments_url)
 

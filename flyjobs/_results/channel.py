@@ -168,18 +168,25 @@ class Channel:
         replies: bool = False,
         hold_s: float = NEXT_INPUT_WAIT_S,
         on_late: Callable[[], None] | None = None,
+        on_returned: Callable[[str], None] | None = None,
     ) -> ResultTicket:
         """Open the ticket of ``call_id``'s result, its URL valid until ``expires_at`` (unix s).
         ``replies``: an inbox delivery is answered with the machine's next input, held up to
         ``hold_s`` seconds. ``on_late``: called for each delivery to the inbox after the
-        ticket was closed without a result."""
+        ticket was closed without a result. ``on_returned``: called with the call id when a
+        bulk delivery to the inbox gives the call back unrun (`flyjobs._wire.bulk`)."""
         if self.mode == "store":
             assert self.store is not None  # choose_channel picks the store only with one
             return StoreTicket(self.store, call_id, expires_at=expires_at, seal_key=self.result_key)
         assert self.inbox is not None  # bound by the runtime
         ttl_s = expires_at - time.time()
         return self.inbox.expect(
-            call_id, ttl_s=ttl_s, replies=replies, hold_s=hold_s, on_late=on_late
+            call_id,
+            ttl_s=ttl_s,
+            replies=replies,
+            hold_s=hold_s,
+            on_late=on_late,
+            on_returned=on_returned,
         )
 
     async def put_arguments(self, key: str, data: bytes) -> None:

@@ -26,6 +26,9 @@ that body) or nothing (``204``: no more work, the machine exits). One round trip
 result and fetches the next input. While such a ticket is open, a delivery of the same body
 again is not refused: it rejoins the wait, and is answered with the same reply (a worker whose
 held connection was lost, as a suspended machine's may be when it resumes, delivers again).
+A bulk delivery (`flyjobs._wire.bulk`) stores the results of a chunk of calls at once, closes
+the tickets of calls given back unrun (``on_returned``), and is answered through the ticket of
+its last result.
 
 The inbox serves HTTP with `flyjobs._aio.http_server.BoundedServer` in the current event loop:
 it listens only on the address it is given, times out silent and stalled peers, caps its
@@ -53,6 +56,7 @@ from anyio.abc import SocketAttribute
 
 from .._aio.http_server import BoundedServer, RateLimitedLog
 from .._exceptions import SerializationError
+from .._wire.bulk import BULK_HEADER, decode_bulk
 from .._wire.machine import MAX_INBOX_RESULT_BYTES, NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
 from .._wire.seal import (
@@ -68,6 +72,7 @@ __all__ = ("ResultInbox", "Ticket")
 logger = logging.getLogger("flyjobs.inbox")
 
 _PREFIX = "/results/"
+_BULK_HEADER = BULK_HEADER.lower().encode("ascii")
 #: Seconds past its ``hold_s`` a held delivery waits for its reply before it is answered
 #: ``204`` anyway (the caller always replies sooner; this bounds a caller that is gone).
 _REPLY_MARGIN_S = 2.0
@@ -103,6 +108,8 @@ class Ticket:
     :ivar expires_at: unix time (s) after which deliveries are refused.
     :ivar on_late: called for each delivery that arrives after the ticket was closed without
         a result.
+    :ivar on_returned: called with the call id when a bulk delivery gives the call back unrun
+        (`flyjobs._wire.bulk`); the ticket is closed first.
     """
 
     __slots__ = (
@@ -118,6 +125,7 @@ class Ticket:
         "hold_s",
         "expires_at",
         "on_late",
+        "on_returned",
         "polls",
         "replies",
         "url",
@@ -134,8 +142,10 @@ class Ticket:
         replies: bool = False,
         hold_s: float = NEXT_INPUT_WAIT_S,
         on_late: Callable[[], None] | None = None,
+        on_returned: Callable[[str], None] | None = None,
     ) -> None:
         self.on_late = on_late
+        self.on_returned = on_returned
         self.replies = replies
         self.hold_s = hold_s
         self._reply: bytes | None = None
@@ -314,12 +324,14 @@ class ResultInbox:
         replies: bool = False,
         hold_s: float = NEXT_INPUT_WAIT_S,
         on_late: Callable[[], None] | None = None,
+        on_returned: Callable[[str], None] | None = None,
     ) -> Ticket:
         """Open a ticket for `call_id`'s result, valid for `ttl_s` seconds (default: the inbox's).
 
         With ``replies``, the delivery is answered with what `Ticket.reply` gives, waiting for
         it up to ``hold_s`` seconds (see the module docstring). ``on_late`` is called for each
-        delivery that arrives after the ticket was closed without a result.
+        delivery that arrives after the ticket was closed without a result; ``on_returned``
+        with the call id when a bulk delivery gives the call back unrun.
 
         :raises ValueError: a ticket for `call_id` is already open.
         """
@@ -330,7 +342,15 @@ class ResultInbox:
         path = f"{_PREFIX}{quote(call_id, safe='')}/{token}"
         url = f"{self.base_url}{path}?expires={expires_at}&sig={self._sign(path, expires_at)}"
         ticket = Ticket(
-            self, call_id, token, url, expires_at, replies=replies, hold_s=hold_s, on_late=on_late
+            self,
+            call_id,
+            token,
+            url,
+            expires_at,
+            replies=replies,
+            hold_s=hold_s,
+            on_late=on_late,
+            on_returned=on_returned,
         )
         self._tickets[call_id] = ticket
         return ticket
@@ -413,20 +433,12 @@ class ResultInbox:
         length = _content_length(scope)
         if length is not None and length > self.max_body_bytes:
             raise _Refused(413, f"body over {self.max_body_bytes} bytes")
-        # One upload per ticket is read at a time, the newest: a worker that retries after a
-        # lost connection replaces its stalled attempt, and a ticket never buffers two bodies.
-        upload = anyio.CancelScope()
-        if ticket._upload is not None:
-            ticket._upload.cancel()
-        ticket._upload = upload
-        try:
-            with upload:
-                body = await self._read_body(receive)
-        finally:
-            if ticket._upload is upload:
-                ticket._upload = None
-        if upload.cancelled_caught:
-            raise _Refused(409, "a newer upload to this ticket replaced this one")
+        body = await self._read_upload(ticket, receive)
+        if _header(scope, _BULK_HEADER) == b"1":
+            answering = self._accept_bulk(ticket, path, body)
+            if answering is None:
+                return None
+            return await _held_reply(answering)
         if self._result_key is not None:
             opened = open_result(self._result_key, body, ticket=ticket_id(ticket.url))
             if opened is None:
@@ -441,11 +453,73 @@ class ResultInbox:
         if ticket._closed:
             raise _Refused(404, "the ticket was closed during the delivery", late=True)
         _store(ticket, body)
-        if not ticket.replies:
+        return await _held_reply(ticket)
+
+    async def _read_upload(self, ticket: Ticket, receive: _Receive) -> bytes:
+        # One upload per ticket is read at a time, the newest: a worker that retries after a
+        # lost connection replaces its stalled attempt, and a ticket never buffers two bodies.
+        upload = anyio.CancelScope()
+        if ticket._upload is not None:
+            ticket._upload.cancel()
+        ticket._upload = upload
+        try:
+            with upload:
+                body = await self._read_body(receive)
+        finally:
+            if ticket._upload is upload:
+                ticket._upload = None
+        if upload.cancelled_caught:
+            raise _Refused(409, "a newer upload to this ticket replaced this one")
+        return body
+
+    def _accept_bulk(self, ticket: Ticket, path: str, body: bytes) -> Ticket | None:
+        """Store a bulk delivery's results and close the tickets of the calls it gives back
+        (`flyjobs._wire.bulk`); return the ticket whose reply answers it (None: no answer).
+
+        The seal covers the whole bulk, bound to the request's ticket (its first entry's); each
+        entry names its own ticket, whose token must match. An entry whose ticket was closed
+        (or has its result already) is skipped, as a late single delivery would be refused.
+        """
+        if self._result_key is not None:
+            opened = open_result(self._result_key, body, ticket=ticket_id(ticket.url))
+            if opened is None:
+                raise _Refused(403, RESULT_NOT_SEALED)
+            body = opened
+        try:
+            bulk = decode_bulk(body)
+            results = [(self._entry(url), decode_result(raw), raw) for url, raw in bulk.results]
+        except SerializationError as exc:
+            raise _Refused(400, str(exc)) from None
+        first = bulk.results[0][0] if bulk.results else bulk.returned[0]
+        if _url_path(first) != path:
+            raise _Refused(400, "a bulk goes to the result URL of its first entry")
+        for entry, envelope, _ in results:
+            if entry is not None and envelope.call_id != entry.call_id:
+                raise _Refused(400, f"the envelope is for call {envelope.call_id!r}")
+        answering = None
+        for entry, _, raw in results:
+            if entry is not None and entry._body is None:
+                entry._body = raw
+                entry._event.set()
+            answering = entry
+        for url in bulk.returned:
+            entry = self._entry(url)
+            if entry is not None and entry._body is None:
+                on_returned = entry.on_returned
+                entry.close()
+                if on_returned is not None:
+                    on_returned(entry.call_id)
+        if not bulk.answer or answering is None or answering._closed:
             return None
-        with anyio.move_on_after(ticket.hold_s + _REPLY_MARGIN_S):
-            await ticket._replied.wait()
-        return ticket._reply
+        return answering
+
+    def _entry(self, url: str) -> Ticket | None:
+        """The open ticket a bulk entry's result URL names (None: closed, expired, unknown)."""
+        call_part, _, token = _url_path(url).removeprefix(_PREFIX).partition("/")
+        ticket = self._tickets.get(unquote(call_part))
+        if ticket is None or ticket._token != token or ticket.expires_at < time.time():
+            return None
+        return ticket
 
     def _check(self, scope: _Scope, path: str) -> Ticket:
         """The ticket a request may deliver to, or _Refused saying why not."""
@@ -495,6 +569,21 @@ def _store(ticket: Ticket, body: bytes) -> None:
         ticket._event.set()
     elif not ticket.replies or body != ticket._body:
         raise _Refused(409, "this call's result was already delivered")
+
+
+async def _held_reply(ticket: Ticket) -> bytes | None:
+    """The answer to a stored delivery: for a ``replies`` ticket, the caller's reply (held)."""
+    if not ticket.replies:
+        return None
+    with anyio.move_on_after(ticket.hold_s + _REPLY_MARGIN_S):
+        await ticket._replied.wait()
+    return ticket._reply
+
+
+def _url_path(url: str) -> str:
+    """The path of a result URL (no scheme, authority or query)."""
+    rest = url.partition("://")[2]
+    return "/" + rest.partition("/")[2].partition("?")[0]
 
 
 def _query(scope: _Scope) -> tuple[int, str]:

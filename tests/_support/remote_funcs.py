@@ -180,3 +180,35 @@ def megabyte_after(release: str, index: int) -> bytes:
 @flyjobs.remote(timeout_s=60)
 def unencodable_result() -> object:
     return object()  # the worker cannot encode it: its own SerializationError comes back
+
+
+@flyjobs.remote(timeout_s=60)
+def mark_or_wait(folder: str, x: int, slow: int, total: int) -> tuple[int, int]:
+    """Input ``slow`` waits until every other input has left its mark in ``folder`` (30 s at
+    most) and returns how many it saw; the others leave their mark. With the machine's pid."""
+    if x != slow:
+        open(os.path.join(folder, str(x)), "w").close()
+        return x, os.getpid()
+    end = time.monotonic() + 30
+    while len(os.listdir(folder)) < total - 1 and time.monotonic() < end:
+        time.sleep(0.01)
+    return len(os.listdir(folder)), os.getpid()
+
+
+@flyjobs.remote(timeout_s=60)
+def crash_on(x: int, bad: int) -> int:
+    """Input ``bad`` ends its machine mid-input, every time."""
+    if x == bad:
+        os._exit(9)
+    return x
+
+
+@flyjobs.remote(timeout_s=60)
+def ledger_fail_while(x: int, ledger: str, flag: str) -> int:
+    """Note the run in ``ledger``; while the file ``flag`` exists, inputs with x % 40 == 3
+    raise."""
+    with open(ledger, "a") as f:
+        f.write(f"{x}\n")
+    if x % 40 == 3 and os.path.exists(flag):
+        raise ValueError(f"input {x} fails while {flag} exists")
+    return x

@@ -100,6 +100,14 @@ def sleepy(seconds: float) -> float:
     return seconds
 
 
+def wait_for(path: str) -> str:
+    """Return once `path` exists (at most 30 s: a stuck test ends)."""
+    end = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.01)
+    return "seen" if os.path.exists(path) else "never"
+
+
 def busy(seconds: float) -> int:
     end = time.monotonic() + seconds
     n = 0
