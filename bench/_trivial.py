@@ -26,3 +26,13 @@ def wait_for_file(path: str) -> str:
     while not os.path.exists(path):
         time.sleep(0.01)
     return "REAL"
+
+
+@flyjobs.remote(timeout_s=60)
+def slow_at(x: int, slow: int, seconds: float) -> int:
+    """``x``; input ``slow`` sleeps ``seconds`` first."""
+    import time
+
+    if x == slow:
+        time.sleep(seconds)
+    return x

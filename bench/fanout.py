@@ -2,10 +2,11 @@
 
 Four figures, side by side in one run:
 
-- **Reuse on** (``map_vs_floor_ratio``, goal <= 0.3): N trivial inputs through ``noop.map`` on
-  the embedded emulator, against the floor of spawning the worker's floor command
-  (``python -c "import msgpack"``) N times at the same concurrency (``max_machines``). A batch
-  machine takes many inputs, so the map should beat even that floor.
+- **Reuse on** (``map_vs_floor_ratio``, goal <= 0.1, issue 20): N trivial inputs through
+  ``noop.map`` on the embedded emulator, against the floor of spawning the worker's floor
+  command (``python -c "import msgpack"``) N times at the same concurrency (``max_machines``).
+  A batch machine takes many inputs, several per round trip, so the map should beat even that
+  floor by far.
 - **Reuse off** (``map_no_reuse_vs_floor_ratio``, goal <= 1.3): the same with ``reuse=False``
   (one machine per input, as ``.remote()`` runs). The emulator forks worker machines from a
   pre-started interpreter (``flyjobs._machine_side.zygote``); ``map_no_reuse_fresh_vs_floor_ratio``
@@ -15,9 +16,17 @@ Four figures, side by side in one run:
   ``flyjobs dev --rate-limits --boot-delay-s 0.3``, client pacing ``fly``, 60 one-second inputs
   at ``max_machines=64``: makespan against the ideal the limits allow a pool created at the
   create rate and reused (printed, with how it is computed).
+- **Slow among fast** (``slow_among_fast_vs_ideal_ratio``, goal <= 1.2, issue 20): N trivial
+  inputs with one that sleeps 2 s in the middle, at ``max_machines=4``, against the slow
+  input's time plus the time the fast inputs take alone on the same machines: fast inputs
+  handed in a chunk behind the slow one are given back to the other machines, not held.
 - **Client cost**: a client process (against a standalone emulator, so the machines and the
   API are not counted) maps 10,000 trivial inputs: its peak RSS (``client_peak_rss_mb``, goal
-  <= 150) and its CPU time per input (``client_cpu_ms_per_input``).
+  <= 150), its CPU time per input (``client_cpu_ms_per_input``, goal <= 0.5:
+  ``client_cpu_vs_goal_ratio``) and its throughput (``client_inputs_per_s``, goal >= 1,000:
+  ``throughput_vs_goal_ratio`` is the goal over the figure, so <= 1 meets it). The same client
+  with chunks of one input (as before issue 20) runs in the same bench for comparison
+  (``unchunked_*``, and ``chunked_vs_unchunked_cpu_ratio``).
 
     python bench/fanout.py [--inputs 1000] [--rounds 1] [--fly-inputs 60] [--rss-inputs 10000]
 
@@ -40,6 +49,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -47,7 +57,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _common  # noqa: E402,F401  (sets up the environment first)
-from _trivial import noop, sleep_s  # noqa: E402
+from _trivial import noop, sleep_s, slow_at  # noqa: E402
 
 from flyjobs._calls.runtime import get_runtime, shutdown_runtime  # noqa: E402
 
@@ -108,6 +118,27 @@ def map_fresh_s(count: int) -> float:
             shutdown_runtime()
             for name in settings:
                 os.environ.pop(name, None)
+
+
+SLOW_S = 2.0
+SLOW_MACHINES = 4
+
+
+def slow_among_fast(count: int) -> tuple[float, float]:
+    """(makespan, ideal) in seconds of ``count`` trivial inputs, one of them `SLOW_S` long:
+    the ideal is `SLOW_S` plus the same inputs' makespan with none slow."""
+    started = time.perf_counter()
+    list(slow_at.map(range(count), [-1] * count, [0.0] * count, max_machines=SLOW_MACHINES))
+    fast_s = time.perf_counter() - started
+    started = time.perf_counter()
+    values = list(
+        slow_at.map(
+            range(count), [count // 2] * count, [SLOW_S] * count, max_machines=SLOW_MACHINES
+        )
+    )
+    makespan = time.perf_counter() - started
+    assert values == list(range(count))
+    return makespan, SLOW_S + fast_s
 
 
 def ideal_makespan_s(inputs: int, run_s: float, max_machines: int) -> float:
@@ -191,14 +222,26 @@ def fly_profile(inputs: int, max_machines: int) -> tuple[float, float]:
     return makespan, ideal_makespan_s(inputs, 1.0, max_machines)
 
 
-def client_cost(inputs: int) -> dict[str, float]:
-    """Peak RSS (MB) and CPU (ms per input) of a client process mapping ``inputs`` inputs."""
+#: Issue 20's goals for the client mapping 10,000 trivial inputs.
+GOAL_INPUTS_PER_S = 1000.0
+GOAL_CPU_MS_PER_INPUT = 0.5
+
+
+def client_cost(inputs: int, *, chunks: bool = True) -> dict[str, float]:
+    """Peak RSS (MB), CPU (ms per input) and elapsed time (s) of a client process mapping
+    ``inputs`` inputs (``chunks=False``: one input per round trip)."""
     with standalone_emulator() as settings:
         _create_app(settings)
         # Under another name: importing _common drops FLY_API_TOKEN (the embedded emulator).
         env = {**os.environ, **settings, "FLYJOBS_BENCH_TOKEN": settings["FLY_API_TOKEN"]}
         client = subprocess.run(
-            [sys.executable, __file__, "--client", str(inputs)],
+            [
+                sys.executable,
+                __file__,
+                "--client",
+                str(inputs),
+                *([] if chunks else ["--no-chunks"]),
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -211,8 +254,16 @@ def client_cost(inputs: int) -> dict[str, float]:
     return measured
 
 
-def _client_main(inputs: int) -> None:
+def _client_main(inputs: int, *, chunks: bool) -> None:
     os.environ["FLY_API_TOKEN"] = os.environ.pop("FLYJOBS_BENCH_TOKEN")
+    if not chunks:
+        # The baseline: every round trip hands one input, as before chunks.
+        import functools
+
+        import flyjobs._batches.batch
+
+        batch_module: Any = flyjobs._batches.batch
+        batch_module.ChunkSize = functools.partial(batch_module.ChunkSize, max_size=1)
     started = time.perf_counter()
     count = sum(1 for _ in noop.map(range(inputs)))
     elapsed = time.perf_counter() - started
@@ -238,9 +289,10 @@ def main() -> None:
     parser.add_argument("--fly-max-machines", type=int, default=64)
     parser.add_argument("--rss-inputs", type=int, default=10_000)
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-chunks", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        _client_main(args.client)
+        _client_main(args.client, chunks=not args.no_chunks)
         return
     runtime = get_runtime()
     concurrency = runtime.settings.max_machines
@@ -259,6 +311,12 @@ def main() -> None:
         f" map reuse=False {no_reuse_s:.2f} s (fresh interpreters: {fresh_s:.2f} s), floor"
         f" ({' '.join(FLOOR_CMD[1:])} x {args.inputs}) {floor:.2f} s"
     )
+    mixed_s, mixed_ideal_s = slow_among_fast(args.inputs)
+    print(
+        f"{args.inputs} trivial inputs, one of them {SLOW_S:g} s, at {SLOW_MACHINES} machines:"
+        f" {mixed_s:.2f} s vs ideal {mixed_ideal_s:.2f} s ({SLOW_S:g} s + the same inputs with"
+        " none slow)"
+    )
     makespan, ideal = fly_profile(args.fly_inputs, args.fly_max_machines)
     print(
         f"Fly profile: {args.fly_inputs} one-second inputs, max_machines={args.fly_max_machines}:"
@@ -269,9 +327,18 @@ def main() -> None:
         " its create, inputs handed to the first machine free (or created); no overheads"
     )
     cost = client_cost(args.rss_inputs)
+    per_s = args.rss_inputs / cost["elapsed_s"]
     print(
         f"client mapping {args.rss_inputs} trivial inputs: peak RSS {cost['peak_rss_mb']:.0f} MB,"
         f" {cost['cpu_ms_per_input']:.2f} ms CPU per input, {cost['elapsed_s']:.1f} s"
+        f" ({per_s:.0f} inputs/s; goals: >= {GOAL_INPUTS_PER_S:.0f}/s,"
+        f" <= {GOAL_CPU_MS_PER_INPUT} ms CPU per input)"
+    )
+    unchunked = client_cost(args.rss_inputs, chunks=False)
+    unchunked_per_s = args.rss_inputs / unchunked["elapsed_s"]
+    print(
+        f"  the same, one input per round trip: {unchunked['cpu_ms_per_input']:.2f} ms CPU per"
+        f" input, {unchunked['elapsed_s']:.1f} s ({unchunked_per_s:.0f} inputs/s)"
     )
     result = {
         "inputs": args.inputs,
@@ -284,6 +351,9 @@ def main() -> None:
         "map_no_reuse_vs_floor_ratio": round(no_reuse_s / floor, 3),
         "map_no_reuse_fresh_s": round(fresh_s, 3),
         "map_no_reuse_fresh_vs_floor_ratio": round(fresh_s / floor, 3),
+        "slow_among_fast_s": round(mixed_s, 3),
+        "slow_among_fast_ideal_s": round(mixed_ideal_s, 3),
+        "slow_among_fast_vs_ideal_ratio": round(mixed_s / mixed_ideal_s, 3),
         "fly_inputs": args.fly_inputs,
         "fly_makespan_s": round(makespan, 3),
         "fly_ideal_s": round(ideal, 3),
@@ -291,6 +361,14 @@ def main() -> None:
         "rss_inputs": args.rss_inputs,
         "client_peak_rss_mb": round(cost["peak_rss_mb"], 1),
         "client_cpu_ms_per_input": round(cost["cpu_ms_per_input"], 3),
+        "client_inputs_per_s": round(per_s, 1),
+        "client_cpu_vs_goal_ratio": round(cost["cpu_ms_per_input"] / GOAL_CPU_MS_PER_INPUT, 3),
+        "throughput_vs_goal_ratio": round(GOAL_INPUTS_PER_S / per_s, 3),
+        "unchunked_cpu_ms_per_input": round(unchunked["cpu_ms_per_input"], 3),
+        "unchunked_inputs_per_s": round(unchunked_per_s, 1),
+        "chunked_vs_unchunked_cpu_ratio": round(
+            cost["cpu_ms_per_input"] / unchunked["cpu_ms_per_input"], 3
+        ),
     }
     print(json.dumps(result))
 
