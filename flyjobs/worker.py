@@ -65,7 +65,13 @@ from flyjobs._machine_side.shared import (
     capture_output,
     log,
 )
-from flyjobs._wire.bulk import BULK_HEADER, CHUNK_HOLD_S, encode_bulk, split_answer
+from flyjobs._wire.bulk import (
+    BULK_HEADER,
+    CHUNK_HOLD_S,
+    MAX_BULK_BYTES,
+    encode_bulk,
+    split_answer,
+)
 from flyjobs._wire.call_envelope import CallEnvelope, decode_call
 from flyjobs._wire.log_lines import call_error, call_mark
 from flyjobs._wire.machine import (
@@ -398,14 +404,22 @@ class _Worker:
     ) -> tuple[bool, CallEnvelope | None]:
         """Keep a chunk's result; hand back the chunk's next call, or (the chunk is done, or
         ``final``: the machine stops, and the calls not started go back) deliver the bulk."""
+        kept: list[tuple[str, bytes]] = []
         with chunk.lock:
             chunk.results.append((call.result_url, body))
-            if chunk.pending and not final:
+            next_call = chunk.pending.pop(0) if chunk.pending and not final else None
+            if next_call is None:
+                results, chunk.results = chunk.results, []
+                returned = chunk.returned + [each.result_url for each in chunk.pending]
+                chunk.pending, chunk.returned, chunk.done = [], [], True
+            elif sum(len(result) for _, result in chunk.results) >= MAX_BULK_BYTES:
+                kept, chunk.results = chunk.results, []
+            chunk.since = time.time()
+        if next_call is not None:
+            if kept:
+                self._give_back(chunk, kept, [])  # large results go before the next call
                 chunk.since = time.time()
-                return True, chunk.pending.pop(0)
-            results, chunk.results = chunk.results, []
-            returned = chunk.returned + [each.result_url for each in chunk.pending]
-            chunk.pending, chunk.returned, chunk.done = [], [], True
+            return True, next_call
         slot.chunk = None
         url = results[0][0]
         bulk = encode_bulk(results, returned, answer=call.pulls and not final)

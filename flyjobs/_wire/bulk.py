@@ -19,9 +19,10 @@ URL: `flyjobs._wire.seal.seal_result`) is the msgpack map::
 
 An input of a chunk that runs longer than `CHUNK_HOLD_S` while calls after it wait makes the
 machine deliver what it has finished and give back the calls it has not started (no
-``answer``), so
-that they run on other machines instead of waiting behind a slow one. Each entry names its own
-result URL, so each input keeps its own ticket, deadline, retries and outcome.
+``answer``), so that they run on other machines instead of waiting behind a slow one. Results
+that add up to `MAX_BULK_BYTES` are delivered (without an answer) before the chunk's next
+call. Each entry names its own result URL, so each input keeps its own ticket, deadline,
+retries and outcome.
 
 Stdlib + msgpack only: the worker imports it.
 """
@@ -35,6 +36,7 @@ from flyjobs._exceptions import SerializationError
 __all__ = (
     "BULK_HEADER",
     "CHUNK_HOLD_S",
+    "MAX_BULK_BYTES",
     "Bulk",
     "decode_bulk",
     "encode_bulk",
@@ -47,6 +49,9 @@ BULK_HEADER = "Flyjobs-Bulk"
 #: Seconds an input of a chunk may run while calls after it wait, before the machine delivers
 #: the results it has and gives back the calls it has not started.
 CHUNK_HOLD_S = 0.1
+#: Bytes of results a machine keeps before it delivers them, while calls of its chunk remain:
+#: a bulk stays far below what the inbox accepts (`flyjobs._wire.machine.MAX_INBOX_RESULT_BYTES`).
+MAX_BULK_BYTES = 4 * 1024 * 1024
 
 
 def encode_chunk(calls: list[bytes]) -> bytes:

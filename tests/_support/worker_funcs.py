@@ -100,6 +100,10 @@ def sleepy(seconds: float) -> float:
     return seconds
 
 
+def blob(size: int) -> bytes:
+    return b"x" * size
+
+
 def wait_for(path: str) -> str:
     """Return once `path` exists (at most 30 s: a stuck test ends)."""
     end = time.monotonic() + 30

@@ -16,7 +16,7 @@ from worker_harness import run_worker_process
 
 from flyjobs import worker
 from flyjobs._results.inbox import ResultInbox, Ticket
-from flyjobs._wire.bulk import encode_bulk, encode_chunk
+from flyjobs._wire.bulk import MAX_BULK_BYTES, encode_bulk, encode_chunk
 from flyjobs._wire.call_envelope import encode_call
 from flyjobs._wire.machine import EXIT_OK, PAYLOAD_GUEST_PATH
 from flyjobs._wire.result_envelope import decode_result, encode_result
@@ -129,6 +129,45 @@ async def test_calls_behind_one_that_runs_long_are_given_back_while_it_runs(
             await slow.result()
         assert _value(slow) == "seen"
         slow.reply(None)
+    assert exit_codes == [EXIT_OK]
+
+
+async def test_large_results_of_a_chunk_are_delivered_before_its_next_call(
+    machine_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key = secrets.token_urlsafe(32)
+    monkeypatch.setenv(RESULT_KEY_ENV, key)
+    release = tmp_path / "release"
+    size = MAX_BULK_BYTES // 2
+    async with ResultInbox(result_key=key) as inbox, anyio.create_task_group() as tg:
+        first = inbox.expect("c0", replies=True)
+        blobs = [inbox.expect(f"blob{i}", replies=True) for i in (1, 2)]
+        last = inbox.expect("last", replies=True)
+        payload = _call("worker_funcs:square", 0, ticket=first)
+        (machine_root / PAYLOAD_GUEST_PATH.lstrip("/")).write_bytes(payload)
+        exit_codes: list[int] = []
+
+        async def worker() -> None:
+            exit_codes.append((await run_worker_process(machine_root)).returncode)
+
+        tg.start_soon(worker)
+        with anyio.fail_after(STUCK_S):
+            await first.result()
+            first.reply(
+                encode_chunk(
+                    [
+                        *(_call("worker_funcs:blob", size, ticket=t) for t in blobs),
+                        _call("worker_funcs:wait_for", str(release), ticket=last),
+                    ]
+                )
+            )
+            # The last call waits for the file: the two large results came before it.
+            await blobs[1].result()
+            assert not last.delivered
+            release.touch()
+            await last.result()
+        assert [len(_value(t)) for t in blobs] == [size, size]  # type: ignore[arg-type]
+        last.reply(None)
     assert exit_codes == [EXIT_OK]
 
 
