@@ -434,9 +434,10 @@ class Batch:
                 break
             items.append(more)
             size += len(more.arguments)
-        helds = [
-            await self._hand(each, creating=False, queue=queue) for queue, each in enumerate(items)
-        ]
+        # Each input's clocks start with the chunk: `timeout_s` is its own, not stretched by
+        # the inputs ahead of it (together they run about TARGET_RUN_S, and one that runs
+        # longer than CHUNK_HOLD_S makes the machine give the rest back).
+        helds = [await self._hand(each, creating=False) for each in items]
         chunk = _Chunk(len(helds), time.monotonic())
         for held in helds:
             held.chunk = chunk
