@@ -477,8 +477,9 @@ class ResultInbox:
         (`flyjobs._wire.bulk`); return the ticket whose reply answers it (None: no answer).
 
         The seal covers the whole bulk, bound to the request's ticket (its first entry's); each
-        entry names its own ticket, whose token must match. An entry whose ticket was closed
-        (or has its result already) is skipped, as a late single delivery would be refused.
+        entry names its own ticket, whose token must match. An entry whose ticket was closed is
+        skipped and counted late, as a single delivery would be; one whose ticket has its
+        result already is skipped.
         """
         if self._result_key is not None:
             opened = open_result(self._result_key, body, ticket=ticket_id(ticket.url))
@@ -497,21 +498,27 @@ class ResultInbox:
             if entry is not None and envelope.call_id != entry.call_id:
                 raise _Refused(400, f"the envelope is for call {envelope.call_id!r}")
         answering = None
-        for entry, _, raw in results:
-            if entry is not None and entry._body is None:
+        for (url, _), (entry, _, raw) in zip(bulk.results, results, strict=True):
+            if entry is None:
+                self._count_late(_url_path(url))  # as a late single delivery is
+            elif entry._body is None:
                 entry._body = raw
                 entry._event.set()
             answering = entry
-        for url in bulk.returned:
+        self._returned(bulk.returned)
+        if not bulk.answer or answering is None or answering._closed:
+            return None
+        return answering
+
+    def _returned(self, urls: list[str]) -> None:
+        """Close the tickets of calls a machine gives back unrun, telling their callers."""
+        for url in urls:
             entry = self._entry(url)
             if entry is not None and entry._body is None:
                 on_returned = entry.on_returned
                 entry.close()
                 if on_returned is not None:
                     on_returned(entry.call_id)
-        if not bulk.answer or answering is None or answering._closed:
-            return None
-        return answering
 
     def _entry(self, url: str) -> Ticket | None:
         """The open ticket a bulk entry's result URL names (None: closed, expired, unknown)."""

@@ -171,7 +171,9 @@ async def test_large_results_of_a_chunk_are_delivered_before_its_next_call(
     assert exit_codes == [EXIT_OK]
 
 
-async def test_a_bulk_without_the_key_is_refused(inbox_key: tuple[ResultInbox, str]) -> None:
+async def test_a_bulk_without_the_key_is_refused_and_its_entries_are_checked(
+    inbox_key: tuple[ResultInbox, str],
+) -> None:
     inbox, key = inbox_key
     first, other = inbox.expect("c1"), inbox.expect("c2")
     results = [
@@ -197,6 +199,14 @@ async def test_a_bulk_without_the_key_is_refused(inbox_key: tuple[ResultInbox, s
     fresh = inbox.expect("c3")
     assert await anyio.to_thread.run_sync(put, key, body, fresh.url) == 400
     assert not other.delivered
+    # An entry whose ticket the caller closed is late, and counted as a single delivery is.
+    late: list[str] = []
+    gone = inbox.expect("c4", on_late=lambda: late.append("c4"))
+    gone.close()
+    entries = [(fresh.url, encode_result("c3", value=3)), (gone.url, encode_result("c4", value=4))]
+    body = encode_bulk(entries, [], answer=False)
+    assert await anyio.to_thread.run_sync(put, key, body, fresh.url) == 204
+    assert fresh.delivered and late == ["c4"]
 
 
 @pytest.fixture
