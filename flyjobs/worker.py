@@ -67,8 +67,8 @@ from flyjobs._machine_side.shared import (
 )
 from flyjobs._wire.bulk import (
     BULK_HEADER,
-    CHUNK_HOLD_S,
     MAX_BULK_BYTES,
+    chunk_hold_s,
     encode_bulk,
     split_answer,
 )
@@ -499,15 +499,17 @@ class _Worker:
 
     def _watch_chunks(self, slot: _Slot) -> None:
         """(A thread per slot that runs chunks.) When a call of a chunk has run `CHUNK_HOLD_S`
+        (or `CHUNK_HOLD_ENV`'s seconds)
         while calls after it wait, deliver the results the chunk has so far and give back the
         calls not started, so that other machines run them (see `flyjobs._wire.bulk`)."""
+        hold_s = chunk_hold_s(os.environ)
         while True:
             chunk = slot.chunk
-            wait_s = CHUNK_HOLD_S
+            wait_s = hold_s
             if chunk is not None:
                 with chunk.lock:
                     if chunk.pending and not chunk.done:
-                        wait_s = chunk.since + CHUNK_HOLD_S - time.time()
+                        wait_s = chunk.since + hold_s - time.time()
                         if wait_s <= 0:
                             results, chunk.results = chunk.results, []
                             returned = chunk.returned + [each.result_url for each in chunk.pending]

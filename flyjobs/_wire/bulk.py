@@ -33,14 +33,20 @@ import msgpack  # type: ignore[import-untyped]
 
 from flyjobs._exceptions import SerializationError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 __all__ = (
     "BULK_HEADER",
+    "CHUNK_HOLD_ENV",
     "CHUNK_HOLD_S",
     "MAX_BULK_BYTES",
     "Bulk",
     "decode_bulk",
     "encode_bulk",
     "encode_chunk",
+    "chunk_hold_s",
     "split_answer",
 )
 
@@ -49,6 +55,20 @@ BULK_HEADER = "Flyjobs-Bulk"
 #: Seconds an input of a chunk may run while calls after it wait, before the machine delivers
 #: the results it has and gives back the calls it has not started.
 CHUNK_HOLD_S = 0.1
+#: A machine's environment variable that sets `CHUNK_HOLD_S` otherwise (seconds; for tests
+#: that must not see a loaded box's stall as a slow input, and for tuning).
+CHUNK_HOLD_ENV = "FLYJOBS_CHUNK_HOLD_S"
+
+
+def chunk_hold_s(environ: Mapping[str, str]) -> float:
+    """`CHUNK_HOLD_S`, or the positive number of seconds ``environ`` sets in `CHUNK_HOLD_ENV`."""
+    try:
+        value = float(environ.get(CHUNK_HOLD_ENV, ""))
+    except ValueError:
+        return CHUNK_HOLD_S
+    return value if value > 0 else CHUNK_HOLD_S
+
+
 #: Bytes of results a machine keeps before it delivers them, while calls of its chunk remain:
 #: a bulk stays far below what the inbox accepts (`flyjobs._wire.machine.MAX_INBOX_RESULT_BYTES`).
 MAX_BULK_BYTES = 4 * 1024 * 1024

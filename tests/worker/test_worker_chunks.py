@@ -16,7 +16,7 @@ from worker_harness import run_worker_process
 
 from flyjobs import worker
 from flyjobs._results.inbox import ResultInbox, Ticket
-from flyjobs._wire.bulk import MAX_BULK_BYTES, encode_bulk, encode_chunk
+from flyjobs._wire.bulk import CHUNK_HOLD_ENV, MAX_BULK_BYTES, encode_bulk, encode_chunk
 from flyjobs._wire.call_envelope import encode_call
 from flyjobs._wire.machine import EXIT_OK, PAYLOAD_GUEST_PATH
 from flyjobs._wire.result_envelope import decode_result, encode_result
@@ -52,6 +52,8 @@ async def test_a_chunk_runs_in_order_and_its_results_come_back_in_one_bulk(
 ) -> None:
     key = secrets.token_urlsafe(32)
     monkeypatch.setenv(RESULT_KEY_ENV, key)
+    # No call is held back by a stall of a loaded box: this test is not about giving back.
+    monkeypatch.setenv(CHUNK_HOLD_ENV, str(STUCK_S))
     async with ResultInbox(result_key=key) as inbox, anyio.create_task_group() as tg:
         first = inbox.expect("c0", replies=True)
         chunk = [inbox.expect(f"c{i}", replies=True) for i in range(1, 6)]
@@ -137,6 +139,8 @@ async def test_large_results_of_a_chunk_are_delivered_before_its_next_call(
 ) -> None:
     key = secrets.token_urlsafe(32)
     monkeypatch.setenv(RESULT_KEY_ENV, key)
+    # No call is held back by a stall of a loaded box: this test is not about giving back.
+    monkeypatch.setenv(CHUNK_HOLD_ENV, str(STUCK_S))
     release = tmp_path / "release"
     size = MAX_BULK_BYTES // 2
     async with ResultInbox(result_key=key) as inbox, anyio.create_task_group() as tg:
