@@ -40,7 +40,16 @@ _KEYS: dict[str, str | None] = {
     "results": "FLYJOBS_RESULTS",
     "rate_limits": "FLYJOBS_RATE_LIMITS",
     "output": "FLYJOBS_OUTPUT",
+    "code": "FLYJOBS_CODE",
+    "code_max_bytes": "FLYJOBS_CODE_MAX_BYTES",
+    "code_inline_max_bytes": "FLYJOBS_CODE_INLINE_MAX_BYTES",
 }
+#: How a function's code reaches its machines (see `flyjobs._code`): shipped with each call, or
+#: the image's.
+CODE_MODES = ("sync", "image")
+#: Defaults of ``code_max_bytes`` and ``code_inline_max_bytes`` (bytes).
+DEFAULT_CODE_MAX_BYTES = 32 * 1024 * 1024
+DEFAULT_CODE_INLINE_MAX_BYTES = 256 * 1024
 _RATE_LIMITS = ("auto", "fly", "off")
 
 
@@ -77,6 +86,13 @@ class Settings:
     :ivar output: what calls' printed lines show here when a function does not say
         (``FLYJOBS_OUTPUT``, ``[tool.flyjobs] output``): ``live``, ``errors`` or ``none``;
         None leaves each kind of call its default (see `flyjobs._declare.output_choice`).
+    :ivar code: how functions' code reaches machines when a function does not say
+        (``FLYJOBS_CODE``, ``[tool.flyjobs] code``): ``"sync"`` (default) ships the caller's
+        own modules with each call, ``"image"`` runs the image's copy.
+    :ivar code_max_bytes: largest total size (bytes) of the files a call's code bundle holds
+        (``FLYJOBS_CODE_MAX_BYTES``; default 32 MiB).
+    :ivar code_inline_max_bytes: largest bundle (bytes, zipped) carried inside the machine
+        config (``FLYJOBS_CODE_INLINE_MAX_BYTES``; default 256 KiB; 0: never inline).
     :ivar source: the pyproject.toml the settings were read from, if any.
     :ivar result_key: the app secret results are authenticated with (``FLYJOBS_RESULT_KEY``);
         never shown in a repr.
@@ -95,6 +111,9 @@ class Settings:
     results: str = "auto"
     rate_limits: str = "auto"
     output: str | None = None
+    code: str = "sync"
+    code_max_bytes: int = DEFAULT_CODE_MAX_BYTES
+    code_inline_max_bytes: int = DEFAULT_CODE_INLINE_MAX_BYTES
     source: Path | None = None
     result_key: str | None = field(default=None, repr=False)
     in_machine: bool = False
@@ -209,6 +228,12 @@ class Settings:
             output.strip().lower() if isinstance(output, str) else output,
             "FLYJOBS_OUTPUT or [tool.flyjobs] output",
         )
+        code = str(merged.pop("code", "sync")).strip().lower()
+        if code not in CODE_MODES:
+            raise ConfigError(
+                f"code={code!r} (FLYJOBS_CODE or [tool.flyjobs] code) must be one of"
+                f" {', '.join(CODE_MODES)}"
+            )
         return cls(
             api_token=env.get("FLY_API_TOKEN") or None,
             api_hostname=str(merged.pop("api_hostname", DEFAULT_API_HOSTNAME)),
@@ -220,6 +245,11 @@ class Settings:
             results=str(merged.pop("results", "auto")),
             rate_limits=rate_limits,
             output=output,
+            code=code,
+            code_max_bytes=_bytes(merged, "code_max_bytes", DEFAULT_CODE_MAX_BYTES, minimum=1),
+            code_inline_max_bytes=_bytes(
+                merged, "code_inline_max_bytes", DEFAULT_CODE_INLINE_MAX_BYTES, minimum=0
+            ),
             source=pyproject,
             result_key=env.get(_RESULT_KEY_ENV) or None,
             in_machine=in_machine,
@@ -240,6 +270,24 @@ class Settings:
             f"flyjobs needs '{key}' to run on Fly: {where}add `{key} = ...` under [tool.flyjobs]"
             f" in pyproject.toml, or pass {key}=... to @flyjobs.remote"
         )
+
+
+def _bytes(merged: dict[str, Any], key: str, default: int, *, minimum: int) -> int:
+    """The whole number of bytes ``key`` gives (popped from ``merged``), else ``default``.
+
+    :raises ConfigError: it is not a whole number of at least ``minimum``.
+    """
+    value = merged.pop(key, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if isinstance(value, bool) or number < minimum:
+        raise ConfigError(
+            f"{key}={value!r} ({_KEYS[key]} or [tool.flyjobs] {key}) must be a whole number"
+            f" of bytes, at least {minimum}"
+        )
+    return number
 
 
 def _read_table(path: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import click
 
 from . import __version__
 from ._commands.batch import batch
+from ._commands.code import code
 from ._commands.doctor import doctor
 from ._commands.listing import logs, ls
 from ._commands.run import run
@@ -27,7 +28,7 @@ def cli() -> None:
 
 
 cli.add_command(dev_command, name="dev")
-for _command in (run, ls, logs, gc, doctor, batch, schedule):
+for _command in (run, ls, logs, gc, doctor, batch, schedule, code):
     cli.add_command(_command)
 
 

@@ -56,6 +56,9 @@ if TYPE_CHECKING:
             printed), ``"errors"`` (only what failed calls printed) or ``"none"``; unset:
             ``FLYJOBS_OUTPUT``, else ``"live"`` for ``.remote``/``.spawn`` and ``"errors"``
             for ``.map`` (see `flyjobs._declare.output_choice`).
+        :ivar code: how the function's code reaches its machines: ``"sync"`` ships the
+            caller's own modules with each call (the image holds only the dependencies),
+            ``"image"`` runs the image's copy; unset: ``FLYJOBS_CODE``, else ``"sync"``.
         """
 
         image: str | None
@@ -76,6 +79,7 @@ if TYPE_CHECKING:
         alert_url: str | None
         pool: Pool | None
         output: Literal["live", "errors", "none"] | None
+        code: Literal["sync", "image"] | None
 
 
 __all__ = ("CallOptions",)
@@ -103,7 +107,10 @@ _DEFAULTS: dict[str, object] = {
     "alert_url": None,
     "pool": None,
     "output": None,
+    "code": None,
 }
+#: The values of the ``code`` option (also `flyjobs._settings.CODE_MODES`).
+_CODE_MODES = ("sync", "image")
 
 
 class CallOptions:
@@ -136,6 +143,7 @@ class CallOptions:
         alert_url: str | None
         pool: Pool | None
         output: str | None
+        code: str | None
 
     def __init__(self, **options: Unpack[Options]) -> None:
         unknown = sorted(set(options) - set(_DEFAULTS))
@@ -210,6 +218,11 @@ class CallOptions:
                     f"env[{name!r}]: a value must be a string without NUL characters (\\x00)"
                 )
         check_output(self.output, "output")
+        if self.code is not None and self.code not in _CODE_MODES:
+            raise ConfigError(
+                f"code={self.code!r}: choose 'sync' (ship the caller's code with each call) or"
+                " 'image' (run the image's copy)"
+            )
         region = self.region
         if region is not None and not (region.isascii() and region.isalnum() and region.islower()):
             raise ConfigError(f"region={region!r}: use a Fly region code such as 'iad'")

@@ -14,6 +14,7 @@ __all__ = (
     "EXIT_RESULT_REFUSED",
     "EXIT_RESULT_TOO_LARGE",
     "IDLE_EXIT_GRACE_S",
+    "CODE_GUEST_DIR",
     "MACHINE_ROOT_ENV",
     "MAX_INBOX_RESULT_BYTES",
     "MAX_WAIT_S",
@@ -40,6 +41,9 @@ DEFAULT_TIMEOUT_S = 300.0
 
 #: Absolute guest path of the call payload file (``config.files[].guest_path``).
 PAYLOAD_GUEST_PATH = "/flyjobs/call.msgpack"
+#: Absolute guest folder of code bundles: ``<sha256>.zip`` files carried in the config, and the
+#: ``<sha256>/`` folders the worker unpacks them into (see `flyjobs._machine_side.code`).
+CODE_GUEST_DIR = "/flyjobs/code"
 
 #: Environment variable through which the local emulator gives a machine process its root folder.
 #: A machine on Fly has its own filesystem, so there the variable is unset and guest paths are
