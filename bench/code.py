@@ -4,6 +4,9 @@
   package) is bundled from its function's module: cold (the process's cache cleared: every
   file read, parsed for imports and zipped; goal <= 0.1 s) and cached (every file's mtime
   checked; goal <= 5 ms). Medians.
+- ``remote``: a trivial ``noop.remote(i)`` on the embedded emulator with code sync (its module
+  ships inline in the machine config, checked and unpacked by the worker) against the same
+  call with ``code="image"``, alternating; goal ``remote_sync_vs_image_ratio`` <= 1.10.
 
     python bench/code.py [--runs 20]
 
@@ -21,7 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from flyjobs._code.bundle import bundle_for, clear_cache
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import bare_config  # noqa: E402, F401  (sets up the environment first)
+from _trivial import noop  # noqa: E402
+
+from flyjobs._calls.runtime import shutdown_runtime  # noqa: E402
+from flyjobs._code.bundle import bundle_for, clear_cache  # noqa: E402
 
 COLD_GOAL_S = 0.1
 CACHED_GOAL_S = 0.005
@@ -72,14 +82,36 @@ def bench_build(runs: int) -> dict[str, float]:
         }
 
 
+def bench_remote(runs: int) -> dict[str, float]:
+    image = noop.with_options(code="image")
+    samples: dict[str, list[float]] = {"sync": [], "image": []}
+    for i in range(3):  # warm-up: connections, bytecode and page caches
+        noop.remote(i)
+        image.remote(i)
+    for i in range(runs):
+        for name, fn in (("sync", noop), ("image", image))[:: 1 if i % 2 else -1]:
+            started = time.perf_counter()
+            fn.remote(i)
+            samples[name].append(time.perf_counter() - started)
+    shutdown_runtime()
+    sync_ms = statistics.median(samples["sync"]) * 1000
+    image_ms = statistics.median(samples["image"]) * 1000
+    return {
+        "remote_sync_ms": round(sync_ms, 2),
+        "remote_image_ms": round(image_ms, 2),
+        "remote_sync_vs_image_ratio": round(sync_ms / image_ms, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     runs = parser.parse_args().runs
-    result = {**bench_build(runs), "runs": runs}
+    result = {**bench_build(runs), **bench_remote(runs * 2), "runs": runs}
     print(
         f"bundle of {result['modules']} modules: cold {result['build_cold_ms']} ms,"
-        f" cached {result['build_cached_ms']} ms"
+        f" cached {result['build_cached_ms']} ms; .remote() {result['remote_sync_ms']} ms with"
+        f" code sync, {result['remote_image_ms']} ms with code='image'"
     )
     print(json.dumps(result))
 

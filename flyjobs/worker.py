@@ -55,6 +55,7 @@ import sys
 import time
 
 from flyjobs._exceptions import SerializationError
+from flyjobs._machine_side.code import Bundles, CodeRefused
 from flyjobs._machine_side.run import TAIL_CHARS, from_user_code, import_function
 from flyjobs._machine_side.run import call as call_function
 from flyjobs._machine_side.shared import (
@@ -197,6 +198,8 @@ class _Worker:
         self.loop = EventLoop()
         self.marks = False
         self._functions: dict[str, Callable[..., Any]] = {}
+        #: the callers' code bundles this machine's calls import from
+        self.bundles = Bundles(result_key, _get)
         #: held while a slot imports its function or decodes its arguments: a module another
         #: slot is importing is in sys.modules before it is complete
         self._imports = _thread.allocate_lock()
@@ -275,13 +278,9 @@ class _Worker:
                 tail.start(slot.index, call.call_id)
         self._mark(slot, "start", call.call_id)
         self.deadlines.set(slot.index, call.deadline, call.fn)
-        sys.path[:0] = [entry for entry in call.sys_path if entry not in sys.path]
-        try:
-            fn = self._function(call.fn)
-        except (Exception, SystemExit) as exc:
-            log(f"cannot import {call.fn}: {type(exc).__name__}: {exc}")
-            self._deliver(slot, call, self._encode_error(slot, call, "import", exc), final=True)
-            return EXIT_IMPORT_FAILED, None
+        fn, failed = self._import(slot, call)
+        if fn is None:
+            return failed, None
         if call.arguments_url:
             try:
                 fetched = _get(call.arguments_url)
@@ -320,6 +319,33 @@ class _Worker:
         if slot.refused:
             return EXIT_RESULT_REFUSED, None
         return (EXIT_RESULT_TOO_LARGE if slot.too_large else EXIT_DELIVERY_FAILED), None
+
+    def _import(self, slot: _Slot, call: CallEnvelope) -> tuple[Callable[..., Any] | None, int]:
+        """`call`'s function, from the code bundle it names if any; else None and the exit
+        code, its error delivered."""
+        sys.path[:0] = [entry for entry in call.sys_path if entry not in sys.path]
+        if call.code is not None and not self._take_code(slot, call):
+            return None, EXIT_BAD_PAYLOAD
+        try:
+            return self._function(call.fn), EXIT_OK
+        except (Exception, SystemExit) as exc:
+            log(f"cannot import {call.fn}: {type(exc).__name__}: {exc}")
+            self._deliver(slot, call, self._encode_error(slot, call, "import", exc), final=True)
+            return None, EXIT_IMPORT_FAILED
+
+    def _take_code(self, slot: _Slot, call: CallEnvelope) -> bool:
+        """Import from the code bundle `call` names; False when it is refused (its error
+        delivered)."""
+        try:
+            with self._imports:
+                if self.bundles.use(call.call_id, call.code or {}):
+                    self._functions.clear()  # another bundle: its own version of each
+        except CodeRefused as exc:
+            log(f"refusing the code of {call.call_id}: {exc}")
+            # Delivered (sealed like any result), so the caller says why, naming the call.
+            self._deliver(slot, call, self._encode_error(slot, call, "code", exc), final=True)
+            return False
+        return True
 
     def _mark(self, slot: _Slot, kind: str, call_id: str) -> None:
         """Mark the ``kind`` ("start" or "end") of a call's output, on a machine that marks."""

@@ -247,9 +247,11 @@ def test_oversized_payload_is_refused_before_any_machine(runtime: Runtime) -> No
 def test_code_missing_on_the_machine_is_named_with_the_fix(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A module importable here but absent where the machine runs, as when the image lacks it.
+    # A module importable here but absent where the machine runs, as when the image lacks it
+    # (code="image": nothing of the caller's ships).
     (tmp_path / "vanishing_jobs.py").write_text(
-        "import flyjobs\n\n@flyjobs.remote(timeout_s=30)\ndef job():\n    return 1\n"
+        "import flyjobs\n\n@flyjobs.remote(timeout_s=30, code='image')\ndef job():\n"
+        "    return 1\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     import vanishing_jobs  # type: ignore[import-not-found]

@@ -9,8 +9,9 @@ collect the result or explain the exit, destroy; retries), `dispatch` (``fn.remo
 and ``Call.from_id``), `handle` (the public `Call`), `fleet` (flyjobs' machines as their
 metadata describes them: listing, strays).
 
-May import: `flyjobs._wire`, `_declare`, `_results`, `_output`, `_aio`, `_pools` (dispatch
-routes a pooled call there), `_settings`, `_exceptions`, `flyjobs.machines`,
+May import: `flyjobs._wire`, `_declare`, `_results`, `_output`, `_aio`, `_code` (the bundle a
+plan ships), `_pools` (dispatch routes a pooled call there), `_settings`, `_exceptions`,
+`flyjobs.machines`,
 `flyjobs._machine_side.run` (how much output a result carries), and `flyjobs.emulator`
 (lazily: only a process without a Fly token starts one). Never `_batches` or `_commands`.
 """

@@ -548,6 +548,10 @@ def value_of(result: ResultEnvelope, plan: Plan, call_id: str, machine_id: str |
     error = result.error
     if result.ok or error is None:
         return result.value(pickle=pickle, may_import=may_import)
+    if error.stage == "code":
+        # The worker refused the call's code bundle before unpacking it (seal or hash wrong).
+        machine = f" (machine {machine_id})" if machine_id else ""
+        raise ConfigError(f"call {call_id}{machine}: {error.message}")
     if error.stage == "payload":
         # The worker refused its payload unread (spilled arguments that fail their digest).
         machine = f" (machine {machine_id})" if machine_id else ""

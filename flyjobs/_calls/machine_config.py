@@ -9,7 +9,7 @@ create request carries besides the config (the region) is `create_args`.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +51,14 @@ def machine_spec(
     payload: bytes,
     metadata: Mapping[str, str] | None,
     lifetime: Ephemeral | Resident,
+    files: Sequence[tuple[str, bytes]] = (),
 ) -> dict[str, Any]:
     """The machine config as the Machines API takes it (JSON), before validation; with
-    ``metadata`` None it has none (a deploy digests the config without it)."""
+    ``metadata`` None it has none (a deploy digests the config without it).
+
+    :param files: more files of the machine, ``(guest_path, content)`` (the call's code
+        bundle when it travels inline).
+    """
     spec: dict[str, Any] = {
         "image": image,
         **options.guest(),
@@ -63,7 +68,11 @@ def machine_spec(
             {
                 "guest_path": PAYLOAD_GUEST_PATH,
                 "raw_value": base64.b64encode(payload).decode("ascii"),
-            }
+            },
+            *(
+                {"guest_path": path, "raw_value": base64.b64encode(content).decode("ascii")}
+                for path, content in files
+            ),
         ],
     }
     if isinstance(lifetime, Ephemeral):
@@ -94,12 +103,16 @@ def machine_config(
     payload: bytes,
     metadata: Mapping[str, str],
     lifetime: Ephemeral | Resident,
+    files: Sequence[tuple[str, bytes]] = (),
 ) -> MachineConfig:
     """The config of a machine whose worker reads ``payload`` (a call envelope) from its file.
 
     :param options: the function's options, the settings' defaults applied (size, env).
+    :param files: more files of the machine, ``(guest_path, content)``.
     """
-    spec = machine_spec(options, image=image, payload=payload, metadata=metadata, lifetime=lifetime)
+    spec = machine_spec(
+        options, image=image, payload=payload, metadata=metadata, lifetime=lifetime, files=files
+    )
     return MachineConfig.model_validate(spec)
 
 

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .._code.bundle import Bundle, bundle_for
+from .._code.delivery import bundle_guest_path, inline
 from .._declare.options import CallOptions
 from .._declare.output_choice import resolve_output
 from .._exceptions import ConfigError, SerializationError
@@ -31,6 +33,7 @@ from .._wire.metadata import (
     META_POOL,
 )
 from .._wire.reference import function_reference
+from .._wire.seal import seal_code
 from ..machines import MachineConfig
 from .fleet import client_identity
 from .machine_config import Ephemeral, machine_config
@@ -72,6 +75,11 @@ class Plan:
     output: str = "live"
     #: the batch's number of inputs, when known: in its machines' metadata (for dashboards)
     batch_size: int | None = None
+    #: the caller's code the calls import the function from (`flyjobs._code`); None: the
+    #: image's code
+    code: Bundle | None = dataclasses.field(default=None, repr=False)
+    #: the key each call's bundle hash is sealed with (the result key)
+    seal_key: str | None = dataclasses.field(default=None, repr=False)
 
     def encode(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], *, spill: bool) -> bytes:
         """The encoded arguments of one input.
@@ -132,7 +140,17 @@ class Plan:
             then=then,
             idle_s=idle_s,
             concurrent=concurrent,
+            code=self.code_field(call_id),
         )
+
+    def code_field(self, call_id: str) -> dict[str, Any] | None:
+        """The envelope's ``code`` of call ``call_id`` (`flyjobs._wire.call_envelope`): the
+        bundle's hash, sealed for the call, and the file of the machine config it is in."""
+        if self.code is None:
+            return None
+        sha256 = self.code.sha256
+        seal = seal_code(self.seal_key, sha256, call_id) if self.seal_key else ""
+        return {"sha256": sha256, "seal": seal, "path": bundle_guest_path(self.code), "url": None}
 
     def machine_config(self, name: str, payload: bytes, *, deadline: float | None) -> MachineConfig:
         """An ephemeral machine (``auto_destroy``, never restarted) whose first call is in
@@ -161,6 +179,7 @@ class Plan:
             payload=payload,
             metadata=metadata,
             lifetime=Ephemeral(),
+            files=[] if self.code is None else [(bundle_guest_path(self.code), self.code.data)],
         )
 
 
@@ -220,6 +239,8 @@ def plan(
     fn_ref, sys_path = function_reference(fn)
     options, app, image = resolve_target(options)
     return Plan(
+        code=code_bundle(fn_ref, options),
+        seal_key=get_runtime().result_key,
         fn_ref=fn_ref,
         sys_path=_portable([*sys_path, *_import_root(fn_ref)]),
         arg_names=_positional_names(fn),
@@ -232,6 +253,27 @@ def plan(
             options.output, current_settings().output, batch=batch_id is not None
         ),
     )
+
+
+def code_bundle(fn_ref: str, options: CallOptions) -> Bundle | None:
+    """The code bundle the calls of ``fn_ref`` carry: None with ``code="image"`` (option,
+    else ``FLYJOBS_CODE``) or when the function's module is installed, not the project's.
+
+    :raises ConfigError: the bundle is over ``FLYJOBS_CODE_MAX_BYTES``, or too large to travel
+        inside the machine config (``FLYJOBS_CODE_INLINE_MAX_BYTES``).
+    """
+    settings = current_settings()
+    if (options.code or settings.code) != "sync":
+        return None
+    bundle = bundle_for(fn_ref, max_bytes=settings.code_max_bytes)
+    if bundle is not None and not inline(bundle, settings.code_inline_max_bytes):
+        raise ConfigError(
+            f"the code of {fn_ref} zips to {len(bundle.data)} bytes, over the"
+            f" {settings.code_inline_max_bytes} bytes that travel inside a machine config"
+            " (FLYJOBS_CODE_INLINE_MAX_BYTES); raise it, keep files out with"
+            f" {bundle.root / '.flyjobsignore'}, or run the image's code with code='image'"
+        )
+    return bundle
 
 
 def _import_root(fn_ref: str) -> list[str]:

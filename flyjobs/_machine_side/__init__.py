@@ -5,8 +5,10 @@ deadlines, the event loop of async functions), `run` (one call of the user's fun
 it, call it, trim the machine's frames from what it raised; for the worker and scheduled runs),
 `scheduled_run` (a scheduled function's runs, each recorded as a line of the machine's log),
 `alerts` (its signed alert POSTs on a failed or missed run),
-`zygote` (the fork server the local emulator starts worker machines from), `forking` (what the
-emulator and its fork server agree on; the emulator imports it, not the zygote).
+`code` (the caller's code bundle of a call: its seal and hash checked, unpacked once, first
+on ``sys.path``), `zygote` (the fork server the local emulator starts worker machines from),
+`forking` (what the emulator and its fork server agree on; the emulator imports it, not the
+zygote).
 
 May import: the standard library, msgpack, `flyjobs._wire`, `flyjobs._exceptions`,
 `flyjobs._declare.schedule` (a cron resident's ticks; standard library only) and

@@ -20,8 +20,16 @@ any class named in the arguments is imported::
                                   # as this one, each starting a pull loop of its own (a warm
                                   # pool's max_concurrency; absent: [], one loop)
      "schedule": None | {...},    # a scheduled function's payload: no caller, see below
-     "idle_s": float}             # with pulls: seconds the answer may be held (absent:
+     "idle_s": float,             # with pulls: seconds the answer may be held (absent:
                                   # NEXT_INPUT_WAIT_S)
+     "code": None | {...}}        # the caller's code bundle the function is imported from
+                                  # (absent: the image's code), see below
+
+``code`` is ``{"sha256": str, "seal": str, "path": str | None, "url": str | None}``: the
+bundle's sha256 (hex), sealed for this call with the result key (`flyjobs._wire.seal.seal_code`,
+empty without a key), and where the bundle is: the guest path of a file of the machine config,
+or a URL to GET it from. The worker checks seal and hash before it unpacks
+(`flyjobs._machine_side.code`).
 
 A scheduled payload (``flyjobs schedule deploy``) has no caller: its ``result_url`` is empty, its
 ``deadline`` 0, and ``schedule`` holds ``{"every": "hourly"}`` or ``{"cron": str, "tz": str}``
@@ -73,6 +81,8 @@ class CallEnvelope:
         ``max_concurrency`` > 1).
     :ivar schedule: for a scheduled function's payload, its schedule (see the module
         docstring); None for a call.
+    :ivar code: the caller's code bundle (see the module docstring): ``sha256``, ``seal``,
+        ``path``, ``url``; None when the function is the image's.
     """
 
     __slots__ = (
@@ -82,6 +92,7 @@ class CallEnvelope:
         "pulls",
         "batch_id",
         "call_id",
+        "code",
         "concurrent",
         "deadline",
         "fn",
@@ -111,7 +122,9 @@ class CallEnvelope:
         schedule: dict[str, Any] | None = None,
         idle_s: float = NEXT_INPUT_WAIT_S,
         concurrent: list[bytes] | None = None,
+        code: dict[str, Any] | None = None,
     ) -> None:
+        self.code = code
         self.pulls = pulls
         self.then = then or []
         self.concurrent = concurrent or []
@@ -234,6 +247,7 @@ def encode_call(
     schedule: Mapping[str, Any] | None = None,
     idle_s: float = NEXT_INPUT_WAIT_S,
     concurrent: Sequence[bytes] = (),
+    code: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -253,6 +267,8 @@ def encode_call(
     :param arguments_url: a URL the worker GETs the encoded arguments from instead: the
         envelope then carries their digest (`arguments_digest`) in place of them.
     :param schedule: makes a scheduled function's payload (see the module docstring).
+    :param code: the caller's code bundle the worker imports the function from (see the
+        module docstring).
     :raises SerializationError: an argument cannot be encoded; the message names it and where
         inside it the offending value sits.
     """
@@ -282,6 +298,8 @@ def encode_call(
         envelope["concurrent"] = list(concurrent)
     if schedule is not None:
         envelope["schedule"] = dict(schedule)
+    if code is not None:
+        envelope["code"] = dict(code)
     return pack(envelope)
 
 
@@ -310,7 +328,20 @@ def decode_call(data: bytes) -> CallEnvelope:
         concurrent=_calls(envelope.get("concurrent"), "concurrent"),
         schedule=field(envelope, "schedule", (dict, type(None))),
         idle_s=_idle_s(envelope.get("idle_s", NEXT_INPUT_WAIT_S)),
+        code=_code(envelope.get("code")),
     )
+
+
+def _code(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not all(isinstance(value.get(key), str) for key in ("sha256", "seal"))
+        or not all(isinstance(value.get(key), (str, type(None))) for key in ("path", "url"))
+    ):
+        raise SerializationError("flyjobs envelope field 'code' is malformed")
+    return value
 
 
 def _calls(value: object, name: str) -> list[bytes]:

@@ -6,7 +6,7 @@ On the wire (inside a result envelope)::
 
     {"type": "module.qualname", "module": str, "message": str, "traceback": str,
      "causes": [{"type": str, "message": str}], "args": bytes | None, "attrs": bytes | None,
-     "stage": "import" | "arguments" | "call" | "result" | "payload"}
+     "stage": "import" | "arguments" | "call" | "result" | "payload" | "code"}
 """
 
 from __future__ import annotations

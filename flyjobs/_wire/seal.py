@@ -12,6 +12,7 @@ __all__ = (
     "open_record",
     "open_result",
     "result_mac",
+    "seal_code",
     "seal_call_record",
     "seal_record",
     "seal_result",
@@ -41,6 +42,7 @@ _RESULT = b"flyjobs-result"
 _JOURNAL = b"flyjobs-journal"
 _CALL_RECORD = b"flyjobs-call-rec"  # person is at most 16 bytes
 _DELIVERY = b"flyjobs-delivery"
+_CODE = b"flyjobs-code"
 
 #: The request header in which a worker proves, before the body, that it holds the result key:
 #: the inbox refuses an upload without it from its request head, so uploads by someone who only
@@ -80,6 +82,13 @@ def delivery_proof(secret: str, path: str) -> str:
     a MAC of the path under the result key. The path names one ticket (its token is fresh), so
     a proof is good for that ticket only."""
     return result_mac(secret, path.encode("utf-8", "surrogateescape"), purpose=_DELIVERY)
+
+
+def seal_code(secret: str, sha256: str, call_id: str) -> str:
+    """The seal of a code bundle's sha256 (hex) in the call ``call_id``'s envelope: a machine
+    holding the result key runs only the code the caller sent for that call, whoever can
+    write the machine's config or the bucket the bundle travels through."""
+    return result_mac(secret, sha256.encode("ascii", "replace"), purpose=_CODE, bound=call_id)
 
 
 def seal_result(secret: str, body: bytes, *, ticket: str, purpose: bytes = _RESULT) -> bytes:

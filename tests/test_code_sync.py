@@ -1,0 +1,119 @@
+"""Code sync end to end: the caller's code travels with its calls (embedded emulator, real
+worker processes), is checked against the hash sealed in the call, and wins over the image's."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _code_project import Project, make_project
+
+import flyjobs
+from flyjobs._calls.plan import Plan
+from flyjobs._calls.runtime import Runtime
+from flyjobs._code.bundle import clear_cache
+from flyjobs._wire.machine import CODE_GUEST_DIR
+
+pytestmark = pytest.mark.usefixtures("no_machine_left")
+
+BODY = "\n\n@flyjobs.remote\ndef where():\n    import os\n    return __file__, os.getcwd()\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> Iterator[Project]:
+    made = make_project(tmp_path, body=BODY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield made
+    made.forget()
+    clear_cache()
+
+
+def _tasks(project: Project) -> Any:
+    return importlib.import_module(f"{project.jobs}.tasks")
+
+
+def test_a_call_imports_the_function_from_its_bundle(project: Project) -> None:
+    tasks = _tasks(project)
+    assert tasks.add_one.remote(4) == 5
+    file, _cwd = tasks.where.remote()
+    assert f"{CODE_GUEST_DIR}/" in file and file.endswith(f"/{project.jobs}/tasks.py")
+
+
+def test_an_edit_runs_at_the_next_call(project: Project) -> None:
+    tasks = _tasks(project)
+    assert tasks.add_one.remote(1) == 2
+    project.tasks.write_text(project.tasks.read_text().replace("- x\n", "- x + 100\n"))
+    project.forget()
+    assert _tasks(project).add_one.remote(1) == 102
+
+
+def _evil_zip(project: Project, marker: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(
+            f"{project.jobs}/tasks.py",
+            f"open({str(marker)!r}, 'w').write('ran')\n",
+        )
+        archive.writestr(f"{project.jobs}/__init__.py", "")
+    return buffer.getvalue()
+
+
+def test_a_replaced_bundle_is_refused_unread(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "attacker-ran"
+    evil = _evil_zip(project, marker)
+    real = Plan.machine_config
+
+    def tampered(self: Plan, name: str, payload: bytes, *, deadline: float | None) -> Any:
+        config = real(self, name, payload, deadline=deadline)
+        assert self.code is not None
+        import base64
+
+        for file in config.files or []:
+            if file.guest_path.endswith(f"{self.code.sha256}.zip"):
+                file.raw_value = base64.b64encode(evil).decode()
+        return config
+
+    monkeypatch.setattr(Plan, "machine_config", tampered)
+    with pytest.raises(flyjobs.ConfigError, match=r"call fj-[0-9a-f]+.*not the one its caller"):
+        _tasks(project).add_one.remote(1)
+    assert not marker.exists()
+
+
+def test_a_bundle_hash_not_sealed_for_the_call_is_refused(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "attacker-ran"
+    evil = _evil_zip(project, marker)
+    import hashlib
+
+    evil_sha = hashlib.sha256(evil).hexdigest()
+    real_field, real_config = Plan.code_field, Plan.machine_config
+
+    def code_field(self: Plan, call_id: str) -> Any:
+        field = real_field(self, call_id)
+        assert field is not None
+        # Someone who can write the config replaces the bundle and its hash, not the seal.
+        return {**field, "sha256": evil_sha, "path": f"{CODE_GUEST_DIR}/{evil_sha}.zip"}
+
+    def config(self: Plan, name: str, payload: bytes, *, deadline: float | None) -> Any:
+        made = real_config(self, name, payload, deadline=deadline)
+        import base64
+
+        for file in made.files or []:
+            if file.guest_path.startswith(CODE_GUEST_DIR):
+                file.guest_path = f"{CODE_GUEST_DIR}/{evil_sha}.zip"
+                file.raw_value = base64.b64encode(evil).decode()
+        return made
+
+    monkeypatch.setattr(Plan, "code_field", code_field)
+    monkeypatch.setattr(Plan, "machine_config", config)
+    with pytest.raises(flyjobs.ConfigError, match=r"call fj-[0-9a-f]+.*not sealed"):
+        _tasks(project).add_one.remote(1)
+    assert not marker.exists()
