@@ -3,8 +3,10 @@ worker processes), is checked against the hash sealed in the call, and wins over
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 from _code_project import Project, make_project
+from _remote_helpers import machines
 
 import flyjobs
 from flyjobs._calls.plan import Plan
@@ -42,6 +45,57 @@ def test_a_call_imports_the_function_from_its_bundle(project: Project) -> None:
     assert tasks.add_one.remote(4) == 5
     file, _cwd = tasks.where.remote()
     assert f"{CODE_GUEST_DIR}/" in file and file.endswith(f"/{project.jobs}/tasks.py")
+
+
+def test_a_machine_never_sees_the_callers_folder(project: Project) -> None:
+    file, cwd = _tasks(project).where.remote()
+    assert not file.startswith(str(project.root)) and not cwd.startswith(str(project.root))
+    assert not cwd.startswith(os.getcwd() + os.sep) and cwd != os.getcwd()
+
+
+def test_a_map_and_a_pool_call_import_from_the_bundle(project: Project) -> None:
+    tasks = _tasks(project)
+    assert list(tasks.add_one.map(range(5))) == [1, 2, 3, 4, 5]
+    pool = flyjobs.Pool(max=1, idle_s=5)
+    try:
+        pooled = tasks.add_one.with_options(pool=pool)
+        assert [pooled.remote(i) for i in (10, 20)] == [11, 21]
+    finally:
+        pool.shutdown()
+
+
+def test_a_bundle_over_the_inline_cap_is_fetched_from_the_inbox_once_per_machine(
+    project: Project, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        runtime, "settings", dataclasses.replace(runtime.settings, code_inline_max_bytes=0)
+    )
+    inbox = runtime.channel.inbox
+    assert inbox is not None
+    before, known = sum(inbox.code_gets.values()), {m.id for m in machines(runtime)}
+    results = _tasks(project).add_one.map(range(40), max_machines=3)
+    assert list(results) == list(range(1, 41))
+    batch = [m for m in machines(runtime) if m.id not in known]
+    assert 1 <= sum(inbox.code_gets.values()) - before == len(batch) <= 3
+
+
+def test_code_image_runs_the_images_copy_which_lacks_the_module(project: Project) -> None:
+    image = _tasks(project).add_one.with_options(code="image")
+    with pytest.raises(flyjobs.RemoteImportError, match=project.jobs) as caught:
+        image.remote(1)
+    assert "ModuleNotFoundError" in caught.value.type_name
+
+
+def test_a_data_file_over_the_cap_is_refused_before_any_machine(
+    project: Project, runtime: Runtime
+) -> None:
+    big = project.root / project.lib / "weights.bin"
+    with big.open("wb") as file:
+        file.truncate(40 * 1024 * 1024)
+    before = len(machines(runtime))
+    with pytest.raises(flyjobs.ConfigError, match=rf"{project.lib}/weights.bin \(40.0 MiB\)"):
+        _tasks(project).add_one.remote(1)
+    assert len(machines(runtime)) == before
 
 
 def test_an_edit_runs_at_the_next_call(project: Project) -> None:

@@ -46,6 +46,9 @@ def on(
 def _facts(on_env: dict[str, str] | None = None) -> dict[str, Any]:
     fn = funcs.probe if on_env is None else funcs.probe.with_options(env=on_env)
     facts: dict[str, Any] = fn.remote()
+    # A machine runs in its own root (its path, per machine, is named alike in both).
+    root = facts["env"]["FLYJOBS_MACHINE_ROOT"]
+    facts["cwd"], facts["path0"] = (facts[k].replace(root, "<root>") for k in ("cwd", "path0"))
     facts["env"] = {k: v for k, v in facts["env"].items() if k not in _PER_MACHINE}
     return facts
 

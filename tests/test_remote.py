@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import datetime as dt
 import decimal
-import enum
 import uuid
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-import pydantic
 import pytest
 import remote_funcs as funcs
 from _remote_helpers import machine_of
 from _remote_helpers import machines as _machines
 from _waiting import eventually
+from remote_funcs import Colour, Model, Point
 
 import flyjobs
 from flyjobs._aio import blocking as _blocking
@@ -27,22 +25,6 @@ from flyjobs._calls.plan import MAX_INLINE_PAYLOAD_BYTES, _portable
 from flyjobs._calls.runtime import Runtime
 from flyjobs._wire.call_envelope import decode_call
 from flyjobs._wire.machine import PAYLOAD_GUEST_PATH
-
-
-@dataclasses.dataclass
-class Point:
-    x: int
-    y: float
-
-
-class Colour(enum.Enum):
-    red = "r"
-
-
-class Model(pydantic.BaseModel):
-    name: str
-    tags: list[str]
-
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 
@@ -250,8 +232,7 @@ def test_code_missing_on_the_machine_is_named_with_the_fix(
     # A module importable here but absent where the machine runs, as when the image lacks it
     # (code="image": nothing of the caller's ships).
     (tmp_path / "vanishing_jobs.py").write_text(
-        "import flyjobs\n\n@flyjobs.remote(timeout_s=30, code='image')\ndef job():\n"
-        "    return 1\n"
+        "import flyjobs\n\n@flyjobs.remote(timeout_s=30, code='image')\ndef job():\n    return 1\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     import vanishing_jobs  # type: ignore[import-not-found]
@@ -263,17 +244,13 @@ def test_code_missing_on_the_machine_is_named_with_the_fix(
     assert "ModuleNotFoundError" in exc.value.type_name
 
 
-def test_import_roots_travel_absolute_and_relative_to_the_project(
+def test_import_roots_travel_relative_to_the_project_never_absolute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     inside, outside = str(tmp_path / "examples"), str(tmp_path.parent / "elsewhere")
-    assert _portable([inside, str(tmp_path), outside]) == [
-        inside,
-        "examples",
-        str(tmp_path),
-        outside,
-    ]
+    # A machine never gets a path into the caller's folders (its code ships in a bundle).
+    assert _portable([inside, str(tmp_path), outside]) == ["examples"]
 
 
 @pytest.mark.anyio

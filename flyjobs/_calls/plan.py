@@ -13,6 +13,7 @@ import math
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -55,6 +56,9 @@ __all__ = (
 MAX_INLINE_PAYLOAD_BYTES = 1024 * 1024
 #: Seconds the worker's own deadline is set after the client's, so the client decides first.
 WORKER_DEADLINE_SLACK_S = 5.0
+#: Seconds a code bundle's URL (inbox or presigned store GET) stays valid: a long batch's
+#: last machines start well after its plan was made.
+CODE_URL_TTL_S = 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +84,9 @@ class Plan:
     code: Bundle | None = dataclasses.field(default=None, repr=False)
     #: the key each call's bundle hash is sealed with (the result key)
     seal_key: str | None = dataclasses.field(default=None, repr=False)
+    #: where machines GET the bundle when it is too large for the machine config (the inbox,
+    #: or a presigned URL of the store); None: it travels inline
+    code_url: str | None = dataclasses.field(default=None, repr=False)
 
     def encode(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], *, spill: bool) -> bytes:
         """The encoded arguments of one input.
@@ -150,6 +157,8 @@ class Plan:
             return None
         sha256 = self.code.sha256
         seal = seal_code(self.seal_key, sha256, call_id) if self.seal_key else ""
+        if self.code_url is not None:
+            return {"sha256": sha256, "seal": seal, "path": None, "url": self.code_url}
         return {"sha256": sha256, "seal": seal, "path": bundle_guest_path(self.code), "url": None}
 
     def machine_config(self, name: str, payload: bytes, *, deadline: float | None) -> MachineConfig:
@@ -179,7 +188,11 @@ class Plan:
             payload=payload,
             metadata=metadata,
             lifetime=Ephemeral(),
-            files=[] if self.code is None else [(bundle_guest_path(self.code), self.code.data)],
+            files=(
+                []
+                if self.code is None or self.code_url is not None
+                else [(bundle_guest_path(self.code), self.code.data)]
+            ),
         )
 
 
@@ -238,9 +251,20 @@ def plan(
         )
     fn_ref, sys_path = function_reference(fn)
     options, app, image = resolve_target(options)
+    runtime = get_runtime()
+    code = code_bundle(fn_ref, options)
+    code_url = None
+    # A pool's machines serve calls of several bundles (after an edit): each call names its
+    # own by URL, so that a machine started with another can fetch it.
+    fetched = options.pool is not None
+    if code is not None and (fetched or not inline(code, runtime.settings.code_inline_max_bytes)):
+        # Uploaded (or served) once per plan: a map's machines, or a pool's, all GET one URL.
+        expires_at = time.time() + CODE_URL_TTL_S
+        code_url = runtime.channel.code_url(code.sha256, code.data, expires_at)
     return Plan(
-        code=code_bundle(fn_ref, options),
-        seal_key=get_runtime().result_key,
+        code=code,
+        code_url=code_url,
+        seal_key=runtime.result_key,
         fn_ref=fn_ref,
         sys_path=_portable([*sys_path, *_import_root(fn_ref)]),
         arg_names=_positional_names(fn),
@@ -255,34 +279,33 @@ def plan(
     )
 
 
-def code_bundle(fn_ref: str, options: CallOptions) -> Bundle | None:
+def code_bundle(fn_ref: str, options: CallOptions, *, purpose: str = "") -> Bundle | None:
     """The code bundle the calls of ``fn_ref`` carry: None with ``code="image"`` (option,
     else ``FLYJOBS_CODE``) or when the function's module is installed, not the project's.
 
-    :raises ConfigError: the bundle is over ``FLYJOBS_CODE_MAX_BYTES``, or too large to travel
-        inside the machine config (``FLYJOBS_CODE_INLINE_MAX_BYTES``).
+    :param purpose: what must carry the bundle inside its machine config (a scheduled
+        function, whose machine outlives any URL); empty for calls, whose larger bundles
+        machines GET from the inbox or the store.
+    :raises ConfigError: the bundle is over ``FLYJOBS_CODE_MAX_BYTES``, or (with ``purpose``)
+        too large to travel inside the machine config (``FLYJOBS_CODE_INLINE_MAX_BYTES``).
     """
     settings = current_settings()
     if (options.code or settings.code) != "sync":
         return None
     bundle = bundle_for(fn_ref, max_bytes=settings.code_max_bytes)
-    if bundle is not None and not inline(bundle, settings.code_inline_max_bytes):
+    if purpose and bundle is not None and not inline(bundle, settings.code_inline_max_bytes):
         raise ConfigError(
             f"the code of {fn_ref} zips to {len(bundle.data)} bytes, over the"
             f" {settings.code_inline_max_bytes} bytes that travel inside a machine config"
-            " (FLYJOBS_CODE_INLINE_MAX_BYTES); raise it, keep files out with"
+            f" (FLYJOBS_CODE_INLINE_MAX_BYTES), and {purpose} carries it in its machine's"
+            " config (a URL would expire); raise it, keep files out with"
             f" {bundle.root / '.flyjobsignore'}, or run the image's code with code='image'"
         )
     return bundle
 
 
 def _import_root(fn_ref: str) -> list[str]:
-    """The folder the function's top-level package was imported from.
-
-    A local machine (the emulator) runs in this process's working directory, from which a module
-    imported through a path pytest or the user added is not importable; naming the folder lets
-    the worker find it. On Fly the folder does not exist in the image and the worker skips it.
-    """
+    """The folder the function's top-level package was imported from (see `_portable`)."""
     module = sys.modules.get(fn_ref.partition(":")[0])
     path = getattr(module, "__file__", None)
     if module is None or not path:
@@ -295,17 +318,19 @@ def _import_root(fn_ref: str) -> list[str]:
 
 
 def _portable(roots: list[str]) -> list[str]:
-    """Import roots as the worker should try them: each absolute path (a local machine runs on
-    this host), then, for one inside the working directory, the same path relative to it. An
-    image copies the project to its WORKDIR, where the worker starts, so ``examples/`` here is
-    ``/app/examples`` there."""
+    """Import roots as the worker should try them: for one inside the working directory, the
+    same path relative to it. An image copies the project to its WORKDIR, where the worker
+    starts, so ``examples/`` here is ``/app/examples`` there (with ``code="image"``). Never an
+    absolute path into this host's folders: a machine sees what a Fly machine would (the
+    image, standing in locally for the installed distributions, and the code its calls ship),
+    and a local machine starts in its own root, where a relative path names nothing of the
+    caller's."""
     cwd = os.getcwd()
     portable: list[str] = []
     for root in roots:
         relative = os.path.relpath(root, cwd)
-        for entry in (root, relative):
-            if entry not in portable and entry != "." and not entry.startswith(".."):
-                portable.append(entry)
+        if relative not in portable and relative != "." and not relative.startswith(".."):
+            portable.append(relative)
     return portable
 
 

@@ -163,8 +163,8 @@ def _run_machine(argv: list[str], env: dict[str, str], cwd: str) -> int:
     os.environ.update(env)
     time.tzset()
     os.chdir(cwd)
-    # As `python -m` sets them: the module's file first in argv, the working directory
-    # first on sys.path.
+    # As `python -m` sets them: the module's file first in argv, the working directory (the
+    # machine's root, never the emulator's folder) first on sys.path.
     sys.argv = [flyjobs.worker.__file__, *argv]
     sys.path[0] = cwd
     return flyjobs.worker.main()

@@ -45,6 +45,7 @@ __all__ = (
     "ResultTicket",
     "StoreTicket",
     "choose_channel",
+    "code_key",
     "result_key",
     "undelivered_reason",
 )
@@ -204,9 +205,30 @@ class Channel:
         if self.store is not None:
             await self.store.discard(key)
 
+    def code_url(self, sha256: str, data: bytes, expires_at: float) -> str:
+        """A URL machines GET the code bundle ``data`` (its sha256 in hex) from until
+        ``expires_at`` (unix s): the inbox's where machines reach it, else a presigned GET of
+        the store's ``code/<sha256>.zip``, uploaded once (HEAD first, create-only). Blocking:
+        call it outside the runtime's event loop.
+
+        :raises ConfigError: results go through the store and no store is configured.
+        """
+        if self.mode == "inbox":
+            assert self.inbox is not None  # bound by the runtime
+            return self.inbox.serve_code(sha256, data, expires_at)
+        assert self.store is not None  # choose_channel picks the store only with one
+        key = code_key(sha256)
+        self.store.put_once_sync(key, data)
+        return self.store.presign("GET", key, expires_at=expires_at)
+
     def undelivered_reason(self, tail: str) -> str:
         """Why a worker exited ``EXIT_DELIVERY_FAILED`` (see `undelivered_reason`)."""
         return undelivered_reason(tail, self.mode)
+
+
+def code_key(sha256: str) -> str:
+    """The store key of the code bundle whose sha256 (hex) is ``sha256``."""
+    return f"code/{sha256}.zip"
 
 
 def choose_channel(

@@ -34,6 +34,10 @@ The inbox serves HTTP with `flyjobs._aio.http_server.BoundedServer` in the curre
 it listens only on the address it is given, times out silent and stalled peers, caps its
 connections, and logs refusals at a bounded rate. A malformed query is a 4xx. A held delivery
 has no time limit from the server (only the inbox's own reply wait).
+
+It also serves the callers' code bundles too large to travel in a machine config
+(`ResultInbox.serve_code`): ``GET /code/{sha256}.zip?expires=…&sig=…``, signed as tickets are
+(the worker checks the bundle against the hash sealed in its call before it unpacks it).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ logger = logging.getLogger("flyjobs.inbox")
 
 _PREFIX = "/results/"
 _BULK_HEADER = BULK_HEADER.lower().encode("ascii")
+_CODE_PREFIX = "/code/"
 #: Seconds past its ``hold_s`` a held delivery waits for its reply before it is answered
 #: ``204`` anyway (the caller always replies sooner; this bounds a caller that is gone).
 _REPLY_MARGIN_S = 2.0
@@ -290,6 +295,9 @@ class ResultInbox:
             collections.OrderedDict()
         )
         self._stack: contextlib.AsyncExitStack | None = None
+        #: code bundles served by their path, and how many GETs each answered
+        self._code: dict[str, bytes] = {}
+        self.code_gets: collections.Counter[str] = collections.Counter()
         self._log = RateLimitedLog(logger, clock=log_clock)
         #: the HTTP server (its `connection_count` shows the connections held)
         self.server = BoundedServer(
@@ -355,8 +363,16 @@ class ResultInbox:
         self._tickets[call_id] = ticket
         return ticket
 
-    def _sign(self, path: str, expires_at: int) -> str:
-        message = f"PUT\n{path}\n{expires_at}".encode()
+    def serve_code(self, sha256: str, data: bytes, expires_at: float) -> str:
+        """Serve the code bundle ``data`` (its sha256 in hex) at a signed GET URL valid until
+        ``expires_at`` (unix s); return the URL. Served until the inbox closes."""
+        path = f"{_CODE_PREFIX}{sha256}.zip"
+        self._code[path] = data
+        expires = math.ceil(expires_at)
+        return f"{self.base_url}{path}?expires={expires}&sig={self._sign(path, expires, 'GET')}"
+
+    def _sign(self, path: str, expires_at: int, method: str = "PUT") -> str:
+        message = f"{method}\n{path}\n{expires_at}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def _forget(self, ticket: Ticket) -> None:
@@ -403,6 +419,9 @@ class ResultInbox:
             return
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
+        if scope["method"] == "GET" and path.startswith(_CODE_PREFIX):
+            await self._send_code(scope, path, send)
+            return
         try:
             reply = await self._accept(scope, path, receive)
         except _Refused as refusal:
@@ -545,6 +564,23 @@ class ResultInbox:
         if ticket._body is not None and not ticket.replies:
             raise _Refused(409, "this call's result was already delivered")
         return ticket
+
+    async def _send_code(self, scope: _Scope, path: str, send: _Send) -> None:
+        try:
+            expires, signature = _query(scope)
+        except _Refused as refusal:
+            await _respond(send, refusal.status, refusal.reason)
+            return
+        data = self._code.get(path)
+        if not hmac.compare_digest(signature.encode(), self._sign(path, expires, "GET").encode()):
+            await _respond(send, 403, "bad signature")
+        elif expires < time.time():
+            await _respond(send, 410, "the URL has expired")
+        elif data is None:
+            await _respond(send, 404, "no such code bundle")
+        else:
+            self.code_gets[path] += 1
+            await _respond(send, 200, data, content_type=b"application/zip")
 
     def _count_late(self, path: str) -> None:
         call_part, _, token = path.removeprefix(_PREFIX).partition("/")

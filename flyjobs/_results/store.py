@@ -251,6 +251,29 @@ class Store:
         except Exception as exc:
             raise _failed("write", key, exc) from exc
 
+    def put_once_sync(self, key: str, data: bytes) -> bool:
+        """Create the object `key` with `data` unless it exists (a HEAD first, then a
+        create-only put, so two writers never overwrite each other); return True when this
+        call created it. Blocking: for threads other than the runtime's event loop."""
+        # lazy: optional dependency (only a process with a store loads it)
+        import obstore
+        from obstore.exceptions import AlreadyExistsError
+
+        try:
+            obstore.head(self._s3, key)
+            return False
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise _failed("read", key, exc) from exc
+        try:
+            obstore.put(self._s3, key, data, mode="create")
+        except AlreadyExistsError:
+            return False
+        except Exception as exc:
+            raise _failed("write", key, exc) from exc
+        return True
+
     async def discard(self, keys: str | Sequence[str]) -> None:
         """Delete objects as clean-up: shielded from cancellation, bounded in time, and a
         failure is logged, not raised (a lifecycle rule or ``flyjobs gc`` removes leftovers)."""

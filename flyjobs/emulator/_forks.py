@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import msgpack  # type: ignore[import-untyped]
 
@@ -99,6 +100,7 @@ class _ForkServer:
         self,
         argv: list[str],
         env: dict[str, str],
+        cwd: Path,
         on_output: Callable[[bytes], None],
         on_exit: Callable[[ExitStatus], None],
     ) -> ProcessHandle | None:
@@ -106,7 +108,7 @@ class _ForkServer:
         could not make one (then it is not asked again)."""
         read_fd, write_fd = os.pipe()
         try:
-            request = msgpack.packb({"fork": [argv, env, os.getcwd()]})
+            request = msgpack.packb({"fork": [argv, env, str(cwd)]})
             try:
                 socket.send_fds(self._sock, [request], [write_fd])
             except OSError:
@@ -253,15 +255,16 @@ class ForkServers:
         argv: list[str],
         env: dict[str, str],
         *,
+        cwd: Path,
         on_output: Callable[[bytes], None],
         on_exit: Callable[[ExitStatus], None],
     ) -> ProcessHandle | None:
-        """A forked worker for ``argv`` if its server can make one, else None (then spawn
-        the machine fresh)."""
+        """A forked worker for ``argv`` in the folder ``cwd`` (the machine's root) if its
+        server can make one, else None (then spawn the machine fresh)."""
         server = self._server_for(argv, env)
         if server is None or not server.usable():
             return None
-        return server.fork(argv[3:], env, on_output, on_exit)
+        return server.fork(argv[3:], env, cwd, on_output, on_exit)
 
     def _server_for(self, argv: list[str], env: dict[str, str]) -> _ForkServer | None:
         if not self._enabled or tuple(argv[1:3]) != _WORKER_ARGS or argv[0] != sys.executable:

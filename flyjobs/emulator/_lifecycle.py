@@ -109,11 +109,11 @@ class Lifecycle:
                 machine.boot_timer = loop.call_later(_FORK_SERVER_POLL_S, self._spawn, machine)
                 return
             persist = (machine.config.get("rootfs") or {}).get("persist")
-            prepare_root(machine.machine_dir, plan.files, keep=persist == "always")
+            root = prepare_root(machine.machine_dir, plan.files, keep=persist == "always")
             on_exit = functools.partial(self._on_exit, machine)
             handle = self._forks.spawn(
-                plan.argv, env, on_output=machine.output.feed, on_exit=on_exit
-            ) or spawn(plan.argv, env, on_output=machine.output.feed, on_exit=on_exit)
+                plan.argv, env, cwd=root, on_output=machine.output.feed, on_exit=on_exit
+            ) or spawn(plan.argv, env, cwd=root, on_output=machine.output.feed, on_exit=on_exit)
         # Runs as a loop callback: an exception let through would be lost and leave the machine
         # in "starting" forever, so every failure to launch ends the run here.
         except Exception as exc:

@@ -213,14 +213,16 @@ def spawn(
     argv: list[str],
     env: dict[str, str],
     *,
+    cwd: Path | None = None,
     on_output: Callable[[bytes], None],
     on_exit: Callable[[ExitStatus], None],
 ) -> ProcessHandle:
     """Start ``argv`` in a new session; its stdout and stderr, one pipe, go to ``on_output``.
 
     Only the emulator holds the pipe's read end, so the process cannot write anywhere else
-    that the logs API serves. The working directory is the emulator's own, so the user's code
-    is importable as it would be from an image's workdir.
+    that the logs API serves. The working directory is ``cwd``: a machine's is its root, never
+    the caller's folder, so that it imports what a Fly machine would (the installed
+    distributions, standing in for the image, and the code its calls ship).
 
     :raises OSError: when the program cannot be started (not found, not executable).
     """
@@ -230,6 +232,7 @@ def spawn(
         popen = subprocess.Popen(
             argv,
             env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=write_fd,
             stderr=subprocess.STDOUT,

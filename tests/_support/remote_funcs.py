@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import os
 import time
 from typing import Any
 
+import pydantic
+
 import flyjobs
+
+
+# Classes of values that travel as arguments: a machine imports them from the code the call
+# ships (this module), as it would from any module of the caller's project that ships.
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+class Colour(enum.Enum):
+    red = "r"
+
+
+class Model(pydantic.BaseModel):
+    name: str
+    tags: list[str]
 
 
 @flyjobs.remote(timeout_s=60)

@@ -59,7 +59,8 @@ def test_environment(client: httpx.Client, app: str) -> None:
     assert env["FLY_PROCESS_GROUP"] == "app"
     assert env["FLY_VM_MEMORY_MB"] == "512"
     assert env[MACHINE_ROOT_ENV].endswith("/root")
-    assert dump["cwd"] == os.getcwd()
+    # Its own root, never the emulator's folder (a Fly machine has no way into the caller's).
+    assert dump["cwd"] == env[MACHINE_ROOT_ENV]
     assert dump["exe"] == sys.executable
 
 
