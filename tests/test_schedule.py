@@ -230,13 +230,46 @@ def test_redeploying_a_changed_function_updates_its_machine(deployment: Deployme
 
     deployment.write("jobs.py", JOBS.replace("schedule_args=(6,)", "schedule_args=(5,)"))
     changed = deployment.cli("deploy", "jobs.py").stdout.splitlines()
-    assert "updated    report" in changed and "unchanged  tick" in changed
+    # The module changed: each of its functions' machines carries the new code (code sync).
+    assert changed == ["updated    tick", "updated    report", "updated    broken"]
     after = {m["name"]: m for m in deployment.machines()}
     assert sorted(after) == sorted(before)  # no second machine
     report = after["fjs-jobs-report"]
     assert report["id"] == before["fjs-jobs-report"]["id"]
     assert report["instance_id"] != before["fjs-jobs-report"]["instance_id"]
     assert deployment.cli("run", "report").stdout.splitlines()[-1] == "35"
+
+
+def test_a_scheduled_function_runs_the_code_it_was_deployed_with(deployment: Deployment) -> None:
+    # The image has neither module: the deployed machine's config carries them (code sync).
+    deployment.write("rates.py", "def rate():\n    return 3\n")
+    deployment.write(
+        "billing.py",
+        """
+        import flyjobs
+        import rates
+
+        @flyjobs.remote(schedule="daily")
+        def bill() -> int:
+            return 10 * rates.rate()
+        """,
+    )
+    assert deployment.cli("deploy", "billing.py").stdout.split() == ["created", "bill"]
+    assert deployment.cli("run", "bill").stdout.splitlines()[-1] == "30"
+    # An edit of a module the function imports is a changed deploy, and runs from then on.
+    deployment.write("rates.py", "def rate():\n    return 4\n")
+    assert deployment.cli("deploy", "billing.py").stdout.split() == ["updated", "bill"]
+    assert deployment.cli("run", "bill").stdout.splitlines()[-1] == "40"
+    # With code="image" nothing ships: the image (here, the installed distributions) lacks it.
+    deployment.write(
+        "billing.py",
+        (deployment.folder / "billing.py")
+        .read_text()
+        .replace('schedule="daily"', 'schedule="daily", code="image"'),
+    )
+    assert deployment.cli("deploy", "billing.py").stdout.split() == ["updated", "bill"]
+    failed = deployment.cli("run", "bill", ok=False)
+    assert "No module named 'billing'" in failed.stderr
 
 
 def test_deploy_creates_the_machine_in_the_functions_region(deployment: Deployment) -> None:
@@ -474,14 +507,16 @@ def test_schedule_options_are_checked_when_decorated() -> None:
 
 
 def test_retries_rerun_a_crashed_run_and_ls_shows_crashes(deployment: Deployment) -> None:
+    # Kept outside the machine: its root (the unpacked code with it) is reset at each start.
+    count = str(deployment.folder / "attempts")
     deployment.write(
         "crashy.py",
-        """
+        f"""
         import os
         import pathlib
         import flyjobs
 
-        COUNT = pathlib.Path(__file__).with_name("attempts")
+        COUNT = pathlib.Path({count!r})
 
         @flyjobs.remote(schedule="weekly", retries=1)
         def flaky() -> int:
@@ -629,7 +664,9 @@ def test_the_traceback_of_a_failed_run_is_kept_and_shown(deployment: Deployment)
     assert run["status"] == "failed"
     assert run["traceback"].startswith("Traceback (most recent call last):")
     assert "in load" in run["traceback"] and "raise ValueError(" in run["traceback"]
-    assert "flyjobs" not in run["traceback"].split("etl.py")[0]  # its own frames first
+    # Its own frames first (the file is in the machine's unpacked bundle, under /flyjobs/code).
+    first_frame = run["traceback"].split("etl.py")[0]
+    assert "site-packages" not in first_frame and "flyjobs/_" not in first_frame
 
     table = deployment.cli("ls", "-v").stdout
     assert "in load" in table and "last failure" in table

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from .._code.bundle import Bundle
 from .._declare.options import CallOptions
 from .._declare.output_choice import resolve_output
 from .._exceptions import ConfigError
@@ -75,10 +76,17 @@ def spawn(
 
 
 def spawn_encoded(
-    fn_ref: str, sys_path: Sequence[str], arguments: bytes, options: CallOptions
+    fn_ref: str,
+    sys_path: Sequence[str],
+    arguments: bytes,
+    options: CallOptions,
+    *,
+    code: Bundle | None = None,
 ) -> Call[Any]:
     """Submit one call of the function ``fn_ref`` whose arguments are already encoded (as a
     deployed scheduled function's payload carries them); return its handle.
+
+    :param code: the code bundle the call carries (the deployed function's), if any.
 
     :raises ConfigError: a setting the call needs (image, app) is missing.
     """
@@ -93,6 +101,8 @@ def spawn_encoded(
         app=app,
         image=image,
         output=resolve_output(options.output, runtime.settings.output, batch=False),
+        code=code,
+        seal_key=runtime.result_key,
     )
     return _submit(runtime, call_plan, arguments)
 

@@ -45,6 +45,7 @@ import sys
 import time
 
 from flyjobs._declare.schedule import cron_ticks
+from flyjobs._machine_side.code import Bundles, CodeRefused
 from flyjobs._machine_side.run import TAIL_CHARS, call, from_user_code, import_function
 from flyjobs._machine_side.shared import EventLoop, capture_output
 from flyjobs._wire.log_lines import ERROR_TRACEBACK_CHARS, RUN_RECORD_PREFIX, error_line
@@ -60,6 +61,7 @@ from flyjobs._wire.machine import (
     TIME_SCALE_ENV,
     WORKER_MODULE,
 )
+from flyjobs._wire.seal import RESULT_KEY_ENV
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -174,6 +176,11 @@ def run_scheduled(call: CallEnvelope, payload: str) -> int:
     return _Run(call, spec, clock, tick, attempt).run()
 
 
+def _no_fetch(url: str) -> bytes:
+    # A scheduled function's bundle is a file of its machine's config: a URL would expire.
+    raise OSError("a scheduled function's code bundle travels in its machine's config")
+
+
 class _Run:
     """One run of the function, recorded."""
 
@@ -229,6 +236,14 @@ class _Run:
         if self.interval_s:
             _thread.start_new_thread(self._skips, (self.interval_s,))
         sys.path[:0] = self.call.sys_path
+        if self.call.code is not None:
+            try:
+                Bundles(os.environ.get(RESULT_KEY_ENV), _no_fetch).use(
+                    self.call.call_id, self.call.code
+                )
+            except CodeRefused as exc:
+                self.record("failed", error=_error(exc))
+                return EXIT_BAD_PAYLOAD
 
         # What the function prints that would read as a run record is written as its line.
         for tail in capture_output(TAIL_CHARS):

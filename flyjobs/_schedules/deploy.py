@@ -32,7 +32,14 @@ from typing import Any
 import anyio
 
 from .._calls.machine_config import Resident, create_args, machine_spec
-from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, _import_root, _portable, _positional_names
+from .._calls.plan import (
+    MAX_INLINE_PAYLOAD_BYTES,
+    _import_root,
+    _portable,
+    _positional_names,
+    code_bundle,
+)
+from .._code.delivery import bundle_guest_path
 from .._declare.function import Function
 from .._declare.options import CallOptions
 from .._declare.schedule import Cron, check_cron, describe, schedule_spec
@@ -47,7 +54,7 @@ from .._output.call_lines import shown
 from .._wire.call_envelope import encode_arguments, encode_call
 from .._wire.metadata import META_FUNCTION, META_SCHEDULE, META_SCHEDULE_SPEC
 from .._wire.reference import function_reference
-from .._wire.seal import result_mac
+from .._wire.seal import result_mac, seal_code
 from ..machines import Machine, MachineConfig, MachinesClient
 
 __all__ = (
@@ -179,9 +186,24 @@ def machine_config(
             f" {MAX_INLINE_PAYLOAD_BYTES} that travel inside a machine config; pass large data"
             " by reference (a URL or object-store key)"
         )
+    call_id = machine_name(scheduled.ref)
+    # The bundle lives in the machine's config, as long as the machine: a presigned URL would
+    # expire. Its bytes are in the config, so a changed bundle is a changed digest.
+    bundle = code_bundle(scheduled.ref, options, purpose=f"the scheduled function {scheduled.ref}")
+    code, files = None, []
+    if bundle is not None:
+        path = bundle_guest_path(bundle)
+        code = {
+            "sha256": bundle.sha256,
+            "seal": seal_code(key, bundle.sha256, call_id),
+            "path": path,
+            "url": None,
+        }
+        files = [(path, bundle.data)]
     payload = encode_call(
         scheduled.ref,
-        call_id=machine_name(scheduled.ref),
+        code=code,
+        call_id=call_id,
         deadline=0.0,
         result_url="",
         sys_path=scheduled.sys_path,
@@ -193,9 +215,11 @@ def machine_config(
     lifetime = Resident(
         schedule, options.retries, keeps_state=bool(options.alert_url) or catches_up
     )
-    config = machine_spec(options, image=image, payload=payload, metadata=None, lifetime=lifetime)
-    # The code runs from the image, but a changed function is a change to deploy (the image
-    # may keep its tag): its source counts in the digest too.
+    config = machine_spec(
+        options, image=image, payload=payload, metadata=None, lifetime=lifetime, files=files
+    )
+    # With code="image" the code runs from the image, but a changed function is a change to
+    # deploy (the image may keep its tag): its source counts in the digest too.
     source = _source(scheduled.function)
     # The region is no part of the config (it is the create request's): a change of it is a
     # change to deploy. Unset, it stays out, so that digests of earlier deploys still match.

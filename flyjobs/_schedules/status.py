@@ -14,10 +14,12 @@ import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .._calls.dispatch import spawn_encoded
 from .._calls.runtime import get_runtime
+from .._code.bundle import Bundle
 from .._declare.options import CallOptions
 from .._declare.schedule import cron_ticks
 from .._exceptions import APIError, ConfigError, SerializationError, TransportError
@@ -31,6 +33,7 @@ from .._wire.machine import (
     EXIT_IMPORT_FAILED,
     SCHEDULE_INTERVALS_S,
 )
+from .._wire.seal import seal_code
 from ..machines import Machine, MachinesClient
 from .deploy import META_SPEC, _destroy, iter_refs, scheduled_machines
 from .health import Health, assess, schedule_now, to_schedule_clock
@@ -361,4 +364,36 @@ def run_now(name: str, app: str | None = None) -> tuple[str, Any]:
         retries=int(call.schedule.get("retries") or 0),
         pickle=call.pickle,
     )
-    return ref, spawn_encoded(call.fn, call.sys_path, call.arguments_data, options).result()
+    bundle = _deployed_bundle(machine, call, key)
+    return ref, spawn_encoded(
+        call.fn, call.sys_path, call.arguments_data, options, code=bundle
+    ).result()
+
+
+def _deployed_bundle(machine: Machine, call: CallEnvelope, key: str) -> Bundle | None:
+    """The code bundle the deployed machine's config carries for its function, checked as its
+    worker checks it (seal under the result key, sha256) before it is sent anywhere.
+
+    :raises ConfigError: the bundle is missing, not sealed by the result key, or not the one
+        its hash names: someone changed the machine's config; deploy again.
+    """
+    code = call.code
+    if code is None:
+        return None
+    import hashlib  # lazy: only `schedule run` of a function with a bundle needs it
+    import hmac  # lazy: as above
+
+    files = (machine.config.files or []) if machine.config else []
+    raw = next((f.raw_value for f in files if f.guest_path == code["path"]), None)
+    try:
+        data = base64.b64decode(raw or "", validate=True)
+    except binascii.Error:
+        data = b""
+    sealed = hmac.compare_digest(code["seal"], seal_code(key, code["sha256"], call.call_id))
+    if not sealed or hashlib.sha256(data).hexdigest() != code["sha256"]:
+        raise ConfigError(
+            f"machine {machine.id}: its code bundle is missing or not the one deployed (its"
+            " seal or hash does not match), so its config was changed after the deploy; run"
+            " `flyjobs schedule deploy` again"
+        )
+    return Bundle(data=data, sha256=code["sha256"], sources=(), root=Path())
