@@ -17,7 +17,11 @@ WORKDIR /app
 COPY . /app
 RUN if [ -f pyproject.toml ] || [ -f setup.py ]; then pip install . ; fi \
  && if [ -f requirements.txt ]; then pip install -r requirements.txt ; fi \
- && python -m compileall -q /app
+ && python -m compileall -q /app \
+ && python -m flyjobs._machine_side.drift
+# ^ records the image's installed distributions (/usr/local/share/flyjobs/distributions.json):
+# a call whose shipped code imports one the image lacks, or at another version than the
+# caller's, is told which (code sync: the image holds the dependencies, the call the code).
 
 # Each machine runs one call: read /flyjobs/call.msgpack, run the function, deliver, exit.
 # It is the image's command (not ENTRYPOINT) so that the machine config's init.cmd, which names

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +27,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+# The "image" of code="image": local machines see bench/ as an image would hold the code.
+os.environ["PYTHONPATH"] = str(HERE)
 
 from _common import bare_config  # noqa: E402, F401  (sets up the environment first)
 from _trivial import noop  # noqa: E402

@@ -241,9 +241,11 @@ class RemoteImportError(CallError):
         self.remote_traceback = remote_traceback
         super().__init__(
             f"the machine could not import {what}: {type_name}: {message}. The image a machine"
-            " boots must hold your code and its dependencies: build it from your project with"
-            " flyjobs' Dockerfile, or point image= (FLYJOBS_IMAGE) at one that does; on the"
-            " local emulator, the module must be importable from this working directory."
+            " boots must hold your dependencies (and, with code='image', your code): build it"
+            " from your project with flyjobs' Dockerfile, or point image= (FLYJOBS_IMAGE) at"
+            " one that does; with code sync (the default) your project's own modules ship with"
+            " each call (`flyjobs code` lists them); on the local emulator the image is the"
+            " installed distributions."
             f"\n\nRemote traceback:\n{remote_traceback}"
         )
 

@@ -56,6 +56,7 @@ import time
 
 from flyjobs._exceptions import SerializationError
 from flyjobs._machine_side.code import Bundles, CodeRefused
+from flyjobs._machine_side.drift import explain_missing
 from flyjobs._machine_side.run import TAIL_CHARS, from_user_code, import_function
 from flyjobs._machine_side.run import call as call_function
 from flyjobs._machine_side.shared import (
@@ -328,7 +329,9 @@ class _Worker:
             return None, EXIT_BAD_PAYLOAD
         try:
             return self._function(call.fn), EXIT_OK
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit) as failure:
+            # Shipped code that imports what the image lacks: named, with the image.
+            exc = explain_missing(failure, call.code.get("requires", [])) if call.code else failure
             log(f"cannot import {call.fn}: {type(exc).__name__}: {exc}")
             self._deliver(slot, call, self._encode_error(slot, call, "import", exc), final=True)
             return None, EXIT_IMPORT_FAILED

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 import io
 import os
 import zipfile
@@ -171,3 +172,52 @@ def test_a_bundle_hash_not_sealed_for_the_call_is_refused(
     with pytest.raises(flyjobs.ConfigError, match=r"call fj-[0-9a-f]+.*not sealed"):
         _tasks(project).add_one.remote(1)
     assert not marker.exists()
+
+
+def _fake_distribution(folder: Path, version: str) -> None:
+    """An installed distribution ``fakedist_mod`` in ``folder`` (a site folder of the caller
+    that the machine, standing in for an image without it, does not have)."""
+    (folder / "fakedist_mod").mkdir(parents=True)
+    (folder / "fakedist_mod" / "__init__.py").write_text("VALUE = 7\n")
+    info = folder / f"fakedist_mod-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: fakedist_mod\nVersion: {version}\n"
+    )
+
+
+def test_a_distribution_the_image_lacks_is_named_with_the_image(
+    project: Project, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path_factory.mktemp("caller-site")
+    _fake_distribution(site, "1.4.2")
+    monkeypatch.syspath_prepend(str(site))
+    (project.root / project.jobs / "fake_user.py").write_text(
+        "import flyjobs\nimport fakedist_mod\n\n\n@flyjobs.remote\n"
+        "def value():\n    return fakedist_mod.VALUE\n"
+    )
+    fake_user = importlib.import_module(f"{project.jobs}.fake_user")
+    assert fake_user.value.local() == 7
+    with pytest.raises(flyjobs.RemoteImportError) as caught:
+        fake_user.value.remote()
+    message = str(caught.value)
+    assert "fakedist_mod (1.4.2 here), which is not installed in" in message
+    assert "rebuild the image" in message
+
+
+def test_a_version_that_differs_from_the_images_is_one_line(
+    project: Project, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (project.root / project.jobs / "packs.py").write_text(
+        "import flyjobs\nimport msgpack\n\n\n@flyjobs.remote\n"
+        "def packed(x):\n    return msgpack.packb(x)\n"
+    )
+    record = tmp_path / "distributions.json"
+    record.write_text('{"msgpack": "0.0.1"}')
+    packs = importlib.import_module(f"{project.jobs}.packs")
+    env = {"FLYJOBS_IMAGE_DISTRIBUTIONS": str(record)}
+    assert packs.packed.with_options(env=env).remote(1) == b"\x01"
+    shown = "".join(capfd.readouterr())
+    here = importlib.metadata.version("msgpack")
+    assert f"flyjobs: msgpack {here} here, 0.0.1 in " in shown
+    assert shown.count("rebuild the image") == 1

@@ -157,9 +157,14 @@ class Plan:
             return None
         sha256 = self.code.sha256
         seal = seal_code(self.seal_key, sha256, call_id) if self.seal_key else ""
+        field: dict[str, Any] = {"sha256": sha256, "seal": seal, "path": None, "url": None}
         if self.code_url is not None:
-            return {"sha256": sha256, "seal": seal, "path": None, "url": self.code_url}
-        return {"sha256": sha256, "seal": seal, "path": bundle_guest_path(self.code), "url": None}
+            field["url"] = self.code_url
+        else:
+            field["path"] = bundle_guest_path(self.code)
+        if self.code.requires:
+            field["requires"] = [list(each) for each in self.code.requires]
+        return field
 
     def machine_config(self, name: str, payload: bytes, *, deadline: float | None) -> MachineConfig:
         """An ephemeral machine (``auto_destroy``, never restarted) whose first call is in

@@ -39,6 +39,8 @@ class Bundle:
     sha256: str
     sources: tuple[Source, ...]
     root: Path
+    #: installed distributions its modules import: (module, distribution, version here)
+    requires: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -83,6 +85,7 @@ def bundle_for(fn_ref: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Bundle | N
         sha256=hashlib.sha256(data).hexdigest(),
         sources=collected.sources,
         root=collected.root,
+        requires=collected.requires,
     )
     with _cache_lock:
         _cache[key] = (collected, bundle)

@@ -15,6 +15,7 @@ import ast
 import importlib.machinery
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,9 @@ class Collected:
     root: Path
     sources: tuple[Source, ...]
     watched: tuple[tuple[str, tuple[int, int] | None], ...]
+    #: the installed distributions the shipped modules import: (top-level module,
+    #: distribution, its version here), for the machine to name drift from its image
+    requires: tuple[tuple[str, str, str], ...] = ()
 
 
 def stamp(path: str) -> tuple[int, int] | None:
@@ -105,6 +109,7 @@ class _Walk:
         self.watched: dict[str, tuple[int, int] | None] = {}
         self.seen: set[str] = set(_NEVER_NAMES)
         self.pending: list[str] = []  # .py files whose imports are still to follow
+        self.external: set[str] = set()  # imported top-level names that are installed
         for name in (".gitignore", IGNORE_FILE):
             path = str(root / name)
             self.watched[path] = stamp(path)
@@ -172,15 +177,20 @@ class _Walk:
                 return
             origin = spec.origin if spec.has_location else None
             locations = list(spec.submodule_search_locations or [])
+        shipped = False
         if locations:
             for location in locations:
                 folder = os.path.realpath(location)
                 if self.local(folder):
                     self.add_unit(name, folder, is_package=True)
+                    shipped = True
         elif origin:
             path = os.path.realpath(origin)
             if self.local(path) and path.endswith(".py"):
                 self.add_unit(name, path, is_package=False)
+                shipped = True
+        if not shipped:
+            self.external.add(name)
 
 
 def _imported_names(path: str) -> set[str]:
@@ -225,4 +235,34 @@ def collect(module_name: str, module_file: str) -> Collected | None:
     walk.add_unit(module_name.partition(".")[0], location, is_package=packaged)
     walk.follow()
     sources = tuple(sorted(walk.sources.values(), key=lambda source: source.name))
-    return Collected(root=root, sources=sources, watched=tuple(walk.watched.items()))
+    return Collected(
+        root=root,
+        sources=sources,
+        watched=tuple(walk.watched.items()),
+        requires=_distributions(sorted(walk.external)),
+    )
+
+
+def _distributions(modules: list[str]) -> tuple[tuple[str, str, str], ...]:
+    """(module, distribution, version here) of each installed top-level module that belongs
+    to a distribution."""
+    import importlib.metadata  # lazy: only a bundle's build needs it
+
+    found: list[tuple[str, str, str]] = []
+    by_module: Mapping[str, list[str]] | None = None
+    for module in modules:
+        try:
+            found.append((module, module, importlib.metadata.version(module)))
+            continue
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        if by_module is None:
+            # Slower (it reads every distribution's file list): only for a module whose
+            # distribution is named otherwise (yaml: PyYAML).
+            by_module = importlib.metadata.packages_distributions()
+        for dist in by_module.get(module, [])[:1]:
+            try:
+                found.append((module, dist, importlib.metadata.version(dist)))
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return tuple(found)

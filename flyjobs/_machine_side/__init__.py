@@ -6,9 +6,10 @@ it, call it, trim the machine's frames from what it raised; for the worker and s
 `scheduled_run` (a scheduled function's runs, each recorded as a line of the machine's log),
 `alerts` (its signed alert POSTs on a failed or missed run),
 `code` (the caller's code bundle of a call: its seal and hash checked, unpacked once, first
-on ``sys.path``), `zygote` (the fork server the local emulator starts worker machines from),
-`forking` (what the emulator and its fork server agree on; the emulator imports it, not the
-zygote).
+on ``sys.path``), `drift` (the image's recorded distributions against those the shipped code
+imports: errors and warnings that name them), `zygote` (the fork server the local emulator
+starts worker machines from), `forking` (what the emulator and its fork server agree on; the
+emulator imports it, not the zygote).
 
 May import: the standard library, msgpack, `flyjobs._wire`, `flyjobs._exceptions`,
 `flyjobs._declare.schedule` (a cron resident's ticks; standard library only) and

@@ -20,6 +20,7 @@ import os
 import sys
 
 from flyjobs._exceptions import ConfigError
+from flyjobs._machine_side.drift import drift_lines
 from flyjobs._wire.machine import CODE_GUEST_DIR, MACHINE_ROOT_ENV
 from flyjobs._wire.seal import seal_code
 
@@ -72,6 +73,9 @@ class Bundles:
         folder = self._folders.get(sha256)
         if folder is None:
             folder = self._folders[sha256] = self._unpack(call_id, code)
+            # Once per bundle and machine, on the call's stderr: which dependencies differ.
+            for line in drift_lines(code.get("requires", [])):
+                sys.stderr.write(f"flyjobs: {line}\n")
         replaced = self._current is not None
         if replaced:
             self._forget(self._folders[self._current or ""])

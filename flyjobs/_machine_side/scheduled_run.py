@@ -46,6 +46,7 @@ import time
 
 from flyjobs._declare.schedule import cron_ticks
 from flyjobs._machine_side.code import Bundles, CodeRefused
+from flyjobs._machine_side.drift import explain_missing
 from flyjobs._machine_side.run import TAIL_CHARS, call, from_user_code, import_function
 from flyjobs._machine_side.shared import EventLoop, capture_output
 from flyjobs._wire.log_lines import ERROR_TRACEBACK_CHARS, RUN_RECORD_PREFIX, error_line
@@ -254,7 +255,10 @@ class _Run:
         try:
             fn = import_function(self.call.fn)
         except (Exception, SystemExit) as exc:
-            self.failed("failed", _error(exc), final=self.last_attempt)
+            requires = (self.call.code or {}).get("requires", [])
+            self.failed(
+                "failed", _error(explain_missing(exc, requires)), final=self.last_attempt
+            )
             return EXIT_IMPORT_FAILED
         try:
             args, kwargs = self.call.arguments()

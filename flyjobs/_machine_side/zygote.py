@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import os
 import select
 import signal
@@ -42,6 +43,12 @@ import msgpack  # type: ignore[import-untyped]
 import flyjobs._declare.function
 import flyjobs.worker
 from flyjobs._machine_side.forking import signal_machine
+
+# What a worker imports to check and unpack a call's code bundle (flyjobs._machine_side.code),
+# which code sync ships with every call by default: extension modules (a dlopen each).
+for _module in ("_sha2", "_sha256", "zlib"):  # _sha2 from Python 3.12, _sha256 before
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_module)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

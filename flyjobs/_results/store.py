@@ -257,7 +257,7 @@ class Store:
         call created it. Blocking: for threads other than the runtime's event loop."""
         # lazy: optional dependency (only a process with a store loads it)
         import obstore
-        from obstore.exceptions import AlreadyExistsError
+        from obstore.exceptions import AlreadyExistsError  # lazy: as above
 
         try:
             obstore.head(self._s3, key)

@@ -198,6 +198,7 @@ def machine_config(
             "seal": seal_code(key, bundle.sha256, call_id),
             "path": path,
             "url": None,
+            "requires": [list(each) for each in bundle.requires],
         }
         files = [(path, bundle.data)]
     payload = encode_call(

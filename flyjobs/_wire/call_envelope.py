@@ -25,10 +25,12 @@ any class named in the arguments is imported::
      "code": None | {...}}        # the caller's code bundle the function is imported from
                                   # (absent: the image's code), see below
 
-``code`` is ``{"sha256": str, "seal": str, "path": str | None, "url": str | None}``: the
-bundle's sha256 (hex), sealed for this call with the result key (`flyjobs._wire.seal.seal_code`,
-empty without a key), and where the bundle is: the guest path of a file of the machine config,
-or a URL to GET it from. The worker checks seal and hash before it unpacks
+``code`` is ``{"sha256": str, "seal": str, "path": str | None, "url": str | None,
+"requires": [[module, distribution, version]]}``: the bundle's sha256 (hex), sealed for this
+call with the result key (`flyjobs._wire.seal.seal_code`, empty without a key), where the bundle
+is (the guest path of a file of the machine config, or a URL to GET it from), and the installed
+distributions its modules import with the caller's versions (absent: none; see
+`flyjobs._machine_side.drift`). The worker checks seal and hash before it unpacks
 (`flyjobs._machine_side.code`).
 
 A scheduled payload (``flyjobs schedule deploy``) has no caller: its ``result_url`` is empty, its
@@ -339,9 +341,17 @@ def _code(value: object) -> dict[str, Any] | None:
         not isinstance(value, dict)
         or not all(isinstance(value.get(key), str) for key in ("sha256", "seal"))
         or not all(isinstance(value.get(key), (str, type(None))) for key in ("path", "url"))
+        or not _requires(value.get("requires", []))
     ):
         raise SerializationError("flyjobs envelope field 'code' is malformed")
     return value
+
+
+def _requires(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(each, list) and len(each) == 3 and all(isinstance(s, str) for s in each)
+        for each in value
+    )
 
 
 def _calls(value: object, name: str) -> list[bytes]:
