@@ -8,6 +8,8 @@ import importlib
 import importlib.metadata
 import io
 import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +223,75 @@ def test_a_version_that_differs_from_the_images_is_one_line(
     here = importlib.metadata.version("msgpack")
     assert f"flyjobs: msgpack {here} here, 0.0.1 in " in shown
     assert shown.count("rebuild the image") == 1
+
+
+#: Runs the cell on stdin as a notebook kernel does: its source in linecache, under a name
+#: that is no file, in ``__main__``.
+NOTEBOOK = """
+import linecache, sys
+cell = sys.stdin.read()
+linecache.cache["<cell-1>"] = (len(cell), None, cell.splitlines(True), "<cell-1>")
+exec(compile(cell, "<cell-1>", "exec"), vars(sys.modules["__main__"]))
+"""
+
+CELL = """
+import math, threading
+import flyjobs
+import nb_helpers
+from nb_helpers import triple
+
+SCALE = 10
+
+def inner(x):
+    return x + 1
+
+@flyjobs.remote
+def f(x):
+    return triple(inner(x)) * SCALE + int(math.sqrt(16)) + nb_helpers.triple(0)
+
+print(f.remote(1), list(f.map([1, 2])))
+
+LOCK = threading.Lock()
+
+@flyjobs.remote
+def g():
+    with LOCK:
+        return 1
+
+try:
+    g.remote()
+except flyjobs.SerializationError as exc:
+    print("refused:", exc)
+"""
+
+
+def _run(tmp_path: Path, *args: str, stdin: str = "") -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "FLYJOBS_"))}
+    done = subprocess.run(
+        [sys.executable, *args],
+        input=stdin,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_notebook_cells_function_ships_by_its_source(tmp_path: Path) -> None:
+    (tmp_path / "nb_helpers.py").write_text("def triple(x):\n    return 3 * x\n")
+    out = _run(tmp_path, "-c", NOTEBOOK, stdin=CELL).splitlines()
+    assert out[0] == "64 [64, 94]"
+    assert out[1].startswith("refused: g uses 'LOCK', a lock of this session")
+
+
+def test_a_scripts_function_ships_the_script(tmp_path: Path) -> None:
+    (tmp_path / "script_helpers.py").write_text("def half(x):\n    return x // 2\n")
+    (tmp_path / "jobs.py").write_text(
+        "import flyjobs\nimport script_helpers\n\n\n@flyjobs.remote\n"
+        "def half(x):\n    return script_helpers.half(x)\n\n\n"
+        'if __name__ == "__main__":\n    print(half.remote(84))\n'
+    )
+    assert _run(tmp_path, "jobs.py").strip() == "42"

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .._code.bundle import Bundle, bundle_for
+from .._code.bundle import Bundle, bundle_for, bundle_of_source
 from .._code.delivery import bundle_guest_path, inline
+from .._code.main_source import interactive, main_module_source
 from .._declare.options import CallOptions
 from .._declare.output_choice import resolve_output
 from .._exceptions import ConfigError, SerializationError
@@ -254,10 +255,20 @@ def plan(
             " level of a module runs again on every machine that imports it, so each machine"
             ' would start the next; put the calls under `if __name__ == "__main__":`'
         )
-    fn_ref, sys_path = function_reference(fn)
-    options, app, image = resolve_target(options)
-    runtime = get_runtime()
-    code = code_bundle(fn_ref, options)
+    if interactive(fn) and (options.code or current_settings().code) == "sync":
+        # A notebook's (or REPL's) function: made a module by its source, which ships.
+        module_name, source = main_module_source(fn)
+        fn_ref, sys_path = f"{module_name}:{fn.__qualname__}", list[str]()
+        options, app, image = resolve_target(options)
+        runtime = get_runtime()
+        code: Bundle | None = bundle_of_source(
+            module_name, source, max_bytes=runtime.settings.code_max_bytes
+        )
+    else:
+        fn_ref, sys_path = function_reference(fn)
+        options, app, image = resolve_target(options)
+        runtime = get_runtime()
+        code = code_bundle(fn_ref, options)
     code_url = None
     # A pool's machines serve calls of several bundles (after an edit): each call names its
     # own by URL, so that a machine started with another can fetch it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
 import threading
 import zipfile
@@ -18,9 +19,9 @@ from pathlib import Path
 
 from .._exceptions import ConfigError
 from .._wire.codec import main_module_name
-from .collect import IGNORE_FILE, Collected, Source, collect, stamp
+from .collect import IGNORE_FILE, Collected, Source, collect, collect_source, stamp
 
-__all__ = ("DEFAULT_MAX_BYTES", "Bundle", "bundle_for", "clear_cache", "pack")
+__all__ = ("DEFAULT_MAX_BYTES", "Bundle", "bundle_for", "bundle_of_source", "clear_cache", "pack")
 
 #: Largest total size (bytes, before compression) of the files a bundle holds, by default.
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
@@ -78,6 +79,28 @@ def bundle_for(fn_ref: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Bundle | N
     collected = collect(module_name, module_file)
     if collected is None:
         return None
+    return _built(key, collected, max_bytes)
+
+
+def bundle_of_source(
+    module_name: str, source: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Bundle:
+    """The bundle of a module made here (a notebook's function, see
+    `flyjobs._code.main_source`) and the project's own modules it imports, the project being
+    the working directory's. Cached as `bundle_for` is.
+
+    :raises ConfigError: over ``max_bytes``, as for `bundle_for`.
+    """
+    key = (module_name, "")
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None and all(stamp(path) == was for path, was in cached[0].watched):
+        _check_size(cached[1].sources, cached[1].root, max_bytes)
+        return cached[1]
+    return _built(key, collect_source(module_name, source, os.getcwd()), max_bytes)
+
+
+def _built(key: tuple[str, str], collected: Collected, max_bytes: int) -> Bundle:
     _check_size(collected.sources, collected.root, max_bytes)
     data = pack(collected.sources)
     bundle = Bundle(
@@ -115,8 +138,10 @@ def pack(sources: tuple[Source, ...]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for source in sorted(sources, key=lambda each: each.name):
-            with open(source.path, "rb") as file:
-                content = file.read()
+            content = source.content
+            if content is None:
+                with open(source.path, "rb") as file:
+                    content = file.read()
             info = zipfile.ZipInfo(source.name, date_time=_EPOCH)
             info.create_system = 3  # unix: external_attr holds the mode
             info.external_attr = (0o100644 & 0xFFFF) << 16

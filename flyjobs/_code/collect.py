@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pathspec
 
-__all__ = ("IGNORE_FILE", "Collected", "Source", "collect", "project_root")
+__all__ = ("IGNORE_FILE", "Collected", "Source", "collect", "collect_source", "project_root")
 
 #: The file, in the project root, whose gitignore-style patterns keep files out of bundles.
 IGNORE_FILE = ".flyjobsignore"
@@ -40,6 +40,9 @@ class Source:
     name: str
     path: str
     size: int
+    #: the file's bytes, for a module made here rather than read from a file (a notebook's
+    #: function, `flyjobs._code.main_source`)
+    content: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,10 @@ class _Walk:
                     self.seen.add(name)
                     self._resolve(name)
 
+    def resolve(self, name: str) -> None:
+        """Ship the top-level ``name`` if it is the project's own; else note it installed."""
+        self._resolve(name)
+
     def _resolve(self, name: str) -> None:
         if name in sys.stdlib_module_names or name in sys.builtin_module_names:
             return
@@ -200,6 +207,11 @@ def _imported_names(path: str) -> set[str]:
             source = file.read()
     except OSError:
         return set()
+    return _names_in(source, path)
+
+
+def _names_in(source: bytes, path: str) -> set[str]:
+    """The top-level names Python ``source`` imports (absolute imports, anywhere in it)."""
     if b"import" not in source:
         return set()
     try:
@@ -238,6 +250,29 @@ def collect(module_name: str, module_file: str) -> Collected | None:
     return Collected(
         root=root,
         sources=sources,
+        watched=tuple(walk.watched.items()),
+        requires=_distributions(sorted(walk.external)),
+    )
+
+
+def collect_source(module_name: str, source: str, folder: str) -> Collected:
+    """What a module made here (``module_name``, ``source``: a notebook's function) needs: the
+    module itself and the project's own modules it imports, the project being the one of
+    ``folder`` (the working directory)."""
+    root = project_root(os.path.join(folder, "__main__.py"), folder)
+    walk = _Walk(root)
+    data = source.encode()
+    name = f"{module_name}.py"
+    walk.sources[name] = Source(name=name, path="", size=len(data), content=data)
+    walk.seen.add(module_name)
+    for imported in sorted(_names_in(data, name)):
+        if imported not in walk.seen:
+            walk.seen.add(imported)
+            walk.resolve(imported)
+    walk.follow()
+    return Collected(
+        root=root,
+        sources=tuple(sorted(walk.sources.values(), key=lambda source: source.name)),
         watched=tuple(walk.watched.items()),
         requires=_distributions(sorted(walk.external)),
     )
