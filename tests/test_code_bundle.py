@@ -105,3 +105,17 @@ def test_flyjobs_code_lists_what_would_ship(project: Project) -> None:
     assert f"{project.lib}/table.csv" in result.output
     assert f"sha256 {bundle.sha256}" in result.output
     assert "travels: inline in each machine's config" in result.output
+
+
+def test_a_schedules_bundle_over_the_inline_cap_is_refused(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flyjobs._calls.plan import code_bundle
+    from flyjobs._calls.runtime import shutdown_runtime
+    from flyjobs._declare.options import CallOptions
+
+    shutdown_runtime()  # the settings are read from the environment below
+    monkeypatch.setenv("FLYJOBS_CODE_INLINE_MAX_BYTES", "100")
+    with pytest.raises(ConfigError, match=r"over the 100 bytes .*\(a URL would expire\)"):
+        code_bundle(_ref(project), CallOptions(), purpose="the scheduled function x")
+    assert code_bundle(_ref(project), CallOptions()) is not None  # a call fetches it instead

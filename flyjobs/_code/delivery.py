@@ -1,8 +1,9 @@
 """How a bundle travels to a machine: inline in its config while small, else fetched.
 
 A bundle of at most ``code_inline_max_bytes`` (zipped) is a file of the machine config
-(``config.files``, base64 ``raw_value``) at `bundle_guest_path`; the call envelope names the
-path and the bundle's sha256, which the worker checks before it unpacks
+(``config.files``, base64 ``raw_value``) at `bundle_guest_path`; a larger one is fetched from a
+URL (`flyjobs._results.channel.Channel.code_url`: the inbox, else the object store). The call
+envelope names where it is and its sha256, which the worker checks before it unpacks
 (`flyjobs._machine_side.code`).
 """
 
@@ -32,6 +33,8 @@ def travel(bundle: Bundle, inline_max_bytes: int) -> str:
             f" {inline_max_bytes}: FLYJOBS_CODE_INLINE_MAX_BYTES)"
         )
     return (
-        f"fetched by each machine once ({len(bundle.data)} bytes zipped, over the"
-        f" {inline_max_bytes}-byte inline cap FLYJOBS_CODE_INLINE_MAX_BYTES)"
+        f"fetched once by each machine ({len(bundle.data)} bytes zipped, over the"
+        f" {inline_max_bytes}-byte inline cap FLYJOBS_CODE_INLINE_MAX_BYTES): from this"
+        " process's inbox where machines reach it, else from the object store as"
+        f" code/{bundle.sha256}.zip, uploaded once; a scheduled function cannot deploy it"
     )
