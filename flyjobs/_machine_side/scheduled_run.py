@@ -256,9 +256,7 @@ class _Run:
             fn = import_function(self.call.fn)
         except (Exception, SystemExit) as exc:
             requires = (self.call.code or {}).get("requires", [])
-            self.failed(
-                "failed", _error(explain_missing(exc, requires)), final=self.last_attempt
-            )
+            self.failed("failed", _error(explain_missing(exc, requires)), final=self.last_attempt)
             return EXIT_IMPORT_FAILED
         try:
             args, kwargs = self.call.arguments()
