@@ -11,7 +11,9 @@ A *stray* is a flyjobs machine that is still up although no call can want it any
   of this host (same hostname, and no process with its pid and start time); machines of other
   hosts' clients are judged by their deadline alone.
 
-Machines without a deadline (scheduled ones) are never strays by deadline.
+Machines without a deadline (scheduled ones) are never strays by deadline. Standby machines
+(``flyjobs_standby``) are never strays: they are stopped and reset, not destroyed, by
+`flyjobs._standby.claim.recover_standbys`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .._wire.metadata import (
     META_DEADLINE,
     META_FUNCTION,
     META_POOL,
+    META_STANDBY,
 )
 from ..machines import Machine, MachinesClient
 
@@ -89,6 +92,7 @@ class JobMachine:
     :ivar client: the ``flyjobs_client`` that created it ("" when not recorded).
     :ivar created_at: unix seconds (None when the API did not say).
     :ivar pool: the warm pool (`flyjobs.Pool` name) it belongs to ("" outside pools).
+    :ivar standby: its shape, when it is a standby machine running a call ("" otherwise).
     """
 
     id: str
@@ -102,6 +106,7 @@ class JobMachine:
     client: str
     created_at: float | None
     pool: str = ""
+    standby: str = ""
 
     @classmethod
     def from_machine(cls, machine: Machine) -> JobMachine | None:
@@ -126,6 +131,7 @@ class JobMachine:
             client=metadata.get(META_CLIENT, ""),
             created_at=created.timestamp() if isinstance(created, datetime) else None,
             pool=metadata.get(META_POOL, ""),
+            standby=metadata.get(META_STANDBY, ""),
         )
 
     def may_run(self, call_id: str) -> bool:
@@ -169,7 +175,7 @@ def find_strays(
     """The strays among ``jobs`` (see the module docstring), each with its reason."""
     strays = []
     for job in jobs:
-        if job.state in _GONE_STATES:
+        if job.state in _GONE_STATES or job.standby:
             continue
         if job.deadline is not None and now > job.deadline + grace_s:
             late = now - job.deadline

@@ -1,0 +1,16 @@
+"""Remote functions of the standby tests (the worker imports this module by reference)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import flyjobs
+
+
+@flyjobs.remote(timeout_s=60, retries=1)
+def machine_of(x: int, gate: str = "") -> tuple[int, str]:
+    """``x`` and the machine it ran on, once ``gate`` (a path) exists, if one is given."""
+    while gate and not os.path.exists(gate):
+        time.sleep(0.02)
+    return x, os.environ["FLY_MACHINE_ID"]
