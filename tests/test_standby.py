@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+import standby_funcs
 from _fly_helpers import APP, fly_env
+from _waiting import eventually
 
+from flyjobs._standby.fleet import create_standbys
 from flyjobs.emulator import RunningEmulator
+from flyjobs.machines import MachinesClient
 
 SUPPORT = Path(__file__).resolve().parent / "_support"
 TARGET = "standby_funcs.py::machine_of"
@@ -59,11 +66,17 @@ def _leased(env: dict[str, str], machine_id: str) -> bool:
 
 
 def _make_standbys(env: dict[str, str], count: int) -> list[str]:
-    made = flyjobs("standby", "create", "--count", str(count), "--function", TARGET, env=env)
-    assert made.returncode == 0, made.stderr
-    ids = made.stdout.split()
-    assert len(ids) == count
-    return ids
+    """``count`` standbys of `standby_funcs.machine_of`'s shape, made as `flyjobs standby
+    create --function` makes them (in this process: a command costs a second to start)."""
+    options = standby_funcs.machine_of.options
+    client = MachinesClient(token=env["FLY_API_TOKEN"], base_url=env["FLY_API_HOSTNAME"])
+
+    async def make() -> list[str]:
+        async with client:
+            image = env["FLYJOBS_IMAGE"]
+            return await create_standbys(client, APP, options, image=image, count=count)
+
+    return anyio.run(make)
 
 
 def _assert_at_rest(env: dict[str, str], ids: list[str]) -> None:
@@ -79,8 +92,12 @@ def _assert_at_rest(env: dict[str, str], ids: list[str]) -> None:
         assert not _leased(env, machine_id), machine_id
 
 
+@pytest.mark.slow
 def test_standby_create_ls_rm(fly: dict[str, str]) -> None:
-    ids = _make_standbys(fly, 2)
+    made = flyjobs("standby", "create", "--count", "2", "--function", TARGET, env=fly)
+    assert made.returncode == 0, made.stderr
+    ids = made.stdout.split()
+    assert len(ids) == 2
     _assert_at_rest(fly, ids)
     listed = flyjobs("standby", "ls", "--json", env=fly)
     assert listed.returncode == 0, listed.stderr
@@ -94,3 +111,105 @@ def test_standby_create_ls_rm(fly: dict[str, str]) -> None:
     assert unknown.returncode == 1 and "no standby machine nosuchmachine" in unknown.stderr
     assert flyjobs("standby", "rm", "--all", env=fly).returncode == 0
     assert not set(ids) & set(_machines(fly))  # destroyed (and so no longer listed)
+
+
+def test_a_map_runs_on_standbys_and_gives_them_back_at_rest(fly: dict[str, str]) -> None:
+    ids = _make_standbys(fly, 3)
+    values = list(standby_funcs.machine_of.map(range(6), max_machines=3, standby=True))
+    assert [x for x, _ in values] == list(range(6))
+    assert {machine for _, machine in values} <= set(ids)
+    assert set(_machines(fly)) == set(ids)  # no machine created: the standbys sufficed
+    _assert_at_rest(fly, ids)
+
+
+def test_two_maps_at_once_never_share_a_standby(fly: dict[str, str], tmp_path: Path) -> None:
+    """Both maps claim from the same four standbys at the same moment; each machine that runs
+    one map's inputs runs none of the other's, and every standby is back at rest after."""
+    ids = _make_standbys(fly, 4)
+    gate = str(tmp_path / "go")
+    fn = standby_funcs.machine_of
+    first = fn.map(range(2), [gate] * 2, max_machines=2, standby=True)
+    second = fn.map(range(2, 4), [gate] * 2, max_machines=2, standby=True)
+
+    def running() -> bool:
+        return [m["state"] for m in _machines(fly).values()].count("started") == 4
+
+    eventually(running, "both maps' machines started")
+    Path(gate).touch()
+    ran_first = {machine for _, machine in first}
+    ran_second = {machine for _, machine in second}
+    assert not ran_first & ran_second
+    assert (ran_first | ran_second) & set(ids)  # standbys were used
+    _assert_at_rest(fly, ids)
+
+
+def test_a_standby_killed_mid_input_is_replaced_and_the_input_retried_once(
+    fly: dict[str, str], tmp_path: Path
+) -> None:
+    ids = _make_standbys(fly, 2)
+    gate = str(tmp_path / "go")
+    results = standby_funcs.machine_of.map(range(2), [gate] * 2, max_machines=2, standby=True)
+
+    def started() -> list[str] | None:
+        machines = _machines(fly)
+        up = [i for i in ids if machines[i]["state"] == "started"]
+        return up if len(up) == 2 else None
+
+    victim = eventually(started, "both standbys started")[0]
+    with _api(fly) as http:
+        # Killed from outside, as a crash would (the caller's lease refuses a signal request).
+        processes = http.get(f"/v1/apps/{APP}/machines/{victim}/ps").json()
+    os.kill(min(p["pid"] for p in processes), signal.SIGKILL)
+    eventually(lambda: _machines(fly)[victim]["state"] == "stopped", "the victim stopped")
+    Path(gate).touch()
+    values = list(results)
+    assert [x for x, _ in values] == [0, 1]
+    assert victim not in {machine for _, machine in values}
+    summary = results.summary()
+    assert summary.retried == 1, summary
+    _assert_at_rest(fly, ids)
+
+
+CALLER = textwrap.dedent(
+    """
+    import sys
+
+    import flyjobs._standby.claim as claim
+    import standby_funcs
+
+    claim.LEASE_TTL_S = 2  # a dead caller's claims expire within the test
+    gate = sys.argv[1]
+    results = standby_funcs.machine_of.map(range(2), [gate] * 2, max_machines=2, standby=True)
+    list(results)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_caller_mid_map_leaves_no_standby_started_after_gc(
+    fly: dict[str, str], tmp_path: Path
+) -> None:
+    ids = _make_standbys(fly, 2)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "FLYJOBS_"))}
+    caller = subprocess.Popen(
+        [sys.executable, "-c", CALLER, str(tmp_path / "never")],
+        env={**base, **fly},
+        cwd=SUPPORT,
+    )
+    try:
+        eventually(
+            lambda: all(_machines(fly)[i]["state"] == "started" for i in ids),
+            "the caller's map started both standbys",
+        )
+    finally:
+        caller.send_signal(signal.SIGKILL)
+        caller.wait()
+    # Its leases are no longer refreshed: they expire after their TTL, and no one holds them.
+    eventually(lambda: not any(_leased(fly, i) for i in ids), "the dead caller's leases expired")
+    assert all(_machines(fly)[i]["state"] == "started" for i in ids)  # left running
+    done = flyjobs("gc", env=fly)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line.split()[2] for line in done.stdout.splitlines() if "standby" in line) == (
+        sorted(ids)
+    )
+    _assert_at_rest(fly, ids)

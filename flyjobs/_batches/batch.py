@@ -27,6 +27,12 @@ input back for another machine (within ``retries``); a result is taken from a ti
 and a ticket is closed before its input is retried, so no input's result is delivered twice.
 However the batch ends (done, cancelled, failed, interpreter exit), every machine it created is
 destroyed or exiting by itself, watched until it has.
+
+With ``standby``, the batch first claims free standby machines of its shape (`flyjobs._standby`)
+under their leases, up to the machines it may run, and starts one for each input it hands out
+before it creates any machine: standbys need no turn of the create rate. However the batch
+ends, each is stopped, reset and released (`MachineRun.destroy` gives a claimed run back), and
+claims it never started are released.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from .._calls.attempt import (
 from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, Plan
 from .._calls.runtime import Runtime
 from .._exceptions import FlyjobsError, TooManyFailuresError
+from .._standby.claim import Claim, claim_standbys
 from .._wire.bulk import encode_chunk
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
@@ -111,6 +118,7 @@ class Batch:
         of the process as well).
     :param reuse: machines take more than one input.
     :param max_failures: stop after this many failed inputs (None: never stop).
+    :param standby: claim free standby machines of the batch's shape before creating any.
     """
 
     def __init__(
@@ -126,8 +134,12 @@ class Batch:
         window: int,
         total_hint: int | None = None,
         journal: Recorder | None = None,
+        standby: bool = False,
     ) -> None:
         self._journal = journal
+        self._standby = standby
+        self._claims: list[Claim] = []
+        self._want = min(max_machines, total_hint) if total_hint else max_machines
         self._runtime = runtime
         self._plan = plan
         self._outcomes = outcomes
@@ -169,6 +181,8 @@ class Batch:
         """Run the batch to its end; cancelling it destroys every machine it made."""
         try:
             await check_secrets(self._runtime, self._plan)
+            if self._standby:
+                await self._claim_standbys()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._source.start(tg)
@@ -180,19 +194,41 @@ class Batch:
                     except BaseException:
                         self._slots.release_on_behalf_of(holder)
                         raise
-                    # The create's turn first, then the input: an input is not held back from
-                    # the machines already running while its create waits for the rate limit.
-                    await pace_create(self._runtime, self._plan.app)
+                    claim = self._claims.pop() if self._claims else None
+                    if claim is None:
+                        # The create's turn first, then the input: an input is not held back
+                        # from the machines already running while its create waits for the
+                        # rate limit.
+                        await pace_create(self._runtime, self._plan.app)
                     item = await self._source.take()
                     if item is None:
+                        if claim is not None:
+                            self._claims.append(claim)
                         self._release(holder)
                         break
-                    tg.start_soon(self._machine, item, holder)
+                    tg.start_soon(self._machine, item, holder, claim)
         except Exception as exc:
             self._outcomes.abort(sole_error(exc))
         finally:
+            while self._claims:
+                await self._claims.pop().release()
             self._source.close()
             self.stats.finished()
+
+    async def _claim_standbys(self) -> None:
+        """Claim free standbys of the batch's shape, up to the machines it may run, and keep
+        their leases alive until each is given back."""
+        runtime, plan = self._runtime, self._plan
+        self._claims = await claim_standbys(
+            runtime.client,
+            plan.app,
+            plan.options,
+            image=plan.image,
+            want=self._want,
+            description=f"flyjobs batch {plan.batch_id}",
+        )
+        for claim in self._claims:
+            runtime.background(claim.keep)
 
     def _inputs_ended(self, total: int, error: BaseException | None) -> None:
         self.stats.inputs_ended()
@@ -290,7 +326,7 @@ class Batch:
             # runs, so values reach the caller (and a journal) as they come.
             held.attempt.ticket.polls = True
 
-    async def _machine(self, item: Item, holder: object | None) -> None:
+    async def _machine(self, item: Item, holder: object | None, claim: Claim | None) -> None:
         plan, runtime = self._plan, self._runtime
         held: _Held | None = None
         run: MachineRun | None = None
@@ -304,16 +340,26 @@ class Batch:
             if self._reuse:
                 name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
             try:
-                run = await MachineRun.create(
-                    runtime,
-                    plan,
-                    name,
-                    self._payload(first),
-                    first.attempt.deadline,
-                    pulls=self._reuse,
-                    paced=True,
-                    restart=partial(self._restart_clocks, first),
-                )
+                if claim is not None:
+                    run = await MachineRun.start_claimed(
+                        runtime,
+                        plan,
+                        claim,
+                        self._payload(first),
+                        first.attempt.deadline,
+                        pulls=self._reuse,
+                    )
+                else:
+                    run = await MachineRun.create(
+                        runtime,
+                        plan,
+                        name,
+                        self._payload(first),
+                        first.attempt.deadline,
+                        pulls=self._reuse,
+                        paced=True,
+                        restart=partial(self._restart_clocks, first),
+                    )
             except Exception as exc:
                 self.stats.create_failed()
                 held = None

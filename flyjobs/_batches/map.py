@@ -244,12 +244,14 @@ def start_map(
     journal: Recorder | None = None,
     output: Literal["live", "errors", "none"] | None = None,
     total_hint: int | None = None,
+    standby: bool | None = None,
 ) -> _MapRun:
     """Check the map's settings and start its batch; see the module docstring. A ``journal``
     makes it resumable (`flyjobs._batches.resume`); it is closed when the map ends. ``output``
     overrides the function's ``output`` option for this map. ``total_hint`` is the number of
     inputs when known beforehand (`input_count`): progress shows no total and no ETA without
-    it until the last input is read.
+    it until the last input is read. ``standby``: claim standby machines first (None: the
+    ``standby`` setting).
 
     :raises ConfigError: an invalid setting, or a setting the calls need is missing.
     :raises SerializationError: the function cannot be referenced by the worker.
@@ -257,6 +259,8 @@ def start_map(
     try:
         _check_count("max_machines", max_machines)
         _check_count("max_failures", max_failures)
+        if standby is not None and not isinstance(standby, bool):
+            raise ConfigError(f"standby={standby!r}: give True, False, or None (the setting)")
         for name, flag in (("reuse", reuse), ("order_outputs", order_outputs)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"{name}={flag!r}: give True or False")
@@ -291,6 +295,7 @@ def start_map(
             window=max(_MIN_WINDOW, 4 * limit),
             total_hint=total_hint,
             journal=journal,
+            standby=runtime.settings.standby if standby is None else standby,
         )
         display = None
         if progress if progress is not None else sys.stderr.isatty():

@@ -99,7 +99,13 @@ def create(
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of standbys.")
 @shows_errors
 def ls(app: str | None, as_json: bool) -> None:
-    """List the app's standby machines: state, shape, image, region, and who claims one."""
+    """List the app's standby machines: state, shape, image, region, and who claims one.
+
+    \b
+    Example:
+        flyjobs standby ls
+        flyjobs standby ls --json | jq -r '.[] | select(.claimed_by == "") | .id'
+    """
     _settings, client, app = api_client(app)
 
     async def fetch() -> list[Standby]:

@@ -33,10 +33,13 @@ if TYPE_CHECKING:
         progress: bool | None
         batch: str | None
         output: Literal["live", "errors", "none"] | None
+        standby: bool | None
 
 
 #: The keyword settings of ``fn.map``/``fn.starmap`` besides order_outputs/return_exceptions.
-_MAP_SETTINGS = ("max_machines", "reuse", "max_failures", "progress", "batch", "output")
+_MAP_SETTINGS = (
+    "max_machines", "reuse", "max_failures", "progress", "batch", "output", "standby",
+)  # fmt: skip
 
 P = ParamSpec("P")
 # Covariant: pyright types an ``async def``'s value as ``CoroutineType[..., T]``, which matches
@@ -245,6 +248,10 @@ class _MapFace(Generic[F]):
             failed inputs printed, and once a line saying how to see the rest), ``"live"``
             (every line, as it is printed) or ``"none"``; default: the function's ``output``
             option, else ``FLYJOBS_OUTPUT``, else ``"errors"``.
+        :param standby: first claim free standby machines of the function's shape (made with
+            ``flyjobs standby create``) and start them all at once, creating machines only
+            beyond them; each is stopped and given back before the map returns (default:
+            ``FLYJOBS_STANDBY`` or ``[tool.flyjobs] standby``, else False).
         :return: an iterator of the values; its ``summary()`` tells counts and timings.
         :raises ConfigError: before any machine, for no iterable, an unknown setting (call
             options such as ``timeout_s`` go through ``fn.with_options``), or a setting of the
@@ -764,6 +771,7 @@ class Function(Generic[P, R]):
             journal=journal,
             output=settings.get("output"),
             total_hint=input_count(sources),
+            standby=settings.get("standby"),
         )
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
