@@ -184,7 +184,7 @@ async def _lease(
     image: str,
     description: str,
 ) -> Claim | None:
-    """A claim on ``machine_id`` if its lease is free and it is still at rest once leased."""
+    """A claim on ``machine_id`` if its lease is free."""
     try:
         with patient_until(anyio.current_time() + LEASE_TTL_S):
             lease = await client.acquire_lease(
@@ -196,16 +196,10 @@ async def _lease(
         logger.warning("standby %s not leased: %s", machine_id, exc)
         return None
     assert lease.nonce is not None  # acquire_lease refuses an answer without one
-    claim = Claim(client, app, machine_id, lease.nonce, options, image, ttl_s=LEASE_TTL_S)
-    try:
-        standby = standby_of(await client.get_machine(app, machine_id))
-    except (APIError, TransportError):
-        standby = None
-    if standby is None or not standby.at_rest:
-        # Claimed and released by another caller meanwhile, or left running by a dead one.
-        await claim.release()
-        return None
-    return claim
+    # Not read again once leased: a standby another caller claimed after the listing is
+    # given back at rest before its lease is released, and one a dead caller left running
+    # (its lease expired) is taken over by the update that starts it.
+    return Claim(client, app, machine_id, lease.nonce, options, image, ttl_s=LEASE_TTL_S)
 
 
 async def recover_standbys(
