@@ -213,3 +213,16 @@ def test_sigkill_of_the_caller_mid_map_leaves_no_standby_started_after_gc(
         sorted(ids)
     )
     _assert_at_rest(fly, ids)
+
+
+def test_a_pool_with_standby_starts_a_standby_and_gives_it_back_at_shutdown(
+    fly: dict[str, str],
+) -> None:
+    ids = _make_standbys(fly, 1)
+    try:
+        assert standby_funcs.pooled_machine.remote() == ids[0]
+        assert standby_funcs.pooled_machine.remote() == ids[0]  # warm: the same machine
+    finally:
+        standby_funcs.pool.shutdown()
+    _assert_at_rest(fly, ids)
+    assert set(_machines(fly)) == set(ids)  # none created

@@ -394,6 +394,8 @@ class Batch:
                 self._source.give_back(never_ran.item)
             if run is not None:
                 runtime.live.forget(plan.app, run.id)
+            elif claim is not None:
+                await claim.release()  # never started (or already given back)
             if holder is not None:
                 self._release(holder)
 

@@ -102,7 +102,10 @@ class Claim:
                 logger.warning("lease on standby %s not released: %s", self.machine_id, exc)
 
     async def release(self) -> None:
-        """Give back a claim that was never started: only its lease is released."""
+        """Give back a claim that was never started: only its lease is released (nothing when
+        it was given back already)."""
+        if self._given_back:
+            return
         self._given_back = True
         self._scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(_GIVE_BACK_TIMEOUT_S):

@@ -14,3 +14,12 @@ def machine_of(x: int, gate: str = "") -> tuple[int, str]:
     while gate and not os.path.exists(gate):
         time.sleep(0.02)
     return x, os.environ["FLY_MACHINE_ID"]
+
+
+pool = flyjobs.Pool(max=1, standby=True, idle_s=30)
+
+
+@flyjobs.remote(timeout_s=60, pool=pool)
+def pooled_machine() -> str:
+    """The machine the pooled call ran on."""
+    return os.environ["FLY_MACHINE_ID"]
