@@ -226,3 +226,18 @@ def test_a_pool_with_standby_starts_a_standby_and_gives_it_back_at_shutdown(
         standby_funcs.pool.shutdown()
     _assert_at_rest(fly, ids)
     assert set(_machines(fly)) == set(ids)  # none created
+
+
+def test_a_map_left_early_gives_its_standbys_back_before_it_returns(
+    fly: dict[str, str], tmp_path: Path
+) -> None:
+    """A ``break`` out of a map whose other standby still runs an input: by the time the map
+    is closed, every standby is stopped, reset and released (no waiting after it)."""
+    ids = _make_standbys(fly, 2)
+    gate = str(tmp_path / "never")
+    fn = standby_funcs.machine_of
+    with fn.map([0, 1], ["", gate], max_machines=2, standby=True, order_outputs=False) as values:
+        for value in values:
+            assert value[0] == 0
+            break
+    _assert_at_rest(fly, ids)
