@@ -16,7 +16,7 @@ import logging
 
 import anyio
 
-from .._calls.machine_config import standby_metadata
+from .._calls.machine_config import standby_config, standby_metadata
 from .._declare.options import CallOptions
 from .._exceptions import APIError, ConflictError, FlyjobsError, NotFoundError, TransportError
 from .._wire.metadata import META_STANDBY, META_STANDBY_IMAGE
@@ -91,7 +91,7 @@ class Claim:
         self._scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(_GIVE_BACK_TIMEOUT_S):
             try:
-                await rest(self._client, self._app, self.machine_id, self.nonce)
+                await self._reset()
             except (APIError, TransportError) as exc:
                 logger.error("standby %s not reset (flyjobs gc will): %s", self.machine_id, exc)
             try:
@@ -100,6 +100,17 @@ class Claim:
                 pass  # expired already, or the machine is gone
             except (APIError, TransportError) as exc:
                 logger.warning("lease on standby %s not released: %s", self.machine_id, exc)
+
+    async def _reset(self) -> None:
+        """One update to its resting config without a launch (the emulator also stops a
+        machine still running then); one the answer shows still running (Fly documents only
+        that ``skip_launch`` does not restart it) is then stopped (`rest`)."""
+        config = standby_config(self._options, image=self._image)
+        machine = await self._client.update_machine(
+            self._app, self.machine_id, config, skip_launch=True, nonce=self.nonce
+        )
+        if machine.state not in AT_REST:
+            await rest(self._client, self._app, self.machine_id, self.nonce)
 
     async def release(self) -> None:
         """Give back a claim that was never started: only its lease is released (nothing when
