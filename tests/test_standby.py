@@ -241,3 +241,26 @@ def test_a_map_left_early_gives_its_standbys_back_before_it_returns(
             assert value[0] == 0
             break
     _assert_at_rest(fly, ids)
+
+
+@pytest.mark.slow
+def test_a_throttled_update_of_a_standby_is_waited_out_and_its_input_runs_there(
+    make_emulator: Callable[..., RunningEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fly limits updates per machine (1/s, burst 3): a standby whose burst is spent answers
+    the map's update 429; the map waits it out (client pacing off, so the 429 does come) and
+    the input runs on that standby, not elsewhere."""
+    monkeypatch.setenv("FLYJOBS_RATE_LIMITS", "off")
+    for fly in fly_env(make_emulator(rate_limits=True), monkeypatch):
+        [standby] = _make_standbys(fly, 1)
+        resting = _machines(fly)[standby]["config"]
+        with _api(fly) as http:
+            path = f"/v1/apps/{APP}/machines/{standby}"
+            codes = [
+                http.post(path, json={"config": resting, "skip_launch": True}).status_code
+                for _ in range(4)
+            ]
+        assert codes[-1] == 429  # its update burst is spent
+        [(value, machine)] = list(standby_funcs.machine_of.map([7], standby=True))
+        assert (value, machine) == (7, standby)
+        _assert_at_rest(fly, [standby])
