@@ -30,7 +30,8 @@ destroyed or exiting by itself, watched until it has.
 
 With ``standby``, the batch first claims free standby machines of its shape (`flyjobs._standby`)
 under their leases, up to the machines it may run, and starts one for each input it hands out
-before it creates any machine: standbys need no turn of the create rate. However the batch
+(each as soon as its lease is held) before it creates any machine: standbys need no turn of
+the create rate. However the batch
 ends, each is stopped, reset and released (`MachineRun.destroy` gives a claimed run back), and
 claims it never started are released.
 """
@@ -139,7 +140,14 @@ class Batch:
         self._journal = journal
         self._standby = standby
         self._claims: list[Claim] = []
-        self._want = min(max_machines, total_hint) if total_hint else max_machines
+        #: set when no more claims will come (at once without ``standby``)
+        self._claimed = anyio.Event()
+        self._claim_came = anyio.Event()
+        if not standby:
+            self._claimed.set()
+        # Standbys to claim: no more than can run at once (this batch's and the process's
+        # bound), nor than there are inputs.
+        self._want = min(max_machines, runtime.settings.max_machines, total_hint or max_machines)
         self._runtime = runtime
         self._plan = plan
         self._outcomes = outcomes
@@ -181,10 +189,10 @@ class Batch:
         """Run the batch to its end; cancelling it destroys every machine it made."""
         try:
             await check_secrets(self._runtime, self._plan)
-            if self._standby:
-                await self._claim_standbys()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if self._standby:
+                    tg.start_soon(self._claim_standbys)
                 self._source.start(tg)
                 while True:
                     holder = object()
@@ -194,7 +202,7 @@ class Batch:
                     except BaseException:
                         self._slots.release_on_behalf_of(holder)
                         raise
-                    claim = self._claims.pop() if self._claims else None
+                    claim = await self._next_claim()
                     if claim is None:
                         # The create's turn first, then the input: an input is not held back
                         # from the machines already running while its create waits for the
@@ -216,19 +224,37 @@ class Batch:
             self.stats.finished()
 
     async def _claim_standbys(self) -> None:
-        """Claim free standbys of the batch's shape, up to the machines it may run, and keep
-        their leases alive until each is given back."""
+        """Claim free standbys of the batch's shape, up to the machines it may run, each
+        handed to the batch as soon as its lease is held, and keep their leases alive until
+        each is given back."""
         runtime, plan = self._runtime, self._plan
-        self._claims = await claim_standbys(
-            runtime.client,
-            plan.app,
-            plan.options,
-            image=plan.image,
-            want=self._want,
-            description=f"flyjobs batch {plan.batch_id}",
-        )
-        for claim in self._claims:
+
+        def came(claim: Claim) -> None:
+            self._claims.append(claim)
             runtime.background(claim.keep)
+            self._claim_came.set()
+
+        try:
+            await claim_standbys(
+                runtime.client,
+                plan.app,
+                plan.options,
+                image=plan.image,
+                want=self._want,
+                description=f"flyjobs batch {plan.batch_id}",
+                on_claim=came,
+            )
+        finally:
+            self._claimed.set()
+            self._claim_came.set()
+
+    async def _next_claim(self) -> Claim | None:
+        """A claimed standby for the next machine: one held now, or the next to come while
+        claims are still being made; None once there are no more."""
+        while not self._claims and not self._claimed.is_set():
+            self._claim_came = anyio.Event()
+            await self._claim_came.wait()
+        return self._claims.pop() if self._claims else None
 
     def _inputs_ended(self, total: int, error: BaseException | None) -> None:
         self.stats.inputs_ended()

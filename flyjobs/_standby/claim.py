@@ -13,6 +13,7 @@ live lease.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import anyio
 
@@ -152,10 +153,12 @@ async def claim_standbys(
     image: str,
     want: int,
     description: str,
+    on_claim: Callable[[Claim], None] | None = None,
 ) -> list[Claim]:
     """Take up to ``want`` free standbys of ``options``' shape and ``image`` (and region, when
     ``options`` names one), each under a fresh lease; a standby another caller leased first is
-    skipped. Their leases are not refreshed yet: start `Claim.keep` for each.
+    skipped. Their leases are not refreshed yet: start `Claim.keep` for each. ``on_claim`` is
+    given each claim as soon as its lease is held (the leases are asked for all at once).
 
     Finding none is not an error (the batch creates machines instead); neither is an API
     failure, which is logged.
@@ -182,6 +185,8 @@ async def claim_standbys(
             claim = await _lease(client, app, machine_id, options, image, description)
             if claim is not None:
                 found.append(claim)
+                if on_claim is not None:
+                    on_claim(claim)
 
         async with anyio.create_task_group() as tg:
             for machine_id in batch:
