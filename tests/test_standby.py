@@ -21,6 +21,7 @@ import standby_funcs
 from _fly_helpers import APP, fly_env
 from _waiting import eventually
 
+from flyjobs import ConfigError, Pool
 from flyjobs._standby.fleet import create_standbys
 from flyjobs.emulator import RunningEmulator
 from flyjobs.machines import MachinesClient
@@ -264,3 +265,10 @@ def test_a_throttled_update_of_a_standby_is_waited_out_and_its_input_runs_there(
         [(value, machine)] = list(standby_funcs.machine_of.map([7], standby=True))
         assert (value, machine) == (7, standby)
         _assert_at_rest(fly, [standby])
+
+
+def test_a_pool_that_suspends_takes_no_standby_option() -> None:
+    with pytest.raises(ConfigError, match='idle="suspend", standby=True'):
+        Pool(idle="suspend", standby=True)
+    with pytest.raises(ConfigError, match="standby='yes'"):
+        Pool(standby="yes")  # type: ignore[arg-type]
