@@ -362,30 +362,8 @@ class Batch:
             if self._slice > 1:
                 await self._take_slice(first)
                 slice_ = first.following
-            name = first.call_id
-            if self._reuse:
-                name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
             try:
-                if claim is not None:
-                    run = await MachineRun.start_claimed(
-                        runtime,
-                        plan,
-                        claim,
-                        self._payload(first),
-                        first.attempt.deadline,
-                        pulls=self._reuse,
-                    )
-                else:
-                    run = await MachineRun.create(
-                        runtime,
-                        plan,
-                        name,
-                        self._payload(first),
-                        first.attempt.deadline,
-                        pulls=self._reuse,
-                        paced=True,
-                        restart=partial(self._restart_clocks, first),
-                    )
+                run = await self._start(first, claim)
             except Exception as exc:
                 self.stats.create_failed()
                 held = None
@@ -424,6 +402,29 @@ class Batch:
                 await claim.release()  # never started (or already given back)
             if holder is not None:
                 self._release(holder)
+
+    async def _start(self, first: _Held, claim: Claim | None) -> MachineRun:
+        """Create the machine that takes ``first`` (and what follows it in its slice or
+        chunk), or start the claimed standby ``claim`` with it."""
+        plan, runtime = self._plan, self._runtime
+        if claim is not None:
+            payload, deadline = self._payload(first), first.attempt.deadline
+            return await MachineRun.start_claimed(
+                runtime, plan, claim, payload, deadline, pulls=self._reuse
+            )
+        name = first.call_id
+        if self._reuse:
+            name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
+        return await MachineRun.create(
+            runtime,
+            plan,
+            name,
+            self._payload(first),
+            first.attempt.deadline,
+            pulls=self._reuse,
+            paced=True,
+            restart=partial(self._restart_clocks, first),
+        )
 
     async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
         """Wait for the held input's result (or the machine's end); return the next input

@@ -163,10 +163,8 @@ def standby_config(options: CallOptions, *, image: str) -> MachineConfig:
     """A standby machine at rest: the image and guest of ``options``, the worker command and
     no payload or env (a call brings them when it claims the machine), never restarted nor
     destroyed by itself, and the metadata that marks it (`standby_metadata`)."""
-    spec = machine_spec(
-        options, image=image, payload=b"", metadata=standby_metadata(options, image),
-        lifetime=Claimed(),
-    )  # fmt: skip
+    marks = standby_metadata(options, image)
+    spec = machine_spec(options, image=image, payload=b"", metadata=marks, lifetime=Claimed())
     spec["env"] = {}
     del spec["files"]
     return MachineConfig.model_validate(spec)
