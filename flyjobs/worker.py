@@ -279,6 +279,8 @@ class _Worker:
                 tail.start(slot.index, call.call_id)
         self._mark(slot, "start", call.call_id)
         self.deadlines.set(slot.index, call.deadline, call.fn)
+        # Each call reports its own marks: none of the slot's previous call's.
+        slot.timings = {"worker_start": self.started}
         fn, failed = self._import(slot, call)
         if fn is None:
             return failed, None
@@ -328,7 +330,7 @@ class _Worker:
         if call.code is not None and not self._take_code(slot, call):
             return None, EXIT_BAD_PAYLOAD
         try:
-            return self._function(call.fn), EXIT_OK
+            return self._function(call.fn, slot.timings), EXIT_OK
         except (Exception, SystemExit) as failure:
             # Shipped code that imports what the image lacks: named, with the image.
             exc = explain_missing(failure, call.code.get("requires", [])) if call.code else failure
@@ -361,11 +363,15 @@ class _Worker:
         self.stderr.end_line()
         self.stdout.write_line(call_mark(kind, call_id))
 
-    def _function(self, ref: str) -> Callable[..., Any]:
+    def _function(self, ref: str, timings: dict[str, float]) -> Callable[..., Any]:
+        """The function ``ref`` names, imported by the first call that needs it: that call's
+        ``timings`` mark the import."""
         with self._imports:
             fn = self._functions.get(ref)
             if fn is None:
+                timings["import_start"] = time.time()
                 fn = self._functions[ref] = import_function(ref)
+                timings["import_end"] = time.time()
             return fn
 
     def _run_function(
@@ -379,7 +385,7 @@ class _Worker:
         """Run the function; return the encoded result (its value or its exception)."""
         slot.timings["function_start"] = time.time()
         try:
-            value = call_function(fn, args, kwargs, self.loop)
+            value = call_function(fn, args, kwargs, self.loop, call.traceparent)
         except BaseException as exc:
             # KeyboardInterrupt and the user's own BaseException subclasses too: they are the
             # function's outcome, delivered like any exception.
@@ -394,6 +400,7 @@ class _Worker:
     def _encode(
         self, slot: _Slot, call: CallEnvelope, value: object = None, error: ErrorInfo | None = None
     ) -> bytes:
+        slot.timings["deliver_start"] = time.time()
         return encode_result(
             call.call_id,
             value=value,

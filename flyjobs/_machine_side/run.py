@@ -13,6 +13,7 @@ import sys
 import types
 
 from flyjobs._machine_side.shared import EventLoop
+from flyjobs._machine_side.trace_context import Joined, traced_coroutine
 from flyjobs._wire.codec import import_reference
 from flyjobs._wire.machine import set_importing_function
 
@@ -49,11 +50,22 @@ def import_function(ref: str) -> Callable[..., Any]:
 
 
 def call(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], loop: EventLoop
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    loop: EventLoop,
+    traceparent: str | None = None,
 ) -> Any:
-    """Call `fn`; a coroutine it returns runs on `loop`."""
-    value = fn(*args, **kwargs)
+    """Call `fn`; a coroutine it returns runs on `loop`. With a ``traceparent`` (the caller
+    traces), the function runs in the caller's trace (`flyjobs._machine_side.trace_context`)."""
+    if traceparent is None:
+        value = fn(*args, **kwargs)
+    else:
+        with Joined(traceparent):
+            value = fn(*args, **kwargs)
     if isinstance(value, types.CoroutineType):
+        if traceparent is not None:
+            value = traced_coroutine(value, traceparent)
         return loop.run(value)
     return value
 

@@ -22,8 +22,10 @@ any class named in the arguments is imported::
      "schedule": None | {...},    # a scheduled function's payload: no caller, see below
      "idle_s": float,             # with pulls: seconds the answer may be held (absent:
                                   # NEXT_INPUT_WAIT_S)
-     "code": None | {...}}        # the caller's code bundle the function is imported from
+     "code": None | {...},        # the caller's code bundle the function is imported from
                                   # (absent: the image's code), see below
+     "traceparent": str}          # the W3C trace context of the call's span, when the caller
+                                  # traces (absent: it does not)
 
 ``code`` is ``{"sha256": str, "seal": str, "path": str | None, "url": str | None,
 "requires": [[module, distribution, version]]}``: the bundle's sha256 (hex), sealed for this
@@ -85,6 +87,8 @@ class CallEnvelope:
         docstring); None for a call.
     :ivar code: the caller's code bundle (see the module docstring): ``sha256``, ``seal``,
         ``path``, ``url``; None when the function is the image's.
+    :ivar traceparent: the W3C ``traceparent`` of the caller's span of the call, when the
+        caller traces (see `flyjobs._machine_side.trace_context`); None otherwise.
     """
 
     __slots__ = (
@@ -104,6 +108,7 @@ class CallEnvelope:
         "schedule",
         "sys_path",
         "then",
+        "traceparent",
     )
 
     def __init__(
@@ -125,8 +130,10 @@ class CallEnvelope:
         idle_s: float = NEXT_INPUT_WAIT_S,
         concurrent: list[bytes] | None = None,
         code: dict[str, Any] | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self.code = code
+        self.traceparent = traceparent
         self.pulls = pulls
         self.then = then or []
         self.concurrent = concurrent or []
@@ -250,6 +257,7 @@ def encode_call(
     idle_s: float = NEXT_INPUT_WAIT_S,
     concurrent: Sequence[bytes] = (),
     code: Mapping[str, Any] | None = None,
+    traceparent: str | None = None,
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -271,6 +279,7 @@ def encode_call(
     :param schedule: makes a scheduled function's payload (see the module docstring).
     :param code: the caller's code bundle the worker imports the function from (see the
         module docstring).
+    :param traceparent: the W3C trace context of the caller's span of the call.
     :raises SerializationError: an argument cannot be encoded; the message names it and where
         inside it the offending value sits.
     """
@@ -302,6 +311,8 @@ def encode_call(
         envelope["schedule"] = dict(schedule)
     if code is not None:
         envelope["code"] = dict(code)
+    if traceparent is not None:
+        envelope["traceparent"] = traceparent
     return pack(envelope)
 
 
@@ -331,6 +342,7 @@ def decode_call(data: bytes) -> CallEnvelope:
         schedule=field(envelope, "schedule", (dict, type(None))),
         idle_s=_idle_s(envelope.get("idle_s", NEXT_INPUT_WAIT_S)),
         code=_code(envelope.get("code")),
+        traceparent=field(envelope, "traceparent", (str, type(None))),
     )
 
 

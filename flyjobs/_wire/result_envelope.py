@@ -8,7 +8,8 @@ Imported by the worker runtime: standard library and msgpack only at import time
      "value": bytes | None,       # encode_value(value), or its pickle, when ok
      "error": None | {...},       # see flyjobs._wire.remote_errors
      "stdout_tail": str, "stderr_tail": str,  # what the call printed (tails)
-     "timings": {"worker_start" | "function_start" | "function_end": float (unix s)}}
+     "timings": {"worker_start" | "import_start" | "import_end" | "function_start" |
+                 "function_end" | "deliver_start": float (unix s)}}
 
 Whether the value is a pickle is the call's own option, never something the envelope says: a
 delivery cannot make the caller unpickle (see docs/threat-model.md).
@@ -38,8 +39,10 @@ class ResultEnvelope:
         it into one to raise.
     :ivar stdout_tail: the end of what the call printed to stdout (at most 64 Ki characters).
     :ivar stderr_tail: the end of what it printed to stderr.
-    :ivar timings: unix times (s): ``worker_start``, ``function_start``, ``function_end``
-        (those the call reached).
+    :ivar timings: unix times (s) of the machine's clock, those the call reached:
+        ``worker_start`` (the worker process), ``import_start``/``import_end`` (importing the
+        function: absent when the machine had imported it for an earlier call), ``function_start``/
+        ``function_end``, ``deliver_start`` (encoding the result began).
     :ivar value_data: the encoded value (None unless `ok`).
     """
 
