@@ -65,6 +65,7 @@ from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, Plan
 from .._calls.runtime import Runtime
 from .._exceptions import FlyjobsError, TooManyFailuresError
 from .._standby.claim import Claim, claim_standbys
+from .._trace.spans import start_batch
 from .._wire.bulk import encode_chunk
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
@@ -184,9 +185,12 @@ class Batch:
         self._chunked: dict[str, _Held] = {}
         #: indexes of inputs handed alone from now on: their chunk's machine died
         self._solo: set[int] = set()
+        # Made here, in the caller's thread: the app's span around the map is its parent.
+        self._trace = start_batch(plan.fn_ref, plan.batch_id or "", plan.image)
 
     async def run(self) -> None:
         """Run the batch to its end; cancelling it destroys every machine it made."""
+        failed: BaseException | None = None
         try:
             await check_secrets(self._runtime, self._plan)
             async with anyio.create_task_group() as tg:
@@ -216,12 +220,15 @@ class Batch:
                         break
                     tg.start_soon(self._machine, item, holder, claim)
         except Exception as exc:
-            self._outcomes.abort(sole_error(exc))
+            failed = sole_error(exc)
+            self._outcomes.abort(failed)
         finally:
             while self._claims:
                 await self._claims.pop().release()
             self._source.close()
             self.stats.finished()
+            if self._trace is not None:
+                self._trace.end(failed)
 
     async def _claim_standbys(self) -> None:
         """Claim free standbys of the batch's shape, up to the machines it may run, each
@@ -301,6 +308,10 @@ class Batch:
         return _Held(item, self._open(item, call_id, queue))
 
     def _open(self, item: Item, call_id: str, queue: int) -> Attempt:
+        trace = None
+        if self._trace is not None:
+            base_id = f"{self._plan.batch_id}-{item.index}"
+            trace = self._trace.call(item.index, base_id, item.queued_at)
         return Attempt.open(
             self._runtime,
             self._plan,
@@ -311,6 +322,8 @@ class Batch:
             replies=self._pulls,
             on_late=self.stats.late_delivery,
             on_returned=self._returned if self._pulls else None,
+            trace=trace,
+            number=item.attempts,
         )
 
     def _args_key(self, item: Item) -> str:
@@ -432,6 +445,7 @@ class Batch:
         runtime, plan, machine_id = self._runtime, self._plan, run.id
         if held.attempt.ticket.delivered:
             body: bytes | FlyjobsError = await held.attempt.ticket.result()  # a chunk's: no wait
+            run.traced(held.attempt, body)
         else:
             body = await run.result(held.attempt)
         self._chunked.pop(held.call_id, None)
@@ -584,6 +598,8 @@ class Batch:
         item = held.item
         timings = self.stats.settled(item.index, "done")
         outcome = Outcome(item.index, True, value, item.attempts, held.call_id, timings)
+        if self._trace is not None:
+            self._trace.settled(item.index)
         self._outcomes.put(outcome, size)
         self._source.finished(item)
         self._forget_arguments(held)
@@ -614,6 +630,8 @@ class Batch:
         """An input failed for good (an attempt, or its encoding): record its error, and stop
         the batch at ``max_failures``."""
         index, error = outcome.index, outcome.value
+        if self._trace is not None:
+            self._trace.settled(index, error)
         self._failures.append((index, error))
         self._outcomes.put(outcome)
         if self._max_failures is not None and len(self._failures) >= self._max_failures:

@@ -72,6 +72,7 @@ from .plan import WORKER_DEADLINE_SLACK_S, Plan
 from .runtime import Runtime
 
 if TYPE_CHECKING:
+    from .._trace.spans import CallTrace
     from .handle import CallState
 
 __all__ = (
@@ -125,7 +126,9 @@ def left_running(runtime: Runtime, plan: Plan) -> bool:
 class Attempt:
     """One attempt of a call: its id, its ``timeout_s`` and deadline (unix s), its result
     ticket, and the URL of its arguments when they were too large to travel inline (see
-    `open`).
+    `open`); when the caller traces, its call's span (``trace``), its number among the call's
+    attempts and when it started (unix s); and its cost in USD once known (``cost_usd``: the
+    call's span carries it when the attempt ends, see `MachineRun.result`).
 
     Closing it (`close`) forgets the ticket; it is idempotent and shielded from cancellation.
     """
@@ -136,6 +139,10 @@ class Attempt:
     ticket: ResultTicket
     #: a presigned URL: a credential, kept out of the repr
     arguments_url: str | None = dataclasses.field(default=None, repr=False)
+    trace: CallTrace | None = dataclasses.field(default=None, repr=False)
+    number: int = 1
+    opened_at: float = 0.0
+    cost_usd: float | None = None
     _closed: bool = dataclasses.field(default=False, init=False, repr=False)
 
     @classmethod
@@ -152,6 +159,8 @@ class Attempt:
         hold_s: float = NEXT_INPUT_WAIT_S,
         on_late: Callable[[], None] | None = None,
         on_returned: Callable[[str], None] | None = None,
+        trace: CallTrace | None = None,
+        number: int = 1,
     ) -> Attempt:
         """Start an attempt's clocks now: its deadline is ``timeout_s`` away, or ``1 + queue``
         times that when ``queue`` inputs run before it on its machine (a fixed slice). Its
@@ -159,9 +168,11 @@ class Attempt:
         ticket, its ``hold_s`` more: a worker that lost its held connection delivers again);
         spilled arguments (already put under ``args_key``) get a URL valid until then.
         ``replies``, ``hold_s``, ``on_late``, ``on_returned``: see
-        `flyjobs._results.channel.Channel.ticket`."""
+        `flyjobs._results.channel.Channel.ticket`. ``trace``: the call's span (the caller
+        traces), in which this is attempt ``number`` (1 for the first)."""
         timeout_s = plan.options.effective_timeout_s
-        deadline = time.time() + timeout_s * (1 + queue)
+        opened_at = time.time()
+        deadline = opened_at + timeout_s * (1 + queue)
         arguments_url = None
         if plan.spilled(arguments):
             expires_at = deadline + WORKER_DEADLINE_SLACK_S
@@ -174,7 +185,9 @@ class Attempt:
             on_late=on_late,
             on_returned=on_returned,
         )
-        return cls(call_id, timeout_s, deadline, ticket, arguments_url)
+        if trace is not None:
+            trace.attempt_opened(number, opened_at)
+        return cls(call_id, timeout_s, deadline, ticket, arguments_url, trace, number, opened_at)
 
     @classmethod
     def resume(cls, plan: Plan, ticket: ResultTicket, deadline: float) -> Attempt:
@@ -189,6 +202,7 @@ class Attempt:
             deadline=self.deadline,
             result_url=self.ticket.url,
             arguments_url=self.arguments_url,
+            traceparent=None if self.trace is None else self.trace.traceparent,
             **extra,
         )
 
@@ -348,6 +362,10 @@ class MachineRun:
     :ivar id: the machine's id.
     :ivar watch: its exit watch.
     :ivar claim: the standby's claim, when the machine is a claimed standby.
+    :ivar region: its region, as the create answered (None when adopted).
+    :ivar created: unix times (s) its create request (for a claimed standby, its start) was
+        first sent and answered (None when adopted): the ``create`` phase of the attempts it
+        was created with.
     """
 
     def __init__(
@@ -358,9 +376,13 @@ class MachineRun:
         *,
         claim: StandbyClaim | None = None,
         version: str | None = None,
+        region: str | None = None,
+        created: tuple[float, float] | None = None,
     ) -> None:
         self.id = machine_id
         self.claim = claim
+        self.region = region
+        self.created = created
         self.watch = ExitWatch(runtime, plan.app, machine_id, version=version)
         self._runtime = runtime
         self._plan = plan
@@ -394,6 +416,7 @@ class MachineRun:
         :raises CallTimeoutError: the API throttled creates until the deadline.
         :raises APIError, TransportError: the create failed; a note names the likely setting.
         """
+        sent_at = time.time()
         while True:
             config = plan.machine_config(name, payload, deadline=None if pulls else deadline)
             now = anyio.current_time()
@@ -406,7 +429,8 @@ class MachineRun:
                     machine = await runtime.client.create_machine(
                         plan.app, config, name=name, **create_args(plan.options)
                     )
-                return cls(runtime, plan, machine.id)
+                created = (sent_at, time.time())
+                return cls(runtime, plan, machine.id, region=machine.region, created=created)
             except RateLimitedError as exc:
                 if restart is None:
                     raise CallTimeoutError(
@@ -446,6 +470,7 @@ class MachineRun:
             claim.machine_id, payload, deadline=None if pulls else deadline, claimed=True
         )
         patience = anyio.current_time() + max(deadline - time.time(), 0.0)
+        sent_at = time.time()
         try:
             with patient_until(patience):
                 machine = await runtime.client.update_machine(
@@ -459,7 +484,15 @@ class MachineRun:
                     f" until the call's timeout_s={plan.options.effective_timeout_s:g} passed"
                 ) from exc
             raise
-        return cls(runtime, plan, machine.id, claim=claim, version=machine.version)
+        return cls(
+            runtime,
+            plan,
+            machine.id,
+            claim=claim,
+            version=machine.version,
+            region=machine.region,
+            created=(sent_at, time.time()),
+        )
 
     @classmethod
     async def adopt(cls, runtime: Runtime, plan: Plan, machine_id: str, call_id: str) -> MachineRun:
@@ -491,6 +524,51 @@ class MachineRun:
         Cancelled (or the watch failed): the machine is destroyed, unless this process exits
         and leaves a detached call to run on.
         """
+        outcome = await self._result(attempt, shared)
+        self.traced(attempt, outcome)
+        return outcome
+
+    def traced(self, attempt: Attempt, outcome: bytes | FlyjobsError) -> None:
+        """Give ``attempt``'s phases to its call's span, when the caller traces (see
+        `flyjobs._trace.spans`): `result` does, and a caller that took a result from the
+        ticket itself (a batch's chunk, delivered together)."""
+        trace = attempt.trace
+        if trace is None:
+            return
+        timings, failed, exit_code = None, None, None
+        if isinstance(outcome, bytes):
+            try:
+                # Decoded twice, here and by the caller of `result`, only when the caller
+                # traces; a body that does not decode is the caller's to report.
+                result = decode_result(outcome)
+            except SerializationError:
+                result = None
+            if result is not None:
+                timings = result.timings
+                if result.error is not None:
+                    failed = f"{result.error.type}: {result.error.message}"
+        else:
+            failed = f"{type(outcome).__name__}: {outcome}"
+            exit_code = getattr(outcome, "exit_code", None)
+        created = self.created
+        if created is not None and attempt.opened_at > created[1]:
+            created = None  # handed to the machine after it was created
+        trace.attempt_ended(
+            attempt.number,
+            opened_s=attempt.opened_at,
+            end_s=time.time(),
+            machine_id=self.id,
+            region=self.region,
+            created=created,
+            timings=timings,
+            failed=failed,
+            exit_code=exit_code,
+            cost_usd=attempt.cost_usd,
+        )
+
+    async def _result(
+        self, attempt: Attempt, shared: Callable[[], bool] | None
+    ) -> bytes | FlyjobsError:
         ticket, call_id = attempt.ticket, attempt.call_id
         try:
             with anyio.fail_after(max(attempt.deadline - time.time(), 0.001)):

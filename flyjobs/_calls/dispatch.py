@@ -21,6 +21,7 @@ from .._declare.options import CallOptions
 from .._declare.output_choice import resolve_output
 from .._exceptions import ConfigError
 from .._pools.runner import pooled_call
+from .._trace.spans import start_call
 from .attempt import Attempt, MachineRun, Retry, check_secrets, left_running, spilled_key
 from .detach import check_detachable, write_record
 from .handle import Call, CallState, CallStatus
@@ -109,13 +110,26 @@ def spawn_encoded(
 
 def _submit(runtime: Runtime, call_plan: Plan, arguments: bytes) -> Call[Any]:
     state = CallState(new_call_id())
+    # Here, in the caller's thread: the app's span around the call is the call span's parent.
+    trace = state.trace = start_call(
+        call_plan.fn_ref, state.call_id, call_plan.image, start_s=state.timings.submitted_at
+    )
     done = threading.Event()
 
     async def run() -> Any:
         try:
             if call_plan.options.pool is not None:
-                return await pooled_call(runtime, call_plan, arguments, state)
-            return await run_attempts(runtime, call_plan, arguments, state)
+                value = await pooled_call(runtime, call_plan, arguments, state)
+            else:
+                value = await run_attempts(runtime, call_plan, arguments, state)
+        except BaseException as exc:
+            if trace is not None:
+                trace.end(exc)
+            raise
+        else:
+            if trace is not None:
+                trace.end()
+            return value
         finally:
             done.set()
 
@@ -142,7 +156,7 @@ async def run_attempts(
             attempts += 1
             call_id = state.call_id if attempts == 1 else f"{state.call_id}-r{attempts - 1}"
             try:
-                value = await _attempt(runtime, call_plan, arguments, call_id, state)
+                value = await _attempt(runtime, call_plan, arguments, call_id, state, attempts)
             except Exception as exc:
                 delay_s = retry.again(exc, attempts)
                 if delay_s is None:
@@ -165,14 +179,25 @@ async def run_attempts(
 
 
 async def _attempt(
-    runtime: Runtime, call_plan: Plan, arguments: bytes, call_id: str, state: CallState
+    runtime: Runtime,
+    call_plan: Plan,
+    arguments: bytes,
+    call_id: str,
+    state: CallState,
+    number: int,
 ) -> Any:
     async with runtime.limiter:
         # The clocks start now, with the machine, not when the call was queued.
         state.status = CallStatus.creating
         state.timings.create_started_at = time.time()
         attempt = Attempt.open(
-            runtime, call_plan, call_id, arguments, args_key=spilled_key(state.call_id)
+            runtime,
+            call_plan,
+            call_id,
+            arguments,
+            args_key=spilled_key(state.call_id),
+            trace=state.trace,
+            number=number,
         )
         try:
             payload = attempt.payload(call_plan, arguments)

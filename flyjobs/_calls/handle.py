@@ -8,12 +8,15 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._aio.blocking import warn_if_in_event_loop
 from .._aio.bridge import await_future
 from .._exceptions import CallCancelledError, FlyjobsTimeoutError
 from .._wire.remote_errors import is_remote
+
+if TYPE_CHECKING:
+    from .._trace.spans import CallTrace
 
 __all__ = ("Call", "CallState", "CallStatus", "Timings", "cancel_all")
 
@@ -78,6 +81,8 @@ class CallState:
     status: CallStatus = CallStatus.queued
     machine_id: str | None = None
     timings: Timings = field(default_factory=Timings)
+    #: the call's span, when the caller traces (`flyjobs._trace`)
+    trace: CallTrace | None = field(default=None, repr=False)
 
 
 class Call(Generic[R]):

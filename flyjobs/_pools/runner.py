@@ -495,6 +495,8 @@ class PoolRunner:
             args_key=spilled_key(call_id if state is None else state.call_id),
             replies=True,
             hold_s=self.pool.idle_s if wait_s is None else wait_s,
+            trace=None if state is None else state.trace,
+            number=job.attempts,
         )
         if state is not None:
             state.status = CallStatus.creating if creating else CallStatus.running
