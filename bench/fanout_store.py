@@ -1,0 +1,124 @@
+"""Fan-out through the object store against the inbox: a batch from a laptop at full speed.
+
+A caller outside Fly gets its results through the object store; its batch should run about as
+fast as one whose machines reach its inbox. Both sides run in this process, one after the other,
+against a standalone ``flyjobs dev --rate-limits --boot-delay-s 0.3`` (client pacing ``fly``) and
+moto's S3 server on 127.0.0.1:
+
+- **Half-second inputs** (``store_vs_inbox_ratio``, goal <= 1.2): ``--inputs`` inputs of 0.5 s at
+  ``--max-machines``; makespans and machine counts of both (the store's must stay within
+  ``max_machines``).
+- **Trivial inputs** (``store_vs_inbox_trivial_ratio``, goal <= 1.5): ``--trivial`` inputs that
+  return at once.
+
+    python bench/fanout_store.py [--inputs 300] [--trivial 1000] [--max-machines 64]
+
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _common  # noqa: E402,F401  (sets up the environment first)
+import httpx  # noqa: E402
+from _trivial import noop, sleep_s  # noqa: E402
+from fanout import FLY_BOOT_S, _create_app, standalone_emulator  # noqa: E402
+
+from flyjobs._calls.runtime import get_runtime, shutdown_runtime  # noqa: E402
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 with a fresh bucket; yield ``s3://bucket/flyjobs``."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        bucket = "fj-bench-" + secrets.token_hex(4)
+        assert httpx.put(f"{endpoint}/{bucket}").is_success
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_ENDPOINT_URL_S3=endpoint,
+            AWS_REGION="us-east-1",
+        )
+        yield f"s3://{bucket}/flyjobs"
+    finally:
+        server.stop()
+
+
+def run_batch(
+    settings: dict[str, str], channel: dict[str, str], fn: str, inputs: int, max_machines: int
+) -> tuple[float, int, str]:
+    """(makespan s, machines created, summary) of one batch over ``channel``'s settings."""
+    env = {**settings, **channel, "FLYJOBS_RATE_LIMITS": "fly"}
+    os.environ.update(env)
+    shutdown_runtime()
+    try:
+        get_runtime()
+        started = time.perf_counter()
+        if fn == "sleep":
+            results = sleep_s.map([0.5] * inputs, max_machines=max_machines)
+            assert list(results) == [0.5] * inputs
+        else:
+            results = noop.map(range(inputs), max_machines=max_machines)
+            assert list(results) == list(range(inputs))
+        makespan = time.perf_counter() - started
+        summary = results.summary()
+    finally:
+        shutdown_runtime()
+        for name in env:
+            os.environ.pop(name, None)
+    return makespan, summary.machines, str(summary).splitlines()[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=300)
+    parser.add_argument("--trivial", type=int, default=1000)
+    parser.add_argument("--max-machines", type=int, default=64)
+    args = parser.parse_args()
+    result: dict[str, float | int] = {"inputs": args.inputs, "max_machines": args.max_machines}
+    flags = ("--rate-limits", "--boot-delay-s", str(FLY_BOOT_S))
+    with s3_server() as store, standalone_emulator(*flags) as settings:
+        _create_app(settings)
+        inbox = {
+            "FLYJOBS_RESULTS": "inbox",
+            "FLYJOBS_INBOX_HOST": "127.0.0.1",
+            "FLYJOBS_INBOX_BIND": "127.0.0.1",
+        }
+        through_store = {"FLYJOBS_RESULTS": "store", "FLYJOBS_STORE": store}
+        base = {k: v for k, v in settings.items() if not k.startswith("FLYJOBS_INBOX")}
+        for fn, count, name in (("sleep", args.inputs, ""), ("noop", args.trivial, "trivial_")):
+            figures = {}
+            for side, channel in (("inbox", inbox), ("store", through_store)):
+                makespan, machines, summary = run_batch(base, channel, fn, count, args.max_machines)
+                print(f"{side:5} {count} {fn} inputs: {makespan:.2f} s; {summary}")
+                figures[side] = makespan
+                result[f"{name}{side}_s"] = round(makespan, 3)
+                result[f"{name}{side}_machines"] = machines
+            ratio = figures["store"] / figures["inbox"]
+            result[f"store_vs_inbox_{name}ratio"] = round(ratio, 3)
+        result["trivial"] = args.trivial
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
