@@ -173,3 +173,27 @@ def test_in_a_notebook_the_progress_is_one_display_updated_in_place(
     assert cell.shown[1].endswith(f"ETA {7 * 6 / 13:.0f} s")
     assert cell.shown[-1].endswith("· 6.0 s")  # the summary line
     assert capsys.readouterr().err == ""  # nothing on stderr besides
+
+
+def test_counts_of_a_machine_created_with_several_inputs_never_go_negative() -> None:
+    # A store-mode machine is created with a chunk of inputs; one fails with it (retried), the
+    # others never ran (given back), then all run on a second machine.
+    stats = BatchStats(total_hint=3)
+    for index in range(3):
+        stats.input_read()
+        stats.started(index, queued_at=stats.started_at, creating=True)
+    stats.created(0, [1, 2])
+    assert (stats.starting, stats.running) == (0, 3)
+    for index in range(3):
+        stats.settled(index, "retried")
+    for index in range(3):
+        stats.started(index, queued_at=stats.started_at, creating=index > 0)
+        stats.settled(index, "done")
+    assert (stats.queued, stats.starting, stats.running, stats.done) == (0, 0, 0, 3)
+    assert "starting 0 running 0" in _plain_text(stats)
+
+
+def _plain_text(stats: BatchStats) -> str:
+    stream = io.StringIO()
+    Progress(stats, "f.map", throttled=lambda: False, stream=stream).stop()
+    return stream.getvalue()

@@ -315,12 +315,11 @@ class Batch:
                     restart=partial(self._restart_clocks, first),
                 )
             except Exception as exc:
-                self.stats.create_failed()
                 held = None
                 await first.attempt.close()
                 self._attempt_failed(first, exc)
                 return
-            self.stats.created(first.item.index)
+            self.stats.created(first.item.index, [h.item.index for h in first.following])
             self._watch(run.id, first.call_id)
             while held is not None:
                 held = await self._serve(held, run)

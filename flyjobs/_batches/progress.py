@@ -13,7 +13,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -140,6 +140,9 @@ class BatchStats:
         }
         self._handed: dict[int, float] = {}
         self._created: dict[int, float] = {}
+        #: inputs whose machine is being created (counted in ``starting``; the others held by
+        #: a machine are counted in ``running``)
+        self._starting: set[int] = set()
         #: Each input's phase durations (s) of its attempt in flight.
         self._timings: dict[int, dict[str, float]] = {}
 
@@ -167,23 +170,28 @@ class BatchStats:
         self._timings[index] = {}
         self._phase(index, "queued", now - queued_at)
         if creating:
+            self._starting.add(index)
             self.starting += 1
         else:
             self.running += 1
 
-    def created(self, index: int) -> None:
+    def created(self, index: int, others: Collection[int] = ()) -> None:
+        """The machine of input ``index`` was created, holding ``others`` too (a first chunk):
+        they are running now."""
         now = time.time()
         self.machines += 1
-        self.starting -= 1
-        self.running += 1
+        for each in (index, *others):
+            self._run_now(each)
         self._created[index] = now
         handed = self._handed.get(index)
         if handed is not None:
             self._phase(index, "create", now - handed)
 
-    def create_failed(self) -> None:
-        self.starting -= 1
-        self.running += 1  # settled by the failure that follows
+    def _run_now(self, index: int) -> None:
+        if index in self._starting:
+            self._starting.discard(index)
+            self.starting -= 1
+            self.running += 1
 
     def delivered(self, index: int, timings: Mapping[str, float]) -> None:
         now = time.time()
@@ -208,6 +216,7 @@ class BatchStats:
         its phase durations in seconds."""
         self._handed.pop(index, None)
         self._created.pop(index, None)
+        self._run_now(index)
         self.running -= 1
         setattr(self, outcome, getattr(self, outcome) + 1)
         return self._timings.pop(index, {})
