@@ -3,7 +3,7 @@
 A caller outside Fly gets its results through the object store; its batch should run about as
 fast as one whose machines reach its inbox. Both sides run in this process, one after the other,
 against a standalone ``flyjobs dev --rate-limits --boot-delay-s 0.3`` (client pacing ``fly``) and
-moto's S3 server on 127.0.0.1:
+moto's S3 server (its own process) on 127.0.0.1:
 
 - **Half-second inputs** (``store_vs_inbox_ratio``, goal <= 1.2): ``--inputs`` inputs of 0.5 s at
   ``--max-machines``; makespans and machine counts of both (the store's must stay within
@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import secrets
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -37,22 +39,33 @@ import httpx  # noqa: E402
 from _trivial import noop, sleep_s  # noqa: E402
 from fanout import FLY_BOOT_S, _create_app, standalone_emulator  # noqa: E402
 
+from flyjobs import MapResults  # noqa: E402
 from flyjobs._calls.runtime import get_runtime, shutdown_runtime  # noqa: E402
 
 
 @contextmanager
 def s3_server() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 with a fresh bucket; yield ``s3://bucket/flyjobs``."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    """moto's S3 server in its own process on 127.0.0.1 (a store is another host: its work is
+    not this process's), with a fresh bucket; yield ``s3://bucket/flyjobs``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        endpoint = f"http://127.0.0.1:{port}"
         bucket = "fj-bench-" + secrets.token_hex(4)
-        assert httpx.put(f"{endpoint}/{bucket}").is_success
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.put(f"{endpoint}/{bucket}").is_success:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "moto's server did not start"
+                time.sleep(0.1)
         os.environ.update(
             AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing",
@@ -61,7 +74,8 @@ def s3_server() -> Iterator[str]:
         )
         yield f"s3://{bucket}/flyjobs"
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(30)
 
 
 def run_batch(
@@ -74,6 +88,7 @@ def run_batch(
     try:
         get_runtime()
         started = time.perf_counter()
+        results: MapResults[Any]
         if fn == "sleep":
             results = sleep_s.map([0.5] * inputs, max_machines=max_machines)
             assert list(results) == [0.5] * inputs

@@ -75,6 +75,7 @@ from flyjobs._wire.bulk import (
     split_answer,
 )
 from flyjobs._wire.call_envelope import CallEnvelope, decode_call
+from flyjobs._wire.chunk import POLL_FIRST_S, POLL_MAX_S, Chunk, open_chunk
 from flyjobs._wire.log_lines import call_error, call_mark
 from flyjobs._wire.machine import (
     EXIT_BAD_PAYLOAD,
@@ -258,9 +259,19 @@ class _Worker:
         slot = _Slot(index, self.started)
         code = EXIT_OK
         following = list(call.then)  # a fixed slice: the calls after this one
+        chunk_url = call.chunk_url  # a store-mode batch machine: where its next chunk will be
         next_call: CallEnvelope | None = call
         while next_call is not None:
             code, next_call = self._run_one(slot, next_call)
+            while next_call is None and code == EXIT_OK and not following and chunk_url:
+                # A chunk with no calls and a next URL: nothing yet, wait again.
+                try:
+                    chunk = self._next_chunk(slot, chunk_url, call)
+                except SerializationError as exc:
+                    log(f"refusing the next chunk: {exc}")
+                    return EXIT_BAD_PAYLOAD, False
+                following = list(chunk.calls) if chunk is not None else []
+                chunk_url = chunk.next_url if chunk is not None else None
             if next_call is None and code == EXIT_OK and following:
                 try:
                     next_call = decode_call(following.pop(0))
@@ -349,6 +360,31 @@ class _Worker:
             self._deliver(slot, call, self._encode_error(slot, call, "code", exc), final=True)
             return False
         return True
+
+    def _next_chunk(self, slot: _Slot, url: str, call: CallEnvelope) -> Chunk | None:
+        """The machine's next chunk of calls (see `flyjobs._wire.chunk`), read from ``url``
+        within the call's ``idle_s``; None when none came (the machine has no more work).
+
+        :raises SerializationError: the object there is not a chunk sealed for this machine.
+        """
+        if not self.result_key:
+            raise SerializationError(f"no {RESULT_KEY_ENV} to check a chunk's seal with")
+        until = time.time() + call.idle_s
+        # A caller that vanished leaves no chunk: the machine ends by the end of this wait.
+        self.deadlines.set(slot.index, until + _PUT_TIMEOUT_S, call.fn)
+        interval = POLL_FIRST_S
+        while True:
+            try:
+                sealed = _get_object(url, _PUT_TIMEOUT_S)
+            except OSError as exc:
+                log(f"cannot read the next chunk yet: {exc}")
+                sealed = None
+            if sealed is not None:
+                return open_chunk(self.result_key, url, sealed)
+            if time.time() + interval > until:
+                return None
+            time.sleep(interval)
+            interval = min(1.5 * interval, POLL_MAX_S)
 
     def _mark(self, slot: _Slot, kind: str, call_id: str) -> None:
         """Mark the ``kind`` ("start" or "end") of a call's output, on a machine that marks."""
@@ -733,6 +769,23 @@ def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=_GET_TIMEOUT_S) as response:
         data: bytes = response.read()
         return data
+
+
+def _get_object(url: str, timeout_s: float) -> bytes | None:
+    """GET `url` (a presigned object-store URL); its body, None when there is no object yet
+    (404), or OSError (any other failure, an expired URL's 403 among them)."""
+    # lazy: only store-mode batch machines read chunks
+    import urllib.error
+    import urllib.request  # lazy: as above
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            data: bytes = response.read()
+            return data
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
 
 
 def _put_urllib(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:

@@ -14,11 +14,18 @@ holding a chunk, which input killed it is unknown, so none is charged and each o
 alone from then on.
 
 When results go through the object store, machines cannot pull from the caller: each is created
-with a fixed slice of inputs instead (``then`` in its payload, at most `MAX_SLICE` and
+with a first chunk of inputs (``then`` in its payload, at most `MAX_SLICE` and
 `MAX_INLINE_PAYLOAD_BYTES` of arguments), runs them in order and PUTs each result to its own
-presigned URL. The client reads them once the machine has exited; an input whose result is
-missing failed with the machine's exit (and is retried under ``retries``), and the inputs after
-it, which never ran, are given back without counting an attempt.
+presigned URL, where the client looks for it while the machine runs (at once, then about every
+`RESULT_POLL_MAX_S` at most). It then reads its next chunk from the store (`flyjobs._wire.chunk`,
+objects written through `flyjobs._results.chunks.ChunkFeed`): the client writes each machine's
+next chunk while it still runs the one before (so a machine rarely waits), sized to about
+`CHUNK_WORK_S` of work and to a fair share of the inputs left, and "no more work" once there is
+none. A chunk is only written while the machine is surely still waiting for it (it was seen busy
+less than `NEXT_INPUT_WAIT_S` - `_CHUNK_MARGIN_S` ago), so every chunk written is read. Without a
+result key (nothing to seal chunks with) a machine takes only its first chunk. An input whose
+result is missing when its machine exits failed with it (and is retried under ``retries``); the
+inputs after it, which never ran, are given back without counting an attempt.
 
 Each input's clocks (deadline, result URL expiry) start when a machine is created for it or
 handed it: a create the API throttles (429) is sent again, however long that lasts, with the
@@ -31,12 +38,14 @@ destroyed or exiting by itself, watched until it has.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -54,9 +63,10 @@ from .._calls.attempt import (
     spilled_key,
     value_of,
 )
-from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, Plan
+from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, WORKER_DEADLINE_SLACK_S, Plan
 from .._calls.runtime import Runtime
-from .._exceptions import FlyjobsError, TooManyFailuresError
+from .._exceptions import FlyjobsError, TooManyFailuresError, TransportError
+from .._results.chunks import ChunkFeed
 from .._wire.bulk import encode_chunk
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
@@ -64,10 +74,30 @@ from .chunking import MAX_CHUNK_BYTES, ChunkSize
 from .progress import BatchStats
 from .work import Input, Item, Outcome, Outcomes, Recorder, WorkSource
 
-__all__ = ("MAX_SLICE", "Batch")
+__all__ = ("CHUNK_WORK_S", "MAX_SLICE", "RESULT_POLL_MAX_S", "Batch")
 
-#: Most inputs one machine takes at creation when results go through the object store.
+#: Most inputs in one chunk (a machine's first, or any next one) when results go through the
+#: object store.
 MAX_SLICE = 64
+#: Seconds of work (by the batch's mean run time so far) a chunk holds, when the store carries
+#: results: long enough that writing the next chunk costs little, short enough that the last
+#: chunks spread over the machines.
+CHUNK_WORK_S = 1.0
+#: Inputs in a machine's first chunk before any input has run (the run time is not known yet).
+_FIRST_CHUNK = 8
+#: Most seconds between two looks for a result in the store while its machine runs.
+RESULT_POLL_MAX_S = 0.5
+#: Least seconds between two looks for a result in the store.
+_RESULT_POLL_MIN_S = 0.05
+#: Results read from the store at once.
+_CONCURRENT_READS = 16
+#: Seconds of its idle period a machine surely has left when its next chunk is written (the
+#: write and its visibility in the store fit in them).
+_CHUNK_MARGIN_S = 2.0
+#: Seconds a chunk waits for the lazy reader to read more inputs to fill it.
+_FILL_S = 0.2
+#: Seconds a chunk object's URL stays valid past the deadline of its chunk's last input.
+_CHUNK_URL_SLACK_S = 60.0
 
 logger = logging.getLogger("flyjobs.batch")
 
@@ -78,13 +108,15 @@ class _Held:
 
     item: Item
     attempt: Attempt
-    #: the rest of the machine's fixed slice (object store), or of the chunk it was handed
-    #: with (inbox), run after this input
+    #: the rest of the machine's slice or chunks (object store), or of the chunk it was
+    #: handed with (inbox), run after this input
     following: list[_Held] = dataclasses.field(default_factory=list)
     #: the round trip it was handed in (alone or with others), when it was pulled
     chunk: _Chunk | None = None
     #: its machine gave it back unrun (see `flyjobs._wire.bulk`)
     returned: bool = False
+    #: the machine's chunks in the store (object store with a result key only)
+    feed: _Feed | None = None
 
     @property
     def call_id(self) -> str:
@@ -102,6 +134,24 @@ class _Chunk:
     run_s: float = 0.0
     #: its machine gave some of it back
     returned: bool = False
+
+
+@dataclasses.dataclass(eq=False)
+class _Feed:
+    """A store-mode machine's chunks: their objects, and the inputs written for it and not yet
+    delivered (``queue``, the ``following`` list of the input it holds)."""
+
+    chunks: ChunkFeed
+    queue: list[_Held]
+    #: unix time (s) at which the machine was surely not yet waiting for its next chunk
+    busy_at: float
+    #: no chunk will be written any more ("no more work" was, or writing failed)
+    ended: bool = False
+    changed: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
 
 
 class Batch:
@@ -150,9 +200,20 @@ class Batch:
         # Machines pull their next input over the inbox; through the store they cannot, and
         # take a fixed slice when they are created instead.
         self._pulls = reuse and runtime.channel.pulls
+        # Through the store, they read their next chunks there (when chunks can be sealed).
+        self._feeds = reuse and not self._pulls and runtime.channel.feeds
+        self._max_machines = max_machines
+        self._window = window
+        #: inputs machines hold through the store, by call id, whose results are looked for
+        self._watched: dict[str, _Held] = {}
+        self._reads = anyio.CapacityLimiter(_CONCURRENT_READS)
+        #: machines not finished yet, and whether the batch creates no more (the results of
+        #: the store are looked for until both say it is over)
+        self._machines_left = 0
+        self._created_all = False
         self._slice = 1
         if reuse and not self._pulls:
-            share = -(-total_hint // max_machines) if total_hint else 8
+            share = -(-total_hint // max_machines) if total_hint else _FIRST_CHUNK
             self._slice = max(1, min(MAX_SLICE, share))
         self._retry = Retry(plan.options)
         self._max_failures = max_failures
@@ -172,6 +233,8 @@ class Batch:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._source.start(tg)
+                if self._feeds:
+                    tg.start_soon(self._scan_results)
                 while True:
                     holder = object()
                     await self._slots.acquire_on_behalf_of(holder)
@@ -186,7 +249,9 @@ class Batch:
                     item = await self._source.take()
                     if item is None:
                         self._release(holder)
+                        self._created_all = True
                         break
+                    self._machines_left += 1
                     tg.start_soon(self._machine, item, holder)
         except Exception as exc:
             self._outcomes.abort(sole_error(exc))
@@ -263,28 +328,76 @@ class Batch:
             fresh = self._open(held.item, held.call_id, queue)
             fresh.ticket.polls = held.attempt.ticket.polls
             held.attempt = fresh
-        return self._payload(first), first.attempt.deadline
+        return self._first_payload(first), first.attempt.deadline
+
+    def _first_payload(self, first: _Held) -> bytes:
+        """The payload of the machine created for ``first``: its first chunk and, where
+        machines read more from the store, the URL of the next."""
+        chunk_url = None
+        if first.feed is not None:
+            expires_at = self._chunk_expiry((first, *first.following))
+            chunk_url = first.feed.chunks.next_url(expires_at)
+        return first.attempt.payload(
+            self._plan,
+            first.item.arguments,
+            pulls=self._pulls,
+            then=[self._payload(after) for after in first.following],
+            chunk_url=chunk_url,
+        )
 
     def _payload(self, held: _Held) -> bytes:
-        return held.attempt.payload(
-            self._plan,
-            held.item.arguments,
-            pulls=self._pulls,
-            then=[self._payload(after) for after in held.following],
-        )
+        return held.attempt.payload(self._plan, held.item.arguments, pulls=self._pulls)
+
+    @staticmethod
+    def _chunk_expiry(chunk: tuple[_Held, ...] | list[_Held]) -> float:
+        """Until when the URL of the chunk after ``chunk`` must work: the machine reads it
+        once ``chunk``'s inputs have run, at their deadlines at the latest."""
+        last = max(held.attempt.deadline for held in chunk)
+        return last + WORKER_DEADLINE_SLACK_S + NEXT_INPUT_WAIT_S + _CHUNK_URL_SLACK_S
+
+    def _store_chunk_size(self) -> int:
+        """Inputs in the next chunk (through the store): about `CHUNK_WORK_S` of work by the
+        mean run time so far (`_FIRST_CHUNK` before one is known), and no more than a fair
+        share (among the machines running) of the inputs no machine holds yet, within 1 and
+        `MAX_SLICE` (and so that the two chunks of every machine fit in the read-ahead
+        window)."""
+        run_s = self.stats.phases["run"].mean_s
+        size = _FIRST_CHUNK if run_s is None else round(CHUNK_WORK_S / max(run_s, 1e-3))
+        # Shared among the machines there are (a batch whose creates the API paces has fewer
+        # than max_machines for a while; the first ones take more work, in more chunks).
+        machines = max(1, min(self._machines_left, self._max_machines))
+        total = self.stats.total
+        if total is not None:
+            stats = self.stats
+            left = total - stats.done - stats.failed - stats.starting - stats.running
+            size = min(size, math.ceil(max(left, 1) / machines))
+        return max(1, min(MAX_SLICE, self._window // (2 * machines), size))
+
+    async def _take_more(self, count: int, size: int = 0) -> list[Item]:
+        """Up to ``count`` more inputs for a chunk, while their arguments keep ``size`` within
+        the inline payload limit: those read already, and those the lazy reader reads within
+        `_FILL_S` (a machine's chunk is not cut short because few inputs were read so far)."""
+        items: list[Item] = []
+        with anyio.move_on_after(_FILL_S):
+            while len(items) < count and size <= MAX_INLINE_PAYLOAD_BYTES:
+                item = await self._source.take(timeout_s=0 if self._source.exhausted else None)
+                if item is None:
+                    break
+                items.append(item)
+                if not self._plan.spilled(item.arguments):
+                    size += len(item.arguments)
+        return items
 
     async def _take_slice(self, first: _Held) -> None:
         """Give the machine about to be created for ``first`` the inputs that follow it in
-        its fixed slice: those ready now, up to `MAX_SLICE` and the inline payload limit."""
+        its first chunk, up to the chunk's size (`MAX_SLICE`) and the inline payload limit."""
         size = 0 if self._plan.spilled(first.item.arguments) else len(first.item.arguments)
-        while len(first.following) + 1 < self._slice and size <= MAX_INLINE_PAYLOAD_BYTES:
-            item = await self._source.take(timeout_s=0)
-            if item is None:
-                break
+        count = (self._store_chunk_size() if self._feeds else self._slice) - 1
+        for item in await self._take_more(count, size):
             held = await self._hand(item, creating=True, queue=len(first.following) + 1)
             first.following.append(held)
-            if held.attempt.arguments_url is None:
-                size += len(item.arguments)
+        if self._feeds:
+            return  # `_look_for` looks for each result
         for held in (first, *first.following) if first.following else ():
             # The machine exits only after its whole slice: look for each result while it
             # runs, so values reach the caller (and a journal) as they come.
@@ -295,20 +408,22 @@ class Batch:
         held: _Held | None = None
         run: MachineRun | None = None
         slice_: list[_Held] = []
+        feed: _Feed | None = None
         try:
             first = held = await self._hand(item, creating=True)
-            if self._slice > 1:
+            if self._slice > 1 or self._feeds:
                 await self._take_slice(first)
                 slice_ = first.following
             name = first.call_id
             if self._reuse:
                 name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
+            feed = self._new_feed(first, name)
             try:
                 run = await MachineRun.create(
                     runtime,
                     plan,
                     name,
-                    self._payload(first),
+                    self._first_payload(first),
                     first.attempt.deadline,
                     pulls=self._reuse,
                     paced=True,
@@ -321,8 +436,9 @@ class Batch:
                 return
             self.stats.created(first.item.index, [h.item.index for h in first.following])
             self._watch(run.id, first.call_id)
-            while held is not None:
-                held = await self._serve(held, run)
+            async with self._feeding(feed):
+                while held is not None:
+                    held = await self._serve(held, run)
             # The machine is told there is no more work: it exits by itself, and its place in
             # the pool goes to the next. The batch still owns it until it has exited
             # (destroying it if it lingers), so that a batch that is over leaves no machine.
@@ -335,20 +451,156 @@ class Batch:
                 await run.destroy()
             raise
         finally:
+            self._machines_left -= 1
             if held is not None:
+                self._watched.pop(held.call_id, None)
                 await held.attempt.close()
                 for each in held.following if held.chunk is not None else ():
                     await each.attempt.close()  # the batch is over: the rest of the chunk too
             for never_ran in slice_:
                 # The slice's inputs after one that failed (or all, if the create failed).
-                await never_ran.attempt.close()
-                never_ran.item.attempts -= 1
-                self.stats.settled(never_ran.item.index, "retried")
-                self._source.give_back(never_ran.item)
+                await self._never_ran(never_ran)
+            if feed is not None:
+                await feed.chunks.discard()
             if run is not None:
                 runtime.live.forget(plan.app, run.id)
             if holder is not None:
                 self._release(holder)
+
+    def _new_feed(self, first: _Held, name: str) -> _Feed | None:
+        """The chunks of the machine ``name`` created for ``first`` (where machines read
+        them from the store), its first chunk's results looked for."""
+        if not self._feeds:
+            return None
+        chunks = self._runtime.channel.chunk_feed(name)
+        first.feed = _Feed(chunks, first.following, busy_at=time.time())
+        self._look_for(first, *first.following)
+        return first.feed
+
+    @contextlib.asynccontextmanager
+    async def _feeding(self, feed: _Feed | None) -> AsyncIterator[None]:
+        """While the machine's inputs are served: write its next chunks (`_feed_machine`)."""
+        async with anyio.create_task_group() as feeding:
+            if feed is not None:
+                # Not busy before it exists: its first chunk runs after the create.
+                feed.busy_at = time.time()
+                feeding.start_soon(self._feed_machine, feed)
+            yield
+            feeding.cancel_scope.cancel()
+
+    async def _never_ran(self, held: _Held) -> None:
+        """``held`` was given to a machine that never ran it: it goes back to the batch,
+        without counting an attempt."""
+        self._watched.pop(held.call_id, None)
+        await held.attempt.close()
+        held.item.attempts -= 1
+        self.stats.settled(held.item.index, "retried")
+        self._source.give_back(held.item)
+
+    async def _feed_machine(self, feed: _Feed) -> None:
+        """Write the machine's next chunks, each once it holds no more than a chunk's work,
+        until there is no more work for it (see the module docstring)."""
+        try:
+            while True:
+                while len(feed.queue) + 1 > self._store_chunk_size():  # + the input it runs now
+                    await feed.changed.wait()
+                if not await self._write_chunk(feed):
+                    return
+        finally:
+            feed.ended = True
+            feed.notify()
+
+    async def _write_chunk(self, feed: _Feed) -> bool:
+        """Write the machine's next chunk (with no inputs when none is ready yet), or "no
+        more work" (then False)."""
+        ahead = len(feed.queue) + 1
+        items: list[Item] = []
+        chunk: list[_Held] = []
+        written = False
+        try:
+            # Only while the machine surely waits for the chunk: one it gave up on would hold
+            # its inputs until its exit is seen.
+            budget_s = feed.busy_at + NEXT_INPUT_WAIT_S - _CHUNK_MARGIN_S - time.time()
+            # A second of the budget is kept for writing an empty chunk if none is ready.
+            first = await self._source.take(
+                timeout_s=0 if self._source.exhausted else max(budget_s - 1.0, 0.0)
+            )
+            if first is not None:
+                items = [first, *await self._take_more(self._store_chunk_size() - 1)]
+            if time.time() > feed.busy_at + NEXT_INPUT_WAIT_S - _CHUNK_MARGIN_S:
+                return False  # it may have stopped waiting: it gets no more chunks
+            if not items and self._source.exhausted and not self._source.waiting:
+                await feed.chunks.write([], None)  # no more work
+                return False
+            for item in items:
+                chunk.append(await self._hand(item, creating=False, queue=ahead + len(chunk)))
+            items = []
+            started = time.time()
+            # An empty chunk (nothing to run yet, but the batch is not over): the machine
+            # waits again, its idle period renewed.
+            expires_at = (
+                self._chunk_expiry(chunk)
+                if chunk
+                else started + NEXT_INPUT_WAIT_S + _CHUNK_URL_SLACK_S
+            )
+            await feed.chunks.write([self._payload(held) for held in chunk], expires_at)
+            written = True
+            # It will read the chunk: it is not waiting for the next before it has.
+            feed.busy_at = max(feed.busy_at, started)
+            feed.queue.extend(chunk)
+            self._look_for(*chunk)
+            feed.notify()
+            return True
+        except TransportError as exc:
+            logger.warning("could not write the next inputs of a machine: %s", exc)
+            return False
+        finally:
+            for item in items:
+                self._source.give_back(item)
+            if not written:
+                for held in chunk:
+                    await self._never_ran(held)
+
+    async def _scan_results(self) -> None:
+        """Look for the results of every input machines hold in the store, with one listing
+        at a time: at intervals of `_RESULT_POLL_MIN_S` while results come in, doubling up to
+        `RESULT_POLL_MAX_S` while none do. Each result listed is read into its ticket (where
+        the input's machine collects it, in order); an input listed without one shows its
+        machine busy (see `_Feed.busy_at`)."""
+        interval = _RESULT_POLL_MIN_S
+        prefix = f"{self._plan.batch_id}-"
+        while not (self._created_all and not self._machines_left):
+            await anyio.sleep(interval)
+            watched = list(self._watched.values())
+            if not watched:
+                continue
+            looked_at = time.time()
+            try:
+                listed = await self._runtime.channel.delivered(prefix)
+            except TransportError as exc:
+                logger.info("could not look for results yet: %s", exc)
+                continue
+            found = [held for held in watched if held.call_id in listed]
+            for held in watched:
+                if held.call_id not in listed and held.feed is not None:
+                    held.feed.busy_at = max(held.feed.busy_at, looked_at)
+            async with anyio.create_task_group() as reading:
+                for held in found:
+                    reading.start_soon(self._read_result, held)
+            interval = _RESULT_POLL_MIN_S if found else min(2 * interval, RESULT_POLL_MAX_S)
+
+    def _look_for(self, *helds: _Held) -> None:
+        """Look for the results of ``helds`` (`_scan_results`) until they are read."""
+        for held in helds:
+            self._watched[held.call_id] = held
+
+    async def _read_result(self, held: _Held) -> None:
+        async with self._reads:
+            try:
+                if await held.attempt.ticket.look():
+                    self._watched.pop(held.call_id, None)
+            except TransportError as exc:
+                logger.info("could not read the result of %s yet: %s", held.call_id, exc)
 
     async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
         """Wait for the held input's result (or the machine's end); return the next input
@@ -359,6 +611,7 @@ class Batch:
         else:
             body = await run.result(held.attempt)
         self._chunked.pop(held.call_id, None)
+        self._watched.pop(held.call_id, None)
         if not isinstance(body, bytes):
             await held.attempt.close()
             if held.chunk is not None and any(not each.returned for each in held.following):
@@ -391,13 +644,22 @@ class Batch:
         """Answer the held delivery with the machine's next input (or no more work)."""
         while held.following and held.following[0].returned:
             await held.following.pop(0).attempt.close()  # given back already
+        feed = held.feed
+        while feed is not None and not held.following and not feed.ended:
+            await feed.changed.wait()  # the next chunk is being written
         if held.following:
-            # The next input of the machine's fixed slice or chunk: it is running it already.
+            # The next input of the machine's slice or chunk: it runs it already (or next).
             await held.attempt.close()
             next_held = held.following.pop(0)
-            next_held.following = held.following
+            next_held.following, next_held.feed = held.following, feed
+            if feed is not None:
+                feed.notify()
             self._watch(machine_id, next_held.call_id)
             return next_held
+        if feed is not None:
+            # "No more work" was written (or no chunk could be): it exits by itself.
+            await held.attempt.close()
+            return None
         if held.chunk is not None:
             chunk = held.chunk
             round_trip_s = time.monotonic() - chunk.handed_at
@@ -519,6 +781,7 @@ class Batch:
 
     def _attempt_failed(self, held: _Held, error: BaseException) -> None:
         """An attempt of ``held``'s input failed: retry it elsewhere, or record its error."""
+        self._watched.pop(held.call_id, None)
         item = held.item
         delay_s = self._retry.again(error, item.attempts)
         if delay_s is not None:

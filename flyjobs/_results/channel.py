@@ -36,6 +36,7 @@ from .._wire.seal import open_result, ticket_id
 
 if TYPE_CHECKING:
     from .._settings import Settings
+    from .chunks import ChunkFeed
     from .inbox import ResultInbox
     from .store import Store
 
@@ -150,6 +151,31 @@ class Channel:
     def pulls(self) -> bool:
         """Machines can pull their next input with a delivery (the inbox answers it)."""
         return self.mode == "inbox"
+
+    @property
+    def feeds(self) -> bool:
+        """Machines that cannot pull read their next inputs from the store instead, in chunks
+        sealed with the result key (see `chunk_feed`)."""
+        return self.mode == "store" and self.store is not None and bool(self.result_key)
+
+    def chunk_feed(self, name: str) -> ChunkFeed:
+        """The chunk objects of the machine ``name`` (only where `feeds`)."""
+        from .chunks import ChunkFeed  # lazy: it loads the store's module, a store's only
+
+        assert self.store is not None and self.result_key  # callers check `feeds`
+        return ChunkFeed(self.store, name, self.result_key)
+
+    async def delivered(self, call_id_prefix: str) -> set[str]:
+        """The ids of the calls starting with ``call_id_prefix`` whose result objects are in
+        the store now: one listing, for looking at many results at once (only where `feeds`).
+
+        :raises TransportError: the store could not be listed.
+        """
+        assert self.store is not None  # callers check `feeds`
+        # Listed by folder: S3 clients match a prefix segment by segment.
+        found = await self.store.list(result_key(""))
+        ids = (info.key.removeprefix(result_key("")) for info in found)
+        return {call_id for call_id in ids if call_id.startswith(call_id_prefix)}
 
     @property
     def spills(self) -> bool:
