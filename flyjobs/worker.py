@@ -13,6 +13,9 @@ plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by the
 (`flyjobs._wire.machine.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A call
 with ``concurrent`` calls (a warm pool's ``max_concurrency``) runs them at the same time, each
 in a slot (a pull loop) of its own with its own deadline and output tail (see `_Worker`).
+A call with ``chunk_url`` belongs to a store-mode batch machine: once it and the calls in
+``then`` have run, the worker reads its next chunk of calls from that presigned URL, checking
+its seal first (`flyjobs._wire.chunk`), under a deadline of the wait as above.
 A machine that may run more than one call (``pulls``, a fixed slice in ``then``, any batch's)
 writes a line before and after each call's output (`flyjobs._wire.log_lines.call_mark`), and one
 that runs calls at the same time writes each line of a call as

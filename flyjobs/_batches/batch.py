@@ -584,9 +584,14 @@ class Batch:
             for held in watched:
                 if held.call_id not in listed and held.feed is not None:
                     held.feed.busy_at = max(held.feed.busy_at, looked_at)
-            async with anyio.create_task_group() as reading:
-                for held in found:
-                    reading.start_soon(self._read_result, held)
+            read: list[str] = []
+            try:
+                async with anyio.create_task_group() as reading:
+                    for held in found:
+                        reading.start_soon(self._read_result, held, read)
+            finally:
+                # Deleted once read, all in one request (not one per ticket as it closes).
+                await self._runtime.channel.discard_results(read)
             interval = _RESULT_POLL_MIN_S if found else min(2 * interval, RESULT_POLL_MAX_S)
 
     def _look_for(self, *helds: _Held) -> None:
@@ -594,10 +599,14 @@ class Batch:
         for held in helds:
             self._watched[held.call_id] = held
 
-    async def _read_result(self, held: _Held) -> None:
+    async def _read_result(self, held: _Held, read: list[str]) -> None:
+        """Read ``held``'s result into its ticket; add its call id to ``read`` if it was."""
         async with self._reads:
             try:
                 if await held.attempt.ticket.look():
+                    # The scan deletes its object: closing the ticket need not.
+                    held.attempt.ticket.keep()
+                    read.append(held.call_id)
                     self._watched.pop(held.call_id, None)
             except TransportError as exc:
                 logger.info("could not read the result of %s yet: %s", held.call_id, exc)

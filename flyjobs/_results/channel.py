@@ -177,6 +177,12 @@ class Channel:
         ids = (info.key.removeprefix(result_key("")) for info in found)
         return {call_id for call_id in ids if call_id.startswith(call_id_prefix)}
 
+    async def discard_results(self, call_ids: list[str]) -> None:
+        """Delete the result objects of ``call_ids`` in one request (errors are logged by the
+        store; shielded, bounded in time; only where `feeds`)."""
+        if call_ids and self.store is not None:
+            await self.store.discard([result_key(call_id) for call_id in call_ids])
+
     @property
     def spills(self) -> bool:
         """Arguments too large to travel inline can go through the object store."""
