@@ -117,6 +117,8 @@ class _Held:
     returned: bool = False
     #: the machine's chunks in the store (object store with a result key only)
     feed: _Feed | None = None
+    #: the key of the chunk object this input came in (deleted once a result of it is in)
+    chunk_key: str | None = None
 
     @property
     def call_id(self) -> str:
@@ -543,7 +545,9 @@ class Batch:
                 if chunk
                 else started + NEXT_INPUT_WAIT_S + _CHUNK_URL_SLACK_S
             )
-            await feed.chunks.write([self._payload(held) for held in chunk], expires_at)
+            key = await feed.chunks.write([self._payload(held) for held in chunk], expires_at)
+            for held in chunk:
+                held.chunk_key = key
             written = True
             # It will read the chunk: it is not waiting for the next before it has.
             feed.busy_at = max(feed.busy_at, started)
@@ -621,6 +625,9 @@ class Batch:
             body = await run.result(held.attempt)
         self._chunked.pop(held.call_id, None)
         self._watched.pop(held.call_id, None)
+        if held.feed is not None and held.chunk_key is not None and isinstance(body, bytes):
+            # The machine read the chunk this input came in: it goes.
+            runtime.background(partial(held.feed.chunks.read, held.chunk_key))
         if not isinstance(body, bytes):
             await held.attempt.close()
             if held.chunk is not None and any(not each.returned for each in held.following):

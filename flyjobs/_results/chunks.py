@@ -4,10 +4,11 @@ A batch machine whose results go through the object store cannot pull its next i
 caller; it reads its next chunk of calls from the store instead (the protocol is in
 `flyjobs._wire.chunk`). A `ChunkFeed` is the caller's side of one machine's chunks: it presigns
 the GET of each next chunk's key ahead of time (the URL travels in the payload, then in each
-chunk), writes each chunk sealed with the result key and bound to that URL, and deletes them.
+chunk), writes each chunk sealed with the result key and bound to that URL, and deletes each
+once the machine has read it (a result of one of its calls came in), or at the machine's end.
 
 Keys (under the store's prefix): ``chunks/<machine name>/<n>``, n from 1 (chunk 0 is the
-machine's payload). `flyjobs.gc` removes those a killed caller left (see
+machine's payload). ``flyjobs gc`` removes those a killed caller left (see
 `flyjobs._results.store.CALL_PREFIXES`).
 """
 
@@ -49,9 +50,10 @@ class ChunkFeed:
         self._next = (key, url)
         return url
 
-    async def write(self, calls: list[bytes], next_expires_at: float | None) -> None:
+    async def write(self, calls: list[bytes], next_expires_at: float | None) -> str:
         """Write the chunk the last `next_url` names: ``calls`` (encoded call envelopes; none
         means "no more work") and, with ``next_expires_at``, the URL of the chunk after it.
+        Return its key.
 
         :raises TransportError: the store could not be written.
         """
@@ -61,6 +63,14 @@ class ChunkFeed:
             next_url = None if next_expires_at is None else self.next_url(next_expires_at)
             self._written.append(key)
             await self._store.put(key, seal_chunk(self._seal_key, url, calls, next_url))
+            return key
+
+    async def read(self, key: str) -> None:
+        """The machine has read the chunk ``key`` (a result of one of its calls came in):
+        delete it (errors are logged)."""
+        if key in self._written:
+            self._written.remove(key)
+            await self._store.discard(key)
 
     async def discard(self) -> None:
         """Delete every chunk written (errors are logged; shielded, bounded in time)."""
