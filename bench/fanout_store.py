@@ -7,7 +7,7 @@ moto's S3 server (its own process) on 127.0.0.1:
 
 - **Half-second inputs** (``store_vs_inbox_ratio``, goal <= 1.2): ``--inputs`` inputs of 0.5 s at
   ``--max-machines``; makespans and machine counts of both (the store's must stay within
-  ``max_machines``).
+  ``max_machines``), and the median time from an input's end to its result in the caller.
 - **Trivial inputs** (``store_vs_inbox_trivial_ratio``, goal <= 1.5): ``--trivial`` inputs that
   return at once.
 
@@ -80,8 +80,9 @@ def s3_server() -> Iterator[str]:
 
 def run_batch(
     settings: dict[str, str], channel: dict[str, str], fn: str, inputs: int, max_machines: int
-) -> tuple[float, int, str]:
-    """(makespan s, machines created, summary) of one batch over ``channel``'s settings."""
+) -> tuple[float, int, float, str]:
+    """(makespan s, machines created, median s from an input's end to its result here,
+    summary) of one batch over ``channel``'s settings."""
     env = {**settings, **channel, "FLYJOBS_RATE_LIMITS": "fly"}
     os.environ.update(env)
     shutdown_runtime()
@@ -101,7 +102,8 @@ def run_batch(
         shutdown_runtime()
         for name in env:
             os.environ.pop(name, None)
-    return makespan, summary.machines, str(summary).splitlines()[0]
+    deliver_s = summary.phases["deliver"].percentile(0.5) or 0.0
+    return makespan, summary.machines, deliver_s, str(summary).splitlines()[0]
 
 
 def main() -> None:
@@ -124,11 +126,17 @@ def main() -> None:
         for fn, count, name in (("sleep", args.inputs, ""), ("noop", args.trivial, "trivial_")):
             figures = {}
             for side, channel in (("inbox", inbox), ("store", through_store)):
-                makespan, machines, summary = run_batch(base, channel, fn, count, args.max_machines)
-                print(f"{side:5} {count} {fn} inputs: {makespan:.2f} s; {summary}")
+                makespan, machines, deliver_s, summary = run_batch(
+                    base, channel, fn, count, args.max_machines
+                )
+                print(
+                    f"{side:5} {count} {fn} inputs: {makespan:.2f} s; {summary};"
+                    f" result here {deliver_s:.3f} s after its input ended (median)"
+                )
                 figures[side] = makespan
                 result[f"{name}{side}_s"] = round(makespan, 3)
                 result[f"{name}{side}_machines"] = machines
+                result[f"{name}{side}_deliver_p50_s"] = round(deliver_s, 3)
             ratio = figures["store"] / figures["inbox"]
             result[f"store_vs_inbox_{name}ratio"] = round(ratio, 3)
         result["trivial"] = args.trivial
