@@ -58,6 +58,7 @@ import sys
 import time
 
 from flyjobs._exceptions import SerializationError
+from flyjobs._machine_side.bundles import ResultBundler
 from flyjobs._machine_side.code import Bundles, CodeRefused
 from flyjobs._machine_side.drift import explain_missing
 from flyjobs._machine_side.run import TAIL_CHARS, from_user_code, import_function
@@ -210,6 +211,8 @@ class _Worker:
         self._imports = _thread.allocate_lock()
         #: exit codes of the slots (other than the first) that have ended
         self._ended: list[int] = []
+        #: a store-mode batch machine's results, delivered a few at a time
+        self.bundler: ResultBundler | None = None
 
     def run(self, call: CallEnvelope) -> int:
         """Run the slots of `call` and its ``concurrent`` calls; return the exit code: the first
@@ -263,9 +266,13 @@ class _Worker:
         code = EXIT_OK
         following = list(call.then)  # a fixed slice: the calls after this one
         chunk_url = call.chunk_url  # a store-mode batch machine: where its next chunk will be
+        if chunk_url and self.result_key:
+            self.bundler = ResultBundler(_put_with_retries, lambda: _exit_now(EXIT_DELIVERY_FAILED))
         next_call: CallEnvelope | None = call
         while next_call is not None:
             code, next_call = self._run_one(slot, next_call)
+            if self.bundler is not None and not self.bundler.flush_if(not following):
+                return EXIT_DELIVERY_FAILED, False
             while next_call is None and code == EXIT_OK and not following and chunk_url:
                 # A chunk with no calls and a next URL: nothing yet, wait again.
                 try:
@@ -281,6 +288,8 @@ class _Worker:
                 except SerializationError as exc:
                     log(f"bad call in the machine's slice: {exc}")
                     return EXIT_BAD_PAYLOAD, False
+        if self.bundler is not None and not self.bundler.flush():
+            return EXIT_DELIVERY_FAILED, False
         self.deadlines.clear(index)
         return code, code in (EXIT_OK, EXIT_DEADLINE) or slot.unwanted
 
@@ -463,6 +472,15 @@ class _Worker:
         # The call's output ends before its result leaves: whoever has the result finds the end
         # mark in the logs, even if the machine is destroyed right after the delivery.
         self._mark(slot, "end", call.call_id)
+        if self.bundler is not None and self.result_key:
+            # A store-mode batch machine's results travel a few at a time, each sealed for
+            # its own URL (`flyjobs._machine_side.bundles`).
+            if not final:
+                sealed = seal_result(self.result_key, body, ticket=ticket_id(call.result_url))
+                self.bundler.add(call.call_id, call.result_url, sealed)
+                return True, None
+            if not self.bundler.flush():  # the results before it go first
+                return False, None
         if slot.chunk is not None:
             return self._deliver_in_chunk(slot, slot.chunk, call, body, final=final)
         return self._put_result(slot, call, call.result_url, body, pulls=call.pulls and not final)
@@ -772,6 +790,23 @@ def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=_GET_TIMEOUT_S) as response:
         data: bytes = response.read()
         return data
+
+
+def _put_with_retries(url: str, body: bytes) -> bool:
+    """PUT ``body`` to ``url`` (a presigned object-store URL), retried as a delivery is; True
+    if the store took it."""
+    for attempt in range(len(_RETRY_DELAYS_S) + 1):
+        if attempt:
+            time.sleep(_RETRY_DELAYS_S[attempt - 1])
+        try:
+            status, _ = _put(url, body)
+        except OSError as exc:
+            log(f"result delivery attempt {attempt + 1} failed: {exc}")
+            continue
+        if 200 <= status < 300:
+            return True
+        log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")
+    return False
 
 
 def _get_object(url: str, timeout_s: float) -> bytes | None:

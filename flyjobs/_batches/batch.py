@@ -65,9 +65,10 @@ from .._calls.attempt import (
 )
 from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, WORKER_DEADLINE_SLACK_S, Plan
 from .._calls.runtime import Runtime
-from .._exceptions import FlyjobsError, TooManyFailuresError, TransportError
+from .._exceptions import FlyjobsError, MachineCrashedError, TooManyFailuresError, TransportError
 from .._results.chunks import ChunkFeed
 from .._wire.bulk import encode_chunk
+from .._wire.log_lines import call_mark
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
 from .chunking import MAX_CHUNK_BYTES, ChunkSize
@@ -147,6 +148,8 @@ class _Feed:
     queue: list[_Held]
     #: unix time (s) at which the machine was surely not yet waiting for its next chunk
     busy_at: float
+    #: the last input written for it (the machine is busy while its result is not in)
+    last: _Held
     #: no chunk will be written any more ("no more work" was, or writing failed)
     ended: bool = False
     changed: anyio.Event = dataclasses.field(default_factory=anyio.Event)
@@ -475,7 +478,8 @@ class Batch:
         if not self._feeds:
             return None
         chunks = self._runtime.channel.chunk_feed(name)
-        first.feed = _Feed(chunks, first.following, busy_at=time.time())
+        last = first.following[-1] if first.following else first
+        first.feed = _Feed(chunks, first.following, busy_at=time.time(), last=last)
         self._look_for(first, *first.following)
         return first.feed
 
@@ -552,6 +556,7 @@ class Batch:
             # It will read the chunk: it is not waiting for the next before it has.
             feed.busy_at = max(feed.busy_at, started)
             feed.queue.extend(chunk)
+            feed.last = chunk[-1] if chunk else feed.last
             self._look_for(*chunk)
             feed.notify()
             return True
@@ -566,37 +571,46 @@ class Batch:
                     await self._never_ran(held)
 
     async def _scan_results(self) -> None:
-        """Look for the results of every input machines hold in the store, with one listing
-        at a time: at intervals of `_RESULT_POLL_MIN_S` while results come in, doubling up to
-        `RESULT_POLL_MAX_S` while none do. Each result listed is read into its ticket (where
-        the input's machine collects it, in order); an input listed without one shows its
-        machine busy (see `_Feed.busy_at`)."""
+        """Look for the results of every input machines hold in the store (`_scan_once`): at
+        intervals of `_RESULT_POLL_MIN_S` while results come in, doubling up to
+        `RESULT_POLL_MAX_S` while none do."""
         interval = _RESULT_POLL_MIN_S
-        prefix = f"{self._plan.batch_id}-"
         while not (self._created_all and not self._machines_left):
             await anyio.sleep(interval)
-            watched = list(self._watched.values())
-            if not watched:
-                continue
-            looked_at = time.time()
-            try:
-                listed = await self._runtime.channel.delivered(prefix)
-            except TransportError as exc:
-                logger.info("could not look for results yet: %s", exc)
-                continue
-            found = [held for held in watched if held.call_id in listed]
-            for held in watched:
-                if held.call_id not in listed and held.feed is not None:
-                    held.feed.busy_at = max(held.feed.busy_at, looked_at)
-            read: list[str] = []
-            try:
-                async with anyio.create_task_group() as reading:
-                    for held in found:
-                        reading.start_soon(self._read_result, held, read)
-            finally:
-                # Deleted once read, all in one request (not one per ticket as it closes).
-                await self._runtime.channel.discard_results(read)
+            found = await self._scan_once(list(self._watched.values()))
             interval = _RESULT_POLL_MIN_S if found else min(2 * interval, RESULT_POLL_MAX_S)
+
+    async def _scan_once(self, watched: list[_Held]) -> bool:
+        """Look for the results of ``watched`` with one listing; return whether any was in.
+
+        Each result listed is read into its ticket (where the input's machine collects it, in
+        order), with those that came in the same bundle (`flyjobs._wire.chunk`); a machine
+        whose last input is not listed is busy (see `_Feed.busy_at`)."""
+        if not watched:
+            return False
+        channel = self._runtime.channel
+        looked_at = time.time()
+        try:
+            listed = await channel.delivered(f"{self._plan.batch_id}-")
+        except TransportError as exc:
+            logger.info("could not look for results yet: %s", exc)
+            return False
+        for feed in {id(held.feed): held.feed for held in watched if held.feed}.values():
+            if feed.last.call_id in self._watched and feed.last.call_id not in listed:
+                feed.busy_at = max(feed.busy_at, looked_at)
+        found = [held for held in watched if held.call_id in listed]
+        read: list[str] = []
+        try:
+            async with anyio.create_task_group() as reading:
+                for held in found:
+                    reading.start_soon(self._read_result, held, read)
+        finally:
+            # Deleted once read, all in one request (not one per ticket as it closes).
+            await channel.discard_results(read)
+        for held in watched:
+            if channel.bundled(held.call_id):
+                await self._read_result(held, [])  # no object of its own: no request
+        return bool(found)
 
     def _look_for(self, *helds: _Held) -> None:
         """Look for the results of ``helds`` (`_scan_results`) until they are read."""
@@ -615,6 +629,23 @@ class Batch:
             except TransportError as exc:
                 logger.info("could not read the result of %s yet: %s", held.call_id, exc)
 
+    async def _late_result(
+        self, held: _Held, feed: _Feed, error: FlyjobsError
+    ) -> bytes | FlyjobsError | None:
+        """``held``'s machine ended (or its deadline came) before its result was read: the
+        result may be in a bundle of a later input, not read yet (then its body). Or it ran to
+        its end and its result was still held for a bundle when a later input ended the
+        machine (the machine's log marks its end): it goes back to the batch without counting
+        an attempt (None). Else ``error``, its own."""
+        await self._scan_once([h for h in self._watched.values() if h.feed is feed])
+        if held.attempt.ticket.delivered:
+            return await held.attempt.ticket.result()
+        tail = error.output_tail if isinstance(error, MachineCrashedError) else ""
+        if call_mark("end", held.call_id) in tail.splitlines():
+            await self._never_ran(held)
+            return None
+        return error
+
     async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
         """Wait for the held input's result (or the machine's end); return the next input
         handed to the machine, if any."""
@@ -624,6 +655,11 @@ class Batch:
         else:
             body = await run.result(held.attempt)
         self._chunked.pop(held.call_id, None)
+        if not isinstance(body, bytes) and held.feed is not None:
+            late = await self._late_result(held, held.feed, body)
+            if late is None:
+                return None
+            body = late
         self._watched.pop(held.call_id, None)
         if held.feed is not None and held.chunk_key is not None and isinstance(body, bytes):
             # The machine read the chunk this input came in: it goes.

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import anyio
 
 from .._exceptions import ConfigError, SerializationError, TransportError
+from .._wire.chunk import open_bundle
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
 from .._wire.seal import open_result, ticket_id
@@ -176,6 +177,11 @@ class Channel:
         found = await self.store.list(result_key(""))
         ids = (info.key.removeprefix(result_key("")) for info in found)
         return {call_id for call_id in ids if call_id.startswith(call_id_prefix)}
+
+    def bundled(self, call_id: str) -> bool:
+        """The result of ``call_id`` came in another's bundle and waits for its ticket (see
+        `flyjobs._wire.chunk`): looking for it reads no object."""
+        return self.store is not None and call_id in self.store.bundled
 
     async def discard_results(self, call_ids: list[str]) -> None:
         """Delete the result objects of ``call_ids`` in one request (errors are logged by the
@@ -395,15 +401,35 @@ class StoreTicket:
         """
         if self._body is not None:
             return True
+        bundled = self._store.bundled.pop(self.call_id, None)
+        if bundled is not None and self._accept(bundled):
+            return True
         body = await self._store.get(self.key)
         if body is None:
             return False
+        bundle = open_bundle(body)
+        if bundle is not None:
+            # A batch machine's results of quick calls, delivered together at the last one's
+            # key: each other result waits here for its own ticket (and its checks).
+            mine = bundle.pop(self.call_id, None)
+            self._store.bundled.update(bundle)
+            if mine is None:
+                self.spoiled = "it is a bundle of results without this call's"
+                logger.warning("ignored the object %s: %s", self.key, self.spoiled)
+                return False
+            body = mine
+        return self._accept(body)
+
+    def _accept(self, sealed: bytes) -> bool:
+        """Take ``sealed`` as the result if it is sealed for this ticket and for this call."""
+        body = sealed
         if self._seal_key is not None:
-            body = open_result(self._seal_key, body, ticket=self.ticket_id)
-            if body is None:
+            opened = open_result(self._seal_key, sealed, ticket=self.ticket_id)
+            if opened is None:
                 self.spoiled = "it is not sealed with the result key for this call"
                 logger.warning("ignored the object %s: %s", self.key, self.spoiled)
                 return False
+            body = opened
         try:
             envelope = decode_result(body)
         except SerializationError as exc:
@@ -454,6 +480,7 @@ class StoreTicket:
     async def aclose(self) -> None:
         """Forget the ticket: delete its object unless `keep` was called (errors are logged: a
         lifecycle rule or ``flyjobs gc`` removes what is left)."""
+        self._store.bundled.pop(self.call_id, None)
         if not self._keep:
             await self._store.discard(self.key)
 

@@ -166,6 +166,9 @@ class Store:
             ) from None
 
         self.config = config
+        #: results that came in another call's bundle (`flyjobs._wire.chunk`), by call id,
+        #: until their tickets take them (each still checked by its own ticket)
+        self.bundled: dict[str, bytes] = {}
         self._s3: S3Store = S3Store(
             config.bucket,
             prefix=config.prefix or None,

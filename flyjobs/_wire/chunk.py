@@ -17,16 +17,33 @@ The object is sealed with the app's result key and bound to the URL it is read f
 make it run a call, and a chunk moved to another key is refused. The layout (a msgpack map)::
 
     {"flyjobs": 2, "calls": [bytes], "next_url": str | None}
+
+Such a machine delivers the results of calls that end within `BUNDLE_S` of each other in one
+object (a bundle), PUT to the result URL of the last of them: `BUNDLE_MARK`, then a msgpack map
+``{call_id: sealed result}``. Each result in it is sealed for its own ticket as any result is,
+so the bundle needs no seal of its own: a result moved into another bundle, or forged, fails
+its ticket's check. A lone result is PUT as itself.
 """
 
 from __future__ import annotations
+
+import msgpack  # type: ignore[import-untyped]
 
 from flyjobs._exceptions import SerializationError
 from flyjobs._wire.codec import pack
 from flyjobs._wire.framing import ENVELOPE_VERSION, field, read_envelope
 from flyjobs._wire.seal import open_result, seal_result, ticket_id
 
-__all__ = ("POLL_FIRST_S", "POLL_MAX_S", "Chunk", "open_chunk", "seal_chunk")
+__all__ = (
+    "BUNDLE_S",
+    "POLL_FIRST_S",
+    "POLL_MAX_S",
+    "Chunk",
+    "open_bundle",
+    "open_chunk",
+    "pack_bundle",
+    "seal_chunk",
+)
 
 #: Seconds before a machine looks for its next chunk again after the first miss, growing by half
 #: with each miss up to `POLL_MAX_S` (the caller writes the next chunk before the machine needs
@@ -34,8 +51,33 @@ __all__ = ("POLL_FIRST_S", "POLL_MAX_S", "Chunk", "open_chunk", "seal_chunk")
 POLL_FIRST_S = 0.02
 POLL_MAX_S = 0.25
 
+#: Seconds a store-mode batch machine holds a result to deliver it with those of the calls
+#: that end after it (one request for many quick calls): a result waits no longer.
+BUNDLE_S = 0.05
+#: How a bundle of results begins (a sealed result never does: it is a msgpack map).
+BUNDLE_MARK = b"flyjobs-bundle\n"
+
 #: What the seal of a chunk authenticates (never taken for a result or a record).
 _CHUNK = b"flyjobs-chunk"
+
+
+def pack_bundle(results: dict[str, bytes]) -> bytes:
+    """The object that delivers ``results`` (sealed result bodies by call id) at once."""
+    return BUNDLE_MARK + pack(results)
+
+
+def open_bundle(data: bytes) -> dict[str, bytes] | None:
+    """The sealed results by call id in the bundle ``data``; None if it is not a bundle (a
+    lone result, or malformed: each result is checked by its own ticket anyway)."""
+    if not data.startswith(BUNDLE_MARK):
+        return None
+    try:
+        results = msgpack.unpackb(data[len(BUNDLE_MARK) :], raw=False)
+    except Exception:
+        return None
+    if not isinstance(results, dict):
+        return None
+    return {k: v for k, v in results.items() if isinstance(k, str) and isinstance(v, bytes)}
 
 
 class Chunk:

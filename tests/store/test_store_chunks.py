@@ -19,9 +19,10 @@ from _store_helpers import APP, live_machines, objects
 from _waiting import eventually
 
 from flyjobs._calls.runtime import get_runtime
+from flyjobs._results.channel import StoreTicket
 from flyjobs._results.chunks import ChunkFeed
 from flyjobs._results.store import STALE_OBJECT_AGE_S, Store, StoreConfig, collect_stale_objects
-from flyjobs._wire.call_envelope import encode_call
+from flyjobs._wire.call_envelope import decode_call, encode_call
 from flyjobs._wire.chunk import seal_chunk
 from flyjobs._wire.machine import EXIT_BAD_PAYLOAD, EXIT_OK, PAYLOAD_GUEST_PATH
 from flyjobs._wire.result_envelope import decode_result
@@ -53,10 +54,12 @@ def test_a_store_batch_of_500_inputs_uses_at_most_max_machines(fly_store: str) -
 def test_a_machine_killed_mid_chunk_reruns_only_what_it_did_not_deliver(
     fly_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ledger, marker = str(tmp_path / "ledger"), str(tmp_path / "marker")
-    inputs = [(x, 5, ledger, marker) for x in range(12)]
+    ledger, marker, go = (str(tmp_path / name) for name in ("ledger", "marker", "go"))
+    inputs = [(x, 5, ledger, marker, go) for x in range(12)]
     results = funcs.crash_once_at.starmap(inputs, max_machines=1, progress=True)
-    assert list(results) == list(range(12))
+    values = [next(results) for _ in range(5)]  # delivered: the machine then dies at input 5
+    Path(go).touch()
+    assert values + list(results) == list(range(12))
     runs = Counter(int(line) for line in Path(ledger).read_text().split())
     # Input 5 ran twice (its machine died running it); every other input once: those its
     # machine delivered before were not run again, those after it ran on the next machine.
@@ -176,3 +179,63 @@ def test_machines_of_a_killed_caller_end_by_themselves_and_gc_removes_its_object
 
     assert set(asyncio.run(gc())) >= set(left)
     assert objects(fly_store) == []
+
+
+async def _bundled_run(bucket: str, tmp_path: Path) -> tuple[int, list[bool], list[str]]:
+    """A worker runs three quick calls of one chunk; return its exit code, whether each
+    call's ticket found its result, and the result keys left in the store."""
+    config = StoreConfig.load(f"s3://{bucket}/flyjobs")
+    assert config is not None
+    store = Store(config)
+    expires = time.time() + 300
+    tickets = [
+        StoreTicket(store, f"b-{i}", expires_at=expires, seal_key=RESULT_KEY) for i in range(3)
+    ]
+    calls = [
+        encode_call(
+            "store_funcs:double",
+            (i,),
+            call_id=ticket.call_id,
+            deadline=expires,
+            result_url=ticket.url,
+            sys_path=[SUPPORT],
+        )
+        for i, ticket in enumerate(tickets)
+    ]
+    feed = ChunkFeed(store, "bundle-test-m0", RESULT_KEY)
+    payload = decode_call(calls[0])
+    path = tmp_path / "root" / PAYLOAD_GUEST_PATH.lstrip("/")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(
+        encode_call(
+            payload.fn,
+            (0,),
+            call_id=payload.call_id,
+            deadline=expires,
+            result_url=payload.result_url,
+            sys_path=[SUPPORT],
+            then=calls[1:],
+            chunk_url=feed.next_url(expires),
+        )
+    )
+    await feed.write([], None)  # no more work after the first chunk
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flyjobs.worker", "--payload", str(path), cwd=tmp_path
+    )
+    code = await asyncio.wait_for(process.wait(), 60)
+    keys = sorted(info.key for info in await store.list("results"))
+    found = [await ticket.fetch() for ticket in reversed(tickets)][::-1]
+    return code, found, keys
+
+
+def test_results_of_quick_calls_travel_in_one_object_each_checked_by_its_own_ticket(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYJOBS_RESULT_KEY", RESULT_KEY)
+    code, found, keys = asyncio.run(_bundled_run(bucket, tmp_path))
+    assert code == EXIT_OK
+    # Calls that end within BUNDLE_S of each other share one object, at the last one's key (a
+    # thread delivers every BUNDLE_S, so a busy box may cut them in more); each ticket finds
+    # its own result, in the object of its key or in a later one's.
+    assert keys[-1] == "results/b-2" and len(keys) <= 3
+    assert found == [True, True, True]
