@@ -646,10 +646,9 @@ class Batch:
             return None
         return error
 
-    async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
-        """Wait for the held input's result (or the machine's end); return the next input
-        handed to the machine, if any."""
-        runtime, plan, machine_id = self._runtime, self._plan, run.id
+    async def _result_of(self, held: _Held, run: MachineRun) -> bytes | FlyjobsError | None:
+        """The held input's result, or the error its attempt failed with; None when it went
+        back to the batch (see `_late_result`)."""
         if held.attempt.ticket.delivered:
             body: bytes | FlyjobsError = await held.attempt.ticket.result()  # a chunk's: no wait
         else:
@@ -663,7 +662,16 @@ class Batch:
         self._watched.pop(held.call_id, None)
         if held.feed is not None and held.chunk_key is not None and isinstance(body, bytes):
             # The machine read the chunk this input came in: it goes.
-            runtime.background(partial(held.feed.chunks.read, held.chunk_key))
+            self._runtime.background(partial(held.feed.chunks.read, held.chunk_key))
+        return body
+
+    async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
+        """Wait for the held input's result (or the machine's end); return the next input
+        handed to the machine, if any."""
+        runtime, plan, machine_id = self._runtime, self._plan, run.id
+        body = await self._result_of(held, run)
+        if body is None:
+            return None
         if not isinstance(body, bytes):
             await held.attempt.close()
             if held.chunk is not None and any(not each.returned for each in held.following):
