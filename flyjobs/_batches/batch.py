@@ -87,7 +87,7 @@ CHUNK_WORK_S = 1.0
 #: Inputs in a machine's first chunk before any input has run (the run time is not known yet).
 _FIRST_CHUNK = 8
 #: Most seconds between two looks for a result in the store while its machine runs.
-RESULT_POLL_MAX_S = 0.5
+RESULT_POLL_MAX_S = 0.25
 #: Least seconds between two looks for a result in the store.
 _RESULT_POLL_MIN_S = 0.05
 #: Results read from the store at once.
@@ -364,7 +364,7 @@ class Batch:
         """Inputs in the next chunk (through the store): about `CHUNK_WORK_S` of work by the
         mean run time so far (`_FIRST_CHUNK` before one is known), and no more than a fair
         share (among the machines running) of the inputs no machine holds yet, within 1 and
-        `MAX_SLICE` (and so that the two chunks of every machine fit in the read-ahead
+        `MAX_SLICE` (and so that a chunk of every machine fits in the read-ahead
         window)."""
         run_s = self.stats.phases["run"].mean_s
         size = _FIRST_CHUNK if run_s is None else round(CHUNK_WORK_S / max(run_s, 1e-3))
@@ -376,7 +376,7 @@ class Batch:
             stats = self.stats
             left = total - stats.done - stats.failed - stats.starting - stats.running
             size = min(size, math.ceil(max(left, 1) / machines))
-        return max(1, min(MAX_SLICE, self._window // (2 * machines), size))
+        return max(1, min(MAX_SLICE, self._window // machines, size))
 
     async def _take_more(self, count: int, size: int = 0) -> list[Item]:
         """Up to ``count`` more inputs for a chunk, while their arguments keep ``size`` within
