@@ -8,5 +8,5 @@ records through its journal), `progress` (counts, `Summary`, the progress displa
 `chunking` (how many inputs a machine takes per round trip: the adaptive chunk).
 
 May import: `flyjobs._calls` (runtime, plan, the attempt lifecycle), `_results`, `_wire`,
-`_declare`, `_aio`, `_settings`, `_exceptions`. Never `_pools` or `_commands`.
+`_declare`, `_aio`, `_cost`, `_settings`, `_exceptions`. Never `_pools` or `_commands`.
 """

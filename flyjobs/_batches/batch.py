@@ -45,6 +45,7 @@ import anyio.to_thread
 
 from .._aio.sole_error import sole_error
 from .._calls.attempt import (
+    EXIT_GRACE_S,
     Attempt,
     MachineRun,
     Retry,
@@ -56,7 +57,9 @@ from .._calls.attempt import (
 )
 from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, Plan
 from .._calls.runtime import Runtime
-from .._exceptions import FlyjobsError, TooManyFailuresError
+from .._cost.budget import Budget
+from .._cost.ledger import Ledger, Share
+from .._exceptions import BudgetExceededError, FlyjobsError, TooManyFailuresError
 from .._wire.bulk import encode_chunk
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
@@ -85,6 +88,18 @@ class _Held:
     chunk: _Chunk | None = None
     #: its machine gave it back unrun (see `flyjobs._wire.bulk`)
     returned: bool = False
+    #: its part of its machine's cost, once on a machine
+    share: Share | None = None
+
+    def on(self, run: MachineRun) -> None:
+        """The input is on ``run``'s machine from now: its share of the machine's cost."""
+        if run.cost is not None:
+            self.share = run.cost.share()
+            self.item.shares.append(self.share)
+
+    def ended(self, *, failed: bool) -> None:
+        if self.share is not None:
+            self.share.end(failed=failed)
 
     @property
     def call_id(self) -> str:
@@ -111,6 +126,8 @@ class Batch:
         of the process as well).
     :param reuse: machines take more than one input.
     :param max_failures: stop after this many failed inputs (None: never stop).
+    :param ledger: where the machines' costs are kept (`flyjobs._cost.ledger`).
+    :param max_cost_usd: the batch's cap (`flyjobs._cost.budget`); None: no cap.
     """
 
     def __init__(
@@ -126,12 +143,15 @@ class Batch:
         window: int,
         total_hint: int | None = None,
         journal: Recorder | None = None,
+        ledger: Ledger | None = None,
+        max_cost_usd: float | None = None,
     ) -> None:
         self._journal = journal
         self._runtime = runtime
         self._plan = plan
         self._outcomes = outcomes
-        self.stats = BatchStats(total_hint)
+        self.ledger = ledger
+        self.stats = BatchStats(total_hint, ledger)
         self.source = WorkSource(
             inputs,
             partial(plan.encode, spill=runtime.channel.spills),
@@ -164,6 +184,17 @@ class Batch:
         self._chunked: dict[str, _Held] = {}
         #: indexes of inputs handed alone from now on: their chunk's machine died
         self._solo: set[int] = set()
+        self._budget: Budget | None = None
+        self._over_budget: BudgetExceededError | None = None
+        #: every outcome so far, for a BudgetExceededError (only with a cap)
+        self._so_far: list[Outcome[Any]] = []
+        if max_cost_usd is not None and ledger is not None:
+            self._budget = Budget(
+                max_cost_usd,
+                ledger,
+                usd_per_s=ledger.price_of(plan.options.guest(), plan.options.region),
+                hold_s=plan.options.effective_timeout_s + EXIT_GRACE_S,
+            )
 
     async def run(self) -> None:
         """Run the batch to its end; cancelling it destroys every machine it made."""
@@ -182,17 +213,66 @@ class Batch:
                         raise
                     # The create's turn first, then the input: an input is not held back from
                     # the machines already running while its create waits for the rate limit.
-                    await pace_create(self._runtime, self._plan.app)
+                    if self._over_budget is None:
+                        await pace_create(self._runtime, self._plan.app)
+                    reserved = await self._reserve()
                     item = await self._source.take()
                     if item is None:
+                        if self._budget is not None and reserved:
+                            self._budget.release(self._slice)
                         self._release(holder)
                         break
+                    if not reserved:
+                        self._release(holder)
+                        self._refuse(item)
+                        continue
                     tg.start_soon(self._machine, item, holder)
         except Exception as exc:
             self._outcomes.abort(sole_error(exc))
         finally:
             self._source.close()
             self.stats.finished()
+
+    async def _reserve(self) -> bool:
+        """Whether the next machine fits the budget (reserved if so; True without a cap).
+        While machines run, it waits for one to end before it says no."""
+        budget = self._budget
+        if budget is None:
+            return True
+        while self._over_budget is None:
+            if budget.reserve_machine(self._slice):
+                return True
+            if not budget.running:
+                self._over_budget = BudgetExceededError(
+                    f"batch {self._plan.batch_id} stopped before max_cost_usd="
+                    f"{budget.max_usd:g}: it spent ${self._spent_usd():.4f}, and another"
+                    f" machine could cost up to its timeout_s and exit grace more; raise"
+                    " max_cost_usd or lower timeout_s",
+                    max_cost_usd=budget.max_usd,
+                    spent_usd=self._spent_usd(),
+                    outcomes=self._so_far,
+                )
+                break
+            await budget.wait_changed()
+        return False
+
+    def _spent_usd(self) -> float:
+        ledger = self.ledger
+        return 0.0 if ledger is None else ledger.usd + ledger.earlier_usd
+
+    def _refuse(self, item: Item) -> None:
+        """Over budget: ``item`` is not run; it ends with the batch's `BudgetExceededError`."""
+        error = self._over_budget
+        if error is None:
+            raise AssertionError("refused only over budget")
+        self.stats.failed += 1
+        self._source.finished(item)
+        self._put(Outcome(item.index, False, error, item.attempts, shares=tuple(item.shares)))
+
+    def _put(self, outcome: Outcome[Any], size: int = 0) -> None:
+        if self._budget is not None:
+            self._so_far.append(outcome)
+        self._outcomes.put(outcome, size)
 
     def _inputs_ended(self, total: int, error: BaseException | None) -> None:
         self.stats.inputs_ended()
@@ -205,7 +285,7 @@ class Batch:
     def _recorded(self, index: int, value: Any) -> None:
         # A resumed batch's input that returned in an earlier run: its value, not run again.
         self.stats.done += 1
-        self._outcomes.put(Outcome(index, True, value))
+        self._put(Outcome(index, True, value))
 
     def _encode_failed(self, index: int, error: BaseException) -> None:
         self.stats.failed += 1
@@ -313,15 +393,15 @@ class Batch:
                     pulls=self._reuse,
                     paced=True,
                     restart=partial(self._restart_clocks, first),
+                    ledger=self.ledger,
                 )
             except Exception as exc:
-                self.stats.create_failed()
+                self._create_failed()
                 held = None
                 await first.attempt.close()
                 self._attempt_failed(first, exc)
                 return
-            self.stats.created(first.item.index)
-            self._watch(run.id, first.call_id)
+            self._created(run, first)
             while held is not None:
                 held = await self._serve(held, run)
             # The machine is told there is no more work: it exits by itself, and its place in
@@ -348,8 +428,27 @@ class Batch:
                 self._source.give_back(never_ran.item)
             if run is not None:
                 runtime.live.forget(plan.app, run.id)
+                await self._settle(run)
             if holder is not None:
                 self._release(holder)
+
+    def _create_failed(self) -> None:
+        if self._budget is not None:
+            self._budget.release(self._slice)
+        self.stats.create_failed()
+
+    def _created(self, run: MachineRun, first: _Held) -> None:
+        if self._budget is not None and run.cost is not None:
+            self._budget.created(run.cost, self._slice)
+        first.on(run)
+        self.stats.created(first.item.index)
+        self._watch(run.id, first.call_id)
+
+    async def _settle(self, run: MachineRun) -> None:
+        """Bill the machine, which has exited (or was destroyed), from its own events."""
+        await run.settle()
+        if self._budget is not None:
+            self._budget.changed()
 
     async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
         """Wait for the held input's result (or the machine's end); return the next input
@@ -386,17 +485,19 @@ class Batch:
                 # Recorded before the machine gets more work: a kill loses only what runs.
                 await anyio.to_thread.run_sync(self._journal.record, held.item.arguments, value)
             self._succeeded(held, value, len(body))
-        return await self._next(held, machine_id)
+        return await self._next(held, run)
 
-    async def _next(self, held: _Held, machine_id: str) -> _Held | None:
+    async def _next(self, held: _Held, run: MachineRun) -> _Held | None:
         """Answer the held delivery with the machine's next input (or no more work)."""
         while held.following and held.following[0].returned:
             await held.following.pop(0).attempt.close()  # given back already
+        machine_id = run.id
         if held.following:
             # The next input of the machine's fixed slice or chunk: it is running it already.
             await held.attempt.close()
             next_held = held.following.pop(0)
             next_held.following = held.following
+            next_held.on(run)
             self._watch(machine_id, next_held.call_id)
             return next_held
         if held.chunk is not None:
@@ -407,11 +508,16 @@ class Batch:
             )
         if not self._pulls:
             return await self._stop(held)
+        if self._budget is not None and (
+            self._over_budget is not None or run.cost is None or not self._budget.more(run.cost)
+        ):
+            return await self._stop(held)  # another input could cross the cap
         item = await self._source.take(timeout_s=NEXT_INPUT_WAIT_S)
         if item is None:
             return await self._stop(held)
         chunk_ = await self._take_chunk(item)
         next_held = chunk_[0]
+        next_held.on(run)
         self._watch(machine_id, next_held.call_id)
         if len(chunk_) == 1:
             held.attempt.ticket.reply(self._payload(next_held))
@@ -507,9 +613,12 @@ class Batch:
 
     def _succeeded(self, held: _Held, value: Any, size: int) -> None:
         item = held.item
+        held.ended(failed=False)
         timings = self.stats.settled(item.index, "done")
-        outcome = Outcome(item.index, True, value, item.attempts, held.call_id, timings)
-        self._outcomes.put(outcome, size)
+        outcome = Outcome(
+            item.index, True, value, item.attempts, held.call_id, timings, tuple(item.shares)
+        )
+        self._put(outcome, size)
         self._source.finished(item)
         self._forget_arguments(held)
 
@@ -521,6 +630,7 @@ class Batch:
     def _attempt_failed(self, held: _Held, error: BaseException) -> None:
         """An attempt of ``held``'s input failed: retry it elsewhere, or record its error."""
         item = held.item
+        held.ended(failed=True)
         delay_s = self._retry.again(error, item.attempts)
         if delay_s is not None:
             self.stats.settled(item.index, "retried")
@@ -533,14 +643,24 @@ class Batch:
         timings = self.stats.settled(item.index, "failed")
         self._source.finished(item)
         self._forget_arguments(held)
-        self.rejected(Outcome(item.index, False, error, item.attempts, held.call_id, timings))
+        self.rejected(
+            Outcome(
+                item.index,
+                False,
+                error,
+                item.attempts,
+                held.call_id,
+                timings,
+                tuple(item.shares),
+            )
+        )
 
     def rejected(self, outcome: Outcome[Any]) -> None:
         """An input failed for good (an attempt, or its encoding): record its error, and stop
         the batch at ``max_failures``."""
         index, error = outcome.index, outcome.value
         self._failures.append((index, error))
-        self._outcomes.put(outcome)
+        self._put(outcome)
         if self._max_failures is not None and len(self._failures) >= self._max_failures:
             self._outcomes.abort(
                 TooManyFailuresError(

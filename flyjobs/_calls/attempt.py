@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from .._cost.ledger import Ledger, MachineCost
 from .._declare.options import CallOptions
 from .._exceptions import (
     APIError,
@@ -326,11 +327,15 @@ class MachineRun:
 
     :ivar id: the machine's id.
     :ivar watch: its exit watch.
+    :ivar cost: its entry in a batch's or pool's ledger (created with one), billed from its
+        own events by `settle` once it has exited.
     """
 
     def __init__(self, runtime: Runtime, plan: Plan, machine_id: str) -> None:
         self.id = machine_id
         self.watch = ExitWatch(runtime, plan.app, machine_id)
+        self.cost: MachineCost | None = None
+        self._ledger: Ledger | None = None
         self._runtime = runtime
         self._plan = plan
         self._destroyed = False
@@ -347,6 +352,7 @@ class MachineRun:
         pulls: bool,
         paced: bool = False,
         restart: Callable[[], Awaitable[tuple[bytes, float]]] | None = None,
+        ledger: Ledger | None = None,
     ) -> MachineRun:
         """Create the machine ``name`` carrying ``payload`` as its first call, and watch it.
 
@@ -375,7 +381,15 @@ class MachineRun:
                     machine = await runtime.client.create_machine(
                         plan.app, config, name=name, **create_args(plan.options)
                     )
-                return cls(runtime, plan, machine.id)
+                run = cls(runtime, plan, machine.id)
+                if ledger is not None:
+                    run._ledger = ledger
+                    run.cost = ledger.machine(
+                        machine.id,
+                        ledger.price_of(plan.options.guest(), machine.region),
+                        machine.region,
+                    )
+                return run
             except RateLimitedError as exc:
                 if restart is None:
                     raise CallTimeoutError(
@@ -474,6 +488,25 @@ class MachineRun:
             await self.watch.exited.wait()
         if not self.watch.exited.is_set():
             await self.destroy()
+
+    async def settle(self, wait_s: float = EXIT_GRACE_S) -> None:
+        """Bill the machine in its ledger from its own start and exit events (once; shielded):
+        wait up to ``wait_s`` for it to be stopped or destroyed (it was told to exit, or was
+        destroyed), then read it. A machine already gone keeps its estimate."""
+        if self.cost is None or self._ledger is None or self.cost.settled:
+            return
+        app, runtime = self._plan.app, self._runtime
+        with anyio.CancelScope(shield=True):
+            machine = None
+            with anyio.move_on_after(wait_s):
+                if not self.watch.exited.is_set() or self.watch.error is not None:
+                    with contextlib.suppress(APIError, TransportError, WaitTimeoutError):
+                        await runtime.client.wait(
+                            app, self.id, ("stopped", "destroyed", "failed"), timeout_s=wait_s
+                        )
+                with contextlib.suppress(APIError, TransportError):
+                    machine = await _machine_or_none(runtime, app, self.id)
+            self.cost.settle(machine, self._ledger.prices)
 
     async def destroy(self) -> None:
         """Stop watching and destroy the machine (once; shielded)."""

@@ -5,6 +5,6 @@ call, keep-warm, idle exit or suspend and resume, drain), `state` (what the runn
 calls, machines, slots).
 
 May import: `flyjobs._calls` (runtime, plan, handle, the attempt lifecycle), `_results`,
-`_wire`, `_exceptions`; `flyjobs._declare.pool` only for type checking. Never
+`_wire`, `_cost`, `_exceptions`; `flyjobs._declare.pool` only for type checking. Never
 `flyjobs._calls.dispatch` (which routes pooled calls here), `_batches` or `_commands`.
 """
