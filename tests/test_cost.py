@@ -87,5 +87,5 @@ def test_retried_attempts_are_billed_and_counted_as_wasted(
 def test_max_cost_usd_is_checked_before_any_machine(runtime: Runtime, cap: object) -> None:
     before = len(machines(runtime))
     with pytest.raises(flyjobs.ConfigError, match="max_cost_usd"):
-        funcs.add.map([1, 2], max_cost_usd=cap)  # type: ignore[arg-type]
+        funcs.add.map([1, 2], max_cost_usd=cap)  # type: ignore[call-overload]
     assert len(machines(runtime)) == before
