@@ -8,14 +8,18 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
+import pool_funcs
 import pytest
 import remote_funcs as funcs
+from _pool_helpers import live, pool_machines
 from _remote_helpers import machines, metadata
+from _waiting import eventually
 
 import flyjobs
 from flyjobs._calls.runtime import Runtime
 from flyjobs._cost.ledger import billed_seconds
 from flyjobs._cost.prices import prices_for
+from flyjobs.machines import Machine
 
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 
@@ -38,11 +42,14 @@ def priced(runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def _billed_usd(runtime: Runtime, batch_id: str, prices: Path) -> float:
     """Sum over the batch's machines of their start→exit seconds times their price."""
+    batch = [m for m in machines(runtime) if metadata(m).get("flyjobs_batch_id") == batch_id]
+    return _events_usd(batch, prices)
+
+
+def _events_usd(of: list[Machine], prices: Path) -> float:
     table = prices_for(prices)
     total = 0.0
-    for m in machines(runtime):
-        if metadata(m).get("flyjobs_batch_id") != batch_id:
-            continue
+    for m in of:
         config = m.config.model_dump(exclude_none=True) if m.config else None
         total += billed_seconds(m.events) * table.usd_per_s(table.guest_of(config), m.region)
     return total
@@ -89,3 +96,21 @@ def test_max_cost_usd_is_checked_before_any_machine(runtime: Runtime, cap: objec
     with pytest.raises(flyjobs.ConfigError, match="max_cost_usd"):
         funcs.add.map([1, 2], max_cost_usd=cap)  # type: ignore[call-overload]
     assert len(machines(runtime)) == before
+
+
+def test_a_pools_idle_time_is_counted_as_idle(runtime: Runtime, priced: Path) -> None:
+    pool = flyjobs.Pool(max=1, idle_s=1.0)
+    try:
+        assert pool_funcs.pid_of.with_options(pool=pool).remote(1)[0] == 1
+        # With no more calls, the machine waits idle_s for one, then exits by itself.
+        eventually(lambda: live(runtime, pool) == [], "the idle machine exited")
+    finally:
+        pool.shutdown()
+    ledger = pool.ledger()
+    assert ledger["machines"] == 1
+    assert ledger["cost_usd"] == pytest.approx(
+        _events_usd(pool_machines(runtime, pool), priced), abs=0.01
+    )
+    assert ledger["idle_s"] >= 0.5 * pool.idle_s  # its wait for a call that never came
+    assert 0 < ledger["busy_s"] < ledger["idle_s"]
+    assert ledger["wasted_usd"] == 0.0

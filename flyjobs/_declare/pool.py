@@ -204,6 +204,16 @@ class Pool:
 
         await anyio.to_thread.run_sync(self.shutdown)
 
+    def ledger(self) -> dict[str, float]:
+        """What the pool's machines have cost since it (last) started: ``machines`` (created),
+        ``cost_usd`` (USD, each machine billed from its own start and exit events once it has
+        exited, so far while it runs), ``busy_s`` (machine-seconds calls held a slot),
+        ``idle_s`` (the rest of their billed machine-seconds: booting, waiting for a call,
+        keep-warm), ``wasted_usd`` (USD of attempts that failed)."""
+        from .._pools.runner import pool_ledger  # lazy: keeps decoration light
+
+        return pool_ledger(self)
+
     def __repr__(self) -> str:
         idle = "" if self.idle == "exit" else f" idle={self.idle!r},"
         return (

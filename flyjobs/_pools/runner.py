@@ -67,6 +67,8 @@ from .._calls.attempt import (
 from .._calls.handle import CallState, CallStatus
 from .._calls.plan import Plan, plan
 from .._calls.runtime import Runtime, current_runtime, get_runtime
+from .._cost.ledger import Ledger
+from .._cost.prices import prices_for
 from .._exceptions import APIError, CallCancelledError, ConfigError, TransportError
 from .._wire.call_envelope import encode_arguments
 from .state import Job, Machine, Slot
@@ -110,6 +112,8 @@ class PoolRunner:
         self._all_gone.set()
         self.started = False
         self.closed = False
+        #: what the pool's machines cost: busy (calls) and idle (waiting, keep-warm) seconds
+        self.ledger = Ledger(prices_for(runtime.settings.prices))
 
     # --- calls --------------------------------------------------------------------------
 
@@ -517,6 +521,7 @@ class PoolRunner:
                     job.settle(error=CallCancelledError(f"pool {self.pool.name} was shut down"))
             if machine.run is not None:
                 runtime.live.forget(plan.app, machine.run.id)
+                await machine.run.settle()
 
     async def _create(self, machine: Machine, plan: Plan) -> MachineRun | None:
         """Create the machine with its slots' calls; None if that failed (each call then
@@ -528,7 +533,14 @@ class PoolRunner:
             payload = self._payload(held[0], others)
             deadline = _attempt(held[0]).deadline
             run = await MachineRun.create(
-                self.runtime, plan, name, payload, deadline, pulls=True, paced=True
+                self.runtime,
+                plan,
+                name,
+                payload,
+                deadline,
+                pulls=True,
+                paced=True,
+                ledger=self.ledger,
             )
         except Exception as exc:
             for slot in machine.slots:
@@ -539,6 +551,7 @@ class PoolRunner:
             return None
         machine.run = run
         for job in held:
+            _busy(job, run)
             self._started(job, run.id, created_now=True)
         return run
 
@@ -565,6 +578,9 @@ class PoolRunner:
         the next call handed to the slot, if any."""
         attempt = _attempt(job)
         body = await run.result(attempt, shared=functools.partial(self._timed_out, slot))
+        if job.share is not None:
+            job.share.end(failed=not isinstance(body, bytes))
+            job.share = None
         slot.job = None
         if slot.lingering is not None:
             await slot.lingering.close()  # it answered after its sleep: it has its call
@@ -622,6 +638,7 @@ class PoolRunner:
         wait_s = SUSPENDED_WAIT_S if machine.suspending and job.state is None else None
         self._hand(job, slot, creating=False, wait_s=wait_s)
         assert machine.run is not None  # it delivered
+        _busy(job, machine.run)
         self._started(job, machine.run.id, created_now=False)
         attempt.ticket.reply(self._payload(job, wait_s=wait_s))
         await attempt.close()
@@ -664,6 +681,27 @@ class PoolRunner:
             machine.scope.cancel()
         with anyio.move_on_after(_SHUTDOWN_WAIT_S):
             await self._all_gone.wait()
+
+
+def _busy(job: Job, run: MachineRun) -> None:
+    """A call of the application is on ``run``'s machine from now: its time there is busy."""
+    if job.state is not None and run.cost is not None:
+        job.share = run.cost.share()
+
+
+def pool_ledger(pool: Pool) -> dict[str, float]:
+    """What the pool's machines have cost since it (last) started; see `Pool.ledger`."""
+    runner = pool._runner
+    if not isinstance(runner, PoolRunner):
+        return {"machines": 0, "cost_usd": 0.0, "busy_s": 0.0, "idle_s": 0.0, "wasted_usd": 0.0}
+    ledger = runner.ledger
+    return {
+        "machines": len(ledger.machines),
+        "cost_usd": ledger.usd,
+        "busy_s": ledger.busy_s,
+        "idle_s": ledger.idle_s,
+        "wasted_usd": ledger.wasted_usd,
+    }
 
 
 def _attempt(job: Job) -> Attempt:
