@@ -71,6 +71,12 @@ __all__ = ("MAX_SLICE", "Batch")
 
 #: Most inputs one machine takes at creation when results go through the object store.
 MAX_SLICE = 64
+#: Machines that ended whose events are read together, in the background (without a cap;
+#: see `Batch._settle`), and the most seconds the first of them waits for the others.
+_SETTLE_EVERY = 64
+_SETTLE_AFTER_S = 30.0
+#: Machines' events read at once.
+_SETTLE_CONCURRENCY = 8
 
 logger = logging.getLogger("flyjobs.batch")
 
@@ -188,6 +194,11 @@ class Batch:
         self._over_budget: BudgetExceededError | None = None
         #: every outcome so far, for a BudgetExceededError (only with a cap)
         self._so_far: list[Outcome[Any]] = []
+        #: machines being billed from their events, in the background (see `settled`)
+        self._settling: set[anyio.Event] = set()
+        #: machines that ended, not billed yet, and when the first of them ended (monotonic)
+        self._ended: list[MachineRun] = []
+        self._ended_since = 0.0
         if max_cost_usd is not None and ledger is not None:
             self._budget = Budget(
                 max_cost_usd,
@@ -232,6 +243,7 @@ class Batch:
         finally:
             self._source.close()
             self.stats.finished()
+            self._sweep()
 
     async def _reserve(self) -> bool:
         """Whether the next machine fits the budget (reserved if so; True without a cap).
@@ -445,10 +457,55 @@ class Batch:
         self._watch(run.id, first.call_id)
 
     async def _settle(self, run: MachineRun) -> None:
-        """Bill the machine, which has exited (or was destroyed), from its own events."""
-        await run.settle()
-        if self._budget is not None:
-            self._budget.changed()
+        """Bill the machine, which has exited (or was destroyed), from its own events, in the
+        background: reading them never delays an input. Under a cap at once (the budget
+        waits for it); else a few dozen at a time, or half a minute after the first ended,
+        or when the batch ends (until then its cost is estimated: `settled` waits for it)."""
+        if run.cost is None:
+            return
+        if not self._ended:
+            self._ended_since = anyio.current_time()
+        self._ended.append(run)
+        if (
+            self._budget is not None
+            or len(self._ended) >= _SETTLE_EVERY
+            or anyio.current_time() - self._ended_since > _SETTLE_AFTER_S
+        ):
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Read the events of the machines that ended, in the background."""
+        runs, self._ended = self._ended, []
+        if not runs:
+            return
+        done = anyio.Event()
+        self._settling.add(done)
+
+        async def settle() -> None:
+            try:
+                limiter = anyio.CapacityLimiter(_SETTLE_CONCURRENCY)
+
+                async def one(run: MachineRun) -> None:
+                    async with limiter:
+                        await run.settle()
+
+                async with anyio.create_task_group() as tg:
+                    for run in runs:
+                        tg.start_soon(one, run)
+            finally:
+                self._settling.discard(done)
+                done.set()
+                if self._budget is not None:
+                    self._budget.changed()
+
+        self._runtime.background(settle)
+
+    async def settled(self) -> None:
+        """Bill every machine that has ended from its events, and wait until they are (each
+        waits a bounded time for its machine to be readable)."""
+        self._sweep()
+        for done in list(self._settling):
+            await done.wait()
 
     async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
         """Wait for the held input's result (or the machine's end); return the next input

@@ -75,6 +75,7 @@ class _MapRun:
                         # blocks on the network).
                         with anyio.CancelScope(shield=True):
                             if batch.ledger is not None:
+                                await batch.settled()
                                 spent = batch.ledger.usd
                                 await anyio.to_thread.run_sync(journal.add_spent, spent)
                             await anyio.to_thread.run_sync(journal.close)
@@ -212,7 +213,11 @@ class MapResults(Iterator[T]):
             self._run.stop()
 
     def summary(self) -> Summary:
-        """Counts and per-phase timings of the batch (see `flyjobs._batches.progress.Summary`)."""
+        """Counts, per-phase timings and cost of the batch (see
+        `flyjobs._batches.progress.Summary`). Once the map has ended, it first waits (briefly)
+        until every machine is billed from its own events."""
+        if self._closed and threading.current_thread().name != RUNTIME_THREAD:
+            self._run.runtime.call(self._run.batch.settled)
         return self._run.batch.stats.summary()
 
     def __enter__(self) -> Self:

@@ -123,9 +123,10 @@ class Outcome(Generic[T]):
     def cost_usd(self) -> float:
         """USD the input's attempts cost (failed ones too): each attempt's part of its
         machine's bill, boot and idle included, by the seconds it held the machine, so the
-        inputs of a batch add up to its `Summary.cost_usd`. Final once its machines have
-        exited (by the map's end); an estimate from this process's clock before. 0.0 when it
-        reached no machine in this run."""
+        inputs of a batch add up to its `Summary.cost_usd`. Final once its machines are
+        billed from their events (``summary()`` after the map has ended waits for that); an
+        estimate from this process's clock before. 0.0 when it reached no machine in this
+        run."""
         return sum(share.usd for share in self.shares)
 
 

@@ -335,7 +335,6 @@ class MachineRun:
         self.id = machine_id
         self.watch = ExitWatch(runtime, plan.app, machine_id)
         self.cost: MachineCost | None = None
-        self._ledger: Ledger | None = None
         self._runtime = runtime
         self._plan = plan
         self._destroyed = False
@@ -383,7 +382,6 @@ class MachineRun:
                     )
                 run = cls(runtime, plan, machine.id)
                 if ledger is not None:
-                    run._ledger = ledger
                     run.cost = ledger.machine(
                         machine.id,
                         ledger.price_of(plan.options.guest(), machine.region),
@@ -492,12 +490,12 @@ class MachineRun:
     async def settle(self, wait_s: float = EXIT_GRACE_S) -> None:
         """Bill the machine in its ledger from its own start and exit events (once; shielded):
         wait up to ``wait_s`` for it to be stopped or destroyed (it was told to exit, or was
-        destroyed), then read it. A machine already gone keeps its estimate."""
-        if self.cost is None or self._ledger is None or self.cost.settled:
+        destroyed), then read its events. A machine already gone keeps its estimate."""
+        if self.cost is None or self.cost.settled:
             return
         app, runtime = self._plan.app, self._runtime
         with anyio.CancelScope(shield=True):
-            machine = None
+            events = None
             with anyio.move_on_after(wait_s):
                 if not self.watch.exited.is_set() or self.watch.error is not None:
                     with contextlib.suppress(APIError, TransportError, WaitTimeoutError):
@@ -505,8 +503,9 @@ class MachineRun:
                             app, self.id, ("stopped", "destroyed", "failed"), timeout_s=wait_s
                         )
                 with contextlib.suppress(APIError, TransportError):
-                    machine = await _machine_or_none(runtime, app, self.id)
-            self.cost.settle(machine, self._ledger.prices)
+                    # Its events alone: its price (guest, region) is known from its creation.
+                    events = await runtime.client.list_events(app, self.id, limit=50)
+            self.cost.settle(events)
 
     async def destroy(self) -> None:
         """Stop watching and destroy the machine (once; shielded)."""

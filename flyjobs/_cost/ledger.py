@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..machines import Machine, MachineEvent
+from ..machines import MachineEvent
 from .prices import PriceTable
 
 __all__ = ("Ledger", "MachineCost", "Share", "billed_seconds")
@@ -119,20 +119,17 @@ class MachineCost:
         held = share.held_s if share._since is None else time.monotonic() - share._since
         return self.usd * held / busy
 
-    def settle(self, machine: Machine | None, prices: PriceTable) -> None:
-        """Bill the machine from its events and its guest's price in its region, as read once
-        it exited (``machine``); a machine already gone (None) keeps its estimate from this
-        process's clock, the best there is."""
+    def settle(self, events: Sequence[MachineEvent] | None) -> None:
+        """Bill the machine from its events, read once it exited, at its price (its guest in
+        the region it was created in); a machine already gone (None) keeps its estimate from
+        this process's clock, the best there is."""
         for share in self.shares:
             if share._since is not None:
                 share.end(failed=True)
-        if machine is None:
+        if events is None:
             self.billed_s = time.monotonic() - self.created
             return
-        config = machine.config.model_dump(exclude_none=True) if machine.config else None
-        self.region = machine.region or self.region
-        self.usd_per_s = prices.usd_per_s(prices.guest_of(config), self.region)
-        self.billed_s = billed_seconds(machine.events, now_ms=int(time.time() * 1000))
+        self.billed_s = billed_seconds(events, now_ms=int(time.time() * 1000))
 
 
 class Ledger:
