@@ -295,6 +295,8 @@ def _bytes(merged: dict[str, Any], key: str, default: int, *, minimum: int) -> i
             f" of bytes, at least {minimum}"
         )
     return number
+
+
 def _prices_path(env_value: str | None, value: object, pyproject: Path | None) -> Path | None:
     """The price table named by ``FLYJOBS_PRICES`` (relative to the working folder) or else
     ``[tool.flyjobs] prices`` (relative to its pyproject.toml)."""

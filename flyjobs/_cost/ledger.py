@@ -17,10 +17,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..machines import MachineEvent
+from ..machines import Machine, MachineEvent
 from .prices import PriceTable
 
-__all__ = ("Ledger", "MachineCost", "Share", "billed_seconds")
+__all__ = ("Ledger", "MachineCost", "Share", "billed_seconds", "scheduled_costs")
+
+#: Seconds in the month Fly prices by (30 days).
+_MONTH_S = 30 * 86400.0
 
 
 def billed_seconds(events: Iterable[MachineEvent], *, now_ms: int | None = None) -> float:
@@ -37,6 +40,30 @@ def billed_seconds(events: Iterable[MachineEvent], *, now_ms: int | None = None)
     if started is not None and now_ms is not None:
         total_ms += max(0, now_ms - started)
     return total_ms / 1000.0
+
+
+def scheduled_costs(
+    machine: Machine, prices: PriceTable, *, runs_per_month: float | None
+) -> tuple[float | None, float | None]:
+    """A scheduled function's machine: USD per run (its billed seconds, from the events it
+    still shows, over the runs they started: boot included) and USD per month (30 days) at
+    ``runs_per_month`` runs; a machine that stays started between runs (a cron resident,
+    ``runs_per_month`` None) costs its price the whole month. (None, None) before any run.
+
+    A machine stopped between runs also pays for its root filesystem, whose size the API does
+    not tell: counted only where its config gives one (``rootfs.size_gb``)."""
+    config = machine.config.model_dump(exclude_none=True) if machine.config else None
+    usd_per_s = prices.usd_per_s(prices.guest_of(config), machine.region)
+    runs = sum(1 for event in machine.events if event.type == "start")
+    if not runs:
+        return None, None
+    now_ms = int(time.time() * 1000)
+    per_run = billed_seconds(machine.events, now_ms=now_ms) / runs * usd_per_s
+    if runs_per_month is None:
+        return per_run, usd_per_s * _MONTH_S
+    rootfs = machine.config.rootfs if machine.config else None
+    size_gb = float(rootfs.size_gb or 0) if rootfs is not None else 0.0
+    return per_run, per_run * runs_per_month + prices.rootfs_usd_per_s(size_gb) * _MONTH_S
 
 
 @dataclass(eq=False)
