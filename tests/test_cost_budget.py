@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import remote_funcs as funcs
+from _pool_helpers import pool_machines
 from _remote_helpers import machines, metadata
 from _waiting import eventually
 
@@ -116,3 +117,30 @@ def test_a_resumed_batch_counts_what_earlier_runs_spent(runtime: Runtime) -> Non
     assert values[:2] == [0.3, 0.31]
     assert isinstance(values[2], flyjobs.BudgetExceededError)
     assert again.summary().cost_usd == pytest.approx(spent)
+
+
+def test_a_pool_stops_before_its_cap(runtime: Runtime) -> None:
+    # A machine given a call, or a wait for one, may run TIMEOUT_S (> idle_s) and its exit
+    # grace: one fits, but once it has run 0.2 s no further call fits on it, nor a second one.
+    cap = HOLD_USD + 0.02
+    pool = flyjobs.Pool(max=2, idle_s=0.5, max_cost_usd=cap)
+    fn = funcs.slow.with_options(pool=pool, timeout_s=TIMEOUT_S)
+    ran = 0
+    try:
+        with pytest.raises(flyjobs.BudgetExceededError, match="max_cost_usd"):
+            for _ in range(20):
+                assert fn.remote(0.1) == 0.1
+                ran += 1
+    finally:
+        pool.shutdown()
+    assert ran >= 1
+    ledger = pool.ledger()
+    billed = sum(billed_seconds(m.events) * PER_S for m in pool_machines(runtime, pool))
+    assert ledger["cost_usd"] == pytest.approx(billed, abs=0.01)
+    assert billed <= cap
+
+
+@pytest.mark.parametrize("cap", [0, -2, "1", float("inf")])
+def test_a_pools_cap_is_checked_when_it_is_made(cap: object) -> None:
+    with pytest.raises(flyjobs.ConfigError, match=r"Pool\(max_cost_usd="):
+        flyjobs.Pool(max_cost_usd=cap)  # type: ignore[arg-type]

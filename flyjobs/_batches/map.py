@@ -27,10 +27,9 @@ import anyio.to_thread
 from .._aio.blocking import warn_if_in_event_loop
 from .._calls.plan import new_batch_id, plan
 from .._calls.runtime import RUNTIME_THREAD, Runtime, get_runtime
-from .._cost.budget import check_max_cost
 from .._cost.ledger import Ledger
 from .._cost.prices import prices_for
-from .._declare.options import CallOptions
+from .._declare.options import CallOptions, check_max_cost
 from .._exceptions import ConfigError
 from .._wire.remote_errors import is_remote
 from .batch import Batch

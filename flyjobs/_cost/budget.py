@@ -10,29 +10,13 @@ does it go ahead: the machines' bills never add up to more than the cap.
 
 from __future__ import annotations
 
-import math
 import time
 
 import anyio
 
-from .._exceptions import ConfigError
 from .ledger import Ledger, MachineCost
 
-__all__ = ("Budget", "check_max_cost")
-
-
-def check_max_cost(value: object) -> float | None:
-    """``max_cost_usd`` as given: None, or a positive number of USD.
-
-    :raises ConfigError: naming the value and what to give.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"max_cost_usd={value!r}: give a positive number of USD (or None)")
-    if value <= 0:
-        raise ConfigError(f"max_cost_usd={value!r}: must be more than 0 USD")
-    return float(value)
+__all__ = ("Budget",)
 
 
 class Budget:

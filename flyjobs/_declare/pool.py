@@ -12,6 +12,7 @@ import os
 
 from .._exceptions import ConfigError
 from .._wire.machine import MAX_WAIT_S
+from .options import check_max_cost
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,6 +87,11 @@ class Pool:
         call).
     :param name: the pool's name in machine metadata and ``flyjobs ls`` (lowercase letters,
         digits and dashes); default: a fresh ``fjp-…`` name.
+    :param max_cost_usd: a cap in USD on what the pool's machines cost (see `ledger`): before
+        a machine is created, or given another call (or a keep-warm wait), what they spent,
+        what the running ones may still cost and what that would cost (up to the calls'
+        ``timeout_s`` or ``idle_s``) must stay within it; else the calls that cannot run fail
+        with `~flyjobs.BudgetExceededError`. None: no cap.
     :raises ConfigError: an invalid setting (before any machine exists).
     """
 
@@ -101,6 +107,7 @@ class Pool:
         *,
         idle: str = "exit",
         name: str | None = None,
+        max_cost_usd: float | None = None,
     ) -> None:
         if isinstance(max, bool) or not isinstance(max, int) or max < 1:
             raise ConfigError(f"Pool(max={max!r}): a pool needs at least one machine (max >= 1)")
@@ -144,6 +151,7 @@ class Pool:
         #: what an idle machine does: "exit" or "suspend"
         self.idle = idle
         self.name = name
+        self.max_cost_usd = check_max_cost(max_cost_usd, "Pool(max_cost_usd={!r})")
         #: the pool's machinery on the runtime's loop (a `flyjobs._pools.runner.PoolRunner`),
         #: from its start on
         self._runner: object | None = None

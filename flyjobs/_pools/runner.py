@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._calls.attempt import (
+    EXIT_GRACE_S,
     Attempt,
     MachineRun,
     Retry,
@@ -67,9 +68,16 @@ from .._calls.attempt import (
 from .._calls.handle import CallState, CallStatus
 from .._calls.plan import Plan, plan
 from .._calls.runtime import Runtime, current_runtime, get_runtime
+from .._cost.budget import Budget
 from .._cost.ledger import Ledger
 from .._cost.prices import prices_for
-from .._exceptions import APIError, CallCancelledError, ConfigError, TransportError
+from .._exceptions import (
+    APIError,
+    BudgetExceededError,
+    CallCancelledError,
+    ConfigError,
+    TransportError,
+)
 from .._wire.call_envelope import encode_arguments
 from .state import Job, Machine, Slot
 
@@ -114,6 +122,8 @@ class PoolRunner:
         self.closed = False
         #: what the pool's machines cost: busy (calls) and idle (waiting, keep-warm) seconds
         self.ledger = Ledger(prices_for(runtime.settings.prices))
+        #: the pool's ``max_cost_usd``, once the machines' size is known (`_check`)
+        self._budget: Budget | None = None
 
     # --- calls --------------------------------------------------------------------------
 
@@ -187,6 +197,15 @@ class PoolRunner:
         )
         if self._shape is None:
             self._shape, self._plan = shape, plan
+            if self.pool.max_cost_usd is not None:
+                # A machine given a call (or a wait for one) may run that long, then exit.
+                hold_s = max(options.effective_timeout_s, self.pool.idle_s) + EXIT_GRACE_S
+                self._budget = Budget(
+                    self.pool.max_cost_usd,
+                    self.ledger,
+                    usd_per_s=self.ledger.price_of(options.guest(), options.region),
+                    hold_s=hold_s,
+                )
         elif shape != self._shape:
             raise ConfigError(
                 f"pool {self.pool.name} runs machines for {self._shape[0]}/{self._shape[1]} with"
@@ -427,6 +446,9 @@ class PoolRunner:
                         # one, and the queued call goes to it (or another slot) right after.
                         self._queue.appendleft(job)
                         job = self._keep_warm_job()
+                    if job is not None and not self._affords_machine(job):
+                        machine.first = None
+                        return
                     if job is not None:
                         await self._run(machine, job)
                 finally:
@@ -447,6 +469,29 @@ class PoolRunner:
                 # deadline): back to min. Not one that never delivered a result (a failed create,
                 # a broken image), whose replacement would fail again, and again.
                 self._fill()
+
+    def _affords_machine(self, job: Job) -> bool:
+        """Whether a new machine fits the budget (reserved if so); if not, ``job`` and every
+        queued call fail with `BudgetExceededError`."""
+        budget = self._budget
+        if budget is None or budget.reserve_machine():
+            return True
+        for failed in (job, *self._queue):
+            failed.settle(error=self._over_budget())
+        self._queue.clear()
+        return False
+
+    def _over_budget(self) -> BudgetExceededError:
+        assert self._budget is not None
+        cap, spent = self._budget.max_usd, self.ledger.usd
+        return BudgetExceededError(
+            f"pool {self.pool.name} stopped before max_cost_usd={cap:g}: its machines cost"
+            f" ${spent:.4f}, and another machine or call could cost up to its timeout_s (or"
+            " idle_s) and exit grace more; raise max_cost_usd or lower timeout_s",
+            max_cost_usd=cap,
+            spent_usd=spent,
+            outcomes=[],
+        )
 
     def _hand(self, job: Job, slot: Slot, *, creating: bool, wait_s: float | None = None) -> Job:
         """Start an attempt of ``job`` on ``slot``: its clocks start now. ``wait_s``: how long
@@ -543,6 +588,8 @@ class PoolRunner:
                 ledger=self.ledger,
             )
         except Exception as exc:
+            if self._budget is not None:
+                self._budget.release()
             for slot in machine.slots:
                 if slot.held is not None:
                     job, slot.held, slot.job = slot.held, None, None
@@ -550,6 +597,8 @@ class PoolRunner:
                     self._attempt_failed(job, exc)
             return None
         machine.run = run
+        if self._budget is not None and run.cost is not None:
+            self._budget.created(run.cost)
         for job in held:
             _busy(job, run)
             self._started(job, run.id, created_now=True)
@@ -613,15 +662,22 @@ class PoolRunner:
 
     async def _next(self, slot: Slot, attempt: Attempt) -> Job | None:
         """Answer the held delivery (``attempt``'s) with the slot's next call, or with no more
-        work (or hold it while the machine sleeps)."""
+        work (or hold it while the machine sleeps); no more work when another call, or the wait
+        for one, could cross the budget."""
         machine = slot.machine
         slot.waking = False
         if machine.suspending:
             if not (self._queue and not machine.suspended):
                 return await self._sleep(slot, attempt)
             self._wake(machine)  # a call came as it was going to sleep: it stays up
-        job = await self._next_job(slot)
-        if job is None and self._keeps(slot):
+        budget = self._budget
+        affordable = budget is None or (
+            machine.run is not None
+            and machine.run.cost is not None
+            and budget.more(machine.run.cost)
+        )
+        job = await self._next_job(slot) if affordable else None
+        if job is None and affordable and self._keeps(slot):
             job = self._keep_warm_job()
         if job is None and self._suspends(slot):
             if all(other in self._parked for other in machine.slots if other is not slot):
