@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from flyjobs._cost.ledger import billed_seconds
 from flyjobs._cost.prices import Guest, prices_for
 from flyjobs._exceptions import ConfigError
 from flyjobs._settings import Settings
+from flyjobs.machines import MachineEvent
 
 SHIPPED = Path(__file__).parent.parent / "flyjobs" / "_cost" / "prices.toml"
 MONTH_S = 30 * 24 * 3600
@@ -103,3 +105,22 @@ def test_a_bad_price_table_is_a_config_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.flyjobs]\nprices = 3\n")
     with pytest.raises(ConfigError, match="prices=3"):
         Settings.load(environ={}, cwd=tmp_path)
+
+
+def test_billed_seconds_pair_each_start_with_the_exit_after_it() -> None:
+    def event(kind: str, at_ms: int) -> MachineEvent:
+        return MachineEvent(type=kind, timestamp=at_ms)
+
+    # Newest first, as Fly sends them: two runs (restarts), launch and destroy not billed.
+    events = [
+        event("destroy", 9_500),
+        event("exit", 9_000),
+        event("start", 8_000),
+        event("exit", 3_500),
+        event("start", 1_000),
+        event("launch", 500),
+    ]
+    assert billed_seconds(events) == 3.5
+    # A machine still started counts until now.
+    assert billed_seconds([event("start", 1_000)], now_ms=2_250) == 1.25
+    assert billed_seconds([event("start", 1_000)]) == 0.0
