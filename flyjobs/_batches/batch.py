@@ -73,7 +73,7 @@ __all__ = ("MAX_SLICE", "Batch")
 MAX_SLICE = 64
 #: Machines that ended whose events are read together, in the background (without a cap;
 #: see `Batch._settle`), and the most seconds the first of them waits for the others.
-_SETTLE_EVERY = 64
+_SETTLE_EVERY = 256
 _SETTLE_AFTER_S = 30.0
 #: Machines' events read at once.
 _SETTLE_CONCURRENCY = 8
