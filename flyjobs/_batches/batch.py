@@ -51,6 +51,7 @@ from .._calls.attempt import (
     Retry,
     check_secrets,
     pace_create,
+    settle_runs,
     show_output,
     spilled_key,
     value_of,
@@ -62,6 +63,7 @@ from .._cost.ledger import Ledger, Share
 from .._exceptions import BudgetExceededError, FlyjobsError, TooManyFailuresError
 from .._wire.bulk import encode_chunk
 from .._wire.machine import NEXT_INPUT_WAIT_S
+from .._wire.metadata import META_BATCH_ID
 from .._wire.result_envelope import decode_result
 from .chunking import MAX_CHUNK_BYTES, ChunkSize
 from .progress import BatchStats
@@ -75,8 +77,6 @@ MAX_SLICE = 64
 #: see `Batch._settle`), and the most seconds the first of them waits for the others.
 _SETTLE_EVERY = 256
 _SETTLE_AFTER_S = 30.0
-#: Machines' events read at once.
-_SETTLE_CONCURRENCY = 8
 
 logger = logging.getLogger("flyjobs.batch")
 
@@ -483,15 +483,8 @@ class Batch:
 
         async def settle() -> None:
             try:
-                limiter = anyio.CapacityLimiter(_SETTLE_CONCURRENCY)
-
-                async def one(run: MachineRun) -> None:
-                    async with limiter:
-                        await run.settle()
-
-                async with anyio.create_task_group() as tg:
-                    for run in runs:
-                        tg.start_soon(one, run)
+                batch_id = self._plan.batch_id or ""
+                await settle_runs(self._runtime, self._plan.app, runs, {META_BATCH_ID: batch_id})
             finally:
                 self._settling.discard(done)
                 done.set()

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -84,6 +84,7 @@ __all__ = (
     "check_secrets",
     "destroy",
     "exit_error",
+    "settle_runs",
     "outcome",
     "pace_create",
     "show_output",
@@ -514,6 +515,47 @@ class MachineRun:
             self._destroyed = True
             with anyio.CancelScope(shield=True):
                 await destroy(self._runtime, self._plan.app, self.id)
+
+
+#: Machines whose events `settle_runs` reads one by one at once (those the listing missed).
+_SETTLE_CONCURRENCY = 8
+
+
+async def settle_runs(
+    runtime: Runtime, app: str, runs: list[MachineRun], metadata: Mapping[str, str]
+) -> None:
+    """Bill ``runs`` (machines that have ended) in their ledger from their own events, read
+    in one listing of the app's machines that carry ``metadata`` (a batch's id: one request,
+    or a page per few hundred machines, where reading each would be one request per
+    machine); a machine the listing misses, or shows not ended yet, is read on its own
+    (`MachineRun.settle`)."""
+    pending = [run for run in runs if run.cost is not None and not run.cost.settled]
+    if not pending:
+        return
+    listed: dict[str, Machine] = {}
+    with anyio.CancelScope(shield=True), contextlib.suppress(APIError, TransportError):
+        machines = await runtime.client.list_machines(app, include_deleted=True, metadata=metadata)
+        listed = {machine.id: machine for machine in machines}
+    rest = []
+    for run in pending:
+        machine = listed.get(run.id)
+        if machine is not None and run.cost is not None and machine.state in _ENDED:
+            run.cost.settle(machine.events)
+        else:
+            rest.append(run)
+    limiter = anyio.CapacityLimiter(_SETTLE_CONCURRENCY)
+
+    async def one(run: MachineRun) -> None:
+        async with limiter:
+            await run.settle()
+
+    async with anyio.create_task_group() as tg:
+        for run in rest:
+            tg.start_soon(one, run)
+
+
+#: States of a machine that has ended (its last exit event is in).
+_ENDED = ("stopped", "destroyed", "failed")
 
 
 async def _collect(ticket: ResultTicket, watch: ExitWatch) -> bytes | None:
