@@ -124,3 +124,12 @@ def test_billed_seconds_pair_each_start_with_the_exit_after_it() -> None:
     # A machine still started counts until now.
     assert billed_seconds([event("start", 1_000)], now_ms=2_250) == 1.25
     assert billed_seconds([event("start", 1_000)]) == 0.0
+    # Suspended from 2 s to 7 s (its "suspending" and "suspended" events), resumed, exited.
+    suspended = [
+        event("start", 1_000),
+        event("suspend", 2_000),
+        event("suspend", 2_100),
+        event("start", 7_000),
+        event("exit", 8_000),
+    ]
+    assert billed_seconds(suspended) == 2.0

@@ -27,14 +27,15 @@ _MONTH_S = 30 * 86400.0
 
 
 def billed_seconds(events: Iterable[MachineEvent], *, now_ms: int | None = None) -> float:
-    """Seconds a machine was started, from its events: each ``start`` to the ``exit`` after
-    it; a run not exited yet counts until ``now_ms`` (unix ms; none if None)."""
+    """Seconds a machine was started, from its events: each ``start`` to the ``exit`` (or
+    ``suspend``: a suspended machine is billed for its storage only, not its cpus and memory)
+    after it; a run not ended yet counts until ``now_ms`` (unix ms; none if None)."""
     total_ms = 0
     started: int | None = None
     for event in sorted(events, key=lambda e: e.timestamp):
         if event.type == "start" and started is None:
             started = event.timestamp
-        elif event.type == "exit" and started is not None:
+        elif event.type in ("exit", "suspend") and started is not None:
             total_ms += max(0, event.timestamp - started)
             started = None
     if started is not None and now_ms is not None:
