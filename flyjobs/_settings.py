@@ -44,6 +44,7 @@ _KEYS: dict[str, str | None] = {
     "code_max_bytes": "FLYJOBS_CODE_MAX_BYTES",
     "code_inline_max_bytes": "FLYJOBS_CODE_INLINE_MAX_BYTES",
     "prices": "FLYJOBS_PRICES",
+    "standby": "FLYJOBS_STANDBY",
 }
 #: How a function's code reaches its machines (see `flyjobs._code`): shipped with each call, or
 #: the image's.
@@ -97,6 +98,8 @@ class Settings:
     :ivar prices: a price table of the user's own (``FLYJOBS_PRICES``, ``[tool.flyjobs]
         prices``; relative to the pyproject.toml that names it), in place of the one shipped
         (see `flyjobs._cost.prices`); None: the shipped one.
+    :ivar standby: maps claim standby machines first (``FLYJOBS_STANDBY``, ``[tool.flyjobs]
+        standby``; see ``flyjobs standby``); default False.
     :ivar source: the pyproject.toml the settings were read from, if any.
     :ivar result_key: the app secret results are authenticated with (``FLYJOBS_RESULT_KEY``);
         never shown in a repr.
@@ -119,6 +122,7 @@ class Settings:
     code_max_bytes: int = DEFAULT_CODE_MAX_BYTES
     code_inline_max_bytes: int = DEFAULT_CODE_INLINE_MAX_BYTES
     prices: Path | None = None
+    standby: bool = False
     source: Path | None = None
     result_key: str | None = field(default=None, repr=False)
     in_machine: bool = False
@@ -228,6 +232,7 @@ class Settings:
                 f"rate_limits={rate_limits!r} (FLYJOBS_RATE_LIMITS or [tool.flyjobs] rate_limits)"
                 f" must be one of {', '.join(_RATE_LIMITS)}"
             )
+        standby = _flag(merged.pop("standby", False), "FLYJOBS_STANDBY or [tool.flyjobs] standby")
         output = merged.pop("output", None)
         output = check_output(
             output.strip().lower() if isinstance(output, str) else output,
@@ -257,6 +262,7 @@ class Settings:
                 merged, "code_inline_max_bytes", DEFAULT_CODE_INLINE_MAX_BYTES, minimum=0
             ),
             prices=prices,
+            standby=standby,
             source=pyproject,
             result_key=env.get(_RESULT_KEY_ENV) or None,
             in_machine=in_machine,
@@ -311,6 +317,18 @@ def _prices_path(env_value: str | None, value: object, pyproject: Path | None) -
         )
     path = Path(value)
     return path if path.is_absolute() or pyproject is None else pyproject.parent / path
+
+
+def _flag(value: object, where: str) -> bool:
+    """A yes/no setting: a TOML boolean, or an environment value (1/0, true/false, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{where}={value!r}: give true or false")
 
 
 def _read_table(path: Path) -> dict[str, Any]:

@@ -27,6 +27,13 @@ input back for another machine (within ``retries``); a result is taken from a ti
 and a ticket is closed before its input is retried, so no input's result is delivered twice.
 However the batch ends (done, cancelled, failed, interpreter exit), every machine it created is
 destroyed or exiting by itself, watched until it has.
+
+With ``standby``, the batch first claims free standby machines of its shape (`flyjobs._standby`)
+under their leases, up to the machines it may run, and starts one for each input it hands out
+(each as soon as its lease is held) before it creates any machine: standbys need no turn of
+the create rate. However the batch
+ends, each is stopped, reset and released (`MachineRun.destroy` gives a claimed run back), and
+claims it never started are released.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from .._calls.runtime import Runtime
 from .._cost.budget import Budget
 from .._cost.ledger import Ledger, Share
 from .._exceptions import BudgetExceededError, FlyjobsError, TooManyFailuresError
+from .._standby.claim import Claim, claim_standbys
 from .._wire.bulk import encode_chunk
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.metadata import META_BATCH_ID
@@ -134,6 +142,7 @@ class Batch:
     :param max_failures: stop after this many failed inputs (None: never stop).
     :param ledger: where the machines' costs are kept (`flyjobs._cost.ledger`).
     :param max_cost_usd: the batch's cap (`flyjobs._cost.budget`); None: no cap.
+    :param standby: claim free standby machines of the batch's shape before creating any.
     """
 
     def __init__(
@@ -151,8 +160,19 @@ class Batch:
         journal: Recorder | None = None,
         ledger: Ledger | None = None,
         max_cost_usd: float | None = None,
+        standby: bool = False,
     ) -> None:
         self._journal = journal
+        self._standby = standby
+        self._claims: list[Claim] = []
+        #: set when no more claims will come (at once without ``standby``)
+        self._claimed = anyio.Event()
+        self._claim_came = anyio.Event()
+        if not standby:
+            self._claimed.set()
+        # Standbys to claim: no more than can run at once (this batch's and the process's
+        # bound), nor than there are inputs.
+        self._want = min(max_machines, runtime.settings.max_machines, total_hint or max_machines)
         self._runtime = runtime
         self._plan = plan
         self._outcomes = outcomes
@@ -213,6 +233,8 @@ class Batch:
             await check_secrets(self._runtime, self._plan)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if self._standby:
+                    tg.start_soon(self._claim_standbys)
                 self._source.start(tg)
                 while True:
                     holder = object()
@@ -222,25 +244,31 @@ class Batch:
                     except BaseException:
                         self._slots.release_on_behalf_of(holder)
                         raise
-                    # The create's turn first, then the input: an input is not held back from
-                    # the machines already running while its create waits for the rate limit.
-                    if self._over_budget is None:
+                    claim = await self._next_claim()
+                    if claim is None and self._over_budget is None:
+                        # The create's turn first, then the input: an input is not held back
+                        # from the machines already running while its create waits for the
+                        # rate limit.
                         await pace_create(self._runtime, self._plan.app)
                     reserved = await self._reserve()
                     item = await self._source.take()
+                    if item is None or not reserved:
+                        if claim is not None:
+                            self._claims.append(claim)
+                        self._release(holder)
                     if item is None:
                         if self._budget is not None and reserved:
                             self._budget.release(self._slice)
-                        self._release(holder)
                         break
                     if not reserved:
-                        self._release(holder)
                         self._refuse(item)
                         continue
-                    tg.start_soon(self._machine, item, holder)
+                    tg.start_soon(self._machine, item, holder, claim)
         except Exception as exc:
             self._outcomes.abort(sole_error(exc))
         finally:
+            while self._claims:
+                await self._claims.pop().release()
             self._source.close()
             self.stats.finished()
             self._sweep()
@@ -285,6 +313,39 @@ class Batch:
         if self._budget is not None:
             self._so_far.append(outcome)
         self._outcomes.put(outcome, size)
+
+    async def _claim_standbys(self) -> None:
+        """Claim free standbys of the batch's shape, up to the machines it may run, each
+        handed to the batch as soon as its lease is held, and keep their leases alive until
+        each is given back."""
+        runtime, plan = self._runtime, self._plan
+
+        def came(claim: Claim) -> None:
+            self._claims.append(claim)
+            runtime.background(claim.keep)
+            self._claim_came.set()
+
+        try:
+            await claim_standbys(
+                runtime.client,
+                plan.app,
+                plan.options,
+                image=plan.image,
+                want=self._want,
+                description=f"flyjobs batch {plan.batch_id}",
+                on_claim=came,
+            )
+        finally:
+            self._claimed.set()
+            self._claim_came.set()
+
+    async def _next_claim(self) -> Claim | None:
+        """A claimed standby for the next machine: one held now, or the next to come while
+        claims are still being made; None once there are no more."""
+        while not self._claims and not self._claimed.is_set():
+            self._claim_came = anyio.Event()
+            await self._claim_came.wait()
+        return self._claims.pop() if self._claims else None
 
     def _inputs_ended(self, total: int, error: BaseException | None) -> None:
         self.stats.inputs_ended()
@@ -382,7 +443,7 @@ class Batch:
             # runs, so values reach the caller (and a journal) as they come.
             held.attempt.ticket.polls = True
 
-    async def _machine(self, item: Item, holder: object | None) -> None:
+    async def _machine(self, item: Item, holder: object | None, claim: Claim | None) -> None:
         plan, runtime = self._plan, self._runtime
         held: _Held | None = None
         run: MachineRun | None = None
@@ -392,21 +453,8 @@ class Batch:
             if self._slice > 1:
                 await self._take_slice(first)
                 slice_ = first.following
-            name = first.call_id
-            if self._reuse:
-                name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
             try:
-                run = await MachineRun.create(
-                    runtime,
-                    plan,
-                    name,
-                    self._payload(first),
-                    first.attempt.deadline,
-                    pulls=self._reuse,
-                    paced=True,
-                    restart=partial(self._restart_clocks, first),
-                    ledger=self.ledger,
-                )
+                run = await self._start(first, claim)
             except Exception as exc:
                 self._create_failed()
                 held = None
@@ -441,6 +489,8 @@ class Batch:
             if run is not None:
                 runtime.live.forget(plan.app, run.id)
                 await self._settle(run)
+            elif claim is not None:
+                await claim.release()  # never started (or already given back)
             if holder is not None:
                 self._release(holder)
 
@@ -499,6 +549,30 @@ class Batch:
         self._sweep()
         for done in list(self._settling):
             await done.wait()
+
+    async def _start(self, first: _Held, claim: Claim | None) -> MachineRun:
+        """Create the machine that takes ``first`` (and what follows it in its slice or
+        chunk), or start the claimed standby ``claim`` with it."""
+        plan, runtime = self._plan, self._runtime
+        if claim is not None:
+            payload, deadline = self._payload(first), first.attempt.deadline
+            return await MachineRun.start_claimed(
+                runtime, plan, claim, payload, deadline, pulls=self._reuse, ledger=self.ledger
+            )
+        name = first.call_id
+        if self._reuse:
+            name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
+        return await MachineRun.create(
+            runtime,
+            plan,
+            name,
+            self._payload(first),
+            first.attempt.deadline,
+            pulls=self._reuse,
+            paced=True,
+            restart=partial(self._restart_clocks, first),
+            ledger=self.ledger,
+        )
 
     async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
         """Wait for the held input's result (or the machine's end); return the next input

@@ -255,13 +255,15 @@ def start_map(
     output: Literal["live", "errors", "none"] | None = None,
     total_hint: int | None = None,
     max_cost_usd: float | None = None,
+    standby: bool | None = None,
 ) -> _MapRun:
     """Check the map's settings and start its batch; see the module docstring. A ``journal``
     makes it resumable (`flyjobs._batches.resume`); it is closed when the map ends. ``output``
     overrides the function's ``output`` option for this map. ``total_hint`` is the number of
     inputs when known beforehand (`input_count`): progress shows no total and no ETA without
     it until the last input is read. ``max_cost_usd``: the batch's cap in USD
-    (`flyjobs._cost.budget`).
+    (`flyjobs._cost.budget`). ``standby``: claim standby machines
+    first (None: the ``standby`` setting).
 
     :raises ConfigError: an invalid setting, or a setting the calls need is missing.
     :raises SerializationError: the function cannot be referenced by the worker.
@@ -270,6 +272,8 @@ def start_map(
         _check_count("max_machines", max_machines)
         _check_count("max_failures", max_failures)
         cap = check_max_cost(max_cost_usd)
+        if standby is not None and not isinstance(standby, bool):
+            raise ConfigError(f"standby={standby!r}: give True, False, or None (the setting)")
         for name, flag in (("reuse", reuse), ("order_outputs", order_outputs)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"{name}={flag!r}: give True or False")
@@ -309,6 +313,7 @@ def start_map(
             journal=journal,
             ledger=ledger,
             max_cost_usd=cap,
+            standby=runtime.settings.standby if standby is None else standby,
         )
         display = None
         if progress if progress is not None else sys.stderr.isatty():

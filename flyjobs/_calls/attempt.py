@@ -5,6 +5,9 @@ result URL expiry), its result ticket and where its spilled arguments are. A `Ma
 machine: created (throttling waited out), watched (``/wait`` and its exit), its result for an
 attempt collected from the channel or its death explained (`exit_error`), at the deadline one
 last look for the result, then destroyed; on every exit path it is destroyed or exits by itself.
+A run may instead start from a standby machine held under a `StandbyClaim`
+(`MachineRun.start_claimed`): updated with its call rather than created, and on every exit
+path stopped and given back (`StandbyClaim.give_back`) rather than destroyed.
 `Retry` decides whether a failed attempt runs again. `outcome` turns a delivered result into the
 call's value or error.
 
@@ -22,7 +25,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
@@ -76,6 +79,7 @@ __all__ = (
     "EXIT_GRACE_S",
     "RETRY_BACKOFF_S",
     "Attempt",
+    "StandbyClaim",
     "ExitWatch",
     "MachineRun",
     "Retry",
@@ -263,6 +267,18 @@ async def pace_create(runtime: Runtime, app: str) -> None:
     await runtime.client.pace(_CREATE, app)
 
 
+class StandbyClaim(Protocol):
+    """A standby machine this process holds under its lease (see `flyjobs._standby.claim`)."""
+
+    machine_id: str
+    nonce: str
+
+    async def give_back(self) -> None:
+        """Stop the machine (if it runs), reset its config, release its lease; never raises,
+        shielded from cancellation."""
+        ...
+
+
 class ExitWatch:
     """Waits, in the background from its creation on, for a machine to stop, be destroyed, or
     fail to launch.
@@ -273,7 +289,9 @@ class ExitWatch:
     the caller destroys the machine itself.
     """
 
-    def __init__(self, runtime: Runtime, app: str, machine_id: str) -> None:
+    def __init__(
+        self, runtime: Runtime, app: str, machine_id: str, *, version: str | None = None
+    ) -> None:
         self.exited = anyio.Event()
         self.error: FlyjobsError | None = None
         #: unix time (s) the machine was seen stopped or destroyed
@@ -281,6 +299,8 @@ class ExitWatch:
         self._runtime = runtime
         self._app = app
         self.machine_id = machine_id
+        #: the machine version watched (a claimed standby's updated one: not its stopped past)
+        self._version = version
         self._scope = anyio.CancelScope()
         self._result_in = False
         runtime.background(self._run)
@@ -305,6 +325,7 @@ class ExitWatch:
                     self.machine_id,
                     ("stopped", "destroyed", "failed"),
                     timeout_s=24 * 3600.0,
+                    version=self._version,
                 )
                 exited = True
                 self.exited_at = time.time()
@@ -330,15 +351,32 @@ class MachineRun:
     :ivar watch: its exit watch.
     :ivar cost: its entry in a batch's or pool's ledger (created with one), billed from its
         own events by `settle` once it has exited.
+    :ivar claim: the standby's claim, when the machine is a claimed standby.
     """
 
-    def __init__(self, runtime: Runtime, plan: Plan, machine_id: str) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        plan: Plan,
+        machine_id: str,
+        *,
+        claim: StandbyClaim | None = None,
+        version: str | None = None,
+    ) -> None:
         self.id = machine_id
-        self.watch = ExitWatch(runtime, plan.app, machine_id)
+        self.claim = claim
+        self.watch = ExitWatch(runtime, plan.app, machine_id, version=version)
         self.cost: MachineCost | None = None
         self._runtime = runtime
         self._plan = plan
         self._destroyed = False
+
+    def keep_cost(self, ledger: Ledger | None, region: str | None) -> None:
+        """Keep this machine's cost in ``ledger`` (if any), at its guest's price in ``region``."""
+        if ledger is not None:
+            self.cost = ledger.machine(
+                self.id, ledger.price_of(self._plan.options.guest(), region), region
+            )
 
     @classmethod
     async def create(
@@ -382,12 +420,7 @@ class MachineRun:
                         plan.app, config, name=name, **create_args(plan.options)
                     )
                 run = cls(runtime, plan, machine.id)
-                if ledger is not None:
-                    run.cost = ledger.machine(
-                        machine.id,
-                        ledger.price_of(plan.options.guest(), machine.region),
-                        machine.region,
-                    )
+                run.keep_cost(ledger, machine.region)
                 return run
             except RateLimitedError as exc:
                 if restart is None:
@@ -402,6 +435,50 @@ class MachineRun:
             except (APIError, TransportError) as exc:
                 _add_hint(exc, runtime, plan.app)
                 raise
+
+    @classmethod
+    async def start_claimed(
+        cls,
+        runtime: Runtime,
+        plan: Plan,
+        claim: StandbyClaim,
+        payload: bytes,
+        deadline: float,
+        *,
+        pulls: bool,
+        ledger: Ledger | None = None,
+    ) -> MachineRun:
+        """Start the claimed standby ``claim`` with ``payload`` as its first call: one update
+        (its config for the call, under the claim's lease), which boots it; then watch it.
+        With ``ledger``, its cost is kept there from now on, as a created machine's is.
+
+        Fly limits updates per machine, so standbys all start at once, with no queue behind
+        the create rate; a 429 is waited out up to ``deadline`` (unix s) all the same. On
+        failure the standby is given back before the error propagates.
+
+        :raises CallTimeoutError: the API throttled the update until the deadline.
+        :raises APIError, TransportError: the update failed.
+        """
+        config = plan.machine_config(
+            claim.machine_id, payload, deadline=None if pulls else deadline, claimed=True
+        )
+        patience = anyio.current_time() + max(deadline - time.time(), 0.0)
+        try:
+            with patient_until(patience):
+                machine = await runtime.client.update_machine(
+                    plan.app, claim.machine_id, config, nonce=claim.nonce
+                )
+        except BaseException as exc:
+            await claim.give_back()
+            if isinstance(exc, RateLimitedError):
+                raise CallTimeoutError(
+                    f"standby {claim.machine_id}: the Machines API throttled its update (429)"
+                    f" until the call's timeout_s={plan.options.effective_timeout_s:g} passed"
+                ) from exc
+            raise
+        run = cls(runtime, plan, machine.id, claim=claim, version=machine.version)
+        run.keep_cost(ledger, machine.region)
+        return run
 
     @classmethod
     async def adopt(cls, runtime: Runtime, plan: Plan, machine_id: str, call_id: str) -> MachineRun:
@@ -482,10 +559,10 @@ class MachineRun:
 
     async def finish(self) -> None:
         """The machine was told there is no more work: wait `EXIT_GRACE_S` for it to exit,
-        else destroy it."""
+        else destroy it (a claimed standby is given back either way)."""
         with anyio.move_on_after(EXIT_GRACE_S):
             await self.watch.exited.wait()
-        if not self.watch.exited.is_set():
+        if not self.watch.exited.is_set() or self.claim is not None:
             await self.destroy()
 
     async def settle(self, wait_s: float = EXIT_GRACE_S) -> None:
@@ -509,12 +586,16 @@ class MachineRun:
             self.cost.settle(events)
 
     async def destroy(self) -> None:
-        """Stop watching and destroy the machine (once; shielded)."""
+        """Stop watching and destroy the machine (once; shielded); a claimed standby is
+        stopped and given back instead (`StandbyClaim.give_back`)."""
         self.watch.stop()
         if not self._destroyed:
             self._destroyed = True
             with anyio.CancelScope(shield=True):
-                await destroy(self._runtime, self._plan.app, self.id)
+                if self.claim is not None:
+                    await self.claim.give_back()
+                else:
+                    await destroy(self._runtime, self._plan.app, self.id)
 
 
 #: Machines whose events `settle_runs` reads one by one at once (those the listing missed).

@@ -11,7 +11,9 @@ A *stray* is a flyjobs machine that is still up although no call can want it any
   of this host (same hostname, and no process with its pid and start time); machines of other
   hosts' clients are judged by their deadline alone.
 
-Machines without a deadline (scheduled ones) are never strays by deadline.
+Machines without a deadline (scheduled ones) are never strays by deadline. Standby machines
+(``flyjobs_standby``) are never strays: they are stopped and reset, not destroyed, by
+`flyjobs._standby.claim.recover_standbys`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .._wire.metadata import (
     META_DEADLINE,
     META_FUNCTION,
     META_POOL,
+    META_STANDBY,
 )
 from ..machines import Machine, MachinesClient
 
@@ -93,6 +96,7 @@ class JobMachine:
     :ivar pool: the warm pool (`flyjobs.Pool` name) it belongs to ("" outside pools).
     :ivar cost_usd: USD it has cost, from its start and exit events (so far, if started) at
         its guest's price in its region; None when no price table was given.
+    :ivar standby: its shape, when it is a standby machine running a call ("" otherwise).
     """
 
     id: str
@@ -107,6 +111,7 @@ class JobMachine:
     created_at: float | None
     pool: str = ""
     cost_usd: float | None = None
+    standby: str = ""
 
     @classmethod
     def from_machine(cls, machine: Machine, prices: PriceTable | None = None) -> JobMachine | None:
@@ -133,6 +138,7 @@ class JobMachine:
             created_at=created.timestamp() if isinstance(created, datetime) else None,
             pool=metadata.get(META_POOL, ""),
             cost_usd=None if prices is None else _cost_so_far(machine, prices),
+            standby=metadata.get(META_STANDBY, ""),
         )
 
     def may_run(self, call_id: str) -> bool:
@@ -186,7 +192,7 @@ def find_strays(
     """The strays among ``jobs`` (see the module docstring), each with its reason."""
     strays = []
     for job in jobs:
-        if job.state in _GONE_STATES:
+        if job.state in _GONE_STATES or job.standby:
             continue
         if job.deadline is not None and now > job.deadline + grace_s:
             late = now - job.deadline

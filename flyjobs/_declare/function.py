@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         batch: str | None
         output: Literal["live", "errors", "none"] | None
         max_cost_usd: float | None
+        standby: bool | None
 
 
 #: The keyword settings of ``fn.map``/``fn.starmap`` besides order_outputs/return_exceptions.
@@ -45,6 +46,7 @@ _MAP_SETTINGS = (
     "batch",
     "output",
     "max_cost_usd",
+    "standby",
 )
 
 P = ParamSpec("P")
@@ -260,6 +262,10 @@ class _MapFace(Generic[F]):
             within it; else no more inputs are handed out, and the inputs not run end with
             :class:`~flyjobs.BudgetExceededError` (raised, or yielded with
             ``return_exceptions``). A resumed batch counts what its earlier runs spent.
+        :param standby: first claim free standby machines of the function's shape (made with
+            ``flyjobs standby create``) and start them all at once, creating machines only
+            beyond them; each is stopped and given back before the map returns (default:
+            ``FLYJOBS_STANDBY`` or ``[tool.flyjobs] standby``, else False).
         :return: an iterator of the values; its ``summary()`` tells counts, timings and cost
             (``cost_usd``), and each ``Outcome`` its ``cost_usd``.
         :raises ConfigError: before any machine, for no iterable, an unknown setting (call
@@ -781,6 +787,7 @@ class Function(Generic[P, R]):
             output=settings.get("output"),
             total_hint=input_count(sources),
             max_cost_usd=settings.get("max_cost_usd"),
+            standby=settings.get("standby"),
         )
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:

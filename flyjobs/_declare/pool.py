@@ -92,6 +92,11 @@ class Pool:
         what the running ones may still cost and what that would cost (up to the calls'
         ``timeout_s`` or ``idle_s``) must stay within it; else the calls that cannot run fail
         with `~flyjobs.BudgetExceededError`. None: no cap.
+    :param standby: a machine the pool starts is first sought among free standby machines of
+        its shape (``flyjobs standby create``), claimed under its lease and started by an
+        update instead of created; when it ends it is stopped and given back (default:
+        ``FLYJOBS_STANDBY`` or ``[tool.flyjobs] standby``, else False; never with
+        ``idle="suspend"``).
     :raises ConfigError: an invalid setting (before any machine exists).
     """
 
@@ -108,6 +113,7 @@ class Pool:
         idle: str = "exit",
         name: str | None = None,
         max_cost_usd: float | None = None,
+        standby: bool | None = None,
     ) -> None:
         if isinstance(max, bool) or not isinstance(max, int) or max < 1:
             raise ConfigError(f"Pool(max={max!r}): a pool needs at least one machine (max >= 1)")
@@ -137,6 +143,13 @@ class Pool:
                 f'Pool(idle={idle!r}): give idle="exit" (an idle machine exits) or'
                 ' idle="suspend" (it is suspended, and resumed for a later call)'
             )
+        if standby is not None and not isinstance(standby, bool):
+            raise ConfigError(f"Pool(standby={standby!r}): give True, False, or None (the setting)")
+        if standby and idle == "suspend":
+            raise ConfigError(
+                'Pool(idle="suspend", standby=True): a pool whose idle machines suspend keeps'
+                " them itself; give one of the two"
+            )
         if name is None:
             name = "fjp-" + os.urandom(4).hex()
         allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -152,6 +165,7 @@ class Pool:
         self.idle = idle
         self.name = name
         self.max_cost_usd = check_max_cost(max_cost_usd, "Pool(max_cost_usd={!r})")
+        self.standby = standby
         #: the pool's machinery on the runtime's loop (a `flyjobs._pools.runner.PoolRunner`),
         #: from its start on
         self._runner: object | None = None

@@ -35,6 +35,10 @@ call in such a pool: the new process finds its ticket closed and exits, and the 
 the machine end, creates a new one for the queued call. A machine asleep for
 `SUSPENDED_WAIT_S` is destroyed.
 
+With ``standby``, a machine about to be created is first sought among free standby machines
+of the pool's shape (`flyjobs._standby.claim`): one claimed is started by an update with its
+first calls instead (no turn of the create rate), and given back when it ends.
+
 The pool starts at `PoolRunner.start` (``pool.start()``) or at its first call, and then starts
 machines up to ``min`` with no call (their slots run a keep-warm call, then park). A machine
 that has delivered a result and ends below ``min`` (killed, crashed, past a call's deadline) is
@@ -78,6 +82,7 @@ from .._exceptions import (
     ConfigError,
     TransportError,
 )
+from .._standby.claim import Claim, claim_standbys
 from .._wire.call_envelope import encode_arguments
 from .state import Job, Machine, Slot
 
@@ -432,12 +437,15 @@ class PoolRunner:
         try:
             with machine.scope:
                 await runtime.limiter.acquire_on_behalf_of(holder)
+                claim: Claim | None = None
                 try:
                     # The create's turn first: a call queued meanwhile may go to a machine that
-                    # frees up, and then this one is not made.
+                    # frees up, and then this one is not made. A claimed standby needs no turn.
                     job = machine.first
                     if (job is not None or self._queue) and self._plan is not None:
-                        await pace_create(runtime, self._plan.app)
+                        claim = await self._claim(self._plan)
+                        if claim is None:
+                            await pace_create(runtime, self._plan.app)
                     machine.starting = False
                     if job is None and self._queue:
                         job = self._queue.popleft()
@@ -450,8 +458,11 @@ class PoolRunner:
                         machine.first = None
                         return
                     if job is not None:
-                        await self._run(machine, job)
+                        claim, taken = None, claim  # the run gives it back from now on
+                        await self._run(machine, job, taken)
                 finally:
+                    if claim is not None:
+                        await claim.release()
                     runtime.limiter.release_on_behalf_of(holder)
         finally:
             if machine.first is not None:
@@ -493,6 +504,27 @@ class PoolRunner:
             outcomes=[],
         )
 
+    async def _claim(self, plan: Plan) -> Claim | None:
+        """A free standby of the pool's shape, claimed and its lease kept alive, when the pool
+        takes standbys; else None."""
+        standby = self.pool.standby
+        if standby is None:
+            # The setting, but not for a pool that suspends its idle machines: it keeps them.
+            standby = self.runtime.settings.standby and self.pool.idle != "suspend"
+        if not standby:
+            return None
+        claims = await claim_standbys(
+            self.runtime.client,
+            plan.app,
+            plan.options,
+            image=plan.image,
+            want=1,
+            description=f"flyjobs pool {self.pool.name}",
+        )
+        for claim in claims:
+            self.runtime.background(claim.keep)
+        return claims[0] if claims else None
+
     def _hand(self, job: Job, slot: Slot, *, creating: bool, wait_s: float | None = None) -> Job:
         """Start an attempt of ``job`` on ``slot``: its clocks start now. ``wait_s``: how long
         its delivery may wait for the next call (default: the pool's ``idle_s``)."""
@@ -529,9 +561,9 @@ class PoolRunner:
             concurrent=concurrent or (),
         )
 
-    async def _run(self, machine: Machine, first: Job) -> None:
-        """Create ``machine`` with ``first`` in its first slot (the others start with keep-warm
-        calls) and serve its slots until they end."""
+    async def _run(self, machine: Machine, first: Job, claim: Claim | None) -> None:
+        """Create ``machine`` (or start the standby of ``claim``) with ``first`` in its first
+        slot (the others start with keep-warm calls) and serve its slots until they end."""
         runtime, plan = self.runtime, self._plan
         assert plan is not None
         machine.slots = [Slot(machine) for _ in range(self.pool.max_concurrency)]
@@ -539,7 +571,7 @@ class PoolRunner:
         for slot, job in zip(machine.slots, jobs, strict=True):
             slot.held = self._hand(job, slot, creating=True)
         try:
-            run = await self._create(machine, plan)
+            run = await self._create(machine, plan, claim)
             if run is None:
                 return
             async with anyio.create_task_group() as tg:
@@ -568,28 +600,35 @@ class PoolRunner:
                 runtime.live.forget(plan.app, machine.run.id)
                 await machine.run.settle()
 
-    async def _create(self, machine: Machine, plan: Plan) -> MachineRun | None:
-        """Create the machine with its slots' calls; None if that failed (each call then
-        failed an attempt)."""
+    async def _create(self, machine: Machine, plan: Plan, claim: Claim | None) -> MachineRun | None:
+        """Create the machine with its slots' calls (or start the standby of ``claim`` with
+        them); None if that failed (each call then failed an attempt)."""
         held = [slot.held for slot in machine.slots if slot.held is not None]
         name = f"{self.pool.name}-m{next(self._numbers)}"
         try:
             others = [self._payload(job) for job in held[1:]]
             payload = self._payload(held[0], others)
             deadline = _attempt(held[0]).deadline
-            run = await MachineRun.create(
-                self.runtime,
-                plan,
-                name,
-                payload,
-                deadline,
-                pulls=True,
-                paced=True,
-                ledger=self.ledger,
-            )
+            if claim is not None:
+                run = await MachineRun.start_claimed(
+                    self.runtime, plan, claim, payload, deadline, pulls=True, ledger=self.ledger
+                )
+            else:
+                run = await MachineRun.create(
+                    self.runtime,
+                    plan,
+                    name,
+                    payload,
+                    deadline,
+                    pulls=True,
+                    paced=True,
+                    ledger=self.ledger,
+                )
         except Exception as exc:
             if self._budget is not None:
                 self._budget.release()
+            if claim is not None:
+                await claim.release()  # never started (or already given back)
             for slot in machine.slots:
                 if slot.held is not None:
                     job, slot.held, slot.job = slot.held, None, None
