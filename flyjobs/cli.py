@@ -11,6 +11,7 @@ from ._commands.doctor import doctor
 from ._commands.listing import logs, ls
 from ._commands.run import run
 from ._commands.schedule import schedule
+from ._commands.standby import standby
 from ._commands.strays import gc
 from .emulator import dev_command
 
@@ -28,7 +29,7 @@ def cli() -> None:
 
 
 cli.add_command(dev_command, name="dev")
-for _command in (run, ls, logs, gc, doctor, batch, schedule, code):
+for _command in (run, ls, logs, gc, doctor, batch, schedule, code, standby):
     cli.add_command(_command)
 
 

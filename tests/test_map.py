@@ -103,6 +103,7 @@ def test_bad_map_arguments_are_refused_before_any_machine(runtime: Runtime) -> N
         ({"max_failures": "1", "return_exceptions": True}, "max_failures='1'"),
         ({"reuse": "no"}, "reuse='no': give True or False"),
         ({"progress": "yes"}, "progress='yes'"),
+        ({"standby": "yes"}, "standby='yes': give True, False, or None"),
     ]
     for settings, message in bad:
         with pytest.raises(flyjobs.ConfigError, match=message):

@@ -15,6 +15,9 @@ import remote_funcs as funcs
 from flyjobs._batches.map import input_count
 from flyjobs._batches.progress import BatchStats, PhaseStats, Progress
 from flyjobs._calls.runtime import Runtime
+from flyjobs._cost.ledger import Ledger
+from flyjobs._cost.prices import prices_for
+from flyjobs.machines import MachineEvent
 
 
 class _Terminal(io.StringIO):
@@ -55,6 +58,21 @@ def test_plain_lines_without_a_terminal_end_in_the_count() -> None:
     (last,) = stream.getvalue().splitlines()[-1:]
     assert last.startswith("square.map: 3/3")
     assert "\x1b[" not in stream.getvalue()
+
+
+def test_progress_shows_the_cost_so_far() -> None:
+    stats = _finished_batch(3)
+    stats.ledger = Ledger(prices_for(None))
+    machine = stats.ledger.machine("m1", usd_per_s=0.5, region="lcl")
+    machine.settle([_event("start", 1_000), _event("exit", 5_000)])  # 4 s at $0.50/s
+    stream = io.StringIO()
+    Progress(stats, "square.map", throttled=lambda: False, stream=stream).stop()
+    assert "$2.0000" in stream.getvalue().splitlines()[-1]
+    assert stats.summary().cost_usd == 2.0
+
+
+def _event(kind: str, at_ms: int) -> MachineEvent:
+    return MachineEvent(type=kind, timestamp=at_ms)
 
 
 def test_summary_phases_and_percentiles() -> None:

@@ -82,6 +82,15 @@ def test_rate_limits_come_from_the_environment_or_pyproject(tmp_path: Path) -> N
         Settings.load(environ={"FLYJOBS_RATE_LIMITS": "fast"}, cwd=cwd)
 
 
+def test_standby_comes_from_the_environment_or_pyproject(tmp_path: Path) -> None:
+    assert Settings.load(environ={}, cwd=tmp_path).standby is False
+    cwd = _project(tmp_path, "standby = true")
+    assert Settings.load(environ={}, cwd=cwd).standby is True
+    assert Settings.load(environ={"FLYJOBS_STANDBY": "0"}, cwd=cwd).standby is False
+    with pytest.raises(flyjobs.ConfigError, match="FLYJOBS_STANDBY"):
+        Settings.load(environ={"FLYJOBS_STANDBY": "sometimes"}, cwd=cwd)
+
+
 def test_on_a_fly_machine_calls_go_to_its_own_app_and_image(tmp_path: Path) -> None:
     machine = {
         "FLY_MACHINE_ID": "0e286039f42e86",

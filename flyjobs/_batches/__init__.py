@@ -7,6 +7,7 @@ protocol), `journal` (a resumable batch's journal, in the store or SQLite), `res
 records through its journal), `progress` (counts, `Summary`, the progress display),
 `chunking` (how many inputs a machine takes per round trip: the adaptive chunk).
 
-May import: `flyjobs._calls` (runtime, plan, the attempt lifecycle), `_results`, `_wire`,
-`_declare`, `_aio`, `_settings`, `_exceptions`. Never `_pools` or `_commands`.
+May import: `flyjobs._calls` (runtime, plan, the attempt lifecycle), `_standby` (claims on
+standby machines), `_results`, `_wire`,
+`_declare`, `_aio`, `_cost`, `_settings`, `_exceptions`. Never `_pools` or `_commands`.
 """

@@ -34,6 +34,13 @@ input back for another machine (within ``retries``); a result is taken from a ti
 and a ticket is closed before its input is retried, so no input's result is delivered twice.
 However the batch ends (done, cancelled, failed, interpreter exit), every machine it created is
 destroyed or exiting by itself, watched until it has.
+
+With ``standby``, the batch first claims free standby machines of its shape (`flyjobs._standby`)
+under their leases, up to the machines it may run, and starts one for each input it hands out
+(each as soon as its lease is held) before it creates any machine: standbys need no turn of
+the create rate. However the batch
+ends, each is stopped, reset and released (`MachineRun.destroy` gives a claimed run back), and
+claims it never started are released.
 """
 
 from __future__ import annotations
@@ -54,22 +61,34 @@ import anyio.to_thread
 
 from .._aio.sole_error import sole_error
 from .._calls.attempt import (
+    EXIT_GRACE_S,
     Attempt,
     MachineRun,
     Retry,
     check_secrets,
     pace_create,
+    settle_runs,
     show_output,
     spilled_key,
     value_of,
 )
 from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, WORKER_DEADLINE_SLACK_S, Plan
 from .._calls.runtime import Runtime
-from .._exceptions import FlyjobsError, MachineCrashedError, TooManyFailuresError, TransportError
+from .._cost.budget import Budget
+from .._cost.ledger import Ledger, Share
+from .._exceptions import (
+    BudgetExceededError,
+    FlyjobsError,
+    MachineCrashedError,
+    TooManyFailuresError,
+    TransportError,
+)
 from .._results.chunks import ChunkFeed
+from .._standby.claim import Claim, claim_standbys
 from .._wire.bulk import encode_chunk
 from .._wire.log_lines import call_mark
 from .._wire.machine import NEXT_INPUT_WAIT_S
+from .._wire.metadata import META_BATCH_ID
 from .._wire.result_envelope import decode_result
 from .chunking import MAX_CHUNK_BYTES, ChunkSize
 from .progress import BatchStats
@@ -99,6 +118,10 @@ _CHUNK_MARGIN_S = 2.0
 _FILL_S = 0.2
 #: Seconds a chunk object's URL stays valid past the deadline of its chunk's last input.
 _CHUNK_URL_SLACK_S = 60.0
+#: Machines that ended whose events are read together, in the background (without a cap;
+#: see `Batch._settle`), and the most seconds the first of them waits for the others.
+_SETTLE_EVERY = 256
+_SETTLE_AFTER_S = 30.0
 
 logger = logging.getLogger("flyjobs.batch")
 
@@ -120,6 +143,18 @@ class _Held:
     feed: _Feed | None = None
     #: the key of the chunk object this input came in (deleted once a result of it is in)
     chunk_key: str | None = None
+    #: its part of its machine's cost, once on a machine
+    share: Share | None = None
+
+    def on(self, run: MachineRun) -> None:
+        """The input is on ``run``'s machine from now: its share of the machine's cost."""
+        if run.cost is not None:
+            self.share = run.cost.share()
+            self.item.shares.append(self.share)
+
+    def ended(self, *, failed: bool) -> None:
+        if self.share is not None:
+            self.share.end(failed=failed)
 
     @property
     def call_id(self) -> str:
@@ -166,6 +201,9 @@ class Batch:
         of the process as well).
     :param reuse: machines take more than one input.
     :param max_failures: stop after this many failed inputs (None: never stop).
+    :param ledger: where the machines' costs are kept (`flyjobs._cost.ledger`).
+    :param max_cost_usd: the batch's cap (`flyjobs._cost.budget`); None: no cap.
+    :param standby: claim free standby machines of the batch's shape before creating any.
     """
 
     def __init__(
@@ -181,12 +219,26 @@ class Batch:
         window: int,
         total_hint: int | None = None,
         journal: Recorder | None = None,
+        ledger: Ledger | None = None,
+        max_cost_usd: float | None = None,
+        standby: bool = False,
     ) -> None:
         self._journal = journal
+        self._standby = standby
+        self._claims: list[Claim] = []
+        #: set when no more claims will come (at once without ``standby``)
+        self._claimed = anyio.Event()
+        self._claim_came = anyio.Event()
+        if not standby:
+            self._claimed.set()
+        # Standbys to claim: no more than can run at once (this batch's and the process's
+        # bound), nor than there are inputs.
+        self._want = min(max_machines, runtime.settings.max_machines, total_hint or max_machines)
         self._runtime = runtime
         self._plan = plan
         self._outcomes = outcomes
-        self.stats = BatchStats(total_hint)
+        self.ledger = ledger
+        self.stats = BatchStats(total_hint, ledger)
         self.source = WorkSource(
             inputs,
             partial(plan.encode, spill=runtime.channel.spills),
@@ -230,6 +282,22 @@ class Batch:
         self._chunked: dict[str, _Held] = {}
         #: indexes of inputs handed alone from now on: their chunk's machine died
         self._solo: set[int] = set()
+        self._budget: Budget | None = None
+        self._over_budget: BudgetExceededError | None = None
+        #: every outcome so far, for a BudgetExceededError (only with a cap)
+        self._so_far: list[Outcome[Any]] = []
+        #: machines being billed from their events, in the background (see `settled`)
+        self._settling: set[anyio.Event] = set()
+        #: machines that ended, not billed yet, and when the first of them ended (monotonic)
+        self._ended: list[MachineRun] = []
+        self._ended_since = 0.0
+        if max_cost_usd is not None and ledger is not None:
+            self._budget = Budget(
+                max_cost_usd,
+                ledger,
+                usd_per_s=ledger.price_of(plan.options.guest(), plan.options.region),
+                hold_s=plan.options.effective_timeout_s + EXIT_GRACE_S,
+            )
 
     async def run(self) -> None:
         """Run the batch to its end; cancelling it destroys every machine it made."""
@@ -237,6 +305,8 @@ class Batch:
             await check_secrets(self._runtime, self._plan)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if self._standby:
+                    tg.start_soon(self._claim_standbys)
                 self._source.start(tg)
                 if self._feeds:
                     tg.start_soon(self._scan_results)
@@ -248,21 +318,110 @@ class Batch:
                     except BaseException:
                         self._slots.release_on_behalf_of(holder)
                         raise
-                    # The create's turn first, then the input: an input is not held back from
-                    # the machines already running while its create waits for the rate limit.
-                    await pace_create(self._runtime, self._plan.app)
+                    claim = await self._next_claim()
+                    if claim is None and self._over_budget is None:
+                        # The create's turn first, then the input: an input is not held back
+                        # from the machines already running while its create waits for the
+                        # rate limit.
+                        await pace_create(self._runtime, self._plan.app)
+                    reserved = await self._reserve()
                     item = await self._source.take()
-                    if item is None:
+                    if item is None or not reserved:
+                        if claim is not None:
+                            self._claims.append(claim)
                         self._release(holder)
+                    if item is None:
+                        if self._budget is not None and reserved:
+                            self._budget.release(self._slice)
                         self._created_all = True
                         break
+                    if not reserved:
+                        self._refuse(item)
+                        continue
                     self._machines_left += 1
-                    tg.start_soon(self._machine, item, holder)
+                    tg.start_soon(self._machine, item, holder, claim)
         except Exception as exc:
             self._outcomes.abort(sole_error(exc))
         finally:
+            while self._claims:
+                await self._claims.pop().release()
             self._source.close()
             self.stats.finished()
+            self._sweep()
+
+    async def _reserve(self) -> bool:
+        """Whether the next machine fits the budget (reserved if so; True without a cap).
+        While machines run, it waits for one to end before it says no."""
+        budget = self._budget
+        if budget is None:
+            return True
+        while self._over_budget is None:
+            if budget.reserve_machine(self._slice):
+                return True
+            if not budget.running:
+                self._over_budget = BudgetExceededError(
+                    f"batch {self._plan.batch_id} stopped before max_cost_usd="
+                    f"{budget.max_usd:g}: it spent ${self._spent_usd():.4f}, and another"
+                    f" machine could cost up to its timeout_s and exit grace more; raise"
+                    " max_cost_usd or lower timeout_s",
+                    max_cost_usd=budget.max_usd,
+                    spent_usd=self._spent_usd(),
+                    outcomes=self._so_far,
+                )
+                break
+            await budget.wait_changed()
+        return False
+
+    def _spent_usd(self) -> float:
+        ledger = self.ledger
+        return 0.0 if ledger is None else ledger.usd + ledger.earlier_usd
+
+    def _refuse(self, item: Item) -> None:
+        """Over budget: ``item`` is not run; it ends with the batch's `BudgetExceededError`."""
+        error = self._over_budget
+        if error is None:
+            raise AssertionError("refused only over budget")
+        self.stats.failed += 1
+        self._source.finished(item)
+        self._put(Outcome(item.index, False, error, item.attempts, shares=tuple(item.shares)))
+
+    def _put(self, outcome: Outcome[Any], size: int = 0) -> None:
+        if self._budget is not None:
+            self._so_far.append(outcome)
+        self._outcomes.put(outcome, size)
+
+    async def _claim_standbys(self) -> None:
+        """Claim free standbys of the batch's shape, up to the machines it may run, each
+        handed to the batch as soon as its lease is held, and keep their leases alive until
+        each is given back."""
+        runtime, plan = self._runtime, self._plan
+
+        def came(claim: Claim) -> None:
+            self._claims.append(claim)
+            runtime.background(claim.keep)
+            self._claim_came.set()
+
+        try:
+            await claim_standbys(
+                runtime.client,
+                plan.app,
+                plan.options,
+                image=plan.image,
+                want=self._want,
+                description=f"flyjobs batch {plan.batch_id}",
+                on_claim=came,
+            )
+        finally:
+            self._claimed.set()
+            self._claim_came.set()
+
+    async def _next_claim(self) -> Claim | None:
+        """A claimed standby for the next machine: one held now, or the next to come while
+        claims are still being made; None once there are no more."""
+        while not self._claims and not self._claimed.is_set():
+            self._claim_came = anyio.Event()
+            await self._claim_came.wait()
+        return self._claims.pop() if self._claims else None
 
     def _inputs_ended(self, total: int, error: BaseException | None) -> None:
         self.stats.inputs_ended()
@@ -275,7 +434,7 @@ class Batch:
     def _recorded(self, index: int, value: Any) -> None:
         # A resumed batch's input that returned in an earlier run: its value, not run again.
         self.stats.done += 1
-        self._outcomes.put(Outcome(index, True, value))
+        self._put(Outcome(index, True, value))
 
     def _encode_failed(self, index: int, error: BaseException) -> None:
         self.stats.failed += 1
@@ -408,7 +567,7 @@ class Batch:
             # runs, so values reach the caller (and a journal) as they come.
             held.attempt.ticket.polls = True
 
-    async def _machine(self, item: Item, holder: object | None) -> None:
+    async def _machine(self, item: Item, holder: object | None, claim: Claim | None) -> None:
         plan, runtime = self._plan, self._runtime
         held: _Held | None = None
         run: MachineRun | None = None
@@ -419,28 +578,17 @@ class Batch:
             if self._slice > 1 or self._feeds:
                 await self._take_slice(first)
                 slice_ = first.following
-            name = first.call_id
-            if self._reuse:
-                name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
+            name = self._machine_name(first)
             feed = self._new_feed(first, name)
             try:
-                run = await MachineRun.create(
-                    runtime,
-                    plan,
-                    name,
-                    self._first_payload(first),
-                    first.attempt.deadline,
-                    pulls=self._reuse,
-                    paced=True,
-                    restart=partial(self._restart_clocks, first),
-                )
+                run = await self._start(first, claim, name)
             except Exception as exc:
+                self._create_failed()
                 held = None
                 await first.attempt.close()
                 self._attempt_failed(first, exc)
                 return
-            self.stats.created(first.item.index, [h.item.index for h in first.following])
-            self._watch(run.id, first.call_id)
+            self._created(run, first)
             async with self._feeding(feed):
                 while held is not None:
                     held = await self._serve(held, run)
@@ -469,8 +617,95 @@ class Batch:
                 await feed.chunks.discard()
             if run is not None:
                 runtime.live.forget(plan.app, run.id)
+                await self._settle(run)
+            elif claim is not None:
+                await claim.release()  # never started (or already given back)
             if holder is not None:
                 self._release(holder)
+
+    def _machine_name(self, first: _Held) -> str:
+        """The name of the machine created for ``first``: its call id, or, for a machine that
+        takes more inputs, the batch's id and a number."""
+        if self._reuse:
+            return f"{self._plan.batch_id}-m{next(self._machine_numbers)}"
+        return first.call_id
+
+    def _create_failed(self) -> None:
+        # The progress counts settle with the failure that follows.
+        if self._budget is not None:
+            self._budget.release(self._slice)
+
+    def _created(self, run: MachineRun, first: _Held) -> None:
+        if self._budget is not None and run.cost is not None:
+            self._budget.created(run.cost, self._slice)
+        first.on(run)
+        self.stats.created(first.item.index, [h.item.index for h in first.following])
+        self._watch(run.id, first.call_id)
+
+    async def _settle(self, run: MachineRun) -> None:
+        """Bill the machine, which has exited (or was destroyed), from its own events, in the
+        background: reading them never delays an input. Under a cap at once (the budget
+        waits for it); else a few dozen at a time, or half a minute after the first ended,
+        or when the batch ends (until then its cost is estimated: `settled` waits for it)."""
+        if run.cost is None:
+            return
+        if not self._ended:
+            self._ended_since = anyio.current_time()
+        self._ended.append(run)
+        if (
+            self._budget is not None
+            or len(self._ended) >= _SETTLE_EVERY
+            or anyio.current_time() - self._ended_since > _SETTLE_AFTER_S
+        ):
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Read the events of the machines that ended, in the background."""
+        runs, self._ended = self._ended, []
+        if not runs:
+            return
+        done = anyio.Event()
+        self._settling.add(done)
+
+        async def settle() -> None:
+            try:
+                batch_id = self._plan.batch_id or ""
+                await settle_runs(self._runtime, self._plan.app, runs, {META_BATCH_ID: batch_id})
+            finally:
+                self._settling.discard(done)
+                done.set()
+                if self._budget is not None:
+                    self._budget.changed()
+
+        self._runtime.background(settle)
+
+    async def settled(self) -> None:
+        """Bill every machine that has ended from its events, and wait until they are (each
+        waits a bounded time for its machine to be readable)."""
+        self._sweep()
+        for done in list(self._settling):
+            await done.wait()
+
+    async def _start(self, first: _Held, claim: Claim | None, name: str) -> MachineRun:
+        """Create the machine ``name`` that takes ``first`` (and what follows it in its slice
+        or chunk), or start the claimed standby ``claim`` with it."""
+        plan, runtime = self._plan, self._runtime
+        payload, deadline = self._first_payload(first), first.attempt.deadline
+        if claim is not None:
+            return await MachineRun.start_claimed(
+                runtime, plan, claim, payload, deadline, pulls=self._reuse, ledger=self.ledger
+            )
+        return await MachineRun.create(
+            runtime,
+            plan,
+            name,
+            payload,
+            deadline,
+            pulls=self._reuse,
+            paced=True,
+            restart=partial(self._restart_clocks, first),
+            ledger=self.ledger,
+        )
 
     def _new_feed(self, first: _Held, name: str) -> _Feed | None:
         """The chunks of the machine ``name`` created for ``first`` (where machines read
@@ -698,12 +933,13 @@ class Batch:
                 # Recorded before the machine gets more work: a kill loses only what runs.
                 await anyio.to_thread.run_sync(self._journal.record, held.item.arguments, value)
             self._succeeded(held, value, len(body))
-        return await self._next(held, machine_id)
+        return await self._next(held, run)
 
-    async def _next(self, held: _Held, machine_id: str) -> _Held | None:
+    async def _next(self, held: _Held, run: MachineRun) -> _Held | None:
         """Answer the held delivery with the machine's next input (or no more work)."""
         while held.following and held.following[0].returned:
             await held.following.pop(0).attempt.close()  # given back already
+        machine_id = run.id
         feed = held.feed
         while feed is not None and not held.following and not feed.ended:
             await feed.changed.wait()  # the next chunk is being written
@@ -712,6 +948,7 @@ class Batch:
             await held.attempt.close()
             next_held = held.following.pop(0)
             next_held.following, next_held.feed = held.following, feed
+            next_held.on(run)
             if feed is not None:
                 feed.notify()
             self._watch(machine_id, next_held.call_id)
@@ -728,11 +965,16 @@ class Batch:
             )
         if not self._pulls:
             return await self._stop(held)
+        if self._budget is not None and (
+            self._over_budget is not None or run.cost is None or not self._budget.more(run.cost)
+        ):
+            return await self._stop(held)  # another input could cross the cap
         item = await self._source.take(timeout_s=NEXT_INPUT_WAIT_S)
         if item is None:
             return await self._stop(held)
         chunk_ = await self._take_chunk(item)
         next_held = chunk_[0]
+        next_held.on(run)
         self._watch(machine_id, next_held.call_id)
         if len(chunk_) == 1:
             held.attempt.ticket.reply(self._payload(next_held))
@@ -828,9 +1070,12 @@ class Batch:
 
     def _succeeded(self, held: _Held, value: Any, size: int) -> None:
         item = held.item
+        held.ended(failed=False)
         timings = self.stats.settled(item.index, "done")
-        outcome = Outcome(item.index, True, value, item.attempts, held.call_id, timings)
-        self._outcomes.put(outcome, size)
+        outcome = Outcome(
+            item.index, True, value, item.attempts, held.call_id, timings, tuple(item.shares)
+        )
+        self._put(outcome, size)
         self._source.finished(item)
         self._forget_arguments(held)
 
@@ -843,6 +1088,7 @@ class Batch:
         """An attempt of ``held``'s input failed: retry it elsewhere, or record its error."""
         self._watched.pop(held.call_id, None)
         item = held.item
+        held.ended(failed=True)
         delay_s = self._retry.again(error, item.attempts)
         if delay_s is not None:
             self.stats.settled(item.index, "retried")
@@ -855,14 +1101,24 @@ class Batch:
         timings = self.stats.settled(item.index, "failed")
         self._source.finished(item)
         self._forget_arguments(held)
-        self.rejected(Outcome(item.index, False, error, item.attempts, held.call_id, timings))
+        self.rejected(
+            Outcome(
+                item.index,
+                False,
+                error,
+                item.attempts,
+                held.call_id,
+                timings,
+                tuple(item.shares),
+            )
+        )
 
     def rejected(self, outcome: Outcome[Any]) -> None:
         """An input failed for good (an attempt, or its encoding): record its error, and stop
         the batch at ``max_failures``."""
         index, error = outcome.index, outcome.value
         self._failures.append((index, error))
-        self._outcomes.put(outcome)
+        self._put(outcome)
         if self._max_failures is not None and len(self._failures) >= self._max_failures:
             self._outcomes.abort(
                 TooManyFailuresError(

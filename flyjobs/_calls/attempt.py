@@ -5,6 +5,9 @@ result URL expiry), its result ticket and where its spilled arguments are. A `Ma
 machine: created (throttling waited out), watched (``/wait`` and its exit), its result for an
 attempt collected from the channel or its death explained (`exit_error`), at the deadline one
 last look for the result, then destroyed; on every exit path it is destroyed or exits by itself.
+A run may instead start from a standby machine held under a `StandbyClaim`
+(`MachineRun.start_claimed`): updated with its call rather than created, and on every exit
+path stopped and given back (`StandbyClaim.give_back`) rather than destroyed.
 `Retry` decides whether a failed attempt runs again. `outcome` turns a delivered result into the
 call's value or error.
 
@@ -21,11 +24,12 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
+from .._cost.ledger import Ledger, MachineCost
 from .._declare.options import CallOptions
 from .._exceptions import (
     APIError,
@@ -75,6 +79,7 @@ __all__ = (
     "EXIT_GRACE_S",
     "RETRY_BACKOFF_S",
     "Attempt",
+    "StandbyClaim",
     "ExitWatch",
     "MachineRun",
     "Retry",
@@ -83,6 +88,7 @@ __all__ = (
     "check_secrets",
     "destroy",
     "exit_error",
+    "settle_runs",
     "outcome",
     "pace_create",
     "show_output",
@@ -261,6 +267,18 @@ async def pace_create(runtime: Runtime, app: str) -> None:
     await runtime.client.pace(_CREATE, app)
 
 
+class StandbyClaim(Protocol):
+    """A standby machine this process holds under its lease (see `flyjobs._standby.claim`)."""
+
+    machine_id: str
+    nonce: str
+
+    async def give_back(self) -> None:
+        """Stop the machine (if it runs), reset its config, release its lease; never raises,
+        shielded from cancellation."""
+        ...
+
+
 class ExitWatch:
     """Waits, in the background from its creation on, for a machine to stop, be destroyed, or
     fail to launch.
@@ -271,7 +289,9 @@ class ExitWatch:
     the caller destroys the machine itself.
     """
 
-    def __init__(self, runtime: Runtime, app: str, machine_id: str) -> None:
+    def __init__(
+        self, runtime: Runtime, app: str, machine_id: str, *, version: str | None = None
+    ) -> None:
         self.exited = anyio.Event()
         self.error: FlyjobsError | None = None
         #: unix time (s) the machine was seen stopped or destroyed
@@ -279,6 +299,8 @@ class ExitWatch:
         self._runtime = runtime
         self._app = app
         self.machine_id = machine_id
+        #: the machine version watched (a claimed standby's updated one: not its stopped past)
+        self._version = version
         self._scope = anyio.CancelScope()
         self._result_in = False
         runtime.background(self._run)
@@ -303,6 +325,7 @@ class ExitWatch:
                     self.machine_id,
                     ("stopped", "destroyed", "failed"),
                     timeout_s=24 * 3600.0,
+                    version=self._version,
                 )
                 exited = True
                 self.exited_at = time.time()
@@ -326,14 +349,34 @@ class MachineRun:
 
     :ivar id: the machine's id.
     :ivar watch: its exit watch.
+    :ivar cost: its entry in a batch's or pool's ledger (created with one), billed from its
+        own events by `settle` once it has exited.
+    :ivar claim: the standby's claim, when the machine is a claimed standby.
     """
 
-    def __init__(self, runtime: Runtime, plan: Plan, machine_id: str) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        plan: Plan,
+        machine_id: str,
+        *,
+        claim: StandbyClaim | None = None,
+        version: str | None = None,
+    ) -> None:
         self.id = machine_id
-        self.watch = ExitWatch(runtime, plan.app, machine_id)
+        self.claim = claim
+        self.watch = ExitWatch(runtime, plan.app, machine_id, version=version)
+        self.cost: MachineCost | None = None
         self._runtime = runtime
         self._plan = plan
         self._destroyed = False
+
+    def keep_cost(self, ledger: Ledger | None, region: str | None) -> None:
+        """Keep this machine's cost in ``ledger`` (if any), at its guest's price in ``region``."""
+        if ledger is not None:
+            self.cost = ledger.machine(
+                self.id, ledger.price_of(self._plan.options.guest(), region), region
+            )
 
     @classmethod
     async def create(
@@ -347,6 +390,7 @@ class MachineRun:
         pulls: bool,
         paced: bool = False,
         restart: Callable[[], Awaitable[tuple[bytes, float]]] | None = None,
+        ledger: Ledger | None = None,
     ) -> MachineRun:
         """Create the machine ``name`` carrying ``payload`` as its first call, and watch it.
 
@@ -375,7 +419,9 @@ class MachineRun:
                     machine = await runtime.client.create_machine(
                         plan.app, config, name=name, **create_args(plan.options)
                     )
-                return cls(runtime, plan, machine.id)
+                run = cls(runtime, plan, machine.id)
+                run.keep_cost(ledger, machine.region)
+                return run
             except RateLimitedError as exc:
                 if restart is None:
                     raise CallTimeoutError(
@@ -389,6 +435,50 @@ class MachineRun:
             except (APIError, TransportError) as exc:
                 _add_hint(exc, runtime, plan.app)
                 raise
+
+    @classmethod
+    async def start_claimed(
+        cls,
+        runtime: Runtime,
+        plan: Plan,
+        claim: StandbyClaim,
+        payload: bytes,
+        deadline: float,
+        *,
+        pulls: bool,
+        ledger: Ledger | None = None,
+    ) -> MachineRun:
+        """Start the claimed standby ``claim`` with ``payload`` as its first call: one update
+        (its config for the call, under the claim's lease), which boots it; then watch it.
+        With ``ledger``, its cost is kept there from now on, as a created machine's is.
+
+        Fly limits updates per machine, so standbys all start at once, with no queue behind
+        the create rate; a 429 is waited out up to ``deadline`` (unix s) all the same. On
+        failure the standby is given back before the error propagates.
+
+        :raises CallTimeoutError: the API throttled the update until the deadline.
+        :raises APIError, TransportError: the update failed.
+        """
+        config = plan.machine_config(
+            claim.machine_id, payload, deadline=None if pulls else deadline, claimed=True
+        )
+        patience = anyio.current_time() + max(deadline - time.time(), 0.0)
+        try:
+            with patient_until(patience):
+                machine = await runtime.client.update_machine(
+                    plan.app, claim.machine_id, config, nonce=claim.nonce
+                )
+        except BaseException as exc:
+            await claim.give_back()
+            if isinstance(exc, RateLimitedError):
+                raise CallTimeoutError(
+                    f"standby {claim.machine_id}: the Machines API throttled its update (429)"
+                    f" until the call's timeout_s={plan.options.effective_timeout_s:g} passed"
+                ) from exc
+            raise
+        run = cls(runtime, plan, machine.id, claim=claim, version=machine.version)
+        run.keep_cost(ledger, machine.region)
+        return run
 
     @classmethod
     async def adopt(cls, runtime: Runtime, plan: Plan, machine_id: str, call_id: str) -> MachineRun:
@@ -469,19 +559,84 @@ class MachineRun:
 
     async def finish(self) -> None:
         """The machine was told there is no more work: wait `EXIT_GRACE_S` for it to exit,
-        else destroy it."""
+        else destroy it (a claimed standby is given back either way)."""
         with anyio.move_on_after(EXIT_GRACE_S):
             await self.watch.exited.wait()
-        if not self.watch.exited.is_set():
+        if not self.watch.exited.is_set() or self.claim is not None:
             await self.destroy()
 
+    async def settle(self, wait_s: float = EXIT_GRACE_S) -> None:
+        """Bill the machine in its ledger from its own start and exit events (once; shielded):
+        wait up to ``wait_s`` for it to be stopped or destroyed (it was told to exit, or was
+        destroyed), then read its events. A machine already gone keeps its estimate."""
+        if self.cost is None or self.cost.settled:
+            return
+        app, runtime = self._plan.app, self._runtime
+        with anyio.CancelScope(shield=True):
+            events = None
+            with anyio.move_on_after(wait_s):
+                if not self.watch.exited.is_set() or self.watch.error is not None:
+                    with contextlib.suppress(APIError, TransportError, WaitTimeoutError):
+                        await runtime.client.wait(
+                            app, self.id, ("stopped", "destroyed", "failed"), timeout_s=wait_s
+                        )
+                with contextlib.suppress(APIError, TransportError):
+                    # Its events alone: its price (guest, region) is known from its creation.
+                    events = await runtime.client.list_events(app, self.id, limit=50)
+            self.cost.settle(events)
+
     async def destroy(self) -> None:
-        """Stop watching and destroy the machine (once; shielded)."""
+        """Stop watching and destroy the machine (once; shielded); a claimed standby is
+        stopped and given back instead (`StandbyClaim.give_back`)."""
         self.watch.stop()
         if not self._destroyed:
             self._destroyed = True
             with anyio.CancelScope(shield=True):
-                await destroy(self._runtime, self._plan.app, self.id)
+                if self.claim is not None:
+                    await self.claim.give_back()
+                else:
+                    await destroy(self._runtime, self._plan.app, self.id)
+
+
+#: Machines whose events `settle_runs` reads one by one at once (those the listing missed).
+_SETTLE_CONCURRENCY = 8
+
+
+async def settle_runs(
+    runtime: Runtime, app: str, runs: list[MachineRun], metadata: Mapping[str, str]
+) -> None:
+    """Bill ``runs`` (machines that have ended) in their ledger from their own events, read
+    in one listing of the app's machines that carry ``metadata`` (a batch's id: one request,
+    or a page per few hundred machines, where reading each would be one request per
+    machine); a machine the listing misses, or shows not ended yet, is read on its own
+    (`MachineRun.settle`)."""
+    pending = [run for run in runs if run.cost is not None and not run.cost.settled]
+    if not pending:
+        return
+    listed: dict[str, Machine] = {}
+    with anyio.CancelScope(shield=True), contextlib.suppress(APIError, TransportError):
+        machines = await runtime.client.list_machines(app, include_deleted=True, metadata=metadata)
+        listed = {machine.id: machine for machine in machines}
+    rest = []
+    for run in pending:
+        machine = listed.get(run.id)
+        if machine is not None and run.cost is not None and machine.state in _ENDED:
+            run.cost.settle(machine.events)
+        else:
+            rest.append(run)
+    limiter = anyio.CapacityLimiter(_SETTLE_CONCURRENCY)
+
+    async def one(run: MachineRun) -> None:
+        async with limiter:
+            await run.settle()
+
+    async with anyio.create_task_group() as tg:
+        for run in rest:
+            tg.start_soon(one, run)
+
+
+#: States of a machine that has ended (its last exit event is in).
+_ENDED = ("stopped", "destroyed", "failed")
 
 
 async def _collect(ticket: ResultTicket, watch: ExitWatch) -> bytes | None:

@@ -2,8 +2,11 @@
 
 What a machine is made of (image, size, env, the worker command, the payload file, metadata)
 is written here once; what differs is its lifetime: an `Ephemeral` machine runs its calls and
-destroys itself, a `Resident` one is a scheduled function's and stays between runs. What a
-create request carries besides the config (the region) is `create_args`.
+destroys itself, a `Resident` one is a scheduled function's and stays between runs, a
+`Claimed` one is a standby machine running a batch's calls, stopped (not destroyed) when its
+worker exits. A standby at rest has `standby_config` (no payload), and its shape
+(`standby_shape`) says which calls it may take. What a create request carries besides the
+config (the region) is `create_args`.
 """
 
 from __future__ import annotations
@@ -16,15 +19,32 @@ from typing import Any
 from .._declare.options import CallOptions
 from .._declare.schedule import Cron
 from .._wire.machine import PAYLOAD_GUEST_PATH, WORKER_CMD
+from .._wire.metadata import META_STANDBY, META_STANDBY_IMAGE
 from ..machines import MachineConfig
 
-__all__ = ("Ephemeral", "Resident", "create_args", "machine_config", "machine_spec")
+__all__ = (
+    "Claimed",
+    "Ephemeral",
+    "Resident",
+    "create_args",
+    "machine_config",
+    "machine_spec",
+    "standby_config",
+    "standby_metadata",
+    "standby_shape",
+)
 
 
 @dataclass(frozen=True)
 class Ephemeral:
     """A machine for calls: destroyed when its worker exits (``auto_destroy``), never
     restarted (a call is retried by the client, on another machine)."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A standby machine running calls: its worker's exit stops it (no ``auto_destroy``), so
+    it goes back to the standbys; never restarted (a call is retried by the client)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +70,7 @@ def machine_spec(
     image: str,
     payload: bytes,
     metadata: Mapping[str, str] | None,
-    lifetime: Ephemeral | Resident,
+    lifetime: Ephemeral | Claimed | Resident,
     files: Sequence[tuple[str, bytes]] = (),
 ) -> dict[str, Any]:
     """The machine config as the Machines API takes it (JSON), before validation; with
@@ -78,6 +98,9 @@ def machine_spec(
     if isinstance(lifetime, Ephemeral):
         spec["auto_destroy"] = True
         spec["restart"] = {"policy": "no"}
+    elif isinstance(lifetime, Claimed):
+        spec["auto_destroy"] = False
+        spec["restart"] = {"policy": "no"}
     elif isinstance(lifetime.schedule, Cron):
         spec["auto_destroy"] = False
         spec["restart"] = {"policy": "always"}
@@ -102,7 +125,7 @@ def machine_config(
     image: str,
     payload: bytes,
     metadata: Mapping[str, str],
-    lifetime: Ephemeral | Resident,
+    lifetime: Ephemeral | Claimed | Resident,
     files: Sequence[tuple[str, bytes]] = (),
 ) -> MachineConfig:
     """The config of a machine whose worker reads ``payload`` (a call envelope) from its file.
@@ -120,3 +143,28 @@ def create_args(options: CallOptions) -> dict[str, Any]:
     """What a create request carries besides the config (keyword arguments of
     `~flyjobs.machines.MachinesClient.create_machine`): the region, where one is set."""
     return {"region": options.region}
+
+
+def standby_shape(options: CallOptions) -> str:
+    """The shape a standby machine has and a call needs: its guest, as ``shared-1x-256mb``
+    (kind, CPUs, memory) or ``size-<name>`` for a named Fly size."""
+    if options.size is not None:
+        return f"size-{options.size}"
+    guest = options.guest()["guest"]
+    return f"{guest['cpu_kind']}-{guest['cpus']}x-{guest['memory_mb']}mb"
+
+
+def standby_metadata(options: CallOptions, image: str) -> dict[str, str]:
+    """The metadata that marks a standby machine of ``options``' shape and ``image``."""
+    return {META_STANDBY: standby_shape(options), META_STANDBY_IMAGE: image}
+
+
+def standby_config(options: CallOptions, *, image: str) -> MachineConfig:
+    """A standby machine at rest: the image and guest of ``options``, the worker command and
+    no payload or env (a call brings them when it claims the machine), never restarted nor
+    destroyed by itself, and the metadata that marks it (`standby_metadata`)."""
+    marks = standby_metadata(options, image)
+    spec = machine_spec(options, image=image, payload=b"", metadata=marks, lifetime=Claimed())
+    spec["env"] = {}
+    del spec["files"]
+    return MachineConfig.model_validate(spec)

@@ -38,7 +38,7 @@ from .._wire.reference import function_reference
 from .._wire.seal import seal_code
 from ..machines import MachineConfig
 from .fleet import client_identity
-from .machine_config import Ephemeral, machine_config
+from .machine_config import Claimed, Ephemeral, machine_config, standby_metadata
 from .runtime import current_settings, get_runtime
 
 __all__ = (
@@ -170,9 +170,12 @@ class Plan:
             field["requires"] = [list(each) for each in self.code.requires]
         return field
 
-    def machine_config(self, name: str, payload: bytes, *, deadline: float | None) -> MachineConfig:
+    def machine_config(
+        self, name: str, payload: bytes, *, deadline: float | None, claimed: bool = False
+    ) -> MachineConfig:
         """An ephemeral machine (``auto_destroy``, never restarted) whose first call is in
-        ``files[].raw_value``.
+        ``files[].raw_value``; with ``claimed``, a standby machine's config for the call (it
+        stops instead of being destroyed, and keeps its standby marks).
 
         :param deadline: the client's deadline (unix s) of the machine's only call, from which
             `flyjobs gc` tells a stray; None for a machine that takes more than one input (its
@@ -191,12 +194,14 @@ class Plan:
             metadata[META_BATCH_SIZE] = str(self.batch_size)
         if deadline is not None:
             metadata[META_DEADLINE] = str(math.ceil(deadline + WORKER_DEADLINE_SLACK_S))
+        if claimed:
+            metadata.update(standby_metadata(self.options, self.image))
         return machine_config(
             self.options,
             image=self.image,
             payload=payload,
             metadata=metadata,
-            lifetime=Ephemeral(),
+            lifetime=Claimed() if claimed else Ephemeral(),
             files=(
                 []
                 if self.code is None or self.code_url is not None

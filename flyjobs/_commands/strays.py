@@ -7,6 +7,8 @@ import click
 from .._calls.fleet import Stray, collect_strays
 from .._output.call_lines import shown
 from .._results.store import ObjectInfo, Store, StoreConfig, collect_stale_objects
+from .._standby.claim import recover_standbys
+from .._standby.fleet import Standby
 from .common import APP_OPTION, api_client, run_async, shows_errors
 
 __all__ = ("gc",)
@@ -22,7 +24,9 @@ def gc(app: str | None, dry_run: bool) -> None:
     spilled arguments, detached-call records that crashed clients left; batch journals stay).
 
     Strays are found by the metadata flyjobs puts on its machines; a machine without it (one
-    flyjobs did not create) is never touched, nor is a scheduled one. A client counts as gone
+    flyjobs did not create) is never touched, nor is a scheduled one. A standby machine
+    (`flyjobs standby`) left started or with a call's config by a caller that died (its lease
+    expired) is stopped and reset instead, back to rest. A client counts as gone
     when it ran on this host and its process has ended; other hosts' machines are judged by
     their deadline alone.
 
@@ -33,11 +37,15 @@ def gc(app: str | None, dry_run: bool) -> None:
     """
     settings, client, app = api_client(app)
 
-    async def collect() -> list[Stray]:
+    async def collect() -> tuple[list[Stray], list[tuple[Standby, str]]]:
         async with client:
-            return await collect_strays(client, app, dry_run=dry_run)
+            strays = await collect_strays(client, app, dry_run=dry_run)
+            return strays, await recover_standbys(client, app, dry_run=dry_run)
 
-    strays = run_async(collect)
+    strays, standbys = run_async(collect)
+    for standby, what in standbys:
+        text = f"standby {standby.id} ({standby.shape}): {what}"
+        click.echo(f"{'would reset' if dry_run else 'reset'} {shown(text, output=False)}")
     verb = "would destroy" if dry_run else "destroyed"
     for stray in strays:
         job = stray.machine

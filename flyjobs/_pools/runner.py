@@ -35,6 +35,10 @@ call in such a pool: the new process finds its ticket closed and exits, and the 
 the machine end, creates a new one for the queued call. A machine asleep for
 `SUSPENDED_WAIT_S` is destroyed.
 
+With ``standby``, a machine about to be created is first sought among free standby machines
+of the pool's shape (`flyjobs._standby.claim`): one claimed is started by an update with its
+first calls instead (no turn of the create rate), and given back when it ends.
+
 The pool starts at `PoolRunner.start` (``pool.start()``) or at its first call, and then starts
 machines up to ``min`` with no call (their slots run a keep-warm call, then park). A machine
 that has delivered a result and ends below ``min`` (killed, crashed, past a call's deadline) is
@@ -56,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._calls.attempt import (
+    EXIT_GRACE_S,
     Attempt,
     MachineRun,
     Retry,
@@ -67,7 +72,17 @@ from .._calls.attempt import (
 from .._calls.handle import CallState, CallStatus
 from .._calls.plan import Plan, plan
 from .._calls.runtime import Runtime, current_runtime, get_runtime
-from .._exceptions import APIError, CallCancelledError, ConfigError, TransportError
+from .._cost.budget import Budget
+from .._cost.ledger import Ledger
+from .._cost.prices import prices_for
+from .._exceptions import (
+    APIError,
+    BudgetExceededError,
+    CallCancelledError,
+    ConfigError,
+    TransportError,
+)
+from .._standby.claim import Claim, claim_standbys
 from .._wire.call_envelope import encode_arguments
 from .state import Job, Machine, Slot
 
@@ -110,6 +125,10 @@ class PoolRunner:
         self._all_gone.set()
         self.started = False
         self.closed = False
+        #: what the pool's machines cost: busy (calls) and idle (waiting, keep-warm) seconds
+        self.ledger = Ledger(prices_for(runtime.settings.prices))
+        #: the pool's ``max_cost_usd``, once the machines' size is known (`_check`)
+        self._budget: Budget | None = None
 
     # --- calls --------------------------------------------------------------------------
 
@@ -183,6 +202,15 @@ class PoolRunner:
         )
         if self._shape is None:
             self._shape, self._plan = shape, plan
+            if self.pool.max_cost_usd is not None:
+                # A machine given a call (or a wait for one) may run that long, then exit.
+                hold_s = max(options.effective_timeout_s, self.pool.idle_s) + EXIT_GRACE_S
+                self._budget = Budget(
+                    self.pool.max_cost_usd,
+                    self.ledger,
+                    usd_per_s=self.ledger.price_of(options.guest(), options.region),
+                    hold_s=hold_s,
+                )
         elif shape != self._shape:
             raise ConfigError(
                 f"pool {self.pool.name} runs machines for {self._shape[0]}/{self._shape[1]} with"
@@ -409,12 +437,15 @@ class PoolRunner:
         try:
             with machine.scope:
                 await runtime.limiter.acquire_on_behalf_of(holder)
+                claim: Claim | None = None
                 try:
                     # The create's turn first: a call queued meanwhile may go to a machine that
-                    # frees up, and then this one is not made.
+                    # frees up, and then this one is not made. A claimed standby needs no turn.
                     job = machine.first
                     if (job is not None or self._queue) and self._plan is not None:
-                        await pace_create(runtime, self._plan.app)
+                        claim = await self._claim(self._plan)
+                        if claim is None:
+                            await pace_create(runtime, self._plan.app)
                     machine.starting = False
                     if job is None and self._queue:
                         job = self._queue.popleft()
@@ -423,9 +454,15 @@ class PoolRunner:
                         # one, and the queued call goes to it (or another slot) right after.
                         self._queue.appendleft(job)
                         job = self._keep_warm_job()
+                    if job is not None and not self._affords_machine(job):
+                        machine.first = None
+                        return
                     if job is not None:
-                        await self._run(machine, job)
+                        claim, taken = None, claim  # the run gives it back from now on
+                        await self._run(machine, job, taken)
                 finally:
+                    if claim is not None:
+                        await claim.release()
                     runtime.limiter.release_on_behalf_of(holder)
         finally:
             if machine.first is not None:
@@ -443,6 +480,50 @@ class PoolRunner:
                 # deadline): back to min. Not one that never delivered a result (a failed create,
                 # a broken image), whose replacement would fail again, and again.
                 self._fill()
+
+    def _affords_machine(self, job: Job) -> bool:
+        """Whether a new machine fits the budget (reserved if so); if not, ``job`` and every
+        queued call fail with `BudgetExceededError`."""
+        budget = self._budget
+        if budget is None or budget.reserve_machine():
+            return True
+        for failed in (job, *self._queue):
+            failed.settle(error=self._over_budget())
+        self._queue.clear()
+        return False
+
+    def _over_budget(self) -> BudgetExceededError:
+        assert self._budget is not None
+        cap, spent = self._budget.max_usd, self.ledger.usd
+        return BudgetExceededError(
+            f"pool {self.pool.name} stopped before max_cost_usd={cap:g}: its machines cost"
+            f" ${spent:.4f}, and another machine or call could cost up to its timeout_s (or"
+            " idle_s) and exit grace more; raise max_cost_usd or lower timeout_s",
+            max_cost_usd=cap,
+            spent_usd=spent,
+            outcomes=[],
+        )
+
+    async def _claim(self, plan: Plan) -> Claim | None:
+        """A free standby of the pool's shape, claimed and its lease kept alive, when the pool
+        takes standbys; else None."""
+        standby = self.pool.standby
+        if standby is None:
+            # The setting, but not for a pool that suspends its idle machines: it keeps them.
+            standby = self.runtime.settings.standby and self.pool.idle != "suspend"
+        if not standby:
+            return None
+        claims = await claim_standbys(
+            self.runtime.client,
+            plan.app,
+            plan.options,
+            image=plan.image,
+            want=1,
+            description=f"flyjobs pool {self.pool.name}",
+        )
+        for claim in claims:
+            self.runtime.background(claim.keep)
+        return claims[0] if claims else None
 
     def _hand(self, job: Job, slot: Slot, *, creating: bool, wait_s: float | None = None) -> Job:
         """Start an attempt of ``job`` on ``slot``: its clocks start now. ``wait_s``: how long
@@ -480,9 +561,9 @@ class PoolRunner:
             concurrent=concurrent or (),
         )
 
-    async def _run(self, machine: Machine, first: Job) -> None:
-        """Create ``machine`` with ``first`` in its first slot (the others start with keep-warm
-        calls) and serve its slots until they end."""
+    async def _run(self, machine: Machine, first: Job, claim: Claim | None) -> None:
+        """Create ``machine`` (or start the standby of ``claim``) with ``first`` in its first
+        slot (the others start with keep-warm calls) and serve its slots until they end."""
         runtime, plan = self.runtime, self._plan
         assert plan is not None
         machine.slots = [Slot(machine) for _ in range(self.pool.max_concurrency)]
@@ -490,7 +571,7 @@ class PoolRunner:
         for slot, job in zip(machine.slots, jobs, strict=True):
             slot.held = self._hand(job, slot, creating=True)
         try:
-            run = await self._create(machine, plan)
+            run = await self._create(machine, plan, claim)
             if run is None:
                 return
             async with anyio.create_task_group() as tg:
@@ -517,20 +598,37 @@ class PoolRunner:
                     job.settle(error=CallCancelledError(f"pool {self.pool.name} was shut down"))
             if machine.run is not None:
                 runtime.live.forget(plan.app, machine.run.id)
+                await machine.run.settle()
 
-    async def _create(self, machine: Machine, plan: Plan) -> MachineRun | None:
-        """Create the machine with its slots' calls; None if that failed (each call then
-        failed an attempt)."""
+    async def _create(self, machine: Machine, plan: Plan, claim: Claim | None) -> MachineRun | None:
+        """Create the machine with its slots' calls (or start the standby of ``claim`` with
+        them); None if that failed (each call then failed an attempt)."""
         held = [slot.held for slot in machine.slots if slot.held is not None]
         name = f"{self.pool.name}-m{next(self._numbers)}"
         try:
             others = [self._payload(job) for job in held[1:]]
             payload = self._payload(held[0], others)
             deadline = _attempt(held[0]).deadline
-            run = await MachineRun.create(
-                self.runtime, plan, name, payload, deadline, pulls=True, paced=True
-            )
+            if claim is not None:
+                run = await MachineRun.start_claimed(
+                    self.runtime, plan, claim, payload, deadline, pulls=True, ledger=self.ledger
+                )
+            else:
+                run = await MachineRun.create(
+                    self.runtime,
+                    plan,
+                    name,
+                    payload,
+                    deadline,
+                    pulls=True,
+                    paced=True,
+                    ledger=self.ledger,
+                )
         except Exception as exc:
+            if self._budget is not None:
+                self._budget.release()
+            if claim is not None:
+                await claim.release()  # never started (or already given back)
             for slot in machine.slots:
                 if slot.held is not None:
                     job, slot.held, slot.job = slot.held, None, None
@@ -538,7 +636,10 @@ class PoolRunner:
                     self._attempt_failed(job, exc)
             return None
         machine.run = run
+        if self._budget is not None and run.cost is not None:
+            self._budget.created(run.cost)
         for job in held:
+            _busy(job, run)
             self._started(job, run.id, created_now=True)
         return run
 
@@ -565,6 +666,9 @@ class PoolRunner:
         the next call handed to the slot, if any."""
         attempt = _attempt(job)
         body = await run.result(attempt, shared=functools.partial(self._timed_out, slot))
+        if job.share is not None:
+            job.share.end(failed=not isinstance(body, bytes))
+            job.share = None
         slot.job = None
         if slot.lingering is not None:
             await slot.lingering.close()  # it answered after its sleep: it has its call
@@ -597,15 +701,22 @@ class PoolRunner:
 
     async def _next(self, slot: Slot, attempt: Attempt) -> Job | None:
         """Answer the held delivery (``attempt``'s) with the slot's next call, or with no more
-        work (or hold it while the machine sleeps)."""
+        work (or hold it while the machine sleeps); no more work when another call, or the wait
+        for one, could cross the budget."""
         machine = slot.machine
         slot.waking = False
         if machine.suspending:
             if not (self._queue and not machine.suspended):
                 return await self._sleep(slot, attempt)
             self._wake(machine)  # a call came as it was going to sleep: it stays up
-        job = await self._next_job(slot)
-        if job is None and self._keeps(slot):
+        budget = self._budget
+        affordable = budget is None or (
+            machine.run is not None
+            and machine.run.cost is not None
+            and budget.more(machine.run.cost)
+        )
+        job = await self._next_job(slot) if affordable else None
+        if job is None and affordable and self._keeps(slot):
             job = self._keep_warm_job()
         if job is None and self._suspends(slot):
             if all(other in self._parked for other in machine.slots if other is not slot):
@@ -622,6 +733,7 @@ class PoolRunner:
         wait_s = SUSPENDED_WAIT_S if machine.suspending and job.state is None else None
         self._hand(job, slot, creating=False, wait_s=wait_s)
         assert machine.run is not None  # it delivered
+        _busy(job, machine.run)
         self._started(job, machine.run.id, created_now=False)
         attempt.ticket.reply(self._payload(job, wait_s=wait_s))
         await attempt.close()
@@ -664,6 +776,27 @@ class PoolRunner:
             machine.scope.cancel()
         with anyio.move_on_after(_SHUTDOWN_WAIT_S):
             await self._all_gone.wait()
+
+
+def _busy(job: Job, run: MachineRun) -> None:
+    """A call of the application is on ``run``'s machine from now: its time there is busy."""
+    if job.state is not None and run.cost is not None:
+        job.share = run.cost.share()
+
+
+def pool_ledger(pool: Pool) -> dict[str, float]:
+    """What the pool's machines have cost since it (last) started; see `Pool.ledger`."""
+    runner = pool._runner
+    if not isinstance(runner, PoolRunner):
+        return {"machines": 0, "cost_usd": 0.0, "busy_s": 0.0, "idle_s": 0.0, "wasted_usd": 0.0}
+    ledger = runner.ledger
+    return {
+        "machines": len(ledger.machines),
+        "cost_usd": ledger.usd,
+        "busy_s": ledger.busy_s,
+        "idle_s": ledger.idle_s,
+        "wasted_usd": ledger.wasted_usd,
+    }
 
 
 def _attempt(job: Job) -> Attempt:

@@ -14,6 +14,8 @@ __all__ = (
     "META_POOL",
     "META_SCHEDULE",
     "META_SCHEDULE_SPEC",
+    "META_STANDBY",
+    "META_STANDBY_IMAGE",
 )
 
 META_CALL_ID = "flyjobs_call_id"
@@ -32,3 +34,7 @@ META_BATCH_SIZE = "flyjobs_batch_size"
 #: schedule ls`` shows it (see `flyjobs._schedules.deploy`, which seals them).
 META_SCHEDULE = "flyjobs_schedule"
 META_SCHEDULE_SPEC = "flyjobs_schedule_spec"
+#: A standby machine (`flyjobs standby create`): its shape (``shared-1x-256mb``, or
+#: ``size-<name>``) and its image. A claimed standby keeps both beside its call's keys.
+META_STANDBY = "flyjobs_standby"
+META_STANDBY_IMAGE = "flyjobs_standby_image"

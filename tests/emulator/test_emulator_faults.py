@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import psutil
 import pytest
-from _emu_helpers import SLEEP, create, get, new_app, sync_client, wait_ok
+from _emu_helpers import SLEEP, create, get, new_app, sync_client, wait, wait_ok
 from _waiting import eventually
 
 from flyjobs.emulator import RunningEmulator
@@ -177,3 +177,47 @@ def test_a_cold_resume_starts_a_new_run(make_emulator: Callable[..., RunningEmul
             psutil.Process(frozen["pid"]).status() == psutil.STATUS_ZOMBIE
         )
         assert get(c, app, machine["id"])["state"] == "started"
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "suspend", "update"])
+def test_start_update_suspend_stop_are_limited_per_machine(
+    make_emulator: Callable[..., RunningEmulator], action: str
+) -> None:
+    """Fly limits these actions per machine (1/s, burst 3), not per app: a fourth request on
+    one machine in the same instant is refused 429, while another machine still has its
+    whole burst, so many standbys can all be started at once."""
+    clock = HandClock()
+    with sync_client(make_emulator(rate_limits=True, clock=clock)) as c:
+        app = new_app(c)
+        first, second = (create(c, app, SLEEP, skip_launch=True) for _ in range(2))
+
+        def send(machine_id: str) -> int:
+            path = f"/v1/apps/{app}/machines/{machine_id}"
+            if action == "update":
+                body = {"config": {"image": "flyjobs-test", "init": {"exec": SLEEP}}}
+                return c.post(path, json={**body, "skip_launch": True}).status_code
+            return c.post(f"{path}/{action}").status_code
+
+        codes = [send(first["id"]) for _ in range(4)]
+        assert 429 not in codes[:3] and codes[3] == 429
+        assert [send(second["id"]) for _ in range(3)].count(429) == 0
+        clock.now += 1.0  # one token back, for that machine's action
+        assert send(first["id"]) != 429
+        assert send(first["id"]) == 429
+
+
+def test_a_start_of_a_stopped_machine_boots_for_the_boot_delay(
+    make_emulator: Callable[..., RunningEmulator],
+) -> None:
+    """A start of a stopped machine is a boot, as its first launch was: ``starting`` for
+    ``boot_delay_s`` before its process runs (here longer than the test, so it stays so)."""
+    with sync_client(make_emulator(boot_delay_s=600)) as c:
+        app = new_app(c)
+        machine = create(c, app, SLEEP, skip_launch=True)
+        path = f"/v1/apps/{app}/machines/{machine['id']}"
+        assert c.post(f"{path}/start").status_code == 200
+        assert c.post(f"{path}/stop").status_code == 200  # still booting: it never runs
+        assert c.get(path).json()["state"] == "stopped"
+        assert c.post(f"{path}/start").json()["previous_state"] == "stopped"
+        assert wait(c, app, machine["id"], "started", timeout=1).status_code == 408
+        assert c.get(path).json()["state"] == "starting"
