@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ._exceptions import APIError as APIError
     from ._exceptions import AuthenticationError as AuthenticationError
     from ._exceptions import BadRequestError as BadRequestError
+    from ._exceptions import BudgetExceededError as BudgetExceededError
     from ._exceptions import CallCancelledError as CallCancelledError
     from ._exceptions import CallError as CallError
     from ._exceptions import CallTimeoutError as CallTimeoutError

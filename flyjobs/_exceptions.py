@@ -23,6 +23,8 @@ kept as ``__cause__``)::
     │   ├── WaitTimeoutError          a machine did not reach a state in time
     │   └── CallTimeoutError          a remote call passed its `timeout_s` (also a CallError)
     ├── TooManyFailuresError      a map stopped at its `max_failures`; carries the failures
+    ├── BudgetExceededError       a map or pool stopped before its `max_cost_usd`; carries
+    │                             the outcomes so far
     └── CallError                 a remote call ended without a value
         ├── RemoteError               the function raised; carries the remote traceback
         ├── RemoteImportError         the machine could not import the function (or a class
@@ -39,10 +41,13 @@ method and path only (never headers or bodies of requests).
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = (
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "CallCancelledError",
     "CallError",
     "CallTimeoutError",
@@ -214,6 +219,27 @@ class TooManyFailuresError(FlyjobsError):
     def __init__(self, message: str, failures: list[tuple[int, BaseException]]) -> None:
         super().__init__(message)
         self.failures = failures
+
+
+class BudgetExceededError(FlyjobsError):
+    """A map (or pool) with ``max_cost_usd`` stopped before its machines would cost more: what
+    it had spent, what its running machines may still cost and what the next machine (or
+    input) could cost, up to its ``timeout_s``, would have crossed the cap. No more inputs were
+    handed out and its machines were stopped; the inputs not run end with this error.
+
+    :ivar max_cost_usd: the cap, in USD.
+    :ivar spent_usd: USD spent when it stopped (billed, or so far for machines still running).
+    :ivar outcomes: the `Outcome` of each input that ended before it stopped (a list that
+        grows while the machines still running finish).
+    """
+
+    def __init__(
+        self, message: str, *, max_cost_usd: float, spent_usd: float, outcomes: list[Any]
+    ) -> None:
+        super().__init__(message)
+        self.max_cost_usd = max_cost_usd
+        self.spent_usd = spent_usd
+        self.outcomes = outcomes
 
 
 class RemoteError(CallError):

@@ -43,6 +43,7 @@ _KEYS: dict[str, str | None] = {
     "code": "FLYJOBS_CODE",
     "code_max_bytes": "FLYJOBS_CODE_MAX_BYTES",
     "code_inline_max_bytes": "FLYJOBS_CODE_INLINE_MAX_BYTES",
+    "prices": "FLYJOBS_PRICES",
     "standby": "FLYJOBS_STANDBY",
 }
 #: How a function's code reaches its machines (see `flyjobs._code`): shipped with each call, or
@@ -94,6 +95,9 @@ class Settings:
         (``FLYJOBS_CODE_MAX_BYTES``; default 32 MiB).
     :ivar code_inline_max_bytes: largest bundle (bytes, zipped) carried inside the machine
         config (``FLYJOBS_CODE_INLINE_MAX_BYTES``; default 256 KiB; 0: never inline).
+    :ivar prices: a price table of the user's own (``FLYJOBS_PRICES``, ``[tool.flyjobs]
+        prices``; relative to the pyproject.toml that names it), in place of the one shipped
+        (see `flyjobs._cost.prices`); None: the shipped one.
     :ivar standby: maps claim standby machines first (``FLYJOBS_STANDBY``, ``[tool.flyjobs]
         standby``; see ``flyjobs standby``); default False.
     :ivar source: the pyproject.toml the settings were read from, if any.
@@ -117,6 +121,7 @@ class Settings:
     code: str = "sync"
     code_max_bytes: int = DEFAULT_CODE_MAX_BYTES
     code_inline_max_bytes: int = DEFAULT_CODE_INLINE_MAX_BYTES
+    prices: Path | None = None
     standby: bool = False
     source: Path | None = None
     result_key: str | None = field(default=None, repr=False)
@@ -239,6 +244,7 @@ class Settings:
                 f"code={code!r} (FLYJOBS_CODE or [tool.flyjobs] code) must be one of"
                 f" {', '.join(CODE_MODES)}"
             )
+        prices = _prices_path(env.get("FLYJOBS_PRICES"), merged.pop("prices", None), pyproject)
         return cls(
             api_token=env.get("FLY_API_TOKEN") or None,
             api_hostname=str(merged.pop("api_hostname", DEFAULT_API_HOSTNAME)),
@@ -255,6 +261,7 @@ class Settings:
             code_inline_max_bytes=_bytes(
                 merged, "code_inline_max_bytes", DEFAULT_CODE_INLINE_MAX_BYTES, minimum=0
             ),
+            prices=prices,
             standby=standby,
             source=pyproject,
             result_key=env.get(_RESULT_KEY_ENV) or None,
@@ -294,6 +301,22 @@ def _bytes(merged: dict[str, Any], key: str, default: int, *, minimum: int) -> i
             f" of bytes, at least {minimum}"
         )
     return number
+
+
+def _prices_path(env_value: str | None, value: object, pyproject: Path | None) -> Path | None:
+    """The price table named by ``FLYJOBS_PRICES`` (relative to the working folder) or else
+    ``[tool.flyjobs] prices`` (relative to its pyproject.toml)."""
+    if env_value:
+        return Path(env_value)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"[tool.flyjobs] prices={value!r}: give the path of a TOML price table"
+            ' (prices = "prices.toml")'
+        )
+    path = Path(value)
+    return path if path.is_absolute() or pyproject is None else pyproject.parent / path
 
 
 def _flag(value: object, where: str) -> bool:

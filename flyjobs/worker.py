@@ -13,6 +13,9 @@ plus `_PUT_TIMEOUT_S`, so a machine whose caller has vanished ends itself by the
 (`flyjobs._wire.machine.IDLE_EXIT_GRACE_S`) even if no answer, and no error, ever comes. A call
 with ``concurrent`` calls (a warm pool's ``max_concurrency``) runs them at the same time, each
 in a slot (a pull loop) of its own with its own deadline and output tail (see `_Worker`).
+A call with ``chunk_url`` belongs to a store-mode batch machine: once it and the calls in
+``then`` have run, the worker reads its next chunk of calls from that presigned URL, checking
+its seal first (`flyjobs._wire.chunk`), under a deadline of the wait as above.
 A machine that may run more than one call (``pulls``, a fixed slice in ``then``, any batch's)
 writes a line before and after each call's output (`flyjobs._wire.log_lines.call_mark`), and one
 that runs calls at the same time writes each line of a call as
@@ -55,6 +58,7 @@ import sys
 import time
 
 from flyjobs._exceptions import SerializationError
+from flyjobs._machine_side.bundles import ResultBundler
 from flyjobs._machine_side.code import Bundles, CodeRefused
 from flyjobs._machine_side.drift import explain_missing
 from flyjobs._machine_side.run import TAIL_CHARS, from_user_code, import_function
@@ -75,6 +79,7 @@ from flyjobs._wire.bulk import (
     split_answer,
 )
 from flyjobs._wire.call_envelope import CallEnvelope, decode_call
+from flyjobs._wire.chunk import POLL_FIRST_S, POLL_MAX_S, Chunk, open_chunk
 from flyjobs._wire.log_lines import call_error, call_mark
 from flyjobs._wire.machine import (
     EXIT_BAD_PAYLOAD,
@@ -206,6 +211,8 @@ class _Worker:
         self._imports = _thread.allocate_lock()
         #: exit codes of the slots (other than the first) that have ended
         self._ended: list[int] = []
+        #: a store-mode batch machine's results, delivered a few at a time
+        self.bundler: ResultBundler | None = None
 
     def run(self, call: CallEnvelope) -> int:
         """Run the slots of `call` and its ``concurrent`` calls; return the exit code: the first
@@ -258,15 +265,31 @@ class _Worker:
         slot = _Slot(index, self.started)
         code = EXIT_OK
         following = list(call.then)  # a fixed slice: the calls after this one
+        chunk_url = call.chunk_url  # a store-mode batch machine: where its next chunk will be
+        if chunk_url and self.result_key:
+            self.bundler = ResultBundler(_put_with_retries, lambda: _exit_now(EXIT_DELIVERY_FAILED))
         next_call: CallEnvelope | None = call
         while next_call is not None:
             code, next_call = self._run_one(slot, next_call)
+            if self.bundler is not None and not self.bundler.flush_if(not following):
+                return EXIT_DELIVERY_FAILED, False
+            while next_call is None and code == EXIT_OK and not following and chunk_url:
+                # A chunk with no calls and a next URL: nothing yet, wait again.
+                try:
+                    chunk = self._next_chunk(slot, chunk_url, call)
+                except SerializationError as exc:
+                    log(f"refusing the next chunk: {exc}")
+                    return EXIT_BAD_PAYLOAD, False
+                following = list(chunk.calls) if chunk is not None else []
+                chunk_url = chunk.next_url if chunk is not None else None
             if next_call is None and code == EXIT_OK and following:
                 try:
                     next_call = decode_call(following.pop(0))
                 except SerializationError as exc:
                     log(f"bad call in the machine's slice: {exc}")
                     return EXIT_BAD_PAYLOAD, False
+        if self.bundler is not None and not self.bundler.flush():
+            return EXIT_DELIVERY_FAILED, False
         self.deadlines.clear(index)
         return code, code in (EXIT_OK, EXIT_DEADLINE) or slot.unwanted
 
@@ -352,6 +375,31 @@ class _Worker:
             return False
         return True
 
+    def _next_chunk(self, slot: _Slot, url: str, call: CallEnvelope) -> Chunk | None:
+        """The machine's next chunk of calls (see `flyjobs._wire.chunk`), read from ``url``
+        within the call's ``idle_s``; None when none came (the machine has no more work).
+
+        :raises SerializationError: the object there is not a chunk sealed for this machine.
+        """
+        if not self.result_key:
+            raise SerializationError(f"no {RESULT_KEY_ENV} to check a chunk's seal with")
+        until = time.time() + call.idle_s
+        # A caller that vanished leaves no chunk: the machine ends by the end of this wait.
+        self.deadlines.set(slot.index, until + _PUT_TIMEOUT_S, call.fn)
+        interval = POLL_FIRST_S
+        while True:
+            try:
+                sealed = _get_object(url, _PUT_TIMEOUT_S)
+            except OSError as exc:
+                log(f"cannot read the next chunk yet: {exc}")
+                sealed = None
+            if sealed is not None:
+                return open_chunk(self.result_key, url, sealed)
+            if time.time() + interval > until:
+                return None
+            time.sleep(interval)
+            interval = min(1.5 * interval, POLL_MAX_S)
+
     def _mark(self, slot: _Slot, kind: str, call_id: str) -> None:
         """Mark the ``kind`` ("start" or "end") of a call's output, on a machine that marks."""
         if not self.marks or self.stdout is None or self.stderr is None:
@@ -431,6 +479,15 @@ class _Worker:
         # The call's output ends before its result leaves: whoever has the result finds the end
         # mark in the logs, even if the machine is destroyed right after the delivery.
         self._mark(slot, "end", call.call_id)
+        if self.bundler is not None and self.result_key:
+            # A store-mode batch machine's results travel a few at a time, each sealed for
+            # its own URL (`flyjobs._machine_side.bundles`).
+            if not final:
+                sealed = seal_result(self.result_key, body, ticket=ticket_id(call.result_url))
+                self.bundler.add(call.call_id, call.result_url, sealed)
+                return True, None
+            if not self.bundler.flush():  # the results before it go first
+                return False, None
         if slot.chunk is not None:
             return self._deliver_in_chunk(slot, slot.chunk, call, body, final=final)
         return self._put_result(slot, call, call.result_url, body, pulls=call.pulls and not final)
@@ -740,6 +797,40 @@ def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=_GET_TIMEOUT_S) as response:
         data: bytes = response.read()
         return data
+
+
+def _put_with_retries(url: str, body: bytes) -> bool:
+    """PUT ``body`` to ``url`` (a presigned object-store URL), retried as a delivery is; True
+    if the store took it."""
+    for attempt in range(len(_RETRY_DELAYS_S) + 1):
+        if attempt:
+            time.sleep(_RETRY_DELAYS_S[attempt - 1])
+        try:
+            status, _ = _put(url, body)
+        except OSError as exc:
+            log(f"result delivery attempt {attempt + 1} failed: {exc}")
+            continue
+        if 200 <= status < 300:
+            return True
+        log(f"result delivery attempt {attempt + 1} failed: HTTP {status}")
+    return False
+
+
+def _get_object(url: str, timeout_s: float) -> bytes | None:
+    """GET `url` (a presigned object-store URL); its body, None when there is no object yet
+    (404), or OSError (any other failure, an expired URL's 403 among them)."""
+    # lazy: only store-mode batch machines read chunks
+    import urllib.error
+    import urllib.request  # lazy: as above
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            data: bytes = response.read()
+            return data
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
 
 
 def _put_urllib(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:

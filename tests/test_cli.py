@@ -215,6 +215,26 @@ def test_ls_lists_flyjobs_machines_only(fly: dict[str, str]) -> None:
     call.cancel()
 
 
+def test_ls_shows_what_a_running_machine_has_cost(fly: dict[str, str], tmp_path: Path) -> None:
+    shipped = Path(flyjobs_pkg.__file__).parent / "_cost" / "prices.toml"
+    prices = tmp_path / "prices.toml"
+    # shared-cpu-1x at $1 a second: its events' seconds show in cents.
+    prices.write_text(
+        shipped.read_text().replace('"shared-1-256" = 1.94', '"shared-1-256" = 2592000')
+    )
+    call = cli_funcs.hang.spawn(30)
+    while call.machine_id is None or _states(fly).get(call.machine_id) != "started":
+        time.sleep(0.02)
+    env = {**fly, "FLYJOBS_PRICES": str(prices)}
+    (mine,) = json.loads(flyjobs("ls", "--json", env=env).stdout)
+    assert mine["cost_usd"] >= 0
+    header, row = flyjobs("ls", env=env).stdout.splitlines()
+    assert header.split()[-1] == "COST" and row.split()[-1].startswith("$")
+    broken = flyjobs("ls", env={**fly, "FLYJOBS_PRICES": str(tmp_path / "none.toml")})
+    assert broken.returncode == 1 and "none.toml" in broken.stderr
+    call.cancel()
+
+
 def test_ls_shows_the_pool_of_warm_machines(fly: dict[str, str]) -> None:
     pool = flyjobs_pkg.Pool(max=1, idle_s=60, name="cli-pool")
     try:

@@ -15,6 +15,9 @@ import remote_funcs as funcs
 from flyjobs._batches.map import input_count
 from flyjobs._batches.progress import BatchStats, PhaseStats, Progress
 from flyjobs._calls.runtime import Runtime
+from flyjobs._cost.ledger import Ledger
+from flyjobs._cost.prices import prices_for
+from flyjobs.machines import MachineEvent
 
 
 class _Terminal(io.StringIO):
@@ -55,6 +58,21 @@ def test_plain_lines_without_a_terminal_end_in_the_count() -> None:
     (last,) = stream.getvalue().splitlines()[-1:]
     assert last.startswith("square.map: 3/3")
     assert "\x1b[" not in stream.getvalue()
+
+
+def test_progress_shows_the_cost_so_far() -> None:
+    stats = _finished_batch(3)
+    stats.ledger = Ledger(prices_for(None))
+    machine = stats.ledger.machine("m1", usd_per_s=0.5, region="lcl")
+    machine.settle([_event("start", 1_000), _event("exit", 5_000)])  # 4 s at $0.50/s
+    stream = io.StringIO()
+    Progress(stats, "square.map", throttled=lambda: False, stream=stream).stop()
+    assert "$2.0000" in stream.getvalue().splitlines()[-1]
+    assert stats.summary().cost_usd == 2.0
+
+
+def _event(kind: str, at_ms: int) -> MachineEvent:
+    return MachineEvent(type=kind, timestamp=at_ms)
 
 
 def test_summary_phases_and_percentiles() -> None:
@@ -173,3 +191,27 @@ def test_in_a_notebook_the_progress_is_one_display_updated_in_place(
     assert cell.shown[1].endswith(f"ETA {7 * 6 / 13:.0f} s")
     assert cell.shown[-1].endswith("· 6.0 s")  # the summary line
     assert capsys.readouterr().err == ""  # nothing on stderr besides
+
+
+def test_counts_of_a_machine_created_with_several_inputs_never_go_negative() -> None:
+    # A store-mode machine is created with a chunk of inputs; one fails with it (retried), the
+    # others never ran (given back), then all run on a second machine.
+    stats = BatchStats(total_hint=3)
+    for index in range(3):
+        stats.input_read()
+        stats.started(index, queued_at=stats.started_at, creating=True)
+    stats.created(0, [1, 2])
+    assert (stats.starting, stats.running) == (0, 3)
+    for index in range(3):
+        stats.settled(index, "retried")
+    for index in range(3):
+        stats.started(index, queued_at=stats.started_at, creating=index > 0)
+        stats.settled(index, "done")
+    assert (stats.queued, stats.starting, stats.running, stats.done) == (0, 0, 0, 3)
+    assert "starting 0 running 0" in _plain_text(stats)
+
+
+def _plain_text(stats: BatchStats) -> str:
+    stream = io.StringIO()
+    Progress(stats, "f.map", throttled=lambda: False, stream=stream).stop()
+    return stream.getvalue()

@@ -8,6 +8,7 @@ records through its journal), `progress` (counts, `Summary`, the progress displa
 `chunking` (how many inputs a machine takes per round trip: the adaptive chunk).
 
 May import: `flyjobs._calls` (runtime, plan, the attempt lifecycle), `_standby` (claims on
-standby machines), `_results`, `_wire`, `_declare`, `_aio`, `_settings`, `_exceptions`,
+standby machines), `_results`, `_wire`,
+`_declare`, `_aio`, `_cost`, `_settings`, `_exceptions`,
 `_trace` (a map's span). Never `_pools` or `_commands`.
 """

@@ -14,11 +14,18 @@ holding a chunk, which input killed it is unknown, so none is charged and each o
 alone from then on.
 
 When results go through the object store, machines cannot pull from the caller: each is created
-with a fixed slice of inputs instead (``then`` in its payload, at most `MAX_SLICE` and
+with a first chunk of inputs (``then`` in its payload, at most `MAX_SLICE` and
 `MAX_INLINE_PAYLOAD_BYTES` of arguments), runs them in order and PUTs each result to its own
-presigned URL. The client reads them once the machine has exited; an input whose result is
-missing failed with the machine's exit (and is retried under ``retries``), and the inputs after
-it, which never ran, are given back without counting an attempt.
+presigned URL, where the client looks for it while the machine runs (at once, then about every
+`RESULT_POLL_MAX_S` at most). It then reads its next chunk from the store (`flyjobs._wire.chunk`,
+objects written through `flyjobs._results.chunks.ChunkFeed`): the client writes each machine's
+next chunk while it still runs the one before (so a machine rarely waits), sized to about
+`CHUNK_WORK_S` of work and to a fair share of the inputs left, and "no more work" once there is
+none. A chunk is only written while the machine is surely still waiting for it (it was seen busy
+less than `NEXT_INPUT_WAIT_S` - `_CHUNK_MARGIN_S` ago), so every chunk written is read. Without a
+result key (nothing to seal chunks with) a machine takes only its first chunk. An input whose
+result is missing when its machine exits failed with it (and is retried under ``retries``); the
+inputs after it, which never ran, are given back without counting an attempt.
 
 Each input's clocks (deadline, result URL expiry) start when a machine is created for it or
 handed it: a create the API throttles (429) is sent again, however long that lasts, with the
@@ -38,45 +45,85 @@ claims it never started are released.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
 from .._aio.sole_error import sole_error
 from .._calls.attempt import (
+    EXIT_GRACE_S,
     Attempt,
     MachineRun,
     Retry,
     check_secrets,
     pace_create,
+    settle_runs,
     show_output,
     spilled_key,
     value_of,
 )
-from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, Plan
+from .._calls.plan import MAX_INLINE_PAYLOAD_BYTES, WORKER_DEADLINE_SLACK_S, Plan
 from .._calls.runtime import Runtime
-from .._exceptions import FlyjobsError, TooManyFailuresError
+from .._cost.budget import Budget
+from .._cost.ledger import Ledger, Share
+from .._exceptions import (
+    BudgetExceededError,
+    FlyjobsError,
+    MachineCrashedError,
+    TooManyFailuresError,
+    TransportError,
+)
+from .._results.chunks import ChunkFeed
 from .._standby.claim import Claim, claim_standbys
 from .._trace.spans import start_batch
 from .._wire.bulk import encode_chunk
+from .._wire.log_lines import call_mark
 from .._wire.machine import NEXT_INPUT_WAIT_S
+from .._wire.metadata import META_BATCH_ID
 from .._wire.result_envelope import decode_result
 from .chunking import MAX_CHUNK_BYTES, ChunkSize
 from .progress import BatchStats
 from .work import Input, Item, Outcome, Outcomes, Recorder, WorkSource
 
-__all__ = ("MAX_SLICE", "Batch")
+__all__ = ("CHUNK_WORK_S", "MAX_SLICE", "RESULT_POLL_MAX_S", "Batch")
 
-#: Most inputs one machine takes at creation when results go through the object store.
+#: Most inputs in one chunk (a machine's first, or any next one) when results go through the
+#: object store.
 MAX_SLICE = 64
+#: Seconds of work (by the batch's mean run time so far) a chunk holds, when the store carries
+#: results: long enough that writing the next chunk costs little, short enough that the last
+#: chunks spread over the machines.
+CHUNK_WORK_S = 1.0
+#: Inputs in a machine's first chunk before any input has run (the run time is not known yet).
+_FIRST_CHUNK = 8
+#: Most seconds between two looks for a result in the store while its machine runs.
+RESULT_POLL_MAX_S = 0.25
+#: Least seconds between two looks for a result in the store.
+_RESULT_POLL_MIN_S = 0.05
+#: Results read from the store at once.
+_CONCURRENT_READS = 16
+#: Seconds of its idle period a machine surely has left when its next chunk is written (the
+#: write and its visibility in the store fit in them).
+_CHUNK_MARGIN_S = 2.0
+#: Seconds a chunk waits for the lazy reader to read more inputs to fill it.
+_FILL_S = 0.2
+#: Seconds a chunk object's URL stays valid past the deadline of its chunk's last input.
+_CHUNK_URL_SLACK_S = 60.0
+#: Machines that ended whose events are read together, in the background (without a cap;
+#: see `Batch._settle`), and the most seconds the first of them waits for the others.
+_SETTLE_EVERY = 256
+_SETTLE_AFTER_S = 30.0
 
 logger = logging.getLogger("flyjobs.batch")
 
@@ -87,13 +134,29 @@ class _Held:
 
     item: Item
     attempt: Attempt
-    #: the rest of the machine's fixed slice (object store), or of the chunk it was handed
-    #: with (inbox), run after this input
+    #: the rest of the machine's slice or chunks (object store), or of the chunk it was
+    #: handed with (inbox), run after this input
     following: list[_Held] = dataclasses.field(default_factory=list)
     #: the round trip it was handed in (alone or with others), when it was pulled
     chunk: _Chunk | None = None
     #: its machine gave it back unrun (see `flyjobs._wire.bulk`)
     returned: bool = False
+    #: the machine's chunks in the store (object store with a result key only)
+    feed: _Feed | None = None
+    #: the key of the chunk object this input came in (deleted once a result of it is in)
+    chunk_key: str | None = None
+    #: its part of its machine's cost, once on a machine
+    share: Share | None = None
+
+    def on(self, run: MachineRun) -> None:
+        """The input is on ``run``'s machine from now: its share of the machine's cost."""
+        if run.cost is not None:
+            self.share = run.cost.share()
+            self.item.shares.append(self.share)
+
+    def ended(self, *, failed: bool) -> None:
+        if self.share is not None:
+            self.share.end(failed=failed)
 
     @property
     def call_id(self) -> str:
@@ -113,6 +176,26 @@ class _Chunk:
     returned: bool = False
 
 
+@dataclasses.dataclass(eq=False)
+class _Feed:
+    """A store-mode machine's chunks: their objects, and the inputs written for it and not yet
+    delivered (``queue``, the ``following`` list of the input it holds)."""
+
+    chunks: ChunkFeed
+    queue: list[_Held]
+    #: unix time (s) at which the machine was surely not yet waiting for its next chunk
+    busy_at: float
+    #: the last input written for it (the machine is busy while its result is not in)
+    last: _Held
+    #: no chunk will be written any more ("no more work" was, or writing failed)
+    ended: bool = False
+    changed: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
+
+
 class Batch:
     """Runs one batch on the runtime's loop (`run`); see the module docstring.
 
@@ -120,6 +203,8 @@ class Batch:
         of the process as well).
     :param reuse: machines take more than one input.
     :param max_failures: stop after this many failed inputs (None: never stop).
+    :param ledger: where the machines' costs are kept (`flyjobs._cost.ledger`).
+    :param max_cost_usd: the batch's cap (`flyjobs._cost.budget`); None: no cap.
     :param standby: claim free standby machines of the batch's shape before creating any.
     """
 
@@ -136,6 +221,8 @@ class Batch:
         window: int,
         total_hint: int | None = None,
         journal: Recorder | None = None,
+        ledger: Ledger | None = None,
+        max_cost_usd: float | None = None,
         standby: bool = False,
     ) -> None:
         self._journal = journal
@@ -152,7 +239,8 @@ class Batch:
         self._runtime = runtime
         self._plan = plan
         self._outcomes = outcomes
-        self.stats = BatchStats(total_hint)
+        self.ledger = ledger
+        self.stats = BatchStats(total_hint, ledger)
         self.source = WorkSource(
             inputs,
             partial(plan.encode, spill=runtime.channel.spills),
@@ -171,9 +259,20 @@ class Batch:
         # Machines pull their next input over the inbox; through the store they cannot, and
         # take a fixed slice when they are created instead.
         self._pulls = reuse and runtime.channel.pulls
+        # Through the store, they read their next chunks there (when chunks can be sealed).
+        self._feeds = reuse and not self._pulls and runtime.channel.feeds
+        self._max_machines = max_machines
+        self._window = window
+        #: inputs machines hold through the store, by call id, whose results are looked for
+        self._watched: dict[str, _Held] = {}
+        self._reads = anyio.CapacityLimiter(_CONCURRENT_READS)
+        #: machines not finished yet, and whether the batch creates no more (the results of
+        #: the store are looked for until both say it is over)
+        self._machines_left = 0
+        self._created_all = False
         self._slice = 1
         if reuse and not self._pulls:
-            share = -(-total_hint // max_machines) if total_hint else 8
+            share = -(-total_hint // max_machines) if total_hint else _FIRST_CHUNK
             self._slice = max(1, min(MAX_SLICE, share))
         self._retry = Retry(plan.options)
         self._max_failures = max_failures
@@ -187,6 +286,22 @@ class Batch:
         self._solo: set[int] = set()
         # Made here, in the caller's thread: the app's span around the map is its parent.
         self._trace = start_batch(plan.fn_ref, plan.batch_id or "", plan.image)
+        self._budget: Budget | None = None
+        self._over_budget: BudgetExceededError | None = None
+        #: every outcome so far, for a BudgetExceededError (only with a cap)
+        self._so_far: list[Outcome[Any]] = []
+        #: machines being billed from their events, in the background (see `settled`)
+        self._settling: set[anyio.Event] = set()
+        #: machines that ended, not billed yet, and when the first of them ended (monotonic)
+        self._ended: list[MachineRun] = []
+        self._ended_since = 0.0
+        if max_cost_usd is not None and ledger is not None:
+            self._budget = Budget(
+                max_cost_usd,
+                ledger,
+                usd_per_s=ledger.price_of(plan.options.guest(), plan.options.region),
+                hold_s=plan.options.effective_timeout_s + EXIT_GRACE_S,
+            )
 
     async def run(self) -> None:
         """Run the batch to its end; cancelling it destroys every machine it made."""
@@ -198,27 +313,9 @@ class Batch:
                 if self._standby:
                     tg.start_soon(self._claim_standbys)
                 self._source.start(tg)
-                while True:
-                    holder = object()
-                    await self._slots.acquire_on_behalf_of(holder)
-                    try:
-                        await self._runtime.limiter.acquire_on_behalf_of(holder)
-                    except BaseException:
-                        self._slots.release_on_behalf_of(holder)
-                        raise
-                    claim = await self._next_claim()
-                    if claim is None:
-                        # The create's turn first, then the input: an input is not held back
-                        # from the machines already running while its create waits for the
-                        # rate limit.
-                        await pace_create(self._runtime, self._plan.app)
-                    item = await self._source.take()
-                    if item is None:
-                        if claim is not None:
-                            self._claims.append(claim)
-                        self._release(holder)
-                        break
-                    tg.start_soon(self._machine, item, holder, claim)
+                if self._feeds:
+                    tg.start_soon(self._scan_results)
+                await self._start_machines(tg)
         except Exception as exc:
             failed = sole_error(exc)
             self._outcomes.abort(failed)
@@ -227,8 +324,84 @@ class Batch:
                 await self._claims.pop().release()
             self._source.close()
             self.stats.finished()
+            self._sweep()
             if self._trace is not None:
                 self._trace.end(failed)
+
+    async def _start_machines(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start a machine (a create, or a claimed standby) for each next input while the
+        batch's and the runtime's limits allow, until the inputs run out."""
+        while True:
+            holder = object()
+            await self._slots.acquire_on_behalf_of(holder)
+            try:
+                await self._runtime.limiter.acquire_on_behalf_of(holder)
+            except BaseException:
+                self._slots.release_on_behalf_of(holder)
+                raise
+            claim = await self._next_claim()
+            if claim is None and self._over_budget is None:
+                # The create's turn first, then the input: an input is not held back
+                # from the machines already running while its create waits for the
+                # rate limit.
+                await pace_create(self._runtime, self._plan.app)
+            reserved = await self._reserve()
+            item = await self._source.take()
+            if item is None or not reserved:
+                if claim is not None:
+                    self._claims.append(claim)
+                self._release(holder)
+            if item is None:
+                if self._budget is not None and reserved:
+                    self._budget.release(self._slice)
+                self._created_all = True
+                break
+            if not reserved:
+                self._refuse(item)
+                continue
+            self._machines_left += 1
+            tg.start_soon(self._machine, item, holder, claim)
+
+    async def _reserve(self) -> bool:
+        """Whether the next machine fits the budget (reserved if so; True without a cap).
+        While machines run, it waits for one to end before it says no."""
+        budget = self._budget
+        if budget is None:
+            return True
+        while self._over_budget is None:
+            if budget.reserve_machine(self._slice):
+                return True
+            if not budget.running:
+                self._over_budget = BudgetExceededError(
+                    f"batch {self._plan.batch_id} stopped before max_cost_usd="
+                    f"{budget.max_usd:g}: it spent ${self._spent_usd():.4f}, and another"
+                    f" machine could cost up to its timeout_s and exit grace more; raise"
+                    " max_cost_usd or lower timeout_s",
+                    max_cost_usd=budget.max_usd,
+                    spent_usd=self._spent_usd(),
+                    outcomes=self._so_far,
+                )
+                break
+            await budget.wait_changed()
+        return False
+
+    def _spent_usd(self) -> float:
+        ledger = self.ledger
+        return 0.0 if ledger is None else ledger.usd + ledger.earlier_usd
+
+    def _refuse(self, item: Item) -> None:
+        """Over budget: ``item`` is not run; it ends with the batch's `BudgetExceededError`."""
+        error = self._over_budget
+        if error is None:
+            raise AssertionError("refused only over budget")
+        self.stats.failed += 1
+        self._source.finished(item)
+        self._put(Outcome(item.index, False, error, item.attempts, shares=tuple(item.shares)))
+
+    def _put(self, outcome: Outcome[Any], size: int = 0) -> None:
+        if self._budget is not None:
+            self._so_far.append(outcome)
+        self._outcomes.put(outcome, size)
 
     async def _claim_standbys(self) -> None:
         """Claim free standbys of the batch's shape, up to the machines it may run, each
@@ -274,7 +447,7 @@ class Batch:
     def _recorded(self, index: int, value: Any) -> None:
         # A resumed batch's input that returned in an earlier run: its value, not run again.
         self.stats.done += 1
-        self._outcomes.put(Outcome(index, True, value))
+        self._put(Outcome(index, True, value))
 
     def _encode_failed(self, index: int, error: BaseException) -> None:
         self.stats.failed += 1
@@ -338,28 +511,76 @@ class Batch:
             fresh = self._open(held.item, held.call_id, queue)
             fresh.ticket.polls = held.attempt.ticket.polls
             held.attempt = fresh
-        return self._payload(first), first.attempt.deadline
+        return self._first_payload(first), first.attempt.deadline
+
+    def _first_payload(self, first: _Held) -> bytes:
+        """The payload of the machine created for ``first``: its first chunk and, where
+        machines read more from the store, the URL of the next."""
+        chunk_url = None
+        if first.feed is not None:
+            expires_at = self._chunk_expiry((first, *first.following))
+            chunk_url = first.feed.chunks.next_url(expires_at)
+        return first.attempt.payload(
+            self._plan,
+            first.item.arguments,
+            pulls=self._pulls,
+            then=[self._payload(after) for after in first.following],
+            chunk_url=chunk_url,
+        )
 
     def _payload(self, held: _Held) -> bytes:
-        return held.attempt.payload(
-            self._plan,
-            held.item.arguments,
-            pulls=self._pulls,
-            then=[self._payload(after) for after in held.following],
-        )
+        return held.attempt.payload(self._plan, held.item.arguments, pulls=self._pulls)
+
+    @staticmethod
+    def _chunk_expiry(chunk: tuple[_Held, ...] | list[_Held]) -> float:
+        """Until when the URL of the chunk after ``chunk`` must work: the machine reads it
+        once ``chunk``'s inputs have run, at their deadlines at the latest."""
+        last = max(held.attempt.deadline for held in chunk)
+        return last + WORKER_DEADLINE_SLACK_S + NEXT_INPUT_WAIT_S + _CHUNK_URL_SLACK_S
+
+    def _store_chunk_size(self) -> int:
+        """Inputs in the next chunk (through the store): about `CHUNK_WORK_S` of work by the
+        mean run time so far (`_FIRST_CHUNK` before one is known), and no more than a fair
+        share (among the machines running) of the inputs no machine holds yet, within 1 and
+        `MAX_SLICE` (and so that a chunk of every machine fits in the read-ahead
+        window)."""
+        run_s = self.stats.phases["run"].mean_s
+        size = _FIRST_CHUNK if run_s is None else round(CHUNK_WORK_S / max(run_s, 1e-3))
+        # Shared among the machines there are (a batch whose creates the API paces has fewer
+        # than max_machines for a while; the first ones take more work, in more chunks).
+        machines = max(1, min(self._machines_left, self._max_machines))
+        total = self.stats.total
+        if total is not None:
+            stats = self.stats
+            left = total - stats.done - stats.failed - stats.starting - stats.running
+            size = min(size, math.ceil(max(left, 1) / machines))
+        return max(1, min(MAX_SLICE, self._window // machines, size))
+
+    async def _take_more(self, count: int, size: int = 0) -> list[Item]:
+        """Up to ``count`` more inputs for a chunk, while their arguments keep ``size`` within
+        the inline payload limit: those read already, and those the lazy reader reads within
+        `_FILL_S` (a machine's chunk is not cut short because few inputs were read so far)."""
+        items: list[Item] = []
+        with anyio.move_on_after(_FILL_S):
+            while len(items) < count and size <= MAX_INLINE_PAYLOAD_BYTES:
+                item = await self._source.take(timeout_s=0 if self._source.exhausted else None)
+                if item is None:
+                    break
+                items.append(item)
+                if not self._plan.spilled(item.arguments):
+                    size += len(item.arguments)
+        return items
 
     async def _take_slice(self, first: _Held) -> None:
         """Give the machine about to be created for ``first`` the inputs that follow it in
-        its fixed slice: those ready now, up to `MAX_SLICE` and the inline payload limit."""
+        its first chunk, up to the chunk's size (`MAX_SLICE`) and the inline payload limit."""
         size = 0 if self._plan.spilled(first.item.arguments) else len(first.item.arguments)
-        while len(first.following) + 1 < self._slice and size <= MAX_INLINE_PAYLOAD_BYTES:
-            item = await self._source.take(timeout_s=0)
-            if item is None:
-                break
+        count = (self._store_chunk_size() if self._feeds else self._slice) - 1
+        for item in await self._take_more(count, size):
             held = await self._hand(item, creating=True, queue=len(first.following) + 1)
             first.following.append(held)
-            if held.attempt.arguments_url is None:
-                size += len(item.arguments)
+        if self._feeds:
+            return  # `_look_for` looks for each result
         for held in (first, *first.following) if first.following else ():
             # The machine exits only after its whole slice: look for each result while it
             # runs, so values reach the caller (and a journal) as they come.
@@ -370,23 +591,26 @@ class Batch:
         held: _Held | None = None
         run: MachineRun | None = None
         slice_: list[_Held] = []
+        feed: _Feed | None = None
         try:
             first = held = await self._hand(item, creating=True)
-            if self._slice > 1:
+            if self._slice > 1 or self._feeds:
                 await self._take_slice(first)
                 slice_ = first.following
+            name = self._machine_name(first)
+            feed = self._new_feed(first, name)
             try:
-                run = await self._start(first, claim)
+                run = await self._start(first, claim, name)
             except Exception as exc:
-                self.stats.create_failed()
+                self._create_failed()
                 held = None
                 await first.attempt.close()
                 self._attempt_failed(first, exc)
                 return
-            self.stats.created(first.item.index)
-            self._watch(run.id, first.call_id)
-            while held is not None:
-                held = await self._serve(held, run)
+            self._created(run, first)
+            async with self._feeding(feed):
+                while held is not None:
+                    held = await self._serve(held, run)
             # The machine is told there is no more work: it exits by itself, and its place in
             # the pool goes to the next. The batch still owns it until it has exited
             # (destroying it if it lingers), so that a batch that is over leaves no machine.
@@ -399,56 +623,310 @@ class Batch:
                 await run.destroy()
             raise
         finally:
+            self._machines_left -= 1
             if held is not None:
+                self._watched.pop(held.call_id, None)
                 await held.attempt.close()
                 for each in held.following if held.chunk is not None else ():
                     await each.attempt.close()  # the batch is over: the rest of the chunk too
             for never_ran in slice_:
                 # The slice's inputs after one that failed (or all, if the create failed).
-                await never_ran.attempt.close()
-                never_ran.item.attempts -= 1
-                self.stats.settled(never_ran.item.index, "retried")
-                self._source.give_back(never_ran.item)
+                await self._never_ran(never_ran)
+            if feed is not None:
+                await feed.chunks.discard()
             if run is not None:
                 runtime.live.forget(plan.app, run.id)
+                await self._settle(run)
             elif claim is not None:
                 await claim.release()  # never started (or already given back)
             if holder is not None:
                 self._release(holder)
 
-    async def _start(self, first: _Held, claim: Claim | None) -> MachineRun:
-        """Create the machine that takes ``first`` (and what follows it in its slice or
-        chunk), or start the claimed standby ``claim`` with it."""
-        plan, runtime = self._plan, self._runtime
-        if claim is not None:
-            payload, deadline = self._payload(first), first.attempt.deadline
-            return await MachineRun.start_claimed(
-                runtime, plan, claim, payload, deadline, pulls=self._reuse
-            )
-        name = first.call_id
+    def _machine_name(self, first: _Held) -> str:
+        """The name of the machine created for ``first``: its call id, or, for a machine that
+        takes more inputs, the batch's id and a number."""
         if self._reuse:
-            name = f"{plan.batch_id}-m{next(self._machine_numbers)}"
+            return f"{self._plan.batch_id}-m{next(self._machine_numbers)}"
+        return first.call_id
+
+    def _create_failed(self) -> None:
+        # The progress counts settle with the failure that follows.
+        if self._budget is not None:
+            self._budget.release(self._slice)
+
+    def _created(self, run: MachineRun, first: _Held) -> None:
+        if self._budget is not None and run.cost is not None:
+            self._budget.created(run.cost, self._slice)
+        first.on(run)
+        self.stats.created(first.item.index, [h.item.index for h in first.following])
+        self._watch(run.id, first.call_id)
+
+    async def _settle(self, run: MachineRun) -> None:
+        """Bill the machine, which has exited (or was destroyed), from its own events, in the
+        background: reading them never delays an input. Under a cap at once (the budget
+        waits for it); else a few dozen at a time, or half a minute after the first ended,
+        or when the batch ends (until then its cost is estimated: `settled` waits for it)."""
+        if run.cost is None:
+            return
+        if not self._ended:
+            self._ended_since = anyio.current_time()
+        self._ended.append(run)
+        if (
+            self._budget is not None
+            or len(self._ended) >= _SETTLE_EVERY
+            or anyio.current_time() - self._ended_since > _SETTLE_AFTER_S
+        ):
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Read the events of the machines that ended, in the background."""
+        runs, self._ended = self._ended, []
+        if not runs:
+            return
+        done = anyio.Event()
+        self._settling.add(done)
+
+        async def settle() -> None:
+            try:
+                batch_id = self._plan.batch_id or ""
+                await settle_runs(self._runtime, self._plan.app, runs, {META_BATCH_ID: batch_id})
+            finally:
+                self._settling.discard(done)
+                done.set()
+                if self._budget is not None:
+                    self._budget.changed()
+
+        self._runtime.background(settle)
+
+    async def settled(self) -> None:
+        """Bill every machine that has ended from its events, and wait until they are (each
+        waits a bounded time for its machine to be readable)."""
+        self._sweep()
+        for done in list(self._settling):
+            await done.wait()
+
+    async def _start(self, first: _Held, claim: Claim | None, name: str) -> MachineRun:
+        """Create the machine ``name`` that takes ``first`` (and what follows it in its slice
+        or chunk), or start the claimed standby ``claim`` with it."""
+        plan, runtime = self._plan, self._runtime
+        payload, deadline = self._first_payload(first), first.attempt.deadline
+        if claim is not None:
+            return await MachineRun.start_claimed(
+                runtime, plan, claim, payload, deadline, pulls=self._reuse, ledger=self.ledger
+            )
         return await MachineRun.create(
             runtime,
             plan,
             name,
-            self._payload(first),
-            first.attempt.deadline,
+            payload,
+            deadline,
             pulls=self._reuse,
             paced=True,
             restart=partial(self._restart_clocks, first),
+            ledger=self.ledger,
         )
 
-    async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
-        """Wait for the held input's result (or the machine's end); return the next input
-        handed to the machine, if any."""
-        runtime, plan, machine_id = self._runtime, self._plan, run.id
+    def _new_feed(self, first: _Held, name: str) -> _Feed | None:
+        """The chunks of the machine ``name`` created for ``first`` (where machines read
+        them from the store), its first chunk's results looked for."""
+        if not self._feeds:
+            return None
+        chunks = self._runtime.channel.chunk_feed(name)
+        last = first.following[-1] if first.following else first
+        first.feed = _Feed(chunks, first.following, busy_at=time.time(), last=last)
+        self._look_for(first, *first.following)
+        return first.feed
+
+    @contextlib.asynccontextmanager
+    async def _feeding(self, feed: _Feed | None) -> AsyncIterator[None]:
+        """While the machine's inputs are served: write its next chunks (`_feed_machine`)."""
+        async with anyio.create_task_group() as feeding:
+            if feed is not None:
+                # Not busy before it exists: its first chunk runs after the create.
+                feed.busy_at = time.time()
+                feeding.start_soon(self._feed_machine, feed)
+            yield
+            feeding.cancel_scope.cancel()
+
+    async def _never_ran(self, held: _Held) -> None:
+        """``held`` was given to a machine that never ran it: it goes back to the batch,
+        without counting an attempt."""
+        self._watched.pop(held.call_id, None)
+        await held.attempt.close()
+        held.item.attempts -= 1
+        self.stats.settled(held.item.index, "retried")
+        self._source.give_back(held.item)
+
+    async def _feed_machine(self, feed: _Feed) -> None:
+        """Write the machine's next chunks, each once it holds no more than a chunk's work,
+        until there is no more work for it (see the module docstring)."""
+        try:
+            while True:
+                while len(feed.queue) + 1 > self._store_chunk_size():  # + the input it runs now
+                    await feed.changed.wait()
+                if not await self._write_chunk(feed):
+                    return
+        finally:
+            feed.ended = True
+            feed.notify()
+
+    async def _write_chunk(self, feed: _Feed) -> bool:
+        """Write the machine's next chunk (with no inputs when none is ready yet), or "no
+        more work" (then False)."""
+        ahead = len(feed.queue) + 1
+        items: list[Item] = []
+        chunk: list[_Held] = []
+        written = False
+        try:
+            # Only while the machine surely waits for the chunk: one it gave up on would hold
+            # its inputs until its exit is seen.
+            budget_s = feed.busy_at + NEXT_INPUT_WAIT_S - _CHUNK_MARGIN_S - time.time()
+            # A second of the budget is kept for writing an empty chunk if none is ready.
+            first = await self._source.take(
+                timeout_s=0 if self._source.exhausted else max(budget_s - 1.0, 0.0)
+            )
+            if first is not None:
+                items = [first, *await self._take_more(self._store_chunk_size() - 1)]
+            if time.time() > feed.busy_at + NEXT_INPUT_WAIT_S - _CHUNK_MARGIN_S:
+                return False  # it may have stopped waiting: it gets no more chunks
+            if not items and self._source.exhausted and not self._source.waiting:
+                await feed.chunks.write([], None)  # no more work
+                return False
+            for item in items:
+                chunk.append(await self._hand(item, creating=False, queue=ahead + len(chunk)))
+            items = []
+            started = time.time()
+            # An empty chunk (nothing to run yet, but the batch is not over): the machine
+            # waits again, its idle period renewed.
+            expires_at = (
+                self._chunk_expiry(chunk)
+                if chunk
+                else started + NEXT_INPUT_WAIT_S + _CHUNK_URL_SLACK_S
+            )
+            key = await feed.chunks.write([self._payload(held) for held in chunk], expires_at)
+            for held in chunk:
+                held.chunk_key = key
+            written = True
+            # It will read the chunk: it is not waiting for the next before it has.
+            feed.busy_at = max(feed.busy_at, started)
+            feed.queue.extend(chunk)
+            feed.last = chunk[-1] if chunk else feed.last
+            self._look_for(*chunk)
+            feed.notify()
+            return True
+        except TransportError as exc:
+            logger.warning("could not write the next inputs of a machine: %s", exc)
+            return False
+        finally:
+            for item in items:
+                self._source.give_back(item)
+            if not written:
+                for held in chunk:
+                    await self._never_ran(held)
+
+    async def _scan_results(self) -> None:
+        """Look for the results of every input machines hold in the store (`_scan_once`): at
+        intervals of `_RESULT_POLL_MIN_S` while results come in, doubling up to
+        `RESULT_POLL_MAX_S` while none do."""
+        interval = _RESULT_POLL_MIN_S
+        while not (self._created_all and not self._machines_left):
+            await anyio.sleep(interval)
+            found = await self._scan_once(list(self._watched.values()))
+            interval = _RESULT_POLL_MIN_S if found else min(2 * interval, RESULT_POLL_MAX_S)
+
+    async def _scan_once(self, watched: list[_Held]) -> bool:
+        """Look for the results of ``watched`` with one listing; return whether any was in.
+
+        Each result listed is read into its ticket (where the input's machine collects it, in
+        order), with those that came in the same bundle (`flyjobs._wire.chunk`); a machine
+        whose last input is not listed is busy (see `_Feed.busy_at`)."""
+        if not watched:
+            return False
+        channel = self._runtime.channel
+        looked_at = time.time()
+        try:
+            listed = await channel.delivered(f"{self._plan.batch_id}-")
+        except TransportError as exc:
+            logger.info("could not look for results yet: %s", exc)
+            return False
+        for feed in {id(held.feed): held.feed for held in watched if held.feed}.values():
+            if feed.last.call_id in self._watched and feed.last.call_id not in listed:
+                feed.busy_at = max(feed.busy_at, looked_at)
+        found = [held for held in watched if held.call_id in listed]
+        read: list[str] = []
+        try:
+            async with anyio.create_task_group() as reading:
+                for held in found:
+                    reading.start_soon(self._read_result, held, read)
+        finally:
+            # Deleted once read, all in one request (not one per ticket as it closes).
+            await channel.discard_results(read)
+        for held in watched:
+            if channel.bundled(held.call_id):
+                await self._read_result(held, [])  # no object of its own: no request
+        return bool(found)
+
+    def _look_for(self, *helds: _Held) -> None:
+        """Look for the results of ``helds`` (`_scan_results`) until they are read."""
+        for held in helds:
+            self._watched[held.call_id] = held
+
+    async def _read_result(self, held: _Held, read: list[str]) -> None:
+        """Read ``held``'s result into its ticket; add its call id to ``read`` if it was."""
+        async with self._reads:
+            try:
+                if await held.attempt.ticket.look():
+                    # The scan deletes its object: closing the ticket need not.
+                    held.attempt.ticket.keep()
+                    read.append(held.call_id)
+                    self._watched.pop(held.call_id, None)
+            except TransportError as exc:
+                logger.info("could not read the result of %s yet: %s", held.call_id, exc)
+
+    async def _late_result(
+        self, held: _Held, feed: _Feed, error: FlyjobsError
+    ) -> bytes | FlyjobsError | None:
+        """``held``'s machine ended (or its deadline came) before its result was read: the
+        result may be in a bundle of a later input, not read yet (then its body). Or it ran to
+        its end and its result was still held for a bundle when a later input ended the
+        machine (the machine's log marks its end): it goes back to the batch without counting
+        an attempt (None). Else ``error``, its own."""
+        await self._scan_once([h for h in self._watched.values() if h.feed is feed])
+        if held.attempt.ticket.delivered:
+            return await held.attempt.ticket.result()
+        tail = error.output_tail if isinstance(error, MachineCrashedError) else ""
+        if call_mark("end", held.call_id) in tail.splitlines():
+            await self._never_ran(held)
+            return None
+        return error
+
+    async def _result_of(self, held: _Held, run: MachineRun) -> bytes | FlyjobsError | None:
+        """The held input's result, or the error its attempt failed with; None when it went
+        back to the batch (see `_late_result`)."""
         if held.attempt.ticket.delivered:
             body: bytes | FlyjobsError = await held.attempt.ticket.result()  # a chunk's: no wait
             run.traced(held.attempt, body)
         else:
             body = await run.result(held.attempt)
         self._chunked.pop(held.call_id, None)
+        if not isinstance(body, bytes) and held.feed is not None:
+            late = await self._late_result(held, held.feed, body)
+            if late is None:
+                return None
+            body = late
+        self._watched.pop(held.call_id, None)
+        if held.feed is not None and held.chunk_key is not None and isinstance(body, bytes):
+            # The machine read the chunk this input came in: it goes.
+            self._runtime.background(partial(held.feed.chunks.read, held.chunk_key))
+        return body
+
+    async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
+        """Wait for the held input's result (or the machine's end); return the next input
+        handed to the machine, if any."""
+        runtime, plan, machine_id = self._runtime, self._plan, run.id
+        body = await self._result_of(held, run)
+        if body is None:
+            return None
         if not isinstance(body, bytes):
             await held.attempt.close()
             if held.chunk is not None and any(not each.returned for each in held.following):
@@ -475,19 +953,30 @@ class Batch:
                 # Recorded before the machine gets more work: a kill loses only what runs.
                 await anyio.to_thread.run_sync(self._journal.record, held.item.arguments, value)
             self._succeeded(held, value, len(body))
-        return await self._next(held, machine_id)
+        return await self._next(held, run)
 
-    async def _next(self, held: _Held, machine_id: str) -> _Held | None:
+    async def _next(self, held: _Held, run: MachineRun) -> _Held | None:
         """Answer the held delivery with the machine's next input (or no more work)."""
         while held.following and held.following[0].returned:
             await held.following.pop(0).attempt.close()  # given back already
+        machine_id = run.id
+        feed = held.feed
+        while feed is not None and not held.following and not feed.ended:
+            await feed.changed.wait()  # the next chunk is being written
         if held.following:
-            # The next input of the machine's fixed slice or chunk: it is running it already.
+            # The next input of the machine's slice or chunk: it runs it already (or next).
             await held.attempt.close()
             next_held = held.following.pop(0)
-            next_held.following = held.following
+            next_held.following, next_held.feed = held.following, feed
+            next_held.on(run)
+            if feed is not None:
+                feed.notify()
             self._watch(machine_id, next_held.call_id)
             return next_held
+        if feed is not None:
+            # "No more work" was written (or no chunk could be): it exits by itself.
+            await held.attempt.close()
+            return None
         if held.chunk is not None:
             chunk = held.chunk
             round_trip_s = time.monotonic() - chunk.handed_at
@@ -496,11 +985,16 @@ class Batch:
             )
         if not self._pulls:
             return await self._stop(held)
+        if self._budget is not None and (
+            self._over_budget is not None or run.cost is None or not self._budget.more(run.cost)
+        ):
+            return await self._stop(held)  # another input could cross the cap
         item = await self._source.take(timeout_s=NEXT_INPUT_WAIT_S)
         if item is None:
             return await self._stop(held)
         chunk_ = await self._take_chunk(item)
         next_held = chunk_[0]
+        next_held.on(run)
         self._watch(machine_id, next_held.call_id)
         if len(chunk_) == 1:
             held.attempt.ticket.reply(self._payload(next_held))
@@ -596,11 +1090,14 @@ class Batch:
 
     def _succeeded(self, held: _Held, value: Any, size: int) -> None:
         item = held.item
+        held.ended(failed=False)
         timings = self.stats.settled(item.index, "done")
-        outcome = Outcome(item.index, True, value, item.attempts, held.call_id, timings)
+        outcome = Outcome(
+            item.index, True, value, item.attempts, held.call_id, timings, tuple(item.shares)
+        )
         if self._trace is not None:
             self._trace.settled(item.index)
-        self._outcomes.put(outcome, size)
+        self._put(outcome, size)
         self._source.finished(item)
         self._forget_arguments(held)
 
@@ -611,7 +1108,9 @@ class Batch:
 
     def _attempt_failed(self, held: _Held, error: BaseException) -> None:
         """An attempt of ``held``'s input failed: retry it elsewhere, or record its error."""
+        self._watched.pop(held.call_id, None)
         item = held.item
+        held.ended(failed=True)
         delay_s = self._retry.again(error, item.attempts)
         if delay_s is not None:
             self.stats.settled(item.index, "retried")
@@ -624,7 +1123,17 @@ class Batch:
         timings = self.stats.settled(item.index, "failed")
         self._source.finished(item)
         self._forget_arguments(held)
-        self.rejected(Outcome(item.index, False, error, item.attempts, held.call_id, timings))
+        self.rejected(
+            Outcome(
+                item.index,
+                False,
+                error,
+                item.attempts,
+                held.call_id,
+                timings,
+                tuple(item.shares),
+            )
+        )
 
     def rejected(self, outcome: Outcome[Any]) -> None:
         """An input failed for good (an attempt, or its encoding): record its error, and stop
@@ -633,7 +1142,7 @@ class Batch:
         if self._trace is not None:
             self._trace.settled(index, error)
         self._failures.append((index, error))
-        self._outcomes.put(outcome)
+        self._put(outcome)
         if self._max_failures is not None and len(self._failures) >= self._max_failures:
             self._outcomes.abort(
                 TooManyFailuresError(

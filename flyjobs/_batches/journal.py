@@ -65,6 +65,11 @@ def check_batch_name(name: str) -> str:
     return name
 
 
+#: The key of what a batch's runs spent (USD): not an input, so never counted as one (an
+#: input's key is a sha256 in hex).
+SPENT_KEY = "spent_usd"
+
+
 def input_key(fn_ref: str, arguments: bytes) -> str:
     """The journal key of one input: the SHA-256 of the function and its encoded arguments."""
     return hashlib.sha256(fn_ref.encode() + b"\0" + arguments).hexdigest()
@@ -181,7 +186,8 @@ class SqliteJournal(Journal):
             return []
         with _connect(path) as db:
             rows = db.execute(
-                "SELECT batch, COUNT(*), MAX(at) FROM finished GROUP BY batch ORDER BY batch"
+                "SELECT batch, SUM(key != ?), MAX(at) FROM finished GROUP BY batch ORDER BY batch",
+                (SPENT_KEY,),
             ).fetchall()
         return [BatchInfo(name, count, at) for name, count, at in rows]
 
@@ -191,7 +197,11 @@ class SqliteJournal(Journal):
         if not path.exists():
             return 0
         with _connect(path) as db, db:
-            return db.execute("DELETE FROM finished WHERE batch = ?", (name,)).rowcount
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM finished WHERE batch = ? AND key != ?", (name, SPENT_KEY)
+            ).fetchone()
+            db.execute("DELETE FROM finished WHERE batch = ?", (name,))
+            return int(count)
 
 
 # --- object store -------------------------------------------------------------------------------
@@ -222,9 +232,9 @@ class StoreJournal(Journal):
         """Every batch journaled in `store`."""
         found: dict[str, BatchInfo] = {}
         for info in await store.list(_PREFIX):
-            name = info.key.split("/")[-2]
+            name, key = info.key.split("/")[-2:]
             seen = found.get(name)
-            count = seen.finished + 1 if seen else 1
+            count = (seen.finished if seen else 0) + (key != SPENT_KEY)
             updated = max(seen.updated_at, info.modified_at) if seen else info.modified_at
             found[name] = BatchInfo(name, count, updated)
         return [found[name] for name in sorted(found)]
@@ -235,7 +245,7 @@ class StoreJournal(Journal):
         keys = [info.key for info in await store.list(f"{_PREFIX}/{check_batch_name(name)}")]
         for start in range(0, len(keys), 1000):
             await store.delete(keys[start : start + 1000])
-        return len(keys)
+        return sum(not key.endswith(f"/{SPENT_KEY}") for key in keys)
 
 
 def open_journal(name: str, settings: Settings, store: Store | None) -> Journal:

@@ -27,7 +27,9 @@ import anyio.to_thread
 from .._aio.blocking import warn_if_in_event_loop
 from .._calls.plan import new_batch_id, plan
 from .._calls.runtime import RUNTIME_THREAD, Runtime, get_runtime
-from .._declare.options import CallOptions
+from .._cost.ledger import Ledger
+from .._cost.prices import prices_for
+from .._declare.options import CallOptions, check_max_cost
 from .._exceptions import ConfigError
 from .._wire.remote_errors import is_remote
 from .batch import Batch
@@ -71,6 +73,10 @@ class _MapRun:
                         # Off the loop: closing writes what is pending (a store journal
                         # blocks on the network).
                         with anyio.CancelScope(shield=True):
+                            if batch.ledger is not None:
+                                await batch.settled()
+                                spent = batch.ledger.usd
+                                await anyio.to_thread.run_sync(journal.add_spent, spent)
                             await anyio.to_thread.run_sync(journal.close)
                 finally:
                     self._ended.set()
@@ -206,7 +212,11 @@ class MapResults(Iterator[T]):
             self._run.stop()
 
     def summary(self) -> Summary:
-        """Counts and per-phase timings of the batch (see `flyjobs._batches.progress.Summary`)."""
+        """Counts, per-phase timings and cost of the batch (see
+        `flyjobs._batches.progress.Summary`). Once the map has ended, it first waits (briefly)
+        until every machine is billed from its own events."""
+        if self._closed and threading.current_thread().name != RUNTIME_THREAD:
+            self._run.runtime.call(self._run.batch.settled)
         return self._run.batch.stats.summary()
 
     def __enter__(self) -> Self:
@@ -244,14 +254,16 @@ def start_map(
     journal: Recorder | None = None,
     output: Literal["live", "errors", "none"] | None = None,
     total_hint: int | None = None,
+    max_cost_usd: float | None = None,
     standby: bool | None = None,
 ) -> _MapRun:
     """Check the map's settings and start its batch; see the module docstring. A ``journal``
     makes it resumable (`flyjobs._batches.resume`); it is closed when the map ends. ``output``
     overrides the function's ``output`` option for this map. ``total_hint`` is the number of
     inputs when known beforehand (`input_count`): progress shows no total and no ETA without
-    it until the last input is read. ``standby``: claim standby machines first (None: the
-    ``standby`` setting).
+    it until the last input is read. ``max_cost_usd``: the batch's cap in USD
+    (`flyjobs._cost.budget`). ``standby``: claim standby machines
+    first (None: the ``standby`` setting).
 
     :raises ConfigError: an invalid setting, or a setting the calls need is missing.
     :raises SerializationError: the function cannot be referenced by the worker.
@@ -259,6 +271,7 @@ def start_map(
     try:
         _check_count("max_machines", max_machines)
         _check_count("max_failures", max_failures)
+        cap = check_max_cost(max_cost_usd)
         if standby is not None and not isinstance(standby, bool):
             raise ConfigError(f"standby={standby!r}: give True, False, or None (the setting)")
         for name, flag in (("reuse", reuse), ("order_outputs", order_outputs)):
@@ -280,6 +293,9 @@ def start_map(
             plan(fn, options, batch_id=new_batch_id()), batch_size=total_hint
         )
         runtime = get_runtime()
+        ledger = Ledger(prices_for(runtime.settings.prices))
+        if journal is not None:
+            ledger.earlier_usd = journal.spent_usd()
         limit = max_machines or runtime.settings.max_machines
         outcomes = Outcomes(ordered=order_outputs)
         batch = Batch(
@@ -295,6 +311,8 @@ def start_map(
             window=max(_MIN_WINDOW, 4 * limit),
             total_hint=total_hint,
             journal=journal,
+            ledger=ledger,
+            max_cost_usd=cap,
             standby=runtime.settings.standby if standby is None else standby,
         )
         display = None

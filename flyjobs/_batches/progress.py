@@ -13,11 +13,12 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .._aio.notebook import in_notebook
+from .._cost.ledger import Ledger
 
 __all__ = ("BatchStats", "PhaseStats", "Progress", "Summary")
 
@@ -84,6 +85,16 @@ class Summary:
         result in the inbox).
     :ivar late: results that arrived after their input was cancelled (a batch stopped by
         Ctrl-C or ``max_failures``, or an attempt given up), and were ignored.
+    :ivar cost_usd: USD the batch's machines cost: each billed from its own start and exit
+        events once it has exited (an estimate from this process's clock while it runs), at
+        its guest's price in its region (`flyjobs._cost.prices`); with a resumed batch, what
+        its earlier runs spent too.
+    :ivar wasted_usd: the part of ``cost_usd`` spent on attempts that failed (retried or not).
+    :ivar phases_usd: ``cost_usd`` by what the machines were doing: ``boot``, ``run`` and
+        ``deliver`` (the inputs' phases on a machine, at its price), ``idle`` (the rest of
+        their billed time: waiting for an input, exiting).
+    :ivar busy_s: machine-seconds inputs held machines.
+    :ivar idle_s: machine-seconds billed with no input on the machine.
     """
 
     __module__ = "flyjobs"
@@ -96,6 +107,11 @@ class Summary:
     elapsed_s: float
     phases: Mapping[str, PhaseStats]
     late: int = 0
+    cost_usd: float = 0.0
+    wasted_usd: float = 0.0
+    phases_usd: Mapping[str, float] = field(default_factory=dict)
+    busy_s: float = 0.0
+    idle_s: float = 0.0
 
     def __str__(self) -> str:
         lines = [
@@ -104,6 +120,9 @@ class Summary:
         ]
         if self.late:
             lines[0] += f"; {self.late} late results of cancelled inputs ignored"
+        lines.append(
+            f"  cost     ${self.cost_usd:.4f} (wasted on failed attempts ${self.wasted_usd:.4f})"
+        )
         for name, phase in self.phases.items():
             if phase.count:
                 p50, p95 = phase.percentile(0.5), phase.percentile(0.95)
@@ -117,7 +136,9 @@ class Summary:
 class BatchStats:
     """Counts and timings of one batch, written by the batch on the runtime's loop."""
 
-    def __init__(self, total_hint: int | None = None) -> None:
+    def __init__(self, total_hint: int | None = None, ledger: Ledger | None = None) -> None:
+        #: what the batch's machines cost (see `Summary.cost_usd`)
+        self.ledger = ledger
         self.started_at = time.time()
         self.ended_at: float | None = None
         #: The number of inputs as the iterables told it beforehand (``len()``, else their
@@ -140,6 +161,9 @@ class BatchStats:
         }
         self._handed: dict[int, float] = {}
         self._created: dict[int, float] = {}
+        #: inputs whose machine is being created (counted in ``starting``; the others held by
+        #: a machine are counted in ``running``)
+        self._starting: set[int] = set()
         #: Each input's phase durations (s) of its attempt in flight.
         self._timings: dict[int, dict[str, float]] = {}
 
@@ -167,23 +191,28 @@ class BatchStats:
         self._timings[index] = {}
         self._phase(index, "queued", now - queued_at)
         if creating:
+            self._starting.add(index)
             self.starting += 1
         else:
             self.running += 1
 
-    def created(self, index: int) -> None:
+    def created(self, index: int, others: Collection[int] = ()) -> None:
+        """The machine of input ``index`` was created, holding ``others`` too (a first chunk):
+        they are running now."""
         now = time.time()
         self.machines += 1
-        self.starting -= 1
-        self.running += 1
+        for each in (index, *others):
+            self._run_now(each)
         self._created[index] = now
         handed = self._handed.get(index)
         if handed is not None:
             self._phase(index, "create", now - handed)
 
-    def create_failed(self) -> None:
-        self.starting -= 1
-        self.running += 1  # settled by the failure that follows
+    def _run_now(self, index: int) -> None:
+        if index in self._starting:
+            self._starting.discard(index)
+            self.starting -= 1
+            self.running += 1
 
     def delivered(self, index: int, timings: Mapping[str, float]) -> None:
         now = time.time()
@@ -208,6 +237,7 @@ class BatchStats:
         its phase durations in seconds."""
         self._handed.pop(index, None)
         self._created.pop(index, None)
+        self._run_now(index)
         self.running -= 1
         setattr(self, outcome, getattr(self, outcome) + 1)
         return self._timings.pop(index, {})
@@ -235,7 +265,32 @@ class BatchStats:
             elapsed_s=end - self.started_at,
             phases=dict(self.phases),
             late=self.late,
+            **self._costs(),
         )
+
+    def _costs(self) -> dict[str, Any]:
+        ledger = self.ledger
+        if ledger is None:
+            return {}
+        cost_usd = ledger.usd
+        seconds = sum(m.seconds for m in ledger.machines)
+        per_s = cost_usd / seconds if seconds > 0 else 0.0
+        phases_usd = {
+            name: self.phases[name].total_s * per_s for name in ("boot", "run", "deliver")
+        }
+        # The phases are timed by this process's clock, the bill by the machine's events:
+        # where they disagree, the bill wins.
+        on_machine = sum(phases_usd.values())
+        if on_machine > cost_usd:
+            phases_usd = {name: usd * cost_usd / on_machine for name, usd in phases_usd.items()}
+        phases_usd["idle"] = max(0.0, cost_usd - sum(phases_usd.values()))
+        return {
+            "cost_usd": cost_usd + ledger.earlier_usd,
+            "wasted_usd": ledger.wasted_usd,
+            "phases_usd": phases_usd,
+            "busy_s": ledger.busy_s,
+            "idle_s": ledger.idle_s,
+        }
 
 
 class Progress:
@@ -291,6 +346,8 @@ class Progress:
         )
         if s.late:
             text += f" late {s.late}"
+        if s.ledger is not None:
+            text += f" · ${s.ledger.usd + s.ledger.earlier_usd:.4f}"
         if self._throttled():
             text += " (API throttling)"
         return text

@@ -22,7 +22,7 @@ from .._exceptions import ConfigError
 from .._wire.codec import decode_value, encode_value
 from .._wire.reference import function_reference
 from .._wire.seal import RESULT_KEY_ENV, open_record, seal_record
-from .journal import Journal, StoreJournal, input_key, open_journal
+from .journal import SPENT_KEY, Journal, StoreJournal, input_key, open_journal
 from .work import MISSING
 
 __all__ = ("Resume", "open_resume")
@@ -72,7 +72,9 @@ class Resume:
     def record(self, arguments: bytes, value: Any) -> None:
         """Record the value of the input with these encoded arguments (blocks until written;
         a record that fails is logged: it only means the input runs again)."""
-        key = input_key(self._fn_ref, arguments)
+        self._record(input_key(self._fn_ref, arguments), value)
+
+    def _record(self, key: str, value: Any) -> None:
         try:
             data = self._encode(value)
             if self._key is not None:
@@ -110,6 +112,18 @@ class Resume:
                 exc,
             )
             return MISSING
+
+    def spent_usd(self) -> float:
+        """USD the batch's earlier runs spent, as they recorded it (0.0 if none did)."""
+        value = self.recorded(SPENT_KEY)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return 0.0
+        return float(value)
+
+    def add_spent(self, usd: float) -> None:
+        """Add what this run spent to the batch's record of it."""
+        if usd > 0:
+            self._record(SPENT_KEY, self.spent_usd() + usd)
 
     def _encode(self, value: Any) -> bytes:
         if self._pickle:

@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from .._cost.ledger import Share
 from .._exceptions import SerializationError
 
 __all__ = ("MAX_HELD_BYTES", "MISSING", "Item", "Outcome", "Outcomes", "Recorder", "WorkSource")
@@ -50,6 +51,12 @@ class Recorder(Protocol):
     def record(self, arguments: bytes, value: Any) -> None:
         """Record an input's value (called from a worker thread; the input's machine gets no
         more work until it returns, so a kill loses only the inputs machines were running)."""
+
+    def spent_usd(self) -> float:
+        """USD the batch's earlier runs spent (called before the batch starts)."""
+
+    def add_spent(self, usd: float) -> None:
+        """Add what this run spent (called from a worker thread as the batch ends)."""
 
     def close(self) -> None:
         """Release the journal behind it."""
@@ -75,12 +82,14 @@ class Item:
     :ivar arguments: its encoded ``(args, kwargs)``.
     :ivar attempts: how many times it has been handed to a machine.
     :ivar queued_at: unix time (s) it was taken from the iterable.
+    :ivar shares: each attempt's part of its machine's cost.
     """
 
     index: int
     arguments: bytes
     attempts: int = 0
     queued_at: float = field(default_factory=time.time)
+    shares: list[Share] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,7 @@ class Outcome(Generic[T]):
         (read, until handed to a machine), ``create`` (the machine's create; first input of a
         machine only), ``boot`` (machine created, until the function started; likewise),
         ``run`` (the function), ``deliver`` (function end, until the result was here).
+    :ivar shares: what each attempt cost, as parts of their machines' bills (see `cost_usd`).
     """
 
     __module__ = "flyjobs"
@@ -107,6 +117,17 @@ class Outcome(Generic[T]):
     attempts: int = 0
     call_id: str | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
+    shares: tuple[Share, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def cost_usd(self) -> float:
+        """USD the input's attempts cost (failed ones too): each attempt's part of its
+        machine's bill, boot and idle included, by the seconds it held the machine, so the
+        inputs of a batch add up to its `Summary.cost_usd`. Final once its machines are
+        billed from their events (``summary()`` after the map has ended waits for that); an
+        estimate from this process's clock before. 0.0 when it reached no machine in this
+        run."""
+        return sum(share.usd for share in self.shares)
 
 
 class Outcomes:

@@ -10,7 +10,8 @@ and ``Call.from_id``), `handle` (the public `Call`), `fleet` (flyjobs' machines 
 metadata describes them: listing, strays).
 
 May import: `flyjobs._wire`, `_declare`, `_results`, `_output`, `_aio`, `_code` (the bundle a
-plan ships), `_pools` (dispatch routes a pooled call there), `_trace` (a call's span),
+plan ships), `_pools` (dispatch routes a pooled call there), `_cost` (a machine's cost),
+`_trace` (a call's span),
 `_settings`, `_exceptions`, `flyjobs.machines`,
 `flyjobs._machine_side.run` (how much output a result carries), and `flyjobs.emulator`
 (lazily: only a process without a Fly token starts one). Never `_batches` or `_commands`.

@@ -24,11 +24,12 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
+from .._cost.ledger import Ledger, MachineCost
 from .._declare.options import CallOptions
 from .._exceptions import (
     APIError,
@@ -88,6 +89,7 @@ __all__ = (
     "check_secrets",
     "destroy",
     "exit_error",
+    "settle_runs",
     "outcome",
     "pace_create",
     "show_output",
@@ -361,6 +363,8 @@ class MachineRun:
 
     :ivar id: the machine's id.
     :ivar watch: its exit watch.
+    :ivar cost: its entry in a batch's or pool's ledger (created with one), billed from its
+        own events by `settle` once it has exited.
     :ivar claim: the standby's claim, when the machine is a claimed standby.
     :ivar region: its region, as the create answered (None when adopted).
     :ivar created: unix times (s) its create request (for a claimed standby, its start) was
@@ -384,9 +388,17 @@ class MachineRun:
         self.region = region
         self.created = created
         self.watch = ExitWatch(runtime, plan.app, machine_id, version=version)
+        self.cost: MachineCost | None = None
         self._runtime = runtime
         self._plan = plan
         self._destroyed = False
+
+    def keep_cost(self, ledger: Ledger | None, region: str | None) -> None:
+        """Keep this machine's cost in ``ledger`` (if any), at its guest's price in ``region``."""
+        if ledger is not None:
+            self.cost = ledger.machine(
+                self.id, ledger.price_of(self._plan.options.guest(), region), region
+            )
 
     @classmethod
     async def create(
@@ -400,6 +412,7 @@ class MachineRun:
         pulls: bool,
         paced: bool = False,
         restart: Callable[[], Awaitable[tuple[bytes, float]]] | None = None,
+        ledger: Ledger | None = None,
     ) -> MachineRun:
         """Create the machine ``name`` carrying ``payload`` as its first call, and watch it.
 
@@ -430,7 +443,9 @@ class MachineRun:
                         plan.app, config, name=name, **create_args(plan.options)
                     )
                 created = (sent_at, time.time())
-                return cls(runtime, plan, machine.id, region=machine.region, created=created)
+                run = cls(runtime, plan, machine.id, region=machine.region, created=created)
+                run.keep_cost(ledger, machine.region)
+                return run
             except RateLimitedError as exc:
                 if restart is None:
                     raise CallTimeoutError(
@@ -455,9 +470,11 @@ class MachineRun:
         deadline: float,
         *,
         pulls: bool,
+        ledger: Ledger | None = None,
     ) -> MachineRun:
         """Start the claimed standby ``claim`` with ``payload`` as its first call: one update
         (its config for the call, under the claim's lease), which boots it; then watch it.
+        With ``ledger``, its cost is kept there from now on, as a created machine's is.
 
         Fly limits updates per machine, so standbys all start at once, with no queue behind
         the create rate; a 429 is waited out up to ``deadline`` (unix s) all the same. On
@@ -484,7 +501,7 @@ class MachineRun:
                     f" until the call's timeout_s={plan.options.effective_timeout_s:g} passed"
                 ) from exc
             raise
-        return cls(
+        run = cls(
             runtime,
             plan,
             machine.id,
@@ -493,6 +510,8 @@ class MachineRun:
             region=machine.region,
             created=(sent_at, time.time()),
         )
+        run.keep_cost(ledger, machine.region)
+        return run
 
     @classmethod
     async def adopt(cls, runtime: Runtime, plan: Plan, machine_id: str, call_id: str) -> MachineRun:
@@ -624,6 +643,26 @@ class MachineRun:
         if not self.watch.exited.is_set() or self.claim is not None:
             await self.destroy()
 
+    async def settle(self, wait_s: float = EXIT_GRACE_S) -> None:
+        """Bill the machine in its ledger from its own start and exit events (once; shielded):
+        wait up to ``wait_s`` for it to be stopped or destroyed (it was told to exit, or was
+        destroyed), then read its events. A machine already gone keeps its estimate."""
+        if self.cost is None or self.cost.settled:
+            return
+        app, runtime = self._plan.app, self._runtime
+        with anyio.CancelScope(shield=True):
+            events = None
+            with anyio.move_on_after(wait_s):
+                if not self.watch.exited.is_set() or self.watch.error is not None:
+                    with contextlib.suppress(APIError, TransportError, WaitTimeoutError):
+                        await runtime.client.wait(
+                            app, self.id, ("stopped", "destroyed", "failed"), timeout_s=wait_s
+                        )
+                with contextlib.suppress(APIError, TransportError):
+                    # Its events alone: its price (guest, region) is known from its creation.
+                    events = await runtime.client.list_events(app, self.id, limit=50)
+            self.cost.settle(events)
+
     async def destroy(self) -> None:
         """Stop watching and destroy the machine (once; shielded); a claimed standby is
         stopped and given back instead (`StandbyClaim.give_back`)."""
@@ -635,6 +674,47 @@ class MachineRun:
                     await self.claim.give_back()
                 else:
                     await destroy(self._runtime, self._plan.app, self.id)
+
+
+#: Machines whose events `settle_runs` reads one by one at once (those the listing missed).
+_SETTLE_CONCURRENCY = 8
+
+
+async def settle_runs(
+    runtime: Runtime, app: str, runs: list[MachineRun], metadata: Mapping[str, str]
+) -> None:
+    """Bill ``runs`` (machines that have ended) in their ledger from their own events, read
+    in one listing of the app's machines that carry ``metadata`` (a batch's id: one request,
+    or a page per few hundred machines, where reading each would be one request per
+    machine); a machine the listing misses, or shows not ended yet, is read on its own
+    (`MachineRun.settle`)."""
+    pending = [run for run in runs if run.cost is not None and not run.cost.settled]
+    if not pending:
+        return
+    listed: dict[str, Machine] = {}
+    with anyio.CancelScope(shield=True), contextlib.suppress(APIError, TransportError):
+        machines = await runtime.client.list_machines(app, include_deleted=True, metadata=metadata)
+        listed = {machine.id: machine for machine in machines}
+    rest = []
+    for run in pending:
+        machine = listed.get(run.id)
+        if machine is not None and run.cost is not None and machine.state in _ENDED:
+            run.cost.settle(machine.events)
+        else:
+            rest.append(run)
+    limiter = anyio.CapacityLimiter(_SETTLE_CONCURRENCY)
+
+    async def one(run: MachineRun) -> None:
+        async with limiter:
+            await run.settle()
+
+    async with anyio.create_task_group() as tg:
+        for run in rest:
+            tg.start_soon(one, run)
+
+
+#: States of a machine that has ended (its last exit event is in).
+_ENDED = ("stopped", "destroyed", "failed")
 
 
 async def _collect(ticket: ResultTicket, watch: ExitWatch) -> bytes | None:

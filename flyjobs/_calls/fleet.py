@@ -29,6 +29,8 @@ from typing import Any
 
 import psutil
 
+from .._cost.ledger import billed_seconds
+from .._cost.prices import PriceTable
 from .._exceptions import NotFoundError
 from .._wire.log_lines import may_mark
 from .._wire.metadata import (
@@ -92,6 +94,8 @@ class JobMachine:
     :ivar client: the ``flyjobs_client`` that created it ("" when not recorded).
     :ivar created_at: unix seconds (None when the API did not say).
     :ivar pool: the warm pool (`flyjobs.Pool` name) it belongs to ("" outside pools).
+    :ivar cost_usd: USD it has cost, from its start and exit events (so far, if started) at
+        its guest's price in its region; None when no price table was given.
     :ivar standby: its shape, when it is a standby machine running a call ("" otherwise).
     """
 
@@ -106,11 +110,13 @@ class JobMachine:
     client: str
     created_at: float | None
     pool: str = ""
+    cost_usd: float | None = None
     standby: str = ""
 
     @classmethod
-    def from_machine(cls, machine: Machine) -> JobMachine | None:
-        """The flyjobs view of ``machine``, or None if flyjobs did not create it."""
+    def from_machine(cls, machine: Machine, prices: PriceTable | None = None) -> JobMachine | None:
+        """The flyjobs view of ``machine``, or None if flyjobs did not create it; with
+        ``prices``, what it has cost."""
         metadata = (machine.config.metadata if machine.config else None) or {}
         if META_FUNCTION not in metadata:
             return None
@@ -131,6 +137,7 @@ class JobMachine:
             client=metadata.get(META_CLIENT, ""),
             created_at=created.timestamp() if isinstance(created, datetime) else None,
             pool=metadata.get(META_POOL, ""),
+            cost_usd=None if prices is None else _cost_so_far(machine, prices),
             standby=metadata.get(META_STANDBY, ""),
         )
 
@@ -156,12 +163,22 @@ class Stray:
     reason: str
 
 
+def _cost_so_far(machine: Machine, prices: PriceTable) -> float:
+    config = machine.config.model_dump(exclude_none=True) if machine.config else None
+    usd_per_s = prices.usd_per_s(prices.guest_of(config), machine.region)
+    return billed_seconds(machine.events, now_ms=int(time.time() * 1000)) * usd_per_s
+
+
 async def list_jobs(
-    client: MachinesClient, app: str, *, include_deleted: bool = False
+    client: MachinesClient,
+    app: str,
+    *,
+    include_deleted: bool = False,
+    prices: PriceTable | None = None,
 ) -> list[JobMachine]:
-    """The app's flyjobs machines, oldest first."""
+    """The app's flyjobs machines, oldest first (with ``prices``, what each has cost)."""
     machines = await client.list_machines(app, include_deleted=include_deleted)
-    jobs = [job for m in machines if (job := JobMachine.from_machine(m)) is not None]
+    jobs = [job for m in machines if (job := JobMachine.from_machine(m, prices)) is not None]
     return sorted(jobs, key=lambda j: (j.created_at or 0.0, j.id))
 
 

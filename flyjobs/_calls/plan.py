@@ -129,11 +129,13 @@ class Plan:
         idle_s: float = NEXT_INPUT_WAIT_S,
         concurrent: Sequence[bytes] = (),
         traceparent: str | None = None,
+        chunk_url: str | None = None,
     ) -> bytes:
         """The call envelope a worker reads; ``deadline`` is the client's (unix s), the worker
         gets a little more so that the client decides first. With ``arguments_url`` the worker
         GETs the arguments there instead (the payload carries their digest); ``then`` are the
         calls it runs after this one, ``concurrent`` those it runs at the same time,
+        ``chunk_url`` where it reads its next chunk of calls after them, and
         ``traceparent`` the trace context of the call's span (see
         `flyjobs._wire.call_envelope`)."""
         return encode_call(
@@ -152,6 +154,7 @@ class Plan:
             concurrent=concurrent,
             code=self.code_field(call_id),
             traceparent=traceparent,
+            chunk_url=chunk_url,
         )
 
     def code_field(self, call_id: str) -> dict[str, Any] | None:

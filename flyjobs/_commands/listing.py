@@ -8,13 +8,14 @@ import time
 import click
 
 from .._calls.fleet import JobMachine, list_jobs
+from .._cost.prices import prices_for
 from .._output.call_lines import shown
 from .._output.logs import read_output
 from .common import APP_OPTION, api_client, run_async, shows_errors
 
 __all__ = ("logs", "ls")
 
-_COLUMNS = ("MACHINE", "STATE", "POOL", "BATCH", "CALL", "FUNCTION", "REGION", "AGE")
+_COLUMNS = ("MACHINE", "STATE", "POOL", "BATCH", "CALL", "FUNCTION", "REGION", "AGE", "COST")
 
 
 def format_age(seconds: float | None) -> str:
@@ -37,20 +38,25 @@ def _age(job: JobMachine, now: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of machines.")
 @shows_errors
 def ls(app: str | None, show_all: bool, as_json: bool) -> None:
-    """List the app's flyjobs machines by pool, batch, function and state, with age and region.
+    """List the app's flyjobs machines by pool, batch, function and state, with age, region and
+    cost.
 
-    Only machines flyjobs created (those carrying its metadata) are listed.
+    Only machines flyjobs created (those carrying its metadata) are listed. COST is what a
+    machine has cost in USD: its started seconds (from its own start and exit events; a
+    running machine's so far) at its size's price in its region, from the price table
+    (shipped, or yours with FLYJOBS_PRICES / [tool.flyjobs] prices).
 
     \b
     Example:
         flyjobs ls
         flyjobs ls --json | jq '.[] | select(.state == "started") | .id'
     """
-    _settings, client, app = api_client(app)
+    settings, client, app = api_client(app)
+    prices = prices_for(settings.prices)
 
     async def fetch() -> list[JobMachine]:
         async with client:
-            return await list_jobs(client, app, include_deleted=show_all)
+            return await list_jobs(client, app, include_deleted=show_all, prices=prices)
 
     jobs = run_async(fetch)
     now = time.time()
@@ -74,6 +80,7 @@ def ls(app: str | None, show_all: bool, as_json: bool) -> None:
                 j.function,
                 j.region,
                 _age(j, now),
+                "-" if j.cost_usd is None else f"${j.cost_usd:.4f}",
             )
         )
         for j in jobs

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .._cost.prices import prices_for
 from .._output.call_lines import shown
 from .._schedules.deploy import deploy as deploy_module
 from .._schedules.deploy import scheduled_machines
@@ -112,7 +113,9 @@ GRACE_OPTION = click.option(
 def ls(runs: int, as_json: bool, verbose: bool, grace_s: float | None, app: str | None) -> None:
     """Each deployed scheduled function: schedule, machine, last runs, next run due, and its
     health: expected cadence, last run, late and missed ticks, consecutive failures (see
-    `flyjobs schedule check --help` for what late and missed mean).
+    `flyjobs schedule check --help` for what late and missed mean), and what a run and a
+    month (30 days, at its cadence) cost in USD, from its machine's own start and exit events
+    at its size's price (the price table: shipped, or FLYJOBS_PRICES).
 
     Times are this host's local time. With -v, each function's last failed run follows, with
     its remote traceback.
@@ -124,11 +127,12 @@ def ls(runs: int, as_json: bool, verbose: bool, grace_s: float | None, app: str 
         flyjobs schedule ls --runs 20 --json
     """
     settings, client, app = api_client(app)
+    prices = prices_for(settings.prices)
 
     async def run() -> Any:
         async with client:
             key = await result_key(settings, client, app)
-            return await statuses(client, app, key, runs=runs, grace_s=grace_s)
+            return await statuses(client, app, key, runs=runs, grace_s=grace_s, prices=prices)
 
     for status in run_async(run):
         if as_json:
@@ -142,6 +146,11 @@ def ls(runs: int, as_json: bool, verbose: bool, grace_s: float | None, app: str 
         click.echo(f"{shown(head, output=False)}  next due {when(status.next_due)}")
         if status.health is not None:
             click.echo(f"  {health_line(status.health)}")
+        if status.run_cost_usd is not None and status.month_cost_usd is not None:
+            click.echo(
+                f"  cost ${status.run_cost_usd:.6f} per run, ${status.month_cost_usd:.4f} per"
+                " month at this cadence"
+            )
         for r in reversed(status.runs):
             detail = shown(r.error or (f"-> {r.value}" if r.value else r.reason), output=False)
             status_ = shown(r.status, output=False)

@@ -33,13 +33,21 @@ if TYPE_CHECKING:
         progress: bool | None
         batch: str | None
         output: Literal["live", "errors", "none"] | None
+        max_cost_usd: float | None
         standby: bool | None
 
 
 #: The keyword settings of ``fn.map``/``fn.starmap`` besides order_outputs/return_exceptions.
 _MAP_SETTINGS = (
-    "max_machines", "reuse", "max_failures", "progress", "batch", "output", "standby",
-)  # fmt: skip
+    "max_machines",
+    "reuse",
+    "max_failures",
+    "progress",
+    "batch",
+    "output",
+    "max_cost_usd",
+    "standby",
+)
 
 P = ParamSpec("P")
 # Covariant: pyright types an ``async def``'s value as ``CoroutineType[..., T]``, which matches
@@ -248,11 +256,18 @@ class _MapFace(Generic[F]):
             failed inputs printed, and once a line saying how to see the rest), ``"live"``
             (every line, as it is printed) or ``"none"``; default: the function's ``output``
             option, else ``FLYJOBS_OUTPUT``, else ``"errors"``.
+        :param max_cost_usd: a cap in USD (see README "Cost and budgets"): before a machine
+            is created or handed another input, what the batch spent, what its running
+            machines may still cost and what that would cost (up to ``timeout_s``) must stay
+            within it; else no more inputs are handed out, and the inputs not run end with
+            :class:`~flyjobs.BudgetExceededError` (raised, or yielded with
+            ``return_exceptions``). A resumed batch counts what its earlier runs spent.
         :param standby: first claim free standby machines of the function's shape (made with
             ``flyjobs standby create``) and start them all at once, creating machines only
             beyond them; each is stopped and given back before the map returns (default:
             ``FLYJOBS_STANDBY`` or ``[tool.flyjobs] standby``, else False).
-        :return: an iterator of the values; its ``summary()`` tells counts and timings.
+        :return: an iterator of the values; its ``summary()`` tells counts, timings and cost
+            (``cost_usd``), and each ``Outcome`` its ``cost_usd``.
         :raises ConfigError: before any machine, for no iterable, an unknown setting (call
             options such as ``timeout_s`` go through ``fn.with_options``), or a setting of the
             wrong type or range.
@@ -771,6 +786,7 @@ class Function(Generic[P, R]):
             journal=journal,
             output=settings.get("output"),
             total_hint=input_count(sources),
+            max_cost_usd=settings.get("max_cost_usd"),
             standby=settings.get("standby"),
         )
 

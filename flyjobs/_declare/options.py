@@ -276,3 +276,18 @@ def _exception_types(value: object) -> tuple[type[BaseException], ...]:
                 f"retry_on={value!r}: give exception classes, such as retry_on=(TimeoutError,)"
             )
     return tuple(types)
+
+
+def check_max_cost(value: object, where: str = "max_cost_usd={!r}") -> float | None:
+    """A budget cap (``max_cost_usd``) as given: None, or a positive number of USD.
+
+    :raises ConfigError: naming the setting (``where``, formatted with the value) and what to
+        give.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where.format(value)}: give a positive number of USD (or None)")
+    if not 0 < value < float("inf"):  # NaN compares false too
+        raise ConfigError(f"{where.format(value)}: give a positive, finite number of USD")
+    return float(value)

@@ -12,6 +12,7 @@ import os
 
 from .._exceptions import ConfigError
 from .._wire.machine import MAX_WAIT_S
+from .options import check_max_cost
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,6 +87,11 @@ class Pool:
         call).
     :param name: the pool's name in machine metadata and ``flyjobs ls`` (lowercase letters,
         digits and dashes); default: a fresh ``fjp-…`` name.
+    :param max_cost_usd: a cap in USD on what the pool's machines cost (see `ledger`): before
+        a machine is created, or given another call (or a keep-warm wait), what they spent,
+        what the running ones may still cost and what that would cost (up to the calls'
+        ``timeout_s`` or ``idle_s``) must stay within it; else the calls that cannot run fail
+        with `~flyjobs.BudgetExceededError`. None: no cap.
     :param standby: a machine the pool starts is first sought among free standby machines of
         its shape (``flyjobs standby create``), claimed under its lease and started by an
         update instead of created; when it ends it is stopped and given back (default:
@@ -106,6 +112,7 @@ class Pool:
         *,
         idle: str = "exit",
         name: str | None = None,
+        max_cost_usd: float | None = None,
         standby: bool | None = None,
     ) -> None:
         if isinstance(max, bool) or not isinstance(max, int) or max < 1:
@@ -157,6 +164,7 @@ class Pool:
         #: what an idle machine does: "exit" or "suspend"
         self.idle = idle
         self.name = name
+        self.max_cost_usd = check_max_cost(max_cost_usd, "Pool(max_cost_usd={!r})")
         self.standby = standby
         #: the pool's machinery on the runtime's loop (a `flyjobs._pools.runner.PoolRunner`),
         #: from its start on
@@ -217,6 +225,16 @@ class Pool:
         import anyio  # lazy: keeps decoration light
 
         await anyio.to_thread.run_sync(self.shutdown)
+
+    def ledger(self) -> dict[str, float]:
+        """What the pool's machines have cost since it (last) started: ``machines`` (created),
+        ``cost_usd`` (USD, each machine billed from its own start and exit events once it has
+        exited, so far while it runs), ``busy_s`` (machine-seconds calls held a slot),
+        ``idle_s`` (the rest of their billed machine-seconds: booting, waiting for a call,
+        keep-warm), ``wasted_usd`` (USD of attempts that failed)."""
+        from .._pools.runner import pool_ledger  # lazy: keeps decoration light
+
+        return pool_ledger(self)
 
     def __repr__(self) -> str:
         idle = "" if self.idle == "exit" else f" idle={self.idle!r},"

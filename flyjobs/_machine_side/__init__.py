@@ -4,7 +4,8 @@ Owns: `shared` (what calls running at once in one worker process share: output t
 deadlines, the event loop of async functions), `run` (one call of the user's function: import
 it, call it, trim the machine's frames from what it raised; for the worker and scheduled runs),
 `scheduled_run` (a scheduled function's runs, each recorded as a line of the machine's log),
-`alerts` (its signed alert POSTs on a failed or missed run),
+`alerts` (its signed alert POSTs on a failed or missed run), `bundles` (a store-mode batch
+machine's results, delivered a few at a time),
 `trace_context` (the caller's trace context for the function's own spans),
 `code` (the caller's code bundle of a call: its seal and hash checked, unpacked once, first
 on ``sys.path``), `drift` (the image's recorded distributions against those the shipped code

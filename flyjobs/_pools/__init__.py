@@ -6,6 +6,6 @@ calls, machines, slots).
 
 May import: `flyjobs._calls` (runtime, plan, handle, the attempt lifecycle), `_standby`
 (claims on standby machines), `_results`,
-`_wire`, `_exceptions`; `flyjobs._declare.pool` only for type checking. Never
+`_wire`, `_cost`, `_exceptions`; `flyjobs._declare.pool` only for type checking. Never
 `flyjobs._calls.dispatch` (which routes pooled calls here), `_batches` or `_commands`.
 """

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._calls.attempt import (
+    EXIT_GRACE_S,
     Attempt,
     MachineRun,
     Retry,
@@ -71,7 +72,16 @@ from .._calls.attempt import (
 from .._calls.handle import CallState, CallStatus
 from .._calls.plan import Plan, plan
 from .._calls.runtime import Runtime, current_runtime, get_runtime
-from .._exceptions import APIError, CallCancelledError, ConfigError, TransportError
+from .._cost.budget import Budget
+from .._cost.ledger import Ledger
+from .._cost.prices import prices_for
+from .._exceptions import (
+    APIError,
+    BudgetExceededError,
+    CallCancelledError,
+    ConfigError,
+    TransportError,
+)
 from .._standby.claim import Claim, claim_standbys
 from .._wire.call_envelope import encode_arguments
 from .state import Job, Machine, Slot
@@ -115,6 +125,10 @@ class PoolRunner:
         self._all_gone.set()
         self.started = False
         self.closed = False
+        #: what the pool's machines cost: busy (calls) and idle (waiting, keep-warm) seconds
+        self.ledger = Ledger(prices_for(runtime.settings.prices))
+        #: the pool's ``max_cost_usd``, once the machines' size is known (`_check`)
+        self._budget: Budget | None = None
 
     # --- calls --------------------------------------------------------------------------
 
@@ -188,6 +202,15 @@ class PoolRunner:
         )
         if self._shape is None:
             self._shape, self._plan = shape, plan
+            if self.pool.max_cost_usd is not None:
+                # A machine given a call (or a wait for one) may run that long, then exit.
+                hold_s = max(options.effective_timeout_s, self.pool.idle_s) + EXIT_GRACE_S
+                self._budget = Budget(
+                    self.pool.max_cost_usd,
+                    self.ledger,
+                    usd_per_s=self.ledger.price_of(options.guest(), options.region),
+                    hold_s=hold_s,
+                )
         elif shape != self._shape:
             raise ConfigError(
                 f"pool {self.pool.name} runs machines for {self._shape[0]}/{self._shape[1]} with"
@@ -431,6 +454,9 @@ class PoolRunner:
                         # one, and the queued call goes to it (or another slot) right after.
                         self._queue.appendleft(job)
                         job = self._keep_warm_job()
+                    if job is not None and not self._affords_machine(job):
+                        machine.first = None
+                        return
                     if job is not None:
                         claim, taken = None, claim  # the run gives it back from now on
                         await self._run(machine, job, taken)
@@ -454,6 +480,29 @@ class PoolRunner:
                 # deadline): back to min. Not one that never delivered a result (a failed create,
                 # a broken image), whose replacement would fail again, and again.
                 self._fill()
+
+    def _affords_machine(self, job: Job) -> bool:
+        """Whether a new machine fits the budget (reserved if so); if not, ``job`` and every
+        queued call fail with `BudgetExceededError`."""
+        budget = self._budget
+        if budget is None or budget.reserve_machine():
+            return True
+        for failed in (job, *self._queue):
+            failed.settle(error=self._over_budget())
+        self._queue.clear()
+        return False
+
+    def _over_budget(self) -> BudgetExceededError:
+        assert self._budget is not None
+        cap, spent = self._budget.max_usd, self.ledger.usd
+        return BudgetExceededError(
+            f"pool {self.pool.name} stopped before max_cost_usd={cap:g}: its machines cost"
+            f" ${spent:.4f}, and another machine or call could cost up to its timeout_s (or"
+            " idle_s) and exit grace more; raise max_cost_usd or lower timeout_s",
+            max_cost_usd=cap,
+            spent_usd=spent,
+            outcomes=[],
+        )
 
     async def _claim(self, plan: Plan) -> Claim | None:
         """A free standby of the pool's shape, claimed and its lease kept alive, when the pool
@@ -551,6 +600,7 @@ class PoolRunner:
                     job.settle(error=CallCancelledError(f"pool {self.pool.name} was shut down"))
             if machine.run is not None:
                 runtime.live.forget(plan.app, machine.run.id)
+                await machine.run.settle()
 
     async def _create(self, machine: Machine, plan: Plan, claim: Claim | None) -> MachineRun | None:
         """Create the machine with its slots' calls (or start the standby of ``claim`` with
@@ -563,13 +613,22 @@ class PoolRunner:
             deadline = _attempt(held[0]).deadline
             if claim is not None:
                 run = await MachineRun.start_claimed(
-                    self.runtime, plan, claim, payload, deadline, pulls=True
+                    self.runtime, plan, claim, payload, deadline, pulls=True, ledger=self.ledger
                 )
             else:
                 run = await MachineRun.create(
-                    self.runtime, plan, name, payload, deadline, pulls=True, paced=True
+                    self.runtime,
+                    plan,
+                    name,
+                    payload,
+                    deadline,
+                    pulls=True,
+                    paced=True,
+                    ledger=self.ledger,
                 )
         except Exception as exc:
+            if self._budget is not None:
+                self._budget.release()
             if claim is not None:
                 await claim.release()  # never started (or already given back)
             for slot in machine.slots:
@@ -579,7 +638,10 @@ class PoolRunner:
                     self._attempt_failed(job, exc)
             return None
         machine.run = run
+        if self._budget is not None and run.cost is not None:
+            self._budget.created(run.cost)
         for job in held:
+            _busy(job, run)
             self._started(job, run.id, created_now=True)
         return run
 
@@ -606,6 +668,9 @@ class PoolRunner:
         the next call handed to the slot, if any."""
         attempt = _attempt(job)
         body = await run.result(attempt, shared=functools.partial(self._timed_out, slot))
+        if job.share is not None:
+            job.share.end(failed=not isinstance(body, bytes))
+            job.share = None
         slot.job = None
         if slot.lingering is not None:
             await slot.lingering.close()  # it answered after its sleep: it has its call
@@ -638,15 +703,22 @@ class PoolRunner:
 
     async def _next(self, slot: Slot, attempt: Attempt) -> Job | None:
         """Answer the held delivery (``attempt``'s) with the slot's next call, or with no more
-        work (or hold it while the machine sleeps)."""
+        work (or hold it while the machine sleeps); no more work when another call, or the wait
+        for one, could cross the budget."""
         machine = slot.machine
         slot.waking = False
         if machine.suspending:
             if not (self._queue and not machine.suspended):
                 return await self._sleep(slot, attempt)
             self._wake(machine)  # a call came as it was going to sleep: it stays up
-        job = await self._next_job(slot)
-        if job is None and self._keeps(slot):
+        budget = self._budget
+        affordable = budget is None or (
+            machine.run is not None
+            and machine.run.cost is not None
+            and budget.more(machine.run.cost)
+        )
+        job = await self._next_job(slot) if affordable else None
+        if job is None and affordable and self._keeps(slot):
             job = self._keep_warm_job()
         if job is None and self._suspends(slot):
             if all(other in self._parked for other in machine.slots if other is not slot):
@@ -663,6 +735,7 @@ class PoolRunner:
         wait_s = SUSPENDED_WAIT_S if machine.suspending and job.state is None else None
         self._hand(job, slot, creating=False, wait_s=wait_s)
         assert machine.run is not None  # it delivered
+        _busy(job, machine.run)
         self._started(job, machine.run.id, created_now=False)
         attempt.ticket.reply(self._payload(job, wait_s=wait_s))
         await attempt.close()
@@ -705,6 +778,27 @@ class PoolRunner:
             machine.scope.cancel()
         with anyio.move_on_after(_SHUTDOWN_WAIT_S):
             await self._all_gone.wait()
+
+
+def _busy(job: Job, run: MachineRun) -> None:
+    """A call of the application is on ``run``'s machine from now: its time there is busy."""
+    if job.state is not None and run.cost is not None:
+        job.share = run.cost.share()
+
+
+def pool_ledger(pool: Pool) -> dict[str, float]:
+    """What the pool's machines have cost since it (last) started; see `Pool.ledger`."""
+    runner = pool._runner
+    if not isinstance(runner, PoolRunner):
+        return {"machines": 0, "cost_usd": 0.0, "busy_s": 0.0, "idle_s": 0.0, "wasted_usd": 0.0}
+    ledger = runner.ledger
+    return {
+        "machines": len(ledger.machines),
+        "cost_usd": ledger.usd,
+        "busy_s": ledger.busy_s,
+        "idle_s": ledger.idle_s,
+        "wasted_usd": ledger.wasted_usd,
+    }
 
 
 def _attempt(job: Job) -> Attempt:

@@ -11,6 +11,7 @@ import anyio
 from .._calls.attempt import Attempt, MachineRun
 from .._calls.handle import CallState
 from .._calls.plan import Plan
+from .._cost.ledger import Share
 
 __all__ = ("Job", "Machine", "Slot")
 
@@ -26,6 +27,7 @@ class Job:
         "done",
         "error",
         "plan",
+        "share",
         "slot",
         "state",
         "value",
@@ -44,6 +46,9 @@ class Job:
         self.slot: Slot | None = None
         #: the attempt handed out last (its clocks, its ticket)
         self.attempt: Attempt | None = None
+        #: the part of its machine's cost of the attempt running now (calls of the
+        #: application only: a keep-warm call's time is the pool's idle time)
+        self.share: Share | None = None
 
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         if not self.done.is_set():

@@ -2,7 +2,8 @@
 
 Owns: `channel` (the result-channel protocol and the choice of inbox or store), `inbox` (the
 signed HTTP inbox this process serves), `store` (the object store: presigned results,
-spilled arguments, detached calls' records), `s3_list` (listing keys obstore refuses),
+spilled arguments, detached calls' records), `chunks` (a store-mode batch machine's
+chunk objects), `s3_list` (listing keys obstore refuses),
 `local_api` (the result key of a Machines API on this host).
 
 May import: `flyjobs._wire`, `flyjobs._aio`, `flyjobs._settings`, `flyjobs._exceptions`,

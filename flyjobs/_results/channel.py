@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import anyio
 
 from .._exceptions import ConfigError, SerializationError, TransportError
+from .._wire.chunk import open_bundle
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.result_envelope import decode_result
 from .._wire.seal import open_result, ticket_id
 
 if TYPE_CHECKING:
     from .._settings import Settings
+    from .chunks import ChunkFeed
     from .inbox import ResultInbox
     from .store import Store
 
@@ -150,6 +152,42 @@ class Channel:
     def pulls(self) -> bool:
         """Machines can pull their next input with a delivery (the inbox answers it)."""
         return self.mode == "inbox"
+
+    @property
+    def feeds(self) -> bool:
+        """Machines that cannot pull read their next inputs from the store instead, in chunks
+        sealed with the result key (see `chunk_feed`)."""
+        return self.mode == "store" and self.store is not None and bool(self.result_key)
+
+    def chunk_feed(self, name: str) -> ChunkFeed:
+        """The chunk objects of the machine ``name`` (only where `feeds`)."""
+        from .chunks import ChunkFeed  # lazy: it loads the store's module, a store's only
+
+        assert self.store is not None and self.result_key  # callers check `feeds`
+        return ChunkFeed(self.store, name, self.result_key)
+
+    async def delivered(self, call_id_prefix: str) -> set[str]:
+        """The ids of the calls starting with ``call_id_prefix`` whose result objects are in
+        the store now: one listing, for looking at many results at once (only where `feeds`).
+
+        :raises TransportError: the store could not be listed.
+        """
+        assert self.store is not None  # callers check `feeds`
+        # Listed by folder: S3 clients match a prefix segment by segment.
+        found = await self.store.list(result_key(""))
+        ids = (info.key.removeprefix(result_key("")) for info in found)
+        return {call_id for call_id in ids if call_id.startswith(call_id_prefix)}
+
+    def bundled(self, call_id: str) -> bool:
+        """The result of ``call_id`` came in another's bundle and waits for its ticket (see
+        `flyjobs._wire.chunk`): looking for it reads no object."""
+        return self.store is not None and call_id in self.store.bundled
+
+    async def discard_results(self, call_ids: list[str]) -> None:
+        """Delete the result objects of ``call_ids`` in one request (errors are logged by the
+        store; shielded, bounded in time; only where `feeds`)."""
+        if call_ids and self.store is not None:
+            await self.store.discard([result_key(call_id) for call_id in call_ids])
 
     @property
     def spills(self) -> bool:
@@ -363,15 +401,35 @@ class StoreTicket:
         """
         if self._body is not None:
             return True
+        bundled = self._store.bundled.pop(self.call_id, None)
+        if bundled is not None and self._accept(bundled):
+            return True
         body = await self._store.get(self.key)
         if body is None:
             return False
+        bundle = open_bundle(body)
+        if bundle is not None:
+            # A batch machine's results of quick calls, delivered together at the last one's
+            # key: each other result waits here for its own ticket (and its checks).
+            mine = bundle.pop(self.call_id, None)
+            self._store.bundled.update(bundle)
+            if mine is None:
+                self.spoiled = "it is a bundle of results without this call's"
+                logger.warning("ignored the object %s: %s", self.key, self.spoiled)
+                return False
+            body = mine
+        return self._accept(body)
+
+    def _accept(self, sealed: bytes) -> bool:
+        """Take ``sealed`` as the result if it is sealed for this ticket and for this call."""
+        body = sealed
         if self._seal_key is not None:
-            body = open_result(self._seal_key, body, ticket=self.ticket_id)
-            if body is None:
+            opened = open_result(self._seal_key, sealed, ticket=self.ticket_id)
+            if opened is None:
                 self.spoiled = "it is not sealed with the result key for this call"
                 logger.warning("ignored the object %s: %s", self.key, self.spoiled)
                 return False
+            body = opened
         try:
             envelope = decode_result(body)
         except SerializationError as exc:
@@ -422,6 +480,7 @@ class StoreTicket:
     async def aclose(self) -> None:
         """Forget the ticket: delete its object unless `keep` was called (errors are logged: a
         lifecycle rule or ``flyjobs gc`` removes what is left)."""
+        self._store.bundled.pop(self.call_id, None)
         if not self._keep:
             await self._store.discard(self.key)
 

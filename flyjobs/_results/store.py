@@ -16,6 +16,7 @@ Object layout under the store's prefix::
     args/<call_id>        arguments over the inline limit, read by the worker through one
     calls/<call_id>       what `Call.from_id` needs to find a detached call again
     batches/<name>/<key>  a resumable batch's journal, one finished input per object
+    chunks/<machine>/<n>  a store-mode batch machine's next inputs (`flyjobs._results.chunks`)
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ DEFAULT_PREFIX = "flyjobs"
 #: Batch journals (``batches/``) are never stale: ``flyjobs batch rm`` removes them.
 STALE_OBJECT_AGE_S = 7 * 24 * 3600.0
 #: The key prefixes of a call's own objects (see the module docstring).
-CALL_PREFIXES = ("results", "args", "calls")
+CALL_PREFIXES = ("results", "args", "calls", "chunks")
 #: Seconds one store request may take before it counts as failed.
 _REQUEST_TIMEOUT_S = 60.0
 #: Seconds a clean-up delete may take when a call ends.
@@ -165,6 +166,9 @@ class Store:
             ) from None
 
         self.config = config
+        #: results that came in another call's bundle (`flyjobs._wire.chunk`), by call id,
+        #: until their tickets take them (each still checked by its own ticket)
+        self.bundled: dict[str, bytes] = {}
         self._s3: S3Store = S3Store(
             config.bucket,
             prefix=config.prefix or None,

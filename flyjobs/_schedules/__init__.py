@@ -6,7 +6,6 @@ removing one), `health` (late and missed ticks, consecutive failures: ``schedule
 ``schedule check``). The runs themselves are `flyjobs._machine_side.scheduled_run`'s.
 
 May import: `flyjobs._calls` (plan, machine config, runtime, dispatch for ``schedule run``),
-`_declare` (its cron ticks tell the next run due), `_code` (a deployed bundle), `_output`,
-`_wire`, `_exceptions`,
-`flyjobs.machines`.
+`_declare` (its cron ticks tell the next run due), `_code` (a deployed bundle), `_cost` (what
+runs cost), `_output`, `_wire`, `_exceptions`, `flyjobs.machines`.
 """

@@ -20,6 +20,8 @@ from typing import Any
 from .._calls.dispatch import spawn_encoded
 from .._calls.runtime import get_runtime
 from .._code.bundle import Bundle
+from .._cost.ledger import scheduled_costs
+from .._cost.prices import PriceTable
 from .._declare.options import CallOptions
 from .._declare.schedule import cron_ticks
 from .._exceptions import APIError, ConfigError, SerializationError, TransportError
@@ -92,6 +94,9 @@ class ScheduleStatus:
         still hold), with its traceback when recorded; None if none failed.
     :ivar health: its cadence, last run, late and missed ticks and consecutive failures
         (`flyjobs._schedules.health`); None when its machine carries no readable schedule.
+    :ivar run_cost_usd: USD a run costs, from its machine's start and exit events (see
+        `flyjobs._cost.ledger.scheduled_costs`); None before a run or without prices.
+    :ivar month_cost_usd: USD per month (30 days) at its cadence.
     """
 
     name: str
@@ -103,6 +108,8 @@ class ScheduleStatus:
     next_due: float | None = None
     last_failure: Run | None = None
     health: Health | None = None
+    run_cost_usd: float | None = None
+    month_cost_usd: float | None = None
 
 
 def find(machines: list[Machine], name: str, *, app: str = "") -> tuple[str, Machine]:
@@ -135,11 +142,13 @@ async def statuses(
     runs: int = 5,
     now: float | None = None,
     grace_s: float | None = None,
+    prices: PriceTable | None = None,
 ) -> list[ScheduleStatus]:
     """Every scheduled function of the app deployed by flyjobs (its machine sealed with the
     result key ``key``) with its last ``runs`` runs, oldest first, and its health at ``now``
     (unix s on the schedules' clock; default `flyjobs._schedules.health.schedule_now`) with a
-    grace period of ``grace_s`` seconds (default: a tenth of its cadence, at least 60 s)."""
+    grace period of ``grace_s`` seconds (default: a tenth of its cadence, at least 60 s); with
+    ``prices``, what a run and a month cost."""
     now = schedule_now() if now is None else now
     result = []
     for ref, machine in sorted(iter_refs(await scheduled_machines(client, app, key))):
@@ -160,7 +169,21 @@ async def statuses(
                 health=_health(full, history, now, grace_s),
             )
         )
+        if prices is not None:
+            result[-1].run_cost_usd, result[-1].month_cost_usd = scheduled_costs(
+                full, prices, runs_per_month=_runs_per_month(full)
+            )
     return result
+
+
+def _runs_per_month(machine: Machine) -> float | None:
+    """Runs in 30 days at the machine's Fly schedule (hourly, daily...); None for a cron
+    resident, which stays started all month and runs its ticks itself."""
+    config = machine.config
+    interval = SCHEDULE_INTERVALS_S.get(config.schedule or "") if config else None
+    if interval:
+        return 30 * 86400.0 / interval
+    return None
 
 
 def _health(

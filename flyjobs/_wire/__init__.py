@@ -2,7 +2,8 @@
 
 Owns: `codec` (values, with msgpack extension types, and class references), `framing` (what
 every envelope shares: version, fields, pickle), `call_envelope` (a call as it travels to a
-machine), `result_envelope` (its value or exception as it travels back), `remote_errors`
+machine), `chunk` (a store-mode batch machine's next chunk of calls),
+`result_envelope` (its value or exception as it travels back), `remote_errors`
 (exceptions captured on a machine and rebuilt here), `reference` (a function's
 ``module:qualname``), and the rules both sides read: `machine` (what a flyjobs machine is: the
 worker command, the payload's path, reserved environment names, waits, exit codes), `seal` (the

@@ -16,6 +16,9 @@ any class named in the arguments is imported::
                                   # next call (absent: false)
      "then": [bytes],             # call envelopes the machine runs after this one, in order (a
                                   # fixed slice of a batch, over the object store; absent: [])
+     "chunk_url": str,            # after this call and `then`: a presigned GET of the object
+                                  # holding the machine's next chunk of calls (a store-mode
+                                  # batch machine, `flyjobs._wire.chunk`; absent: none)
      "concurrent": [bytes],       # with pulls: call envelopes the machine runs at the same time
                                   # as this one, each starting a pull loop of its own (a warm
                                   # pool's max_concurrency; absent: [], one loop)
@@ -80,6 +83,8 @@ class CallEnvelope:
         (see `take_arguments`).
     :ivar then: encoded call envelopes to run after this one, in order (a batch machine's fixed
         slice of inputs when results go through the object store and it cannot pull).
+    :ivar chunk_url: where to GET the machine's next chunk of calls once this call and
+        `then` have run (see `flyjobs._wire.chunk`); None: no more after them.
     :ivar concurrent: encoded call envelopes to run at the same time as this one, each the
         first call of a pull loop of its own (the further slots of a warm pool's machine with
         ``max_concurrency`` > 1).
@@ -98,6 +103,7 @@ class CallEnvelope:
         "pulls",
         "batch_id",
         "call_id",
+        "chunk_url",
         "code",
         "concurrent",
         "deadline",
@@ -131,9 +137,11 @@ class CallEnvelope:
         concurrent: list[bytes] | None = None,
         code: dict[str, Any] | None = None,
         traceparent: str | None = None,
+        chunk_url: str | None = None,
     ) -> None:
         self.code = code
         self.traceparent = traceparent
+        self.chunk_url = chunk_url
         self.pulls = pulls
         self.then = then or []
         self.concurrent = concurrent or []
@@ -258,6 +266,7 @@ def encode_call(
     concurrent: Sequence[bytes] = (),
     code: Mapping[str, Any] | None = None,
     traceparent: str | None = None,
+    chunk_url: str | None = None,
 ) -> bytes:
     """Encode a call into the payload a machine's worker reads.
 
@@ -274,6 +283,8 @@ def encode_call(
     :param idle_s: with ``pulls``, seconds the answer to that delivery may be held.
     :param concurrent: with ``pulls``, encoded calls the machine runs at the same time as this
         one, each in a pull loop of its own.
+    :param chunk_url: the presigned GET of the machine's next chunk of calls, read once this
+        call and ``then`` have run (see `flyjobs._wire.chunk`).
     :param arguments_url: a URL the worker GETs the encoded arguments from instead: the
         envelope then carries their digest (`arguments_digest`) in place of them.
     :param schedule: makes a scheduled function's payload (see the module docstring).
@@ -307,6 +318,8 @@ def encode_call(
         envelope["arguments_digest"] = digest
     if concurrent:
         envelope["concurrent"] = list(concurrent)
+    if chunk_url:
+        envelope["chunk_url"] = chunk_url
     if schedule is not None:
         envelope["schedule"] = dict(schedule)
     if code is not None:
@@ -343,6 +356,7 @@ def decode_call(data: bytes) -> CallEnvelope:
         idle_s=_idle_s(envelope.get("idle_s", NEXT_INPUT_WAIT_S)),
         code=_code(envelope.get("code")),
         traceparent=field(envelope, "traceparent", (str, type(None))),
+        chunk_url=field(envelope, "chunk_url", (str, type(None))),
     )
 
 

@@ -74,3 +74,27 @@ def pickle_shaped(marker: str) -> dict[int, object]:
     opcodes = f"cbuiltins\nopen\n(S'{marker}'\nS'w'\ntR."
     assert len(opcodes) <= 160, "the marker's path is too long for the string"
     return {2: opcodes.ljust(140), **{k: k for k in range(3, 14)}}
+
+
+@flyjobs.remote(timeout_s=60, retries=1)
+def crash_once_at(x: int, at: int, ledger: str, marker: str, go: str) -> int:
+    """Append `x` to `ledger` (the tests count runs); at input `at`, the first time (no
+    `marker` yet), wait until `go` exists (the test has the results before it), then end the
+    machine instead of returning."""
+    with open(ledger, "a") as f:
+        f.write(f"{x}\n")
+    if x == at and not os.path.exists(marker):
+        for _ in range(6000):  # bounded: a minute
+            if os.path.exists(go):
+                break
+            time.sleep(0.01)
+        open(marker, "w").close()
+        os._exit(3)
+    return x
+
+
+@flyjobs.remote(timeout_s=60)
+def touch(path: str) -> str:
+    """Create `path`: a call that must never run in the tests that use it."""
+    open(path, "w").close()
+    return path

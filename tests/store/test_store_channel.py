@@ -55,7 +55,9 @@ def test_a_batch_journal_lives_in_the_store(fly_store: str, tmp_path: Path) -> N
     ledger = tmp_path / "ledger.txt"
     inputs = [(x, str(ledger)) for x in range(4)]
     assert list(funcs.counted_square.starmap(inputs, batch="in-store")) == [0, 1, 4, 9]
-    assert len(objects(fly_store, "batches/in-store")) == 4
+    # One record per input, and what the batch's runs spent (not an input).
+    keys = sorted(info.key.rsplit("/", 1)[-1] for info in objects(fly_store, "batches/in-store"))
+    assert len(keys) == 5 and "spent_usd" in keys
     assert not (tmp_path / ".flyjobs").exists()
     listed = CliRunner().invoke(cli, ["batch", "ls"])
     assert listed.output.startswith("in-store\t4 finished"), listed.output
