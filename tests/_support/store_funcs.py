@@ -45,6 +45,14 @@ def slow_square(x: int, seconds: float) -> int:
 
 
 @flyjobs.remote(timeout_s=60)
+def square_when(x: int, release: str) -> int:
+    """Square `x` once the file `release` exists (the test says when; the timeout bounds it)."""
+    while not os.path.exists(release):
+        time.sleep(0.02)
+    return x * x
+
+
+@flyjobs.remote(timeout_s=60)
 def counted_square(x: int, ledger: str, seconds: float = 0.0) -> int:
     """Append one line to `ledger` per run (the tests count runs), then square `x`."""
     with open(ledger, "a") as f:

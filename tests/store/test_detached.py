@@ -23,15 +23,19 @@ from flyjobs._results.store import Store, StoreConfig
 SUPPORT = Path(__file__).resolve().parent.parent / "_support"
 
 SPAWNER = """
-import store_funcs
-call = store_funcs.slow_square.spawn_detached(7, 2.0)
+import sys, store_funcs
+call = store_funcs.square_when.spawn_detached(7, sys.argv[1])
 print(call.id, flush=True)  # and exit at once
 """
 
+# The function runs until the reader has seen it running (the release file), however slowly
+# the processes start.
 READER = """
-import sys, flyjobs
+import pathlib, sys, flyjobs
 call = flyjobs.Call.from_id(sys.argv[1])
-print(call.status.value, call.result(timeout_s=60), call.status.value, flush=True)
+seen = call.status.value
+pathlib.Path(sys.argv[2]).touch()
+print(seen, call.result(timeout_s=60), call.status.value, flush=True)
 """
 
 
@@ -49,13 +53,16 @@ def _python(script: str, *args: str) -> str:
     return done.stdout.strip()
 
 
-def test_from_id_in_a_second_process_after_the_spawner_exited(fly_store: str) -> None:
-    call_id = _python(SPAWNER)
+def test_from_id_in_a_second_process_after_the_spawner_exited(
+    fly_store: str, tmp_path: Path
+) -> None:
+    release = str(tmp_path / "release")
+    call_id = _python(SPAWNER, release)
     # The spawner is gone; its machine is not, and `flyjobs gc` leaves it to its deadline.
     assert len(live_machines()) == 1
     runtime = get_runtime()
     assert runtime.portal.call(lambda: collect_strays(runtime.client, APP, dry_run=True)) == []
-    assert _python(READER, call_id) == "running 49 succeeded"
+    assert _python(READER, call_id, release) == "running 49 succeeded"
     # The result was read once and deleted; the call's record stays, saying so.
     assert [info.key for info in objects(fly_store)] == [f"calls/{call_id}"]
     again = flyjobs.Call.from_id(call_id)
