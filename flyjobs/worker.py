@@ -351,7 +351,9 @@ class _Worker:
         code, its error delivered."""
         sys.path[:0] = [entry for entry in call.sys_path if entry not in sys.path]
         if call.code is not None and not self._take_code(slot, call):
-            return None, EXIT_BAD_PAYLOAD
+            # A bundle refused because this machine's key is not the caller's (its result,
+            # sealed with it, was refused too) is a key to fix, not code to distrust.
+            return None, EXIT_RESULT_REFUSED if slot.refused else EXIT_BAD_PAYLOAD
         try:
             return self._function(call.fn, slot.timings), EXIT_OK
         except (Exception, SystemExit) as failure:

@@ -432,7 +432,8 @@ CATCHING_UP = """
     import pathlib
     import flyjobs
 
-    RUNS = pathlib.Path(__file__).with_name("caught-up-runs")
+    # The test's folder (the module itself runs from its code bundle on the machine).
+    RUNS = pathlib.Path({runs!r})
 
     @flyjobs.remote(schedule=flyjobs.Cron("0 */8 * * *", catch_up="latest"), alert_url={url!r})
     def eight() -> str:
@@ -447,7 +448,8 @@ CATCHING_UP = """
 def test_catch_up_latest_runs_the_tick_missed_while_down_once(
     clocked: ClockedDeployment, receiver: Receiver
 ) -> None:
-    clocked.write("catching.py", CATCHING_UP.format(url=receiver.url))
+    runs_file = str(clocked.folder / "caught-up-runs")
+    clocked.write("catching.py", CATCHING_UP.format(url=receiver.url, runs=runs_file))
     clocked.cli("deploy", "catching.py")
     resident = clocked.only_machine()
     first = clocked.runs_until("eight", lambda runs: any(r["status"] == "ok" for r in runs))
@@ -480,7 +482,8 @@ def test_a_resident_killed_across_ticks_alerts_the_miss_once_and_catches_up_the_
     clocked = clocked_deployment(
         make_emulator, tmp_path, restart_backoff_s=18.0, restart_backoff_max_s=18.0
     )
-    clocked.write("catching.py", CATCHING_UP.format(url=receiver.url))
+    runs_file = str(clocked.folder / "caught-up-runs")
+    clocked.write("catching.py", CATCHING_UP.format(url=receiver.url, runs=runs_file))
     clocked.cli("deploy", "catching.py")
     resident = clocked.only_machine()
     clocked.runs_until("eight", lambda runs: any(r["status"] == "ok" for r in runs))
