@@ -1,5 +1,5 @@
-"""The map is true: the README's Layout table names every package and module of flyjobs, and
-each private package's docstring says what it owns and what it may import."""
+"""The map is true: the Layout table of docs/architecture.md names every package and module of
+flyjobs, and each private package's docstring says what it owns and what it may import."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ PUBLIC_PACKAGES = ("machines", "emulator")  # they document their own private mo
 
 def _layout() -> dict[str, set[str]]:
     """Each path the Layout table starts a row with, and the module names the row gives."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "architecture.md").read_text()
     table = text[text.index("\n## Layout\n") :]
     rows: dict[str, set[str]] = {}
     for line in table.splitlines():
