@@ -4,8 +4,10 @@ docs/**/*.md, so a renamed option breaks a test, not a reader.
 A Python block runs as a script (``python example.py``, or ``pytest`` when its first line names a
 ``# test_*.py`` file) in a temporary project of its own, on the embedded emulator: no Fly
 variable reaches it. When the block is followed by ``prints`` and a ``text`` block, its output
-must be that. A shell block runs when each of its commands is a ``flyjobs`` command, from the
-repository's root, on the embedded emulator. A block that cannot run here (it needs Fly, a
+must be that. A shell block runs when each of its commands is a ``flyjobs`` command, in Fly mode
+against a fresh emulator served by this test (an app, its result key, an image name: what a reader
+sets for Fly), from a temporary project holding the page's last Python block as ``jobs.py`` and
+the repository's ``examples/``. A block that cannot run here (it needs Fly, a
 bucket, a server left running, or is a fragment of your own code) says so in an HTML comment
 right before it: ``<!-- no-test: why -->``; any other block fails this test until it runs or is
 marked.
@@ -17,10 +19,14 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+
+from flyjobs.emulator import RunningEmulator
 
 ROOT = Path(__file__).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -39,6 +45,7 @@ class Block:
     code: str
     skip: str | None  # the reason given in a no-test comment
     prints: str | None  # the output the page shows for it
+    jobs: str | None  # the page's last Python block before it (a shell block's jobs.py)
 
     @property
     def id(self) -> str:
@@ -64,7 +71,8 @@ def _fences(lines: list[str]) -> list[tuple[int, int, str]]:
 def _blocks(page: Path) -> list[Block]:
     lines = page.read_text().splitlines()
     fences = _fences(lines)
-    blocks = []
+    blocks: list[Block] = []
+    jobs = None
     for number, (start, end, lang) in enumerate(fences):
         if lang not in RUN_LANGUAGES:
             continue
@@ -76,24 +84,44 @@ def _blocks(page: Path) -> list[Block]:
         between = [line.strip() for line in lines[end + 1 : following[0]]] if following else []
         if following and following[2] == "text" and [s for s in between if s] == ["prints"]:
             prints = "\n".join(lines[following[0] + 1 : following[1]]) + "\n"
-        blocks.append(
-            Block(page, start + 1, lang, code, mark["why"] if mark else None, prints),
-        )
+        why = mark["why"] if mark else None
+        blocks.append(Block(page, start + 1, lang, code, why, prints, jobs))
+        if lang == "python":
+            jobs = code
     return blocks
 
 
 BLOCKS = [block for page in PAGES for block in _blocks(page)]
 
 
-def _environment() -> dict[str, str]:
+def _environment(**fly: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name not in FLY_ENV}
     env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return env | fly
 
 
-def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=240
+def _run(
+    command: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = env if env is not None else _environment()
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def _fly_mode(emulator: RunningEmulator) -> dict[str, str]:
+    """The environment of a reader set up for Fly, pointed at ``emulator``."""
+    app, key = "docs-examples", "docs-result-key-0123456789abcdef"
+    headers = {"Authorization": f"Bearer {emulator.token}"}
+    with httpx.Client(base_url=emulator.url, headers=headers) as http:
+        http.post("/v1/apps", json={"app_name": app, "org_slug": "personal"}).raise_for_status()
+        secret = {"value": key}
+        http.post(f"/v1/apps/{app}/secrets/FLYJOBS_RESULT_KEY", json=secret).raise_for_status()
+    return _environment(
+        FLY_API_TOKEN=emulator.token,
+        FLY_API_HOSTNAME=emulator.url,
+        FLY_APP=app,
+        FLYJOBS_IMAGE=f"registry.fly.io/{app}:latest",
+        FLYJOBS_INBOX_HOST="127.0.0.1",
+        FLYJOBS_RESULT_KEY=key,
     )
 
 
@@ -111,7 +139,9 @@ def _run_python(block: Block, project: Path) -> subprocess.CompletedProcess[str]
     return _run([sys.executable, script.name], project)
 
 
-def _run_shell(block: Block) -> subprocess.CompletedProcess[str]:
+def _run_shell(
+    block: Block, project: Path, emulator: RunningEmulator
+) -> subprocess.CompletedProcess[str]:
     commands = [
         line for line in block.code.splitlines() if line.strip() and not line.startswith("#")
     ]
@@ -121,18 +151,29 @@ def _run_shell(block: Block) -> subprocess.CompletedProcess[str]:
             f"{block.id}: only `flyjobs ...` commands run here; mark the block "
             "<!-- no-test: why --> if it cannot run on the embedded emulator"
         )
-    bin_dir = Path(sys.executable).parent
-    script = "set -e\n" + "\n".join(f"{bin_dir}/{command}" for command in commands) + "\n"
-    return _run(["bash", "-c", script], ROOT)
+    script = "set -e\n" + "\n".join(commands) + "\n"
+    (project / "pyproject.toml").write_text('[project]\nname = "docs-example"\nversion = "0"\n')
+    (project / "examples").symlink_to(ROOT / "examples")
+    if block.jobs is not None:
+        (project / "jobs.py").write_text(block.jobs)
+    env = _fly_mode(emulator)
+    # The `flyjobs` of the interpreter running the tests comes first.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return _run(["bash", "-c", script], project, env)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
-def test_example_runs(block: Block, tmp_path: Path) -> None:
+def test_example_runs(
+    block: Block, tmp_path: Path, make_emulator: Callable[..., RunningEmulator]
+) -> None:
     if block.skip is not None:
         pytest.skip(block.skip)
-    done = _run_python(block, tmp_path) if block.lang == "python" else _run_shell(block)
+    if block.lang == "python":
+        done = _run_python(block, tmp_path)
+    else:
+        done = _run_shell(block, tmp_path, make_emulator())
     assert done.returncode == 0, f"{block.id} failed:\n{done.stdout}\n{done.stderr}"
     if block.prints is not None:
         assert done.stdout == block.prints, f"{block.id} printed:\n{done.stdout}"
