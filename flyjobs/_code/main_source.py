@@ -38,47 +38,74 @@ def main_module_source(fn: Any) -> tuple[str, str]:
     :raises SerializationError: ``fn`` (or a function of the session it uses) has no source
         to read, is a closure, or uses a global that cannot be rebuilt from source.
     """
-    namespace = vars(sys.modules["__main__"])
-    header: dict[str, str] = {}
-    bodies: list[str] = []
-    _add_function(fn, fn.__qualname__, namespace, header, bodies, seen=set())
-    source = "".join(f"{line}\n" for line in header.values()) + "\n\n" + "\n\n".join(bodies)
+    module = _SessionModule(fn.__qualname__, vars(sys.modules["__main__"]))
+    module.add_function(fn)
+    header = "".join(f"{line}\n" for line in module.header.values())
+    source = header + "\n\n" + "\n\n".join(module.bodies)
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     return f"flyjobs_main_{digest}", source
 
 
-def _add_function(
-    fn: Any,
-    where: str,
-    namespace: dict[str, Any],
-    header: dict[str, str],
-    bodies: list[str],
-    seen: set[str],
-) -> None:
-    name = fn.__name__
-    if name in seen:
-        return
-    seen.add(name)
-    if fn.__closure__:
+class _SessionModule:
+    """The module being written for the function named ``where``: its header lines (imports
+    and constants, by the global's name) and function bodies, gathered from ``namespace``."""
+
+    def __init__(self, where: str, namespace: dict[str, Any]) -> None:
+        self.where = where
+        self.namespace = namespace
+        self.header: dict[str, str] = {}
+        self.bodies: list[str] = []
+        self._seen: set[str] = set()
+
+    def add_function(self, fn: Any) -> None:
+        name = fn.__name__
+        if name in self._seen:
+            return
+        self._seen.add(name)
+        if fn.__closure__:
+            raise SerializationError(
+                f"{self.where} closes over variables of an enclosing function, which cannot"
+                " travel with its source; pass them as arguments"
+            )
+        try:
+            text = textwrap.dedent(inspect.getsource(fn))
+        except (OSError, TypeError):
+            raise SerializationError(
+                f"{self.where}: the source of {name} cannot be read in this session, so it cannot"
+                " ship; move it into a module (.py file) and import it from there"
+            ) from None
+        tree = ast.parse(text)
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                node.decorator_list = []  # the decorator (`@flyjobs.remote`) is the caller's
+        self.bodies.append(ast.unparse(tree))
+        for global_name in sorted(_global_names(fn.__code__)):
+            if global_name in self.namespace:
+                self._add_global(global_name, self.namespace[global_name])
+
+    def _add_global(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType):
+            self.header[name] = f"import {value.__name__} as {name}"
+            return
+        wrapped = getattr(value, "__wrapped__", value)
+        module = getattr(wrapped, "__module__", None)
+        qualname = getattr(wrapped, "__qualname__", "")
+        if isinstance(wrapped, types.FunctionType) and module == "__main__":
+            self.add_function(wrapped)
+            return
+        if module and module != "__main__" and qualname and "." not in qualname:
+            if callable(value) and qualname == getattr(value, "__name__", qualname):
+                self.header[name] = f"from {module} import {qualname} as {name}"
+                return
+        if _constant(value):
+            self.header[name] = f"{name} = {value!r}"
+            return
+        kind = type(value).__name__
         raise SerializationError(
-            f"{where} closes over variables of an enclosing function, which cannot travel with"
-            " its source; pass them as arguments"
+            f"{self.where} uses {name!r}, a {kind} of this session, which cannot be rebuilt on a"
+            " machine from source; pass it as an argument, or define it in a module (.py file)"
+            " and import it from there"
         )
-    try:
-        text = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        raise SerializationError(
-            f"{where}: the source of {name} cannot be read in this session, so it cannot ship;"
-            " move it into a module (.py file) and import it from there"
-        ) from None
-    tree = ast.parse(text)
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            node.decorator_list = []  # the decorator (`@flyjobs.remote`) is the caller's
-    bodies.append(ast.unparse(tree))
-    for global_name in sorted(_global_names(fn.__code__)):
-        if global_name in namespace:
-            _add_global(global_name, namespace[global_name], where, namespace, header, bodies, seen)
 
 
 def _global_names(code: types.CodeType) -> set[str]:
@@ -87,39 +114,6 @@ def _global_names(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             names |= _global_names(const)
     return names
-
-
-def _add_global(
-    name: str,
-    value: Any,
-    where: str,
-    namespace: dict[str, Any],
-    header: dict[str, str],
-    bodies: list[str],
-    seen: set[str],
-) -> None:
-    if isinstance(value, types.ModuleType):
-        header[name] = f"import {value.__name__} as {name}"
-        return
-    wrapped = getattr(value, "__wrapped__", value)
-    module = getattr(wrapped, "__module__", None)
-    qualname = getattr(wrapped, "__qualname__", "")
-    if isinstance(wrapped, types.FunctionType) and module == "__main__":
-        _add_function(wrapped, where, namespace, header, bodies, seen)
-        return
-    if module and module != "__main__" and qualname and "." not in qualname:
-        if callable(value) and qualname == getattr(value, "__name__", qualname):
-            header[name] = f"from {module} import {qualname} as {name}"
-            return
-    if _constant(value):
-        header[name] = f"{name} = {value!r}"
-        return
-    kind = type(value).__name__
-    raise SerializationError(
-        f"{where} uses {name!r}, a {kind} of this session, which cannot be rebuilt on a machine"
-        " from source; pass it as an argument, or define it in a module (.py file) and import"
-        " it from there"
-    )
 
 
 def _constant(value: Any) -> bool:
