@@ -370,14 +370,8 @@ class PoolRunner:
         try:
             await self.runtime.client.suspend_machine(self._plan.app, machine.run.id)
         except (APIError, TransportError) as exc:
-            logger.warning(
-                "pool %s: machine %s could not be suspended (%s); it exits instead",
-                self.pool.name,
-                machine.run.id,
-                exc,
-            )
             machine.suspended = False
-            self._drain(machine)
+            self._drain_failed(machine, "could not be suspended", exc, "it exits instead")
         finally:
             machine.rested.set()
 
@@ -391,19 +385,22 @@ class PoolRunner:
         try:
             await self.runtime.client.start_machine(self._plan.app, machine.run.id)
         except (APIError, TransportError) as exc:
-            logger.warning(
-                "pool %s: machine %s could not be resumed (%s); it is destroyed",
-                self.pool.name,
-                machine.run.id,
-                exc,
-            )
-            self._drain(machine)
+            self._drain_failed(machine, "could not be resumed", exc, "it is destroyed")
             machine.scope.cancel()
 
     def _keep_warm_job(self) -> Job:
         assert self._plan is not None  # set by the first call or start (_check)
         keep = dataclasses.replace(self._plan, fn_ref=_KEEP_WARM, arg_names=())
         return Job(keep, encode_arguments((), {}), None)
+
+    def _drain_failed(self, machine: Machine, failed: str, exc: Exception, then: str) -> None:
+        """A suspend or resume of ``machine`` ``failed`` with ``exc``: say so (and what ``then``
+        happens to it), and drain it."""
+        assert machine.run is not None
+        logger.warning(
+            "pool %s: machine %s %s (%s); %s", self.pool.name, machine.run.id, failed, exc, then
+        )
+        self._drain(machine)
 
     def _drain(self, machine: Machine) -> None:
         """``machine`` takes no more calls: it leaves the count, and its parked slots end."""
