@@ -458,11 +458,7 @@ class ResultInbox:
             if answering is None:
                 return None
             return await _held_reply(answering)
-        if self._result_key is not None:
-            opened = open_result(self._result_key, body, ticket=ticket_id(ticket.url))
-            if opened is None:
-                raise _Refused(403, RESULT_NOT_SEALED)
-            body = opened
+        body = self._unsealed(ticket, body)
         try:
             envelope = decode_result(body)
         except SerializationError as exc:
@@ -473,6 +469,16 @@ class ResultInbox:
             raise _Refused(404, "the ticket was closed during the delivery", late=True)
         _store(ticket, body)
         return await _held_reply(ticket)
+
+    def _unsealed(self, ticket: Ticket, body: bytes) -> bytes:
+        """``body`` as the worker wrote it, once its seal for ``ticket`` is checked (as it came,
+        with no result key); refused (403) when it is not sealed with the result key."""
+        if self._result_key is None:
+            return body
+        opened = open_result(self._result_key, body, ticket=ticket_id(ticket.url))
+        if opened is None:
+            raise _Refused(403, RESULT_NOT_SEALED)
+        return opened
 
     async def _read_upload(self, ticket: Ticket, receive: _Receive) -> bytes:
         # One upload per ticket is read at a time, the newest: a worker that retries after a
@@ -500,11 +506,7 @@ class ResultInbox:
         skipped and counted late, as a single delivery would be; one whose ticket has its
         result already is skipped.
         """
-        if self._result_key is not None:
-            opened = open_result(self._result_key, body, ticket=ticket_id(ticket.url))
-            if opened is None:
-                raise _Refused(403, RESULT_NOT_SEALED)
-            body = opened
+        body = self._unsealed(ticket, body)
         try:
             bulk = decode_bulk(body)
             results = [(self._entry(url), decode_result(raw), raw) for url, raw in bulk.results]
