@@ -86,15 +86,26 @@ class Claim:
         """Stop the standby (if it runs), restore its resting config, release its lease
         (once; shielded; bounded in time). A failure is logged: the lease then expires by
         itself and ``flyjobs gc`` finishes the job."""
+        await self._end(reset=True)
+
+    async def release(self) -> None:
+        """Give back a claim that was never started: only its lease is released (nothing when
+        it was given back already)."""
+        await self._end(reset=False)
+
+    async def _end(self, *, reset: bool) -> None:
+        """Stop refreshing the lease, `_reset` the standby when ``reset``, release the lease:
+        once, shielded, bounded in time, failures logged."""
         if self._given_back:
             return
         self._given_back = True
         self._scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(_GIVE_BACK_TIMEOUT_S):
-            try:
-                await self._reset()
-            except (APIError, TransportError) as exc:
-                logger.error("standby %s not reset (flyjobs gc will): %s", self.machine_id, exc)
+            if reset:
+                try:
+                    await self._reset()
+                except (APIError, TransportError) as exc:
+                    logger.error("standby %s not reset (flyjobs gc will): %s", self.machine_id, exc)
             try:
                 await self._client.release_lease(self._app, self.machine_id, self.nonce)
             except NotFoundError:
@@ -112,19 +123,6 @@ class Claim:
         )
         if machine.state not in AT_REST:
             await rest(self._client, self._app, self.machine_id, self.nonce)
-
-    async def release(self) -> None:
-        """Give back a claim that was never started: only its lease is released (nothing when
-        it was given back already)."""
-        if self._given_back:
-            return
-        self._given_back = True
-        self._scope.cancel()
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_GIVE_BACK_TIMEOUT_S):
-            try:
-                await self._client.release_lease(self._app, self.machine_id, self.nonce)
-            except (APIError, TransportError) as exc:
-                logger.warning("lease on standby %s not released: %s", self.machine_id, exc)
 
 
 async def rest(client: MachinesClient, app: str, machine_id: str, nonce: str) -> None:
