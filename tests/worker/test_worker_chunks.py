@@ -4,6 +4,7 @@ the calls waiting behind one that runs long, while that one still runs."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -47,19 +48,25 @@ def _value(ticket: Ticket) -> object:
     return decode_result(ticket._body or b"").value(pickle=False)
 
 
-async def test_a_chunk_runs_in_order_and_its_results_come_back_in_one_bulk(
-    machine_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.asynccontextmanager
+async def _chunk_machine(
+    machine_root: Path, monkeypatch: pytest.MonkeyPatch, *, hold: bool
+) -> AsyncIterator[tuple[ResultInbox, Ticket]]:
+    """A real inbox and a worker process whose first call (``c0``) has delivered and waits for
+    its chunk (the first ticket's reply); the worker must have exited ``EXIT_OK`` at the end.
+
+    :param hold: no call is held back by a stall of a loaded box (for the tests that are not
+        about giving back).
+    """
     key = secrets.token_urlsafe(32)
     monkeypatch.setenv(RESULT_KEY_ENV, key)
-    # No call is held back by a stall of a loaded box: this test is not about giving back.
-    monkeypatch.setenv(CHUNK_HOLD_ENV, str(STUCK_S))
+    if hold:
+        monkeypatch.setenv(CHUNK_HOLD_ENV, str(STUCK_S))
+    exit_codes: list[int] = []
     async with ResultInbox(result_key=key) as inbox, anyio.create_task_group() as tg:
         first = inbox.expect("c0", replies=True)
-        chunk = [inbox.expect(f"c{i}", replies=True) for i in range(1, 6)]
         payload = _call("worker_funcs:square", 0, ticket=first)
         (machine_root / PAYLOAD_GUEST_PATH.lstrip("/")).write_bytes(payload)
-        exit_codes: list[int] = []
 
         async def worker() -> None:
             exit_codes.append((await run_worker_process(machine_root)).returncode)
@@ -67,6 +74,16 @@ async def test_a_chunk_runs_in_order_and_its_results_come_back_in_one_bulk(
         tg.start_soon(worker)
         with anyio.fail_after(STUCK_S):
             await first.result()
+        yield inbox, first
+    assert exit_codes == [EXIT_OK]
+
+
+async def test_a_chunk_runs_in_order_and_its_results_come_back_in_one_bulk(
+    machine_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _chunk_machine(machine_root, monkeypatch, hold=True) as (inbox, first):
+        chunk = [inbox.expect(f"c{i}", replies=True) for i in range(1, 6)]
+        with anyio.fail_after(STUCK_S):
             first.reply(
                 encode_chunk(
                     [_call("worker_funcs:square", i, ticket=t) for i, t in enumerate(chunk, 1)]
@@ -76,14 +93,11 @@ async def test_a_chunk_runs_in_order_and_its_results_come_back_in_one_bulk(
         # The bulk stored every result before the last one's (which holds the answer).
         assert [_value(t) for t in chunk] == [1, 4, 9, 16, 25]
         chunk[-1].reply(None)  # no more work: the machine exits
-    assert exit_codes == [EXIT_OK]
 
 
 async def test_calls_behind_one_that_runs_long_are_given_back_while_it_runs(
     machine_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    key = secrets.token_urlsafe(32)
-    monkeypatch.setenv(RESULT_KEY_ENV, key)
     release = tmp_path / "release"
     returned: list[str] = []
     all_returned = anyio.Event()
@@ -93,21 +107,11 @@ async def test_calls_behind_one_that_runs_long_are_given_back_while_it_runs(
         if len(returned) == 2:
             all_returned.set()
 
-    async with ResultInbox(result_key=key) as inbox, anyio.create_task_group() as tg:
-        first = inbox.expect("c0", replies=True)
+    async with _chunk_machine(machine_root, monkeypatch, hold=False) as (inbox, first):
         fast = inbox.expect("fast", replies=True)
         slow = inbox.expect("slow", replies=True)
         behind = [inbox.expect(f"b{i}", replies=True, on_returned=on_returned) for i in (1, 2)]
-        payload = _call("worker_funcs:square", 0, ticket=first)
-        (machine_root / PAYLOAD_GUEST_PATH.lstrip("/")).write_bytes(payload)
-        exit_codes: list[int] = []
-
-        async def worker() -> None:
-            exit_codes.append((await run_worker_process(machine_root)).returncode)
-
-        tg.start_soon(worker)
         with anyio.fail_after(STUCK_S):
-            await first.result()
             first.reply(
                 encode_chunk(
                     [
@@ -131,32 +135,17 @@ async def test_calls_behind_one_that_runs_long_are_given_back_while_it_runs(
             await slow.result()
         assert _value(slow) == "seen"
         slow.reply(None)
-    assert exit_codes == [EXIT_OK]
 
 
 async def test_large_results_of_a_chunk_are_delivered_before_its_next_call(
     machine_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    key = secrets.token_urlsafe(32)
-    monkeypatch.setenv(RESULT_KEY_ENV, key)
-    # No call is held back by a stall of a loaded box: this test is not about giving back.
-    monkeypatch.setenv(CHUNK_HOLD_ENV, str(STUCK_S))
     release = tmp_path / "release"
     size = MAX_BULK_BYTES // 2
-    async with ResultInbox(result_key=key) as inbox, anyio.create_task_group() as tg:
-        first = inbox.expect("c0", replies=True)
+    async with _chunk_machine(machine_root, monkeypatch, hold=True) as (inbox, first):
         blobs = [inbox.expect(f"blob{i}", replies=True) for i in (1, 2)]
         last = inbox.expect("last", replies=True)
-        payload = _call("worker_funcs:square", 0, ticket=first)
-        (machine_root / PAYLOAD_GUEST_PATH.lstrip("/")).write_bytes(payload)
-        exit_codes: list[int] = []
-
-        async def worker() -> None:
-            exit_codes.append((await run_worker_process(machine_root)).returncode)
-
-        tg.start_soon(worker)
         with anyio.fail_after(STUCK_S):
-            await first.result()
             first.reply(
                 encode_chunk(
                     [
@@ -172,7 +161,6 @@ async def test_large_results_of_a_chunk_are_delivered_before_its_next_call(
             await last.result()
         assert [len(_value(t)) for t in blobs] == [size, size]  # type: ignore[arg-type]
         last.reply(None)
-    assert exit_codes == [EXIT_OK]
 
 
 async def test_a_bulk_without_the_key_is_refused_and_its_entries_are_checked(
