@@ -291,11 +291,7 @@ def check_env(env: object, where: str) -> None:
     """
     if env is None:
         return
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-    ):
-        raise bad_request(f"invalid {where}: must map strings to strings")
-    for name, value in env.items():
+    for name, value in _strings_to_strings(env, where).items():
         _check_env_name(name, where)
         if name in RESERVED_ENV:
             raise bad_request(
@@ -355,15 +351,20 @@ def _check_env_name(name: str, where: str) -> None:
         )
 
 
+def _strings_to_strings(value: object, where: str) -> dict[str, str]:
+    """``value``, checked to map strings to strings (400 naming ``where`` if not)."""
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise bad_request(f"invalid {where}: must map strings to strings")
+    return value
+
+
 def _check_str_map(config: dict[str, Any], field: str) -> None:
     value = config.get(field)
     if value is None:
         return
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise bad_request(f"invalid config.{field}: must map strings to strings")
-    for key, text in value.items():
+    for key, text in _strings_to_strings(value, f"config.{field}").items():
         check_text(key, f"config.{field} key")
         check_text(text, f"config.{field}.{key}")
 
