@@ -172,6 +172,18 @@ class ClockedDeployment(Deployment):
     def start_machine(self, machine_id: str) -> None:
         self.http.post(f"/v1/apps/{APP}/machines/{machine_id}/start").raise_for_status()
 
+    def deploy_then_stop(
+        self, file: str, source: str, name: str
+    ) -> tuple[str, list[dict[str, Any]], subprocess.CompletedProcess[str]]:
+        """Deploy ``source`` as ``file``, wait for a run of ``name`` that is ``ok``, then stop
+        the resident until ``schedule check`` says ``late``: ``(resident, runs, that check)``."""
+        self.write(file, source)
+        self.cli("deploy", file)
+        resident = self.only_machine()
+        runs = self.runs_until(name, lambda runs: any(r["status"] == "ok" for r in runs))
+        self.stop_machine(resident)
+        return resident, runs, self.check_says("late")
+
 
 def clocked_deployment(
     make_emulator: Callable[..., RunningEmulator], folder: Path, **settings: Any
@@ -390,13 +402,10 @@ WATCHED = """
 def test_a_resident_down_over_a_tick_records_the_miss_and_alerts_it_once(
     clocked: ClockedDeployment, receiver: Receiver
 ) -> None:
-    clocked.write("watch.py", WATCHED.format(url=receiver.url))
-    clocked.cli("deploy", "watch.py")
-    resident = clocked.only_machine()
+    resident, _, _ = clocked.deploy_then_stop(
+        "watch.py", WATCHED.format(url=receiver.url), "watched"
+    )
     assert clocked.machine(resident)["config"]["rootfs"] == {"persist": "always"}
-    clocked.runs_until("watched", lambda runs: any(r["status"] == "ok" for r in runs))
-    clocked.stop_machine(resident)
-    clocked.check_says("late")
     clocked.start_machine(resident)
     runs = clocked.runs_until("watched", lambda runs: any(r["status"] == "missed" for r in runs))
     # Stopped again before its next tick, so that what it missed stays what check sees.
@@ -449,12 +458,9 @@ def test_catch_up_latest_runs_the_tick_missed_while_down_once(
     clocked: ClockedDeployment, receiver: Receiver
 ) -> None:
     runs_file = str(clocked.folder / "caught-up-runs")
-    clocked.write("catching.py", CATCHING_UP.format(url=receiver.url, runs=runs_file))
-    clocked.cli("deploy", "catching.py")
-    resident = clocked.only_machine()
-    first = clocked.runs_until("eight", lambda runs: any(r["status"] == "ok" for r in runs))
-    clocked.stop_machine(resident)
-    late = clocked.check_says("late")
+    resident, first, late = clocked.deploy_then_stop(
+        "catching.py", CATCHING_UP.format(url=receiver.url, runs=runs_file), "eight"
+    )
     assert late.returncode == 1
     due = clocked.ls()["eight"]["health"]["late"]
     clocked.start_machine(resident)
