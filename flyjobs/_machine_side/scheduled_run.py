@@ -120,11 +120,14 @@ def _record(**fields: Any) -> None:
         stream.flush()
 
 
-def _record_skip(fn: str, skipped: float, *, next_due: float | None, reason: str) -> None:
-    """Record the tick ``skipped`` (unix s, scaled clock) of function ``fn`` as not run."""
+def _record_skip(
+    fn: str, skipped: float, *, next_due: float | None, reason: str, status: str = "skipped"
+) -> None:
+    """Record the tick ``skipped`` (unix s, scaled clock) of function ``fn`` as not run, with
+    ``status`` (``skipped``, or ``missed`` for a tick that passed while the scheduler was down)."""
     _record(
         fn=fn,
-        status="skipped",
+        status=status,
         tick=skipped,
         started=skipped,
         duration_s=0.0,
@@ -358,18 +361,7 @@ class _Resident:
             return catch_up
         reason = "the scheduler was down"
         for tick in missed[-_MAX_SKIP_RECORDS:]:
-            _record(
-                fn=self.call.fn,
-                status="missed",
-                tick=tick,
-                started=tick,
-                duration_s=0.0,
-                error=None,
-                value=None,
-                next_due=None,
-                attempt=0,
-                reason=reason,
-            )
+            _record_skip(self.call.fn, tick, next_due=None, reason=reason, status="missed")
         ticks = "tick" if len(missed) == 1 else "ticks"
         _alert(
             self.spec,
