@@ -134,18 +134,10 @@ class Settings:
         dev`` prints it) and not the embedded one: its machines are local processes, so they
         reach an inbox on 127.0.0.1, and the app's result key is read (or set) through the API
         itself when ``FLYJOBS_RESULT_KEY`` is not given (see `flyjobs._results.local_api`)."""
-        import ipaddress  # lazy: every pytest run loads this (the plugin)
-        from urllib.parse import urlsplit  # lazy: every pytest run loads this (the plugin)
+        # lazy: every pytest run loads this (the plugin); the Machines client loads pydantic
+        from .machines._core import on_this_host
 
-        if self.embedded or self.in_machine:
-            return False
-        host = urlsplit(self.api_hostname).hostname or ""
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return not (self.embedded or self.in_machine) and on_this_host(self.api_hostname)
 
     @property
     def embedded(self) -> bool:

@@ -23,6 +23,7 @@ __all__ = (
     "ClientCore",
     "RateLimitSetting",
     "app_path",
+    "on_this_host",
     "params",
     "quote_segment",
     "without_none",
@@ -223,10 +224,12 @@ def _resolve_rate_limits(setting: RateLimitSetting, base_url: str) -> RateLimits
         raise ConfigError(
             f"rate_limits must be 'auto', 'fly', 'off' or a RateLimits, not {setting!r}"
         )
-    return None if _is_loopback(urlsplit(base_url).hostname or "") else RateLimits()
+    return None if on_this_host(base_url) else RateLimits()
 
 
-def _is_loopback(host: str) -> bool:
+def on_this_host(url: str) -> bool:
+    """Whether ``url`` names this host: ``localhost`` or a loopback address."""
+    host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
     try:
