@@ -81,6 +81,13 @@ def _config_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def _list_option(flag: str, field: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A repeatable ``flag`` for the list ``field`` of `EmulatorConfig`, helped by its
+    description."""
+    described = EmulatorConfig.model_fields[field].description or ""
+    return click.option(flag, field, multiple=True, help=described + " Repeatable.")
+
+
 @click.command("dev")
 @click.option("--port", default=4280, show_default=True, help="TCP port; 0 picks a free one.")
 @click.option(
@@ -98,12 +105,7 @@ def _config_options(command: Callable[..., None]) -> Callable[..., None]:
     f"--token nor ${TOKEN_ENV} is given, and created with a new random token if missing. "
     f"[default: {default_token_file()}]",
 )
-@click.option(
-    "--pass-env",
-    "pass_env",
-    multiple=True,
-    help=(EmulatorConfig.model_fields["pass_env"].description or "") + " Repeatable.",
-)
+@_list_option("--pass-env", "pass_env")
 @click.option(
     "--region",
     "regions",
@@ -118,12 +120,7 @@ def _config_options(command: Callable[..., None]) -> Callable[..., None]:
     callback=_parse_image_commands,
     help="IMAGE=JSON-ARGV run for an image whose config names no command (repeatable).",
 )
-@click.option(
-    "--failing-image",
-    "failing_images",
-    multiple=True,
-    help=(EmulatorConfig.model_fields["failing_images"].description or "") + " Repeatable.",
-)
+@_list_option("--failing-image", "failing_images")
 @click.option(
     "--app",
     "apps",
