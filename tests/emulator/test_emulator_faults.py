@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import psutil
@@ -135,20 +136,28 @@ def _get_through_drops(c: httpx.Client, url: str) -> int:
     raise AssertionError(f"every GET {url} was dropped")
 
 
+def _suspend_then_start(c: httpx.Client) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A new machine, started, suspended, then asked to start again (it resumes):
+    ``(app, machine, the process it ran before its suspend)``."""
+    app = new_app(c)
+    machine = create(c, app, SLEEP)
+    base = f"/v1/apps/{app}/machines/{machine['id']}"
+    wait_ok(c, app, machine["id"], "started")
+    (process,) = c.get(f"{base}/ps").json()
+    assert c.post(f"{base}/suspend").status_code == 200
+    wait_ok(c, app, machine["id"], "suspended")
+    assert c.post(f"{base}/start").json()["previous_state"] == "suspended"
+    return app, machine, process
+
+
 def test_resume_delay_keeps_the_process_frozen_while_starting(
     make_emulator: Callable[..., RunningEmulator],
 ) -> None:
     # A long delay: the machine is seen "starting" with its process still frozen, then the
     # same process continues.
     with sync_client(make_emulator(resume_delay_s=30.0)) as c:
-        app = new_app(c)
-        machine = create(c, app, SLEEP)
+        app, machine, process = _suspend_then_start(c)
         base = f"/v1/apps/{app}/machines/{machine['id']}"
-        wait_ok(c, app, machine["id"], "started")
-        (process,) = c.get(f"{base}/ps").json()
-        assert c.post(f"{base}/suspend").status_code == 200
-        wait_ok(c, app, machine["id"], "suspended")
-        assert c.post(f"{base}/start").json()["previous_state"] == "suspended"
         assert get(c, app, machine["id"])["state"] == "starting"
         # SIGSTOP takes effect when the process is next scheduled (later on a loaded box): wait
         # for it. A resume that let the process go on would never show it stopped.
@@ -162,14 +171,8 @@ def test_resume_delay_keeps_the_process_frozen_while_starting(
 
 def test_a_cold_resume_starts_a_new_run(make_emulator: Callable[..., RunningEmulator]) -> None:
     with sync_client(make_emulator(cold_resume_share=1.0, resume_delay_s=0.0)) as c:
-        app = new_app(c)
-        machine = create(c, app, SLEEP)
+        app, machine, frozen = _suspend_then_start(c)
         base = f"/v1/apps/{app}/machines/{machine['id']}"
-        wait_ok(c, app, machine["id"], "started")
-        (frozen,) = c.get(f"{base}/ps").json()
-        assert c.post(f"{base}/suspend").status_code == 200
-        wait_ok(c, app, machine["id"], "suspended")
-        assert c.post(f"{base}/start").json()["previous_state"] == "suspended"
         wait_ok(c, app, machine["id"], "started")
         (fresh,) = c.get(f"{base}/ps").json()
         assert fresh["pid"] != frozen["pid"]
