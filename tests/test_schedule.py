@@ -110,6 +110,13 @@ class Deployment:
         machine: dict[str, Any] = response.json()
         return machine
 
+    def make_app(self) -> None:
+        """Create the app ``APP`` on the emulator, with ``RESULT_KEY`` as its result key."""
+        created = self.http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"})
+        assert created.is_success
+        secret = {"value": RESULT_KEY}
+        assert self.http.post(f"/v1/apps/{APP}/secrets/FLYJOBS_RESULT_KEY", json=secret).is_success
+
     def runs_until(
         self, name: str, done: Callable[[list[dict[str, Any]]], bool]
     ) -> list[dict[str, Any]]:
@@ -133,12 +140,7 @@ def deployment(
 ) -> Iterator[Deployment]:
     emulator = make_emulator(time_scale=HOUR_PER_S)
     deployment = Deployment(emulator, tmp_path)
-    created = deployment.http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"})
-    assert created.is_success
-    secret = {"value": RESULT_KEY}
-    assert deployment.http.post(
-        f"/v1/apps/{APP}/secrets/FLYJOBS_RESULT_KEY", json=secret
-    ).is_success
+    deployment.make_app()
     yield deployment
     deployment.http.close()
 

@@ -192,12 +192,7 @@ def clocked_deployment(
     origin = time.time()
     emulator = make_emulator(time_scale=HOUR_PER_S, time_origin=origin, **settings)
     deployment = ClockedDeployment(emulator, folder, origin)
-    created = deployment.http.post("/v1/apps", json={"app_name": APP, "org_slug": "personal"})
-    assert created.is_success
-    secret = {"value": RESULT_KEY}
-    assert deployment.http.post(
-        f"/v1/apps/{APP}/secrets/FLYJOBS_RESULT_KEY", json=secret
-    ).is_success
+    deployment.make_app()
     return deployment
 
 
