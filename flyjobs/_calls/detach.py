@@ -15,7 +15,7 @@ before anything is read, decoded or destroyed (docs/threat-model.md).
 The result is deleted once a `Call.from_id` handle has read it (or cancelled the call); the
 record then stays, marked with the outcome, so a later ``from_id`` says the result was already
 read. Records, and detached results nobody reads, are left to the bucket's lifecycle rule or
-``flyjobs gc`` (see the README).
+``flyjobs gc`` (see docs/concepts/results.md).
 """
 
 from __future__ import annotations

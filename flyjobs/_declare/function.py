@@ -256,7 +256,7 @@ class _MapFace(Generic[F]):
             failed inputs printed, and once a line saying how to see the rest), ``"live"``
             (every line, as it is printed) or ``"none"``; default: the function's ``output``
             option, else ``FLYJOBS_OUTPUT``, else ``"errors"``.
-        :param max_cost_usd: a cap in USD (see README "Cost and budgets"): before a machine
+        :param max_cost_usd: a cap in USD (see docs/operations/costs.md): before a machine
             is created or handed another input, what the batch spent, what its running
             machines may still cost and what that would cost (up to ``timeout_s``) must stay
             within it; else no more inputs are handed out, and the inputs not run end with
