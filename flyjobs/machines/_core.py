@@ -6,10 +6,10 @@ import functools
 import ipaddress
 import os
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 from urllib.parse import quote, urlsplit
 
+import anyio.abc
 import httpx
 
 from .._exceptions import ConfigError
@@ -40,8 +40,9 @@ NONCE_HEADER: Final = "fly-machine-lease-nonce"
 RateLimitSetting = RateLimits | Literal["auto", "fly", "off"]
 
 
-class ClientCore:
-    """Settings, connection pool and request layer shared by the endpoint groups."""
+class ClientCore(anyio.abc.AsyncResource):
+    """Settings, connection pool and request layer shared by the endpoint groups; an async
+    context manager (anyio's `AsyncResource`) that closes the pool on exit."""
 
     def __init__(
         self,
@@ -118,17 +119,6 @@ class ClientCore:
     def throttled_at(self) -> float | None:
         """When (``anyio.current_time()`` seconds) the API last answered 429, if ever."""
         return self._requester.throttled_at
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool (unless it was passed in as ``http``). Idempotent."""
