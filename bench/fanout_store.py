@@ -12,6 +12,7 @@ moto's S3 server (its own process) on 127.0.0.1:
   return at once.
 
     python bench/fanout_store.py [--inputs 300] [--trivial 1000] [--max-machines 64]
+        [--case sleep|trivial]
 
 The last line of output is one JSON object.
 """
@@ -120,6 +121,9 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=300)
     parser.add_argument("--trivial", type=int, default=1000)
     parser.add_argument("--max-machines", type=int, default=64)
+    parser.add_argument(
+        "--case", choices=("sleep", "trivial"), help="run only this case (default: both)"
+    )
     args = parser.parse_args()
     result: dict[str, float | int] = {"inputs": args.inputs, "max_machines": args.max_machines}
     flags = ("--rate-limits", "--boot-delay-s", str(FLY_BOOT_S))
@@ -132,7 +136,10 @@ def main() -> None:
         }
         through_store = {"FLYJOBS_RESULTS": "store", "FLYJOBS_STORE": store}
         base = {k: v for k, v in settings.items() if not k.startswith("FLYJOBS_INBOX")}
-        for fn, count, name in (("sleep", args.inputs, ""), ("noop", args.trivial, "trivial_")):
+        cases = (("sleep", args.inputs, "", "sleep"), ("noop", args.trivial, "trivial_", "trivial"))
+        for fn, count, name, case in cases:
+            if args.case not in (None, case):
+                continue
             figures = {}
             for side, channel in (("inbox", inbox), ("store", through_store)):
                 makespan, machines, deliver_s, summary = run_batch(

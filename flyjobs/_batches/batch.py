@@ -98,9 +98,19 @@ from .work import Input, Item, Outcome, Outcomes, Recorder, WorkSource
 
 __all__ = ("CHUNK_WORK_S", "MAX_SLICE", "RESULT_POLL_MAX_S", "Batch")
 
-#: Most inputs in one chunk (a machine's first, or any next one) when results go through the
-#: object store.
+#: Most inputs in a machine's first chunk (in its payload) when results go through the object
+#: store.
 MAX_SLICE = 64
+#: Most inputs in a next chunk (an object the machine reads from the store): a chunk costs a
+#: look at the store's results and a write before the next, a tenth of a second or so, which
+#: many quick inputs share.
+_MAX_STORE_CHUNK = 512
+#: Most inputs read ahead (taken and not yet consumed by the caller) when machines read their
+#: chunks from the store: several large chunks in flight at once (bounded memory all the same).
+_STORE_WINDOW = 1024
+#: Seconds ahead an input's deadline may be (``timeout_s`` per input queued before it on its
+#: machine): its URLs are presigned until then, and S3 refuses signatures of over 7 days.
+_QUEUE_HORIZON_S = 6 * 24 * 3600.0
 #: Seconds of work (by the batch's mean run time so far) a chunk holds, when the store carries
 #: results: long enough that writing the next chunk costs little, short enough that the last
 #: chunks spread over the machines.
@@ -227,6 +237,11 @@ class Batch:
     ) -> None:
         self._journal = journal
         self._standby = standby
+        # Through the store, machines read their next chunks there (when chunks can be
+        # sealed): more inputs in flight make up for each chunk's round trip.
+        self._feeds = reuse and not runtime.channel.pulls and runtime.channel.feeds
+        if self._feeds:
+            window = max(window, _STORE_WINDOW)
         self._claims: list[Claim] = []
         #: set when no more claims will come (at once without ``standby``)
         self._claimed = anyio.Event()
@@ -259,8 +274,6 @@ class Batch:
         # Machines pull their next input over the inbox; through the store they cannot, and
         # take a fixed slice when they are created instead.
         self._pulls = reuse and runtime.channel.pulls
-        # Through the store, they read their next chunks there (when chunks can be sealed).
-        self._feeds = reuse and not self._pulls and runtime.channel.feeds
         self._max_machines = max_machines
         self._window = window
         #: inputs machines hold through the store, by call id, whose results are looked for
@@ -538,12 +551,11 @@ class Batch:
         last = max(held.attempt.deadline for held in chunk)
         return last + WORKER_DEADLINE_SLACK_S + NEXT_INPUT_WAIT_S + _CHUNK_URL_SLACK_S
 
-    def _store_chunk_size(self) -> int:
+    def _store_chunk_size(self, most: int = _MAX_STORE_CHUNK) -> int:
         """Inputs in the next chunk (through the store): about `CHUNK_WORK_S` of work by the
         mean run time so far (`_FIRST_CHUNK` before one is known), and no more than a fair
         share (among the machines running) of the inputs no machine holds yet, within 1 and
-        `MAX_SLICE` (and so that a chunk of every machine fits in the read-ahead
-        window)."""
+        ``most`` (and so that a chunk of every machine fits in the read-ahead window)."""
         run_s = self.stats.phases["run"].mean_s
         size = _FIRST_CHUNK if run_s is None else round(CHUNK_WORK_S / max(run_s, 1e-3))
         # Shared among the machines there are (a batch whose creates the API paces has fewer
@@ -554,7 +566,7 @@ class Batch:
             stats = self.stats
             left = total - stats.done - stats.failed - stats.starting - stats.running
             size = min(size, math.ceil(max(left, 1) / machines))
-        return max(1, min(MAX_SLICE, self._window // machines, size))
+        return max(1, min(most, self._window // machines, size))
 
     async def _take_more(self, count: int, size: int = 0) -> list[Item]:
         """Up to ``count`` more inputs for a chunk, while their arguments keep ``size`` within
@@ -575,7 +587,7 @@ class Batch:
         """Give the machine about to be created for ``first`` the inputs that follow it in
         its first chunk, up to the chunk's size (`MAX_SLICE`) and the inline payload limit."""
         size = 0 if self._plan.spilled(first.item.arguments) else len(first.item.arguments)
-        count = (self._store_chunk_size() if self._feeds else self._slice) - 1
+        count = (self._store_chunk_size(MAX_SLICE) if self._feeds else self._slice) - 1
         for item in await self._take_more(count, size):
             held = await self._hand(item, creating=True, queue=len(first.following) + 1)
             first.following.append(held)
@@ -786,7 +798,10 @@ class Batch:
                 timeout_s=0 if self._source.exhausted else max(budget_s - 1.0, 0.0)
             )
             if first is not None:
-                items = [first, *await self._take_more(self._store_chunk_size() - 1)]
+                # No input's deadline (nor its URLs' expiry) past the horizon.
+                horizon = int(_QUEUE_HORIZON_S // self._plan.options.effective_timeout_s) - ahead
+                count = min(self._store_chunk_size(), max(horizon, MAX_SLICE))
+                items = [first, *await self._take_more(count - 1)]
             if time.time() > feed.busy_at + NEXT_INPUT_WAIT_S - _CHUNK_MARGIN_S:
                 return False  # it may have stopped waiting: it gets no more chunks
             if not items and self._source.exhausted and not self._source.waiting:

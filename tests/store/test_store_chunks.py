@@ -18,6 +18,7 @@ import store_funcs as funcs
 from _store_helpers import APP, live_machines, objects
 from _waiting import eventually
 
+from flyjobs._batches.batch import MAX_SLICE
 from flyjobs._calls.runtime import get_runtime
 from flyjobs._results.channel import StoreTicket
 from flyjobs._results.chunks import ChunkFeed
@@ -239,3 +240,22 @@ def test_results_of_quick_calls_travel_in_one_object_each_checked_by_its_own_tic
     # its own result, in the object of its key or in a later one's.
     assert keys[-1] == "results/b-2" and len(keys) <= 3
     assert found == [True, True, True]
+
+
+def test_quick_inputs_go_in_chunks_larger_than_a_first_slice(
+    fly_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each next chunk costs the caller a look at the store's results before it is written: a
+    # machine running quick inputs takes many per chunk (not MAX_SLICE), so few round trips.
+    sizes: list[int] = []
+    write = ChunkFeed.write
+
+    async def counted(self: ChunkFeed, calls: list[bytes], next_expires_at: float | None) -> str:
+        sizes.append(len(calls))
+        return await write(self, calls, next_expires_at)
+
+    monkeypatch.setattr(ChunkFeed, "write", counted)
+    results = funcs.double.map(range(300), max_machines=1)
+    assert list(results) == [2 * x for x in range(300)]
+    assert max(sizes) > MAX_SLICE, sizes
+    assert objects(fly_store) == []
