@@ -906,7 +906,9 @@ class Batch:
         its end and its result was still held for a bundle when a later input ended the
         machine (the machine's log marks its end): it goes back to the batch without counting
         an attempt (None). Else ``error``, its own."""
-        await self._scan_once([h for h in self._watched.values() if h.feed is feed])
+        # Its result may be in the bundle of an input queued after it on the machine (those
+        # take their feed only once they are held).
+        await self._scan_once([h for h in (held, *feed.queue) if h.call_id in self._watched])
         if held.attempt.ticket.delivered:
             return await held.attempt.ticket.result()
         tail = error.output_tail if isinstance(error, MachineCrashedError) else ""

@@ -259,3 +259,16 @@ def test_quick_inputs_go_in_chunks_larger_than_a_first_slice(
     assert list(results) == [2 * x for x in range(300)]
     assert max(sizes) > MAX_SLICE, sizes
     assert objects(fly_store) == []
+
+
+def test_a_machine_that_ends_before_its_bundles_are_read_loses_no_result(
+    fly_store: str,
+) -> None:
+    # Quick inputs: each machine's last chunk runs in a moment and "no more work" follows
+    # it, so a machine often exits before the caller has read its last bundles. A result in a
+    # bundle keyed by an input queued after it is still found.
+    results = funcs.double.map(range(1000), max_machines=3)
+    assert list(results) == [2 * x for x in range(1000)]
+    summary = results.summary()
+    assert (summary.done, summary.failed, summary.retried) == (1000, 0, 0)
+    assert objects(fly_store) == []
