@@ -105,6 +105,11 @@ MAX_SLICE = 64
 #: look at the store's results and a write before the next, a tenth of a second or so, which
 #: many quick inputs share.
 _MAX_STORE_CHUNK = 512
+#: Seconds a next chunk's round trip takes about (a look at the results in the store, a write,
+#: the machine's read): the inputs left are shared among the machines only while a share takes
+#: longer than that to run (a few quick ones left go to the next machine that asks, in one
+#: chunk, rather than in ever smaller ones to every machine).
+_CHUNK_ROUND_TRIP_S = 0.25
 #: Most inputs read ahead (taken and not yet consumed by the caller) when machines read their
 #: chunks from the store: several large chunks in flight at once (bounded memory all the same).
 _STORE_WINDOW = 1024
@@ -554,7 +559,8 @@ class Batch:
     def _store_chunk_size(self, most: int = _MAX_STORE_CHUNK) -> int:
         """Inputs in the next chunk (through the store): about `CHUNK_WORK_S` of work by the
         mean run time so far (`_FIRST_CHUNK` before one is known), and no more than a fair
-        share (among the machines running) of the inputs no machine holds yet, within 1 and
+        share (among the machines running) of the inputs no machine holds yet unless they
+        run within `_CHUNK_ROUND_TRIP_S`, within 1 and
         ``most`` (and so that a chunk of every machine fits in the read-ahead window)."""
         run_s = self.stats.phases["run"].mean_s
         size = _FIRST_CHUNK if run_s is None else round(CHUNK_WORK_S / max(run_s, 1e-3))
@@ -565,7 +571,10 @@ class Batch:
         if total is not None:
             stats = self.stats
             left = total - stats.done - stats.failed - stats.starting - stats.running
-            size = min(size, math.ceil(max(left, 1) / machines))
+            share = math.ceil(max(left, 1) / machines)
+            if run_s is not None:
+                share = max(share, int(_CHUNK_ROUND_TRIP_S / max(run_s, 1e-6)))
+            size = min(size, share)
         return max(1, min(most, self._window // machines, size))
 
     async def _take_more(self, count: int, size: int = 0) -> list[Item]:
@@ -774,13 +783,19 @@ class Batch:
         until there is no more work for it (see the module docstring)."""
         try:
             while True:
-                while len(feed.queue) + 1 > self._store_chunk_size():  # + the input it runs now
+                while len(feed.queue) + 1 > self._store_chunk_size() or self._ends_later(feed):
                     await feed.changed.wait()
                 if not await self._write_chunk(feed):
                     return
         finally:
             feed.ended = True
             feed.notify()
+
+    def _ends_later(self, feed: _Feed) -> bool:
+        """No work is left for the machine, but it still runs inputs written for it: "no more
+        work" waits until their results are in. A machine that exited before the caller read
+        its last bundles would have their inputs wait for its exit to be explained."""
+        return bool(feed.queue) and self._source.drained
 
     async def _write_chunk(self, feed: _Feed) -> bool:
         """Write the machine's next chunk (with no inputs when none is ready yet), or "no

@@ -311,6 +311,12 @@ class WorkSource:
         """The iterable has no more inputs."""
         return self._exhausted
 
+    @property
+    def drained(self) -> bool:
+        """Every input has been read and handed out: none waits for a machine (one in flight
+        may still be given back)."""
+        return self._exhausted and not self._read_ahead and not self._retries
+
     async def take(self, timeout_s: float | None = None) -> Item | None:
         """The next input for a machine: one given back first, else the iterable's next.
 

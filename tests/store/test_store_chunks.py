@@ -12,13 +12,14 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import store_funcs as funcs
 from _store_helpers import APP, live_machines, objects
 from _waiting import eventually
 
-from flyjobs._batches.batch import MAX_SLICE
+from flyjobs._batches.batch import MAX_SLICE, Batch
 from flyjobs._calls.runtime import get_runtime
 from flyjobs._results.channel import StoreTicket
 from flyjobs._results.chunks import ChunkFeed
@@ -261,14 +262,24 @@ def test_quick_inputs_go_in_chunks_larger_than_a_first_slice(
     assert objects(fly_store) == []
 
 
-def test_a_machine_that_ends_before_its_bundles_are_read_loses_no_result(
-    fly_store: str,
+def test_quick_machines_end_after_their_results_are_read(
+    fly_store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Quick inputs: each machine's last chunk runs in a moment and "no more work" follows
-    # it, so a machine often exits before the caller has read its last bundles. A result in a
-    # bundle keyed by an input queued after it is still found.
+    # Quick inputs: each machine's last chunk runs in a moment. "No more work" waits for its
+    # results, so no machine exits before the caller has read its last bundles (an input
+    # whose result is in a bundle would wait for its machine's exit to be explained), and a
+    # result is found however it came.
+    late: list[str] = []
+    late_result = Batch._late_result
+
+    async def counted(self: Batch, held: Any, feed: Any, error: Any) -> Any:
+        late.append(held.call_id)
+        return await late_result(self, held, feed, error)
+
+    monkeypatch.setattr(Batch, "_late_result", counted)
     results = funcs.double.map(range(1000), max_machines=3)
     assert list(results) == [2 * x for x in range(1000)]
     summary = results.summary()
     assert (summary.done, summary.failed, summary.retried) == (1000, 0, 0)
+    assert late == []
     assert objects(fly_store) == []
