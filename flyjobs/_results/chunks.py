@@ -62,7 +62,10 @@ class ChunkFeed:
             key, url = self._next
             next_url = None if next_expires_at is None else self.next_url(next_expires_at)
             self._written.append(key)
-            await self._store.put(key, seal_chunk(self._seal_key, url, calls, next_url))
+            # Shielded: a put cancelled here may still land in the bucket after `discard` has
+            # deleted its key (the store's request runs on); finished, `discard` sees it.
+            with anyio.CancelScope(shield=True):
+                await self._store.put(key, seal_chunk(self._seal_key, url, calls, next_url))
             return key
 
     async def read(self, key: str) -> None:
@@ -73,7 +76,10 @@ class ChunkFeed:
             await self._store.discard(key)
 
     async def discard(self) -> None:
-        """Delete every chunk written (errors are logged; shielded, bounded in time)."""
-        written, self._written = self._written, []
+        """Delete every chunk written (errors are logged; shielded, bounded in time), once a
+        write under way has ended."""
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                written, self._written = self._written, []
         if written:
             await self._store.discard(written)
