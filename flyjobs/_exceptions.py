@@ -41,7 +41,9 @@ method and path only (never headers or bodies of requests).
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = (
     "APIError",
