@@ -4,7 +4,10 @@ Up to ``max_machines`` ephemeral machines (``auto_destroy``, never restarted) ru
 is created with its first input in ``files[].raw_value``; when it delivers a result to the inbox,
 the same round trip answers with its next input, taken from the batch's `WorkSource` (the FLAME
 pattern within one batch). A machine exits when the batch has no work left for it, or after
-`NEXT_INPUT_WAIT_S` without any. With ``reuse=False`` each machine takes one input.
+`NEXT_INPUT_WAIT_S` without any. With ``reuse=False`` each machine takes one input. A machine
+beyond the first few is created only while the machines running could not finish the inputs
+waiting before it booted (`flyjobs._batches.width`): a thousand quick inputs take a few
+machines, not ``max_machines``.
 
 Small, fast inputs go several per round trip: the answer hands a chunk of inputs
 (`flyjobs._wire.bulk`; how many: `flyjobs._batches.chunking`), each with its own ticket and
@@ -94,6 +97,7 @@ from .._wire.metadata import META_BATCH_ID
 from .._wire.result_envelope import decode_result
 from .chunking import MAX_CHUNK_BYTES, ChunkSize
 from .progress import BatchStats
+from .width import Gauge, Width
 from .work import Input, Item, Outcome, Outcomes, Recorder, WorkSource
 
 __all__ = ("CHUNK_WORK_S", "MAX_SLICE", "RESULT_POLL_MAX_S", "Batch")
@@ -242,6 +246,8 @@ class Batch:
     ) -> None:
         self._journal = journal
         self._standby = standby
+        #: set when the batch's width may have changed (`_until_wider`)
+        self._width_event = anyio.Event()
         # Through the store, machines read their next chunks there (when chunks can be
         # sealed): more inputs in flight make up for each chunk's round trip.
         self._feeds = reuse and not runtime.channel.pulls and runtime.channel.feeds
@@ -272,6 +278,7 @@ class Batch:
             lookup=journal.lookup if journal is not None else None,
             on_recorded=self._recorded,
             held_bytes=lambda: outcomes.held_bytes,
+            on_change=self._width_changed,
         )
         self._source = self.source
         self._slots = anyio.CapacityLimiter(max_machines)
@@ -298,6 +305,12 @@ class Batch:
         self._machine_numbers = itertools.count()
         self._hinted = False
         self._chunk_size = ChunkSize()
+        #: whether to widen the batch (machines that pull only; each else takes its own work)
+        self._width = Width(
+            on_change=self._width_changed,
+            prior_boot_s=runtime.boot_s.get((plan.fn_ref, plan.image)),
+            active=self._pulls,
+        )
         #: inputs handed in chunks whose results are not in, by call id
         self._chunked: dict[str, _Held] = {}
         #: indexes of inputs handed alone from now on: their chunk's machine died
@@ -342,6 +355,8 @@ class Batch:
                 await self._claims.pop().release()
             self._source.close()
             self.stats.finished()
+            if self._width.boot_s is not None:
+                self._runtime.boot_s[self._plan.fn_ref, self._plan.image] = self._width.boot_s
             self._sweep()
             if self._trace is not None:
                 self._trace.end(failed)
@@ -350,6 +365,7 @@ class Batch:
         """Start a machine (a create, or a claimed standby) for each next input while the
         batch's and the runtime's limits allow, until the inputs run out."""
         while True:
+            await self._until_wider()
             holder = object()
             await self._slots.acquire_on_behalf_of(holder)
             try:
@@ -379,6 +395,25 @@ class Batch:
                 continue
             self._machines_left += 1
             tg.start_soon(self._machine, item, holder, claim)
+
+    async def _until_wider(self) -> None:
+        """Wait until another machine is worth starting (`flyjobs._batches.width`), or the
+        batch has no more work (the next `WorkSource.take` says)."""
+        width, source = self._width, self._source
+        while True:
+            if source.exhausted and not source.unhanded and not source.in_flight:
+                return
+            total = self.stats.total_hint
+            unread = source.room if total is None else max(total - source.taken, 0)
+            wait_s = width.wait_s(source.unhanded + unread)
+            if not wait_s:
+                return
+            with anyio.move_on_after(wait_s):
+                await self._width_event.wait()
+
+    def _width_changed(self) -> None:
+        self._width_event.set()
+        self._width_event = anyio.Event()
 
     async def _reserve(self) -> bool:
         """Whether the next machine fits the budget (reserved if so; True without a cap).
@@ -613,6 +648,7 @@ class Batch:
         run: MachineRun | None = None
         slice_: list[_Held] = []
         feed: _Feed | None = None
+        gauge = self._width.asked()
         try:
             first = held = await self._hand(item, creating=True)
             if self._slice > 1 or self._feeds:
@@ -631,7 +667,7 @@ class Batch:
             self._created(run, first)
             async with self._feeding(feed):
                 while held is not None:
-                    held = await self._serve(held, run)
+                    held = await self._serve(held, run, gauge)
             # The machine is told there is no more work: it exits by itself, and its place in
             # the pool goes to the next. The batch still owns it until it has exited
             # (destroying it if it lingers), so that a batch that is over leaves no machine.
@@ -645,6 +681,7 @@ class Batch:
             raise
         finally:
             self._machines_left -= 1
+            gauge.end()
             if held is not None:
                 self._watched.pop(held.call_id, None)
                 await held.attempt.close()
@@ -952,7 +989,7 @@ class Batch:
             self._runtime.background(partial(held.feed.chunks.read, held.chunk_key))
         return body
 
-    async def _serve(self, held: _Held, run: MachineRun) -> _Held | None:
+    async def _serve(self, held: _Held, run: MachineRun, gauge: Gauge) -> _Held | None:
         """Wait for the held input's result (or the machine's end); return the next input
         handed to the machine, if any."""
         runtime, plan, machine_id = self._runtime, self._plan, run.id
@@ -967,10 +1004,12 @@ class Batch:
                 self._attempt_failed(held, body)
             return None
         result = decode_result(body)
+        start, end = result.timings.get("function_start"), result.timings.get("function_end")
+        run_s = max(end - start, 0.0) if start is not None and end is not None else 0.0
         if held.chunk is not None:
-            start, end = result.timings.get("function_start"), result.timings.get("function_end")
-            if start is not None and end is not None:
-                held.chunk.run_s += max(end - start, 0.0)
+            held.chunk.run_s += run_s
+        elif gauge.boot_s is None:
+            gauge.first_result(run_s)
         self.stats.delivered(held.item.index, result.timings)
         if await show_output(runtime, plan, machine_id, held.call_id, result):
             self._hint_output()
@@ -985,9 +1024,9 @@ class Batch:
                 # Recorded before the machine gets more work: a kill loses only what runs.
                 await anyio.to_thread.run_sync(self._journal.record, held.item.arguments, value)
             self._succeeded(held, value, len(body))
-        return await self._next(held, run)
+        return await self._next(held, run, gauge)
 
-    async def _next(self, held: _Held, run: MachineRun) -> _Held | None:
+    async def _next(self, held: _Held, run: MachineRun, gauge: Gauge) -> _Held | None:
         """Answer the held delivery with the machine's next input (or no more work)."""
         while held.following and held.following[0].returned:
             await held.following.pop(0).attempt.close()  # given back already
@@ -1015,6 +1054,7 @@ class Batch:
             self._chunk_size.observe(
                 chunk.count, chunk.run_s, round_trip_s, returned=chunk.returned
             )
+            gauge.round_trip(chunk.count, round_trip_s, chunk.run_s)
         if not self._pulls:
             return await self._stop(held)
         if self._budget is not None and (
@@ -1025,6 +1065,7 @@ class Batch:
         if item is None:
             return await self._stop(held)
         chunk_ = await self._take_chunk(item)
+        gauge.handed()
         next_held = chunk_[0]
         next_held.on(run)
         self._watch(machine_id, next_held.call_id)

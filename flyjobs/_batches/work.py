@@ -244,6 +244,7 @@ class WorkSource:
     :param held_bytes: bytes of results waiting for the caller; no input is read while they
         are `MAX_HELD_BYTES` or more (a slow consumer, or an early input still running while
         later ones finish, does not pile up a window of large results).
+    :param on_change: called (on the loop) whenever inputs are read, given back or finished.
     """
 
     def __init__(
@@ -259,8 +260,10 @@ class WorkSource:
         lookup: Callable[[bytes], Any] | None = None,
         on_recorded: Callable[[int, Any], None] | None = None,
         held_bytes: Callable[[], int] = lambda: 0,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._held_bytes = held_bytes
+        self._on_change = on_change
         self._lookup = lookup
         self._on_recorded = on_recorded
         self._inputs = inputs
@@ -305,6 +308,20 @@ class WorkSource:
     def waiting(self) -> int:
         """Inputs given back for a retry, waiting for a machine."""
         return len(self._retries)
+
+    @property
+    def unhanded(self) -> int:
+        """Inputs read (or given back) that no machine holds yet."""
+        return len(self._retries) + len(self._read_ahead)
+
+    @property
+    def room(self) -> int:
+        """Inputs the window lets the batch read beyond those read so far (0 once the
+        iterable has ended)."""
+        if self._exhausted:
+            return 0
+        with self._lock:
+            return max(self._window - (self._taken - self._consumed), 0)
 
     @property
     def exhausted(self) -> bool:
@@ -456,3 +473,4 @@ class WorkSource:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+        self._on_change()

@@ -88,6 +88,10 @@ class Runtime:
     _active: set[anyio.CancelScope] = field(default_factory=set, repr=False)
     _idle: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _secrets: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    #: Seconds from a create to the function's first start in the last batch of each function
+    #: (by function and image): how soon a new batch can expect its first result
+    #: (`flyjobs._batches.width`).
+    boot_s: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
     #: The app secret results are sealed with (see `flyjobs._wire.seal.seal_result`).
     result_key: str | None = field(default=None, repr=False)
 

@@ -233,3 +233,11 @@ def ledger_fail_while(x: int, ledger: str, flag: str) -> int:
     if x % 40 == 3 and os.path.exists(flag):
         raise ValueError(f"input {x} fails while {flag} exists")
     return x
+
+
+@flyjobs.remote(timeout_s=60)
+def slow_from(x: int, first_slow: int, seconds: float) -> int:
+    """Returns ``x`` at once, or after ``seconds`` from input ``first_slow`` on."""
+    if x >= first_slow:
+        time.sleep(seconds)
+    return x
