@@ -57,6 +57,7 @@ def test_an_input_that_kills_its_machine_fails_alone(runtime: Runtime) -> None:
     assert {o.attempts for o in outcomes if o.ok} == {1}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_machine_left")
 def test_max_failures_counts_inputs_not_chunks(runtime: Runtime, tmp_path: Path) -> None:
     flag = tmp_path / "failing"
@@ -87,6 +88,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutdown_runtime()
 
 
+@pytest.mark.slow
 def test_a_resumed_chunked_batch_reruns_only_the_inputs_that_failed(
     project: Path, tmp_path: Path
 ) -> None:

@@ -256,6 +256,7 @@ def _dead_pid() -> int:
     return process.pid
 
 
+@pytest.mark.slow
 def test_gc_destroys_exactly_the_strays(fly: dict[str, str]) -> None:
     import socket
 
@@ -464,6 +465,7 @@ def test_logs_follow_of_one_input_ends_with_it_while_its_machine_goes_on(
     assert list(results) == ["done", "done"]
 
 
+@pytest.mark.slow
 def test_logs_of_each_call_on_a_pool_machine(fly: dict[str, str]) -> None:
     pool = flyjobs_pkg.Pool(max=1, idle_s=60, name="logs-pool")
     try:
@@ -605,6 +607,7 @@ def test_doctor_passes_a_good_setup(fly: dict[str, str]) -> None:
     assert all(line.startswith("PASS") for line in result.stdout.splitlines()[1:])
 
 
+@pytest.mark.slow
 def test_doctor_names_each_failure_with_its_fix(fly: dict[str, str]) -> None:
     # (Machines of an API on this host reach an inbox on 127.0.0.1: results fail for want of
     # the store asked for.)
@@ -702,6 +705,7 @@ def test_a_bad_api_port_is_a_clear_error() -> None:
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[31m\r\nFAKE"
 
 
+@pytest.mark.slow
 def test_no_command_writes_a_terminal_escape_it_read(fly: dict[str, str], tmp_path: Path) -> None:
     now = time.time()
     _create(

@@ -100,6 +100,7 @@ def _batch_machines() -> list[Machine]:
     return [m for m in machines if m.config and (m.config.metadata or {}).get("flyjobs_batch_id")]
 
 
+@pytest.mark.slow
 def test_the_dashboard_shows_calls_machines_batches_and_schedules_live(
     emulator: RunningEmulator, browser: sync_api.Browser, tmp_path: Path
 ) -> None:

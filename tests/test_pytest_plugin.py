@@ -67,6 +67,7 @@ def test_the_fixture_runs_calls_on_a_fresh_emulator(
     result.assert_outcomes(passed=2, skipped=1)
 
 
+@pytest.mark.slow
 def test_flyjobs_fly_uses_the_configured_app(
     user_project: pytest.Pytester,
     make_emulator: Callable[..., RunningEmulator],
@@ -94,6 +95,7 @@ def test_flyjobs_fly_uses_the_configured_app(
     assert len(machines.json()) == 2
 
 
+@pytest.mark.slow
 def test_flyjobs_fly_without_settings_is_a_usage_error(
     user_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

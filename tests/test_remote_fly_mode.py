@@ -157,6 +157,7 @@ def test_an_api_on_this_host_needs_no_inbox_host_nor_result_key(
     assert funcs.add.remote(1, 2) == 3
 
 
+@pytest.mark.slow
 def test_pool_limit_queues_calls_beyond_max_machines(
     fly: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

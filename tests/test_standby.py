@@ -229,6 +229,7 @@ def test_a_pool_with_standby_starts_a_standby_and_gives_it_back_at_shutdown(
     assert set(_machines(fly)) == set(ids)  # none created
 
 
+@pytest.mark.slow
 def test_a_map_left_early_gives_its_standbys_back_before_it_returns(
     fly: dict[str, str], tmp_path: Path
 ) -> None:

@@ -43,6 +43,7 @@ def test_throttled_creates_never_fail_a_call(throttling_api: RunningEmulator) ->
     assert runtime.client.throttled_at is not None, "the API should have throttled"
 
 
+@pytest.mark.slow
 def test_a_burst_of_single_calls_is_throttled_not_failed(throttling_api: RunningEmulator) -> None:
     calls = [funcs.add.spawn(i, 1) for i in range(6)]
     assert [call.result(timeout_s=60) for call in calls] == [i + 1 for i in range(6)]

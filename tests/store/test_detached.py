@@ -53,6 +53,7 @@ def _python(script: str, *args: str) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.slow
 def test_from_id_in_a_second_process_after_the_spawner_exited(
     fly_store: str, tmp_path: Path
 ) -> None:
