@@ -241,3 +241,15 @@ def slow_from(x: int, first_slow: int, seconds: float) -> int:
     if x >= first_slow:
         time.sleep(seconds)
     return x
+
+
+@flyjobs.remote(timeout_s=60)
+def crash_or_mark_after(value: int, folder: str) -> int:
+    """Below 10: crash at once; otherwise sleep ``value`` seconds, then leave a mark in
+    ``folder`` (a mark says the function ran to its end)."""
+    if value < 10:
+        os._exit(value)
+    time.sleep(value)
+    with open(os.path.join(folder, f"{os.getpid()}.done"), "w"):
+        pass
+    return value
