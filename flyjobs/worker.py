@@ -131,6 +131,11 @@ class _Resumed(OSError):
     """The machine was suspended, and resumed, while its delivery's answer was held."""
 
 
+class _Unsized(OSError):
+    """A successful answer whose body's end its Content-Length does not tell (see
+    `_read_response`)."""
+
+
 def payload_path() -> str:
     """Where the payload file is: the fixed guest path, under ``$FLYJOBS_MACHINE_ROOT`` if set."""
     root = os.environ.get(MACHINE_ROOT_ENV, "")
@@ -694,6 +699,20 @@ def _put_http(
         f"Content-Type: application/msgpack\r\nContent-Length: {len(body)}\r\n{proof}"
         "Connection: close\r\n\r\n"
     ).encode("latin-1") + body
+    return _over_http(host, port, request, timeout_s, held=held)
+
+
+def _over_http(
+    host: str,
+    port: int,
+    request: bytes,
+    timeout_s: float,
+    *,
+    held: bool = False,
+    sized: bool = False,
+) -> tuple[int, bytes]:
+    """Send ``request`` (HTTP/1.1, ``Connection: close``) to ``host``:``port`` on a new
+    connection; (status, body) of the answer (``held``, ``sized``: see `_exchange`)."""
     error: OSError = OSError(f"cannot resolve {host}")
     # An ASCII host given as bytes: as str, getaddrinfo imports the idna codec (a few ms).
     name = host.encode("ascii") if host.isascii() else host
@@ -707,17 +726,18 @@ def _put_http(
             error = exc
             continue
         try:
-            return _exchange(sock, request, timeout_s if held else None)
+            return _exchange(sock, request, timeout_s if held else None, sized=sized)
         finally:
             sock.close()
     raise error
 
 
 def _exchange(
-    sock: _socket.socket, request: bytes, held_s: float | None = None
+    sock: _socket.socket, request: bytes, held_s: float | None = None, *, sized: bool = False
 ) -> tuple[int, bytes]:
     """Send ``request``, read the answer; ``held_s``: seconds the answer may be held, waited
-    for while looking at the clock (`_HELD_LOOK_S`)."""
+    for while looking at the clock (`_HELD_LOOK_S`); ``sized``: a successful answer must
+    give its Content-Length (else `_Unsized`)."""
     try:
         sock.sendall(request)
     except OSError:
@@ -728,7 +748,7 @@ def _exchange(
             raise
         return answer
     first = b"" if held_s is None else _await_answer(sock, held_s)
-    answer = _read_response(sock, first)
+    answer = _read_response(sock, first, sized=sized)
     if answer is None:
         raise OSError("the result inbox closed the connection without an HTTP status")
     return answer
@@ -761,9 +781,12 @@ def _await_answer(sock: _socket.socket, timeout_s: float) -> bytes:
         return first
 
 
-def _read_response(sock: _socket.socket, first: bytes = b"") -> tuple[int, bytes] | None:
+def _read_response(
+    sock: _socket.socket, first: bytes = b"", *, sized: bool = False
+) -> tuple[int, bytes] | None:
     """(status, body) of the answer (``first``: its bytes read already); the body is read to
-    its Content-Length (empty without)."""
+    its Content-Length (empty without; with ``sized``, a 2xx answer without raises
+    `_Unsized`)."""
     response = first
     try:
         while b"\r\n\r\n" not in response and len(response) < 65536:
@@ -778,11 +801,14 @@ def _read_response(sock: _socket.socket, first: bytes = b"") -> tuple[int, bytes
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         return None
-    length = 0
+    length = -1
     for line in lines[1:]:
         key, _, value = line.partition(b":")
         if key.strip().lower() == b"content-length" and value.strip().isdigit():
             length = int(value.strip())
+    if length < 0 and sized and parts[1].startswith(b"2"):
+        raise _Unsized("the answer's body has no Content-Length")
+    length = max(length, 0)
     while len(body) < length:
         chunk = sock.recv(min(length - len(body), 1 << 20))
         if not chunk:
@@ -821,6 +847,23 @@ def _put_with_retries(url: str, body: bytes) -> bool:
 def _get_object(url: str, timeout_s: float) -> bytes | None:
     """GET `url` (a presigned object-store URL); its body, None when there is no object yet
     (404), or OSError (any other failure, an expired URL's 403 among them)."""
+    if url.startswith("http://"):
+        # By hand, as `_put_http` and for its reasons: a store on plain HTTP (one on this
+        # host or network) would otherwise cost each machine urllib's imports before its
+        # second chunk. An answer whose body is not framed by its Content-Length (none that S3
+        # gives to a GET of an object) is read again through urllib.
+        authority, host, port, target = _split_http_url(url)
+        request = f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        try:
+            status, body = _over_http(host, port, request.encode("latin-1"), timeout_s, sized=True)
+        except _Unsized:
+            pass
+        else:
+            if status == 404:
+                return None
+            if status != 200:
+                raise OSError(f"HTTP Error {status} from the object store")
+            return body
     # lazy: only store-mode batch machines read chunks
     import urllib.error
     import urllib.request  # lazy: as above

@@ -1,13 +1,13 @@
-"""The adaptive chunk (`flyjobs._batches.chunking`) from the round trips it is told of, and the
-wire form of chunks and bulks (`flyjobs._wire.bulk`). No clock: each round trip's figures are
-given."""
+"""The adaptive chunk (`flyjobs._batches.chunking`) from the round trips it is told of, a
+store-mode machine's share of the inputs left, and the wire form of chunks and bulks
+(`flyjobs._wire.bulk`). No clock: each round trip's figures are given."""
 
 from __future__ import annotations
 
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from flyjobs._batches.chunking import ChunkSize
+from flyjobs._batches.chunking import INPUT_COST_S, STORE_ROUND_TRIP_S, ChunkSize, store_share
 from flyjobs._exceptions import SerializationError
 from flyjobs._wire.bulk import decode_bulk, encode_bulk, encode_chunk, split_answer
 from flyjobs._wire.call_envelope import encode_call
@@ -82,3 +82,41 @@ def test_a_bulk_round_trips_and_a_malformed_one_is_refused() -> None:
     ):
         with pytest.raises(SerializationError, match="bulk"):
             decode_bulk(bad)
+
+
+def _asks(run_s: float, *, machines: int, total: int, first: int) -> tuple[list[int], int]:
+    """Each of ``machines`` machines, created with ``first`` inputs each (none run yet), asks
+    in turn for its next chunk of a store-mode batch of ``total``: the shares they get, and
+    the inputs left to no machine."""
+    unheld = total - machines * first
+    shares = []
+    for _ in range(machines):
+        share = store_share(run_s, undone=total, unheld=unheld, held=first, machines=machines)
+        share = max(0, min(share, unheld))
+        unheld -= share
+        shares.append(share)
+    return shares, unheld
+
+
+def test_quick_inputs_are_shared_evenly_among_the_machines_that_ask_for_them() -> None:
+    # 1,000 inputs that run in 10 µs on 3 machines, each created with 16: the first to ask
+    # does not take them all (nor the window's worth) and leave the last with nothing; the
+    # last takes the few that would be left, rather than leave them a round trip of their own.
+    shares, left = _asks(1e-5, machines=3, total=1000, first=16)
+    assert shares == [318, 318, 316] and left == 0
+
+
+def test_long_inputs_left_at_the_end_still_go_one_share_per_machine() -> None:
+    # Half-second inputs: a share of one runs longer than a chunk's round trip.
+    assert store_share(0.5, undone=300, unheld=200, held=2, machines=17) == 16
+    assert store_share(0.5, undone=20, unheld=3, held=1, machines=17) == 1
+    # A machine that holds its share already gets none until it has run some.
+    assert store_share(0.5, undone=20, unheld=3, held=2, machines=17) == 0
+
+
+def test_the_few_quick_inputs_left_go_in_one_chunk() -> None:
+    # What would be left after an even share runs within a round trip: all of it goes now.
+    assert store_share(1e-5, undone=600, unheld=300, held=100, machines=3) == 300
+    assert STORE_ROUND_TRIP_S / INPUT_COST_S > 300 - 100
+    # Before any input has run nothing is known to be quick: an even share.
+    assert store_share(None, undone=600, unheld=300, held=100, machines=3) == 100

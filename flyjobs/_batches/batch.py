@@ -19,16 +19,18 @@ alone from then on.
 When results go through the object store, machines cannot pull from the caller: each is created
 with a first chunk of inputs (``then`` in its payload, at most `MAX_SLICE` and
 `MAX_INLINE_PAYLOAD_BYTES` of arguments), runs them in order and PUTs each result to its own
-presigned URL, where the client looks for it while the machine runs (at once, then about every
-`RESULT_POLL_MAX_S` at most). It then reads its next chunk from the store (`flyjobs._wire.chunk`,
-objects written through `flyjobs._results.chunks.ChunkFeed`): the client writes each machine's
-next chunk while it still runs the one before (so a machine rarely waits), sized to about
-`CHUNK_WORK_S` of work and to a fair share of the inputs left, and "no more work" once there is
-none. A chunk is only written while the machine is surely still waiting for it (it was seen busy
-less than `NEXT_INPUT_WAIT_S` - `_CHUNK_MARGIN_S` ago), so every chunk written is read. Without a
-result key (nothing to seal chunks with) a machine takes only its first chunk. An input whose
-result is missing when its machine exits failed with it (and is retried under ``retries``); the
-inputs after it, which never ran, are given back without counting an attempt.
+presigned URL, where the client looks for it while the machine runs (one listing for all
+machines: again at once while results come in, else every `RESULT_POLL_MAX_S` at most; see
+`flyjobs._batches.result_polls`). It then reads its next chunk from the store
+(`flyjobs._wire.chunk`, objects written through `flyjobs._results.chunks.ChunkFeed`): the client
+writes each machine's next chunk while it still runs the one before (so a machine rarely waits),
+sized to about `CHUNK_WORK_S` of work and to the machine's even share of the inputs not done
+(`flyjobs._batches.chunking.store_share`), and "no more work" once there is none. A chunk is
+only written while the machine is surely still waiting for it (it was seen busy less than
+`NEXT_INPUT_WAIT_S` - `_CHUNK_MARGIN_S` ago), so every chunk written is read. Without a result
+key (nothing to seal chunks with) a machine takes only its first chunk. An input whose result is
+missing when its machine exits failed with it (and is retried under ``retries``); the inputs
+after it, which never ran, are given back without counting an attempt.
 
 Each input's clocks (deadline, result URL expiry) start when a machine is created for it or
 handed it: a create the API throttles (429) is sent again, however long that lasts, with the
@@ -52,7 +54,6 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import math
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -95,8 +96,9 @@ from .._wire.log_lines import call_mark
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.metadata import META_BATCH_ID
 from .._wire.result_envelope import decode_result
-from .chunking import MAX_CHUNK_BYTES, ChunkSize
+from .chunking import INPUT_COST_S, MAX_CHUNK_BYTES, ChunkSize, store_share
 from .progress import BatchStats
+from .result_polls import RESULT_POLL_MAX_S, ResultPolls
 from .width import Gauge, Width
 from .work import Input, Item, Outcome, Outcomes, Recorder, WorkSource
 
@@ -109,11 +111,6 @@ MAX_SLICE = 64
 #: look at the store's results and a write before the next, a tenth of a second or so, which
 #: many quick inputs share.
 _MAX_STORE_CHUNK = 512
-#: Seconds a next chunk's round trip takes about (a look at the results in the store, a write,
-#: the machine's read): the inputs left are shared among the machines only while a share takes
-#: longer than that to run (a few quick ones left go to the next machine that asks, in one
-#: chunk, rather than in ever smaller ones to every machine).
-_CHUNK_ROUND_TRIP_S = 0.25
 #: Most inputs read ahead (taken and not yet consumed by the caller) when machines read their
 #: chunks from the store: several large chunks in flight at once (bounded memory all the same).
 _STORE_WINDOW = 1024
@@ -126,10 +123,6 @@ _QUEUE_HORIZON_S = 6 * 24 * 3600.0
 CHUNK_WORK_S = 1.0
 #: Inputs in a machine's first chunk before any input has run (the run time is not known yet).
 _FIRST_CHUNK = 8
-#: Most seconds between two looks for a result in the store while its machine runs.
-RESULT_POLL_MAX_S = 0.25
-#: Least seconds between two looks for a result in the store.
-_RESULT_POLL_MIN_S = 0.05
 #: Results read from the store at once.
 _CONCURRENT_READS = 16
 #: Seconds of its idle period a machine surely has left when its next chunk is written (the
@@ -591,24 +584,23 @@ class Batch:
         last = max(held.attempt.deadline for held in chunk)
         return last + WORKER_DEADLINE_SLACK_S + NEXT_INPUT_WAIT_S + _CHUNK_URL_SLACK_S
 
-    def _store_chunk_size(self, most: int = _MAX_STORE_CHUNK) -> int:
-        """Inputs in the next chunk (through the store): about `CHUNK_WORK_S` of work by the
-        mean run time so far (`_FIRST_CHUNK` before one is known), and no more than a fair
-        share (among the machines running) of the inputs no machine holds yet unless they
-        run within `_CHUNK_ROUND_TRIP_S`, within 1 and
-        ``most`` (and so that a chunk of every machine fits in the read-ahead window)."""
+    def _store_chunk_size(self, most: int = _MAX_STORE_CHUNK, held: int = 0) -> int:
+        """Inputs in the next chunk (through the store) of a machine that holds ``held``
+        inputs not run yet: about `CHUNK_WORK_S` of work by the mean run time so far
+        (`_FIRST_CHUNK` before one is known), and no more than the machine's share of the
+        inputs left (`flyjobs._batches.chunking.store_share`), within 1 and ``most`` (and so
+        that a chunk of every machine fits in the read-ahead window)."""
         run_s = self.stats.phases["run"].mean_s
-        size = _FIRST_CHUNK if run_s is None else round(CHUNK_WORK_S / max(run_s, 1e-3))
+        size = _FIRST_CHUNK if run_s is None else round(CHUNK_WORK_S / max(run_s, INPUT_COST_S))
         # Shared among the machines there are (a batch whose creates the API paces has fewer
         # than max_machines for a while; the first ones take more work, in more chunks).
         machines = max(1, min(self._machines_left, self._max_machines))
         total = self.stats.total
         if total is not None:
             stats = self.stats
-            left = total - stats.done - stats.failed - stats.starting - stats.running
-            share = math.ceil(max(left, 1) / machines)
-            if run_s is not None:
-                share = max(share, int(_CHUNK_ROUND_TRIP_S / max(run_s, 1e-6)))
+            undone = total - stats.done - stats.failed
+            unheld = undone - stats.starting - stats.running
+            share = store_share(run_s, undone=undone, unheld=unheld, held=held, machines=machines)
             size = min(size, share)
         return max(1, min(most, self._window // machines, size))
 
@@ -820,13 +812,18 @@ class Batch:
         until there is no more work for it (see the module docstring)."""
         try:
             while True:
-                while len(feed.queue) + 1 > self._store_chunk_size() or self._ends_later(feed):
+                while self._holds_enough(feed) or self._ends_later(feed):
                     await feed.changed.wait()
                 if not await self._write_chunk(feed):
                     return
         finally:
             feed.ended = True
             feed.notify()
+
+    def _holds_enough(self, feed: _Feed) -> bool:
+        """The machine holds more inputs not run than its next chunk would have: that waits."""
+        ahead = len(feed.queue) + 1
+        return ahead > self._store_chunk_size(held=ahead)
 
     def _ends_later(self, feed: _Feed) -> bool:
         """No work is left for the machine, but it still runs inputs written for it: "no more
@@ -852,7 +849,7 @@ class Batch:
             if first is not None:
                 # No input's deadline (nor its URLs' expiry) past the horizon.
                 horizon = int(_QUEUE_HORIZON_S // self._plan.options.effective_timeout_s) - ahead
-                count = min(self._store_chunk_size(), max(horizon, MAX_SLICE))
+                count = min(self._store_chunk_size(held=ahead), max(horizon, MAX_SLICE))
                 items = [first, *await self._take_more(count - 1)]
             if time.time() > feed.busy_at + NEXT_INPUT_WAIT_S - _CHUNK_MARGIN_S:
                 return False  # it may have stopped waiting: it gets no more chunks
@@ -892,17 +889,19 @@ class Batch:
                     await self._never_ran(held)
 
     async def _scan_results(self) -> None:
-        """Look for the results of every input machines hold in the store (`_scan_once`): at
-        intervals of `_RESULT_POLL_MIN_S` while results come in, doubling up to
-        `RESULT_POLL_MAX_S` while none do."""
-        interval = _RESULT_POLL_MIN_S
+        """Look for the results of every input machines hold in the store (`_scan_once`),
+        spaced as `flyjobs._batches.result_polls` says."""
+        polls = ResultPolls(anyio.current_time())
         while not (self._created_all and not self._machines_left):
-            await anyio.sleep(interval)
-            found = await self._scan_once(list(self._watched.values()))
-            interval = _RESULT_POLL_MIN_S if found else min(2 * interval, RESULT_POLL_MAX_S)
+            read = await self._scan_once(list(self._watched.values()))
+            run_s = self.stats.phases["run"].mean_s
+            wait_s = polls.after(read=read, run_s=run_s, now=anyio.current_time())
+            if wait_s:
+                await anyio.sleep(wait_s)
 
     async def _scan_once(self, watched: list[_Held]) -> bool:
-        """Look for the results of ``watched`` with one listing; return whether any was in.
+        """Look for the results of ``watched`` with one listing; return whether one was read
+        (a result listed but refused, or not readable yet, does not count).
 
         Each result listed is read into its ticket (where the input's machine collects it, in
         order), with those that came in the same bundle (`flyjobs._wire.chunk`); a machine
@@ -926,12 +925,15 @@ class Batch:
                 for held in found:
                     reading.start_soon(self._read_result, held, read)
         finally:
-            # Deleted once read, all in one request (not one per ticket as it closes).
-            await channel.discard_results(read)
+            # Deleted once read, all in one request (not one per ticket as it closes), while
+            # the next look goes on.
+            if read:
+                self._runtime.background(partial(channel.discard_results, read))
         for held in watched:
             if channel.bundled(held.call_id):
-                await self._read_result(held, [])  # no object of its own: no request
-        return bool(found)
+                # No object of its own: no request, so no turn of the concurrent reads.
+                await self._take_result(held, [])
+        return bool(read)
 
     def _look_for(self, *helds: _Held) -> None:
         """Look for the results of ``helds`` (`_scan_results`) until they are read."""
@@ -941,14 +943,18 @@ class Batch:
     async def _read_result(self, held: _Held, read: list[str]) -> None:
         """Read ``held``'s result into its ticket; add its call id to ``read`` if it was."""
         async with self._reads:
-            try:
-                if await held.attempt.ticket.look():
-                    # The scan deletes its object: closing the ticket need not.
-                    held.attempt.ticket.keep()
-                    read.append(held.call_id)
-                    self._watched.pop(held.call_id, None)
-            except TransportError as exc:
-                logger.info("could not read the result of %s yet: %s", held.call_id, exc)
+            await self._take_result(held, read)
+
+    async def _take_result(self, held: _Held, read: list[str]) -> None:
+        """`_read_result`, without waiting for a turn of the concurrent reads."""
+        try:
+            if await held.attempt.ticket.look():
+                # The scan deletes its object: closing the ticket need not.
+                held.attempt.ticket.keep()
+                read.append(held.call_id)
+                self._watched.pop(held.call_id, None)
+        except TransportError as exc:
+            logger.info("could not read the result of %s yet: %s", held.call_id, exc)
 
     async def _late_result(
         self, held: _Held, feed: _Feed, error: FlyjobsError
@@ -984,9 +990,16 @@ class Batch:
                 return None
             body = late
         self._watched.pop(held.call_id, None)
-        if held.feed is not None and held.chunk_key is not None and isinstance(body, bytes):
-            # The machine read the chunk this input came in: it goes.
-            self._runtime.background(partial(held.feed.chunks.read, held.chunk_key))
+        feed, key = held.feed, held.chunk_key
+        if (
+            feed is not None
+            and key is not None
+            and isinstance(body, bytes)
+            and feed.chunks.read(key)
+        ):
+            # The machine read the chunk this input came in: it goes (one task per chunk, not
+            # per input).
+            self._runtime.background(partial(feed.chunks.delete, key))
         return body
 
     async def _serve(self, held: _Held, run: MachineRun, gauge: Gauge) -> _Held | None:

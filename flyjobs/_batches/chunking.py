@@ -10,12 +10,25 @@ it drops back to one input when a machine gave inputs back because one ran long
 (`flyjobs._wire.bulk.CHUNK_HOLD_S`). A chunk never holds more than `MAX_CHUNK_BYTES` of encoded
 arguments (one input larger than that still goes, alone).
 
+A machine whose results go through the object store reads its next chunk from there instead
+(`flyjobs._batches.batch`): `store_share` says how many of the inputs left it may take.
+
 May import: nothing of flyjobs (the batch applies it).
 """
 
 from __future__ import annotations
 
-__all__ = ("MAX_CHUNK", "MAX_CHUNK_BYTES", "TARGET_RUN_S", "ChunkSize")
+import math
+
+__all__ = (
+    "INPUT_COST_S",
+    "MAX_CHUNK",
+    "MAX_CHUNK_BYTES",
+    "STORE_ROUND_TRIP_S",
+    "TARGET_RUN_S",
+    "ChunkSize",
+    "store_share",
+)
 
 #: Most inputs in one chunk.
 MAX_CHUNK = 64
@@ -24,6 +37,30 @@ MAX_CHUNK_BYTES = 1024 * 1024
 #: Seconds a chunk's functions should run in all, at most: a chunk grows no further than that
 #: (at the inputs' mean run time), and shrinks when one ran longer.
 TARGET_RUN_S = 0.05
+#: Seconds a store-mode machine's next chunk's round trip takes about (a look at the results in
+#: the store, a write, the machine's read): the inputs left are not split into shares that run
+#: quicker than that (a few quick ones left go to the next machine that asks, in one chunk,
+#: rather than in ever smaller ones to every machine).
+STORE_ROUND_TRIP_S = 0.25
+#: Seconds an input costs its machine at least, whatever its function's run time (decoding,
+#: sealing and delivering it: a fraction of this, measured on a shared CPU).
+INPUT_COST_S = 0.001
+
+
+def store_share(run_s: float | None, *, undone: int, unheld: int, held: int, machines: int) -> int:
+    """How many more inputs a store-mode machine may take in its next chunk: an even share,
+    among ``machines``, of the ``undone`` inputs (not done nor failed), less the ``held`` ones
+    it holds not run yet (0 or less: it holds its share); or all ``unheld`` ones (no machine
+    holds them) when those left after that share would run within `STORE_ROUND_TRIP_S`, by
+    ``run_s``, the inputs' mean run time (at least `INPUT_COST_S`; None: not known yet).
+
+    Shares are of what is not done, not only of what no machine holds: else the machine that
+    asks first takes a share of those and comes back for more, while the last gets little.
+    """
+    share = math.ceil(max(undone, 1) / machines) - held
+    if run_s is not None and unheld - share < STORE_ROUND_TRIP_S / max(run_s, INPUT_COST_S):
+        return unheld  # the few left go with it, not in a round trip of their own
+    return share
 
 
 class ChunkSize:

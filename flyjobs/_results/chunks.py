@@ -5,7 +5,8 @@ caller; it reads its next chunk of calls from the store instead (the protocol is
 `flyjobs._wire.chunk`). A `ChunkFeed` is the caller's side of one machine's chunks: it presigns
 the GET of each next chunk's key ahead of time (the URL travels in the payload, then in each
 chunk), writes each chunk sealed with the result key and bound to that URL, and deletes each
-once the machine has read it (a result of one of its calls came in), or at the machine's end.
+once the machine has read it (a result of one of its calls came in: `read`, then `delete`), or
+at the machine's end.
 
 Keys (under the store's prefix): ``chunks/<machine name>/<n>``, n from 1 (chunk 0 is the
 machine's payload). ``flyjobs gc`` removes those a killed caller left (see
@@ -68,12 +69,17 @@ class ChunkFeed:
                 await self._store.put(key, seal_chunk(self._seal_key, url, calls, next_url))
             return key
 
-    async def read(self, key: str) -> None:
+    def read(self, key: str) -> bool:
         """The machine has read the chunk ``key`` (a result of one of its calls came in):
-        delete it (errors are logged)."""
+        True the first time, when it is to be deleted (`delete`); `discard` leaves it."""
         if key in self._written:
             self._written.remove(key)
-            await self._store.discard(key)
+            return True
+        return False
+
+    async def delete(self, key: str) -> None:
+        """Delete the chunk ``key`` (errors are logged)."""
+        await self._store.discard(key)
 
     async def discard(self) -> None:
         """Delete every chunk written (errors are logged; shielded, bounded in time), once a

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from _store_helpers import APP, live_machines, objects
 from _waiting import eventually
 
 from flyjobs._batches.batch import MAX_SLICE, Batch
-from flyjobs._calls.runtime import get_runtime
+from flyjobs._calls.runtime import Runtime, get_runtime
 from flyjobs._results.channel import StoreTicket
 from flyjobs._results.chunks import ChunkFeed
 from flyjobs._results.store import STALE_OBJECT_AGE_S, Store, StoreConfig, collect_stale_objects
@@ -285,3 +286,59 @@ def test_quick_machines_end_after_their_results_are_read(
     assert (summary.done, summary.failed, summary.retried) == (1000, 0, 0)
     assert late == []
     assert objects(fly_store) == []
+
+
+READ_AS_A_MACHINE = """
+import sys
+from flyjobs.worker import _get_object
+print(_get_object(sys.argv[1], 10.0), _get_object(sys.argv[2], 10.0))
+print("urllib.request" in sys.modules)
+"""
+
+
+def test_a_machine_reads_its_chunks_from_a_plain_http_store_without_urllib(bucket: str) -> None:
+    # urllib's imports (the email package, ssl) would cost every machine tens of ms of CPU
+    # before its second chunk: a store on plain HTTP is read by hand, as results are written.
+    config = StoreConfig.load(f"s3://{bucket}/flyjobs")
+    assert config is not None
+    store = Store(config)
+    asyncio.run(store.put("chunks/read-test-m0/1", b"a sealed chunk"))
+    expires = time.time() + 300
+    there = store.presign("GET", "chunks/read-test-m0/1", expires_at=expires)
+    missing = store.presign("GET", "chunks/read-test-m0/2", expires_at=expires)
+    read = subprocess.run(
+        [sys.executable, "-c", READ_AS_A_MACHINE, there, missing],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert read.stdout.splitlines() == ["b'a sealed chunk' None", "False"]
+
+
+def test_a_chunk_read_is_deleted_by_one_task_not_one_per_input(
+    fly_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each input whose result comes in tells its chunk was read; the chunk's deletion is one
+    # background task (the caller's loop spends its time on results, not on spawning tasks).
+    written: list[int] = []
+    write = ChunkFeed.write
+
+    async def counted(self: ChunkFeed, calls: list[bytes], next_expires_at: float | None) -> str:
+        written.append(len(calls))
+        return await write(self, calls, next_expires_at)
+
+    about_chunks: list[object] = []
+    background = Runtime.background
+
+    def watched(self: Runtime, fn: Callable[[], Awaitable[None]]) -> None:
+        if isinstance(getattr(getattr(fn, "func", None), "__self__", None), ChunkFeed):
+            about_chunks.append(fn)
+        background(self, fn)
+
+    monkeypatch.setattr(ChunkFeed, "write", counted)
+    monkeypatch.setattr(Runtime, "background", watched)
+    results = funcs.double.map(range(300), max_machines=1)
+    assert list(results) == [2 * x for x in range(300)]
+    assert len(about_chunks) <= len(written) < 300
+    eventually(lambda: objects(fly_store) == [], "every result and chunk deleted")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -349,3 +351,39 @@ def test_worker_imports_stay_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+class _Store(http.server.BaseHTTPRequestHandler):
+    """A store that frames one answer by chunks instead of a Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")
+            return
+        self.send_response(404 if self.path == "/missing" else 403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_store_answer_framed_by_chunks_is_read_all_the_same() -> None:
+    # A plain-HTTP store is read by hand (no urllib); an answer whose body's end its
+    # Content-Length does not tell is read again through urllib, never cut short.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Store)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert worker._get_object(f"{base}/chunked", 10.0) == b"abcdef"
+        assert worker._get_object(f"{base}/missing", 10.0) is None
+        with pytest.raises(OSError, match="403"):
+            worker._get_object(f"{base}/denied", 10.0)
+    finally:
+        server.shutdown()
+        server.server_close()
