@@ -36,6 +36,8 @@ from flyjobs._wire.call_envelope import decode_call, encode_call
 pytestmark = pytest.mark.usefixtures("no_machine_left")
 
 PHASES = ("queued", "create", "boot", "import", "run", "deliver")
+#: A map input's phase spans: its queued and deliver phases are its call span's attributes.
+MAP_PHASES = ("create", "boot", "import", "run")
 SUPPORT = Path(__file__).parent / "_support"
 
 
@@ -127,13 +129,31 @@ def test_a_map_of_20_inputs_is_one_trace(exporter: InMemorySpanExporter) -> None
         call = by_index[index]
         assert (call.attributes or {})["flyjobs.call_id"] == f"{batch_id}-{index}"
         assert (value, loaded, traceparent) == (index, False, _traceparent(call))
-        names = [p.name for p in sorted(_children(spans, call), key=lambda p: p.start_time or 0)]
+        phases = sorted(_children(spans, call), key=lambda p: p.start_time or 0)
         # Inputs a machine was created with went through create, boot and import; the others
-        # were handed to a running machine, which had the function imported.
-        assert names in (list(PHASES), ["queued", "run", "deliver"]), names
-        created += names == list(PHASES)
+        # were handed to a running machine, which had the function imported. In a map, queued
+        # and deliver are the call span's attributes, not spans.
+        names = [p.name for p in phases]
+        assert names in (list(MAP_PHASES), ["run"]), names
+        created += names == list(MAP_PHASES)
+        _check_queued_and_deliver(call, phases)
     machines = {(c.attributes or {})["flyjobs.machine_id"] for c in calls}
     assert created == len(machines) <= 3
+
+
+def _check_queued_and_deliver(call: ReadableSpan, phases: list[ReadableSpan]) -> None:
+    """A map input's ``flyjobs.queued_s`` is its call span's first seconds, before its first
+    phase; its ``flyjobs.deliver_s`` the last ones, after its ``run``."""
+    attributes = dict(call.attributes or {})
+    queued_ns = float(str(attributes["flyjobs.queued_s"])) * 1e9
+    deliver_ns = float(str(attributes["flyjobs.deliver_s"])) * 1e9
+    assert queued_ns >= 0 and deliver_ns >= 0
+    assert call.start_time is not None and call.end_time is not None
+    run = phases[-1]
+    assert phases[0].start_time is not None and run.end_time is not None
+    slack_ns = 1_000  # the float seconds of the attributes, rounded
+    assert call.start_time + queued_ns <= phases[0].start_time + slack_ns
+    assert run.end_time <= call.end_time - deliver_ns + slack_ns
 
 
 def test_a_function_span_on_the_machine_joins_the_call_trace(

@@ -22,6 +22,15 @@ attempt's
 made), ``flyjobs.exit_code`` (when the attempt ended with the machine's exit) and
 ``flyjobs.cost_usd`` (the sum of the attempts' costs, once any is known: `CallTrace.add_cost`).
 
+In a map, an input's ``queued`` and ``deliver`` are attributes of its call's span rather than
+spans of their own: ``flyjobs.queued_s`` (from the input being read to its first attempt: the
+call span's first seconds) and ``flyjobs.deliver_s`` (the last attempt's ``deliver``: from the
+worker starting to send the result to its arrival here, just before the call span's end). A map
+of N inputs then makes about 2N spans rather than 4N: each span costs the caller's event loop,
+which runs the map, about 20 µs, and a trace of thousands of spans is hard to read. Its other
+phases (``create``, ``boot`` and ``import`` for the inputs its machines were created with,
+``run``, ``retry``) stay spans.
+
 The call's span is the parent the machine is given (its W3C ``traceparent`` travels in the call
 envelope), so spans the function makes on the machine join the call's trace.
 
@@ -56,6 +65,7 @@ class CallTrace:
         "_attributes",
         "_context",
         "_cost_usd",
+        "_in_map",
         "_last_end",
         "_opened",
         "_span",
@@ -64,7 +74,9 @@ class CallTrace:
         "traceparent",
     )
 
-    def __init__(self, tracer: Any, span: Any, start_s: float, image: str) -> None:
+    def __init__(
+        self, tracer: Any, span: Any, start_s: float, image: str, *, in_map: bool = False
+    ) -> None:
         # The API is imported already: the tracer that made the span comes from it.
         from opentelemetry.trace import set_span_in_context
 
@@ -73,6 +85,8 @@ class CallTrace:
         #: the context whose current span is the call's: its phases' parent
         self._context = set_span_in_context(span)
         self._start = start_s
+        #: an input of a map: its queued and deliver phases are attributes, not spans
+        self._in_map = in_map
         #: when the last attempt ended, why, and on which machine (for the retry that follows)
         self._last_end: tuple[float, str, str] | None = None
         self._cost_usd: float | None = None
@@ -102,7 +116,10 @@ class CallTrace:
             return
         self._opened = number
         if number <= 1:
-            self._phase("queued", self._start, at_s, {"flyjobs.attempt": 1})
+            if self._in_map:
+                self._attributes["flyjobs.queued_s"] = max(at_s - self._start, 0.0)
+            else:
+                self._phase("queued", self._start, at_s, {"flyjobs.attempt": 1})
         elif self._last_end is not None:
             since, why, machine_id = self._last_end
             self._last_end = None
@@ -153,15 +170,20 @@ class CallTrace:
             if started is not None:
                 booted = min(booted, max(started, sent))
             self._phase("create", within(sent), within(booted), attempt)
+        delivered = times.get("deliver_start") if timings is not None else None
         marks = [
             ("boot", booted, times.get("worker_start")),
             ("import", times.get("import_start"), times.get("import_end")),
             ("run", times.get("function_start"), times.get("function_end")),
-            ("deliver", times.get("deliver_start"), end_s if timings is not None else None),
         ]
         for name, start, end in marks:
             if start is not None and end is not None:
                 self._phase(name, within(start), within(end), attempt)
+        if delivered is not None:
+            if self._in_map:
+                self._attributes["flyjobs.deliver_s"] = end_s - within(delivered)
+            else:
+                self._phase("deliver", within(delivered), end_s, attempt)
         self._attributes.update(attempt)
         self._attributes["flyjobs.machine_id"] = machine_id
         self._attributes["flyjobs.region"] = region or ""
@@ -203,36 +225,53 @@ def start_call(
 
 
 def _call(
-    tracer: Any, fn_ref: str, call_id: str, image: str, start_s: float, parent: Any
+    tracer: Any,
+    fn_ref: str,
+    call_id: str,
+    image: str,
+    start_s: float,
+    parent: Any,
+    *,
+    in_map: bool = False,
 ) -> CallTrace:
     attributes = {"flyjobs.function": fn_ref, "flyjobs.call_id": call_id}
     span = tracer.start_span(
         "flyjobs.call", context=parent, start_time=_ns(start_s), attributes=attributes
     )
-    return CallTrace(tracer, span, start_s, image)
+    return CallTrace(tracer, span, start_s, image, in_map=in_map)
 
 
 class BatchTrace:
     """A map's span, and each of its inputs' call spans under it (by input index)."""
 
-    __slots__ = ("_calls", "_fn_ref", "_image", "_span", "_tracer")
+    __slots__ = ("_calls", "_context", "_fn_ref", "_image", "_span", "_tracer")
 
     def __init__(self, tracer: Any, span: Any, fn_ref: str, image: str) -> None:
+        from opentelemetry.trace import set_span_in_context  # the API: tracing is on
+
         self._tracer = tracer
         self._span = span
+        #: the context whose current span is the map's: its inputs' calls' parent
+        self._context = set_span_in_context(span)
         self._fn_ref = fn_ref
         self._image = image
         self._calls: dict[int, CallTrace] = {}
 
     def call(self, index: int, call_id: str, queued_s: float) -> CallTrace:
         """Input ``index``'s call span (made at its first attempt, starting when it was read
-        at ``queued_s``, unix s)."""
+        at ``queued_s``, unix s; its queued and deliver phases are attributes, see the module
+        docstring)."""
         trace = self._calls.get(index)
         if trace is None:
-            from opentelemetry.trace import set_span_in_context  # the API: tracing is on
-
-            parent = set_span_in_context(self._span)
-            trace = _call(self._tracer, self._fn_ref, call_id, self._image, queued_s, parent)
+            trace = _call(
+                self._tracer,
+                self._fn_ref,
+                call_id,
+                self._image,
+                queued_s,
+                self._context,
+                in_map=True,
+            )
             self._calls[index] = trace
         return trace
 
