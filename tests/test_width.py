@@ -30,6 +30,16 @@ def _started(width: Width, count: int) -> list[Gauge]:
     return gauges
 
 
+def _booted(width: Width, clock: Clock) -> list[Gauge]:
+    """Three machines, booted in 50 ms, whose first functions ran 10 µs, each handed more."""
+    gauges = _started(width, 3)
+    clock.now += 0.05
+    for gauge in gauges:
+        gauge.first_result(1e-5)
+        gauge.handed()
+    return gauges
+
+
 def test_before_any_result_it_starts_the_create_burst_then_doubles_with_time(
     clock: Clock,
 ) -> None:
@@ -46,11 +56,7 @@ def test_before_any_result_it_starts_the_create_burst_then_doubles_with_time(
 
 def test_quick_inputs_keep_the_batch_at_the_machines_it_has(clock: Clock) -> None:
     width = Width(clock=clock)
-    gauges = _started(width, 3)
-    clock.now += 0.05  # a boot of 50 ms, then functions of 10 µs
-    for gauge in gauges:
-        gauge.first_result(1e-5)
-        gauge.handed()
+    gauges = _booted(width, clock)
     clock.now += 0.01
     for gauge in gauges:
         gauge.round_trip(64, 0.01, 64 * 1e-5)
@@ -75,11 +81,7 @@ def test_slow_inputs_widen_the_batch_at_once(clock: Clock) -> None:
 
 def test_inputs_that_turn_slow_widen_it_once_a_round_trip_stalls(clock: Clock) -> None:
     width = Width(clock=clock)
-    gauges = _started(width, 3)
-    clock.now += 0.05
-    for gauge in gauges:
-        gauge.first_result(1e-5)
-        gauge.handed()
+    gauges = _booted(width, clock)
     clock.now += 0.01
     for gauge in gauges:
         gauge.round_trip(8, 0.01, 8e-5)
@@ -92,11 +94,7 @@ def test_inputs_that_turn_slow_widen_it_once_a_round_trip_stalls(clock: Clock) -
 
 def test_one_stalled_machine_among_quick_ones_does_not_widen_it(clock: Clock) -> None:
     width = Width(clock=clock)
-    gauges = _started(width, 3)
-    clock.now += 0.05
-    for gauge in gauges:
-        gauge.first_result(1e-5)
-        gauge.handed()
+    gauges = _booted(width, clock)
     clock.now += STALL_S + 5.0
     for gauge in gauges[1:]:
         gauge.round_trip(64, 0.01, 64e-5)
