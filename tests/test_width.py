@@ -114,3 +114,18 @@ def test_machines_that_ended_no_longer_count(clock: Clock) -> None:
     for gauge in gauges:
         gauge.end()
     assert width.wait_s(4) == 0  # no machine runs: the inputs need one
+
+
+def test_before_any_result_it_doubles_every_boot_of_the_functions_last_batch(
+    clock: Clock,
+) -> None:
+    width = Width(clock=clock, prior_boot_s=0.3)  # its last batch booted in 0.3 s
+    _started(width, BLIND_MACHINES)
+    # Two thirds of a boot later, up to 3 x 2 ** (2 / 3) = 4.8 may run: one starts while fewer
+    # run, so 5 (12 without the prior, at a doubling every 0.1 s).
+    clock.now += 0.2
+    more = 0
+    while width.wait_s(1000) == 0:
+        width.asked()
+        more += 1
+    assert BLIND_MACHINES + more == 5

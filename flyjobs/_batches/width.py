@@ -17,13 +17,15 @@ machine the operating system held back, does not widen the batch).
 
 Until a machine has delivered a result nothing is known: the batch starts `BLIND_MACHINES`
 (what Fly creates at once, its create burst), and may start twice as many every
-`BLIND_DOUBLING_S`, or every boot of the function's last batch in this process if longer, after
-its first (on Fly the create rate, one a second, is slower still), so a batch of quick inputs
-knows how quick before it has made many machines, and one of slow inputs is at full width
-within a few boots. A machine whose round trip runs longer than `STALL_S`
-and twice its last one counts the time past that as the time of an input, so a batch whose
-inputs turn slow widens again (a stall of the caller's own loop, a few dozen milliseconds on a
-busy laptop, does not).
+`BLIND_DOUBLING_S`, or every boot of the function's last batch in this process if longer
+(machines that boot slowly say nothing of the inputs for longer, and on the local emulator
+slow the boots of the others), after its first (on Fly the
+create rate, one a second, is slower still), so a batch of quick inputs knows how quick before
+it has made many machines, and one of slow inputs is at full width within a few boots.
+
+A machine whose round trip runs longer than `STALL_S` and twice its last one counts the time
+past that as the time of an input, so a batch whose inputs turn slow widens again (a stall of
+the caller's own loop, a few dozen milliseconds on a busy laptop, does not).
 
 May import: nothing of flyjobs (the batch applies it).
 """
