@@ -65,7 +65,6 @@ class Gauge:
         #: seconds its last round trip took, from handing its inputs to their results
         self._round_trip_s = 0.0
         self._handed_at = asked_at
-        self.ended = False
 
     def first_result(self, run_s: float) -> None:
         """Its first input (handed with the create) came back; its function ran ``run_s``."""
@@ -89,7 +88,6 @@ class Gauge:
 
     def end(self) -> None:
         """The machine ended (it takes no more inputs)."""
-        self.ended = True
         self._width.gauges.discard(self)
         self._width.changed()
 
@@ -144,7 +142,7 @@ class Width:
             return 0.0
         now = self.clock()
         ready = [gauge for gauge in self.gauges if gauge.boot_s is not None]
-        if not ready or not self.boot_samples:
+        if not ready:  # (a machine is ready once it gave a boot sample)
             return self._blind_wait_s(now)
         boot_s = sum(self.boot_samples) / len(self.boot_samples)
         recheck_s = min(max(boot_s / 2, MIN_RECHECK_S), MAX_RECHECK_S)

@@ -246,11 +246,8 @@ def test_results_of_quick_calls_travel_in_one_object_each_checked_by_its_own_tic
     assert found == [True, True, True]
 
 
-def test_quick_inputs_go_in_chunks_larger_than_a_first_slice(
-    fly_store: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Each next chunk costs the caller a look at the store's results before it is written: a
-    # machine running quick inputs takes many per chunk (not MAX_SLICE), so few round trips.
+def _chunk_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of calls in each chunk written from now on, as they are written."""
     sizes: list[int] = []
     write = ChunkFeed.write
 
@@ -259,6 +256,15 @@ def test_quick_inputs_go_in_chunks_larger_than_a_first_slice(
         return await write(self, calls, next_expires_at)
 
     monkeypatch.setattr(ChunkFeed, "write", counted)
+    return sizes
+
+
+def test_quick_inputs_go_in_chunks_larger_than_a_first_slice(
+    fly_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each next chunk costs the caller a look at the store's results before it is written: a
+    # machine running quick inputs takes many per chunk (not MAX_SLICE), so few round trips.
+    sizes = _chunk_writes(monkeypatch)
     results = funcs.double.map(range(300), max_machines=1)
     assert list(results) == [2 * x for x in range(300)]
     assert max(sizes) > MAX_SLICE, sizes
@@ -321,13 +327,7 @@ def test_a_chunk_read_is_deleted_by_one_task_not_one_per_input(
 ) -> None:
     # Each input whose result comes in tells its chunk was read; the chunk's deletion is one
     # background task (the caller's loop spends its time on results, not on spawning tasks).
-    written: list[int] = []
-    write = ChunkFeed.write
-
-    async def counted(self: ChunkFeed, calls: list[bytes], next_expires_at: float | None) -> str:
-        written.append(len(calls))
-        return await write(self, calls, next_expires_at)
-
+    written = _chunk_writes(monkeypatch)
     about_chunks: list[object] = []
     background = Runtime.background
 
@@ -336,7 +336,6 @@ def test_a_chunk_read_is_deleted_by_one_task_not_one_per_input(
             about_chunks.append(fn)
         background(self, fn)
 
-    monkeypatch.setattr(ChunkFeed, "write", counted)
     monkeypatch.setattr(Runtime, "background", watched)
     results = funcs.double.map(range(300), max_machines=1)
     assert list(results) == [2 * x for x in range(300)]
