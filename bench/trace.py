@@ -11,6 +11,12 @@ reuse-on figure does):
   go through a ``SimpleSpanProcessor`` (each exported as it ends, on the thread that ends it) to
   an in-memory exporter.
 
+Each tree process then times as many maps again with the same provider wrapped in
+``bench/_timed_tracer.py``, which counts the seconds spent inside the OpenTelemetry SDK's tracer
+and spans: ``sdk_s_per_on_map``, and ``sdk_floor_vs_off_ratio``, what ``on_vs_off_ratio`` would
+be if nothing but the SDK's own work on flyjobs's spans cost anything (off's map time plus those
+seconds, over off's). That is the floor of any tracing that makes these spans in this process.
+
 Baseline and tree processes alternate, round after round, so that load on the box falls on
 both alike. Figures: ``off_vs_baseline_ratio`` (goal <= 1.05) and ``on_vs_off_ratio`` (goal <=
 1.2; off and on maps of the same processes), and ``on_vs_baseline_ratio``, each a ratio of the
@@ -47,9 +53,10 @@ PROCESSES = ("baseline", "tree")
 _made: tuple[Any, Any] | None = None
 
 
-def _tracing(on: bool) -> Any:
+def _tracing(on: bool, timed: bool = False) -> Any:
     """Set (``on``) or unset the process's tracer provider; its in-memory exporter, emptied,
-    if set."""
+    if set. ``timed``: the provider set is wrapped in a `TimedProvider` (returned with the
+    exporter)."""
     global _made
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
@@ -69,6 +76,12 @@ def _tracing(on: bool) -> Any:
         _made = (provider, exporter)
     provider, exporter = _made
     exporter.clear()
+    if timed:
+        from _timed_tracer import TimedProvider
+
+        wrapped = TimedProvider(provider)
+        trace.set_tracer_provider(wrapped)
+        return exporter, wrapped
     trace.set_tracer_provider(provider)
     return exporter
 
@@ -103,7 +116,21 @@ def child(side: str, inputs: int, maps: int) -> None:
             if exporter is not None:
                 spans = len(exporter.get_finished_spans())
                 exporter.clear()
-    found = {"times": times, "cpu": cpu, "spans": spans, "flyjobs": flyjobs.__file__}
+    sdk: list[float] = []
+    if side != "baseline":
+        exporter, timed = _tracing(True, timed=True)
+        for _ in range(maps):
+            timed.reset()
+            assert list(noop.map(range(inputs))) == list(range(inputs))
+            sdk.append(timed.reset())
+            exporter.clear()
+    found = {
+        "times": times,
+        "cpu": cpu,
+        "sdk": sdk,
+        "spans": spans,
+        "flyjobs": flyjobs.__file__,
+    }
     print(json.dumps(found))
 
 
@@ -152,6 +179,7 @@ def main() -> None:
         return
     times: dict[str, list[float]] = {side: [] for side in SIDES}
     cpu: dict[str, list[float]] = {side: [] for side in SIDES}
+    sdk: list[float] = []
     spans = 0
     with tempfile.TemporaryDirectory(prefix="flyjobs-bench-baseline-") as tree:
         extract(args.baseline, tree)
@@ -166,7 +194,12 @@ def main() -> None:
                         shown = " ".join(f"{t:.2f}" for t in values)
                         print(f"round {round_ + 1} {each:8} {shown}")
                 spans = max(spans, int(result["spans"]))
+                sdk += result["sdk"]
+                if result["sdk"]:
+                    shown = " ".join(f"{t:.3f}" for t in result["sdk"])
+                    print(f"round {round_ + 1} sdk      {shown} (seconds in the SDK per map)")
     median = {side: statistics.median(values) for side, values in times.items()}
+    sdk_s = statistics.median(sdk)
     cpu_median = {side: statistics.median(values) for side, values in cpu.items()}
     for side in SIDES:
         print(f"{side:8} median {median[side]:.3f} s per map of {args.inputs} inputs")
@@ -181,6 +214,8 @@ def main() -> None:
         "off_vs_baseline_ratio": round(median["off"] / median["baseline"], 3),
         "on_vs_baseline_ratio": round(median["on"] / median["baseline"], 3),
         "on_vs_off_ratio": round(median["on"] / median["off"], 3),
+        "sdk_s_per_on_map": round(sdk_s, 3),
+        "sdk_floor_vs_off_ratio": round((median["off"] + sdk_s) / median["off"], 3),
         "baseline_loop_cpu_s": round(cpu_median["baseline"], 3),
         "off_loop_cpu_s": round(cpu_median["off"], 3),
         "on_loop_cpu_s": round(cpu_median["on"], 3),

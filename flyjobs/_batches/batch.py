@@ -95,7 +95,6 @@ from .._wire.bulk import encode_chunk
 from .._wire.log_lines import call_mark
 from .._wire.machine import NEXT_INPUT_WAIT_S
 from .._wire.metadata import META_BATCH_ID
-from .._wire.result_envelope import decode_result
 from .chunking import INPUT_COST_S, MAX_CHUNK_BYTES, ChunkSize, store_share
 from .progress import BatchStats
 from .result_polls import RESULT_POLL_MAX_S, ResultPolls
@@ -1016,7 +1015,7 @@ class Batch:
             else:
                 self._attempt_failed(held, body)
             return None
-        result = decode_result(body)
+        result = held.attempt.decoded(body)
         start, end = result.timings.get("function_start"), result.timings.get("function_end")
         run_s = max(end - start, 0.0) if start is not None and end is not None else 0.0
         if held.chunk is not None:

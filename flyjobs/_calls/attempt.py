@@ -146,6 +146,10 @@ class Attempt:
     opened_at: float = 0.0
     cost_usd: float | None = None
     _closed: bool = dataclasses.field(default=False, init=False, repr=False)
+    #: (body, its envelope): the last result decoded by `decoded`, when the caller traces
+    _decoded: tuple[bytes, ResultEnvelope] | None = dataclasses.field(
+        default=None, init=False, repr=False
+    )
 
     @classmethod
     def open(
@@ -207,6 +211,20 @@ class Attempt:
             traceparent=None if self.trace is None else self.trace.traceparent,
             **extra,
         )
+
+    def decoded(self, body: bytes) -> ResultEnvelope:
+        """``body``, this attempt's delivered result, decoded. When the caller traces, both the
+        call's span and the caller's outcome read it: it is decoded once for both.
+
+        :raises SerializationError: ``body`` is not a flyjobs result envelope.
+        """
+        memo = self._decoded
+        if memo is not None and memo[0] is body:
+            return memo[1]
+        result = decode_result(body)
+        if self.trace is not None:
+            self._decoded = (body, result)
+        return result
 
     async def close(self) -> None:
         """Forget the ticket (once; shielded: a cancelled caller still cleans up)."""
@@ -557,9 +575,8 @@ class MachineRun:
         timings, failed, exit_code = None, None, None
         if isinstance(outcome, bytes):
             try:
-                # Decoded twice, here and by the caller of `result`, only when the caller
-                # traces; a body that does not decode is the caller's to report.
-                result = decode_result(outcome)
+                # A body that does not decode is the caller's to report.
+                result: ResultEnvelope | None = attempt.decoded(outcome)
             except SerializationError:
                 result = None
             if result is not None:
