@@ -2,7 +2,8 @@
 vs tracing off vs tracing on (OpenTelemetry's SDK, an in-memory exporter).
 
 Each side runs ``noop.map`` over N trivial inputs on the embedded emulator (as bench/fanout.py's
-reuse-on figure does):
+reuse-on figure does), or, with ``--run-ms M``, ``sleep_s.map`` over N inputs that each run for
+M milliseconds:
 
 - **baseline**: the flyjobs of ``--baseline`` (``git archive`` of it, first on ``PYTHONPATH``, for
   the caller and its machines), with no tracing code at all, in processes of its own;
@@ -24,7 +25,7 @@ sides' median map times; the same as ``*_loop_cpu_ratio`` of the CPU time of the
 event-loop thread, which runs the batch (and makes the spans), and is less at the mercy of
 other load on the box than wall time is.
 
-    python bench/trace.py [--inputs 1000] [--maps 3] [--rounds 3] [--baseline main]
+    python bench/trace.py [--inputs 1000] [--run-ms 0] [--maps 3] [--rounds 3] [--baseline main]
 
 The last line of output is one JSON object.
 """
@@ -86,17 +87,24 @@ def _tracing(on: bool, timed: bool = False) -> Any:
     return exporter
 
 
-def child(side: str, inputs: int, maps: int) -> None:
+def child(side: str, inputs: int, maps: int, run_ms: float) -> None:
     """One process: warm up, then time ``maps`` maps (of the baseline; or off and on in turn);
     print the times as JSON."""
     sys.path.insert(0, str(HERE))
     import _common  # noqa: F401  (sets up the environment first)
-    from _trivial import noop
+    from _trivial import noop, sleep_s
 
     import flyjobs
     from flyjobs._calls.runtime import get_runtime
 
-    assert list(noop.map(range(16))) == list(range(16))  # warm-up: runtime, emulator, zygote
+    def one_map(count: int) -> None:
+        if run_ms:
+            run_s = [run_ms / 1000] * count
+            assert list(sleep_s.map(run_s)) == run_s
+        else:
+            assert list(noop.map(range(count))) == list(range(count))
+
+    one_map(16)  # warm-up: runtime, emulator, zygote
     runtime = get_runtime()
 
     async def loop_cpu_s() -> float:
@@ -110,7 +118,7 @@ def child(side: str, inputs: int, maps: int) -> None:
             exporter = None if each == "baseline" else _tracing(each == "on")
             cpu_before = runtime.portal.call(loop_cpu_s)
             started = time.perf_counter()
-            assert list(noop.map(range(inputs))) == list(range(inputs))
+            one_map(inputs)
             times[each].append(time.perf_counter() - started)
             cpu[each].append(runtime.portal.call(loop_cpu_s) - cpu_before)
             if exporter is not None:
@@ -121,7 +129,7 @@ def child(side: str, inputs: int, maps: int) -> None:
         exporter, timed = _tracing(True, timed=True)
         for _ in range(maps):
             timed.reset()
-            assert list(noop.map(range(inputs))) == list(range(inputs))
+            one_map(inputs)
             sdk.append(timed.reset())
             exporter.clear()
     found = {
@@ -134,12 +142,15 @@ def child(side: str, inputs: int, maps: int) -> None:
     print(json.dumps(found))
 
 
-def run_side(side: str, inputs: int, maps: int, baseline_tree: str) -> dict[str, Any]:
+def run_side(
+    side: str, inputs: int, maps: int, run_ms: float, baseline_tree: str
+) -> dict[str, Any]:
     """Run one ``side`` process (``baseline`` or ``tree``); its times and span count."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     if side == "baseline":
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline_tree, env.get("PYTHONPATH")]))
     argv = [sys.executable, __file__, "--child", side, "--inputs", str(inputs)]
+    argv += ["--run-ms", str(run_ms)]
     done = subprocess.run(
         [*argv, "--maps", str(maps)],
         env=env,
@@ -169,13 +180,16 @@ def extract(ref: str, into: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", type=int, default=1000)
+    parser.add_argument(
+        "--run-ms", type=float, default=0.0, help="each input's run time (0: a trivial function)"
+    )
     parser.add_argument("--maps", type=int, default=3, help="maps timed per process")
     parser.add_argument("--rounds", type=int, default=3, help="processes of each kind")
     parser.add_argument("--baseline", default="main", help="git ref of the baseline")
     parser.add_argument("--child", choices=PROCESSES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.inputs, args.maps)
+        child(args.child, args.inputs, args.maps, args.run_ms)
         return
     times: dict[str, list[float]] = {side: [] for side in SIDES}
     cpu: dict[str, list[float]] = {side: [] for side in SIDES}
@@ -186,7 +200,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             # The order turns each round, so neither side always runs first.
             for side in ("baseline", "tree") if round_ % 2 == 0 else ("tree", "baseline"):
-                result = run_side(side, args.inputs, args.maps, tree)
+                result = run_side(side, args.inputs, args.maps, args.run_ms, tree)
                 for each, values in result["times"].items():
                     times[each] += values
                     cpu[each] += result["cpu"][each]
@@ -205,6 +219,7 @@ def main() -> None:
         print(f"{side:8} median {median[side]:.3f} s per map of {args.inputs} inputs")
     figures = {
         "inputs": args.inputs,
+        "run_ms": args.run_ms,
         "maps_per_side": len(times["off"]),
         "baseline": args.baseline,
         "baseline_map_s": round(median["baseline"], 3),
