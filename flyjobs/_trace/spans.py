@@ -28,8 +28,8 @@ call span's first seconds) and ``flyjobs.deliver_s`` (the last attempt's ``deliv
 worker starting to send the result to its arrival here, just before the call span's end). A map
 of N inputs then makes about 2N spans rather than 4N: each span costs the caller's event loop,
 which runs the map, about 30 µs of the SDK's own work (``bench/trace.py``), and a trace of
-thousands of spans is hard to read. Its other phases (``create``, ``boot`` and ``import`` for the inputs its machines were created with,
-``run``, ``retry``) stay spans.
+thousands of spans is hard to read. Its other phases (``create``, ``boot`` and ``import`` for
+the inputs its machines were created with, ``run``, ``retry``) stay spans.
 
 The call's span is the parent the machine is given (its W3C ``traceparent`` travels in the call
 envelope), so spans the function makes on the machine join the call's trace.
