@@ -2,12 +2,14 @@
 
 `TimedProvider` wraps an SDK tracer provider through the API's public interfaces
 (``opentelemetry.trace.TracerProvider``, ``Tracer`` and ``Span``): every call flyjobs makes into
-the tracer or one of its spans goes to the SDK's, and the seconds spent in it (by the calling
-thread, ``time.perf_counter``) add up in `TimedProvider.seconds`. What is left of tracing's cost
-once those seconds are taken out is flyjobs's own code and what the spans cost the rest of the
-process (the garbage collector's work on them, caches).
+the tracer or one of its spans goes to the SDK's, and the CPU seconds the calling thread spends
+in it (``time.thread_time``: time the thread waits descheduled on a busy box is not counted) add
+up in `TimedProvider.seconds`. What is left of tracing's cost once those seconds are taken out
+is flyjobs's own code and what the spans cost the rest of the process (the garbage collector's
+work on them, caches).
 
-The wrapping itself costs about a microsecond per span, counted in the SDK's seconds.
+The wrapping itself costs about a microsecond per span; a clock read's part of it is counted in
+the SDK's seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from opentelemetry import trace as api
 from opentelemetry.context import Context
 from opentelemetry.util import types
 
-_clock = time.perf_counter
+_clock = time.thread_time
 
 
 class TimedProvider(api.TracerProvider):

@@ -13,7 +13,7 @@ M milliseconds:
   an in-memory exporter.
 
 Each tree process then times as many maps again with the same provider wrapped in
-``bench/_timed_tracer.py``, which counts the seconds spent inside the OpenTelemetry SDK's tracer
+``bench/_timed_tracer.py``, which counts the CPU seconds spent inside the OpenTelemetry SDK's tracer
 and spans: ``sdk_s_per_on_map``, and ``sdk_floor_vs_off_ratio``, what ``on_vs_off_ratio`` would
 be if nothing but the SDK's own work on flyjobs's spans cost anything (off's map time plus those
 seconds, over off's). That is the floor of any tracing that makes these spans in this process.
