@@ -51,21 +51,8 @@ __all__ = ("BatchTrace", "CallTrace", "start_batch", "start_call")
 _REASON_CHARS = 500
 
 
-#: The phases the worker's timings mark after its start: (name, start mark, end mark).
-_MACHINE_PHASES = (
-    ("import", "import_start", "import_end"),
-    ("run", "function_start", "function_end"),
-)
-_NO_TIMINGS: Mapping[str, float] = {}
-
-
 def _ns(unix_s: float) -> int:
     return int(unix_s * 1e9)
-
-
-def _within(t: float, opened_s: float, end_s: float) -> float:
-    """``t`` (a machine's clock) kept within the attempt's own span of time."""
-    return min(max(t, opened_s), end_s)
 
 
 class CallTrace:
@@ -167,39 +154,36 @@ class CallTrace:
         :param exit_code: the machine's exit code, when the attempt ended with its exit.
         :param cost_usd: what the attempt cost, when known.
         """
+
+        def within(t: float) -> float:
+            return min(max(t, opened_s), end_s)
+
         # Phases carry only the attempt: each attribute costs the SDK time, per span.
         attempt = {"flyjobs.attempt": number}
-        phase = self._phase
-        times = timings or _NO_TIMINGS
-        started = times.get("worker_start")
+        times = timings or {}
         booted = None
         if created is not None:
             # A machine may start before the create's answer is in (a fast local one): its
             # create then ends as it starts, and its boot takes no time.
             sent, booted = created
+            started = times.get("worker_start")
             if started is not None:
                 booted = min(booted, max(started, sent))
-            phase(
-                "create", _within(sent, opened_s, end_s), _within(booted, opened_s, end_s), attempt
-            )
-            if started is not None:
-                phase(
-                    "boot",
-                    _within(booted, opened_s, end_s),
-                    _within(started, opened_s, end_s),
-                    attempt,
-                )
-        for name, start_mark, end_mark in _MACHINE_PHASES:
-            start = times.get(start_mark)
-            end = times.get(end_mark)
+            self._phase("create", within(sent), within(booted), attempt)
+        delivered = times.get("deliver_start") if timings is not None else None
+        marks = [
+            ("boot", booted, times.get("worker_start")),
+            ("import", times.get("import_start"), times.get("import_end")),
+            ("run", times.get("function_start"), times.get("function_end")),
+        ]
+        for name, start, end in marks:
             if start is not None and end is not None:
-                phase(name, _within(start, opened_s, end_s), _within(end, opened_s, end_s), attempt)
-        delivered = times.get("deliver_start")
+                self._phase(name, within(start), within(end), attempt)
         if delivered is not None:
             if self._in_map:
-                self._attributes["flyjobs.deliver_s"] = end_s - _within(delivered, opened_s, end_s)
+                self._attributes["flyjobs.deliver_s"] = end_s - within(delivered)
             else:
-                phase("deliver", _within(delivered, opened_s, end_s), end_s, attempt)
+                self._phase("deliver", within(delivered), end_s, attempt)
         self._attributes.update(attempt)
         self._attributes["flyjobs.machine_id"] = machine_id
         self._attributes["flyjobs.region"] = region or ""
